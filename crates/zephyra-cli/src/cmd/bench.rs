@@ -1,0 +1,31 @@
+//! `zephyra bench forward|train`: throughput figures for the README.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::Global;
+
+mod forward;
+mod train;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, Subcommand)]
+enum What {
+    /// Tokens/s of the language model's forward pass.
+    Forward(forward::Args),
+    /// Tokens/s of SAE training steps.
+    Train(train::Args),
+}
+
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    match args.what {
+        What::Forward(args) => forward::run(args, global),
+        What::Train(args) => train::run(args, global),
+    }
+}

@@ -1,0 +1,26 @@
+//! One module per subcommand: each defines its clap `Args` and a `run` function.
+
+pub mod bench;
+pub mod by_hand;
+pub mod encode;
+pub mod fetch_model;
+pub mod generate;
+pub mod inspect;
+pub mod run;
+pub mod tokenize;
+pub mod train;
+
+/// Options shared by every subcommand.
+#[derive(Debug, Clone, Copy)]
+pub struct Global {
+    /// Hide progress bars.
+    pub quiet: bool,
+}
+
+impl Global {
+    /// Whether progress bars should be drawn: not with `--quiet`, and only when stderr is a terminal.
+    pub fn show_progress(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+}

@@ -1,0 +1,92 @@
+//! The `zephyra` binary: thin argument parsing over the Zephyra crates.
+//!
+//! `main` parses the command line and hands it to [`run`]; every subcommand lives in its own module under
+//! `cmd/` and only translates arguments into library calls.
+
+mod cmd;
+
+use std::io::ErrorKind;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Zephyra: open up language models with sparse autoencoders.
+#[derive(Debug, Parser)]
+#[command(name = "zephyra", version, about, long_about = None)]
+struct Cli {
+    /// Hide progress bars (they are also hidden when stderr is not a terminal).
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Download SmolLM2-135M-Instruct into the cache and print the path of its .gguf file.
+    FetchModel(cmd::fetch_model::Args),
+    /// Show a model's architecture, tensor count and hook points.
+    Inspect(cmd::inspect::Args),
+    /// Tokenize text and print `{"ids": [...], "tokens": [...]}`.
+    Tokenize(cmd::tokenize::Args),
+    /// Run the model on a text and save the activations at the given hook points.
+    Run(cmd::run::Args),
+    /// Generate text from a prompt (greedy or sampled), streaming tokens to stdout.
+    Generate(cmd::generate::Args),
+    /// Walk through an autoencoder and a sparse autoencoder step by step, with real numbers.
+    ByHand(cmd::by_hand::Args),
+    /// Train a sparse autoencoder on activations.
+    Train(cmd::train::Args),
+    /// Encode activations with a trained SAE and save the feature activations.
+    Encode(cmd::encode::Args),
+    /// Measure throughput (forward pass, SAE training).
+    Bench(cmd::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = cmd::Global { quiet: cli.quiet };
+    match cli.command {
+        Command::FetchModel(args) => cmd::fetch_model::run(args, &global),
+        Command::Inspect(args) => cmd::inspect::run(args, &global),
+        Command::Tokenize(args) => cmd::tokenize::run(args, &global),
+        Command::Run(args) => cmd::run::run(args, &global),
+        Command::Generate(args) => cmd::generate::run(args, &global),
+        Command::ByHand(args) => cmd::by_hand::run(args, &global),
+        Command::Train(args) => cmd::train::run(args, &global),
+        Command::Encode(args) => cmd::encode::run(args, &global),
+        Command::Bench(args) => cmd::bench::run(args, &global),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("zephyra=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
+    })
+}

@@ -35,6 +35,8 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Walk through an autoencoder and a sparse autoencoder step by step, with real numbers.
     ByHand(cmd::by_hand::Args),
+    /// Harvest activations at hook points over a corpus into a sharded activation store.
+    Harvest(cmd::harvest::Args),
     /// Train a sparse autoencoder on activations.
     Train(cmd::train::Args),
     /// Encode activations with a trained SAE and save the feature activations.
@@ -67,6 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => cmd::run::run(args, &global),
         Command::Generate(args) => cmd::generate::run(args, &global),
         Command::ByHand(args) => cmd::by_hand::run(args, &global),
+        Command::Harvest(args) => cmd::harvest::run(args, &global),
         Command::Train(args) => cmd::train::run(args, &global),
         Command::Encode(args) => cmd::encode::run(args, &global),
         Command::Bench(args) => cmd::bench::run(args, &global),

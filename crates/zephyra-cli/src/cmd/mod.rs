@@ -5,8 +5,10 @@ pub mod by_hand;
 pub mod encode;
 pub mod fetch_model;
 pub mod generate;
+pub mod harvest;
 pub mod inspect;
 pub mod run;
+pub mod source;
 pub mod tokenize;
 pub mod train;
 

@@ -41,6 +41,20 @@ enum Command {
     Train(cmd::train::Args),
     /// Encode activations with a trained SAE and save the feature activations.
     Encode(cmd::encode::Args),
+    /// Evaluate an SAE: reconstruction, sparsity, dead latents, and the model's loss with the SAE spliced in.
+    Eval(cmd::eval::Args),
+    /// Plot training curves and feature-density histograms (PNG and SVG).
+    Plot(cmd::plot::Args),
+    /// Compute per-feature statistics (top contexts, histograms, logit effects) over a corpus.
+    Features(cmd::features::Args),
+    /// Serve the feature browser, text explainer and steering playground on 127.0.0.1.
+    Serve(cmd::serve::Args),
+    /// Generate with a feature's decoder direction added (or clamped) at the SAE's hook.
+    Steer(cmd::steer::Args),
+    /// Show which features fire where on a text.
+    Explain(cmd::explain::Args),
+    /// The whole path on defaults: fetch, harvest, train, evaluate, compute features, open the app.
+    Demo(cmd::demo::Args),
     /// Measure throughput (forward pass, SAE training).
     Bench(cmd::bench::Args),
 }
@@ -72,6 +86,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Harvest(args) => cmd::harvest::run(args, &global),
         Command::Train(args) => cmd::train::run(args, &global),
         Command::Encode(args) => cmd::encode::run(args, &global),
+        Command::Eval(args) => cmd::eval::run(args, &global),
+        Command::Plot(args) => cmd::plot::run(args, &global),
+        Command::Features(args) => cmd::features::run(args, &global),
+        Command::Serve(args) => cmd::serve::run(args, &global),
+        Command::Steer(args) => cmd::steer::run(args, &global),
+        Command::Explain(args) => cmd::explain::run(args, &global),
+        Command::Demo(args) => cmd::demo::run(args, &global),
         Command::Bench(args) => cmd::bench::run(args, &global),
     }
 }

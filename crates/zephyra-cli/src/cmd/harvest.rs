@@ -1,10 +1,158 @@
-use std::process::ExitCode;
+//! `zephyra harvest`: run a model over a corpus and store the activations at hook points.
+//!
+//! `--json` prints one JSON object on stdout when done:
+//! `{"stores": [dir…], "hooks": [name…], "n_contexts": int, "n_rows": [int…], "tokens_run": int,
+//!   "resumed_shards": int, "corpus_exhausted": bool, "seconds": float, "tokens_per_s": float}`.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::ValueEnum;
+use zephyra_data::harvest::{self, Pipeline, DEFAULT_BATCH_CONTEXTS, DEFAULT_CONTEXTS_PER_SHARD};
+use zephyra_data::store::StoreDtype;
+use zephyra_lm::HookPoint;
+
+use super::source::{harvest_config, load_corpus, load_model};
 use super::Global;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+/// `--dtype` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    /// 32-bit float (exact).
+    Float32,
+    /// bfloat16 (half the disk).
+    Bfloat16,
+}
 
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model: `smollm2` (fetched into the cache on first use) or a path to a .gguf file.
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+    /// Corpus: files (.txt .md .html .jsonl .parquet), directories, globs, `-` for stdin (repeatable)
+    /// [default: the Rust documentation shipped with the toolchain].
+    #[arg(long, value_name = "PATH")]
+    pub data: Vec<String>,
+    /// Hook point(s) to store, e.g. blocks.15.hook_resid_pre (repeat for several stores from one pass).
+    #[arg(long, required = true, value_name = "HOOK")]
+    pub hook: Vec<HookPoint>,
+    /// Tokens to run through the model (ceil(tokens / ctx) contexts; fewer if the corpus runs out).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub tokens: u64,
+    /// Tokens per context.
+    #[arg(long, default_value_t = 128)]
+    pub ctx: usize,
+    /// Output store directory (one hook) or parent of one store per hook (several).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Seed of the file order and context shuffle.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Element type of the stored activations.
+    #[arg(long, value_enum, default_value_t = DtypeArg::Float32)]
+    pub dtype: DtypeArg,
+    /// Keep every row: do not drop position 0, special tokens or high-norm attention sinks.
+    #[arg(long)]
+    pub keep_sinks: bool,
+    /// Drop rows whose norm exceeds this multiple of their shard's median norm.
+    #[arg(long, default_value_t = zephyra_data::exclude::DEFAULT_MAX_NORM_MULTIPLE)]
+    pub max_norm_multiple: f32,
+    /// JSONL field / parquet column holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// Contexts per shard file.
+    #[arg(long, default_value_t = DEFAULT_CONTEXTS_PER_SHARD, value_name = "N")]
+    pub shard_contexts: usize,
+    /// Contexts per forward pass.
+    #[arg(long, default_value_t = DEFAULT_BATCH_CONTEXTS, value_name = "N")]
+    pub batch: usize,
+    /// Threads for the forward pass [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let (model, tokenizer, model_path) = load_model(&args.model)?;
+    let config = harvest_config(
+        args.hook.clone(),
+        args.ctx,
+        args.tokens,
+        args.seed,
+        args.shard_contexts,
+        args.batch,
+        match args.dtype {
+            DtypeArg::Float32 => StoreDtype::Float32,
+            DtypeArg::Bfloat16 => StoreDtype::Bfloat16,
+        },
+        args.keep_sinks,
+        args.max_norm_multiple,
+    );
+    if args.ctx > model.config().context_length {
+        return Err(zephyra_data::DataError::CtxTooLarge { ctx: args.ctx, max_ctx: model.config().context_length }.into());
+    }
+    let corpus = load_corpus(&args.data, &args.text_field)?;
+    let info = harvest::model_info(&model_path, model.as_ref()).context("hashing the model file")?;
+    let vocab_size = tokenizer.vocab_size();
+    let pipeline = Pipeline { model, encoder: tokenizer, corpus, config };
+
+    let bar = if global.show_progress() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} tokens  {per_sec}  ETA {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(500));
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut on_progress = |p: &harvest::Progress| {
+        bar.set_length(p.tokens_total);
+        bar.set_position(p.tokens_done);
+        bar.set_message(format!("{} shards", p.shards_written));
+    };
+    let threads = args.threads.unwrap_or(0);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the worker threads")?;
+    let summary = pool
+        .install(|| harvest::harvest(pipeline, info, vocab_size, &args.out, &mut on_progress))
+        .with_context(|| format!("harvesting into {}", args.out.display()))?;
+    bar.finish_and_clear();
+    let tokens_per_s = summary.tokens_run as f64 / summary.seconds.max(1e-9);
+    if args.json {
+        let json = serde_json::json!({
+            "stores": summary.stores,
+            "hooks": args.hook.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "n_contexts": summary.n_contexts,
+            "n_rows": summary.n_rows,
+            "tokens_run": summary.tokens_run,
+            "resumed_shards": summary.resumed_shards,
+            "corpus_exhausted": summary.corpus_exhausted,
+            "seconds": summary.seconds,
+            "tokens_per_s": tokens_per_s,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "harvested {} contexts ({} tokens run in {:.1} s, {:.0} tok/s{})",
+            summary.n_contexts,
+            summary.tokens_run,
+            summary.seconds,
+            tokens_per_s,
+            if summary.resumed_shards > 0 { format!(", resumed after {} shards", summary.resumed_shards) } else { String::new() }
+        );
+        if summary.corpus_exhausted {
+            println!("the corpus ran out before --tokens {}", args.tokens);
+        }
+        for ((dir, hook), rows) in summary.stores.iter().zip(&args.hook).zip(&summary.n_rows) {
+            println!("{hook}: {rows} rows → {}", dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,13 +2,20 @@
 
 pub mod bench;
 pub mod by_hand;
+pub mod demo;
 pub mod encode;
+pub mod eval;
+pub mod explain;
+pub mod features;
 pub mod fetch_model;
 pub mod generate;
 pub mod harvest;
 pub mod inspect;
+pub mod plot;
 pub mod run;
+pub mod serve;
 pub mod source;
+pub mod steer;
 pub mod tokenize;
 pub mod train;
 

@@ -1,10 +1,241 @@
+//! `zephyra run`: run the model over a text and save the activations at hook points.
+//!
+//! `--out X.safetensors` holds one float32 tensor `[n_tokens, d_model]` per hook, named by the hook
+//! (`blocks.15.hook_resid_pre`), plus `token_ids` (int64 `[n_tokens]`); the file's metadata records the
+//! model path and the hook names. `--out X.npy` holds one float32 array `[n_tokens, d_model]` and takes
+//! exactly one `--hook`. Files are written atomically (temp file in the same directory, then rename).
+//! stdout gets one line per saved tensor: `name [n_tokens, d_model]`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use zephyra_lm::model::Logits;
+use zephyra_lm::{HookPoint, Hooks};
+
+use super::fetch_model::{self, ModelSpec};
+use super::tokenize::TextInput;
 use super::Global;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// `smollm2` (downloaded on first use) or the path of a llama.cpp .gguf file.
+    #[arg(long, default_value = "smollm2")]
+    model: ModelSpec,
+    #[command(flatten)]
+    input: TextInput,
+    /// Hook point to save, e.g. `blocks.15.hook_resid_pre` (repeatable); `zephyra inspect` lists them.
+    #[arg(long = "hook", required = true, value_name = "HOOK")]
+    hooks: Vec<HookPoint>,
+    /// Output file: `.safetensors` (any number of hooks) or `.npy` (one hook).
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+}
 
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// The output formats, chosen by the extension of `--out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutFormat {
+    Safetensors,
+    Npy,
+}
+
+impl OutFormat {
+    fn from_path(path: &Path) -> anyhow::Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => Ok(OutFormat::Safetensors),
+            Some("npy") => Ok(OutFormat::Npy),
+            _ => anyhow::bail!(
+                "--out {}: unknown format; use a `.safetensors` or `.npy` file name",
+                path.display()
+            ),
+        }
+    }
+}
+
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let format = OutFormat::from_path(&args.out)?;
+    let mut hooks = args.hooks.clone();
+    hooks.sort_by_key(|h| h.depth());
+    hooks.dedup();
+    if format == OutFormat::Npy && hooks.len() != 1 {
+        anyhow::bail!(
+            "--out {}: a .npy file holds one array but {} hooks were given; give one --hook or write .safetensors",
+            args.out.display(),
+            hooks.len()
+        );
+    }
+    let text = args.input.read()?;
+
+    let model = fetch_model::load(&args.model, global)?;
+    let n_layers = model.llama.config().n_layers;
+    for hook in &hooks {
+        hook.validate(n_layers)?;
+    }
+    let ids = model
+        .tokenizer
+        .encode(&text)
+        .context("tokenizing the text")?;
+    if ids.is_empty() {
+        anyhow::bail!("the text has no tokens");
+    }
+    tracing::info!(n_tokens = ids.len(), n_hooks = hooks.len(), "running the model");
+    let mut capture = Hooks::capturing(hooks.iter().copied());
+    let out = model
+        .llama
+        .forward(&[ids.as_slice()], &mut capture, Logits::None)
+        .context("running the model")?;
+
+    let d_model = model.llama.config().d_model;
+    let mut arrays: Vec<(String, Vec<f32>)> = Vec::with_capacity(hooks.len());
+    for hook in &hooks {
+        let tensor = out
+            .activations
+            .get(*hook)
+            .with_context(|| format!("the forward pass did not capture {hook}"))?;
+        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+        anyhow::ensure!(
+            values.len() == ids.len() * d_model,
+            "{hook}: captured {} values, expected {} × {d_model}",
+            values.len(),
+            ids.len()
+        );
+        arrays.push((hook.to_string(), values));
+    }
+
+    match format {
+        OutFormat::Npy => write_npy(&args.out, &arrays[0].1, [ids.len(), d_model])?,
+        OutFormat::Safetensors => {
+            let mut metadata = HashMap::new();
+            metadata.insert("model".to_string(), model.path.display().to_string());
+            metadata.insert(
+                "hooks".to_string(),
+                arrays
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            write_safetensors(&args.out, &arrays, &ids, d_model, metadata)?;
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    for (name, _) in &arrays {
+        writeln!(stdout, "{name} [{}, {d_model}]", ids.len())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn write_safetensors(
+    path: &Path,
+    arrays: &[(String, Vec<f32>)],
+    ids: &[u32],
+    d_model: usize,
+    metadata: HashMap<String, String>,
+) -> anyhow::Result<()> {
+    let n_tokens = ids.len();
+    let buffers: Vec<(String, Vec<u8>)> = arrays
+        .iter()
+        .map(|(name, values)| (name.clone(), f32_bytes(values)))
+        .collect();
+    let id_bytes: Vec<u8> = ids
+        .iter()
+        .flat_map(|&id| i64::from(id).to_le_bytes())
+        .collect();
+    let mut views = Vec::with_capacity(buffers.len() + 1);
+    for (name, bytes) in &buffers {
+        views.push((
+            name.clone(),
+            TensorView::new(Dtype::F32, vec![n_tokens, d_model], bytes)?,
+        ));
+    }
+    views.push((
+        "token_ids".to_string(),
+        TensorView::new(Dtype::I64, vec![n_tokens], &id_bytes)?,
+    ));
+    let bytes = safetensors::tensor::serialize(views, Some(metadata))?;
+    write_atomically(path, &bytes)
+}
+
+/// Writes a NumPy `.npy` (format 1.0) little-endian float32 array of `shape`.
+fn write_npy(path: &Path, values: &[f32], shape: [usize; 2]) -> anyhow::Result<()> {
+    let mut bytes = npy_header(&shape);
+    bytes.extend(f32_bytes(values));
+    write_atomically(path, &bytes)
+}
+
+/// The magic, version and header dict of a `.npy` file, padded so the data starts 64-byte aligned.
+fn npy_header(shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
+    let shape_str = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
+    // magic (6) + version (2) + header length (2) + dict + '\n' must be a multiple of 64.
+    let unpadded = 10 + dict.len() + 1;
+    let padding = (64 - unpadded % 64) % 64;
+    dict.push_str(&" ".repeat(padding));
+    dict.push('\n');
+    let mut out = Vec::with_capacity(10 + dict.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+/// Writes `bytes` to a temp file next to `path`, then renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".zephyra-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|err| err.error)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_aligned_and_describes_the_array() {
+        let header = npy_header(&[11, 576]);
+        assert_eq!(header.len() % 64, 0);
+        assert_eq!(&header[..8], b"\x93NUMPY\x01\x00");
+        let len = u16::from_le_bytes([header[8], header[9]]) as usize;
+        assert_eq!(len, header.len() - 10);
+        let dict = std::str::from_utf8(&header[10..]).expect("ascii");
+        assert!(dict.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (11, 576), }"));
+        assert!(dict.ends_with('\n'));
+    }
+
+    #[test]
+    fn out_format_follows_the_extension() {
+        assert_eq!(
+            OutFormat::from_path(Path::new("a.npy")).expect("npy"),
+            OutFormat::Npy
+        );
+        assert_eq!(
+            OutFormat::from_path(Path::new("x/a.safetensors")).expect("st"),
+            OutFormat::Safetensors
+        );
+        assert!(OutFormat::from_path(Path::new("a.pt")).is_err());
+    }
 }

@@ -1,10 +1,161 @@
-use std::process::ExitCode;
+//! `zephyra bench train`: tokens/s of SAE training steps (topk k=32 and relu by default) at the README's
+//! configuration (d_in 576, expansion 16, batch 4096, 2 threads), on random or real activations.
+//!
+//! `--json` prints one line per architecture:
+//! `{"bench": "train", "arch", "k", "d_in", "d_sae", "batch", "threads", "steps", "tokens_per_s",
+//!   "step_ms", "l0", "fve", "peak_rss_mb", "data"}` (`data` is `random` or the `.npy` path).
 
-use super::Global;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use rand::{Rng, SeedableRng};
+use zephyra_sae::npy::{NpyOrder, NpySource};
+use zephyra_sae::train::{ActivationSource, MemorySource, Progress, TrainConfig, Trainer};
+use zephyra_sae::{Architecture, SaeConfig};
+
+use super::super::train::Arch;
+use super::super::Global;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Architectures to time.
+    #[arg(long, value_enum, num_args = 1.., default_values_t = [Arch::Topk, Arch::Relu])]
+    arch: Vec<Arch>,
+    /// Real activations (float32 .npy [n, d_in]); random Gaussian rows when absent.
+    #[arg(long)]
+    acts: Option<PathBuf>,
+    /// Row width for random activations.
+    #[arg(long, default_value_t = 576)]
+    d_in: usize,
+    /// d_sae = expansion × d_in.
+    #[arg(long, default_value_t = 16)]
+    expansion: usize,
+    /// k for topk/batchtopk.
+    #[arg(long, default_value_t = 32)]
+    k: usize,
+    /// Rows per step.
+    #[arg(long, default_value_t = 4096)]
+    batch: usize,
+    /// Timed steps (after the warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    steps: u64,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Print JSON Lines.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+fn source(args: &Args) -> anyhow::Result<Box<dyn ActivationSource>> {
+    match &args.acts {
+        Some(p) => Ok(Box::new(
+            NpySource::open(
+                p,
+                NpyOrder {
+                    shuffle: true,
+                    repeat: true,
+                    seed: 0,
+                },
+            )
+            .with_context(|| format!("opening {}", p.display()))?,
+        )),
+        None => {
+            // Gaussian rows with a random mean direction, 8 batches' worth (recycled).
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+            let n = args.batch * 8;
+            let mean: Vec<f32> = (0..args.d_in).map(|_| rng.random::<f32>() - 0.5).collect();
+            let mut rows = Vec::with_capacity(n * args.d_in);
+            for _ in 0..n {
+                for m in &mean {
+                    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+                    rows.push(
+                        m + ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32,
+                    );
+                }
+            }
+            Ok(Box::new(MemorySource::new(rows, args.d_in, true)?))
+        }
+    }
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()
+        .context("starting the worker threads")?;
+    for &arch in &args.arch {
+        let mut src = source(&args)?;
+        let d_in = src.d_in();
+        let architecture = match arch {
+            Arch::Relu => Architecture::Relu,
+            Arch::ReluUnit => Architecture::ReluUnit,
+            Arch::Topk => Architecture::TopK { k: args.k },
+            Arch::Batchtopk => Architecture::BatchTopK { k: args.k },
+            Arch::Jumprelu => Architecture::JumpRelu,
+            Arch::Gated => Architecture::Gated,
+        };
+        let sae = SaeConfig::new(d_in, args.expansion * d_in, architecture)?;
+        let total = (args.warmup + args.steps) * args.batch as u64;
+        let mut cfg = TrainConfig::for_sae(sae, args.batch, total);
+        cfg.threads = args.threads;
+        cfg.init_rows = args.batch.min(4096);
+        cfg.sparsity_warmup_steps = 0;
+        let mut timer: Option<Instant> = None;
+        let mut last = (0.0, 0.0);
+        let warmup = args.warmup;
+        let outcome = pool.install(|| -> anyhow::Result<_> {
+            let mut trainer = Trainer::new(cfg, src.as_mut(), None)?;
+            if warmup == 0 {
+                timer = Some(Instant::now());
+            }
+            let mut on_step = |p: &Progress| {
+                if p.step == warmup {
+                    timer = Some(Instant::now());
+                }
+                last = (p.l0, p.fve);
+                ControlFlow::Continue(())
+            };
+            Ok(trainer.run(src.as_mut(), &mut on_step)?)
+        })?;
+        let secs = timer.map(|t| t.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+        let tokens_per_s = (args.steps * args.batch as u64) as f64 / secs;
+        let line = serde_json::json!({
+            "bench": "train", "arch": architecture.name(), "k": architecture.k(), "d_in": d_in,
+            "d_sae": args.expansion * d_in, "batch": args.batch, "threads": args.threads, "steps": args.steps,
+            "tokens_per_s": tokens_per_s, "step_ms": 1000.0 * secs / args.steps as f64, "l0": last.0, "fve": last.1,
+            "peak_rss_mb": peak_rss_mb(),
+            "data": args.acts.as_ref().map_or("random".to_string(), |p| p.display().to_string()),
+        });
+        debug_assert!(outcome.finished);
+        if args.json {
+            println!("{line}");
+        } else {
+            println!(
+                "{:<10} d_in {d_in} d_sae {} batch {} threads {}: {:>8.0} tok/s ({:.0} ms/step), L0 {:.1}, peak RSS {:.0} MB",
+                architecture.to_string(),
+                args.expansion * d_in,
+                args.batch,
+                args.threads,
+                tokens_per_s,
+                1000.0 * secs / args.steps as f64,
+                last.0,
+                peak_rss_mb().unwrap_or(f64::NAN)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

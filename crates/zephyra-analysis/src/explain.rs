@@ -1,0 +1,84 @@
+//! Explain a text: which latents fire on each of its tokens.
+//!
+//! The model runs to the SAE's hook (and stops there), the activations are encoded, and each token gets its
+//! strongest latents. Rows the data crate's [`ExclusionRule`] drops (position 0, special tokens, attention
+//! sinks) are marked `excluded` and get no latents, exactly as in training and in the feature statistics.
+
+use serde::{Deserialize, Serialize};
+use zephyra_data::{exclude, ExclusionRule};
+use zephyra_lm::model::Logits;
+use zephyra_lm::Hooks;
+
+use crate::error::{AnalysisError, Result};
+use crate::steer::Engine;
+
+/// One latent firing on one token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureAct {
+    /// Latent index.
+    pub id: u32,
+    /// Its activation.
+    pub act: f32,
+}
+
+/// One token of the explained text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenFeatures {
+    /// Token id.
+    pub id: u32,
+    /// The token as text.
+    pub token: String,
+    /// Dropped by the exclusion rule (no latents reported).
+    pub excluded: bool,
+    /// The strongest latents, largest first.
+    pub features: Vec<FeatureAct>,
+}
+
+/// Largest text accepted by [`Engine::explain`], in bytes.
+pub const MAX_EXPLAIN_BYTES: usize = 64 * 1024;
+
+impl Engine {
+    /// The `top_k` strongest latents of each token of `text`.
+    pub fn explain(&self, text: &str, top_k: usize, rule: &ExclusionRule) -> Result<Vec<TokenFeatures>> {
+        if text.len() > MAX_EXPLAIN_BYTES {
+            return Err(AnalysisError::InvalidArgument(format!(
+                "the text has {} bytes; at most {MAX_EXPLAIN_BYTES} are explained at once",
+                text.len()
+            )));
+        }
+        let ids = self.encode_checked(text, 0)?;
+        let mut hooks = Hooks::capturing([self.hook]);
+        let mut out = self.llama.forward(&[ids.clone()], &mut hooks, Logits::None).map_err(|e| AnalysisError::Model(e.to_string()))?;
+        let acts = out
+            .activations
+            .take(self.hook)
+            .ok_or_else(|| AnalysisError::Model(format!("nothing captured at {}", self.hook)))?
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| AnalysisError::Model(e.to_string()))?;
+        let d_in = self.sae.cfg.d_in;
+        let d_sae = self.sae.cfg.d_sae;
+        let norms = exclude::row_norms(&acts, d_in);
+        let tok = self.tokenizer.clone();
+        let ex = exclude::apply(rule, &ids, ids.len(), &norms, &move |id| tok.is_special(id));
+        let codes = self.sae.encode(&acts, ids.len()).map_err(|e| AnalysisError::Sae(e.to_string()))?;
+        let mut result = Vec::with_capacity(ids.len());
+        for (p, &id) in ids.iter().enumerate() {
+            let token = self.tokenizer.decode(&[id]).unwrap_or_else(|_| format!("<{id}>"));
+            let excluded = !ex.keep[p];
+            let mut features: Vec<FeatureAct> = Vec::new();
+            if !excluded {
+                features = codes[p * d_sae..(p + 1) * d_sae]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &a)| a > 0.0)
+                    .map(|(j, &a)| FeatureAct { id: j as u32, act: a })
+                    .collect();
+                features.sort_by(|a, b| b.act.total_cmp(&a.act).then(a.id.cmp(&b.id)));
+                features.truncate(top_k);
+            }
+            result.push(TokenFeatures { id, token, excluded, features });
+        }
+        Ok(result)
+    }
+}

@@ -1,0 +1,270 @@
+//! Bounded per-latent accumulators, filled one batch of encoded contexts at a time.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{hist_bin, Cofire, Example, FeatureOptions, QuantileGroup, HIST_BINS};
+
+/// What is accumulated for one latent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct LatentAcc {
+    pub n_fires: u64,
+    pub sum: f64,
+    pub max: f32,
+    pub hist: Vec<u32>,
+    /// At most `n_top` examples, unordered.
+    pub top: Vec<Example>,
+    /// Uniform reservoir of firing examples.
+    pub samples: Vec<Example>,
+    /// Space-saving counters `(latent, count)`.
+    pub cofire: Vec<(u32, u64)>,
+}
+
+/// All latents' accumulators plus the pass counters; this is what a checkpoint holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Accumulators {
+    pub d_sae: usize,
+    pub n_contexts: u64,
+    pub n_tokens_read: u64,
+    pub n_tokens_kept: u64,
+    pub latents: Vec<LatentAcc>,
+}
+
+/// One batch of encoded contexts.
+pub(crate) struct Batch<'a> {
+    /// `[n_contexts, ctx]` token ids.
+    pub tokens: &'a [u32],
+    /// Whether each row was kept by the exclusion rule.
+    pub keep: &'a [bool],
+    /// Dense codes `[n_contexts · ctx, d_sae]` (rows that were not kept are ignored).
+    pub codes: &'a [f32],
+    pub ctx: usize,
+}
+
+impl Accumulators {
+    pub fn new(d_sae: usize) -> Self {
+        Self {
+            d_sae,
+            n_contexts: 0,
+            n_tokens_read: 0,
+            n_tokens_kept: 0,
+            latents: vec![LatentAcc { hist: vec![0; HIST_BINS], ..Default::default() }; d_sae],
+        }
+    }
+
+    /// Adds a batch. `rng` drives the reservoirs (seed it per batch for resumable determinism).
+    pub fn add(&mut self, batch: &Batch<'_>, opts: &FeatureOptions, rng: &mut impl Rng) {
+        let d_sae = self.d_sae;
+        let ctx = batch.ctx;
+        let n_ctx = batch.tokens.len() / ctx;
+        // Per-context maximum of each latent: (act, pos); `touched` lists the latents to visit and reset.
+        let mut ctx_max: Vec<(f32, u32)> = vec![(0.0, 0); d_sae];
+        let mut touched: Vec<u32> = Vec::new();
+        let mut active: Vec<(f32, u32)> = Vec::new();
+        for c in 0..n_ctx {
+            let context_index = self.n_contexts + c as u64;
+            for pos in 0..ctx {
+                let row = c * ctx + pos;
+                self.n_tokens_read += 1;
+                if !batch.keep[row] {
+                    continue;
+                }
+                self.n_tokens_kept += 1;
+                let codes = &batch.codes[row * d_sae..(row + 1) * d_sae];
+                active.clear();
+                for (j, &a) in codes.iter().enumerate() {
+                    if a > 0.0 {
+                        active.push((a, j as u32));
+                    }
+                }
+                for &(a, j) in &active {
+                    let acc = &mut self.latents[j as usize];
+                    acc.n_fires += 1;
+                    acc.sum += f64::from(a);
+                    acc.max = acc.max.max(a);
+                    acc.hist[hist_bin(a)] += 1;
+                    // Reservoir sampling (Vitter's algorithm R).
+                    let slot = if acc.samples.len() < opts.n_samples {
+                        Some(acc.samples.len())
+                    } else {
+                        let r = rng.random_range(0..acc.n_fires) as usize;
+                        (r < opts.n_samples).then_some(r)
+                    };
+                    if let Some(s) = slot {
+                        let ex = window(batch, c, pos, j as usize, d_sae, context_index, opts);
+                        if s == acc.samples.len() {
+                            acc.samples.push(ex);
+                        } else {
+                            acc.samples[s] = ex;
+                        }
+                    }
+                    let m = &mut ctx_max[j as usize];
+                    if m.0 == 0.0 {
+                        touched.push(j);
+                    }
+                    if a > m.0 {
+                        *m = (a, pos as u32);
+                    }
+                }
+                if active.len() > 1 && opts.n_cofire > 0 {
+                    if active.len() > opts.cofire_active {
+                        active.select_nth_unstable_by(opts.cofire_active, |x, y| y.0.total_cmp(&x.0));
+                        active.truncate(opts.cofire_active);
+                    }
+                    let capacity = opts.n_cofire * 4;
+                    for &(_, j) in &active {
+                        let counters = &mut self.latents[j as usize].cofire;
+                        for &(_, other) in &active {
+                            if other != j {
+                                space_saving(counters, other, capacity);
+                            }
+                        }
+                    }
+                }
+            }
+            for &j in &touched {
+                let (a, pos) = ctx_max[j as usize];
+                ctx_max[j as usize] = (0.0, 0);
+                let acc = &mut self.latents[j as usize];
+                if acc.top.len() < opts.n_top {
+                    acc.top.push(window(batch, c, pos as usize, j as usize, d_sae, context_index, opts));
+                } else if let Some((k, weakest)) = weakest(&acc.top) {
+                    if a > weakest {
+                        acc.top[k] = window(batch, c, pos as usize, j as usize, d_sae, context_index, opts);
+                    }
+                }
+            }
+            touched.clear();
+        }
+        self.n_contexts += n_ctx as u64;
+    }
+}
+
+/// Index and activation of the weakest example.
+fn weakest(examples: &[Example]) -> Option<(usize, f32)> {
+    examples.iter().enumerate().map(|(k, e)| (k, e.act)).min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// One space-saving update: count `item`, evicting the smallest counter when full.
+fn space_saving(counters: &mut Vec<(u32, u64)>, item: u32, capacity: usize) {
+    if let Some(c) = counters.iter_mut().find(|c| c.0 == item) {
+        c.1 += 1;
+    } else if counters.len() < capacity {
+        counters.push((item, 1));
+    } else if let Some(min) = counters.iter_mut().min_by_key(|c| c.1) {
+        *min = (item, min.1 + 1);
+    }
+}
+
+/// The example window of latent `j` around `pos` of context `c`.
+fn window(batch: &Batch<'_>, c: usize, pos: usize, j: usize, d_sae: usize, context: u64, opts: &FeatureOptions) -> Example {
+    let ctx = batch.ctx;
+    let start = pos.saturating_sub(opts.window_before);
+    let end = (pos + opts.window_after + 1).min(ctx);
+    let row0 = c * ctx;
+    let token_ids = batch.tokens[row0 + start..row0 + end].to_vec();
+    let acts = (start..end)
+        .map(|p| if batch.keep[row0 + p] { batch.codes[(row0 + p) * d_sae + j].max(0.0) } else { 0.0 })
+        .collect();
+    Example {
+        act: batch.codes[(row0 + pos) * d_sae + j],
+        context,
+        pos: pos as u32,
+        center: (pos - start) as u32,
+        token_ids,
+        tokens: Vec::new(),
+        acts,
+    }
+}
+
+impl LatentAcc {
+    /// Top examples, strongest first.
+    pub fn sorted_top(&self) -> Vec<Example> {
+        let mut top = self.top.clone();
+        top.sort_by(|a, b| b.act.total_cmp(&a.act).then(a.context.cmp(&b.context)));
+        top
+    }
+
+    /// The reservoir grouped into `n_groups` activation quantiles, strongest group first.
+    pub fn quantile_groups(&self, n_groups: usize) -> Vec<QuantileGroup> {
+        let mut s = self.samples.clone();
+        s.sort_by(|a, b| b.act.total_cmp(&a.act).then(a.context.cmp(&b.context)));
+        if s.is_empty() || n_groups == 0 {
+            return Vec::new();
+        }
+        let per = s.len().div_ceil(n_groups);
+        s.chunks(per)
+            .map(|g| QuantileGroup {
+                max_act: g.first().map_or(0.0, |e| e.act),
+                min_act: g.last().map_or(0.0, |e| e.act),
+                examples: g.to_vec(),
+            })
+            .collect()
+    }
+
+    /// Co-firing latents, most frequent first.
+    pub fn top_cofire(&self, n: usize) -> Vec<Cofire> {
+        let mut c = self.cofire.clone();
+        c.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        c.truncate(n);
+        c.into_iter()
+            .map(|(id, count)| Cofire {
+                id,
+                count,
+                fraction: if self.n_fires == 0 { 0.0 } else { (count as f64 / self.n_fires as f64) as f32 },
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn tops_histogram_density_and_cofire_follow_the_codes() {
+        // 2 contexts of 4 tokens, 3 latents. Latent 0 fires at (c0,p1)=2 and (c1,p2)=5;
+        // latent 1 fires with latent 0 at (c1,p2) only; latent 2 never fires; row (c0,p0) is excluded
+        // even though its code would be the largest.
+        let d = 3;
+        let mut codes = vec![0.0f32; 8 * d];
+        codes[0] = 100.0; // c0 p0 (excluded)
+        codes[d] = 2.0; // c0 p1 latent 0
+        codes[6 * d] = 5.0; // c1 p2 latent 0
+        codes[6 * d + 1] = 1.0; // c1 p2 latent 1
+        let keep = [false, true, true, true, false, true, true, true];
+        let tokens = [10, 11, 12, 13, 20, 21, 22, 23];
+        let opts = FeatureOptions { n_top: 1, n_samples: 4, window_before: 1, window_after: 1, ..Default::default() };
+        let mut acc = Accumulators::new(d);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        acc.add(&Batch { tokens: &tokens, keep: &keep, codes: &codes, ctx: 4 }, &opts, &mut rng);
+        assert_eq!((acc.n_tokens_read, acc.n_tokens_kept, acc.n_contexts), (8, 6, 2));
+        let l0 = &acc.latents[0];
+        assert_eq!(l0.n_fires, 2);
+        assert_eq!(l0.max, 5.0);
+        let top = l0.sorted_top();
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].act, 5.0);
+        assert_eq!(top[0].token_ids, vec![21, 22, 23]);
+        assert_eq!(top[0].acts, vec![0.0, 5.0, 0.0]);
+        assert_eq!(top[0].center, 1);
+        assert_eq!(l0.hist.iter().sum::<u32>(), 2);
+        assert_eq!(l0.hist[hist_bin(5.0)], 1);
+        assert_eq!(l0.samples.len(), 2);
+        assert_eq!(l0.top_cofire(4), vec![Cofire { id: 1, count: 1, fraction: 0.5 }]);
+        assert_eq!(acc.latents[1].top_cofire(4)[0].fraction, 1.0);
+        assert_eq!(acc.latents[2].n_fires, 0);
+    }
+
+    #[test]
+    fn space_saving_keeps_the_heavy_hitter() {
+        let mut c = Vec::new();
+        for i in 0..1000u32 {
+            space_saving(&mut c, if i % 2 == 0 { 7 } else { 100 + i }, 4);
+        }
+        c.sort_by(|a, b| b.1.cmp(&a.1));
+        assert_eq!(c[0].0, 7);
+        assert!(c[0].1 >= 500);
+    }
+}

@@ -1,0 +1,244 @@
+//! The feature-statistics pass: corpus → contexts → model to the hook → exclusion → SAE codes → accumulators,
+//! with checkpoints, then logit effects and the written store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use zephyra_data::exclude;
+use zephyra_data::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
+use zephyra_data::Corpus;
+use zephyra_lm::model::Logits;
+use zephyra_lm::{HookPoint, Hooks, Llama, Tokenizer};
+use zephyra_sae::{Sae, Workspace};
+
+use super::accum::{Accumulators, Batch};
+use super::logits::Unembedding;
+use super::store::{self, FeatureIndex, Provenance};
+use super::{Example, FeatureOptions, FeatureRecord, TokenValue, HIST_BINS};
+use crate::error::{AnalysisError, Result};
+
+/// File name of the checkpoint inside the output directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+
+/// Everything a feature pass needs.
+pub struct FeatureJob<'a> {
+    /// The model.
+    pub llama: &'a Llama,
+    /// Its tokenizer.
+    pub tokenizer: Arc<Tokenizer>,
+    /// The SAE.
+    pub sae: &'a Sae,
+    /// Where the SAE reads the model.
+    pub hook: HookPoint,
+    /// The text to read.
+    pub corpus: &'a Corpus,
+    /// Settings.
+    pub options: FeatureOptions,
+    /// Output directory (created if needed).
+    pub out_dir: &'a Path,
+    /// Names recorded in the index.
+    pub provenance: Provenance,
+}
+
+/// Where a pass stands, handed to the progress callback after every batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeatureProgress {
+    /// Tokens read so far (kept or not).
+    pub n_tokens_read: u64,
+    /// The token budget.
+    pub max_tokens: u64,
+    /// Tokens kept so far.
+    pub n_tokens_kept: u64,
+    /// Whether this progress comes from a resumed checkpoint (reported once, before the first batch).
+    pub resumed: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    fingerprint: serde_json::Value,
+    acc: Accumulators,
+}
+
+fn model_err(e: impl std::fmt::Display) -> AnalysisError {
+    AnalysisError::Model(e.to_string())
+}
+
+fn check_options(o: &FeatureOptions, context_length: usize) -> Result<()> {
+    let bad = |what: &str| Err(AnalysisError::InvalidArgument(what.to_string()));
+    if o.ctx < 2 || o.ctx > context_length {
+        return bad(&format!("--ctx {} must be between 2 and the model's context length {context_length}", o.ctx));
+    }
+    if o.batch_contexts == 0 || o.n_top == 0 {
+        return bad("the batch size and the number of top contexts must be at least 1");
+    }
+    if o.max_tokens == 0 {
+        return bad("--tokens must be at least 1");
+    }
+    Ok(())
+}
+
+/// Runs the pass and writes the store into `job.out_dir`; returns the index.
+///
+/// Resumes from `checkpoint.json` in the output directory when [`FeatureOptions::resume`] is set and the
+/// checkpoint was made with the same SAE, hook, corpus and options; a checkpoint made with other settings is
+/// an error (remove it, or pass `resume = false` to start over).
+pub fn compute_features(job: &FeatureJob<'_>, progress: &mut dyn FnMut(&FeatureProgress)) -> Result<FeatureIndex> {
+    let opts = &job.options;
+    let cfg = job.llama.config();
+    check_options(opts, cfg.context_length)?;
+    job.hook.validate(cfg.n_layers).map_err(model_err)?;
+    let (d_in, d_sae) = (job.sae.cfg.d_in, job.sae.cfg.d_sae);
+    if d_in != cfg.d_model {
+        return Err(AnalysisError::WidthMismatch { hook: job.hook.to_string(), hook_width: cfg.d_model, sae_d_in: d_in });
+    }
+    std::fs::create_dir_all(job.out_dir).map_err(|source| AnalysisError::Io { path: job.out_dir.to_path_buf(), source })?;
+    let ckpt_path = job.out_dir.join(CHECKPOINT_FILE);
+    let fingerprint = serde_json::json!({
+        "sae": job.provenance.sae, "model": job.provenance.model, "hook": job.hook.to_string(),
+        "corpus": job.corpus.description(), "d_sae": d_sae,
+        "options": FeatureOptions { resume: false, checkpoint_every: 0, ..opts.clone() },
+    });
+    let mut acc = Accumulators::new(d_sae);
+    let mut resumed = false;
+    if opts.resume && ckpt_path.exists() {
+        let bytes = std::fs::read(&ckpt_path).map_err(|source| AnalysisError::Io { path: ckpt_path.clone(), source })?;
+        let ck: Checkpoint = serde_json::from_slice(&bytes).map_err(|source| AnalysisError::Json { path: ckpt_path.clone(), source })?;
+        if ck.fingerprint != fingerprint || ck.acc.latents.len() != d_sae {
+            return Err(AnalysisError::InvalidArgument(format!(
+                "{} was written by a pass with other settings (SAE, model, hook, corpus or options); \
+                 delete it, or start over with --restart",
+                ckpt_path.display()
+            )));
+        }
+        acc = ck.acc;
+        resumed = true;
+        tracing::info!(n_contexts = acc.n_contexts, n_tokens = acc.n_tokens_read, "resuming feature pass");
+    }
+    progress(&FeatureProgress {
+        n_tokens_read: acc.n_tokens_read,
+        max_tokens: opts.max_tokens,
+        n_tokens_kept: acc.n_tokens_kept,
+        resumed,
+    });
+    let encoder: Arc<dyn TextEncoder> = job.tokenizer.clone();
+    let pack = PackOptions { ctx: opts.ctx, seed: opts.seed, shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS };
+    let mut stream = ContextStream::new(job.corpus.documents(), encoder, pack).map_err(|e| AnalysisError::Data(e.to_string()))?;
+    for _ in 0..acc.n_contexts {
+        match stream.next() {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(AnalysisError::Data(e.to_string())),
+            None => break,
+        }
+    }
+    let tok = job.tokenizer.clone();
+    let is_special = move |id: u32| tok.is_special(id);
+    let mut ws = Workspace::default();
+    let mut n_batches = 0usize;
+    let mut contexts: Vec<Vec<u32>> = Vec::with_capacity(opts.batch_contexts);
+    while acc.n_tokens_read < opts.max_tokens {
+        let remaining = (opts.max_tokens - acc.n_tokens_read).div_ceil(opts.ctx as u64) as usize;
+        contexts.clear();
+        while contexts.len() < opts.batch_contexts.min(remaining) {
+            match stream.next() {
+                Some(c) => contexts.push(c.map_err(|e| AnalysisError::Data(e.to_string()))?),
+                None => break,
+            }
+        }
+        if contexts.is_empty() {
+            break;
+        }
+        let rows = contexts.len() * opts.ctx;
+        let mut hooks = Hooks::capturing([job.hook]);
+        let mut out = job.llama.forward(&contexts, &mut hooks, Logits::None).map_err(model_err)?;
+        let acts = out
+            .activations
+            .take(job.hook)
+            .ok_or_else(|| model_err(format!("the forward pass captured nothing at {}", job.hook)))?
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(model_err)?;
+        let tokens: Vec<u32> = contexts.concat();
+        let norms = exclude::row_norms(&acts, d_in);
+        let ex = exclude::apply(&opts.exclusion, &tokens, opts.ctx, &norms, &is_special);
+        let codes = job.sae.encode_with(&acts, rows, &mut ws).map_err(|e| AnalysisError::Sae(e.to_string()))?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed ^ acc.n_contexts.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        acc.add(&Batch { tokens: &tokens, keep: &ex.keep, codes, ctx: opts.ctx }, opts, &mut rng);
+        n_batches += 1;
+        if opts.checkpoint_every > 0 && n_batches % opts.checkpoint_every == 0 {
+            save_checkpoint(&ckpt_path, &fingerprint, &acc)?;
+        }
+        progress(&FeatureProgress {
+            n_tokens_read: acc.n_tokens_read,
+            max_tokens: opts.max_tokens,
+            n_tokens_kept: acc.n_tokens_kept,
+            resumed: false,
+        });
+    }
+    if acc.n_tokens_kept == 0 {
+        return Err(AnalysisError::NoTokens { seen: acc.n_tokens_read as usize });
+    }
+    tracing::info!(n_tokens = acc.n_tokens_read, n_kept = acc.n_tokens_kept, "feature statistics accumulated");
+    let unembed = Unembedding::from_gguf(job.llama.path())?;
+    let effects = unembed.logit_effects(&job.sae.w_dec, d_sae, opts.n_logits)?;
+    let text = |id: u32| job.tokenizer.decode(&[id]).unwrap_or_else(|_| format!("<{id}>"));
+    let fill = |mut ex: Example| {
+        ex.tokens = ex.token_ids.iter().map(|&id| text(id)).collect();
+        ex
+    };
+    let kept = acc.n_tokens_kept;
+    let records = acc.latents.iter().zip(effects).enumerate().map(|(j, (l, (pos, neg)))| {
+        let tv = |v: Vec<(u32, f32)>| v.into_iter().map(|(id, value)| TokenValue { id, token: text(id), value }).collect();
+        let mut quantiles = l.quantile_groups(4);
+        for g in &mut quantiles {
+            g.examples = std::mem::take(&mut g.examples).into_iter().map(fill).collect();
+        }
+        FeatureRecord {
+            id: j as u32,
+            n_fires: l.n_fires,
+            density: l.n_fires as f64 / kept as f64,
+            mean_act: if l.n_fires == 0 { 0.0 } else { (l.sum / l.n_fires as f64) as f32 },
+            max_act: l.max,
+            top: l.sorted_top().into_iter().map(fill).collect(),
+            quantiles,
+            histogram: if l.hist.len() == HIST_BINS { l.hist.clone() } else { vec![0; HIST_BINS] },
+            logits_pos: tv(pos),
+            logits_neg: tv(neg),
+            cofire: l.top_cofire(opts.n_cofire),
+        }
+    });
+    let index = FeatureIndex {
+        version: store::FORMAT_VERSION,
+        model: job.provenance.model.clone(),
+        hook: job.hook.to_string(),
+        sae: job.provenance.sae.clone(),
+        corpus: job.corpus.description().to_string(),
+        d_sae,
+        n_contexts: acc.n_contexts,
+        n_tokens_read: acc.n_tokens_read,
+        n_tokens_kept: acc.n_tokens_kept,
+        options: opts.clone(),
+        hist_log10_min: 0.0,
+        hist_log10_max: 0.0,
+        hist_bins: 0,
+        features: Vec::new(),
+    };
+    let index = store::write(job.out_dir, index, records)?;
+    if ckpt_path.exists() {
+        std::fs::remove_file(&ckpt_path).map_err(|source| AnalysisError::Io { path: ckpt_path.clone(), source })?;
+    }
+    Ok(index)
+}
+
+fn save_checkpoint(path: &Path, fingerprint: &serde_json::Value, acc: &Accumulators) -> Result<()> {
+    #[derive(Serialize)]
+    struct Ref<'a> {
+        fingerprint: &'a serde_json::Value,
+        acc: &'a Accumulators,
+    }
+    let bytes = serde_json::to_vec(&Ref { fingerprint, acc }).map_err(|source| AnalysisError::Json { path: path.to_path_buf(), source })?;
+    store::write_atomic(path, &bytes)?;
+    tracing::debug!(n_contexts = acc.n_contexts, "feature checkpoint written");
+    Ok(())
+}

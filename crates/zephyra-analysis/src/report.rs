@@ -1,0 +1,176 @@
+//! The evaluation report: what was evaluated, on which data, and every figure; JSON and a text table.
+//!
+//! JSON schema (`zephyra eval --json`, also `eval.json` in the SAE's directory): `sae` (directory),
+//! `model` (GGUF path), `model_name`, `hook`, `architecture`, `d_in`, `d_sae`, `data` ([`EvalData`]),
+//! `tokens`, `ce_tokens`, `batch_contexts`, and `figures` ([`crate::eval::EvalFigures`]: `n_tokens_seen`,
+//! `exclusion`, `exclusion_rule`, `reconstruction`, `sparsity` with `density_histogram`, `downstream`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AnalysisError, Result};
+use crate::eval::EvalFigures;
+
+/// Which data an evaluation ran on, and how it is kept apart from the training data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalData {
+    /// The corpus (the `--data` arguments or the default corpus's description).
+    pub corpus: String,
+    /// How the eval contexts were chosen (e.g. `held-out tail: files in reverse order of the seed-0 shuffle`).
+    pub selection: String,
+    /// Seed of the eval context shuffle.
+    pub seed: u64,
+    /// The training (harvest) seed whose file order was reversed, when the held-out tail was used.
+    pub train_seed: Option<u64>,
+    /// Tokens per context.
+    pub ctx: usize,
+}
+
+/// One evaluation, as written to JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The SAE's directory.
+    pub sae: String,
+    /// The model file.
+    pub model: String,
+    /// The model's `general.name`, if any.
+    pub model_name: Option<String>,
+    /// Hook point.
+    pub hook: String,
+    /// SAE architecture name.
+    pub architecture: String,
+    /// SAE input width.
+    pub d_in: usize,
+    /// SAE latents.
+    pub d_sae: usize,
+    /// The eval data.
+    pub data: EvalData,
+    /// Tokens asked for (reconstruction pass).
+    pub tokens: u64,
+    /// Tokens asked for (downstream pass).
+    pub ce_tokens: u64,
+    /// Contexts per forward pass.
+    pub batch_contexts: usize,
+    /// The figures.
+    pub figures: EvalFigures,
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"))
+}
+
+impl EvalReport {
+    /// Reads a report written by [`EvalReport::write`].
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| AnalysisError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| AnalysisError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Writes the report as pretty JSON, atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        let text = serde_json::to_string_pretty(self).map_err(|source| AnalysisError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let io = |source| AnalysisError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        tmp.write_all(text.as_bytes()).map_err(io)?;
+        tmp.write_all(b"\n").map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    /// The figures as an aligned text table.
+    pub fn table(&self) -> String {
+        let f = &self.figures;
+        let r = &f.reconstruction;
+        let s = &f.sparsity;
+        let mut rows: Vec<(&str, String)> = vec![
+            (
+                "SAE",
+                format!(
+                    "{} ({}, {} -> {})",
+                    self.sae, self.architecture, self.d_in, self.d_sae
+                ),
+            ),
+            ("hook", self.hook.clone()),
+            (
+                "data",
+                format!(
+                    "{} [{}; seed {}]",
+                    self.data.corpus, self.data.selection, self.data.seed
+                ),
+            ),
+            (
+                "tokens",
+                format!(
+                    "{} read, {} evaluated (excluded: {} position 0, {} special, {} high-norm)",
+                    f.n_tokens_seen,
+                    r.n_tokens,
+                    f.exclusion.position_zero,
+                    f.exclusion.special,
+                    f.exclusion.high_norm
+                ),
+            ),
+            ("L0 (active latents/token)", format!("{:.2}", s.l0)),
+            ("L1 (per token)", format!("{:.3}", s.l1)),
+            ("MSE (per element)", format!("{:.6}", r.mse)),
+            ("MSE (per token, summed)", format!("{:.4}", r.mse_per_token)),
+            ("FVE (centred)", format!("{:.4}", r.fve)),
+            ("cosine similarity", format!("{:.4}", r.cosine)),
+            ("relative reconstruction bias", format!("{:.4}", r.rel_bias)),
+            (
+                "dead latents",
+                format!(
+                    "{:.2} % ({} of {})",
+                    100.0 * s.dead_fraction,
+                    s.n_dead,
+                    s.d_sae
+                ),
+            ),
+            (
+                "dense latents (>10 %)",
+                format!("{:.2} % ({})", 100.0 * s.dense_fraction, s.n_dense),
+            ),
+        ];
+        if let Some(d) = &f.downstream {
+            rows.extend([
+                ("CE positions", d.n_positions.to_string()),
+                ("CE clean (nats)", format!("{:.4}", d.ce_clean)),
+                ("CE with SAE", format!("{:.4}", d.ce_sae)),
+                ("CE zero-ablated", format!("{:.4}", d.ce_zero_abl)),
+                ("CE mean-ablated", format!("{:.4}", d.ce_mean_abl)),
+                ("CE loss recovered (zero)", opt(d.ce_recovered_zero)),
+                ("CE loss recovered (mean)", opt(d.ce_recovered_mean)),
+                ("delta LM loss (nats)", format!("{:.4}", d.delta_lm_loss)),
+                ("KL(clean || SAE)", format!("{:.4}", d.kl_sae)),
+                ("KL(clean || zero-abl)", format!("{:.4}", d.kl_zero_abl)),
+                ("KL(clean || mean-abl)", format!("{:.4}", d.kl_mean_abl)),
+                ("KL score (zero)", opt(d.kl_score_zero)),
+                ("KL score (mean)", opt(d.kl_score_mean)),
+            ]);
+        }
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (k, v) in rows {
+            let _ = writeln!(out, "{k:<width$}  {v}");
+        }
+        out
+    }
+}

@@ -1,0 +1,202 @@
+//! `zephyra eval`: every standard SAE figure on held-out data (see the README's eval section).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use zephyra_analysis::eval::{check_model, check_store, check_width, evaluate, EvalConfig};
+use zephyra_analysis::eval_data::held_out_tail;
+use zephyra_analysis::report::{EvalData, EvalReport};
+use zephyra_data::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
+use zephyra_data::{Corpus, ExclusionRule};
+use zephyra_lm::HookPoint;
+
+use super::source::{load_corpus, load_model};
+use super::Global;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// SAE directory (cfg.json + sae_weights.safetensors), e.g. runs/l15-topk32.
+    #[arg(long, value_name = "DIR")]
+    pub sae: PathBuf,
+    /// Model: `smollm2` (fetched into the cache on first use) or a path to a .gguf file.
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+    /// Eval corpus: files, directories, globs (repeatable) [default: the held-out tail of the default
+    /// corpus: its files in the reverse of the training order].
+    #[arg(long, value_name = "PATH")]
+    pub data: Vec<String>,
+    /// JSONL field / parquet column holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// Hook point [default: the SAE's `metadata.hook_name`].
+    #[arg(long, value_name = "HOOK")]
+    pub hook: Option<HookPoint>,
+    /// Tokens for the reconstruction, sparsity and latent-health figures.
+    #[arg(long, default_value_t = 200_000)]
+    pub tokens: u64,
+    /// Tokens (the first of the same contexts) for CE / KL; each costs four full forward passes. 0 skips them.
+    #[arg(long, default_value_t = 16_384)]
+    pub ce_tokens: u64,
+    /// Contexts per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Tokens per context [default: the SAE's `metadata.context_size`, else 128].
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// Seed of the eval context shuffle.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The harvest seed of the training data, whose file order the default eval set reverses.
+    #[arg(long, default_value_t = 0)]
+    pub train_seed: u64,
+    /// Where to write every figure as JSON [default: SAE_DIR/eval.json].
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let sae = zephyra_sae::saelens::load(&args.sae)
+        .with_context(|| format!("loading the SAE in {}", args.sae.display()))?;
+    let meta = &sae.cfg.metadata;
+    let hook = match (args.hook, meta.hook_name.as_deref()) {
+        (Some(h), _) => h,
+        (None, Some(name)) => name
+            .parse::<HookPoint>()
+            .with_context(|| format!("the SAE's metadata.hook_name `{name}` is not a hook point; pass --hook"))?,
+        (None, None) => bail!("{} records no hook (metadata.hook_name): pass --hook, e.g. --hook blocks.15.hook_resid_pre", args.sae.display()),
+    };
+    let (model, tokenizer, model_path) = load_model(&args.model)?;
+    let file_name = model_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut names: Vec<&str> = vec![&file_name];
+    if let Some(n) = model.config().name.as_deref() {
+        names.insert(0, n);
+    }
+    check_model(
+        &format!("the SAE in {}", args.sae.display()),
+        meta.model_name.as_deref(),
+        &names,
+    )?;
+    check_width(&model, hook, &sae)?;
+    if let Some(acts) = meta.extra.get("acts").and_then(|v| v.as_str()) {
+        check_store(std::path::Path::new(acts), &model_path, hook)?;
+    }
+    if args.tokens == 0 {
+        bail!("--tokens 0 leaves nothing to evaluate: use e.g. --tokens 200000");
+    }
+    let ctx = args.ctx.or(meta.context_size).unwrap_or(128);
+    if ctx < 2 || ctx > model.config().context_length {
+        bail!(
+            "--ctx {ctx} must be between 2 and the model's context length {}",
+            model.config().context_length
+        );
+    }
+
+    let base = load_corpus(&args.data, &args.text_field)?;
+    let (corpus, selection, train_seed): (Corpus, String, Option<u64>) = if args.data.is_empty() {
+        let tail = held_out_tail(&base, args.train_seed)?;
+        let sel = format!(
+            "held-out tail: files in reverse of the training order (harvest seed {})",
+            args.train_seed
+        );
+        (tail, sel, Some(args.train_seed))
+    } else {
+        (base, "the given corpus, read as is".to_string(), None)
+    };
+    let data = EvalData {
+        corpus: corpus_description(&args.data, &corpus),
+        selection,
+        seed: args.seed,
+        train_seed,
+        ctx,
+    };
+    let encoder: Arc<dyn TextEncoder> = tokenizer.clone();
+    let opts = PackOptions {
+        ctx,
+        seed: args.seed,
+        shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS.min((args.tokens as usize / ctx).max(1)),
+    };
+    let mut stream = ContextStream::new(corpus.documents(), encoder, opts)?
+        .map(|c| c.map_err(|e| zephyra_analysis::AnalysisError::Data(e.to_string())));
+
+    let cfg = EvalConfig {
+        hook,
+        batch_contexts: args.batch,
+        max_tokens: args.tokens,
+        downstream_tokens: args.ce_tokens.min(args.tokens),
+        rule: ExclusionRule::default(),
+    };
+    let bar = progress_bar(global);
+    let mut on_progress = |p: zephyra_analysis::eval::EvalProgress| {
+        if p.pass == 1 {
+            bar.set_length(p.tokens_total);
+            bar.set_message("reconstruction");
+        } else {
+            bar.set_length(p.tokens_total);
+            bar.set_message("CE/KL (4 forwards)");
+        }
+        bar.set_position(p.tokens_done);
+    };
+    let tok = tokenizer.clone();
+    let is_special = move |id: u32| tok.is_special(id);
+    let figures = evaluate(
+        &model,
+        &sae,
+        &is_special,
+        &mut stream,
+        &cfg,
+        &mut on_progress,
+    )?;
+    bar.finish_and_clear();
+
+    let report = EvalReport {
+        sae: args.sae.display().to_string(),
+        model: model_path.display().to_string(),
+        model_name: model.config().name.clone(),
+        hook: hook.to_string(),
+        architecture: sae.cfg.architecture.name().to_string(),
+        d_in: sae.cfg.d_in,
+        d_sae: sae.cfg.d_sae,
+        data,
+        tokens: args.tokens,
+        ce_tokens: cfg.downstream_tokens,
+        batch_contexts: args.batch,
+        figures,
+    };
+    let json = args
+        .json
+        .clone()
+        .unwrap_or_else(|| args.sae.join("eval.json"));
+    report
+        .write(&json)
+        .with_context(|| format!("writing {}", json.display()))?;
+    print!("{}", report.table());
+    eprintln!("wrote {}", json.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn corpus_description(data: &[String], corpus: &Corpus) -> String {
+    if data.is_empty() {
+        format!("default corpus ({} files)", corpus.inputs().len())
+    } else {
+        corpus.description().to_string()
+    }
+}
+
+fn progress_bar(global: &Global) -> ProgressBar {
+    if !global.show_progress() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>20} [{bar:40}] {pos}/{len} tokens ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

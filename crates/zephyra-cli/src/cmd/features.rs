@@ -1,0 +1,192 @@
+//! `zephyra features`: per-feature statistics over a corpus (top contexts, histograms, logit effects,
+//! co-firing), written to an indexed store the web app reads; optional Neuronpedia export.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use zephyra_analysis::features::{self, export, FeatureOptions, FeatureStore, Provenance};
+use zephyra_data::{Corpus, ExclusionRule};
+use zephyra_lm::{HookPoint, Llama, Tokenizer};
+use zephyra_sae::Sae;
+
+use super::Global;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// SAE directory (SAELens layout: cfg.json + sae_weights.safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub sae: PathBuf,
+    /// Model: `smollm2` (cached, fetched on first use) or a path to a GGUF file.
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+    /// Hook point [default: the SAE's `metadata.hook_name`].
+    #[arg(long)]
+    pub hook: Option<HookPoint>,
+    /// Corpus: files, directories, globs or `-` [default: the Rust documentation of the toolchain].
+    #[arg(long, value_name = "SPEC", num_args = 1..)]
+    pub data: Vec<String>,
+    /// Tokens to read.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub tokens: u64,
+    /// Tokens per context.
+    #[arg(long, default_value_t = 128)]
+    pub ctx: usize,
+    /// Contexts per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Top contexts kept per feature.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Seed of the context shuffle and the quantile samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep attention sinks, position 0 and special tokens (not recommended).
+    #[arg(long)]
+    pub keep_sinks: bool,
+    /// Ignore a checkpoint left by an interrupted run and start over.
+    #[arg(long)]
+    pub restart: bool,
+    /// Output directory [default: SAE/features].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also write the Neuronpedia / SAEDashboard batch JSON files into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub export_neuronpedia: Option<PathBuf>,
+    /// Only export an existing features directory (with --export-neuronpedia); do not recompute.
+    #[arg(long, requires = "export_neuronpedia")]
+    pub export_only: bool,
+}
+
+/// The model, tokenizer, SAE and hook a command runs on.
+pub struct Stack {
+    pub llama: Llama,
+    pub tokenizer: Arc<Tokenizer>,
+    pub sae: Sae,
+    pub hook: HookPoint,
+    pub model_path: PathBuf,
+}
+
+/// Loads the model and the SAE and works out the hook (`--hook`, else the SAE's `metadata.hook_name`).
+pub fn load_stack(sae_dir: &Path, model: &str, hook: Option<HookPoint>) -> anyhow::Result<Stack> {
+    let sae = zephyra_sae::saelens::load(sae_dir).with_context(|| format!("loading the SAE from {}", sae_dir.display()))?;
+    let hook = match hook {
+        Some(h) => h,
+        None => match &sae.cfg.metadata.hook_name {
+            Some(name) => name
+                .parse::<HookPoint>()
+                .with_context(|| format!("{}: metadata.hook_name `{name}`", sae_dir.join("cfg.json").display()))?,
+            None => bail!("{} names no hook (metadata.hook_name): pass --hook", sae_dir.join("cfg.json").display()),
+        },
+    };
+    let model_path = zephyra_lm::fetch::resolve_model(model).with_context(|| format!("resolving model `{model}`"))?;
+    let llama = Llama::load_gguf(&model_path).with_context(|| format!("loading {}", model_path.display()))?;
+    let tokenizer = Tokenizer::from_gguf(&model_path).with_context(|| format!("reading the tokenizer of {}", model_path.display()))?;
+    let hook = hook.validate(llama.config().n_layers).context("checking the hook against the model")?;
+    if sae.cfg.d_in != llama.config().d_model {
+        bail!(
+            "the SAE reads vectors of width {} but the model's residual stream has width {}: use the model the SAE was trained on",
+            sae.cfg.d_in,
+            llama.config().d_model
+        );
+    }
+    Ok(Stack { llama, tokenizer: Arc::new(tokenizer), sae, hook, model_path })
+}
+
+/// The corpus of `--data`, or the default Rust documentation.
+pub fn corpus(specs: &[String]) -> anyhow::Result<Corpus> {
+    if specs.is_empty() {
+        Corpus::default_rust_docs().context("finding the default corpus (the Rust documentation); pass --data")
+    } else {
+        Corpus::from_specs(specs, Default::default()).context("reading --data")
+    }
+}
+
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let out = args.out.clone().unwrap_or_else(|| args.sae.join("features"));
+    if args.export_only {
+        let dir = args.export_neuronpedia.as_deref().unwrap_or(Path::new("neuronpedia"));
+        return export_to(&out, dir, &args.model);
+    }
+    let stack = load_stack(&args.sae, &args.model, args.hook)?;
+    let mut corpus = corpus(&args.data)?;
+    corpus.shuffle_inputs(args.seed);
+    let options = FeatureOptions {
+        ctx: args.ctx,
+        batch_contexts: args.batch,
+        max_tokens: args.tokens,
+        n_top: args.top,
+        seed: args.seed,
+        exclusion: if args.keep_sinks { ExclusionRule::keep_all() } else { ExclusionRule::default() },
+        resume: !args.restart,
+        ..FeatureOptions::default()
+    };
+    let index = compute(&stack, &corpus, options, &out, &args.sae, global)?;
+    println!(
+        "{}: {} features over {} tokens ({} kept), {} alive",
+        out.display(),
+        index.d_sae,
+        index.n_tokens_read,
+        index.n_tokens_kept,
+        index.features.iter().filter(|f| f.n_fires > 0).count()
+    );
+    if let Some(dir) = &args.export_neuronpedia {
+        export_to(&out, dir, &args.model)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the pass with a progress bar.
+pub fn compute(
+    stack: &Stack,
+    corpus: &Corpus,
+    options: FeatureOptions,
+    out: &Path,
+    sae_dir: &Path,
+    global: &Global,
+) -> anyhow::Result<features::FeatureIndex> {
+    let bar = if global.show_progress() {
+        indicatif::ProgressBar::new(options.max_tokens)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("features {bar:40} {pos}/{len} tokens {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let job = features::FeatureJob {
+        llama: &stack.llama,
+        tokenizer: stack.tokenizer.clone(),
+        sae: &stack.sae,
+        hook: stack.hook,
+        corpus,
+        options,
+        out_dir: out,
+        provenance: Provenance {
+            model: stack.model_path.display().to_string(),
+            hook: stack.hook.to_string(),
+            sae: sae_dir.display().to_string(),
+            corpus: corpus.description().to_string(),
+        },
+    };
+    let index = features::compute_features(&job, &mut |p| {
+        bar.set_position(p.n_tokens_read.min(p.max_tokens));
+        if p.resumed {
+            bar.println(format!("resuming from a checkpoint at {} tokens", p.n_tokens_read));
+        }
+    })
+    .with_context(|| format!("computing feature statistics into {}", out.display()))?;
+    bar.finish_and_clear();
+    Ok(index)
+}
+
+fn export_to(features_dir: &Path, dir: &Path, model: &str) -> anyhow::Result<ExitCode> {
+    let store = FeatureStore::open(features_dir)
+        .with_context(|| format!("opening {} (run `zephyra features` first)", features_dir.display()))?;
+    let model_id = if model == "smollm2" { "smollm2-135m-instruct" } else { model };
+    let set = format!("zephyra-{}", store.index().hook.replace('.', "-"));
+    let n = export::export_neuronpedia(&store, dir, model_id, &set).with_context(|| format!("exporting into {}", dir.display()))?;
+    println!("{}: {n} Neuronpedia batch files", dir.display());
+    Ok(ExitCode::SUCCESS)
+}

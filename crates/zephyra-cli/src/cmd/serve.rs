@@ -1,0 +1,57 @@
+//! `zephyra serve`: the feature browser, explainer and steering playground on 127.0.0.1.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use zephyra_analysis::features::FeatureStore;
+use zephyra_lm::HookPoint;
+use zephyra_web::{router, AppState};
+
+use super::Global;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// SAE directory.
+    #[arg(long, value_name = "DIR")]
+    pub sae: PathBuf,
+    /// Model: `smollm2` or a GGUF path.
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+    /// Hook point [default: the SAE's metadata.hook_name].
+    #[arg(long)]
+    pub hook: Option<HookPoint>,
+    /// Features directory written by `zephyra features` [default: SAE/features].
+    #[arg(long, value_name = "DIR")]
+    pub features: Option<PathBuf>,
+    /// Address to bind (other than 127.0.0.1 exposes the app to the network).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port (0: any free port).
+    #[arg(long, default_value_t = 7878)]
+    pub port: u16,
+    /// Serve the feature pages only, without loading the model (explain and steer answer 503).
+    #[arg(long)]
+    pub no_model: bool,
+}
+
+pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
+    let dir = args.features.clone().unwrap_or_else(|| args.sae.join("features"));
+    let store = FeatureStore::open(&dir)
+        .with_context(|| format!("opening the features in {} (run `zephyra features --sae {}` first)", dir.display(), args.sae.display()))?;
+    let engine = if args.no_model { None } else { Some(super::steer::engine(&args.sae, &args.model, args.hook)?) };
+    serve(AppState::new(store, engine), SocketAddr::new(args.host, args.port), |url| println!("{url}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds `addr` and serves until the process is stopped; `on_ready` gets the URL once listening.
+pub fn serve(state: AppState, addr: SocketAddr, on_ready: impl FnOnce(&str)) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (is the port in use? try --port)"))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        on_ready(&format!("http://{local}"));
+        axum::serve(listener, router(state)).await.context("serving")
+    })
+}

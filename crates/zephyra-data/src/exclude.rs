@@ -1,0 +1,167 @@
+//! The attention-sink exclusion rule: which harvested token positions become training rows.
+//!
+//! SmolLM2's residual stream has "massive activations" (attention sinks): norms of ≈23,000–27,000 against
+//! ≈160 elsewhere, at position 0 of every context and sometimes at position 1. Kept in, a handful of such rows
+//! dominates the variance, makes explained variance meaningless and wrecks training. The default rule drops,
+//! for each hook separately, in this order (a row is counted under the first clause that drops it):
+//!
+//! 1. position 0 of every context;
+//! 2. special tokens (the tokenizer's control tokens, e.g. the end-of-sequence token between documents);
+//! 3. any remaining row whose L2 norm (computed in float32 at that hook, before any bfloat16 rounding) exceeds
+//!    `max_norm_multiple` × the median norm of the rows that survived clauses 1–2 **within the same shard**
+//!    (the group of `contexts_per_shard` consecutive contexts written together; on-the-fly harvesting uses
+//!    the same groups, so both give the same rows). The median of an even count is the lower middle value.
+//!
+//! [`ExclusionRule::keep_all`] (`--keep-sinks`) keeps every row.
+
+use serde::{Deserialize, Serialize};
+
+/// Which rows to drop. Recorded in every store's manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ExclusionRule {
+    /// Drop position 0 of each context.
+    pub exclude_position_zero: bool,
+    /// Drop special tokens.
+    pub exclude_special: bool,
+    /// Drop rows whose norm exceeds this multiple of the shard's median norm (`None`: no norm clause).
+    pub max_norm_multiple: Option<f32>,
+}
+
+/// The default norm multiple.
+pub const DEFAULT_MAX_NORM_MULTIPLE: f32 = 10.0;
+
+impl Default for ExclusionRule {
+    fn default() -> Self {
+        Self { exclude_position_zero: true, exclude_special: true, max_norm_multiple: Some(DEFAULT_MAX_NORM_MULTIPLE) }
+    }
+}
+
+impl ExclusionRule {
+    /// Keeps every row (`--keep-sinks`).
+    pub fn keep_all() -> Self {
+        Self { exclude_position_zero: false, exclude_special: false, max_norm_multiple: None }
+    }
+
+    /// A human-readable statement of the rule, stored in the manifest.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.exclude_position_zero {
+            parts.push("position 0 of each context".to_string());
+        }
+        if self.exclude_special {
+            parts.push("special tokens".to_string());
+        }
+        if let Some(m) = self.max_norm_multiple {
+            parts.push(format!("rows with L2 norm > {m} x the median norm of the remaining rows of their shard"));
+        }
+        if parts.is_empty() {
+            "keep every row".to_string()
+        } else {
+            format!("exclude {}", parts.join("; "))
+        }
+    }
+}
+
+/// How many rows each clause dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExclusionCounts {
+    /// Rows considered.
+    pub total: u64,
+    /// Rows kept.
+    pub kept: u64,
+    /// Dropped as position 0.
+    pub position_zero: u64,
+    /// Dropped as special tokens.
+    pub special: u64,
+    /// Dropped by the norm clause.
+    pub high_norm: u64,
+}
+
+impl ExclusionCounts {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &ExclusionCounts) {
+        self.total += other.total;
+        self.kept += other.kept;
+        self.position_zero += other.position_zero;
+        self.special += other.special;
+        self.high_norm += other.high_norm;
+    }
+}
+
+/// The decision for one shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardExclusion {
+    /// `keep[i]` for row `i` (context-major, `n_contexts × ctx`).
+    pub keep: Vec<bool>,
+    /// Counts.
+    pub counts: ExclusionCounts,
+    /// Median norm of the rows surviving clauses 1–2 (0 when there are none).
+    pub median_norm: f32,
+    /// Norm above which rows were dropped (`None` without a norm clause).
+    pub norm_threshold: Option<f32>,
+}
+
+/// L2 norm of each row of `acts` (`n × d`), accumulated in f64.
+pub fn row_norms(acts: &[f32], d: usize) -> Vec<f32> {
+    acts.chunks_exact(d).map(|r| r.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt() as f32).collect()
+}
+
+/// Applies `rule` to a shard of `tokens.len() / ctx` contexts whose row norms are `norms`.
+pub fn apply(rule: &ExclusionRule, tokens: &[u32], ctx: usize, norms: &[f32], is_special: &dyn Fn(u32) -> bool) -> ShardExclusion {
+    let n = tokens.len();
+    let mut keep = vec![true; n];
+    let mut counts = ExclusionCounts { total: n as u64, ..Default::default() };
+    for i in 0..n {
+        if rule.exclude_position_zero && i % ctx == 0 {
+            keep[i] = false;
+            counts.position_zero += 1;
+        } else if rule.exclude_special && is_special(tokens[i]) {
+            keep[i] = false;
+            counts.special += 1;
+        }
+    }
+    let mut candidates: Vec<f32> = (0..n).filter(|&i| keep[i]).map(|i| norms[i]).collect();
+    let median_norm = if candidates.is_empty() {
+        0.0
+    } else {
+        let mid = (candidates.len() - 1) / 2;
+        *candidates.select_nth_unstable_by(mid, f32::total_cmp).1
+    };
+    let norm_threshold = rule.max_norm_multiple.map(|m| m * median_norm);
+    if let Some(t) = norm_threshold {
+        for i in 0..n {
+            if keep[i] && norms[i] > t {
+                keep[i] = false;
+                counts.high_norm += 1;
+            }
+        }
+    }
+    counts.kept = keep.iter().filter(|&&k| k).count() as u64;
+    ShardExclusion { keep, counts, median_norm, norm_threshold }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_rule_drops_position_zero_specials_and_sinks() {
+        // 2 contexts of 4; token 9 is special; row 5 (context 1, position 1) is a sink.
+        let tokens = [1, 2, 9, 3, 4, 5, 6, 7];
+        let norms = [5000.0, 1.0, 1.0, 2.0, 4000.0, 100.0, 3.0, 4.0];
+        let ex = apply(&ExclusionRule::default(), &tokens, 4, &norms, &|t| t == 9);
+        // Candidates after clauses 1-2: rows 1,3,5,6,7 → norms 1,2,100,3,4 → lower median 3 → threshold 30.
+        assert_eq!(ex.median_norm, 3.0);
+        assert_eq!(ex.norm_threshold, Some(30.0));
+        assert_eq!(ex.keep, vec![false, true, false, true, false, false, true, true]);
+        assert_eq!(ex.counts, ExclusionCounts { total: 8, kept: 4, position_zero: 2, special: 1, high_norm: 1 });
+        let all = apply(&ExclusionRule::keep_all(), &tokens, 4, &norms, &|t| t == 9);
+        assert!(all.keep.iter().all(|&k| k));
+        assert_eq!(all.counts.kept, 8);
+    }
+
+    #[test]
+    fn row_norms_are_l2() {
+        assert_eq!(row_norms(&[3.0, 4.0, 0.0, 0.0], 2), vec![5.0, 0.0]);
+    }
+}

@@ -1,0 +1,705 @@
+//! Harvesting: contexts → model forward (stopping at the deepest hook) → exclusion → shards.
+//!
+//! Three threads overlap: a *packer* thread reads and tokenizes the corpus into shuffled contexts (a
+//! bounded channel ahead of the model), the calling thread runs the forward pass over batches of contexts,
+//! and a *writer* thread applies the exclusion rule, converts, checksums and writes each shard and rewrites
+//! the manifests. At most two shards of activations are in memory at once (one being filled, one being
+//! written).
+//!
+//! Resuming: the context order is a pure function of the corpus, the tokenizer and the options, so a rerun
+//! with the same options skips (re-packs without running the model) the contexts of the shards already
+//! listed in the manifests and continues with the next one.
+//!
+//! [`StreamFeed`] runs the same pipeline on a background thread without writing anything and hands the
+//! rows of each shard to a [`ShuffleReader`](crate::store::ShuffleReader): training straight from the model.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use zephyra_lm::{HookPoint, Hooks, Llama};
+
+use crate::corpus::{Corpus, ReadStats};
+use crate::error::{DataError, Result};
+use crate::exclude::{self, ExclusionCounts, ExclusionRule};
+use crate::pack::{ContextStream, PackOptions, TextEncoder};
+use crate::store::manifest::{
+    Accumulator, CorpusInfo, ExclusionInfo, Manifest, ModelInfo, ShardInfo, Stats, TokenizerInfo, FORMAT, MANIFEST_FILE,
+};
+use crate::store::{encode_shard, sha256_hex, shard_file_name, write_atomic, ActivationStore, ShardData, StoreDtype, WindowFeed};
+
+/// Default contexts per shard (32,768 rows at ctx 128: 75 MB of float32 at d = 576).
+pub const DEFAULT_CONTEXTS_PER_SHARD: usize = 256;
+/// Default contexts per forward pass.
+pub const DEFAULT_BATCH_CONTEXTS: usize = 8;
+
+/// What the harvester needs from a model.
+pub trait HookModel: Send + Sync {
+    /// Residual width.
+    fn d_model(&self) -> usize;
+    /// Blocks.
+    fn n_layers(&self) -> usize;
+    /// Maximum context length.
+    fn context_length(&self) -> usize;
+    /// Runs `contexts` (all the same length) and returns, for each of `hooks` in order, the activations
+    /// `[batch × seq × d_model]` row-major. Stops after the deepest hook.
+    fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> Result<Vec<Vec<f32>>>;
+}
+
+impl HookModel for Llama {
+    fn d_model(&self) -> usize {
+        self.config().d_model
+    }
+
+    fn n_layers(&self) -> usize {
+        self.config().n_layers
+    }
+
+    fn context_length(&self) -> usize {
+        self.config().context_length
+    }
+
+    fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> Result<Vec<Vec<f32>>> {
+        let mut h = Hooks::capturing(hooks.iter().copied());
+        let mut out = self.forward(contexts, &mut h, zephyra_lm::model::Logits::None)?;
+        hooks
+            .iter()
+            .map(|&p| {
+                let t = out.activations.take(p).ok_or_else(|| DataError::Pipeline(format!("the forward pass did not capture {p}")))?;
+                Ok(t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(zephyra_lm::LmError::from)?)
+            })
+            .collect()
+    }
+}
+
+/// Describes `model_path` for manifests: path and sha256 of the file, plus the model's shape.
+pub fn model_info(model_path: &Path, model: &dyn HookModel) -> Result<ModelInfo> {
+    Ok(ModelInfo {
+        path: model_path.display().to_string(),
+        sha256: crate::store::sha256_file(model_path)?,
+        n_layers: model.n_layers(),
+        d_model: model.d_model(),
+        context_length: model.context_length(),
+    })
+}
+
+/// Everything that determines a harvest's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HarvestConfig {
+    /// Hook points (one store each).
+    pub hooks: Vec<HookPoint>,
+    /// Tokens per context.
+    pub ctx: usize,
+    /// Tokens to run through the model: `ceil(n_tokens / ctx)` contexts (fewer if the corpus runs out).
+    pub n_tokens: u64,
+    /// Shuffle seed (file order and context order).
+    pub seed: u64,
+    /// Context shuffle buffer.
+    pub shuffle_contexts: usize,
+    /// Contexts per shard.
+    pub contexts_per_shard: usize,
+    /// Contexts per forward pass.
+    pub batch_contexts: usize,
+    /// Stored element type.
+    pub dtype: StoreDtype,
+    /// Exclusion rule.
+    pub rule: ExclusionRule,
+}
+
+impl HarvestConfig {
+    /// Contexts asked for.
+    pub fn target_contexts(&self) -> u64 {
+        self.n_tokens.div_ceil(self.ctx.max(1) as u64)
+    }
+
+    fn validate(&self, model: &dyn HookModel) -> Result<()> {
+        if self.ctx > model.context_length() {
+            return Err(DataError::CtxTooLarge { ctx: self.ctx, max_ctx: model.context_length() });
+        }
+        if self.ctx < 2 {
+            return Err(DataError::InvalidOption { name: "--ctx", value: self.ctx.to_string(), reason: "use at least 2".into() });
+        }
+        if self.hooks.is_empty() {
+            return Err(DataError::InvalidOption { name: "--hook", value: String::new(), reason: "give at least one hook point".into() });
+        }
+        for h in &self.hooks {
+            if h.layer().is_some_and(|l| l >= model.n_layers()) {
+                return Err(DataError::InvalidOption {
+                    name: "--hook",
+                    value: h.to_string(),
+                    reason: format!("the model has {} blocks (0..={})", model.n_layers(), model.n_layers().saturating_sub(1)),
+                });
+            }
+        }
+        if self.n_tokens == 0 {
+            return Err(DataError::InvalidOption { name: "--tokens", value: "0".into(), reason: "ask for at least one context".into() });
+        }
+        if self.contexts_per_shard == 0 || self.batch_contexts == 0 {
+            return Err(DataError::InvalidOption {
+                name: "--shard-contexts/--batch",
+                value: format!("{}/{}", self.contexts_per_shard, self.batch_contexts),
+                reason: "both must be at least 1".into(),
+            });
+        }
+        if let Some(m) = self.rule.max_norm_multiple {
+            if !(m.is_finite() && m > 0.0) {
+                return Err(DataError::InvalidOption { name: "--max-norm-multiple", value: m.to_string(), reason: "use a positive number".into() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Progress of a harvest, reported after every forward batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Tokens run through the model in this session (resumed shards not counted).
+    pub tokens_done: u64,
+    /// Tokens this session will run at most.
+    pub tokens_total: u64,
+    /// Shards completely written (all hooks), resumed ones included.
+    pub shards_written: usize,
+}
+
+/// What a finished harvest did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HarvestSummary {
+    /// One store directory per hook, in `hooks` order.
+    pub stores: Vec<PathBuf>,
+    /// Contexts in the stores.
+    pub n_contexts: u64,
+    /// Rows kept in each store.
+    pub n_rows: Vec<u64>,
+    /// Tokens run through the model by this session.
+    pub tokens_run: u64,
+    /// Shards found complete and skipped.
+    pub resumed_shards: usize,
+    /// The corpus ran out before the token budget.
+    pub corpus_exhausted: bool,
+    /// Wall time of this session.
+    pub seconds: f64,
+}
+
+/// The store directory of each hook: `out` itself for one hook, `out/<hook>` for several.
+pub fn store_dirs(out: &Path, hooks: &[HookPoint]) -> Vec<PathBuf> {
+    if hooks.len() == 1 {
+        vec![out.to_path_buf()]
+    } else {
+        hooks.iter().map(|h| out.join(h.to_string())).collect()
+    }
+}
+
+/// Inputs shared by [`harvest`] and [`StreamFeed`].
+#[derive(Clone)]
+pub struct Pipeline {
+    /// The model.
+    pub model: Arc<dyn HookModel>,
+    /// The tokenizer.
+    pub encoder: Arc<dyn TextEncoder>,
+    /// The corpus (inputs in reading order; [`Pipeline::contexts`] shuffles them by the seed).
+    pub corpus: Corpus,
+    /// Options.
+    pub config: HarvestConfig,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("corpus", &self.corpus.description()).field("config", &self.config).finish()
+    }
+}
+
+enum ContextMsg {
+    Context(Vec<u32>),
+    End(ReadStats),
+    Err(DataError),
+}
+
+/// A raw shard: the tokens of its contexts and the activations at each hook.
+struct RawShard {
+    index: usize,
+    first_context: u64,
+    tokens: Vec<u32>,
+    acts: Vec<Vec<f32>>,
+}
+
+/// Runs the packer thread and the forward pass, shard by shard.
+struct ShardProducer {
+    pipeline: Pipeline,
+    rx: Receiver<ContextMsg>,
+    _packer: JoinHandle<()>,
+    next_index: usize,
+    next_context: u64,
+    read_stats: Option<ReadStats>,
+    exhausted: bool,
+}
+
+impl ShardProducer {
+    /// Starts the packer; the first shard produced is `start_shard` (earlier contexts are packed and dropped).
+    fn start(pipeline: Pipeline, start_shard: usize) -> Result<Self> {
+        let cfg = &pipeline.config;
+        let mut corpus = pipeline.corpus.clone();
+        corpus.shuffle_inputs(cfg.seed);
+        let stream = ContextStream::new(
+            corpus.documents(),
+            pipeline.encoder.clone(),
+            PackOptions { ctx: cfg.ctx, seed: cfg.seed, shuffle_contexts: cfg.shuffle_contexts },
+        )?;
+        let target = cfg.target_contexts();
+        let (tx, rx) = sync_channel(cfg.batch_contexts * 4 + 16);
+        let packer = std::thread::Builder::new()
+            .name("zephyra-packer".into())
+            .spawn(move || pack_thread(stream, target, tx))
+            .map_err(|e| DataError::Pipeline(format!("cannot start the packer thread: {e}")))?;
+        let mut producer =
+            Self { pipeline, rx, _packer: packer, next_index: 0, next_context: 0, read_stats: None, exhausted: false };
+        let skip = start_shard as u64 * producer.pipeline.config.contexts_per_shard as u64;
+        while producer.next_context < skip {
+            if producer.recv_context()?.is_none() {
+                break;
+            }
+        }
+        producer.next_index = start_shard;
+        Ok(producer)
+    }
+
+    fn recv_context(&mut self) -> Result<Option<Vec<u32>>> {
+        if self.exhausted {
+            return Ok(None);
+        }
+        match self.rx.recv() {
+            Ok(ContextMsg::Context(c)) => {
+                self.next_context += 1;
+                Ok(Some(c))
+            }
+            Ok(ContextMsg::End(stats)) => {
+                self.read_stats = Some(stats);
+                self.exhausted = true;
+                Ok(None)
+            }
+            Ok(ContextMsg::Err(e)) => Err(e),
+            Err(_) => Err(DataError::Pipeline("the packer thread stopped unexpectedly".into())),
+        }
+    }
+
+    /// The next shard, running the model; `on_batch` gets the tokens of each forward batch.
+    fn next_shard(&mut self, on_batch: &mut dyn FnMut(u64)) -> Result<Option<RawShard>> {
+        let cfg = self.pipeline.config.clone();
+        let first_context = self.next_context;
+        let mut tokens = Vec::with_capacity(cfg.contexts_per_shard * cfg.ctx);
+        let mut acts: Vec<Vec<f32>> = vec![Vec::new(); cfg.hooks.len()];
+        let mut n_contexts = 0;
+        while n_contexts < cfg.contexts_per_shard {
+            let mut batch = Vec::with_capacity(cfg.batch_contexts);
+            while batch.len() < cfg.batch_contexts && n_contexts + batch.len() < cfg.contexts_per_shard {
+                match self.recv_context()? {
+                    Some(c) => batch.push(c),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let out = self.pipeline.model.capture(&batch, &cfg.hooks)?;
+            for (all, got) in acts.iter_mut().zip(out) {
+                all.extend_from_slice(&got);
+            }
+            for c in &batch {
+                tokens.extend_from_slice(c);
+            }
+            n_contexts += batch.len();
+            on_batch((batch.len() * cfg.ctx) as u64);
+        }
+        if n_contexts == 0 {
+            return Ok(None);
+        }
+        let index = self.next_index;
+        self.next_index += 1;
+        Ok(Some(RawShard { index, first_context, tokens, acts }))
+    }
+}
+
+fn pack_thread(stream: ContextStream, target: u64, tx: SyncSender<ContextMsg>) {
+    let mut stream = stream;
+    let mut sent = 0u64;
+    while sent < target {
+        match stream.next() {
+            Some(Ok(c)) => {
+                if tx.send(ContextMsg::Context(c)).is_err() {
+                    return;
+                }
+                sent += 1;
+            }
+            Some(Err(e)) => {
+                let _ = tx.send(ContextMsg::Err(e));
+                return;
+            }
+            None => break,
+        }
+    }
+    let _ = tx.send(ContextMsg::End(stream.read_stats().clone()));
+}
+
+/// The kept rows of a raw shard at one hook, with their exclusion record.
+fn select_rows(
+    raw: &RawShard,
+    hook: usize,
+    d: usize,
+    ctx: usize,
+    rule: &ExclusionRule,
+    encoder: &dyn TextEncoder,
+) -> (ShardData, Vec<f32>, exclude::ShardExclusion) {
+    let acts = &raw.acts[hook];
+    let norms = exclude::row_norms(acts, d);
+    let ex = exclude::apply(rule, &raw.tokens, ctx, &norms, &|t| encoder.is_special(t));
+    let n_kept = ex.counts.kept as usize;
+    let mut data = ShardData {
+        activations: Vec::with_capacity(n_kept * d),
+        token_ids: Vec::with_capacity(n_kept),
+        context_index: Vec::with_capacity(n_kept),
+        position: Vec::with_capacity(n_kept),
+        context_tokens: raw.tokens.clone(),
+    };
+    let mut kept_norms = Vec::with_capacity(n_kept);
+    for (i, &keep) in ex.keep.iter().enumerate() {
+        if keep {
+            data.activations.extend_from_slice(&acts[i * d..(i + 1) * d]);
+            data.token_ids.push(raw.tokens[i]);
+            data.context_index.push((raw.first_context + (i / ctx) as u64) as u32);
+            data.position.push((i % ctx) as u32);
+            kept_norms.push(norms[i]);
+        }
+    }
+    (data, kept_norms, ex)
+}
+
+/// Harvests `pipeline` into stores under `out` (see [`store_dirs`]), resuming an interrupted harvest there.
+pub fn harvest(
+    pipeline: Pipeline,
+    model: ModelInfo,
+    vocab_size: usize,
+    out: &Path,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<HarvestSummary> {
+    let started = Instant::now();
+    let cfg = pipeline.config.clone();
+    cfg.validate(pipeline.model.as_ref())?;
+    let d = pipeline.model.d_model();
+    let dirs = store_dirs(out, &cfg.hooks);
+    let template = |hook: HookPoint| Manifest {
+        format: FORMAT.to_string(),
+        version: 1,
+        complete: false,
+        model: model.clone(),
+        hook: hook.to_string(),
+        d,
+        ctx: cfg.ctx,
+        dtype: cfg.dtype,
+        seed: cfg.seed,
+        shuffle_contexts: cfg.shuffle_contexts,
+        contexts_per_shard: cfg.contexts_per_shard,
+        target_contexts: cfg.target_contexts(),
+        corpus: CorpusInfo {
+            description: pipeline.corpus.description().to_string(),
+            text_field: pipeline.corpus.text_field().to_string(),
+            n_inputs: pipeline.corpus.inputs().len(),
+            read: None,
+        },
+        tokenizer: TokenizerInfo { eos_token_id: pipeline.encoder.eos_token_id(), vocab_size },
+        exclusion: ExclusionInfo { rule: cfg.rule, description: cfg.rule.describe(), counts: ExclusionCounts::default() },
+        n_contexts: 0,
+        n_rows: 0,
+        stats: Stats::default(),
+        accumulator: Accumulator::default(),
+        shards: Vec::new(),
+    };
+    // Open or create each store, checking that a store being resumed was made with the same settings.
+    let mut manifests = Vec::with_capacity(dirs.len());
+    for (dir, &hook) in dirs.iter().zip(&cfg.hooks) {
+        manifests.push(prepare_store(dir, template(hook))?);
+    }
+    if manifests.iter().all(|m| m.complete) {
+        return Err(DataError::StoreComplete { dir: out.to_path_buf(), n_tokens: manifests[0].n_contexts * cfg.ctx as u64 });
+    }
+    let start_shard = manifests.iter().map(|m| m.shards.len()).min().unwrap_or(0);
+    if start_shard > 0 {
+        tracing::info!(start_shard, "resuming an interrupted harvest");
+    }
+    let target = cfg.target_contexts();
+    let tokens_total = target.saturating_sub((start_shard * cfg.contexts_per_shard) as u64) * cfg.ctx as u64;
+    let shards_written = Arc::new(AtomicUsize::new(start_shard));
+
+    let encoder = pipeline.encoder.clone();
+    let mut producer = ShardProducer::start(pipeline, start_shard)?;
+    let (job_tx, job_rx) = sync_channel::<RawShard>(1);
+    let writer = {
+        let dirs = dirs.clone();
+        let shards_written = shards_written.clone();
+        let cfg = cfg.clone();
+        std::thread::Builder::new()
+            .name("zephyra-writer".into())
+            .spawn(move || writer_thread(job_rx, dirs, manifests, cfg, d, encoder, shards_written))
+            .map_err(|e| DataError::Pipeline(format!("cannot start the writer thread: {e}")))?
+    };
+    let mut tokens_done = 0u64;
+    let produced: Result<()> = (|| {
+        loop {
+            let shard = producer.next_shard(&mut |n| {
+                tokens_done += n;
+                progress(&Progress { tokens_done, tokens_total, shards_written: shards_written.load(Ordering::Relaxed) });
+            })?;
+            match shard {
+                Some(s) => {
+                    if job_tx.send(s).is_err() {
+                        return Ok(()); // the writer failed: its error is reported below
+                    }
+                }
+                None => return Ok(()),
+            }
+        }
+    })();
+    drop(job_tx);
+    let written = writer.join().map_err(|_| DataError::Pipeline("the writer thread panicked".into()))?;
+    produced?;
+    let mut manifests = written?;
+    let n_contexts = manifests[0].n_contexts;
+    if n_contexts == 0 {
+        return Err(DataError::EmptyCorpus { corpus: producer.pipeline.corpus.description().to_string(), n_documents: producer.read_stats.map_or(0, |s| s.n_documents) });
+    }
+    let corpus_exhausted = n_contexts < target;
+    if corpus_exhausted {
+        tracing::warn!(n_contexts, target, "the corpus ran out before --tokens was reached");
+    }
+    for (m, dir) in manifests.iter_mut().zip(&dirs) {
+        m.complete = true;
+        m.corpus.read = producer.read_stats.clone();
+        m.write(dir)?;
+    }
+    progress(&Progress { tokens_done, tokens_total, shards_written: shards_written.load(Ordering::Relaxed) });
+    Ok(HarvestSummary {
+        stores: dirs,
+        n_contexts,
+        n_rows: manifests.iter().map(|m| m.n_rows).collect(),
+        tokens_run: tokens_done,
+        resumed_shards: start_shard,
+        corpus_exhausted,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Creates `dir` with a fresh manifest, or reopens an interrupted store made with the same settings.
+fn prepare_store(dir: &Path, fresh: Manifest) -> Result<Manifest> {
+    if dir.join(MANIFEST_FILE).exists() {
+        let store = ActivationStore::open_partial(dir)?;
+        let m = store.manifest().clone();
+        let checks: [(&str, String, String); 12] = [
+            ("model sha256", m.model.sha256.clone(), fresh.model.sha256.clone()),
+            ("hook", m.hook.clone(), fresh.hook.clone()),
+            ("d", m.d.to_string(), fresh.d.to_string()),
+            ("ctx", m.ctx.to_string(), fresh.ctx.to_string()),
+            ("dtype", m.dtype.to_string(), fresh.dtype.to_string()),
+            ("seed", m.seed.to_string(), fresh.seed.to_string()),
+            ("shuffle contexts", m.shuffle_contexts.to_string(), fresh.shuffle_contexts.to_string()),
+            ("contexts per shard", m.contexts_per_shard.to_string(), fresh.contexts_per_shard.to_string()),
+            ("target contexts (--tokens)", m.target_contexts.to_string(), fresh.target_contexts.to_string()),
+            ("corpus", m.corpus.description.clone(), fresh.corpus.description.clone()),
+            ("text field", m.corpus.text_field.clone(), fresh.corpus.text_field.clone()),
+            ("exclusion rule", m.exclusion.description.clone(), fresh.exclusion.description.clone()),
+        ];
+        for (field, stored, requested) in checks {
+            if stored != requested {
+                return Err(DataError::ResumeMismatch { dir: dir.to_path_buf(), field: field.into(), stored, requested });
+            }
+        }
+        clean_temporaries(dir)?;
+        return Ok(m);
+    }
+    if dir.exists() {
+        let entries = std::fs::read_dir(dir).map_err(|e| DataError::io("listing", dir, e))?;
+        let foreign = entries
+            .filter_map(|e| e.ok())
+            .find(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"));
+        if let Some(entry) = foreign {
+            return Err(DataError::bad_store(
+                dir,
+                format!("the directory is not empty (it holds `{}`) and is not an activation store; choose an empty or new --out", entry.file_name().to_string_lossy()),
+            ));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io("creating", dir, e))?;
+    fresh.write(dir)?;
+    Ok(fresh)
+}
+
+/// Removes temporary files left by a killed writer.
+fn clean_temporaries(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::io("listing", dir, e))?;
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            std::fs::remove_file(e.path()).map_err(|err| DataError::io("removing", e.path(), err))?;
+        }
+    }
+    Ok(())
+}
+
+fn writer_thread(
+    rx: Receiver<RawShard>,
+    dirs: Vec<PathBuf>,
+    mut manifests: Vec<Manifest>,
+    cfg: HarvestConfig,
+    d: usize,
+    encoder: Arc<dyn TextEncoder>,
+    shards_written: Arc<AtomicUsize>,
+) -> Result<Vec<Manifest>> {
+    for raw in rx {
+        for (h, (dir, m)) in dirs.iter().zip(manifests.iter_mut()).enumerate() {
+            if m.shards.len() > raw.index {
+                continue; // written before the interruption
+            }
+            let (data, kept_norms, ex) = select_rows(&raw, h, d, cfg.ctx, &cfg.rule, encoder.as_ref());
+            let file = shard_file_name(raw.index);
+            let mut meta = HashMap::new();
+            meta.insert("hook".to_string(), m.hook.clone());
+            meta.insert("first_context".to_string(), raw.first_context.to_string());
+            let bytes = encode_shard(&data, d, cfg.ctx, cfg.dtype, meta)?;
+            write_atomic(&dir.join(&file), &bytes)?;
+            m.accumulator.add_rows(&data.activations, d, &kept_norms);
+            m.exclusion.counts.add(&ex.counts);
+            let n_contexts = (raw.tokens.len() / cfg.ctx) as u64;
+            m.n_contexts += n_contexts;
+            m.n_rows += data.n_rows() as u64;
+            m.shards.push(ShardInfo {
+                file,
+                n_rows: data.n_rows() as u64,
+                n_contexts,
+                first_context: raw.first_context,
+                bytes: bytes.len() as u64,
+                sha256: sha256_hex(&bytes),
+                median_norm: ex.median_norm,
+                norm_threshold: ex.norm_threshold,
+                counts: ex.counts,
+            });
+            m.refresh_stats();
+            m.write(dir)?;
+        }
+        shards_written.store(raw.index + 1, Ordering::Relaxed);
+    }
+    Ok(manifests)
+}
+
+/// Windows of rows harvested on the fly (single hook), for a [`ShuffleReader`](crate::store::ShuffleReader).
+///
+/// Shards are produced exactly as [`harvest`] would write them (same contexts, same exclusion), and grouped
+/// into windows of `max(1, buffer_rows / (contexts_per_shard × ctx))` shards — the grouping a
+/// [`StoreFeed`](crate::store::reader::StoreFeed) uses for a store made with the same options — so training
+/// on the fly and training from the store see the same rows in the same order for the same seed.
+/// A background thread harvests up to `prefetch_shards` shards ahead of the reader (bounded memory),
+/// overlapping the model forward with the consumer. Only epoch 0 exists.
+pub struct StreamFeed {
+    pipeline: Pipeline,
+    shards_per_window: usize,
+    prefetch_shards: usize,
+    rx: Option<Receiver<Result<Option<Vec<f32>>>>>,
+    next_window: u64,
+    _thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for StreamFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamFeed").field("pipeline", &self.pipeline).field("shards_per_window", &self.shards_per_window).finish()
+    }
+}
+
+/// Shards per window for a shuffle buffer of `buffer_rows` rows.
+pub fn shards_per_window(buffer_rows: usize, contexts_per_shard: usize, ctx: usize) -> usize {
+    (buffer_rows / (contexts_per_shard * ctx).max(1)).max(1)
+}
+
+impl StreamFeed {
+    /// A feed over `pipeline` (its config must name exactly one hook).
+    pub fn new(pipeline: Pipeline, buffer_rows: usize, prefetch_shards: usize) -> Result<Self> {
+        pipeline.config.validate(pipeline.model.as_ref())?;
+        if pipeline.config.hooks.len() != 1 {
+            return Err(DataError::InvalidOption {
+                name: "--hook",
+                value: format!("{} hooks", pipeline.config.hooks.len()),
+                reason: "training on the fly reads one hook".into(),
+            });
+        }
+        let spw = shards_per_window(buffer_rows, pipeline.config.contexts_per_shard, pipeline.config.ctx);
+        Ok(Self { pipeline, shards_per_window: spw, prefetch_shards: prefetch_shards.max(1), rx: None, next_window: 0, _thread: None })
+    }
+
+    fn start_at(&mut self, window: u64) -> Result<()> {
+        self.rx = None; // the old thread sees its channel closed and stops
+        let start_shard = window as usize * self.shards_per_window;
+        let producer = ShardProducer::start(self.pipeline.clone(), start_shard)?;
+        let (tx, rx) = sync_channel(self.prefetch_shards);
+        let cfg = self.pipeline.config.clone();
+        let encoder = self.pipeline.encoder.clone();
+        let d = self.pipeline.model.d_model();
+        let thread = std::thread::Builder::new()
+            .name("zephyra-harvest".into())
+            .spawn(move || stream_thread(producer, cfg, d, encoder, tx))
+            .map_err(|e| DataError::Pipeline(format!("cannot start the harvesting thread: {e}")))?;
+        self.rx = Some(rx);
+        self._thread = Some(thread);
+        self.next_window = window;
+        Ok(())
+    }
+}
+
+fn stream_thread(mut producer: ShardProducer, cfg: HarvestConfig, d: usize, encoder: Arc<dyn TextEncoder>, tx: SyncSender<Result<Option<Vec<f32>>>>) {
+    loop {
+        let msg = match producer.next_shard(&mut |_| {}) {
+            Ok(Some(raw)) => {
+                let (data, _, _) = select_rows(&raw, 0, d, cfg.ctx, &cfg.rule, encoder.as_ref());
+                Ok(Some(data.activations))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let stop = !matches!(msg, Ok(Some(_)));
+        if tx.send(msg).is_err() || stop {
+            return;
+        }
+    }
+}
+
+impl WindowFeed for StreamFeed {
+    fn d(&self) -> usize {
+        self.pipeline.model.d_model()
+    }
+
+    fn load_window(&mut self, epoch: u64, window: u64) -> Result<Option<Vec<f32>>> {
+        if epoch > 0 {
+            return Ok(None);
+        }
+        if self.rx.is_none() || self.next_window != window {
+            self.start_at(window)?;
+        }
+        let rx = self.rx.as_ref().ok_or_else(|| DataError::Pipeline("harvesting thread not running".into()))?;
+        let mut rows = Vec::new();
+        let mut got_any = false;
+        for _ in 0..self.shards_per_window {
+            match rx.recv() {
+                Ok(Ok(Some(shard))) => {
+                    got_any = true;
+                    rows.extend_from_slice(&shard);
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => break,
+            }
+        }
+        self.next_window = window + 1;
+        if !got_any {
+            self.rx = None;
+            return Ok(None);
+        }
+        Ok(Some(rows))
+    }
+}

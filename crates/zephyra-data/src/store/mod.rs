@@ -1,0 +1,297 @@
+//! The activation store: a directory of safetensors shards plus `manifest.json`.
+//!
+//! Each shard `shard-NNNNN.safetensors` holds, for the kept rows of `n_contexts` consecutive contexts:
+//!
+//! | tensor | dtype | shape | meaning |
+//! |---|---|---|---|
+//! | `activations` | F32 or BF16 | `[n, d]` | the hook's activations |
+//! | `token_ids` | U32 | `[n]` | the token at that row |
+//! | `context_index` | U32 | `[n]` | global index of the row's context (harvest order) |
+//! | `position` | U32 | `[n]` | position of the row inside its context |
+//! | `context_tokens` | U32 | `[n_contexts, ctx]` | every token of the shard's contexts (excluded ones too) |
+//!
+//! Rows are ordered by context, then position. Files are written to a temporary name in the same
+//! directory and renamed, and the manifest (see [`manifest`]) is rewritten after every shard, so a killed
+//! harvest leaves only complete shards listed.
+
+pub mod manifest;
+pub mod reader;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use sha2::{Digest, Sha256};
+
+pub use manifest::{Manifest, ShardInfo, StoreDtype};
+pub use reader::{ReaderCursor, ShuffleReader, WindowFeed};
+
+use crate::error::{DataError, Result};
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| DataError::io("creating a temporary file in", dir, e))?;
+    tmp.write_all(bytes).map_err(|e| DataError::io("writing", tmp.path().to_path_buf(), e))?;
+    tmp.as_file().sync_all().map_err(|e| DataError::io("syncing", tmp.path().to_path_buf(), e))?;
+    tmp.persist(path).map_err(|e| DataError::io("renaming into", path, e.error))?;
+    Ok(())
+}
+
+/// sha256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| DataError::io("opening", path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| DataError::io("reading", path, e))?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The file name of shard `index`.
+pub fn shard_file_name(index: usize) -> String {
+    format!("shard-{index:05}.safetensors")
+}
+
+/// The rows of one shard, in memory (activations as f32 whatever the stored dtype).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ShardData {
+    /// `[n, d]` row-major.
+    pub activations: Vec<f32>,
+    /// `[n]`.
+    pub token_ids: Vec<u32>,
+    /// `[n]`.
+    pub context_index: Vec<u32>,
+    /// `[n]`.
+    pub position: Vec<u32>,
+    /// `[n_contexts, ctx]`.
+    pub context_tokens: Vec<u32>,
+}
+
+impl ShardData {
+    /// Rows held.
+    pub fn n_rows(&self) -> usize {
+        self.token_ids.len()
+    }
+}
+
+fn u32_bytes(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Serializes a shard to safetensors bytes.
+pub fn encode_shard(data: &ShardData, d: usize, ctx: usize, dtype: StoreDtype, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    let n = data.n_rows();
+    let n_contexts = data.context_tokens.len() / ctx.max(1);
+    let (act_dtype, act_bytes): (Dtype, Vec<u8>) = match dtype {
+        StoreDtype::Float32 => (Dtype::F32, data.activations.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        StoreDtype::Bfloat16 => {
+            (Dtype::BF16, data.activations.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect())
+        }
+    };
+    let tok = u32_bytes(&data.token_ids);
+    let ci = u32_bytes(&data.context_index);
+    let pos = u32_bytes(&data.position);
+    let ct = u32_bytes(&data.context_tokens);
+    let err = |e: safetensors::SafeTensorError| DataError::Pipeline(format!("encoding a shard: {e}"));
+    let tensors = vec![
+        ("activations", TensorView::new(act_dtype, vec![n, d], &act_bytes).map_err(err)?),
+        ("token_ids", TensorView::new(Dtype::U32, vec![n], &tok).map_err(err)?),
+        ("context_index", TensorView::new(Dtype::U32, vec![n], &ci).map_err(err)?),
+        ("position", TensorView::new(Dtype::U32, vec![n], &pos).map_err(err)?),
+        ("context_tokens", TensorView::new(Dtype::U32, vec![n_contexts, ctx], &ct).map_err(err)?),
+    ];
+    safetensors::tensor::serialize(tensors, Some(metadata)).map_err(err)
+}
+
+/// An activation store opened for reading.
+#[derive(Debug, Clone)]
+pub struct ActivationStore {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl ActivationStore {
+    /// Opens the store at `dir`, checking that it is complete and that every shard listed exists with the
+    /// shape, dtype and size the manifest says (headers only; see [`verify`](Self::verify) for checksums).
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.exists() {
+            return Err(DataError::MissingPath { path: dir });
+        }
+        let manifest = Manifest::read(&dir)?;
+        if !manifest.complete {
+            return Err(DataError::bad_store(
+                &dir,
+                format!(
+                    "the harvest that writes it did not finish ({} of {} contexts); rerun the same `zephyra harvest` command to resume it",
+                    manifest.n_contexts, manifest.target_contexts
+                ),
+            ));
+        }
+        let store = Self { dir, manifest };
+        store.check_shards()?;
+        Ok(store)
+    }
+
+    /// Opens a store without requiring it to be complete (used to resume).
+    pub(crate) fn open_partial(dir: &Path) -> Result<Self> {
+        let manifest = Manifest::read(dir)?;
+        let store = Self { dir: dir.to_path_buf(), manifest };
+        store.check_shards()?;
+        Ok(store)
+    }
+
+    fn check_shards(&self) -> Result<()> {
+        let m = &self.manifest;
+        let rows: u64 = m.shards.iter().map(|s| s.n_rows).sum();
+        if rows != m.n_rows {
+            return Err(DataError::bad_store(
+                &self.dir,
+                format!("manifest says {} rows but its shards list {rows}; the manifest was edited or is corrupt: harvest again", m.n_rows),
+            ));
+        }
+        let contexts: u64 = m.shards.iter().map(|s| s.n_contexts).sum();
+        if contexts != m.n_contexts {
+            return Err(DataError::bad_store(
+                &self.dir,
+                format!("manifest says {} contexts but its shards list {contexts}; harvest again", m.n_contexts),
+            ));
+        }
+        for shard in &m.shards {
+            self.check_shard_header(shard)?;
+        }
+        Ok(())
+    }
+
+    fn check_shard_header(&self, shard: &ShardInfo) -> Result<()> {
+        let path = self.dir.join(&shard.file);
+        let bad = |reason: String| DataError::bad_store(&self.dir, format!("shard `{}` {reason}; harvest again", shard.file));
+        let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => bad("is missing".into()),
+            _ => DataError::io("reading", &path, e),
+        })?;
+        if meta.len() != shard.bytes {
+            return Err(bad(format!("is {} bytes but the manifest says {}", meta.len(), shard.bytes)));
+        }
+        let header = read_header(&path)?;
+        let act = header.get("activations").ok_or_else(|| bad("has no `activations` tensor".into()))?;
+        let shape: Vec<u64> = act
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default();
+        let want = [shard.n_rows, self.manifest.d as u64];
+        if shape != want {
+            return Err(bad(format!("holds activations of shape {shape:?} but the manifest says {want:?}")));
+        }
+        let dtype = act.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
+        let want_dtype = match self.manifest.dtype {
+            StoreDtype::Float32 => "F32",
+            StoreDtype::Bfloat16 => "BF16",
+        };
+        if dtype != want_dtype {
+            return Err(bad(format!("holds {dtype} activations but the manifest says {}", self.manifest.dtype)));
+        }
+        Ok(())
+    }
+
+    /// Recomputes every shard's sha256 and compares it with the manifest.
+    pub fn verify(&self) -> Result<()> {
+        for shard in &self.manifest.shards {
+            let got = sha256_file(&self.dir.join(&shard.file))?;
+            if got != shard.sha256 {
+                return Err(DataError::bad_store(
+                    &self.dir,
+                    format!("shard `{}` has sha256 {got} but the manifest says {}; it was modified or is corrupt", shard.file, shard.sha256),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Row width.
+    pub fn d(&self) -> usize {
+        self.manifest.d
+    }
+
+    /// Rows stored.
+    pub fn n_rows(&self) -> u64 {
+        self.manifest.n_rows
+    }
+
+    /// Shards stored.
+    pub fn n_shards(&self) -> usize {
+        self.manifest.shards.len()
+    }
+
+    /// Reads shard `index` entirely.
+    pub fn read_shard(&self, index: usize) -> Result<ShardData> {
+        let info = self.manifest.shards.get(index).ok_or_else(|| {
+            DataError::bad_store(&self.dir, format!("shard {index} requested but the store has {}", self.manifest.shards.len()))
+        })?;
+        let path = self.dir.join(&info.file);
+        let bytes = std::fs::read(&path).map_err(|e| DataError::io("reading", &path, e))?;
+        let bad = |reason: String| DataError::bad_store(&self.dir, format!("shard `{}`: {reason}; harvest again", info.file));
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let d = self.manifest.d;
+        let n = info.n_rows as usize;
+        let tensor = |name: &str| st.tensor(name).map_err(|e| bad(format!("tensor `{name}`: {e}")));
+        let act = tensor("activations")?;
+        if act.shape() != [n, d] {
+            return Err(bad(format!("activations have shape {:?}, the manifest says [{n}, {d}]", act.shape())));
+        }
+        let activations: Vec<f32> = match act.dtype() {
+            Dtype::F32 => act.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::BF16 => act.data().chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            other => return Err(bad(format!("activations are {other:?}, expected F32 or BF16"))),
+        };
+        let u32s = |name: &str, len: usize| -> Result<Vec<u32>> {
+            let t = tensor(name)?;
+            if t.dtype() != Dtype::U32 || t.data().len() != len * 4 {
+                return Err(bad(format!("`{name}` is {:?} {:?}, expected U32 with {len} elements", t.dtype(), t.shape())));
+            }
+            Ok(t.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        };
+        Ok(ShardData {
+            activations,
+            token_ids: u32s("token_ids", n)?,
+            context_index: u32s("context_index", n)?,
+            position: u32s("position", n)?,
+            context_tokens: u32s("context_tokens", info.n_contexts as usize * self.manifest.ctx)?,
+        })
+    }
+}
+
+/// Parses the JSON header of a safetensors file.
+fn read_header(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| DataError::io("opening", path, e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|e| DataError::io("reading the header of", path, e))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(DataError::io("reading the header of", path, std::io::Error::other("header length is implausible")));
+    }
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact(&mut buf).map_err(|e| DataError::io("reading the header of", path, e))?;
+    serde_json::from_slice(&buf).map_err(|e| DataError::io("parsing the header of", path, std::io::Error::other(e)))
+}

@@ -1,0 +1,236 @@
+//! Streaming, shuffled, resumable reading of activation rows.
+//!
+//! Rows are grouped into *windows*: a window is a run of consecutive shards (of a store, or of the chunks
+//! an on-the-fly harvest produces) holding at most `buffer_rows` rows, or a single shard when one shard is
+//! larger than that. The reader loads one window at a time, permutes its rows with a ChaCha8 generator
+//! seeded from `(seed, epoch, window)`, and serves them in that order. So:
+//! - memory is one window: at most `max(buffer_rows, rows of the largest shard)` rows of `d` floats;
+//! - every row is served exactly once per epoch;
+//! - the position is `(epoch, window, offset)` ([`ReaderCursor`]), and seeking to it loads one window.
+//!
+//! Epoch 0 visits shards in store order (the order they were harvested, which is already a shuffle of the
+//! corpus' contexts); later epochs visit them in a permutation drawn from `(seed, epoch)`.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::ActivationStore;
+use crate::error::{DataError, Result};
+
+/// Supplies windows of rows to a [`ShuffleReader`].
+pub trait WindowFeed: Send {
+    /// Row width.
+    fn d(&self) -> usize;
+    /// The rows (row-major) of window `window` of epoch `epoch`, or `None` when the epoch has fewer windows.
+    fn load_window(&mut self, epoch: u64, window: u64) -> Result<Option<Vec<f32>>>;
+}
+
+/// A position in a [`ShuffleReader`]'s stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ReaderCursor {
+    /// Epoch (0-based).
+    pub epoch: u64,
+    /// Window inside the epoch.
+    pub window: u64,
+    /// Rows of that window already served.
+    pub offset: u64,
+}
+
+/// Derives the generator for a window.
+fn window_rng(seed: u64, epoch: u64, window: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ window);
+    rng
+}
+
+/// Serves rows from a [`WindowFeed`] in shuffled order; see the module docs.
+pub struct ShuffleReader {
+    feed: Box<dyn WindowFeed>,
+    d: usize,
+    seed: u64,
+    epochs: Option<u64>,
+    cursor: ReaderCursor,
+    rows: Vec<f32>,
+    order: Vec<u32>,
+    loaded: Option<(u64, u64)>,
+    done: bool,
+}
+
+impl std::fmt::Debug for ShuffleReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShuffleReader").field("d", &self.d).field("cursor", &self.cursor).field("resident_rows", &self.resident_rows()).finish()
+    }
+}
+
+impl ShuffleReader {
+    /// A reader over `feed`, shuffled from `seed`, for `epochs` passes (`None`: forever).
+    pub fn new(feed: Box<dyn WindowFeed>, seed: u64, epochs: Option<u64>) -> Self {
+        let d = feed.d();
+        Self { feed, d, seed, epochs, cursor: ReaderCursor::default(), rows: Vec::new(), order: Vec::new(), loaded: None, done: false }
+    }
+
+    /// A reader over a store with windows of at most `buffer_rows` rows.
+    pub fn from_store(store: ActivationStore, buffer_rows: usize, seed: u64, epochs: Option<u64>) -> Self {
+        Self::new(Box::new(StoreFeed::new(store, buffer_rows, seed)), seed, epochs)
+    }
+
+    /// Row width.
+    pub fn d(&self) -> usize {
+        self.d
+    }
+
+    /// Rows currently held in memory.
+    pub fn resident_rows(&self) -> usize {
+        self.rows.len() / self.d.max(1)
+    }
+
+    /// The current position.
+    pub fn cursor(&self) -> ReaderCursor {
+        self.cursor
+    }
+
+    /// Moves to `cursor` (as returned by [`cursor`](Self::cursor) on a reader over the same data and seed).
+    pub fn seek(&mut self, cursor: ReaderCursor) -> Result<()> {
+        self.done = false;
+        self.cursor = cursor;
+        if self.epochs.is_some_and(|e| cursor.epoch >= e) {
+            self.done = true;
+            return Ok(());
+        }
+        if !self.load(cursor.epoch, cursor.window)? {
+            if cursor.offset == 0 {
+                // End of an epoch: next_rows moves on.
+                self.rows.clear();
+                self.order.clear();
+                self.loaded = Some((cursor.epoch, cursor.window));
+                return Ok(());
+            }
+            return Err(DataError::InvalidOption {
+                name: "cursor",
+                value: format!("{cursor:?}"),
+                reason: "the data has no such window; resume with the same activations and seed".into(),
+            });
+        }
+        if cursor.offset as usize > self.order.len() {
+            return Err(DataError::InvalidOption {
+                name: "cursor",
+                value: format!("{cursor:?}"),
+                reason: format!("the window holds only {} rows; resume with the same activations and seed", self.order.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Loads a window; `false` when the epoch has no such window.
+    fn load(&mut self, epoch: u64, window: u64) -> Result<bool> {
+        self.rows = Vec::new();
+        self.order.clear();
+        self.loaded = None;
+        let Some(rows) = self.feed.load_window(epoch, window)? else { return Ok(false) };
+        if rows.len() % self.d != 0 {
+            return Err(DataError::Pipeline(format!("window of {} values is not a whole number of rows of {}", rows.len(), self.d)));
+        }
+        let n = rows.len() / self.d;
+        self.order = (0..n as u32).collect();
+        self.order.shuffle(&mut window_rng(self.seed, epoch, window));
+        self.rows = rows;
+        self.loaded = Some((epoch, window));
+        Ok(true)
+    }
+
+    /// Fills `out` (a multiple of `d` long) with the next rows; returns how many (0 = exhausted).
+    pub fn next_rows(&mut self, out: &mut [f32]) -> Result<usize> {
+        let d = self.d;
+        let want = out.len() / d;
+        let mut written = 0;
+        let mut empty_epoch_guard = 0;
+        while written < want && !self.done {
+            let c = self.cursor;
+            if self.loaded != Some((c.epoch, c.window)) {
+                if !self.load(c.epoch, c.window)? {
+                    if c.window == 0 {
+                        // An epoch with no windows: nothing to read at all.
+                        self.done = true;
+                        break;
+                    }
+                    self.cursor = ReaderCursor { epoch: c.epoch + 1, window: 0, offset: 0 };
+                    if self.epochs.is_some_and(|e| self.cursor.epoch >= e) {
+                        self.done = true;
+                    }
+                    continue;
+                }
+            }
+            let offset = self.cursor.offset as usize;
+            if offset >= self.order.len() {
+                empty_epoch_guard += 1;
+                if empty_epoch_guard > 1_000_000 {
+                    break;
+                }
+                self.cursor = ReaderCursor { epoch: c.epoch, window: c.window + 1, offset: 0 };
+                continue;
+            }
+            let take = (want - written).min(self.order.len() - offset);
+            for (k, &row) in self.order[offset..offset + take].iter().enumerate() {
+                let src = &self.rows[row as usize * d..(row as usize + 1) * d];
+                out[(written + k) * d..(written + k + 1) * d].copy_from_slice(src);
+            }
+            written += take;
+            self.cursor.offset += take as u64;
+        }
+        Ok(written)
+    }
+}
+
+/// Windows of consecutive shards of a store.
+pub struct StoreFeed {
+    store: ActivationStore,
+    shards_per_window: usize,
+    seed: u64,
+    order: Option<(u64, Vec<usize>)>,
+}
+
+impl StoreFeed {
+    /// Windows of `max(1, buffer_rows / (contexts_per_shard × ctx))` shards: at most `buffer_rows` rows
+    /// (or one shard), and the same grouping as [`StreamFeed`](crate::harvest::StreamFeed).
+    pub fn new(store: ActivationStore, buffer_rows: usize, seed: u64) -> Self {
+        let m = store.manifest();
+        let shards_per_window = crate::harvest::shards_per_window(buffer_rows, m.contexts_per_shard, m.ctx);
+        Self { store, shards_per_window, seed, order: None }
+    }
+
+    /// Shards per window.
+    pub fn shards_per_window(&self) -> usize {
+        self.shards_per_window
+    }
+}
+
+impl WindowFeed for StoreFeed {
+    fn d(&self) -> usize {
+        self.store.d()
+    }
+
+    fn load_window(&mut self, epoch: u64, window: u64) -> Result<Option<Vec<f32>>> {
+        let n = self.store.n_shards();
+        if self.order.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            let mut order: Vec<usize> = (0..n).collect();
+            if epoch > 0 {
+                order.shuffle(&mut window_rng(self.seed, epoch, u64::MAX));
+            }
+            self.order = Some((epoch, order));
+        }
+        let order = self.order.as_ref().map(|(_, o)| o.as_slice()).unwrap_or(&[]);
+        let start = window as usize * self.shards_per_window;
+        if start >= n {
+            return Ok(None);
+        }
+        let end = (start + self.shards_per_window).min(n);
+        let mut rows = Vec::new();
+        for &shard in &order[start..end] {
+            let data = self.store.read_shard(shard)?;
+            rows.extend_from_slice(&data.activations);
+        }
+        Ok(Some(rows))
+    }
+}

@@ -1,0 +1,81 @@
+//! Helpers shared by the integration tests: small corpora and pipelines.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use zephyra_data::corpus::CorpusOptions;
+use zephyra_data::harvest::{HarvestConfig, HookModel, Pipeline};
+use zephyra_data::store::StoreDtype;
+use zephyra_data::{Corpus, ExclusionRule};
+use zephyra_lm::{HookPoint, Llama, Tokenizer};
+
+/// Writes a small mixed corpus (a few thousand tokens) into `dir`.
+pub fn write_corpus(dir: &Path) {
+    let para = "Ownership is a set of rules that govern how a Rust program manages memory. \
+        All programs have to manage the way they use a computer's memory while running. \
+        Some languages have garbage collection; in others, the programmer must explicitly allocate and free memory.\n";
+    for i in 0..6 {
+        std::fs::write(dir.join(format!("doc{i}.txt")), format!("Chapter {i}.\n{}", para.repeat(2 + i % 3))).unwrap();
+    }
+    std::fs::write(
+        dir.join("page.html"),
+        format!("<html><script>x()</script><main><h1>Borrowing</h1><p>{}</p><pre>let s = String::from(\"hi\");\nlet r = &amp;s;</pre></main></html>", para.repeat(3)),
+    )
+    .unwrap();
+    let lines: Vec<String> = (0..8).map(|i| format!("{{\"text\": \"Record {i}: the borrow checker compares scopes to decide whether borrows are valid.\"}}")).collect();
+    std::fs::write(dir.join("records.jsonl"), lines.join("\n")).unwrap();
+}
+
+pub fn corpus_of(dir: &Path) -> Corpus {
+    Corpus::from_specs(&[dir.display().to_string()], CorpusOptions::default()).unwrap()
+}
+
+pub fn config(hooks: Vec<HookPoint>, ctx: usize, n_tokens: u64, contexts_per_shard: usize, batch: usize) -> HarvestConfig {
+    HarvestConfig {
+        hooks,
+        ctx,
+        n_tokens,
+        seed: 7,
+        shuffle_contexts: 16,
+        contexts_per_shard,
+        batch_contexts: batch,
+        dtype: StoreDtype::Float32,
+        rule: ExclusionRule::default(),
+    }
+}
+
+/// Model + tokenizer of a GGUF file.
+pub fn load(path: &Path) -> (Arc<Llama>, Arc<Tokenizer>) {
+    (Arc::new(Llama::load_gguf(path).unwrap()), Arc::new(Tokenizer::from_gguf(path).unwrap()))
+}
+
+pub fn pipeline(model: Arc<dyn HookModel>, tok: Arc<Tokenizer>, corpus: Corpus, config: HarvestConfig) -> Pipeline {
+    Pipeline { model, encoder: tok, corpus, config }
+}
+
+/// A model that fails after `ok_batches` forward batches (to simulate an interrupted harvest).
+pub struct FailAfter {
+    pub inner: Arc<Llama>,
+    pub ok_batches: std::sync::atomic::AtomicUsize,
+}
+
+impl HookModel for FailAfter {
+    fn d_model(&self) -> usize {
+        self.inner.d_model()
+    }
+    fn n_layers(&self) -> usize {
+        self.inner.n_layers()
+    }
+    fn context_length(&self) -> usize {
+        self.inner.context_length()
+    }
+    fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> zephyra_data::Result<Vec<Vec<f32>>> {
+        use std::sync::atomic::Ordering;
+        if self.ok_batches.load(Ordering::SeqCst) == 0 {
+            return Err(zephyra_data::DataError::Pipeline("simulated crash".into()));
+        }
+        self.ok_batches.fetch_sub(1, Ordering::SeqCst);
+        self.inner.capture(contexts, hooks)
+    }
+}

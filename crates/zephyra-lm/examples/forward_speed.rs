@@ -1,0 +1,72 @@
+//! Forward-pass throughput on SmolLM2 (batch 16 × 128 tokens), for development.
+//!
+//! `RAYON_NUM_THREADS=2 cargo run --release -p zephyra-lm --example forward_speed [-- REPEATS [a|b]]`
+//! The user-facing benchmark is `zephyra bench forward`.
+
+use std::time::Instant;
+
+use zephyra_lm::{HookPoint, Hooks, Llama, Logits};
+
+fn main() -> zephyra_lm::Result<()> {
+    let repeats: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let only = std::env::args().nth(2).unwrap_or_default(); // "a", "b" or both
+    let path = zephyra_lm::fetch::resolve_model("smollm2")?;
+    let t = Instant::now();
+    let model = Llama::load_gguf(path)?;
+    eprintln!("load: {:.2} s", t.elapsed().as_secs_f64());
+    let (batch, seq) = (16, 128);
+    let seqs: Vec<Vec<u32>> = (0..batch)
+        .map(|b| {
+            (0..seq)
+                .map(|i| ((b * 7919 + i * 104_729) % 49_000) as u32 + 100)
+                .collect()
+        })
+        .collect();
+    let n_tokens = (batch * seq) as f64;
+    for (label, logits) in [
+        ("resid_pre 15, no logits", Logits::None),
+        ("full, all logits", Logits::All),
+    ] {
+        if (only == "a" && logits != Logits::None) || (only == "b" && logits == Logits::None) {
+            continue;
+        }
+        for _ in 0..repeats {
+            let mut hooks = Hooks::new();
+            if logits == Logits::None {
+                hooks.capture(HookPoint::ResidPre(15));
+            }
+            let (t, cpu0) = (Instant::now(), cpu_seconds());
+            let out = model.forward(&seqs, &mut hooks, logits)?;
+            let (s, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+            drop(out);
+            let threads = rayon::current_num_threads() as f64;
+            eprintln!(
+                "{label}: {:.0} tok/s wall ({s:.2} s), {:.0} tok/s per {threads} CPU-busy cores ({cpu:.2} CPU s)",
+                n_tokens / s,
+                n_tokens / (cpu / threads)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// User + system CPU time of this process (Linux `/proc/self/stat`, 100 Hz ticks); 0 elsewhere.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}

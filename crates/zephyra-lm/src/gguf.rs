@@ -1,0 +1,383 @@
+//! GGUF reading: metadata → [`LlamaConfig`], every tensor dequantized to `f32`.
+//!
+//! Format: <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>. Parsing is done by
+//! `candle_core::quantized::gguf_file`; this module maps its failures to [`LmError`] variants,
+//! checks the architecture and required keys, and undoes llama.cpp's Q/K row permutation.
+//!
+//! llama.cpp's HF→GGUF converter reorders the rows of `attn_q`/`attn_k` within each head from
+//! `[half, pair]` to `[pair, half]` so that its "adjacent pairs" RoPE equals HF's "rotate half"
+//! RoPE. [`unpermute_rows`] puts the rows back in HF order, so the model applies rotate-half RoPE
+//! and its Q/K projections equal the Hugging Face ones.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::Device;
+use rayon::prelude::*;
+
+use crate::config::LlamaConfig;
+use crate::error::{LmError, Result};
+
+/// A dequantized tensor: row-major `f32` data and its shape (GGUF dims reversed, so a weight
+/// matrix is `[n_out, n_in]`).
+#[derive(Debug, Clone)]
+pub struct F32Tensor {
+    /// Shape, outermost first.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+/// A GGUF file read into memory: configuration plus all tensors as `f32`.
+#[derive(Debug)]
+pub struct GgufModel {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Hyper-parameters from the metadata.
+    pub config: LlamaConfig,
+    /// Every tensor, by GGUF name, with `attn_q`/`attn_k` rows already in HF order.
+    pub tensors: HashMap<String, F32Tensor>,
+}
+
+/// Opens `path` and parses its GGUF header (metadata and tensor directory).
+///
+/// Errors: [`LmError::Io`], [`LmError::NotGguf`] (wrong magic), [`LmError::CorruptGguf`].
+/// The tokenizer reads its metadata through this function too.
+pub fn read_content(path: &Path) -> Result<(Content, File)> {
+    let io = |source| LmError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut magic = [0u8; 4];
+    let mut n = 0;
+    while n < 4 {
+        match file.read(&mut magic[n..]).map_err(io)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    if n < 4 || &magic != b"GGUF" {
+        let detail = if n < 4 {
+            format!("the file is only {n} bytes long")
+        } else {
+            format!("it starts with bytes {magic:02x?}, not `GGUF`")
+        };
+        return Err(LmError::NotGguf {
+            path: path.to_path_buf(),
+            detail,
+        });
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let content = Content::read(&mut file).map_err(|e| LmError::CorruptGguf {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    Ok((content, file))
+}
+
+/// Metadata accessors with typed errors.
+struct Meta<'a> {
+    path: &'a Path,
+    metadata: &'a HashMap<String, Value>,
+}
+
+impl Meta<'_> {
+    fn get(&self, key: &str) -> Result<&Value> {
+        self.metadata
+            .get(key)
+            .ok_or_else(|| LmError::MissingMetadata {
+                path: self.path.to_path_buf(),
+                key: key.to_string(),
+            })
+    }
+
+    fn bad(&self, key: &str, detail: impl Into<String>) -> LmError {
+        LmError::BadMetadata {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<String> {
+        match self.get(key)? {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(self.bad(key, format!("expected a string, got {other:?}"))),
+        }
+    }
+
+    fn usize(&self, key: &str) -> Result<usize> {
+        let v = self.get(key)?;
+        let n: i128 = match v {
+            Value::U8(x) => (*x).into(),
+            Value::I8(x) => (*x).into(),
+            Value::U16(x) => (*x).into(),
+            Value::I16(x) => (*x).into(),
+            Value::U32(x) => (*x).into(),
+            Value::I32(x) => (*x).into(),
+            Value::U64(x) => (*x).into(),
+            Value::I64(x) => (*x).into(),
+            other => return Err(self.bad(key, format!("expected an integer, got {other:?}"))),
+        };
+        if n <= 0 {
+            return Err(self.bad(key, format!("expected a positive integer, got {n}")));
+        }
+        usize::try_from(n).map_err(|_| self.bad(key, format!("{n} is too large")))
+    }
+
+    fn f32(&self, key: &str) -> Result<f32> {
+        match self.get(key)? {
+            Value::F32(x) => Ok(*x),
+            Value::F64(x) => Ok(*x as f32),
+            other => Err(self.bad(key, format!("expected a float, got {other:?}"))),
+        }
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.metadata.contains_key(key)
+    }
+}
+
+/// Reads the configuration of a Llama-family model from GGUF metadata.
+///
+/// `vocab_size` and `tied_embeddings` come from the tensor directory.
+pub fn read_config(path: &Path, content: &Content) -> Result<LlamaConfig> {
+    let meta = Meta {
+        path,
+        metadata: &content.metadata,
+    };
+    let architecture = meta.string("general.architecture")?;
+    if architecture != "llama" {
+        return Err(LmError::UnsupportedArchitecture {
+            path: path.to_path_buf(),
+            architecture,
+        });
+    }
+    let a = "llama";
+    let n_layers = meta.usize(&format!("{a}.block_count"))?;
+    let d_model = meta.usize(&format!("{a}.embedding_length"))?;
+    let d_mlp = meta.usize(&format!("{a}.feed_forward_length"))?;
+    let n_heads = meta.usize(&format!("{a}.attention.head_count"))?;
+    let kv_key = format!("{a}.attention.head_count_kv");
+    let n_kv_heads = if meta.has(&kv_key) {
+        meta.usize(&kv_key)?
+    } else {
+        n_heads
+    };
+    let context_length = meta.usize(&format!("{a}.context_length"))?;
+    let theta_key = format!("{a}.rope.freq_base");
+    let rope_theta = if meta.has(&theta_key) {
+        meta.f32(&theta_key)?
+    } else {
+        10_000.0
+    };
+    let eps_key = format!("{a}.attention.layer_norm_rms_epsilon");
+    let rms_norm_eps = meta.f32(&eps_key)?;
+    if d_model % n_heads != 0 {
+        return Err(meta.bad(
+            "llama.attention.head_count",
+            format!("{n_heads} heads do not divide embedding_length {d_model}"),
+        ));
+    }
+    if n_heads % n_kv_heads != 0 {
+        return Err(meta.bad(
+            &kv_key,
+            format!("{n_kv_heads} KV heads do not divide {n_heads} query heads"),
+        ));
+    }
+    let d_head = d_model / n_heads;
+    let rope_key = format!("{a}.rope.dimension_count");
+    if meta.has(&rope_key) {
+        let rope_dims = meta.usize(&rope_key)?;
+        if rope_dims != d_head {
+            return Err(meta.bad(
+                &rope_key,
+                format!("partial RoPE ({rope_dims} of {d_head} dims) is not supported"),
+            ));
+        }
+    }
+    if d_head % 2 != 0 {
+        return Err(meta.bad(&rope_key, format!("head width {d_head} is odd")));
+    }
+    if !(rms_norm_eps.is_finite() && rms_norm_eps > 0.0) {
+        return Err(meta.bad(&eps_key, format!("{rms_norm_eps} is not a positive number")));
+    }
+    if !(rope_theta.is_finite() && rope_theta > 0.0) {
+        return Err(meta.bad(&theta_key, format!("{rope_theta} is not a positive number")));
+    }
+    let embd = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .ok_or_else(|| LmError::MissingTensor {
+            path: path.to_path_buf(),
+            name: "token_embd.weight".into(),
+        })?;
+    let dims = embd.shape.dims();
+    if dims.len() != 2 || dims[1] != d_model {
+        return Err(LmError::TensorShape {
+            name: "token_embd.weight".into(),
+            expected: vec![0, d_model],
+            got: dims.to_vec(),
+        });
+    }
+    let name = match content.metadata.get("general.name") {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    Ok(LlamaConfig {
+        architecture,
+        name,
+        n_layers,
+        d_model,
+        d_mlp,
+        n_heads,
+        n_kv_heads,
+        d_head,
+        vocab_size: dims[0],
+        context_length,
+        rope_theta,
+        rms_norm_eps,
+        tied_embeddings: !content.tensor_infos.contains_key("output.weight"),
+    })
+}
+
+/// Names and shapes (outermost first) of the tensors a Llama model needs.
+pub fn expected_tensors(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, q, kv) = (
+        cfg.d_model,
+        cfg.n_heads * cfg.d_head,
+        cfg.n_kv_heads * cfg.d_head,
+    );
+    let mut out = vec![
+        ("token_embd.weight".to_string(), vec![cfg.vocab_size, d]),
+        ("output_norm.weight".to_string(), vec![d]),
+    ];
+    if !cfg.tied_embeddings {
+        out.push(("output.weight".to_string(), vec![cfg.vocab_size, d]));
+    }
+    for l in 0..cfg.n_layers {
+        for (name, shape) in [
+            ("attn_norm", vec![d]),
+            ("attn_q", vec![q, d]),
+            ("attn_k", vec![kv, d]),
+            ("attn_v", vec![kv, d]),
+            ("attn_output", vec![d, q]),
+            ("ffn_norm", vec![d]),
+            ("ffn_gate", vec![cfg.d_mlp, d]),
+            ("ffn_up", vec![cfg.d_mlp, d]),
+            ("ffn_down", vec![d, cfg.d_mlp]),
+        ] {
+            out.push((format!("blk.{l}.{name}.weight"), shape));
+        }
+    }
+    out
+}
+
+/// Reads a Llama-family GGUF: checks metadata and tensor shapes, dequantizes every tensor the
+/// model needs to `f32` (in parallel), and un-permutes `attn_q`/`attn_k`.
+pub fn load(path: &Path) -> Result<GgufModel> {
+    let (content, mut file) = read_content(path)?;
+    let config = read_config(path, &content)?;
+    let wanted = expected_tensors(&config);
+    let mut raw = Vec::with_capacity(wanted.len());
+    for (name, shape) in &wanted {
+        let info = content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| LmError::MissingTensor {
+                path: path.to_path_buf(),
+                name: name.clone(),
+            })?;
+        if info.shape.dims() != shape.as_slice() {
+            return Err(LmError::TensorShape {
+                name: name.clone(),
+                expected: shape.clone(),
+                got: info.shape.dims().to_vec(),
+            });
+        }
+        let q = info
+            .read(&mut file, content.tensor_data_offset, &Device::Cpu)
+            .map_err(|e| LmError::CorruptGguf {
+                path: path.to_path_buf(),
+                detail: format!("tensor `{name}`: {e}"),
+            })?;
+        raw.push((name.clone(), shape.clone(), q));
+    }
+    let tensors = raw
+        .into_par_iter()
+        .map(|(name, shape, q)| {
+            let t = q.dequantize(&Device::Cpu)?;
+            let mut data = t.flatten_all()?.to_vec1::<f32>()?;
+            if name.ends_with(".attn_q.weight") {
+                data = unpermute_rows(&data, config.n_heads, config.d_head, config.d_model);
+            } else if name.ends_with(".attn_k.weight") {
+                data = unpermute_rows(&data, config.n_kv_heads, config.d_head, config.d_model);
+            }
+            Ok((name, F32Tensor { shape, data }))
+        })
+        .collect::<Result<HashMap<_, _>>>()?;
+    tracing::info!(
+        path = %path.display(),
+        n_tensors = content.tensor_infos.len(),
+        n_layers = config.n_layers,
+        d_model = config.d_model,
+        "loaded GGUF"
+    );
+    Ok(GgufModel {
+        path: path.to_path_buf(),
+        config,
+        tensors,
+    })
+}
+
+/// Undoes llama.cpp's Q/K permutation: within each head, GGUF row `2*j + i` is HF row
+/// `i * d_head/2 + j` (`i` ∈ {0, 1}, `j` < `d_head/2`). `w` is `[n_heads * d_head, n_in]`.
+pub fn unpermute_rows(w: &[f32], n_heads: usize, d_head: usize, n_in: usize) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    let half = d_head / 2;
+    for h in 0..n_heads {
+        for j in 0..half {
+            for i in 0..2 {
+                let src = (h * d_head + 2 * j + i) * n_in;
+                let dst = (h * d_head + i * half + j) * n_in;
+                out[dst..dst + n_in].copy_from_slice(&w[src..src + n_in]);
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`unpermute_rows`]: HF row order → llama.cpp row order (used to write GGUF files).
+pub fn permute_rows(w: &[f32], n_heads: usize, d_head: usize, n_in: usize) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    let half = d_head / 2;
+    for h in 0..n_heads {
+        for j in 0..half {
+            for i in 0..2 {
+                let gguf = (h * d_head + 2 * j + i) * n_in;
+                let hf = (h * d_head + i * half + j) * n_in;
+                out[gguf..gguf + n_in].copy_from_slice(&w[hf..hf + n_in]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutation_round_trips_and_moves_rows() {
+        let (n_heads, d_head, n_in) = (3, 4, 2);
+        let w: Vec<f32> = (0..n_heads * d_head * n_in).map(|x| x as f32).collect();
+        let p = permute_rows(&w, n_heads, d_head, n_in);
+        assert_eq!(unpermute_rows(&p, n_heads, d_head, n_in), w);
+        // HF head 0 rows [r0, r1 | r2, r3] → GGUF [r0, r2, r1, r3].
+        assert_eq!(&p[..8], &[0., 1., 4., 5., 2., 3., 6., 7.]);
+    }
+}

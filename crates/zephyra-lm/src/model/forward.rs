@@ -1,0 +1,286 @@
+//! The batched forward pass with hook points.
+//!
+//! All `batch × seq` rows go through each matrix product at once; the residual stream is one
+//! row-major `[batch · seq, d_model]` buffer that hooks see as a `[batch, seq, d_model]` tensor.
+
+use candle_core::{Device, Tensor};
+use gemm::Parallelism;
+
+use super::kernels::{add_assign, matmul_nt, rms_norm, rope, rope_table, swiglu};
+use super::{ForwardOutput, KvCache, Llama, Logits};
+use crate::error::{LmError, Result};
+use crate::hooks::{Activations, HookPoint, Hooks};
+
+/// Work buffers of one pass, sized for `rows` rows; kept in the model between passes so large
+/// batches do not pay for fresh zeroed pages every time.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    resid: Vec<f32>,
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    scratch: Vec<f32>,
+    branch: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+}
+
+impl Llama {
+    /// Runs the model over a batch of token sequences.
+    ///
+    /// Sequences may differ in length: they are right-padded to the longest (causal attention
+    /// means padding never affects real positions; outputs at padded positions are meaningless,
+    /// see [`ForwardOutput::lengths`]). Hooks see `[batch, seq, d_model]` activations.
+    ///
+    /// With [`Logits::None`] and no `ln_final.hook_normalized` hook the pass stops right after the
+    /// deepest hook point in `hooks` (with no hooks at all, nothing is computed).
+    ///
+    /// Errors: an empty batch or sequence, a token id outside the vocabulary, a sequence longer
+    /// than the context length, a hook that names a missing block, or an error from a hook.
+    pub fn forward<S: AsRef<[u32]>>(
+        &self,
+        sequences: &[S],
+        hooks: &mut Hooks<'_>,
+        logits: Logits,
+    ) -> Result<ForwardOutput> {
+        if sequences.is_empty() {
+            return Err(LmError::InvalidInput("the batch holds no sequences".into()));
+        }
+        let lengths: Vec<usize> = sequences.iter().map(|s| s.as_ref().len()).collect();
+        let seq = lengths.iter().copied().max().unwrap_or(0);
+        if let Some(i) = lengths.iter().position(|&n| n == 0) {
+            return Err(LmError::InvalidInput(format!(
+                "sequence {i} of the batch is empty; give at least one token"
+            )));
+        }
+        self.check_len(seq)?;
+        let batch = sequences.len();
+        let mut ids = Vec::with_capacity(batch * seq);
+        for s in sequences {
+            let s = s.as_ref();
+            ids.extend_from_slice(s);
+            // Pad with the sequence's own last token: any valid id would do.
+            ids.extend(std::iter::repeat_n(s[s.len() - 1], seq - s.len()));
+        }
+        let last: Vec<usize> = lengths.iter().map(|n| n - 1).collect();
+        let mut cache = KvCache::transient(&self.config, batch, seq);
+        let (logits, activations) = self.run(&ids, seq, &last, &mut cache, hooks, logits)?;
+        Ok(ForwardOutput {
+            logits,
+            activations,
+            lengths,
+        })
+    }
+
+    /// Checks a sequence length against the context length.
+    pub(crate) fn check_len(&self, seq: usize) -> Result<()> {
+        if seq > self.config.context_length {
+            return Err(LmError::InvalidInput(format!(
+                "{seq} tokens exceed the model's context length of {}; split the text",
+                self.config.context_length
+            )));
+        }
+        Ok(())
+    }
+
+    /// The core pass: `ids` is `[batch, seq]` (batch = `cache.batch()`), at positions
+    /// `cache.len()..`. `last[b]` is the row of sequence `b` whose logits [`Logits::Last`] returns.
+    /// The cache advances by `seq` when every layer ran.
+    pub(crate) fn run(
+        &self,
+        ids: &[u32],
+        seq: usize,
+        last: &[usize],
+        cache: &mut KvCache,
+        hooks: &mut Hooks<'_>,
+        logits: Logits,
+    ) -> Result<(Option<Tensor>, Activations)> {
+        let cfg = &self.config;
+        hooks.validate(cfg.n_layers)?;
+        let batch = cache.batch();
+        let rows = batch * seq;
+        debug_assert_eq!(ids.len(), rows);
+        if cache.len() + seq > cache.capacity() {
+            return Err(LmError::InvalidInput(format!(
+                "{} positions exceed the cache capacity of {}",
+                cache.len() + seq,
+                cache.capacity()
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+            return Err(LmError::TokenOutOfRange {
+                id: bad,
+                vocab_size: cfg.vocab_size,
+            });
+        }
+        let mut acts = Activations::default();
+        let hook_final = hooks.has(HookPoint::LnFinal);
+        let need_final = logits != Logits::None || hook_final;
+        let stop = if need_final { None } else { hooks.deepest() };
+        if !need_final && stop.is_none() {
+            return Ok((None, acts));
+        }
+        let _span = tracing::debug_span!("forward", batch, seq, pos0 = cache.len()).entered();
+
+        let (d, d_mlp) = (cfg.d_model, cfg.d_mlp);
+        let (q_width, kv_width) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
+        let qkv_width = q_width + 2 * kv_width;
+        let mut guard = BufferGuard {
+            slot: &self.buffers,
+            buf: self
+                .buffers
+                .lock()
+                .map(|mut b| b.take())
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        };
+        let buf = &mut guard.buf;
+        for (v, n) in [
+            (&mut buf.resid, rows * d),
+            (&mut buf.normed, rows * d),
+            (&mut buf.qkv, rows * qkv_width),
+            (&mut buf.attn, rows * q_width),
+            (&mut buf.scratch, rows * q_width),
+            (&mut buf.branch, rows * d),
+            (&mut buf.gate_up, rows * 2 * d_mlp),
+            (&mut buf.act, rows * d_mlp),
+        ] {
+            v.resize(n, 0.0);
+        }
+        for (row, &id) in buf.resid.chunks_exact_mut(d).zip(ids) {
+            let at = id as usize * d;
+            row.copy_from_slice(&self.embed[at..at + d]);
+        }
+        let (cos, sin) = rope_table(cache.len(), seq, cfg.d_head, cfg.rope_theta);
+        let shape = [batch, seq, d];
+        let par = Parallelism::Rayon(0);
+
+        // Applies the hooks at `p` to `data`; true when the pass should stop there.
+        let mut at = |p: HookPoint, data: &mut [f32], acts: &mut Activations| -> Result<bool> {
+            if hooks.has(p) {
+                hooks.apply(p, data, shape, acts)?;
+            }
+            Ok(stop == Some(p))
+        };
+
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let _span = tracing::trace_span!("block", layer = l).entered();
+            if at(HookPoint::ResidPre(l), &mut buf.resid, &mut acts)? {
+                return Ok((None, acts));
+            }
+            // Attention.
+            rms_norm(
+                &mut buf.normed,
+                &buf.resid,
+                &blk.attn_norm,
+                cfg.rms_norm_eps,
+            );
+            blk.qkv.forward(&mut buf.qkv, &buf.normed, d, rows);
+            let n_rot = cfg.n_heads + cfg.n_kv_heads; // q and k heads are adjacent in each row
+            rope(&mut buf.qkv, qkv_width, seq, n_rot, cfg.d_head, &cos, &sin);
+            cache.store(l, &buf.qkv, qkv_width, seq, q_width, q_width + kv_width);
+            cache.attend(
+                l,
+                &buf.qkv,
+                qkv_width,
+                seq,
+                cfg.n_heads,
+                &mut buf.attn,
+                &mut buf.scratch,
+            );
+            blk.o.forward(&mut buf.branch, &buf.attn, q_width, rows);
+            if at(HookPoint::AttnOut(l), &mut buf.branch, &mut acts)? {
+                return Ok((None, acts));
+            }
+            add_assign(&mut buf.resid, &buf.branch);
+            if at(HookPoint::ResidMid(l), &mut buf.resid, &mut acts)? {
+                return Ok((None, acts));
+            }
+            // MLP.
+            rms_norm(&mut buf.normed, &buf.resid, &blk.mlp_norm, cfg.rms_norm_eps);
+            blk.gate_up.forward(&mut buf.gate_up, &buf.normed, d, rows);
+            swiglu(&mut buf.act, &buf.gate_up, d_mlp);
+            blk.down.forward(&mut buf.branch, &buf.act, d_mlp, rows);
+            if at(HookPoint::MlpOut(l), &mut buf.branch, &mut acts)? {
+                return Ok((None, acts));
+            }
+            add_assign(&mut buf.resid, &buf.branch);
+            if at(HookPoint::ResidPost(l), &mut buf.resid, &mut acts)? {
+                return Ok((None, acts));
+            }
+        }
+        cache.advance(seq);
+
+        // Final norm (all rows when hooked or when every position's logits are wanted).
+        let (normed, n_rows) = if logits == Logits::All || hook_final {
+            rms_norm(
+                &mut buf.normed,
+                &buf.resid,
+                &self.final_norm,
+                cfg.rms_norm_eps,
+            );
+            at(HookPoint::LnFinal, &mut buf.normed, &mut acts)?;
+            if logits == Logits::Last {
+                let mut sel = Vec::with_capacity(batch * d);
+                for (b, &s) in last.iter().enumerate() {
+                    let r = b * seq + s;
+                    sel.extend_from_slice(&buf.normed[r * d..(r + 1) * d]);
+                }
+                (sel, batch)
+            } else {
+                (buf.normed.clone(), rows)
+            }
+        } else if logits == Logits::Last {
+            let mut sel = Vec::with_capacity(batch * d);
+            for (b, &s) in last.iter().enumerate() {
+                let r = b * seq + s;
+                sel.extend_from_slice(&buf.resid[r * d..(r + 1) * d]);
+            }
+            let mut normed = vec![0.0; batch * d];
+            rms_norm(&mut normed, &sel, &self.final_norm, cfg.rms_norm_eps);
+            (normed, batch)
+        } else {
+            (Vec::new(), 0)
+        };
+        drop(guard);
+        let logits = match logits {
+            Logits::None => None,
+            Logits::Last | Logits::All => {
+                let vocab = cfg.vocab_size;
+                let mut out = vec![0.0; n_rows * vocab];
+                matmul_nt(
+                    &mut out,
+                    &normed,
+                    d,
+                    self.unembedding(),
+                    n_rows,
+                    vocab,
+                    d,
+                    par,
+                );
+                let t = if logits == Logits::All {
+                    Tensor::from_vec(out, (batch, seq, vocab), &Device::Cpu)?
+                } else {
+                    Tensor::from_vec(out, (batch, vocab), &Device::Cpu)?
+                };
+                Some(t)
+            }
+        };
+        Ok((logits, acts))
+    }
+}
+
+/// Returns the work buffers to the model when a pass ends (early returns and errors included).
+struct BufferGuard<'a> {
+    slot: &'a std::sync::Mutex<Option<Buffers>>,
+    buf: Buffers,
+}
+
+impl Drop for BufferGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some(std::mem::take(&mut self.buf));
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Row-parallel `f32` kernels of the forward pass: matrix products (via the `gemm` crate),
+//! RMSNorm, rotary embeddings, SwiGLU and softmax. Each works on row-major `&[f32]` buffers and
+//! splits rows across rayon threads; none allocates in its inner loop.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Rows per rayon task for the elementwise kernels (keeps tasks ≳ 10 µs).
+const ROWS_PER_TASK: usize = 16;
+
+/// `dst[m, n] = lhs[m, k] · w[n, k]ᵀ`: a linear layer with weights stored `[n_out, n_in]`
+/// (the GGUF layout). `lhs` rows are `lhs_stride` apart; `dst` is contiguous.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_nt(
+    dst: &mut [f32],
+    lhs: &[f32],
+    lhs_stride: usize,
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    threads: Parallelism,
+) {
+    assert!(dst.len() >= m * n, "dst too small");
+    assert!(
+        m == 0 || lhs.len() >= (m - 1) * lhs_stride + k,
+        "lhs too small"
+    );
+    assert!(w.len() >= n * k, "weight too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the asserts above bound every index gemm touches: dst is m×n row-major (row stride
+    // n, column stride 1); lhs is m×k with row stride `lhs_stride` ≥ k; the right-hand side is wᵀ
+    // (k×n), i.e. element (i, j) at w[j * k + i]. `read_dst` is false so dst need not be initialised.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            lhs_stride as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            threads,
+        );
+    }
+}
+
+/// Generic strided product `dst = a · b` for the attention kernels (single thread).
+///
+/// Shapes: `a` is `m×k` with strides (`a_rs`, `a_cs`), `b` is `k×n` with strides (`b_rs`, `b_cs`),
+/// `dst` is `m×n` contiguous row-major.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_strided(
+    dst: &mut [f32],
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let a_last = (m - 1) * a_rs + (k.max(1) - 1) * a_cs;
+    let b_last = (k.max(1) - 1) * b_rs + (n - 1) * b_cs;
+    assert!(
+        dst.len() >= m * n && a.len() > a_last && b.len() > b_last,
+        "operand too small"
+    );
+    if k == 0 {
+        dst[..m * n].fill(0.0);
+        return;
+    }
+    // SAFETY: the assert bounds the largest index read from `a` and `b` and written to `dst`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// RMSNorm: `out[r] = x[r] / sqrt(mean(x[r]²) + eps) * weight` for every row.
+pub(crate) fn rms_norm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    let d = weight.len();
+    out.par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(x.par_chunks(d * ROWS_PER_TASK))
+        .for_each(|(out, x)| {
+            for (o, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                let ss = sum_of_squares(x);
+                let inv = 1.0 / (ss / d as f32 + eps).sqrt();
+                for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
+                    *o = x * inv * w;
+                }
+            }
+        });
+}
+
+/// Number of independent accumulators in reductions: lets the compiler vectorize them.
+const LANES: usize = 16;
+
+/// `Σ x²` with [`LANES`] partial sums.
+fn sum_of_squares(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `eˣ` in plain `f32` arithmetic (no libm call) so loops over it vectorize.
+///
+/// Range reduction `x = n·ln 2 + r` with |r| ≤ ln2/2 (ln 2 split in two parts, Cody & Waite
+/// 1980), a degree-7 Taylor polynomial for `eʳ`, and `2ⁿ` built from the exponent bits.
+/// Relative error below 3e-7 on [-87, 88]; inputs are clamped there (so −∞ gives ≈ 1e-38, not 0;
+/// callers that need exact zeros write them).
+#[inline(always)]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 = LN2_HI + LN2_LO, LN2_HI with few mantissa bits so n·LN2_HI is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding then subtracting 1.5·2²³ rounds to the nearest integer without a libm call.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    // n ∈ [-126, 127] after the clamp, so the biased exponent stays in 1..=254.
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+/// `x += y`, elementwise.
+pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
+    const CHUNK: usize = 1 << 14;
+    x.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x += y));
+}
+
+/// SwiGLU: `out[r, i] = silu(gu[r, i]) * gu[r, d_mlp + i]`, where each row of `gu` holds the gate
+/// then the up projection.
+pub(crate) fn swiglu(out: &mut [f32], gu: &[f32], d_mlp: usize) {
+    out.par_chunks_mut(d_mlp * ROWS_PER_TASK)
+        .zip(gu.par_chunks(2 * d_mlp * ROWS_PER_TASK))
+        .for_each(|(out, gu)| {
+            for (o, gu) in out.chunks_exact_mut(d_mlp).zip(gu.chunks_exact(2 * d_mlp)) {
+                let (gate, up) = gu.split_at(d_mlp);
+                for ((o, g), u) in o.iter_mut().zip(gate).zip(up) {
+                    *o = g / (1.0 + fast_exp(-g)) * u;
+                }
+            }
+        });
+}
+
+/// Cosine/sine table for rotary embeddings at positions `pos0..pos0 + n_pos`:
+/// `[n_pos, d_head / 2]` each, angle `pos * theta^(-2i / d_head)`.
+pub(crate) fn rope_table(
+    pos0: usize,
+    n_pos: usize,
+    d_head: usize,
+    theta: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let half = d_head / 2;
+    // Same rounding as the reference: inverse frequencies and angles in f32.
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / d_head as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(n_pos * half);
+    let mut sin = Vec::with_capacity(n_pos * half);
+    for p in pos0..pos0 + n_pos {
+        for f in &inv_freq {
+            let angle = p as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
+
+/// Applies "rotate half" RoPE in place to the first `n_rot_heads` heads of every row of `x`
+/// (row width `row_stride`, rows ordered `[batch, seq]`): for each head, `(x1, x2)` halves become
+/// `(x1·cos − x2·sin, x2·cos + x1·sin)`. `cos`/`sin` come from [`rope_table`] for the `seq` positions.
+pub(crate) fn rope(
+    x: &mut [f32],
+    row_stride: usize,
+    seq: usize,
+    n_rot_heads: usize,
+    d_head: usize,
+    cos: &[f32],
+    sin: &[f32],
+) {
+    let half = d_head / 2;
+    x.par_chunks_mut(row_stride)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let s = r % seq;
+            let (c, sn) = (
+                &cos[s * half..(s + 1) * half],
+                &sin[s * half..(s + 1) * half],
+            );
+            for head in row[..n_rot_heads * d_head].chunks_exact_mut(d_head) {
+                let (x1, x2) = head.split_at_mut(half);
+                for i in 0..half {
+                    let (a, b) = (x1[i], x2[i]);
+                    x1[i] = a * c[i] - b * sn[i];
+                    x2[i] = b * c[i] + a * sn[i];
+                }
+            }
+        });
+}
+
+/// In-place softmax of one row, after multiplying it by `scale`.
+pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
+    let max = lane_max(row);
+    // Three separate passes so each one vectorizes.
+    row.iter_mut()
+        .for_each(|v| *v = fast_exp((*v - max) * scale));
+    let inv = 1.0 / lane_sum(row);
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `max(x)` with [`LANES`] partial maxima (−∞ for an empty slice).
+fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a = if *v > *a { *v } else { *a };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    acc.iter().copied().fold(tail, f32::max)
+}
+
+/// `Σ x` with [`LANES`] partial sums.
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_nt(lhs: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|t| lhs[i * k + t] * w[j * k + t]).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matmul_matches_naive() {
+        let (m, n, k) = (37, 19, 23);
+        let lhs: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+        let mut out = vec![f32::NAN; m * n];
+        matmul_nt(&mut out, &lhs, k, &w, m, n, k, Parallelism::Rayon(0));
+        assert_eq!(out, naive_nt(&lhs, &w, m, n, k));
+    }
+
+    #[test]
+    fn fast_exp_matches_std() {
+        let mut worst = 0.0f64;
+        for i in -87_000..88_000 {
+            let x = i as f32 * 1e-3 + 3.7e-4;
+            let want = (x as f64).exp();
+            let err = ((fast_exp(x) as f64 - want) / want).abs();
+            worst = worst.max(err);
+        }
+        assert!(worst < 3e-7, "worst relative error {worst:e}");
+        assert!(fast_exp(f32::NEG_INFINITY) < 1e-37);
+        assert_eq!(fast_exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn lane_reductions_handle_tails() {
+        for n in [1, 15, 16, 17, 40] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7) % 11) as f32 - 3.0).collect();
+            assert_eq!(
+                lane_max(&x),
+                x.iter().copied().fold(f32::MIN, f32::max),
+                "n = {n}"
+            );
+            assert_eq!(lane_sum(&x), x.iter().sum::<f32>(), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn sum_of_squares_handles_tails() {
+        for n in [0, 1, 15, 16, 17, 40] {
+            let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let want: f32 = x.iter().map(|v| v * v).sum();
+            assert_eq!(sum_of_squares(&x), want, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_hand_value() {
+        let x = [3.0, 4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0];
+        let mut out = [0.0; 8];
+        rms_norm(&mut out, &x, &[1.0, 2.0, 1.0, 1.0], 0.0);
+        // rms of row 0 = sqrt(25/4) = 2.5
+        assert_eq!(&out[..4], &[1.2, 3.2, 0.0, 0.0]);
+        assert_eq!(&out[4..], &[1.0, 2.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_of_halves() {
+        let (cos, sin) = rope_table(0, 2, 4, 10_000.0);
+        let mut x = vec![1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0];
+        rope(&mut x, 4, 2, 1, 4, &cos, &sin);
+        assert_eq!(&x[..4], &[1.0, 0.0, 0.0, 1.0]); // position 0: identity
+        let (c, s) = (1f32.cos(), 1f32.sin()); // position 1, frequency 1
+        let want = [c, -(0.01f32.sin()), s, 0.01f32.cos()];
+        for (a, b) in x[4..].iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut r = [2.0, 4.0, 6.0, -300.0];
+        softmax_row(&mut r, 0.5);
+        assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(r[3] < 1e-30);
+        assert!((r[2] / r[1] - 1f32.exp()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn swiglu_matches_formula() {
+        let gu = [1.0, -2.0, 3.0, 4.0];
+        let mut out = [0.0; 2];
+        swiglu(&mut out, &gu, 2);
+        let silu = |g: f32| g / (1.0 + (-g).exp());
+        for (o, w) in out.iter().zip([silu(1.0) * 3.0, silu(-2.0) * 4.0]) {
+            assert!((o - w).abs() < 1e-6 * w.abs(), "{o} vs {w}");
+        }
+    }
+}

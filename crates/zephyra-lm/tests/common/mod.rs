@@ -1,0 +1,140 @@
+//! Shared helpers of the real-model tests: the model (loaded once) and the reference oracle.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use zephyra_lm::Llama;
+
+/// The SmolLM2 model, fetched on first use and loaded once per test binary.
+pub fn smollm2() -> &'static Llama {
+    static MODEL: OnceLock<Llama> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = zephyra_lm::fetch::resolve_model("smollm2").expect("fetching SmolLM2");
+        Llama::load_gguf(path).expect("loading SmolLM2")
+    })
+}
+
+/// `../shared/reference` beside the repository, or `$ZEPHYRA_REFERENCE_DIR`.
+pub fn reference_dir() -> PathBuf {
+    let dir = std::env::var_os("ZEPHYRA_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/reference"
+            ))
+        });
+    assert!(
+        dir.join("tokens.json").is_file(),
+        "reference oracle missing at {} (set ZEPHYRA_REFERENCE_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// One reference prompt: its token ids and mean next-token cross-entropy.
+pub struct Prompt {
+    pub ids: Vec<u32>,
+    pub mean_ce: f64,
+}
+
+/// The three reference prompts from `tokens.json`.
+pub fn prompts() -> Vec<Prompt> {
+    let text = std::fs::read_to_string(reference_dir().join("tokens.json")).expect("tokens.json");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("tokens.json is JSON");
+    json["prompts"]
+        .as_array()
+        .expect("prompts array")
+        .iter()
+        .map(|p| Prompt {
+            ids: p["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_u64().expect("id") as u32)
+                .collect(),
+            mean_ce: p["mean_ce"].as_f64().expect("mean_ce"),
+        })
+        .collect()
+}
+
+/// Tensors of `activations.safetensors`: name → (shape, values as f64).
+pub struct Oracle {
+    bytes: Vec<u8>,
+}
+
+impl Oracle {
+    pub fn load() -> Oracle {
+        let bytes = std::fs::read(reference_dir().join("activations.safetensors"))
+            .expect("activations.safetensors");
+        Oracle { bytes }
+    }
+
+    fn view(&self) -> safetensors::SafeTensors<'_> {
+        safetensors::SafeTensors::deserialize(&self.bytes).expect("valid safetensors")
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.view()
+            .names()
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// A float32 tensor.
+    pub fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let view = self.view();
+        let t = view.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+        let data = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        (t.shape().to_vec(), data)
+    }
+
+    /// An int64 tensor.
+    pub fn i64(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
+        let view = self.view();
+        let t = view.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.dtype(), safetensors::Dtype::I64, "{name}");
+        let data = t
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        (t.shape().to_vec(), data)
+    }
+}
+
+/// ‖a − b‖ / ‖b‖ in f64.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        num += (*x as f64 - *y as f64).powi(2);
+        den += (*y as f64).powi(2);
+    }
+    (num / den).sqrt()
+}
+
+/// Mean next-token cross-entropy (nats) of `ids` given logits `[seq, vocab]`.
+pub fn mean_ce(logits: &[f32], vocab: usize, ids: &[u32]) -> f64 {
+    let n = ids.len() - 1;
+    let mut total = 0.0;
+    for t in 0..n {
+        let row = &logits[t * vocab..(t + 1) * vocab];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        total += lse - row[ids[t + 1] as usize] as f64;
+    }
+    total / n as f64
+}

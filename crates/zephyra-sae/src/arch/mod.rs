@@ -1,0 +1,149 @@
+//! Forward passes and hand-derived backward passes of every architecture, plus inference (`encode`,
+//! `decode`) and the hooks around an optimizer step (decoder-gradient projection, renormalisation,
+//! dead-latent resampling).
+//!
+//! Papers:
+//! - `relu`: Anthropic, "Circuits Updates — April 2024: Update on how we train SAEs" (decoder-norm-weighted
+//!   L1, free decoder, norm-0.1 init with `W_enc = W_decᵀ`).
+//! - `relu-unit`: Bricken et al. 2023, "Towards Monosemanticity" (unit-norm decoder, L1, resampling).
+//! - `topk`: Gao et al. 2024, "Scaling and evaluating sparse autoencoders" (TopK, AuxK with `k_aux`, α).
+//! - `batchtopk`: Bussmann, Leask & Nanda 2024, "BatchTopK Sparse Autoencoders".
+//! - `jumprelu`: Rajamanoharan et al. 2024, "Jumping Ahead: Improving Reconstruction Fidelity with JumpReLU
+//!   Sparse Autoencoders" (rectangle-kernel straight-through estimators, L0 penalty).
+//! - `gated`: Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated Sparse Autoencoders"
+//!   (with SAELens' parameter names and its decoder-norm-weighted gate L1).
+//!
+//! Notation (per row): `x_c = x − b_dec` (if `apply_b_dec_to_input`, else `x`), `z = x_c W_enc + b_enc`,
+//! codes `f`, `x̂ = f W_dec + b_dec`, `D = dL/dx̂ = 2s(x̂ − x)` with `s = 1/n` (mean) or `1` (sum), and
+//! `G = dL/dz`. For every code-based architecture `dL/dW_dec[i] = Σ_r f_ri D_r`,
+//! `dL/db_enc = Σ_r G_r`, `dL/dW_enc[:, i] = Σ_r G_ri x_c,r`, `dL/db_dec = Σ_r D_r − W_enc Σ_r G_r`.
+
+mod codes;
+mod gated;
+mod hooks;
+mod infer;
+
+use crate::kernels::{Codes, Real};
+use crate::sae::{Architecture, GradientsOf, SaeOf, StepConfig, StepStats};
+use crate::{Result, SaeError};
+
+pub use hooks::zero_latent;
+
+/// Buffers reused across steps (no allocation once warm). Sized by the first call; a later batch with
+/// more rows grows them.
+#[derive(Debug, Clone, Default)]
+pub struct WorkspaceOf<T> {
+    pub(crate) xc: Vec<T>,
+    pub(crate) z: Vec<T>,
+    pub(crate) xhat: Vec<T>,
+    pub(crate) d: Vec<T>,
+    pub(crate) aux_out: Vec<T>,
+    pub(crate) chunk: Vec<T>,
+    pub(crate) gate: Vec<T>,
+    pub(crate) mag: Vec<T>,
+    pub(crate) dec_norms: Vec<T>,
+    pub(crate) latent_tmp: Vec<T>,
+    pub(crate) codes: Codes<T>,
+    pub(crate) aux_codes: Codes<T>,
+    pub(crate) lists: Vec<Vec<(u32, T)>>,
+    pub(crate) band: Vec<(u32, u32, T)>,
+    pub(crate) row_sq_err: Vec<T>,
+    pub(crate) fire_counts: Vec<u32>,
+}
+
+/// `f32` workspace.
+pub type Workspace = WorkspaceOf<f32>;
+
+impl<T: Real> WorkspaceOf<T> {
+    /// `‖x̂_r − x_r‖²` of each row of the last batch (for resampling ∝ loss²).
+    pub fn row_sq_err(&self) -> &[T] {
+        &self.row_sq_err
+    }
+
+    /// For each latent, the number of rows of the last batch in which it was active.
+    pub fn fire_counts(&self) -> &[u32] {
+        &self.fire_counts
+    }
+
+    /// The sparse codes of the last sparse step (empty after a dense step or for gated).
+    pub fn codes(&self) -> &Codes<T> {
+        &self.codes
+    }
+}
+
+/// Resizes without shrinking capacity.
+pub(crate) fn sized<T: Real>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    v.resize(n, T::ZERO);
+    &mut v[..n]
+}
+
+impl<T: Real> SaeOf<T> {
+    /// Checks that the weights have the lengths the configuration implies.
+    pub fn check_shapes(&self) -> Result<()> {
+        let (d_in, d_sae) = (self.cfg.d_in, self.cfg.d_sae);
+        let reference = SaeOf::<T>::zeros(self.cfg.clone())?;
+        let ours = [
+            ("W_enc", self.w_enc.len(), reference.w_enc.len(), vec![d_in, d_sae]),
+            ("b_enc", self.b_enc.len(), reference.b_enc.len(), vec![d_sae]),
+            ("W_dec", self.w_dec.len(), reference.w_dec.len(), vec![d_sae, d_in]),
+            ("b_dec", self.b_dec.len(), reference.b_dec.len(), vec![d_in]),
+            ("threshold", self.threshold.len(), reference.threshold.len(), vec![d_sae]),
+            ("log_threshold", self.log_threshold.len(), reference.log_threshold.len(), vec![d_sae]),
+            ("b_gate", self.b_gate.len(), reference.b_gate.len(), vec![d_sae]),
+            ("r_mag", self.r_mag.len(), reference.r_mag.len(), vec![d_sae]),
+            ("b_mag", self.b_mag.len(), reference.b_mag.len(), vec![d_sae]),
+        ];
+        for (name, got, want, shape) in ours {
+            if got != want {
+                let expected = if want == 0 { vec![0] } else { shape };
+                return Err(SaeError::shape(name, &expected, &[got]));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_batch(&self, x: &[T], n_rows: usize) -> Result<()> {
+        if n_rows == 0 || x.len() != n_rows * self.cfg.d_in {
+            return Err(SaeError::shape("input batch", &[n_rows, self.cfg.d_in], &[x.len()]));
+        }
+        Ok(())
+    }
+
+    /// One forward and backward pass on `x` (`n_rows × d_in`, row-major): writes every gradient into
+    /// `grads` (overwriting) and returns the loss terms. `&self`: the weights are not changed.
+    pub fn forward_backward(
+        &self,
+        x: &[T],
+        n_rows: usize,
+        step: &StepConfig<'_>,
+        ws: &mut WorkspaceOf<T>,
+        grads: &mut GradientsOf<T>,
+    ) -> Result<StepStats> {
+        self.check_batch(x, n_rows)?;
+        self.check_shapes()?;
+        let want = GradientsOf::zeros_like(self);
+        for ((name, g), (_, w)) in grads.slices().into_iter().zip(want.slices()) {
+            if g.len() != w.len() {
+                return Err(SaeError::shape(format!("gradient {name}"), &[w.len()], &[g.len()]));
+            }
+        }
+        if grads.slices().len() != want.slices().len() {
+            return Err(SaeError::InvalidConfig(
+                "gradients were built for another architecture: use Gradients::zeros_like(&sae)".into(),
+            ));
+        }
+        if let Some(dead) = step.dead {
+            if dead.len() != self.cfg.d_sae {
+                return Err(SaeError::shape("dead-latent mask", &[self.cfg.d_sae], &[dead.len()]));
+            }
+        }
+        if !(step.bandwidth > 0.0) && self.cfg.architecture == Architecture::JumpRelu {
+            return Err(SaeError::InvalidConfig(format!("JumpReLU bandwidth must be positive, got {}", step.bandwidth)));
+        }
+        let _span = tracing::trace_span!("forward_backward", arch = self.cfg.architecture.name(), n_rows).entered();
+        match self.cfg.architecture {
+            Architecture::Gated => gated::forward_backward(self, x, n_rows, step, ws, grads),
+            _ => codes::forward_backward(self, x, n_rows, step, ws, grads),
+        }
+    }
+}

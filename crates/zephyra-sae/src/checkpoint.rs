@@ -1,0 +1,162 @@
+//! Atomic file writes and the training-state file that makes `--resume` exact.
+//!
+//! `runs/NAME/training_state.safetensors` sits beside the SAELens files (`cfg.json`,
+//! `sae_weights.safetensors`). It is a safetensors file of float32 tensors — the training-space weights
+//! `param.<name>` (before the input scale is folded in), Adam moments `adam_m.<name>` / `adam_v.<name>`, and
+//! per-latent bookkeeping such as `tokens_since_fired` (stored as f32 pairs, see [`u64s_to_f32_pairs`]) —
+//! plus one metadata entry, `zephyra_training_state`, a JSON object with the step, token count, RNG state,
+//! data cursor, the full training configuration and the format version.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::SaeError;
+
+/// File name of the training state inside a run directory.
+pub const STATE_FILE: &str = "training_state.safetensors";
+const META_KEY: &str = "zephyra_training_state";
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SaeError> {
+    let io = |source| SaeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// Everything needed to continue a run: named tensors and a JSON description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingState {
+    /// Step, tokens, RNG, cursor, config (the trainer defines the fields).
+    pub meta: serde_json::Value,
+    /// Named float32 tensors, flat.
+    pub tensors: Vec<(String, Vec<f32>)>,
+}
+
+impl TrainingState {
+    /// The tensor called `name`.
+    pub fn tensor(&self, name: &str) -> Option<&[f32]> {
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.as_slice())
+    }
+
+    /// Serialises to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, SaeError> {
+        let bytes: Vec<(String, Vec<u8>, usize)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    t.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    t.len(),
+                )
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(n, b, len)| {
+                TensorView::new(Dtype::F32, vec![*len], b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| SaeError::Checkpoint {
+                        path: Default::default(),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let meta = HashMap::from([(META_KEY.to_string(), self.meta.to_string())]);
+        safetensors::serialize(views, Some(meta)).map_err(|e| SaeError::Checkpoint {
+            path: Default::default(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the state to `dir/training_state.safetensors`, atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), SaeError> {
+        write_atomic(&dir.join(STATE_FILE), &self.to_bytes()?)
+    }
+
+    /// Reads `dir/training_state.safetensors`; a missing, truncated or foreign file is a clear error.
+    pub fn load(dir: &Path) -> Result<Self, SaeError> {
+        let path = dir.join(STATE_FILE);
+        let bad = |reason: String| SaeError::Checkpoint {
+            path: path.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(&path).map_err(|e| {
+            bad(format!(
+                "cannot read it ({e}); is {} a run directory written by `zephyra train`?",
+                dir.display()
+            ))
+        })?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+            bad(format!(
+                "not a valid safetensors file ({e}); the checkpoint is damaged or truncated"
+            ))
+        })?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+            bad(format!(
+                "not a valid safetensors file ({e}); the checkpoint is damaged or truncated"
+            ))
+        })?;
+        let meta_text = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(META_KEY))
+            .ok_or_else(|| {
+                bad(format!(
+                    "the file has no `{META_KEY}` metadata: not a Zephyra training state"
+                ))
+            })?;
+        let meta: serde_json::Value = serde_json::from_str(meta_text)
+            .map_err(|e| bad(format!("its metadata is not valid JSON ({e})")))?;
+        let mut tensors = Vec::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(bad(format!(
+                    "tensor `{name}` has dtype {:?}, expected F32",
+                    view.dtype()
+                )));
+            }
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            tensors.push((name, data));
+        }
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Self { meta, tensors })
+    }
+}
+
+/// Stores u64 counters exactly in an f32 tensor: each value becomes two f32 holding its low and high 32-bit
+/// halves as raw bits.
+pub fn u64s_to_f32_pairs(values: &[u64]) -> Vec<f32> {
+    values
+        .iter()
+        .flat_map(|&v| [f32::from_bits(v as u32), f32::from_bits((v >> 32) as u32)])
+        .collect()
+}
+
+/// Inverse of [`u64s_to_f32_pairs`].
+pub fn f32_pairs_to_u64s(values: &[f32]) -> Vec<u64> {
+    values
+        .chunks_exact(2)
+        .map(|p| p[0].to_bits() as u64 | ((p[1].to_bits() as u64) << 32))
+        .collect()
+}

@@ -1,0 +1,12 @@
+//! CPU kernels: dense GEMM on the `gemm` crate (runtime CPU-feature dispatch, rayon across cores), sparse
+//! kernels over per-row active lists for the codes, and top-k selection. Everything is generic over
+//! [`Real`] (`f32` in training, `f64` in the gradient checks).
+
+pub mod dense;
+pub mod real;
+pub mod select;
+pub mod sparse;
+
+pub use dense::{matmul, MatRef};
+pub use real::Real;
+pub use sparse::Codes;

@@ -1,0 +1,290 @@
+//! Sparse codes: per-row lists of active latents (CSR), with a per-latent index (CSC) for the weight
+//! gradients. Every kernel touches only the active entries, so its cost is `nnz × d_in`.
+
+use rayon::prelude::*;
+
+use super::Real;
+
+/// Rows below this count run the row loops on one thread.
+const PAR_ROWS: usize = 64;
+/// Latents per block in the encoder-gradient kernel (the block's `d_in × BLOCK` slice is written at once).
+const BLOCK: usize = 16;
+
+/// Sparse activations of a batch: row `r`'s active latents are `idx[row_ptr[r]..row_ptr[r+1]]` (sorted),
+/// with values `val` (the feature activations `f`) and `grad` (dL/dz at those entries, once computed).
+#[derive(Debug, Clone, Default)]
+pub struct Codes<T> {
+    /// Rows.
+    pub n_rows: usize,
+    /// Latents.
+    pub d_sae: usize,
+    /// Row offsets, length `n_rows + 1`.
+    pub row_ptr: Vec<usize>,
+    /// Latent of each entry.
+    pub idx: Vec<u32>,
+    /// Value of each entry.
+    pub val: Vec<T>,
+    /// Gradient at each entry.
+    pub grad: Vec<T>,
+    /// Column offsets (after [`Codes::index_columns`]), length `d_sae + 1`.
+    pub col_ptr: Vec<usize>,
+    /// Entries of each column, as positions into `idx`/`val`/`grad`, grouped by latent, rows ascending.
+    pub col_entries: Vec<u32>,
+    /// Scratch for the column count.
+    col_fill: Vec<usize>,
+}
+
+/// A raw pointer that may cross threads; each user writes disjoint elements (see the `SAFETY` notes).
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: only used to write disjoint elements from different threads.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T: Real> Codes<T> {
+    /// Number of active entries.
+    pub fn nnz(&self) -> usize {
+        self.idx.len()
+    }
+
+    /// Row `r`'s `(latents, values)`.
+    pub fn row(&self, r: usize) -> (&[u32], &[T]) {
+        let (a, b) = (self.row_ptr[r], self.row_ptr[r + 1]);
+        (&self.idx[a..b], &self.val[a..b])
+    }
+
+    /// Builds the codes from rows of pre-activations `z` (`n × d_sae`): entry `(r, i)` is kept with value
+    /// `v` when `keep(i, z[r, i]) = Some(v)`. Two parallel passes (count, fill); buffers are reused.
+    pub fn build_from_dense<F>(&mut self, z: &[T], n_rows: usize, d_sae: usize, keep: F)
+    where
+        F: Fn(usize, T) -> Option<T> + Sync,
+    {
+        self.n_rows = n_rows;
+        self.d_sae = d_sae;
+        self.row_ptr.clear();
+        self.row_ptr.resize(n_rows + 1, 0);
+        let counts = &mut self.row_ptr[1..];
+        let count_row = |(row, c): (&[T], &mut usize)| {
+            *c = row.iter().enumerate().filter(|&(i, &v)| keep(i, v).is_some()).count();
+        };
+        if n_rows >= PAR_ROWS {
+            z.par_chunks_exact(d_sae).zip(counts.par_iter_mut()).for_each(count_row);
+        } else {
+            z.chunks_exact(d_sae).zip(counts.iter_mut()).for_each(count_row);
+        }
+        for r in 0..n_rows {
+            self.row_ptr[r + 1] += self.row_ptr[r];
+        }
+        let nnz = self.row_ptr[n_rows];
+        self.idx.resize(nnz, 0);
+        self.val.resize(nnz, T::ZERO);
+        self.grad.clear();
+        self.grad.resize(nnz, T::ZERO);
+        let idx = SharedMut(self.idx.as_mut_ptr());
+        let val = SharedMut(self.val.as_mut_ptr());
+        let row_ptr = &self.row_ptr;
+        let fill = |r: usize| {
+            let (idx, val) = (idx, val);
+            let mut p = row_ptr[r];
+            for (i, &v) in z[r * d_sae..(r + 1) * d_sae].iter().enumerate() {
+                if let Some(kept) = keep(i, v) {
+                    // SAFETY: row r owns positions row_ptr[r]..row_ptr[r+1] (counted with the same
+                    // predicate above), so rows write disjoint elements, all within nnz.
+                    unsafe {
+                        *idx.0.add(p) = i as u32;
+                        *val.0.add(p) = kept;
+                    }
+                    p += 1;
+                }
+            }
+        };
+        if n_rows >= PAR_ROWS {
+            (0..n_rows).into_par_iter().for_each(fill);
+        } else {
+            (0..n_rows).for_each(fill);
+        }
+    }
+
+    /// Builds the codes from per-row lists of `(latent, value)` sorted by latent.
+    pub fn build_from_lists(&mut self, lists: &[Vec<(u32, T)>], d_sae: usize) {
+        self.n_rows = lists.len();
+        self.d_sae = d_sae;
+        self.row_ptr.clear();
+        self.row_ptr.push(0);
+        self.idx.clear();
+        self.val.clear();
+        for list in lists {
+            for &(i, v) in list {
+                self.idx.push(i);
+                self.val.push(v);
+            }
+            self.row_ptr.push(self.idx.len());
+        }
+        self.grad.clear();
+        self.grad.resize(self.idx.len(), T::ZERO);
+    }
+
+    /// Builds the per-latent index (`col_ptr`, `col_entries`) with a counting sort.
+    pub fn index_columns(&mut self) {
+        let d_sae = self.d_sae;
+        self.col_ptr.clear();
+        self.col_ptr.resize(d_sae + 1, 0);
+        for &i in &self.idx {
+            self.col_ptr[i as usize + 1] += 1;
+        }
+        for i in 0..d_sae {
+            self.col_ptr[i + 1] += self.col_ptr[i];
+        }
+        self.col_fill.clear();
+        self.col_fill.extend_from_slice(&self.col_ptr[..d_sae]);
+        self.col_entries.resize(self.idx.len(), 0);
+        for (p, &i) in self.idx.iter().enumerate() {
+            let slot = &mut self.col_fill[i as usize];
+            self.col_entries[*slot] = p as u32;
+            *slot += 1;
+        }
+    }
+
+    /// Row of each entry (for the column kernels): `rows[p]` for entry `p`.
+    fn entry_rows(&self) -> impl Fn(usize) -> usize + '_ {
+        move |p| self.row_ptr.partition_point(|&start| start <= p) - 1
+    }
+
+    /// `out[r] = (accumulate ? out[r] : bias) + Σ_active val·w_dec[i]` for every row (`out`: `n × d_in`).
+    pub fn decode(&self, w_dec: &[T], d_in: usize, bias: Option<&[T]>, out: &mut [T], accumulate: bool) {
+        let body = |(r, o): (usize, &mut [T])| {
+            if !accumulate {
+                match bias {
+                    Some(b) => o.copy_from_slice(b),
+                    None => o.fill(T::ZERO),
+                }
+            }
+            let (idx, val) = self.row(r);
+            for (&i, &v) in idx.iter().zip(val) {
+                axpy(o, v, &w_dec[i as usize * d_in..(i as usize + 1) * d_in]);
+            }
+        };
+        if self.n_rows >= PAR_ROWS {
+            out.par_chunks_exact_mut(d_in).enumerate().for_each(body);
+        } else {
+            out.chunks_exact_mut(d_in).enumerate().for_each(body);
+        }
+    }
+
+    /// `grad[p] = d[r]·w_dec[i] + add[i]` for every entry `p = (r, i)` (`d`: `n × d_in`, dL/dx̂).
+    pub fn set_grad_from_output(&mut self, d: &[T], w_dec: &[T], d_in: usize, add: Option<&[T]>) {
+        let row_ptr = &self.row_ptr;
+        let idx = &self.idx;
+        let grad = SharedMut(self.grad.as_mut_ptr());
+        let body = |r: usize| {
+            let grad = grad;
+            let dr = &d[r * d_in..(r + 1) * d_in];
+            for p in row_ptr[r]..row_ptr[r + 1] {
+                let i = idx[p] as usize;
+                let mut g = dot(dr, &w_dec[i * d_in..(i + 1) * d_in]);
+                if let Some(a) = add {
+                    g += a[i];
+                }
+                // SAFETY: entry p belongs to row r only; rows are processed by one thread each.
+                unsafe { *grad.0.add(p) = g };
+            }
+        };
+        if self.n_rows >= PAR_ROWS {
+            (0..self.n_rows).into_par_iter().for_each(body);
+        } else {
+            (0..self.n_rows).for_each(body);
+        }
+    }
+
+    /// Decoder gradient: `gw_dec[i] (+)= Σ_{r: i active} val[r,i]·d[r]` (`d`: `n × d_in`). Needs
+    /// [`Codes::index_columns`]. Latents with no entry get zero (or are left alone when accumulating).
+    pub fn grad_w_dec(&self, d: &[T], d_in: usize, gw_dec: &mut [T], accumulate: bool) {
+        let row_of = self.entry_rows();
+        let body = |(i, g): (usize, &mut [T])| {
+            if !accumulate {
+                g.fill(T::ZERO);
+            }
+            for &p in &self.col_entries[self.col_ptr[i]..self.col_ptr[i + 1]] {
+                let p = p as usize;
+                let r = row_of(p);
+                axpy(g, self.val[p], &d[r * d_in..(r + 1) * d_in]);
+            }
+        };
+        gw_dec.par_chunks_exact_mut(d_in).enumerate().with_min_len(64).for_each(body);
+    }
+
+    /// Encoder gradient: `gw_enc[:, i] (+)= Σ_{r: i active} grad[r,i]·xc[r]` with `gw_enc` `[d_in, d_sae]`
+    /// and `xc` `n × d_in`. Needs [`Codes::index_columns`]. Latents are processed in blocks of 16 whose
+    /// sums are built contiguously, then written as one short run per encoder row.
+    pub fn grad_w_enc(&self, xc: &[T], d_in: usize, gw_enc: &mut [T], accumulate: bool) {
+        let d_sae = self.d_sae;
+        assert_eq!(gw_enc.len(), d_in * d_sae, "grad_w_enc: gradient buffer length");
+        let row_of = self.entry_rows();
+        let out = SharedMut(gw_enc.as_mut_ptr());
+        let n_blocks = d_sae.div_ceil(BLOCK);
+        (0..n_blocks).into_par_iter().for_each_init(Vec::new, |tmp: &mut Vec<T>, b| {
+            let out = out;
+            let i0 = b * BLOCK;
+            let width = BLOCK.min(d_sae - i0);
+            tmp.clear();
+            tmp.resize(width * d_in, T::ZERO);
+            for w in 0..width {
+                let i = i0 + w;
+                let acc = &mut tmp[w * d_in..(w + 1) * d_in];
+                for &p in &self.col_entries[self.col_ptr[i]..self.col_ptr[i + 1]] {
+                    let p = p as usize;
+                    let r = row_of(p);
+                    axpy(acc, self.grad[p], &xc[r * d_in..(r + 1) * d_in]);
+                }
+            }
+            for j in 0..d_in {
+                for w in 0..width {
+                    // SAFETY: block b owns columns i0..i0+width of every row of gw_enc; blocks are disjoint
+                    // and j·d_sae + i0 + w < d_in·d_sae.
+                    unsafe {
+                        let slot = out.0.add(j * d_sae + i0 + w);
+                        let v = tmp[w * d_in + j];
+                        *slot = if accumulate { *slot + v } else { v };
+                    }
+                }
+            }
+        });
+    }
+
+    /// `out[i] (+)= Σ_r values[r,i]` where `values` is `val` or `grad` (`use_grad`).
+    pub fn column_sums(&self, use_grad: bool, out: &mut [T], accumulate: bool) {
+        if !accumulate {
+            out.fill(T::ZERO);
+        }
+        let values = if use_grad { &self.grad } else { &self.val };
+        for (&i, &v) in self.idx.iter().zip(values) {
+            out[i as usize] += v;
+        }
+    }
+}
+
+/// `y += a·x`.
+#[inline]
+pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// `x·y` with 8 independent accumulators (vectorisable).
+#[inline]
+pub fn dot<T: Real>(x: &[T], y: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let n8 = x.len().min(y.len()) / 8 * 8;
+    for (xc, yc) in x[..n8].chunks_exact(8).zip(y[..n8].chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += xc[l] * yc[l];
+        }
+    }
+    let mut s = acc.iter().copied().sum::<T>();
+    for (&a, &b) in x[n8..].iter().zip(&y[n8..]) {
+        s += a * b;
+    }
+    s
+}

@@ -1,0 +1,280 @@
+//! SAELens-compatible SAE folders: `cfg.json` + `sae_weights.safetensors` (SAELens 6 layout).
+//!
+//! Tensors (float32, row-major, SAELens names and orientation): `W_enc` `[d_in, d_sae]`, `W_dec`
+//! `[d_sae, d_in]`, `b_enc` `[d_sae]` (not gated), `b_dec` `[d_in]`, `threshold` `[d_sae]` (jumprelu, and
+//! batchtopk which is saved as a JumpReLU), gated: `b_gate`, `r_mag`, `b_mag` `[d_sae]`.
+//!
+//! `cfg.json` keys: `architecture` (`standard`, `topk`, `jumprelu`, `gated`), `d_in`, `d_sae`, `dtype`
+//! (`float32`), `device`, `apply_b_dec_to_input`, `normalize_activations` (`none`: Zephyra folds its input
+//! scaling into the weights), `reshape_activations`, `k` (topk, with `rescale_acts_by_decoder_norm:
+//! false`), and `metadata` (`model_name`, `hook_name`, `context_size`, …). Zephyra's own architectures
+//! are recorded in `metadata.zephyra_architecture` (`relu`, `relu-unit`, `batchtopk` with
+//! `metadata.zephyra_k`) so they load back as themselves, while SAELens sees `standard`/`jumprelu`.
+//!
+//! Both files are written atomically (temporary file in the same folder, then rename), the weights first.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use serde_json::{json, Value};
+
+use crate::sae::{Architecture, Sae, SaeConfig, SaeMetadata};
+use crate::{Result, SaeError};
+
+/// The config file name.
+pub const CFG_FILE: &str = "cfg.json";
+/// The weights file name.
+pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SaeError + '_ {
+    move |source| SaeError::Io { path: path.to_path_buf(), source }
+}
+
+fn format_err(path: &Path, message: impl Into<String>) -> SaeError {
+    SaeError::Format { path: path.to_path_buf(), message: message.into() }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err(&dir))?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| SaeError::Io { path: path.to_path_buf(), source: e.error })?;
+    Ok(())
+}
+
+/// Writes named f32 tensors `(name, shape, values)` as a safetensors file, atomically.
+pub fn write_f32_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<()> {
+    let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(tensors.len());
+    for (name, shape, values) in tensors {
+        if shape.iter().product::<usize>() != values.len() {
+            return Err(SaeError::shape(*name, shape, &[values.len()]));
+        }
+        bytes.push(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+    }
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), b) in tensors.iter().zip(&bytes) {
+        let view = TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
+        views.push((name.to_string(), view));
+    }
+    let out = safetensors::serialize(views, None).map_err(|e| format_err(path, e.to_string()))?;
+    write_atomic(path, &out)
+}
+
+/// Writes tensors of any dtype `(name, dtype, shape, little-endian bytes)` plus optional string metadata as
+/// a safetensors file, atomically.
+pub fn write_raw_tensors(
+    path: &Path,
+    tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
+    let mut views = Vec::with_capacity(tensors.len());
+    for (name, dtype, shape, bytes) in tensors {
+        let view = TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
+        views.push((name.to_string(), view));
+    }
+    let out = safetensors::serialize(views, metadata).map_err(|e| format_err(path, e.to_string()))?;
+    write_atomic(path, &out)
+}
+
+/// Reads every tensor of a safetensors file as f32 (`F32` as is, `F64` rounded): name → (shape, values).
+pub fn read_f32_tensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format_err(path, format!("not a valid safetensors file ({e}); is it truncated? re-save or re-download it")))?;
+    let mut out = BTreeMap::new();
+    for name in st.names() {
+        let t = st.tensor(name).map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
+        let data = t.data();
+        let values: Vec<f32> = match t.dtype() {
+            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect(),
+            other => {
+                return Err(format_err(path, format!("tensor {name} has dtype {other:?}; only F32 and F64 are supported: convert it to float32")))
+            }
+        };
+        out.insert(name.to_string(), (t.shape().to_vec(), values));
+    }
+    Ok(out)
+}
+
+/// The SAELens `cfg.json` object for `cfg`.
+pub fn cfg_json(cfg: &SaeConfig) -> Value {
+    let mut metadata = serde_json::to_value(&cfg.metadata).unwrap_or_else(|_| json!({}));
+    let arch = cfg.architecture;
+    let saelens_arch = match arch {
+        Architecture::Relu | Architecture::ReluUnit => "standard",
+        Architecture::TopK { .. } => "topk",
+        Architecture::JumpRelu | Architecture::BatchTopK { .. } => "jumprelu",
+        Architecture::Gated => "gated",
+    };
+    if let Some(m) = metadata.as_object_mut() {
+        m.insert("zephyra_architecture".into(), json!(arch.name()));
+        if let Architecture::BatchTopK { k } = arch {
+            m.insert("zephyra_k".into(), json!(k));
+        }
+        if let Some(f) = cfg.normalization_factor {
+            m.insert("zephyra_normalization_factor_folded".into(), json!(f));
+        }
+    }
+    let mut v = json!({
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": metadata,
+        "architecture": saelens_arch,
+    });
+    if let (Architecture::TopK { k }, Some(o)) = (arch, v.as_object_mut()) {
+        o.insert("k".into(), json!(k));
+        o.insert("rescale_acts_by_decoder_norm".into(), json!(false));
+    }
+    v
+}
+
+/// Saves `sae` into folder `dir` (created if needed) as SAELens files.
+pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
+    sae.check_shapes()?;
+    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+    let threshold: Vec<f32> = match sae.cfg.architecture {
+        Architecture::JumpRelu => sae.log_threshold.iter().map(|l| l.exp()).collect(),
+        _ => sae.threshold.clone(),
+    };
+    let mut tensors: Vec<(&str, Vec<usize>, &[f32])> =
+        vec![("W_enc", vec![d_in, d_sae], &sae.w_enc), ("W_dec", vec![d_sae, d_in], &sae.w_dec), ("b_dec", vec![d_in], &sae.b_dec)];
+    for (name, v) in [("b_enc", &sae.b_enc), ("threshold", &threshold), ("b_gate", &sae.b_gate), ("r_mag", &sae.r_mag), ("b_mag", &sae.b_mag)] {
+        if !v.is_empty() {
+            tensors.push((name, vec![d_sae], v));
+        }
+    }
+    write_f32_tensors(&dir.join(WEIGHTS_FILE), &tensors)?;
+    let cfg = serde_json::to_vec_pretty(&cfg_json(&sae.cfg)).map_err(|e| format_err(&dir.join(CFG_FILE), e.to_string()))?;
+    write_atomic(&dir.join(CFG_FILE), &cfg)?;
+    tracing::info!(dir = %dir.display(), arch = sae.cfg.architecture.name(), d_in, d_sae, "saved SAE");
+    Ok(())
+}
+
+/// Parses a SAELens `cfg.json` object (`path` is for messages).
+pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
+    let obj = v.as_object().ok_or_else(|| format_err(path, "cfg.json must be a JSON object"))?;
+    let get_usize = |key: &str| -> Result<usize> {
+        obj.get(key)
+            .and_then(Value::as_u64)
+            .map(|n| n as usize)
+            .ok_or_else(|| format_err(path, format!("`{key}` is missing or not a non-negative integer")))
+    };
+    let arch_name = obj
+        .get("architecture")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format_err(path, "`architecture` is missing (expected `standard`, `topk`, `jumprelu` or `gated`)"))?;
+    let meta_value = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let mut metadata: SaeMetadata =
+        serde_json::from_value(meta_value).map_err(|e| format_err(path, format!("`metadata`: {e}")))?;
+    let zephyra_arch = metadata.extra.remove("zephyra_architecture").and_then(|v| v.as_str().map(str::to_owned));
+    let zephyra_k = metadata.extra.remove("zephyra_k").and_then(|v| v.as_u64());
+    let folded = metadata.extra.remove("zephyra_normalization_factor_folded").and_then(|v| v.as_f64());
+    let architecture = match (arch_name, zephyra_arch.as_deref()) {
+        ("standard", Some("relu-unit")) => Architecture::ReluUnit,
+        ("standard", _) => Architecture::Relu,
+        ("topk", _) => {
+            if obj.get("rescale_acts_by_decoder_norm").and_then(Value::as_bool) == Some(true) {
+                return Err(format_err(path, "topk with `rescale_acts_by_decoder_norm: true` is not supported"));
+            }
+            Architecture::TopK { k: get_usize("k")? }
+        }
+        ("jumprelu", Some("batchtopk")) => Architecture::BatchTopK {
+            k: zephyra_k.ok_or_else(|| format_err(path, "batchtopk SAE without `metadata.zephyra_k`"))? as usize,
+        },
+        ("jumprelu", _) => Architecture::JumpRelu,
+        ("gated", _) => Architecture::Gated,
+        (other, _) => return Err(SaeError::UnknownArchitecture(other.to_string())),
+    };
+    match obj.get("normalize_activations").and_then(Value::as_str) {
+        None | Some("none") => {}
+        Some(other) => {
+            return Err(format_err(
+                path,
+                format!("`normalize_activations: {other}` is not supported: only `none` (fold the scaling into the weights first)"),
+            ))
+        }
+    }
+    if let Some(dtype) = obj.get("dtype").and_then(Value::as_str) {
+        if !matches!(dtype, "float32" | "torch.float32" | "float64" | "torch.float64") {
+            return Err(format_err(path, format!("`dtype: {dtype}` is not supported: only float32/float64 weights")));
+        }
+    }
+    let cfg = SaeConfig {
+        d_in: get_usize("d_in")?,
+        d_sae: get_usize("d_sae")?,
+        architecture,
+        apply_b_dec_to_input: obj.get("apply_b_dec_to_input").and_then(Value::as_bool).unwrap_or(true),
+        normalization_factor: folded.map(|f| f as f32),
+        metadata,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Loads the SAE in folder `dir`.
+pub fn load(dir: &Path) -> Result<Sae> {
+    let cfg_path = dir.join(CFG_FILE);
+    let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| format_err(&cfg_path, format!("invalid JSON: {e}")))?;
+    let cfg = parse_cfg(&v, &cfg_path)?;
+    let weights_path = dir.join(WEIGHTS_FILE);
+    let mut tensors = read_f32_tensors(&weights_path)?;
+    let mut sae = Sae::zeros(cfg)?;
+    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+    let arch = sae.cfg.architecture;
+    let needs_threshold = !sae.threshold.is_empty();
+    let mut take = |name: &str, shape: &[usize], dst: &mut Vec<f32>| -> Result<()> {
+        let (got_shape, values) = tensors.remove(name).ok_or_else(|| SaeError::MissingTensor {
+            path: weights_path.clone(),
+            name: name.to_string(),
+            architecture: arch.name().to_string(),
+        })?;
+        if got_shape != shape {
+            return Err(SaeError::shape(format!("{} tensor {name}", weights_path.display()), shape, &got_shape));
+        }
+        *dst = values;
+        Ok(())
+    };
+    take("W_enc", &[d_in, d_sae], &mut sae.w_enc)?;
+    take("W_dec", &[d_sae, d_in], &mut sae.w_dec)?;
+    take("b_dec", &[d_in], &mut sae.b_dec)?;
+    if arch == Architecture::Gated {
+        take("b_gate", &[d_sae], &mut sae.b_gate)?;
+        take("r_mag", &[d_sae], &mut sae.r_mag)?;
+        take("b_mag", &[d_sae], &mut sae.b_mag)?;
+    } else {
+        take("b_enc", &[d_sae], &mut sae.b_enc)?;
+    }
+    if needs_threshold {
+        take("threshold", &[d_sae], &mut sae.threshold)?;
+    }
+    if arch == Architecture::JumpRelu {
+        if let Some((i, t)) = sae.threshold.iter().enumerate().find(|(_, t)| !(**t > 0.0)) {
+            return Err(format_err(&weights_path, format!("JumpReLU threshold[{i}] = {t} must be positive")));
+        }
+        sae.log_threshold = sae.threshold.iter().map(|t| t.ln()).collect();
+    }
+    for (name, v) in sae.params() {
+        if let Some(p) = v.iter().position(|x| !x.is_finite()) {
+            return Err(format_err(&weights_path, format!("tensor {name} holds a non-finite value at index {p}")));
+        }
+    }
+    Ok(sae)
+}

@@ -1,0 +1,19 @@
+//! Training: the loop ([`Trainer`]), its configuration ([`TrainConfig`]), activation sources
+//! ([`ActivationSource`]) and held-out evaluation ([`evaluate`]).
+//!
+//! One step: fill the batch buffer (dropping NaN/Inf rows), scale by the input factor, forward/backward,
+//! project the decoder gradient (unit-norm decoders), clip by global norm, Adam, post-step
+//! (renormalise decoders, refresh thresholds), update the batchtopk threshold estimate, update the
+//! tokens-since-fired counters (the dead mask feeds AuxK and relu-unit resampling), metrics, checkpoint.
+
+mod batch;
+pub mod config;
+pub mod eval;
+pub mod source;
+mod trainer;
+
+pub use batch::fill_batch;
+pub use config::{BDecInit, NonFinitePolicy, TrainConfig};
+pub use eval::{evaluate, EvalStats};
+pub use source::{ActivationSource, MemorySource};
+pub use trainer::{Progress, RunOutcome, Trainer, METRICS_FILE};

@@ -1,0 +1,652 @@
+//! The training loop: batches from a source, forward/backward, gradient projection, clipping, Adam,
+//! post-step hooks, dead-latent tracking, metrics and exact checkpoints.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::batch::fill_batch;
+use super::config::{BDecInit, TrainConfig};
+use super::source::ActivationSource;
+use crate::checkpoint::{f32_pairs_to_u64s, u64s_to_f32_pairs, TrainingState, STATE_FILE};
+use crate::metrics::{MetricsRecord, MetricsWriter};
+use crate::optim::{clip_global_norm, global_norm, Adam};
+use crate::schedule::sparsity_at;
+use crate::{init, Architecture, Gradients, Sae, SaeError, StepConfig, Workspace};
+
+/// Version of the training-state layout.
+const STATE_FORMAT: u64 = 1;
+/// File name of the metrics log inside a run directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// What the progress callback sees after each step.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Steps done.
+    pub step: u64,
+    /// Steps in the run.
+    pub total_steps: u64,
+    /// Rows trained on.
+    pub tokens: u64,
+    /// Loss of the last step.
+    pub loss: f64,
+    /// L0 of the last step.
+    pub l0: f64,
+    /// FVE of the last step (centred).
+    pub fve: f64,
+    /// Fraction of dead latents.
+    pub dead_fraction: f64,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Rows per second since the run (or resume) started.
+    pub tokens_per_s: f64,
+}
+
+/// How a call to [`Trainer::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunOutcome {
+    /// Whether all steps were done (false when the callback stopped the run or the data ran out early).
+    pub finished: bool,
+    /// Steps done in total (including before a resume).
+    pub steps: u64,
+    /// Rows trained on in total.
+    pub tokens: u64,
+    /// Non-finite rows dropped in total.
+    pub skipped_rows: u64,
+    /// Fraction of dead latents at the end.
+    pub dead_fraction: f64,
+    /// Rows per second in this call.
+    pub tokens_per_s: f64,
+}
+
+/// A training run in progress: the SAE in the normalised training space plus all optimizer state.
+#[derive(Debug)]
+pub struct Trainer {
+    cfg: TrainConfig,
+    sae: Sae,
+    grads: Gradients,
+    ws: Workspace,
+    adam: Adam,
+    rng: ChaCha8Rng,
+    step: u64,
+    tokens: u64,
+    skipped_rows: u64,
+    scale: f32,
+    tokens_since_fired: Vec<u64>,
+    dead: Vec<bool>,
+    batch: Vec<f32>,
+    out_dir: Option<PathBuf>,
+    metrics: Option<MetricsWriter>,
+    window: Window,
+}
+
+fn shapes(sae: &Sae) -> Vec<(String, usize)> {
+    sae.params()
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v.len()))
+        .collect()
+}
+
+impl Trainer {
+    /// Starts a run: initialises the SAE from `cfg.seed`, estimates the input scale and `b_dec` from the first
+    /// `cfg.init_rows` rows (then rewinds the source). With `out_dir`, checkpoints, metrics and the final SAE
+    /// go there; a directory that already holds a run is refused (nothing is overwritten).
+    pub fn new(
+        cfg: TrainConfig,
+        source: &mut dyn ActivationSource,
+        out_dir: Option<&Path>,
+    ) -> Result<Self, SaeError> {
+        cfg.validate()?;
+        let d_in = cfg.sae.d_in;
+        if source.d_in() != d_in {
+            return Err(SaeError::shape(
+                "activation rows (d_in)",
+                &[d_in],
+                &[source.d_in()],
+            ));
+        }
+        if let Some(dir) = out_dir {
+            if dir.join(STATE_FILE).exists() || dir.join("cfg.json").exists() {
+                return Err(SaeError::InvalidConfig(format!(
+                    "{} already holds a training run; continue it with `--resume {}` or choose another --out",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            std::fs::create_dir_all(dir).map_err(|source| SaeError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let mut sae = Sae::init(cfg.sae.clone(), &mut rng)?;
+
+        // Data-dependent initialisation on the first rows, then rewind so training sees them too.
+        let start = source.cursor();
+        let mut first = vec![0.0f32; cfg.init_rows.max(1) * d_in];
+        let (n, _) = fill_batch(
+            source,
+            &mut first,
+            d_in,
+            super::config::NonFinitePolicy::Skip,
+            0,
+        )?;
+        source.seek(&start)?;
+        if n == 0 {
+            return Err(SaeError::Training(
+                "the activation source has no finite rows".into(),
+            ));
+        }
+        first.truncate(n * d_in);
+        let scale = if cfg.normalize_activations {
+            init::input_scale(&first, d_in)?
+        } else {
+            1.0
+        };
+        first.iter_mut().for_each(|v| *v *= scale);
+        let b_dec = match cfg.b_dec_init {
+            BDecInit::GeometricMedian => init::geometric_median(&first, d_in, 100),
+            BDecInit::Mean => init::mean(&first, d_in),
+            BDecInit::Zeros => vec![0.0; d_in],
+        };
+        sae.b_dec.copy_from_slice(&b_dec);
+        tracing::info!(arch = %cfg.sae.architecture, d_in, d_sae = cfg.sae.d_sae, scale, init_rows = n, "initialised SAE");
+
+        let window = Window::default();
+        let metrics = match out_dir {
+            Some(dir) => Some(MetricsWriter::open(&dir.join(METRICS_FILE), None)?),
+            None => None,
+        };
+        let d_sae = cfg.sae.d_sae;
+        Ok(Self {
+            grads: Gradients::zeros_like(&sae),
+            adam: Adam::new(cfg.adam, &shapes(&sae)),
+            ws: Workspace::default(),
+            rng,
+            step: 0,
+            tokens: 0,
+            skipped_rows: 0,
+            scale,
+            tokens_since_fired: vec![0; d_sae],
+            dead: vec![false; d_sae],
+            batch: vec![0.0; cfg.batch_size * d_in],
+            out_dir: out_dir.map(Path::to_path_buf),
+            metrics,
+            window,
+            sae,
+            cfg,
+        })
+    }
+
+    /// Continues the run saved in `dir`. With `expected`, its settings must equal the checkpoint's (except
+    /// the checkpoint and metrics intervals, which are taken from `expected`); otherwise
+    /// [`SaeError::ConfigMismatch`] and nothing is touched. The source is moved to the saved cursor.
+    pub fn resume(
+        dir: &Path,
+        expected: Option<&TrainConfig>,
+        source: &mut dyn ActivationSource,
+    ) -> Result<Self, SaeError> {
+        let state = TrainingState::load(dir)?;
+        let path = dir.join(STATE_FILE);
+        let bad = |reason: String| SaeError::Checkpoint {
+            path: path.clone(),
+            reason,
+        };
+        let meta = &state.meta;
+        if meta.get("format").and_then(serde_json::Value::as_u64) != Some(STATE_FORMAT) {
+            return Err(bad(format!(
+                "unsupported training-state format {:?} (expected {STATE_FORMAT})",
+                meta.get("format")
+            )));
+        }
+        let mut cfg: TrainConfig = serde_json::from_value(meta["config"].clone())
+            .map_err(|e| bad(format!("its configuration cannot be read ({e})")))?;
+        if let Some(want) = expected {
+            let diffs = cfg.differences(want);
+            if !diffs.is_empty() {
+                return Err(SaeError::ConfigMismatch {
+                    differences: diffs.join("; "),
+                });
+            }
+            cfg.checkpoint_every_tokens = want.checkpoint_every_tokens;
+            cfg.metrics_every_steps = want.metrics_every_steps;
+        }
+        cfg.validate()?;
+        if source.d_in() != cfg.sae.d_in {
+            return Err(SaeError::shape(
+                "activation rows (d_in)",
+                &[cfg.sae.d_in],
+                &[source.d_in()],
+            ));
+        }
+        let u = |k: &str| {
+            meta.get(k)
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| bad(format!("`{k}` is missing")))
+        };
+        let (step, tokens, skipped_rows, adam_t) =
+            (u("step")?, u("tokens")?, u("skipped_rows")?, u("adam_t")?);
+        let scale = meta
+            .get("scale")
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| bad("`scale` is missing".into()))? as f32;
+
+        let mut sae = Sae::zeros(cfg.sae.clone())?;
+        let mut adam = Adam::new(cfg.adam, &shapes(&sae));
+        adam.t = adam_t;
+        for (i, p) in sae.params_mut().into_iter().enumerate() {
+            let st = &mut adam.moments[i];
+            for (prefix, dst) in [
+                ("param", &mut *p.value),
+                ("adam_m", &mut st.m[..]),
+                ("adam_v", &mut st.v[..]),
+            ] {
+                let name = format!("{prefix}.{}", p.name);
+                let src = state
+                    .tensor(&name)
+                    .ok_or_else(|| bad(format!("tensor `{name}` is missing")))?;
+                if src.len() != dst.len() {
+                    return Err(bad(format!(
+                        "tensor `{name}` has {} values, expected {}",
+                        src.len(),
+                        dst.len()
+                    )));
+                }
+                dst.copy_from_slice(src);
+            }
+        }
+        if !sae.threshold.is_empty() {
+            let t = state
+                .tensor("threshold")
+                .ok_or_else(|| bad("tensor `threshold` is missing".into()))?;
+            if t.len() != sae.threshold.len() {
+                return Err(bad(format!(
+                    "tensor `threshold` has {} values, expected {}",
+                    t.len(),
+                    sae.threshold.len()
+                )));
+            }
+            sae.threshold.copy_from_slice(t);
+        }
+        let tsf = f32_pairs_to_u64s(state.tensor("tokens_since_fired").unwrap_or_default());
+        if tsf.len() != cfg.sae.d_sae {
+            return Err(bad(format!(
+                "`tokens_since_fired` has {} entries, expected {}",
+                tsf.len(),
+                cfg.sae.d_sae
+            )));
+        }
+        let rng =
+            restore_rng(&meta["rng"]).ok_or_else(|| bad("the RNG state cannot be read".into()))?;
+        source.seek(&meta["cursor"])?;
+
+        let window: Window = serde_json::from_value(meta["window"].clone())
+            .map_err(|e| bad(format!("the metrics window cannot be read ({e})")))?;
+        let metrics = Some(MetricsWriter::open(&dir.join(METRICS_FILE), Some(step))?);
+        let dead = tsf.iter().map(|&t| t >= cfg.dead_after_tokens).collect();
+        tracing::info!(step, tokens, dir = %dir.display(), "resuming");
+        Ok(Self {
+            grads: Gradients::zeros_like(&sae),
+            ws: Workspace::default(),
+            adam,
+            rng,
+            step,
+            tokens,
+            skipped_rows,
+            scale,
+            tokens_since_fired: tsf,
+            dead,
+            batch: vec![0.0; cfg.batch_size * cfg.sae.d_in],
+            out_dir: Some(dir.to_path_buf()),
+            metrics,
+            window,
+            sae,
+            cfg,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// Steps done.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The input scale `s` (training sees `s·x`).
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+
+    /// The SAE in the training (normalised) space.
+    pub fn training_sae(&self) -> &Sae {
+        &self.sae
+    }
+
+    /// The SAE for raw activations: the input scale folded in, `normalization_factor` recorded.
+    pub fn inference_sae(&self) -> Sae {
+        let mut sae = self.sae.clone();
+        sae.sync_threshold();
+        if self.cfg.normalize_activations {
+            init::fold_input_scale(&mut sae, self.scale);
+            sae.cfg.normalization_factor = Some(self.scale);
+        }
+        sae
+    }
+
+    /// Fraction of latents that have not fired for `dead_after_tokens` rows.
+    pub fn dead_fraction(&self) -> f64 {
+        self.dead.iter().filter(|&&d| d).count() as f64 / self.dead.len().max(1) as f64
+    }
+
+    /// Trains until the configured number of steps is done, the source runs out, or `progress` returns
+    /// `Break` (then nothing more is written: the run can be resumed from its last checkpoint, as after a
+    /// kill). Writes checkpoints every `checkpoint_every_tokens` rows and the final SAE when done.
+    pub fn run(
+        &mut self,
+        source: &mut dyn ActivationSource,
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<RunOutcome, SaeError> {
+        let total_steps = self.cfg.total_steps();
+        let sched = self.cfg.lr_schedule();
+        let d_in = self.cfg.sae.d_in;
+        let started = Instant::now();
+        let start_tokens = self.tokens;
+        let mut window_start = (Instant::now(), self.tokens);
+        let mut finished = true;
+        while self.step < total_steps {
+            let (n, skipped) = fill_batch(
+                source,
+                &mut self.batch,
+                d_in,
+                self.cfg.non_finite,
+                self.tokens + self.skipped_rows,
+            )?;
+            self.skipped_rows += skipped;
+            if n == 0 {
+                tracing::warn!(
+                    step = self.step,
+                    "the activation source ran out before the last step"
+                );
+                finished = false;
+                break;
+            }
+            let x = &mut self.batch[..n * d_in];
+            if self.scale != 1.0 {
+                let s = self.scale;
+                x.iter_mut().for_each(|v| *v *= s);
+            }
+            let lr = sched.lr_at(self.step);
+            let coeff = sparsity_at(
+                self.cfg.sparsity_coeff as f32,
+                self.cfg.sparsity_warmup_steps,
+                self.step,
+            ) as f64;
+            let any_dead = self.dead.iter().any(|&d| d);
+            let step_cfg = StepConfig {
+                sparsity_coeff: coeff,
+                dead: if any_dead { Some(&self.dead) } else { None },
+                k_aux: self.cfg.k_aux,
+                aux_coeff: self.cfg.aux_coeff,
+                bandwidth: self.cfg.bandwidth,
+                ..StepConfig::default()
+            };
+            let stats =
+                self.sae
+                    .forward_backward(x, n, &step_cfg, &mut self.ws, &mut self.grads)?;
+            if !stats.loss.is_finite() {
+                return Err(SaeError::Training(format!(
+                    "the loss became {} at step {}; lower --lr (now {}) and resume from the last checkpoint \
+                     or start again (no non-finite weights were saved)",
+                    stats.loss, self.step, self.cfg.lr
+                )));
+            }
+            self.sae.project_decoder_grad(&mut self.grads);
+            let grad_norm = match self.cfg.max_grad_norm {
+                Some(max) => {
+                    let mut gs: Vec<&mut [f32]> = self
+                        .grads
+                        .slices_mut()
+                        .into_iter()
+                        .map(|p| p.value)
+                        .collect();
+                    clip_global_norm(&mut gs, max)
+                }
+                None => global_norm(
+                    &self
+                        .grads
+                        .slices()
+                        .into_iter()
+                        .map(|(_, g)| g)
+                        .collect::<Vec<_>>(),
+                ),
+            };
+            self.adam.begin_step();
+            for (i, (p, (_, g))) in self
+                .sae
+                .params_mut()
+                .into_iter()
+                .zip(self.grads.slices())
+                .enumerate()
+            {
+                self.adam.update(i, p.value, g, lr)?;
+            }
+            self.sae.post_step();
+            self.sae
+                .update_batchtopk_threshold(stats.min_active, self.cfg.threshold_rate);
+
+            for ((t, &c), d) in self
+                .tokens_since_fired
+                .iter_mut()
+                .zip(self.ws.fire_counts())
+                .zip(self.dead.iter_mut())
+            {
+                *t = if c > 0 { 0 } else { *t + n as u64 };
+                *d = *t >= self.cfg.dead_after_tokens;
+            }
+            self.step += 1;
+            self.tokens += n as u64;
+            if self.cfg.sae.architecture == Architecture::ReluUnit
+                && self.cfg.resample_every_steps > 0
+                && self.step % self.cfg.resample_every_steps == 0
+                && self.step < total_steps
+            {
+                self.resample(n)?;
+            }
+
+            self.window.add(&stats, grad_norm);
+            let fve = 1.0 - stats.sse / stats.sst.max(f64::MIN_POSITIVE);
+            let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+            let p = Progress {
+                step: self.step,
+                total_steps,
+                tokens: self.tokens,
+                loss: stats.loss,
+                l0: stats.l0,
+                fve,
+                dead_fraction: self.dead_fraction(),
+                lr: lr as f64,
+                tokens_per_s: (self.tokens - start_tokens) as f64 / elapsed,
+            };
+            if self.step % self.cfg.metrics_every_steps == 0 || self.step == total_steps {
+                let secs = window_start.0.elapsed().as_secs_f64().max(1e-9);
+                let rec = self.window.record(
+                    self,
+                    lr as f64,
+                    coeff,
+                    (self.tokens - window_start.1) as f64 / secs,
+                );
+                if let Some(m) = self.metrics.as_mut() {
+                    m.write(&rec)?;
+                }
+                self.window = Window::default();
+                window_start = (Instant::now(), self.tokens);
+            }
+            let every = self.cfg.checkpoint_every_tokens;
+            if every > 0
+                && self.step < total_steps
+                && (self.tokens - n as u64) / every != self.tokens / every
+            {
+                self.checkpoint(source.cursor())?;
+            }
+            if progress(&p).is_break() {
+                return Ok(self.outcome(false, start_tokens, started));
+            }
+        }
+        self.checkpoint(source.cursor())?;
+        Ok(self.outcome(finished, start_tokens, started))
+    }
+
+    fn outcome(&self, finished: bool, start_tokens: u64, started: Instant) -> RunOutcome {
+        RunOutcome {
+            finished,
+            steps: self.step,
+            tokens: self.tokens,
+            skipped_rows: self.skipped_rows,
+            dead_fraction: self.dead_fraction(),
+            tokens_per_s: (self.tokens - start_tokens) as f64
+                / started.elapsed().as_secs_f64().max(1e-9),
+        }
+    }
+
+    /// relu-unit: resamples the dead latents from the current batch (∝ loss²) and resets their Adam state.
+    fn resample(&mut self, n: usize) -> Result<(), SaeError> {
+        let dead: Vec<usize> = self
+            .dead
+            .iter()
+            .enumerate()
+            .filter(|(_, &d)| d)
+            .map(|(i, _)| i)
+            .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let d_in = self.cfg.sae.d_in;
+        let d_sae = self.cfg.sae.d_sae;
+        let row_loss = self.ws.row_sq_err()[..n].to_vec();
+        let done =
+            self.sae
+                .resample_dead(&self.batch[..n * d_in], n, &row_loss, &dead, &mut self.rng)?;
+        for &i in &done {
+            for st in self.adam.moments.iter_mut() {
+                crate::arch::zero_latent(&st.name, &mut st.m, i, d_in, d_sae);
+                crate::arch::zero_latent(&st.name, &mut st.v, i, d_in, d_sae);
+            }
+            self.tokens_since_fired[i] = 0;
+            self.dead[i] = false;
+        }
+        tracing::info!(
+            step = self.step,
+            resampled = done.len(),
+            "resampled dead latents"
+        );
+        Ok(())
+    }
+
+    /// The complete state as a [`TrainingState`].
+    pub fn state(&self, cursor: serde_json::Value) -> TrainingState {
+        let mut tensors = Vec::new();
+        for ((name, value), st) in self.sae.params().into_iter().zip(&self.adam.moments) {
+            tensors.push((format!("param.{name}"), value.to_vec()));
+            tensors.push((format!("adam_m.{name}"), st.m.clone()));
+            tensors.push((format!("adam_v.{name}"), st.v.clone()));
+        }
+        if !self.sae.threshold.is_empty() {
+            tensors.push(("threshold".into(), self.sae.threshold.clone()));
+        }
+        tensors.push((
+            "tokens_since_fired".into(),
+            u64s_to_f32_pairs(&self.tokens_since_fired),
+        ));
+        let meta = serde_json::json!({
+            "format": STATE_FORMAT,
+            "config": self.cfg,
+            "step": self.step,
+            "tokens": self.tokens,
+            "skipped_rows": self.skipped_rows,
+            "adam_t": self.adam.t,
+            "scale": self.scale,
+            "rng": {
+                "seed": self.rng.get_seed().to_vec(),
+                "stream": self.rng.get_stream(),
+                "word_pos": self.rng.get_word_pos().to_string(),
+            },
+            "cursor": cursor,
+            "window": self.window,
+        });
+        TrainingState { meta, tensors }
+    }
+
+    /// Writes the training state and the SAELens files (for raw activations) into the run directory.
+    fn checkpoint(&self, cursor: serde_json::Value) -> Result<(), SaeError> {
+        let Some(dir) = &self.out_dir else {
+            return Ok(());
+        };
+        self.state(cursor).save(dir)?;
+        crate::saelens::save(&self.inference_sae(), dir)?;
+        tracing::debug!(step = self.step, tokens = self.tokens, dir = %dir.display(), "checkpoint written");
+        Ok(())
+    }
+}
+
+fn restore_rng(v: &serde_json::Value) -> Option<ChaCha8Rng> {
+    let seed: Vec<u8> = serde_json::from_value(v.get("seed")?.clone()).ok()?;
+    let seed: [u8; 32] = seed.try_into().ok()?;
+    let mut rng = ChaCha8Rng::from_seed(seed);
+    rng.set_stream(v.get("stream")?.as_u64()?);
+    rng.set_word_pos(v.get("word_pos")?.as_str()?.parse().ok()?);
+    Some(rng)
+}
+
+/// Sums over the steps between two metrics lines (saved in checkpoints, so a resumed run logs the same lines).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+struct Window {
+    steps: u64,
+    loss: f64,
+    mse: f64,
+    sparsity: f64,
+    aux: f64,
+    l0: f64,
+    sse: f64,
+    sst: f64,
+    grad_norm: f64,
+}
+
+impl Window {
+    fn add(&mut self, s: &crate::StepStats, grad_norm: f64) {
+        self.steps += 1;
+        self.loss += s.loss;
+        self.mse += s.mse_loss;
+        self.sparsity += s.sparsity_loss;
+        self.aux += s.aux_loss;
+        self.l0 += s.l0;
+        self.sse += s.sse;
+        self.sst += s.sst;
+        self.grad_norm = grad_norm;
+    }
+
+    fn record(&self, t: &Trainer, lr: f64, coeff: f64, tokens_per_s: f64) -> MetricsRecord {
+        let n = self.steps.max(1) as f64;
+        MetricsRecord {
+            step: t.step,
+            tokens: t.tokens,
+            loss: self.loss / n,
+            mse: self.mse / n,
+            sparsity_loss: self.sparsity / n,
+            aux_loss: self.aux / n,
+            l0: self.l0 / n,
+            fve: 1.0 - self.sse / self.sst.max(f64::MIN_POSITIVE),
+            dead_fraction: t.dead_fraction(),
+            lr,
+            sparsity_coeff: coeff,
+            grad_norm: self.grad_norm,
+            skipped_rows: t.skipped_rows,
+            tokens_per_s,
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Every architecture's hand-derived backward against central finite differences of an independent,
+//! naive float64 loss (written here from the formulas, sharing no code with the crate), run on the very
+//! `forward_backward` the trainer calls (instantiated at f64). The f32 instantiation is then checked
+//! against the f64 one, and the sparse and dense paths against each other.
+//!
+//! Piecewise parts: the checks run away from kinks (the activation pattern is asserted unchanged under
+//! the perturbation). TopK/BatchTopK are exact gradients of the loss with the selected set fixed; the
+//! AuxK residual `e = x − x̂` is a constant (stop-gradient), as documented. JumpReLU's `log_threshold`
+//! gradient is checked against finite differences of its documented surrogate
+//! `S(log θ) = Σ_{r,i} [(D_r·W_dec[i])·θ⁰_i + λs]·R((max(z_ri,0) − θ_i)/ε)`, `R(u) = clamp(u + ½, 0, 1)`,
+//! with `D` and `θ⁰` frozen at the current point (its derivative is the rectangle-kernel STE).
+
+use rand::{Rng, SeedableRng};
+use zephyra_sae::{Architecture, GradientsOf, Reduction, SaeConfig, SaeOf, StepConfig, WorkspaceOf};
+
+type S64 = SaeOf<f64>;
+
+const N: usize = 7;
+const D_IN: usize = 5;
+const D_SAE: usize = 12;
+
+fn random_sae(arch: Architecture, seed: u64) -> (S64, Vec<f64>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let cfg = SaeConfig::new(D_IN, D_SAE, arch).unwrap();
+    let mut sae = S64::zeros(cfg).unwrap();
+    let mut fill = |v: &mut Vec<f64>, a: f64, b: f64| v.iter_mut().for_each(|x| *x = rng.random_range(a..b));
+    fill(&mut sae.w_enc, -1.0, 1.0);
+    fill(&mut sae.w_dec, -1.0, 1.0);
+    fill(&mut sae.b_enc, -0.3, 0.3);
+    fill(&mut sae.b_dec, -0.3, 0.3);
+    fill(&mut sae.b_gate, -0.3, 0.3);
+    fill(&mut sae.r_mag, -0.3, 0.3);
+    fill(&mut sae.b_mag, -0.3, 0.3);
+    fill(&mut sae.log_threshold, (0.2f64).ln(), (0.6f64).ln());
+    sae.sync_threshold();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1000);
+    let x: Vec<f64> = (0..N * D_IN).map(|_| rng.random_range(-1.5..1.5)).collect();
+    (sae, x)
+}
+
+/// What the naive loss needs besides the weights.
+struct Ctx<'a> {
+    lambda: f64,
+    s: f64,
+    dead: Option<&'a [bool]>,
+    k_aux: usize,
+    alpha: f64,
+    /// Frozen copy for stop-gradient terms (AuxK residual, gated aux decoder).
+    frozen: &'a S64,
+}
+
+fn row_z(sae: &S64, x: &[f64], r: usize, bias: &[f64]) -> Vec<f64> {
+    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+    (0..d_sae)
+        .map(|i| {
+            let mut acc = if bias.is_empty() { 0.0 } else { bias[i] };
+            for j in 0..d_in {
+                let xc = x[r * d_in + j] - if sae.cfg.apply_b_dec_to_input { sae.b_dec[j] } else { 0.0 };
+                acc += xc * sae.w_enc[j * d_sae + i];
+            }
+            acc
+        })
+        .collect()
+}
+
+fn decode_row(sae: &S64, f: &[f64], with_bias: bool) -> Vec<f64> {
+    let d_in = sae.cfg.d_in;
+    (0..d_in)
+        .map(|j| {
+            let mut acc = if with_bias { sae.b_dec[j] } else { 0.0 };
+            for (i, &fi) in f.iter().enumerate() {
+                acc += fi * sae.w_dec[i * d_in + j];
+            }
+            acc
+        })
+        .collect()
+}
+
+fn dec_norm(sae: &S64, i: usize) -> f64 {
+    let d_in = sae.cfg.d_in;
+    sae.w_dec[i * d_in..(i + 1) * d_in].iter().map(|v| v * v).sum::<f64>().sqrt()
+}
+
+fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum()
+}
+
+/// Indices of the `k` largest of `v` (ties to the lower index).
+fn top_indices(v: &[f64], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[b].partial_cmp(&v[a]).unwrap().then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+/// Codes per row, and the activation pattern (for the kink check).
+fn naive_codes(sae: &S64, x: &[f64], n: usize) -> (Vec<Vec<f64>>, Vec<bool>) {
+    let d_sae = sae.cfg.d_sae;
+    let zs: Vec<Vec<f64>> = (0..n).map(|r| row_z(sae, x, r, &sae.b_enc)).collect();
+    let mut codes = vec![vec![0.0; d_sae]; n];
+    match sae.cfg.architecture {
+        Architecture::Relu | Architecture::ReluUnit => {
+            for r in 0..n {
+                for i in 0..d_sae {
+                    codes[r][i] = zs[r][i].max(0.0);
+                }
+            }
+        }
+        Architecture::TopK { k } => {
+            for r in 0..n {
+                for i in top_indices(&zs[r], k) {
+                    codes[r][i] = zs[r][i].max(0.0);
+                }
+            }
+        }
+        Architecture::BatchTopK { k } => {
+            let flat: Vec<f64> = zs.iter().flatten().map(|v| v.max(0.0)).collect();
+            for p in top_indices(&flat, k * n) {
+                codes[p / d_sae][p % d_sae] = flat[p];
+            }
+        }
+        Architecture::JumpRelu => {
+            for r in 0..n {
+                for i in 0..d_sae {
+                    let v = zs[r][i].max(0.0);
+                    codes[r][i] = if v > sae.log_threshold[i].exp() { v } else { 0.0 };
+                }
+            }
+        }
+        Architecture::Gated => {
+            for r in 0..n {
+                let pre = row_z(sae, x, r, &[]);
+                for i in 0..d_sae {
+                    let pg = pre[i] + sae.b_gate[i];
+                    let pm = pre[i] * sae.r_mag[i].exp() + sae.b_mag[i];
+                    codes[r][i] = if pg > 0.0 && pm > 0.0 { pm } else { 0.0 };
+                }
+            }
+        }
+    }
+    let mut pattern: Vec<bool> = codes.iter().flatten().map(|&v| v > 0.0).collect();
+    if sae.cfg.architecture == Architecture::Gated {
+        for r in 0..n {
+            let pre = row_z(sae, x, r, &[]);
+            pattern.extend((0..d_sae).map(|i| pre[i] + sae.b_gate[i] > 0.0));
+        }
+    }
+    (codes, pattern)
+}
+
+fn naive_loss(sae: &S64, x: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
+    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+    let (codes, mut pattern) = naive_codes(sae, x, n);
+    let mut loss = 0.0;
+    for r in 0..n {
+        let xr = &x[r * d_in..(r + 1) * d_in];
+        let xhat = decode_row(sae, &codes[r], true);
+        loss += c.s * sq_dist(&xhat, xr);
+        match sae.cfg.architecture {
+            Architecture::Relu => loss += c.lambda * c.s * (0..d_sae).map(|i| codes[r][i] * dec_norm(sae, i)).sum::<f64>(),
+            Architecture::ReluUnit => loss += c.lambda * c.s * codes[r].iter().sum::<f64>(),
+            Architecture::JumpRelu => loss += c.lambda * c.s * codes[r].iter().filter(|&&v| v > 0.0).count() as f64,
+            Architecture::Gated => {
+                let pre = row_z(sae, x, r, &[]);
+                let gate: Vec<f64> = (0..d_sae).map(|i| (pre[i] + sae.b_gate[i]).max(0.0)).collect();
+                loss += c.lambda * c.s * (0..d_sae).map(|i| gate[i] * dec_norm(sae, i)).sum::<f64>();
+                let via_gate = decode_row(c.frozen, &gate, true);
+                loss += c.s * sq_dist(&via_gate, xr);
+            }
+            Architecture::TopK { .. } | Architecture::BatchTopK { .. } => {}
+        }
+    }
+    // AuxK with the residual frozen at the reference point.
+    if let (Architecture::TopK { .. } | Architecture::BatchTopK { .. }, Some(dead)) = (sae.cfg.architecture, c.dead) {
+        let n_dead = dead.iter().filter(|&&d| d).count();
+        if n_dead > 0 {
+            let k_eff = c.k_aux.min(n_dead);
+            let m = (n_dead as f64 / c.k_aux as f64).min(1.0);
+            let (frozen_codes, _) = naive_codes(c.frozen, x, n);
+            for r in 0..n {
+                let xr = &x[r * d_in..(r + 1) * d_in];
+                let xhat0 = decode_row(c.frozen, &frozen_codes[r], true);
+                let e: Vec<f64> = xr.iter().zip(&xhat0).map(|(a, b)| a - b).collect();
+                let z = row_z(sae, x, r, &sae.b_enc);
+                let masked: Vec<f64> = (0..d_sae).map(|i| if dead[i] { z[i] } else { f64::NEG_INFINITY }).collect();
+                let mut f = vec![0.0; d_sae];
+                for i in top_indices(&masked, k_eff) {
+                    f[i] = z[i].max(0.0);
+                    pattern.push(z[i] > 0.0);
+                }
+                let ehat = decode_row(sae, &f, false);
+                loss += c.alpha * m * c.s * sq_dist(&ehat, &e);
+            }
+        }
+    }
+    (loss, pattern)
+}
+
+fn param_mut<'a>(sae: &'a mut S64, name: &str) -> &'a mut Vec<f64> {
+    match name {
+        "W_enc" => &mut sae.w_enc,
+        "b_enc" => &mut sae.b_enc,
+        "W_dec" => &mut sae.w_dec,
+        "b_dec" => &mut sae.b_dec,
+        "log_threshold" => &mut sae.log_threshold,
+        "b_gate" => &mut sae.b_gate,
+        "r_mag" => &mut sae.r_mag,
+        "b_mag" => &mut sae.b_mag,
+        other => panic!("unknown parameter {other}"),
+    }
+}
+
+fn assert_close(what: &str, got: f64, want: f64, tol: f64) {
+    assert!((got - want).abs() <= tol * (1.0 + want.abs()), "{what}: analytic {got:.10}, finite differences {want:.10}");
+}
+
+/// Runs the crate's backward and compares every parameter entry with central differences of the naive
+/// loss (skipping only `log_threshold`, checked separately). Returns the gradients.
+fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>, GradientsOf<f64>) {
+    let (sae, x) = random_sae(arch, seed);
+    let mut ws = WorkspaceOf::default();
+    let mut grads = GradientsOf::zeros_like(&sae);
+    let stats = sae.forward_backward(&x, N, &step, &mut ws, &mut grads).unwrap();
+    let s = match step.reduction {
+        Reduction::Mean => 1.0 / N as f64,
+        Reduction::Sum => 1.0,
+    };
+    let ctx = Ctx {
+        lambda: step.sparsity_coeff,
+        s,
+        dead: step.dead,
+        k_aux: step.k_aux.unwrap_or(D_IN / 2),
+        alpha: step.aux_coeff,
+        frozen: &sae,
+    };
+    let (l0, pattern0) = naive_loss(&sae, &x, N, &ctx);
+    assert_close(&format!("{arch}: loss"), stats.loss, l0, 1e-10);
+    assert!(pattern0.iter().any(|&p| p) && pattern0.iter().any(|&p| !p), "{arch}: degenerate activation pattern");
+    let h = 1e-6;
+    let mut checked = 0;
+    for (name, g) in grads.slices() {
+        if name == "log_threshold" {
+            continue;
+        }
+        for p in 0..g.len() {
+            let mut plus = sae.clone();
+            param_mut(&mut plus, name)[p] += h;
+            let mut minus = sae.clone();
+            param_mut(&mut minus, name)[p] -= h;
+            let (lp, pp) = naive_loss(&plus, &x, N, &ctx);
+            let (lm, pm) = naive_loss(&minus, &x, N, &ctx);
+            assert!(pp == pattern0 && pm == pattern0, "{arch}: {name}[{p}] sits on a kink; pick another seed");
+            assert_close(&format!("{arch}: d{name}[{p}]"), g[p], (lp - lm) / (2.0 * h), 1e-6);
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{arch}: only {checked} entries checked");
+    (sae, x, grads)
+}
+
+#[test]
+fn relu_decoder_norm_weighted_l1_sparse_and_dense_paths() {
+    for dense_above in [1.0, 0.0] {
+        for reduction in [Reduction::Mean, Reduction::Sum] {
+            let step = StepConfig { sparsity_coeff: 0.7, reduction, dense_above, ..StepConfig::default() };
+            check(Architecture::Relu, 1, step);
+        }
+    }
+}
+
+#[test]
+fn relu_unit_plain_l1() {
+    for dense_above in [1.0, 0.0] {
+        check(Architecture::ReluUnit, 2, StepConfig { sparsity_coeff: 0.5, dense_above, ..StepConfig::default() });
+    }
+}
+
+#[test]
+fn topk_with_and_without_auxk() {
+    check(Architecture::TopK { k: 3 }, 3, StepConfig::default());
+    let mut dead = vec![false; D_SAE];
+    for i in [0, 4, 5, 9, 11] {
+        dead[i] = true;
+    }
+    // k_aux larger and smaller than the number of dead latents.
+    for k_aux in [2, 8] {
+        check(Architecture::TopK { k: 3 }, 3, StepConfig { dead: Some(&dead), k_aux: Some(k_aux), aux_coeff: 0.5, ..StepConfig::default() });
+    }
+}
+
+#[test]
+fn batchtopk_with_auxk() {
+    check(Architecture::BatchTopK { k: 2 }, 4, StepConfig::default());
+    let dead: Vec<bool> = (0..D_SAE).map(|i| i % 3 == 0).collect();
+    check(Architecture::BatchTopK { k: 2 }, 4, StepConfig { dead: Some(&dead), k_aux: Some(3), ..StepConfig::default() });
+}
+
+#[test]
+fn gated_with_gate_l1_and_aux_reconstruction() {
+    check(Architecture::Gated, 5, StepConfig { sparsity_coeff: 0.4, ..StepConfig::default() });
+    let (_, _, grads) = check(Architecture::Gated, 6, StepConfig { sparsity_coeff: 0.0, reduction: Reduction::Sum, ..StepConfig::default() });
+    assert!(grads.r_mag.iter().any(|&g| g != 0.0) && grads.b_gate.iter().any(|&g| g != 0.0));
+}
+
+#[test]
+fn jumprelu_weights_and_straight_through_threshold() {
+    let bandwidth = 0.4;
+    for dense_above in [1.0, 0.0] {
+        let step = StepConfig { sparsity_coeff: 0.3, bandwidth, dense_above, ..StepConfig::default() };
+        let (sae, x, grads) = check(Architecture::JumpRelu, 7, step);
+        // Surrogate for log θ, with D = 2s(x̂ − x) and θ⁰ frozen.
+        let s = 1.0 / N as f64;
+        let (codes, _) = naive_codes(&sae, &x, N);
+        let theta0: Vec<f64> = sae.log_threshold.iter().map(|l| l.exp()).collect();
+        let mut coef = vec![vec![0.0; D_SAE]; N];
+        let mut zpos = vec![vec![0.0; D_SAE]; N];
+        for r in 0..N {
+            let xhat = decode_row(&sae, &codes[r], true);
+            let d: Vec<f64> = (0..D_IN).map(|j| 2.0 * s * (xhat[j] - x[r * D_IN + j])).collect();
+            let z = row_z(&sae, &x, r, &sae.b_enc);
+            for i in 0..D_SAE {
+                let dw: f64 = (0..D_IN).map(|j| d[j] * sae.w_dec[i * D_IN + j]).sum();
+                coef[r][i] = dw * theta0[i] + 0.3 * s;
+                zpos[r][i] = z[i].max(0.0);
+            }
+        }
+        let surrogate = |log_theta: &[f64]| -> f64 {
+            let mut acc = 0.0;
+            for r in 0..N {
+                for i in 0..D_SAE {
+                    let u = (zpos[r][i] - log_theta[i].exp()) / bandwidth;
+                    acc += coef[r][i] * (u + 0.5).clamp(0.0, 1.0);
+                }
+            }
+            acc
+        };
+        let mut in_band = 0;
+        for r in 0..N {
+            for i in 0..D_SAE {
+                in_band += ((zpos[r][i] - theta0[i]).abs() < bandwidth / 2.0) as usize;
+            }
+        }
+        assert!(in_band >= 5, "only {in_band} entries inside the band: the check would be vacuous");
+        let h = 1e-6;
+        for i in 0..D_SAE {
+            let mut p = sae.log_threshold.clone();
+            p[i] += h;
+            let mut m = sae.log_threshold.clone();
+            m[i] -= h;
+            assert_close(&format!("dlog_threshold[{i}]"), grads.log_threshold[i], (surrogate(&p) - surrogate(&m)) / (2.0 * h), 1e-6);
+        }
+        assert!(grads.log_threshold.iter().filter(|&&g| g != 0.0).count() >= 3);
+    }
+}
+
+/// The f32 instantiation (what the trainer runs) agrees with the f64 one on a batch big enough to take
+/// the parallel code paths, for every architecture.
+#[test]
+fn f32_matches_f64_on_larger_batches() {
+    let (n, d_in, d_sae) = (150, 37, 130);
+    let archs = [
+        Architecture::Relu,
+        Architecture::ReluUnit,
+        Architecture::TopK { k: 9 },
+        Architecture::BatchTopK { k: 9 },
+        Architecture::JumpRelu,
+        Architecture::Gated,
+    ];
+    let dead: Vec<bool> = (0..d_sae).map(|i| i % 4 == 1).collect();
+    for arch in archs {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+        let cfg = SaeConfig::new(d_in, d_sae, arch).unwrap();
+        let mut s64 = S64::init(cfg, &mut rng).unwrap();
+        for v in s64.b_dec.iter_mut().chain(s64.b_enc.iter_mut()).chain(s64.b_gate.iter_mut()).chain(s64.b_mag.iter_mut()) {
+            *v = rng.random_range(-0.1..0.1);
+        }
+        for v in s64.log_threshold.iter_mut() {
+            *v = rng.random_range(-1.5..-0.5);
+        }
+        let x64: Vec<f64> = (0..n * d_in).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let to32 = |v: &Vec<f64>| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        // Round the f64 model to f32 values so both see identical weights.
+        let mut s32 = SaeOf::<f32>::zeros(s64.cfg.clone()).unwrap();
+        for ((_, dst), (_, src)) in s32.params_mut().into_iter().map(|p| (p.name, p.value)).zip(s64.params()) {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = s as f32;
+            }
+        }
+        for ((_, src), p) in s32.params().into_iter().zip(s64.params_mut()) {
+            for (d, &s) in p.value.iter_mut().zip(src) {
+                *d = s as f64;
+            }
+        }
+        let x32 = to32(&x64);
+        let x64: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+        for dense_above in [1.0, 0.0] {
+            let step = StepConfig { sparsity_coeff: 0.2, dead: Some(&dead), k_aux: Some(10), bandwidth: 0.05, dense_above, ..StepConfig::default() };
+            let mut g64 = GradientsOf::zeros_like(&s64);
+            let mut g32 = GradientsOf::zeros_like(&s32);
+            let st64 = s64.forward_backward(&x64, n, &step, &mut WorkspaceOf::default(), &mut g64).unwrap();
+            let st32 = s32.forward_backward(&x32, n, &step, &mut WorkspaceOf::default(), &mut g32).unwrap();
+            assert!((st64.loss - st32.loss).abs() <= 1e-4 * st64.loss.abs().max(1e-3), "{arch}: loss {} vs {}", st64.loss, st32.loss);
+            assert_eq!(st64.l0, st32.l0, "{arch}");
+            for ((name, a), (_, b)) in g64.slices().into_iter().zip(g32.slices()) {
+                let scale = a.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1e-6);
+                for (p, (&u, &v)) in a.iter().zip(b).enumerate() {
+                    assert!((u - v as f64).abs() <= 2e-4 * scale, "{arch} dense_above={dense_above}: {name}[{p}] f64 {u} vs f32 {v}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors_not_panics() {
+    let (sae, x) = random_sae(Architecture::Relu, 1);
+    let mut ws = WorkspaceOf::default();
+    let mut grads = GradientsOf::zeros_like(&sae);
+    assert!(sae.forward_backward(&x[..x.len() - 1], N, &StepConfig::default(), &mut ws, &mut grads).is_err());
+    assert!(sae.forward_backward(&x, 0, &StepConfig::default(), &mut ws, &mut grads).is_err());
+    let (other, _) = random_sae(Architecture::Gated, 1);
+    let mut wrong = GradientsOf::zeros_like(&other);
+    assert!(sae.forward_backward(&x, N, &StepConfig::default(), &mut ws, &mut wrong).is_err());
+    let short = vec![true; 3];
+    assert!(sae.forward_backward(&x, N, &StepConfig { dead: Some(&short), ..StepConfig::default() }, &mut ws, &mut grads).is_err());
+    assert!(SaeConfig::new(8, 8, Architecture::TopK { k: 8 }).is_err());
+    assert!(SaeConfig::new(8, 0, Architecture::Relu).is_err());
+}

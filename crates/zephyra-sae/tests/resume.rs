@@ -1,0 +1,201 @@
+//! Exact resumption: a run stopped right after a checkpoint (as by `kill -9`: nothing more is written)
+//! and resumed produces the same bytes as an uninterrupted run; wrong resumptions are refused untouched.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use zephyra_sae::npy::{write_f32_matrix, NpyOrder, NpySource};
+use zephyra_sae::train::{TrainConfig, Trainer};
+use zephyra_sae::{Architecture, SaeConfig, SaeError};
+
+const D_IN: usize = 12;
+
+fn data(dir: &Path) -> std::path::PathBuf {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let rows: Vec<f32> = (0..3000 * D_IN)
+        .map(|i| (rng.random::<f32>() - 0.5) * (1 + i % 5) as f32)
+        .collect();
+    let p = dir.join("acts.npy");
+    write_f32_matrix(&p, &rows, D_IN).unwrap();
+    p
+}
+
+fn source(p: &Path) -> NpySource {
+    NpySource::open(
+        p,
+        NpyOrder {
+            shuffle: true,
+            repeat: true,
+            seed: 11,
+        },
+    )
+    .unwrap()
+}
+
+fn config(arch: Architecture) -> TrainConfig {
+    let sae = SaeConfig::new(D_IN, 48, arch).unwrap();
+    let mut cfg = TrainConfig::for_sae(sae, 64, 64 * 120);
+    cfg.init_rows = 500;
+    cfg.threads = 1;
+    cfg.checkpoint_every_tokens = 64 * 25;
+    cfg.dead_after_tokens = 64 * 10; // AuxK and resampling are active, so their state must resume too
+    cfg.resample_every_steps = 30;
+    cfg.metrics_every_steps = 7;
+    cfg.lr = 3e-3;
+    cfg
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn stopped_and_resumed_runs_match_uninterrupted_ones_bit_for_bit() {
+    for arch in [
+        Architecture::TopK { k: 4 },
+        Architecture::ReluUnit,
+        Architecture::BatchTopK { k: 4 },
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let acts = data(tmp.path());
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+
+        let mut src = source(&acts);
+        let mut t = Trainer::new(config(arch), &mut src, Some(&a)).unwrap();
+        assert!(
+            t.run(&mut src, &mut |_| ControlFlow::Continue(()))
+                .unwrap()
+                .finished
+        );
+
+        // Stop at step 60: the last checkpoint is at 50 (every 25 steps), so 10 steps are lost and redone.
+        let mut src = source(&acts);
+        let mut t = Trainer::new(config(arch), &mut src, Some(&b)).unwrap();
+        let out = t
+            .run(&mut src, &mut |p| {
+                if p.step == 60 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert!(!out.finished);
+        drop(t);
+        let mut src = source(&acts);
+        let mut t = Trainer::resume(&b, Some(&config(arch)), &mut src).unwrap();
+        assert_eq!(t.step(), 50);
+        assert!(
+            t.run(&mut src, &mut |_| ControlFlow::Continue(()))
+                .unwrap()
+                .finished
+        );
+
+        let (fa, fb) = (files(&a), files(&b));
+        assert_eq!(
+            fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            fb.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        for ((name, x), (_, y)) in fa.iter().zip(&fb) {
+            if name == "metrics.jsonl" {
+                // Same lines, one per 7 steps, except the measured speed.
+                let strip = |b: &[u8]| -> Vec<serde_json::Value> {
+                    String::from_utf8_lossy(b)
+                        .lines()
+                        .map(|l| {
+                            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                            v["tokens_per_s"] = 0.into();
+                            v
+                        })
+                        .collect()
+                };
+                assert_eq!(strip(x).len(), 120 / 7 + 1);
+                assert_eq!(strip(x), strip(y), "{arch}: metrics differ");
+            } else {
+                assert!(
+                    x == y,
+                    "{arch}: {name} differs between the uninterrupted and the resumed run"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn resuming_with_another_config_or_a_damaged_checkpoint_fails_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let acts = data(tmp.path());
+    let run = tmp.path().join("run");
+    let mut src = source(&acts);
+    let mut t = Trainer::new(config(Architecture::TopK { k: 4 }), &mut src, Some(&run)).unwrap();
+    t.run(&mut src, &mut |p| {
+        if p.step == 30 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    let before = files(&run);
+
+    let mut other = config(Architecture::TopK { k: 5 });
+    other.lr = 1e-3;
+    let err = Trainer::resume(&run, Some(&other), &mut source(&acts)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, SaeError::ConfigMismatch { .. }), "{msg}");
+    assert!(msg.contains("lr") && msg.contains("k: 4 → 5"), "{msg}");
+    // Interval changes are allowed.
+    let mut ok = config(Architecture::TopK { k: 4 });
+    ok.metrics_every_steps = 3;
+    assert!(Trainer::resume(&run, Some(&ok), &mut source(&acts)).is_ok());
+    // Another data order cannot continue the same run.
+    let wrong = NpySource::open(
+        &acts,
+        NpyOrder {
+            shuffle: false,
+            repeat: true,
+            seed: 11,
+        },
+    )
+    .unwrap();
+    assert!(Trainer::resume(&run, None, &mut { wrong }).is_err());
+    assert_eq!(
+        files(&run)
+            .iter()
+            .filter(|f| f.0 != "metrics.jsonl")
+            .collect::<Vec<_>>(),
+        before
+            .iter()
+            .filter(|f| f.0 != "metrics.jsonl")
+            .collect::<Vec<_>>()
+    );
+
+    let state = run.join("training_state.safetensors");
+    let bytes = std::fs::read(&state).unwrap();
+    std::fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+    let weights = std::fs::read(run.join("sae_weights.safetensors")).unwrap();
+    let err = Trainer::resume(&run, None, &mut source(&acts)).unwrap_err();
+    assert!(
+        matches!(err, SaeError::Checkpoint { .. }) && err.to_string().contains("truncated"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), &bytes[..bytes.len() / 2]);
+    assert_eq!(
+        std::fs::read(run.join("sae_weights.safetensors")).unwrap(),
+        weights
+    );
+    let err = Trainer::resume(&tmp.path().join("nothing"), None, &mut source(&acts)).unwrap_err();
+    assert!(err.to_string().contains("run directory"), "{err}");
+}

@@ -1,0 +1,57 @@
+//! The HTML pages and their script and style sheet, all compiled into the binary.
+//!
+//! Every page is one template with a `data-page` attribute; `app.js` renders it from the JSON API using
+//! `textContent` only (no HTML is built from data), so a token or a text cannot inject markup.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::api::parse_id;
+use crate::AppState;
+
+const PAGE: &str = include_str!("../assets/page.html");
+const CSS: &str = include_str!("../assets/app.css");
+const JS: &str = include_str!("../assets/app.js");
+
+fn page(name: &str, title: &str) -> Html<String> {
+    Html(PAGE.replace("{{page}}", name).replace("{{title}}", title))
+}
+
+/// `GET /`: the feature browser.
+pub async fn browser() -> Html<String> {
+    page("browser", "Features")
+}
+
+/// `GET /feature/{id}`: one feature (404 for an unknown id).
+pub async fn feature(State(state): State<AppState>, Path(raw): Path<String>) -> Response {
+    match parse_id(&state, &raw) {
+        Ok(id) => page("feature", &format!("Feature {id}")).into_response(),
+        Err(_) => not_found().await.into_response(),
+    }
+}
+
+/// `GET /explain`: explain a text.
+pub async fn explain() -> Html<String> {
+    page("explain", "Explain a text")
+}
+
+/// `GET /steer`: the steering playground.
+pub async fn steer() -> Html<String> {
+    page("steer", "Steering")
+}
+
+/// `GET /assets/app.css`.
+pub async fn css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], CSS)
+}
+
+/// `GET /assets/app.js`.
+pub async fn js() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], JS)
+}
+
+/// Anything else: 404.
+pub async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, page("missing", "Not found"))
+}

@@ -54,7 +54,7 @@ SL=$(OMP_NUM_THREADS=$THREADS "$VENV/bin/python" "$SIDE" --acts "$ACTS" --arch $
       --expansion 16 --batch $BATCH --steps "$STEPS" --threads "$THREADS" 2>/dev/null | tail -1)
 OUT=$(mktemp -d)/run
 ZE=$("$ZEPHYRA" --quiet train --acts "$ACTS" $Z_FLAGS --expansion 16 --batch $BATCH --tokens $TOKENS \
-      --threads "$THREADS" --holdout 8192 --out "$OUT" --json ${ZEPHYRA_FLAGS:-})
+      --threads "$THREADS" --holdout 8192 --checkpoint-every $TOKENS --out "$OUT" --json ${ZEPHYRA_FLAGS:-})
 echo "$SL"
 echo "$ZE"
 python3 - "$SL" "$ZE" <<'PY'

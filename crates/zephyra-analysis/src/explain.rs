@@ -39,7 +39,12 @@ pub const MAX_EXPLAIN_BYTES: usize = 64 * 1024;
 
 impl Engine {
     /// The `top_k` strongest latents of each token of `text`.
-    pub fn explain(&self, text: &str, top_k: usize, rule: &ExclusionRule) -> Result<Vec<TokenFeatures>> {
+    pub fn explain(
+        &self,
+        text: &str,
+        top_k: usize,
+        rule: &ExclusionRule,
+    ) -> Result<Vec<TokenFeatures>> {
         if text.len() > MAX_EXPLAIN_BYTES {
             return Err(AnalysisError::InvalidArgument(format!(
                 "the text has {} bytes; at most {MAX_EXPLAIN_BYTES} are explained at once",
@@ -48,7 +53,10 @@ impl Engine {
         }
         let ids = self.encode_checked(text, 0)?;
         let mut hooks = Hooks::capturing([self.hook]);
-        let mut out = self.llama.forward(&[ids.clone()], &mut hooks, Logits::None).map_err(|e| AnalysisError::Model(e.to_string()))?;
+        let mut out = self
+            .llama
+            .forward(std::slice::from_ref(&ids), &mut hooks, Logits::None)
+            .map_err(|e| AnalysisError::Model(e.to_string()))?;
         let acts = out
             .activations
             .take(self.hook)
@@ -61,10 +69,16 @@ impl Engine {
         let norms = exclude::row_norms(&acts, d_in);
         let tok = self.tokenizer.clone();
         let ex = exclude::apply(rule, &ids, ids.len(), &norms, &move |id| tok.is_special(id));
-        let codes = self.sae.encode(&acts, ids.len()).map_err(|e| AnalysisError::Sae(e.to_string()))?;
+        let codes = self
+            .sae
+            .encode(&acts, ids.len())
+            .map_err(|e| AnalysisError::Sae(e.to_string()))?;
         let mut result = Vec::with_capacity(ids.len());
         for (p, &id) in ids.iter().enumerate() {
-            let token = self.tokenizer.decode(&[id]).unwrap_or_else(|_| format!("<{id}>"));
+            let token = self
+                .tokenizer
+                .decode(&[id])
+                .unwrap_or_else(|_| format!("<{id}>"));
             let excluded = !ex.keep[p];
             let mut features: Vec<FeatureAct> = Vec::new();
             if !excluded {
@@ -72,12 +86,20 @@ impl Engine {
                     .iter()
                     .enumerate()
                     .filter(|(_, &a)| a > 0.0)
-                    .map(|(j, &a)| FeatureAct { id: j as u32, act: a })
+                    .map(|(j, &a)| FeatureAct {
+                        id: j as u32,
+                        act: a,
+                    })
                     .collect();
                 features.sort_by(|a, b| b.act.total_cmp(&a.act).then(a.id.cmp(&b.id)));
                 features.truncate(top_k);
             }
-            result.push(TokenFeatures { id, token, excluded, features });
+            result.push(TokenFeatures {
+                id,
+                token,
+                excluded,
+                features,
+            });
         }
         Ok(result)
     }

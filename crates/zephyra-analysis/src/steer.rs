@@ -81,13 +81,27 @@ fn model_err(e: impl std::fmt::Display) -> AnalysisError {
 
 impl Engine {
     /// Checks that the SAE fits the hook and returns the engine.
-    pub fn new(llama: Arc<Llama>, tokenizer: Arc<Tokenizer>, sae: Arc<Sae>, hook: HookPoint) -> Result<Self> {
+    pub fn new(
+        llama: Arc<Llama>,
+        tokenizer: Arc<Tokenizer>,
+        sae: Arc<Sae>,
+        hook: HookPoint,
+    ) -> Result<Self> {
         let cfg = llama.config();
         hook.validate(cfg.n_layers).map_err(model_err)?;
         if sae.cfg.d_in != cfg.d_model {
-            return Err(AnalysisError::WidthMismatch { hook: hook.to_string(), hook_width: cfg.d_model, sae_d_in: sae.cfg.d_in });
+            return Err(AnalysisError::WidthMismatch {
+                hook: hook.to_string(),
+                hook_width: cfg.d_model,
+                sae_d_in: sae.cfg.d_in,
+            });
         }
-        Ok(Self { llama, tokenizer, sae, hook })
+        Ok(Self {
+            llama,
+            tokenizer,
+            sae,
+            hook,
+        })
     }
 
     /// Token ids of `text`, checked to be non-empty and to fit the context with `extra` more tokens.
@@ -95,7 +109,9 @@ impl Engine {
         let ids = self.tokenizer.encode(text).map_err(model_err)?;
         let n_ctx = self.llama.config().context_length;
         if ids.is_empty() {
-            return Err(AnalysisError::InvalidArgument("the text is empty: give at least one token".into()));
+            return Err(AnalysisError::InvalidArgument(
+                "the text is empty: give at least one token".into(),
+            ));
         }
         if ids.len() + extra > n_ctx {
             return Err(AnalysisError::InvalidArgument(format!(
@@ -111,7 +127,10 @@ impl Engine {
         let (d_in, d_sae) = (self.sae.cfg.d_in, self.sae.cfg.d_sae);
         let i = feature as usize;
         if i >= d_sae {
-            return Err(AnalysisError::InvalidArgument(format!("feature {feature} does not exist: the SAE has {d_sae} latents (0..={})", d_sae - 1)));
+            return Err(AnalysisError::InvalidArgument(format!(
+                "feature {feature} does not exist: the SAE has {d_sae} latents (0..={})",
+                d_sae - 1
+            )));
         }
         Ok(&self.sae.w_dec[i * d_in..(i + 1) * d_in])
     }
@@ -119,7 +138,10 @@ impl Engine {
     /// Generates the steered and the unsteered continuation of `req.prompt`.
     pub fn steer(&self, req: &SteerRequest) -> Result<SteerOutput> {
         if req.max_tokens == 0 || req.max_tokens > MAX_STEER_TOKENS {
-            return Err(AnalysisError::InvalidArgument(format!("max_tokens {} must be in 1..={MAX_STEER_TOKENS}", req.max_tokens)));
+            return Err(AnalysisError::InvalidArgument(format!(
+                "max_tokens {} must be in 1..={MAX_STEER_TOKENS}",
+                req.max_tokens
+            )));
         }
         if !req.strength.is_finite() || !req.temperature.is_finite() || req.temperature < 0.0 {
             return Err(AnalysisError::InvalidArgument(format!(
@@ -135,31 +157,45 @@ impl Engine {
             seed: req.seed,
             stop_tokens: self.tokenizer.eos_token_id().into_iter().collect(),
         };
-        let unsteered = self.llama.generate(&prompt, &cfg, &mut Hooks::new(), |_| {}).map_err(model_err)?;
+        let unsteered = self
+            .llama
+            .generate(&prompt, &cfg, &mut Hooks::new(), |_| {})
+            .map_err(model_err)?;
         let mut hooks = Hooks::new();
         match req.mode {
             SteerMode::Add => {
-                hooks.add_vector(self.hook, direction.iter().map(|v| v * req.strength).collect());
+                hooks.add_vector(
+                    self.hook,
+                    direction.iter().map(|v| v * req.strength).collect(),
+                );
             }
             SteerMode::Clamp => {
                 let sae = self.sae.clone();
-                let (feature, target, d_in) = (req.feature as usize, req.strength, self.sae.cfg.d_in);
+                let (feature, target, d_in) =
+                    (req.feature as usize, req.strength, self.sae.cfg.d_in);
                 hooks.replace(self.hook, move |_, x: &Tensor| {
                     let dims = x.dims().to_vec();
                     let mut data = x.flatten_all()?.to_vec1::<f32>()?;
                     let rows = data.len() / d_in;
-                    let codes = sae.encode(&data, rows).map_err(|e| zephyra_lm::LmError::InvalidInput(format!("SAE: {e}")))?;
+                    let codes = sae
+                        .encode(&data, rows)
+                        .map_err(|e| zephyra_lm::LmError::InvalidInput(format!("SAE: {e}")))?;
                     let d_sae = sae.cfg.d_sae;
                     for (r, row) in data.chunks_exact_mut(d_in).enumerate() {
                         let delta = target - codes[r * d_sae + feature];
-                        row.iter_mut().zip(&direction).for_each(|(x, d)| *x += delta * d);
+                        row.iter_mut()
+                            .zip(&direction)
+                            .for_each(|(x, d)| *x += delta * d);
                     }
                     Tensor::from_vec(data, dims, x.device())
                         .map_err(|e| zephyra_lm::LmError::InvalidInput(format!("clamp hook: {e}")))
                 });
             }
         }
-        let steered = self.llama.generate(&prompt, &cfg, &mut hooks, |_| {}).map_err(model_err)?;
+        let steered = self
+            .llama
+            .generate(&prompt, &cfg, &mut hooks, |_| {})
+            .map_err(model_err)?;
         let text = |ids: &[u32]| self.tokenizer.decode(ids).map_err(model_err);
         Ok(SteerOutput {
             steered: text(&steered.tokens)?,

@@ -8,16 +8,30 @@ use std::path::Path;
 
 use zephyra_analysis::features::planted::{planted, Planted};
 use zephyra_analysis::features::{
-    compute_features, export, hist_bin, FeatureIndex, FeatureJob, FeatureOptions, FeatureStore, Provenance,
+    compute_features, export, hist_bin, FeatureIndex, FeatureJob, FeatureOptions, FeatureStore,
+    Provenance,
 };
 use zephyra_data::Corpus;
 
 fn options() -> FeatureOptions {
-    FeatureOptions { ctx: 16, batch_contexts: 4, max_tokens: 1_000_000, n_top: 5, checkpoint_every: 1, ..Default::default() }
+    FeatureOptions {
+        ctx: 16,
+        batch_contexts: 4,
+        max_tokens: 1_000_000,
+        n_top: 5,
+        checkpoint_every: 1,
+        ..Default::default()
+    }
 }
 
-fn run(p: &Planted, out: &Path, opts: FeatureOptions, progress: &mut dyn FnMut(&zephyra_analysis::features::FeatureProgress)) -> zephyra_analysis::Result<FeatureIndex> {
-    let corpus = Corpus::from_specs(&[p.corpus_path.display().to_string()], Default::default()).unwrap();
+fn run(
+    p: &Planted,
+    out: &Path,
+    opts: FeatureOptions,
+    progress: &mut dyn FnMut(&zephyra_analysis::features::FeatureProgress),
+) -> zephyra_analysis::Result<FeatureIndex> {
+    let corpus =
+        Corpus::from_specs(&[p.corpus_path.display().to_string()], Default::default()).unwrap();
     let job = FeatureJob {
         llama: &p.llama,
         tokenizer: p.tokenizer.clone(),
@@ -26,7 +40,11 @@ fn run(p: &Planted, out: &Path, opts: FeatureOptions, progress: &mut dyn FnMut(&
         corpus: &corpus,
         options: opts,
         out_dir: out,
-        provenance: Provenance { model: "tiny".into(), sae: "planted".into(), ..Default::default() },
+        provenance: Provenance {
+            model: "tiny".into(),
+            sae: "planted".into(),
+            ..Default::default()
+        },
     };
     compute_features(&job, progress)
 }
@@ -37,7 +55,11 @@ fn expected_fires(p: &Planted, ctx: usize) -> (u64, u64) {
     let mut ids = p.tokenizer.encode(&p.text).unwrap();
     ids.push(p.tokenizer.eos_token_id().unwrap());
     let full = ids.len() / ctx * ctx;
-    let fires = ids[..full].iter().enumerate().filter(|(i, &t)| i % ctx != 0 && t == p.token).count();
+    let fires = ids[..full]
+        .iter()
+        .enumerate()
+        .filter(|(i, &t)| i % ctx != 0 && t == p.token)
+        .count();
     (fires as u64, full as u64)
 }
 
@@ -49,7 +71,10 @@ fn planted_latent_is_recovered() {
     let index = run(&p, &out, options(), &mut |_| {}).unwrap();
     let (fires, n_tokens) = expected_fires(&p, 16);
     assert_eq!(index.n_tokens_read, n_tokens);
-    assert!(fires >= 10, "the corpus should contain the planted token often ({fires})");
+    assert!(
+        fires >= 10,
+        "the corpus should contain the planted token often ({fires})"
+    );
 
     let store = FeatureStore::open(&out).unwrap();
     let rec = store.record(0).unwrap().unwrap();
@@ -59,39 +84,83 @@ fn planted_latent_is_recovered() {
     assert!((rec.mean_act - 1.0).abs() < 1e-4, "{}", rec.mean_act);
     assert_eq!(rec.top.len(), 5);
     for ex in &rec.top {
-        assert_eq!(ex.token_ids[ex.center as usize], p.token, "top context not centred on the planted token");
+        assert_eq!(
+            ex.token_ids[ex.center as usize], p.token,
+            "top context not centred on the planted token"
+        );
         assert!((ex.acts[ex.center as usize] - 1.0).abs() < 1e-4);
         // Every other token of the window is either the planted token (activation 1) or silent.
         for (t, a) in ex.token_ids.iter().zip(&ex.acts) {
-            assert!(if *t == p.token { (*a - 1.0).abs() < 1e-4 || *a == 0.0 } else { *a == 0.0 }, "{t} {a}");
+            assert!(
+                if *t == p.token {
+                    (*a - 1.0).abs() < 1e-4 || *a == 0.0
+                } else {
+                    *a == 0.0
+                },
+                "{t} {a}"
+            );
         }
         assert_eq!(ex.tokens.len(), ex.token_ids.len());
     }
-    assert_eq!(rec.logits_pos[0].id, p.token, "the planted direction must promote its token most");
-    assert_eq!(rec.logits_pos[0].token, p.tokenizer.decode(&[p.token]).unwrap());
-    assert_eq!(rec.histogram.iter().map(|&h| u64::from(h)).sum::<u64>(), fires);
+    assert_eq!(
+        rec.logits_pos[0].id, p.token,
+        "the planted direction must promote its token most"
+    );
+    assert_eq!(
+        rec.logits_pos[0].token,
+        p.tokenizer.decode(&[p.token]).unwrap()
+    );
+    assert_eq!(
+        rec.histogram.iter().map(|&h| u64::from(h)).sum::<u64>(),
+        fires
+    );
     // Every activation is 1 (up to rounding): all counts sit in the bins around 1.
-    let around_one: u32 = rec.histogram[hist_bin(0.999)..=hist_bin(1.001)].iter().sum();
+    let around_one: u32 = rec.histogram[hist_bin(0.999)..=hist_bin(1.001)]
+        .iter()
+        .sum();
     assert_eq!(u64::from(around_one), fires);
     assert!(!rec.quantiles.is_empty());
-    assert!(rec.cofire.is_empty(), "nothing fires with the planted latent");
+    assert!(
+        rec.cofire.is_empty(),
+        "nothing fires with the planted latent"
+    );
     for id in 1..4 {
         let dead = store.record(id).unwrap().unwrap();
         assert_eq!((dead.n_fires, dead.top.len()), (0, 0));
     }
     assert!(store.record(4).unwrap().is_none());
     let summary = &store.index().features[0];
-    assert_eq!(summary.top_tokens[0], p.tokenizer.decode(&[p.token]).unwrap());
-    assert!(!out.join("checkpoint.json").exists(), "the checkpoint is removed when the pass completes");
+    assert_eq!(
+        summary.top_tokens[0],
+        p.tokenizer.decode(&[p.token]).unwrap()
+    );
+    assert!(
+        !out.join("checkpoint.json").exists(),
+        "the checkpoint is removed when the pass completes"
+    );
 
     // Neuronpedia export: one batch file with the dashboard fields.
     let np = dir.path().join("np");
-    assert_eq!(export::export_neuronpedia(&store, &np, "tiny", "set").unwrap(), 1);
-    let batch: serde_json::Value = serde_json::from_slice(&std::fs::read(np.join("batch-0.json")).unwrap()).unwrap();
+    assert_eq!(
+        export::export_neuronpedia(&store, &np, "tiny", "set").unwrap(),
+        1
+    );
+    let batch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(np.join("batch-0.json")).unwrap()).unwrap();
     let f0 = &batch["features"][0];
     assert_eq!(f0["feature_index"], 0);
-    assert_eq!(f0["pos_str"][0], serde_json::json!(p.tokenizer.decode(&[p.token]).unwrap()));
-    assert_eq!(f0["activations"].as_array().unwrap().len(), 5 + rec.quantiles.iter().map(|g| g.examples.len()).sum::<usize>());
+    assert_eq!(
+        f0["pos_str"][0],
+        serde_json::json!(p.tokenizer.decode(&[p.token]).unwrap())
+    );
+    assert_eq!(
+        f0["activations"].as_array().unwrap().len(),
+        5 + rec
+            .quantiles
+            .iter()
+            .map(|g| g.examples.len())
+            .sum::<usize>()
+    );
     assert_eq!(batch["features"].as_array().unwrap().len(), 4);
 }
 
@@ -117,7 +186,10 @@ fn an_interrupted_pass_resumes_to_the_same_result() {
     assert!(resumed, "the second run must start from the checkpoint");
     let ra = std::fs::read(a.join("features.jsonl")).unwrap();
     let rb = std::fs::read(b.join("features.jsonl")).unwrap();
-    assert!(ra == rb, "a resumed pass must write the same records as an uninterrupted one");
+    assert!(
+        ra == rb,
+        "a resumed pass must write the same records as an uninterrupted one"
+    );
 
     // A checkpoint from other settings is refused with a message, not silently mixed in.
     let c = dir.path().join("c");
@@ -130,7 +202,16 @@ fn an_interrupted_pass_resumes_to_the_same_result() {
             }
         })
     }));
-    let err = run(&p, &c, FeatureOptions { n_top: 3, ..options() }, &mut |_| {}).unwrap_err();
+    let err = run(
+        &p,
+        &c,
+        FeatureOptions {
+            n_top: 3,
+            ..options()
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("other settings"), "{err}");
 }
 
@@ -139,15 +220,38 @@ fn bad_options_are_refused() {
     let p = planted(3);
     let dir = tempfile::tempdir().unwrap();
     for opts in [
-        FeatureOptions { ctx: 1, ..options() },
-        FeatureOptions { ctx: 100_000, ..options() },
-        FeatureOptions { batch_contexts: 0, ..options() },
-        FeatureOptions { max_tokens: 0, ..options() },
+        FeatureOptions {
+            ctx: 1,
+            ..options()
+        },
+        FeatureOptions {
+            ctx: 100_000,
+            ..options()
+        },
+        FeatureOptions {
+            batch_contexts: 0,
+            ..options()
+        },
+        FeatureOptions {
+            max_tokens: 0,
+            ..options()
+        },
     ] {
         let err = run(&p, dir.path(), opts, &mut |_| {}).unwrap_err();
-        assert!(matches!(err, zephyra_analysis::AnalysisError::InvalidArgument(_)), "{err}");
+        assert!(
+            matches!(err, zephyra_analysis::AnalysisError::InvalidArgument(_)),
+            "{err}"
+        );
     }
     // A corpus shorter than one context leaves nothing to count.
-    let err = run(&p, dir.path(), FeatureOptions { ctx: 250, ..options() }, &mut |_| {});
+    let err = run(
+        &p,
+        dir.path(),
+        FeatureOptions {
+            ctx: 250,
+            ..options()
+        },
+        &mut |_| {},
+    );
     assert!(err.is_ok() || matches!(err, Err(zephyra_analysis::AnalysisError::NoTokens { .. })));
 }

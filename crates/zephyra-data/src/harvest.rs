@@ -561,9 +561,13 @@ fn writer_thread(
             }
             let (data, kept_norms, ex) = select_rows(&raw, h, d, cfg.ctx, &cfg.rule, encoder.as_ref());
             let file = shard_file_name(raw.index);
+            // One metadata key: safetensors writes a map's keys in hash order, which would make identical
+            // shards differ byte-wise between runs.
             let mut meta = HashMap::new();
-            meta.insert("hook".to_string(), m.hook.clone());
-            meta.insert("first_context".to_string(), raw.first_context.to_string());
+            meta.insert(
+                "zephyra".to_string(),
+                serde_json::json!({ "hook": m.hook, "first_context": raw.first_context }).to_string(),
+            );
             let bytes = encode_shard(&data, d, cfg.ctx, cfg.dtype, meta)?;
             write_atomic(&dir.join(&file), &bytes)?;
             m.accumulator.add_rows(&data.activations, d, &kept_norms);

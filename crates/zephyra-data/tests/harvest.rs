@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use zephyra_data::harvest::{harvest, model_info, HookModel};
+use zephyra_data::harvest::{harvest, model_info};
 use zephyra_data::store::manifest::Manifest;
 use zephyra_data::{ActivationStore, DataError, ExclusionRule};
 use zephyra_lm::{HookPoint, Hooks, Llama};
@@ -149,7 +149,14 @@ fn interrupted_harvest_resumes_to_the_same_store() {
     let s = harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg.clone()), info.clone(), 1, part.path(), &mut |_| {}).unwrap();
     assert_eq!(s.resumed_shards, 2);
     for h in &hooks {
-        assert_eq!(files(&part.path().join(h.to_string())), files(&whole.path().join(h.to_string())), "{h}");
+        let (a, b) = (files(&part.path().join(h.to_string())), files(&whole.path().join(h.to_string())));
+        assert_eq!(a.iter().map(|f| &f.0).collect::<Vec<_>>(), b.iter().map(|f| &f.0).collect::<Vec<_>>(), "{h}");
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            if name.ends_with(".json") {
+                assert_eq!(String::from_utf8_lossy(x), String::from_utf8_lossy(y), "{h}/{name}");
+            }
+            assert!(x == y, "{h}/{name} differs");
+        }
     }
     // Harvesting into a complete store is refused.
     let e = harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg), info, 1, part.path(), &mut |_| {}).unwrap_err();

@@ -175,4 +175,13 @@ fn captures_cover_every_hook_point_with_consistent_sums() {
     hooks.replace(HookPoint::LnFinal, |_, t| Ok(t.zeros_like()?));
     let out = model.forward(&ids, &mut hooks, Logits::All).unwrap();
     assert!(flat(&out.logits.unwrap()).iter().all(|&x| x == 0.0));
+    // Logits::Last (with and without an ln_final hook) is the last row of Logits::All (up to
+    // rounding: a one-row product takes another GEMM kernel).
+    let all = model.forward(&ids, &mut Hooks::new(), Logits::All).unwrap();
+    let all = flat(&all.logits.unwrap().get(0).unwrap().get(5).unwrap());
+    for mut hooks in [Hooks::new(), Hooks::capturing([HookPoint::LnFinal])] {
+        let last = model.forward(&ids, &mut hooks, Logits::Last).unwrap();
+        let err = common::rel_err(&flat(&last.logits.unwrap()), &all);
+        assert!(err < 1e-6, "{err:e}");
+    }
 }

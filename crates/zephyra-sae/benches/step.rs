@@ -9,26 +9,51 @@ use zephyra_sae::kernels::MatRef;
 use zephyra_sae::{Architecture, Gradients, Sae, SaeConfig, StepConfig, Workspace};
 
 fn main() {
-    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
     let (d_in, d_sae, n) = (576, 9216, 4096);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let x: Vec<f32> = (0..n * d_in).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let x: Vec<f32> = (0..n * d_in)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     if filter.as_deref().is_none_or(|f| "gemm".contains(f)) {
         // The bound: the one dense encoder GEMM every step needs.
-        let w: Vec<f32> = (0..d_in * d_sae).map(|_| rng.random_range(-0.05f32..0.05)).collect();
+        let w: Vec<f32> = (0..d_in * d_sae)
+            .map(|_| rng.random_range(-0.05f32..0.05))
+            .collect();
         let mut z = vec![0.0f32; n * d_sae];
         let t = Instant::now();
         for _ in 0..3 {
-            zephyra_sae::kernels::matmul(&mut z, MatRef::row_major(&x, n, d_in), MatRef::row_major(&w, d_in, d_sae), false, 1.0);
+            zephyra_sae::kernels::matmul(
+                &mut z,
+                MatRef::row_major(&x, n, d_in),
+                MatRef::row_major(&w, d_in, d_sae),
+                false,
+                1.0,
+            );
         }
         let dt = t.elapsed().as_secs_f64() / 3.0;
-        println!("{:<24} {:>7.1} ms  {:>8.0} tok/s bound", "encoder GEMM alone", dt * 1e3, n as f64 / dt);
+        println!(
+            "{:<24} {:>7.1} ms  {:>8.0} tok/s bound",
+            "encoder GEMM alone",
+            dt * 1e3,
+            n as f64 / dt
+        );
     }
     for (label, arch, lambda, relu_bias) in [
         ("topk k=32", Architecture::TopK { k: 32 }, 0.0, 0.0),
-        ("batchtopk k=32", Architecture::BatchTopK { k: 32 }, 0.0, 0.0),
+        (
+            "batchtopk k=32",
+            Architecture::BatchTopK { k: 32 },
+            0.0,
+            0.0,
+        ),
         ("relu (dense, at init)", Architecture::Relu, 5.0, 0.0),
         ("relu (sparse, L0≈100)", Architecture::Relu, 5.0, -0.9),
         ("jumprelu (L0≈100)", Architecture::JumpRelu, 1.0, -0.9),
@@ -36,20 +61,34 @@ fn main() {
         if filter.as_deref().is_some_and(|f| !label.contains(f)) {
             continue;
         }
-        let mut sae = Sae::init(SaeConfig::new(d_in, d_sae, arch).expect("valid config"), &mut rng).expect("init");
+        let mut sae = Sae::init(
+            SaeConfig::new(d_in, d_sae, arch).expect("valid config"),
+            &mut rng,
+        )
+        .expect("init");
         // A negative encoder bias stands in for a trained, sparse ReLU SAE.
-        sae.b_enc.iter_mut().for_each(|b| *b = relu_bias * if arch == Architecture::Relu { 0.1 } else { 1.0 });
+        sae.b_enc
+            .iter_mut()
+            .for_each(|b| *b = relu_bias * if arch == Architecture::Relu { 0.1 } else { 1.0 });
         if arch == Architecture::JumpRelu {
-            sae.log_threshold.iter_mut().for_each(|t| *t = 0.001f32.ln());
+            sae.log_threshold
+                .iter_mut()
+                .for_each(|t| *t = 0.001f32.ln());
         }
         let mut ws = Workspace::default();
         let mut grads = Gradients::zeros_like(&sae);
-        let step = StepConfig { sparsity_coeff: lambda, ..StepConfig::default() };
-        let stats = sae.forward_backward(&x, n, &step, &mut ws, &mut grads).expect("step");
+        let step = StepConfig {
+            sparsity_coeff: lambda,
+            ..StepConfig::default()
+        };
+        let stats = sae
+            .forward_backward(&x, n, &step, &mut ws, &mut grads)
+            .expect("step");
         let reps = 3;
         let t = Instant::now();
         for _ in 0..reps {
-            sae.forward_backward(&x, n, &step, &mut ws, &mut grads).expect("step");
+            sae.forward_backward(&x, n, &step, &mut ws, &mut grads)
+                .expect("step");
         }
         let dt = t.elapsed().as_secs_f64() / reps as f64;
         println!("{label:<24} L0 {:>8.1}  dense {:<5}  {:>7.1} ms/step  {:>8.0} tok/s (forward+backward only, {threads} threads)", stats.l0, stats.dense, dt * 1e3, n as f64 / dt);

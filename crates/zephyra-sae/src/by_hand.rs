@@ -7,8 +7,10 @@
 //! Worksheet conventions: samples are rows of `X`; the worksheet's `W_enc` is `6×3` (a row per feature)
 //! and its `W_dec` is `3×6` (a column per feature), i.e. the transposes of the SAELens tensors. The loss
 //! is summed over samples: `L = Σ_samples ‖x′−x‖² + λ Σ_samples Σ_i f_i ‖W_dec[:,i]‖₂`, and the gradients
-//! are of that `L`. The numbers are chosen so that no pre-activation is exactly 0 (every bias is an odd
-//! multiple of ½ over integer inputs and weights) and every decoder column is non-zero.
+//! are of that `L`. The numbers are chosen so that no pre-activation is exactly 0 and every decoder
+//! column is non-zero: inputs and weights are integers and the biases of layer `l` of the autoencoder are
+//! odd multiples of `2^-l` (so layer `l`'s pre-activations are too), those of the SAE's encoder odd
+//! multiples of ½.
 
 use serde_json::{json, Value};
 
@@ -31,7 +33,11 @@ impl Matrix {
     /// From nested rows.
     pub fn from_rows(rows: &[&[f64]]) -> Self {
         let cols = rows.first().map_or(0, |r| r.len());
-        Self { rows: rows.len(), cols, data: rows.iter().flat_map(|r| r.iter().copied()).collect() }
+        Self {
+            rows: rows.len(),
+            cols,
+            data: rows.iter().flat_map(|r| r.iter().copied()).collect(),
+        }
     }
 
     fn new(rows: usize, cols: usize, data: Vec<f64>) -> Self {
@@ -51,7 +57,12 @@ impl Matrix {
 
     /// Nested JSON arrays.
     pub fn to_json(&self) -> Value {
-        Value::Array(self.data.chunks(self.cols.max(1)).map(|r| json!(r)).collect())
+        Value::Array(
+            self.data
+                .chunks(self.cols.max(1))
+                .map(|r| json!(r))
+                .collect(),
+        )
     }
 }
 
@@ -88,7 +99,11 @@ pub struct Step {
 }
 
 fn step(name: &str, explanation: &str, value: Cell) -> Step {
-    Step { name: name.into(), explanation: explanation.into(), value }
+    Step {
+        name: name.into(),
+        explanation: explanation.into(),
+        value,
+    }
 }
 
 /// Part (a): the plain autoencoder.
@@ -150,12 +165,21 @@ pub struct Worksheet {
 
 /// Computes the worksheet.
 pub fn worksheet() -> Result<Worksheet> {
-    Ok(Worksheet { autoencoder: autoencoder_sheet(), sae: sae_sheet()? })
+    Ok(Worksheet {
+        autoencoder: autoencoder_sheet(),
+        sae: sae_sheet()?,
+    })
 }
 
 fn mm(a: &Matrix, b: &Matrix) -> Matrix {
     let mut out = vec![0.0; a.rows * b.cols];
-    matmul(&mut out, MatRef::row_major(&a.data, a.rows, a.cols), MatRef::row_major(&b.data, b.rows, b.cols), false, 1.0);
+    matmul(
+        &mut out,
+        MatRef::row_major(&a.data, a.rows, a.cols),
+        MatRef::row_major(&b.data, b.rows, b.cols),
+        false,
+        1.0,
+    );
     Matrix::new(a.rows, b.cols, out)
 }
 
@@ -172,16 +196,51 @@ fn relu(m: &Matrix) -> Matrix {
 }
 
 fn autoencoder_sheet() -> AutoencoderSheet {
-    let x = Matrix::from_rows(&[&[1.0, 0.0, 2.0, 1.0], &[0.0, 1.0, 1.0, 2.0], &[2.0, 1.0, 0.0, 1.0], &[1.0, 2.0, 1.0, 0.0]]);
+    let x = Matrix::from_rows(&[
+        &[1.0, 0.0, 2.0, 1.0],
+        &[0.0, 1.0, 1.0, 2.0],
+        &[2.0, 1.0, 0.0, 1.0],
+        &[1.0, 2.0, 1.0, 0.0],
+    ]);
     let layers = vec![
-        (Matrix::from_rows(&[&[1.0, 0.0, 1.0, -1.0], &[0.0, 1.0, -1.0, 1.0], &[1.0, 1.0, 0.0, 0.0]]), vec![0.5, 0.5, -0.5]),
-        (Matrix::from_rows(&[&[1.0, -1.0, 1.0], &[0.0, 1.0, 1.0]]), vec![-0.5, 0.5]),
-        (Matrix::from_rows(&[&[1.0, 0.0], &[0.0, 1.0], &[1.0, -1.0]]), vec![0.5, -0.5, 0.5]),
-        (Matrix::from_rows(&[&[1.0, 0.0, 0.0], &[0.0, 1.0, 0.0], &[0.0, 0.0, 1.0], &[1.0, 1.0, -1.0]]), vec![-0.5, 0.5, 0.5, -0.5]),
+        (
+            Matrix::from_rows(&[
+                &[1.0, 0.0, 1.0, -1.0],
+                &[0.0, 1.0, -1.0, 1.0],
+                &[1.0, 1.0, 0.0, 0.0],
+            ]),
+            vec![0.5, 0.5, -0.5],
+        ),
+        (
+            Matrix::from_rows(&[&[1.0, -1.0, 1.0], &[0.0, 1.0, 1.0]]),
+            vec![-0.25, 0.25],
+        ),
+        (
+            Matrix::from_rows(&[&[1.0, 0.0], &[0.0, 1.0], &[1.0, -1.0]]),
+            vec![0.125, -0.125, 0.125],
+        ),
+        (
+            Matrix::from_rows(&[
+                &[1.0, 0.0, 0.0],
+                &[0.0, 1.0, 0.0],
+                &[0.0, 0.0, 1.0],
+                &[1.0, 1.0, -1.0],
+            ]),
+            vec![-0.0625, 0.0625, 0.0625, -0.0625],
+        ),
     ];
     let lr = 0.01;
-    let names = ["encoder 4→3", "encoder 3→2 (the code)", "decoder 2→3", "decoder 3→4 (output Y)"];
-    let mut steps = vec![step("X", "4 training examples (rows); the autoencoder's target is its input", Cell::Matrix(x.clone()))];
+    let names = [
+        "encoder 4→3",
+        "encoder 3→2 (the code)",
+        "decoder 2→3",
+        "decoder 3→4 (output Y)",
+    ];
+    let mut steps = vec![step(
+        "X",
+        "4 training examples (rows); the autoencoder's target is its input",
+        Cell::Matrix(x.clone()),
+    )];
     // Forward.
     let mut inputs = vec![x.clone()];
     let mut pres = Vec::new();
@@ -189,39 +248,115 @@ fn autoencoder_sheet() -> AutoencoderSheet {
         let mut pre = mm(inputs.last().unwrap_or(&x), &w.t());
         add_bias(&mut pre, b);
         let out = relu(&pre);
-        steps.push(step(&format!("layer {} {}: W·h + b", l + 1, names[l]), "linear map of the previous layer's output (one row per example)", Cell::Matrix(pre.clone())));
-        steps.push(step(&format!("layer {} ReLU", l + 1), "negative pre-activations become 0", Cell::Matrix(out.clone())));
+        steps.push(step(
+            &format!("layer {} {}: W·h + b", l + 1, names[l]),
+            "linear map of the previous layer's output (one row per example)",
+            Cell::Matrix(pre.clone()),
+        ));
+        steps.push(step(
+            &format!("layer {} ReLU", l + 1),
+            "negative pre-activations become 0",
+            Cell::Matrix(out.clone()),
+        ));
         pres.push(pre);
         inputs.push(out);
     }
     let y = inputs.last().cloned().unwrap_or_else(|| x.clone());
-    let loss: f64 = y.data.iter().zip(&x.data).map(|(a, b)| (a - b) * (a - b)).sum();
-    steps.push(step("loss Σ(Y−Y′)²", "squared error between the output Y and the target Y′ = X, summed over examples", Cell::Scalar(loss)));
-    let mut d = Matrix::new(y.rows, y.cols, y.data.iter().zip(&x.data).map(|(a, b)| 2.0 * (a - b)).collect());
-    steps.push(step("gradient 2(Y−Y′)", "dL/dY: how the loss changes with each output", Cell::Matrix(d.clone())));
+    let loss: f64 = y
+        .data
+        .iter()
+        .zip(&x.data)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum();
+    steps.push(step(
+        "loss Σ(Y−Y′)²",
+        "squared error between the output Y and the target Y′ = X, summed over examples",
+        Cell::Scalar(loss),
+    ));
+    let mut d = Matrix::new(
+        y.rows,
+        y.cols,
+        y.data
+            .iter()
+            .zip(&x.data)
+            .map(|(a, b)| 2.0 * (a - b))
+            .collect(),
+    );
+    steps.push(step(
+        "gradient 2(Y−Y′)",
+        "dL/dY: how the loss changes with each output",
+        Cell::Matrix(d.clone()),
+    ));
     // Backward.
     let mut grads = vec![(Matrix::new(0, 0, vec![]), vec![]); layers.len()];
     for l in (0..layers.len()).rev() {
-        let dpre = Matrix::new(d.rows, d.cols, d.data.iter().zip(&pres[l].data).map(|(g, p)| if *p > 0.0 { *g } else { 0.0 }).collect());
-        steps.push(step(&format!("layer {} backprop through ReLU", l + 1), "gradient passes where the pre-activation was positive, else 0", Cell::Matrix(dpre.clone())));
+        let dpre = Matrix::new(
+            d.rows,
+            d.cols,
+            d.data
+                .iter()
+                .zip(&pres[l].data)
+                .map(|(g, p)| if *p > 0.0 { *g } else { 0.0 })
+                .collect(),
+        );
+        steps.push(step(
+            &format!("layer {} backprop through ReLU", l + 1),
+            "gradient passes where the pre-activation was positive, else 0",
+            Cell::Matrix(dpre.clone()),
+        ));
         let gw = mm(&dpre.t(), &inputs[l]);
-        let gb: Vec<f64> = (0..dpre.cols).map(|c| (0..dpre.rows).map(|r| dpre.data[r * dpre.cols + c]).sum()).collect();
+        let gb: Vec<f64> = (0..dpre.cols)
+            .map(|c| (0..dpre.rows).map(|r| dpre.data[r * dpre.cols + c]).sum())
+            .collect();
         steps.push(step(&format!("layer {} dL/dW", l + 1), "outer products of the back-propagated gradient with the layer input, summed over examples", Cell::Matrix(gw.clone())));
-        steps.push(step(&format!("layer {} dL/db", l + 1), "back-propagated gradient summed over examples", Cell::Vector(gb.clone())));
+        steps.push(step(
+            &format!("layer {} dL/db", l + 1),
+            "back-propagated gradient summed over examples",
+            Cell::Vector(gb.clone()),
+        ));
         d = mm(&dpre, &layers[l].0);
         grads[l] = (gw, gb);
     }
     for (l, ((w, b), (gw, gb))) in layers.iter().zip(&grads).enumerate() {
-        let nw = Matrix::new(w.rows, w.cols, w.data.iter().zip(&gw.data).map(|(a, g)| a - lr * g).collect());
+        let nw = Matrix::new(
+            w.rows,
+            w.cols,
+            w.data
+                .iter()
+                .zip(&gw.data)
+                .map(|(a, g)| a - lr * g)
+                .collect(),
+        );
         let nb: Vec<f64> = b.iter().zip(gb).map(|(a, g)| a - lr * g).collect();
-        steps.push(step(&format!("update layer {} W ← W − lr·dL/dW", l + 1), &format!("one gradient-descent step with lr = {lr}"), Cell::Matrix(nw)));
-        steps.push(step(&format!("update layer {} b ← b − lr·dL/db", l + 1), &format!("one gradient-descent step with lr = {lr}"), Cell::Vector(nb)));
+        steps.push(step(
+            &format!("update layer {} W ← W − lr·dL/dW", l + 1),
+            &format!("one gradient-descent step with lr = {lr}"),
+            Cell::Matrix(nw),
+        ));
+        steps.push(step(
+            &format!("update layer {} b ← b − lr·dL/db", l + 1),
+            &format!("one gradient-descent step with lr = {lr}"),
+            Cell::Vector(nb),
+        ));
     }
-    AutoencoderSheet { x, layers, lr, steps, loss, grads }
+    AutoencoderSheet {
+        x,
+        layers,
+        lr,
+        steps,
+        loss,
+        grads,
+    }
 }
 
 fn sae_sheet() -> Result<SaeSheet> {
-    let x = Matrix::from_rows(&[&[1.0, 2.0, 0.0], &[0.0, 1.0, 2.0], &[2.0, 0.0, 1.0], &[1.0, 1.0, 1.0], &[3.0, 0.0, -1.0]]);
+    let x = Matrix::from_rows(&[
+        &[1.0, 2.0, 0.0],
+        &[0.0, 1.0, 2.0],
+        &[2.0, 0.0, 1.0],
+        &[1.0, 1.0, 1.0],
+        &[3.0, 0.0, -1.0],
+    ]);
     // Worksheet orientation: a row per feature (encoder), a column per feature (decoder).
     let w_enc = Matrix::from_rows(&[
         &[1.0, 0.0, -1.0],
@@ -232,7 +367,11 @@ fn sae_sheet() -> Result<SaeSheet> {
         &[1.0, -1.0, 1.0],
     ]);
     let b_enc = vec![0.5, -0.5, -1.5, -0.5, 0.5, -1.5];
-    let w_dec = Matrix::from_rows(&[&[1.0, 0.0, 2.0, -1.0, 0.0, 1.0], &[0.0, 1.0, 1.0, 0.0, -1.0, 0.0], &[1.0, 1.0, 0.0, 1.0, 2.0, 0.0]]);
+    let w_dec = Matrix::from_rows(&[
+        &[1.0, 0.0, 2.0, -1.0, 0.0, 1.0],
+        &[0.0, 1.0, 1.0, 0.0, -1.0, 0.0],
+        &[1.0, 1.0, 0.0, 1.0, 2.0, 0.0],
+    ]);
     let b_dec = vec![0.5, 0.0, -0.5];
     let lambda = 0.5;
     let lr = 0.01;
@@ -247,54 +386,185 @@ fn sae_sheet() -> Result<SaeSheet> {
     sae.b_dec = b_dec.clone();
     let mut ws = WorkspaceOf::default();
     let mut grads = GradientsOf::zeros_like(&sae);
-    let step_cfg = StepConfig { sparsity_coeff: lambda, reduction: Reduction::Sum, dense_above: 1.0, ..StepConfig::default() };
+    let step_cfg = StepConfig {
+        sparsity_coeff: lambda,
+        reduction: Reduction::Sum,
+        dense_above: 1.0,
+        ..StepConfig::default()
+    };
     let stats = sae.forward_backward(&x.data, n, &step_cfg, &mut ws, &mut grads)?;
 
     // The intermediate matrices, for display (the loss and gradients above are what the trainer computes).
     let mut z = mm(&x, &w_enc.t());
     add_bias(&mut z, &b_enc);
-    if z.data.iter().any(|v| *v == 0.0) {
-        return Err(SaeError::InvalidConfig("worksheet numbers put a pre-activation exactly on the ReLU kink".into()));
+    if z.data.contains(&0.0) {
+        return Err(SaeError::InvalidConfig(
+            "worksheet numbers put a pre-activation exactly on the ReLU kink".into(),
+        ));
     }
     let f = relu(&z);
     let mut xr = mm(&f, &w_dec.t());
     add_bias(&mut xr, &b_dec);
-    let norms: Vec<f64> = (0..d_sae).map(|i| (0..d_in).map(|j| w_dec.data[j * d_sae + i].powi(2)).sum::<f64>().sqrt()).collect();
-    let l1_rows: Vec<f64> = (0..n).map(|r| lambda * (0..d_sae).map(|i| f.data[r * d_sae + i] * norms[i]).sum::<f64>()).collect();
-    let sign = Matrix::new(n, d_sae, f.data.iter().map(|v| if *v > 0.0 { 1.0 } else { 0.0 }).collect());
-    let mask = Matrix::new(n, d_sae, z.data.iter().map(|v| if *v > 0.0 { 1.0 } else { 0.0 }).collect());
-    let sparse_grad = Matrix::new(n, d_sae, (0..n * d_sae).map(|p| lambda * sign.data[p] * mask.data[p] * norms[p % d_sae]).collect());
-    let mse_rows: Vec<f64> = (0..n).map(|r| (0..d_in).map(|j| (xr.data[r * d_in + j] - x.data[r * d_in + j]).powi(2)).sum()).collect();
-    let dxr = Matrix::new(n, d_in, xr.data.iter().zip(&x.data).map(|(a, b)| 2.0 * (a - b)).collect());
+    let norms: Vec<f64> = (0..d_sae)
+        .map(|i| {
+            (0..d_in)
+                .map(|j| w_dec.data[j * d_sae + i].powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    let l1_rows: Vec<f64> = (0..n)
+        .map(|r| {
+            lambda
+                * (0..d_sae)
+                    .map(|i| f.data[r * d_sae + i] * norms[i])
+                    .sum::<f64>()
+        })
+        .collect();
+    let sign = Matrix::new(
+        n,
+        d_sae,
+        f.data
+            .iter()
+            .map(|v| if *v > 0.0 { 1.0 } else { 0.0 })
+            .collect(),
+    );
+    let mask = Matrix::new(
+        n,
+        d_sae,
+        z.data
+            .iter()
+            .map(|v| if *v > 0.0 { 1.0 } else { 0.0 })
+            .collect(),
+    );
+    let sparse_grad = Matrix::new(
+        n,
+        d_sae,
+        (0..n * d_sae)
+            .map(|p| lambda * sign.data[p] * mask.data[p] * norms[p % d_sae])
+            .collect(),
+    );
+    let mse_rows: Vec<f64> = (0..n)
+        .map(|r| {
+            (0..d_in)
+                .map(|j| (xr.data[r * d_in + j] - x.data[r * d_in + j]).powi(2))
+                .sum()
+        })
+        .collect();
+    let dxr = Matrix::new(
+        n,
+        d_in,
+        xr.data
+            .iter()
+            .zip(&x.data)
+            .map(|(a, b)| 2.0 * (a - b))
+            .collect(),
+    );
 
     let grad_w_enc = Matrix::new(d_in, d_sae, grads.w_enc.clone()).t();
     let grad_w_dec = Matrix::new(d_sae, d_in, grads.w_dec.clone()).t();
     let grad_b_enc = grads.b_enc.clone();
     let grad_b_dec = grads.b_dec.clone();
-    let upd = |w: &[f64], g: &[f64]| -> Vec<f64> { w.iter().zip(g).map(|(a, b)| a - lr * b).collect() };
+    let upd =
+        |w: &[f64], g: &[f64]| -> Vec<f64> { w.iter().zip(g).map(|(a, b)| a - lr * b).collect() };
     let l1_total: f64 = l1_rows.iter().sum();
     let mse_total: f64 = mse_rows.iter().sum();
     let steps = vec![
-        step("(1) encoder linear: Z = X·W_encᵀ + b_enc", "each feature's pre-activation for each sample (rows: samples, columns: 6 features)", Cell::Matrix(z)),
-        step("(2) ReLU: F = max(Z, 0)", "negative pre-activations become 0: the sparse feature activations", Cell::Matrix(f)),
-        step("(3) decoder reconstruction: X′ = F·W_decᵀ + b_dec", "each sample rebuilt as a weighted sum of decoder columns", Cell::Matrix(xr)),
-        step("(4) decoder column L2 norms ‖W_dec[:,i]‖", "the length of each feature's decoder direction", Cell::Vector(norms)),
-        step("(5) L1 loss λ Σ_i f_i ‖W_dec[:,i]‖ (per sample)", &format!("sparsity penalty per sample; total {l1_total:.4}"), Cell::Vector(l1_rows)),
-        step("(6) its gradient: sign(F)", "the derivative of |f| is the sign of f (1 where active)", Cell::Matrix(sign)),
-        step("(7) zeros stay zero: 1[Z > 0]", "the ReLU passes no gradient where the feature was off", Cell::Matrix(mask)),
-        step("(8) sparsity gradient × decoder norms: λ·sign(F)·‖W_dec[:,i]‖", "dL_sparsity/dZ for every sample and feature", Cell::Matrix(sparse_grad)),
-        step("(9) MSE loss ‖X′ − X‖² (per sample)", &format!("reconstruction error per sample; total {mse_total:.4}"), Cell::Vector(mse_rows)),
-        step("(10) its gradient 2(X′ − X)", "dL_mse/dX′: how the loss changes with each reconstructed value", Cell::Matrix(dxr)),
-        step("update W_enc ← W_enc − lr·dL/dW_enc", &format!("one gradient-descent step, lr = {lr}"), Cell::Matrix(Matrix::new(d_sae, d_in, upd(&w_enc.data, &grad_w_enc.data)))),
-        step("update b_enc ← b_enc − lr·dL/db_enc", &format!("lr = {lr}"), Cell::Vector(upd(&b_enc, &grad_b_enc))),
-        step("update W_dec ← W_dec − lr·dL/dW_dec", &format!("lr = {lr}"), Cell::Matrix(Matrix::new(d_in, d_sae, upd(&w_dec.data, &grad_w_dec.data)))),
-        step("update b_dec ← b_dec − lr·dL/db_dec", &format!("lr = {lr}"), Cell::Vector(upd(&b_dec, &grad_b_dec))),
+        step(
+            "(1) encoder linear: Z = X·W_encᵀ + b_enc",
+            "each feature's pre-activation for each sample (rows: samples, columns: 6 features)",
+            Cell::Matrix(z),
+        ),
+        step(
+            "(2) ReLU: F = max(Z, 0)",
+            "negative pre-activations become 0: the sparse feature activations",
+            Cell::Matrix(f),
+        ),
+        step(
+            "(3) decoder reconstruction: X′ = F·W_decᵀ + b_dec",
+            "each sample rebuilt as a weighted sum of decoder columns",
+            Cell::Matrix(xr),
+        ),
+        step(
+            "(4) decoder column L2 norms ‖W_dec[:,i]‖",
+            "the length of each feature's decoder direction",
+            Cell::Vector(norms),
+        ),
+        step(
+            "(5) L1 loss λ Σ_i f_i ‖W_dec[:,i]‖ (per sample)",
+            &format!("sparsity penalty per sample; total {l1_total:.4}"),
+            Cell::Vector(l1_rows),
+        ),
+        step(
+            "(6) its gradient: sign(F)",
+            "the derivative of |f| is the sign of f (1 where active)",
+            Cell::Matrix(sign),
+        ),
+        step(
+            "(7) zeros stay zero: 1[Z > 0]",
+            "the ReLU passes no gradient where the feature was off",
+            Cell::Matrix(mask),
+        ),
+        step(
+            "(8) sparsity gradient × decoder norms: λ·sign(F)·‖W_dec[:,i]‖",
+            "dL_sparsity/dZ for every sample and feature",
+            Cell::Matrix(sparse_grad),
+        ),
+        step(
+            "(9) MSE loss ‖X′ − X‖² (per sample)",
+            &format!("reconstruction error per sample; total {mse_total:.4}"),
+            Cell::Vector(mse_rows),
+        ),
+        step(
+            "(10) its gradient 2(X′ − X)",
+            "dL_mse/dX′: how the loss changes with each reconstructed value",
+            Cell::Matrix(dxr),
+        ),
+        step(
+            "update W_enc ← W_enc − lr·dL/dW_enc",
+            &format!("one gradient-descent step, lr = {lr}"),
+            Cell::Matrix(Matrix::new(d_sae, d_in, upd(&w_enc.data, &grad_w_enc.data))),
+        ),
+        step(
+            "update b_enc ← b_enc − lr·dL/db_enc",
+            &format!("lr = {lr}"),
+            Cell::Vector(upd(&b_enc, &grad_b_enc)),
+        ),
+        step(
+            "update W_dec ← W_dec − lr·dL/dW_dec",
+            &format!("lr = {lr}"),
+            Cell::Matrix(Matrix::new(d_in, d_sae, upd(&w_dec.data, &grad_w_dec.data))),
+        ),
+        step(
+            "update b_dec ← b_dec − lr·dL/db_dec",
+            &format!("lr = {lr}"),
+            Cell::Vector(upd(&b_dec, &grad_b_dec)),
+        ),
     ];
-    Ok(SaeSheet { x, w_enc, b_enc, w_dec, b_dec, lambda, lr, steps, loss: stats.loss, grad_w_enc, grad_b_enc, grad_w_dec, grad_b_dec })
+    Ok(SaeSheet {
+        x,
+        w_enc,
+        b_enc,
+        w_dec,
+        b_dec,
+        lambda,
+        lr,
+        steps,
+        loss: stats.loss,
+        grad_w_enc,
+        grad_b_enc,
+        grad_w_dec,
+        grad_b_dec,
+    })
 }
 
 fn steps_json(steps: &[Step]) -> Value {
-    Value::Array(steps.iter().map(|s| json!({"name": s.name, "value": s.value.to_json()})).collect())
+    Value::Array(
+        steps
+            .iter()
+            .map(|s| json!({"name": s.name, "value": s.value.to_json()}))
+            .collect(),
+    )
 }
 
 impl Worksheet {
@@ -336,7 +606,13 @@ impl Worksheet {
         let a = &self.autoencoder;
         out.push_str("(a) AUTOENCODER 4→3→2→3→4, ReLU at every layer, 4 examples\n\n");
         for (l, (w, b)) in a.layers.iter().enumerate() {
-            out.push_str(&format!("W{} =\n{}b{} = {}\n\n", l + 1, fmt_matrix(w), l + 1, fmt_vec(b)));
+            out.push_str(&format!(
+                "W{} =\n{}b{} = {}\n\n",
+                l + 1,
+                fmt_matrix(w),
+                l + 1,
+                fmt_vec(b)
+            ));
         }
         for s in &a.steps {
             push_step(&mut out, s);
@@ -344,7 +620,15 @@ impl Worksheet {
         let s = &self.sae;
         out.push_str("\n(b) SPARSE AUTOENCODER: 5 activations of dimension 3 → 6 features (relu architecture)\n");
         out.push_str("L = Σ_samples ‖x′−x‖² + λ Σ_samples Σ_i f_i ‖W_dec[:,i]‖₂\n\n");
-        out.push_str(&format!("X =\n{}W_enc =\n{}b_enc = {}\n\nW_dec =\n{}b_dec = {}\n\nλ = {}\n\n", fmt_matrix(&s.x), fmt_matrix(&s.w_enc), fmt_vec(&s.b_enc), fmt_matrix(&s.w_dec), fmt_vec(&s.b_dec), s.lambda));
+        out.push_str(&format!(
+            "X =\n{}W_enc =\n{}b_enc = {}\n\nW_dec =\n{}b_dec = {}\n\nλ = {}\n\n",
+            fmt_matrix(&s.x),
+            fmt_matrix(&s.w_enc),
+            fmt_vec(&s.b_enc),
+            fmt_matrix(&s.w_dec),
+            fmt_vec(&s.b_dec),
+            s.lambda
+        ));
         for st in &s.steps[..10] {
             push_step(&mut out, st);
         }
@@ -382,14 +666,25 @@ fn fmt_num(v: f64) -> String {
 }
 
 fn fmt_vec(v: &[f64]) -> String {
-    format!("[{}]", v.iter().map(|x| fmt_num(*x).trim().to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        v.iter()
+            .map(|x| fmt_num(*x).trim().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn fmt_matrix(m: &Matrix) -> String {
     let mut s = String::new();
     for row in m.data.chunks(m.cols.max(1)) {
         s.push_str("  ");
-        s.push_str(&row.iter().map(|v| fmt_num(*v)).collect::<Vec<_>>().join(" "));
+        s.push_str(
+            &row.iter()
+                .map(|v| fmt_num(*v))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
         s.push('\n');
     }
     s

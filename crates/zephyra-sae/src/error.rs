@@ -100,6 +100,10 @@ pub type Result<T, E = SaeError> = std::result::Result<T, E>;
 impl SaeError {
     /// Shorthand for [`SaeError::ShapeMismatch`].
     pub fn shape(what: impl Into<String>, expected: &[usize], got: &[usize]) -> Self {
-        Self::ShapeMismatch { what: what.into(), expected: expected.to_vec(), got: got.to_vec() }
+        Self::ShapeMismatch {
+            what: what.into(),
+            expected: expected.to_vec(),
+            got: got.to_vec(),
+        }
     }
 }

@@ -43,6 +43,6 @@ pub mod train;
 pub use arch::{Workspace, WorkspaceOf};
 pub use error::{Result, SaeError};
 pub use sae::{
-    Architecture, Gradients, GradientsOf, Param, Reduction, Sae, SaeConfig, SaeMetadata, SaeOf, StepConfig,
-    StepStats,
+    Architecture, Gradients, GradientsOf, Param, Reduction, Sae, SaeConfig, SaeMetadata, SaeOf,
+    StepConfig, StepStats,
 };

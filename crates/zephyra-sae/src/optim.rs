@@ -142,9 +142,24 @@ impl Adam {
 pub fn global_norm(grads: &[&[f32]]) -> f64 {
     let mut total = 0.0f64;
     for g in grads {
+        // Eight f32 lanes per chunk (vectorisable), chunks summed in f64 in order.
         let partial: Vec<f64> = g
             .par_chunks(CHUNK)
-            .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+            .map(|c| {
+                let mut lanes = [0.0f32; 8];
+                let mut it = c.chunks_exact(8);
+                for v in &mut it {
+                    for (l, x) in lanes.iter_mut().zip(v) {
+                        *l += x * x;
+                    }
+                }
+                let rest: f64 = it
+                    .remainder()
+                    .iter()
+                    .map(|&x| (x as f64) * (x as f64))
+                    .sum();
+                lanes.iter().map(|&l| l as f64).sum::<f64>() + rest
+            })
             .collect();
         total += partial.iter().sum::<f64>();
     }

@@ -54,7 +54,10 @@ impl Architecture {
     /// Whether the decoder directions are kept at unit norm (renormalised after each step, gradient
     /// component along each direction removed before it).
     pub fn unit_norm_decoder(&self) -> bool {
-        matches!(self, Self::ReluUnit | Self::TopK { .. } | Self::BatchTopK { .. })
+        matches!(
+            self,
+            Self::ReluUnit | Self::TopK { .. } | Self::BatchTopK { .. }
+        )
     }
 
     /// `k` for TopK / BatchTopK.
@@ -133,7 +136,11 @@ impl SaeConfig {
             )));
         }
         if u32::try_from(self.d_sae).is_err() {
-            return Err(SaeError::InvalidConfig(format!("d_sae = {} is too large (max {})", self.d_sae, u32::MAX)));
+            return Err(SaeError::InvalidConfig(format!(
+                "d_sae = {} is too large (max {})",
+                self.d_sae,
+                u32::MAX
+            )));
         }
         if let Some(k) = self.architecture.k() {
             if k == 0 || k >= self.d_sae {
@@ -322,12 +329,21 @@ impl<T: Real> GradientsOf<T> {
             ("r_mag", &mut self.r_mag),
             ("b_mag", &mut self.b_mag),
         ];
-        all.into_iter().filter(|(_, v)| !v.is_empty()).map(|(name, v)| Param { name, value: v.as_mut_slice() }).collect()
+        all.into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(name, v)| Param {
+                name,
+                value: v.as_mut_slice(),
+            })
+            .collect()
     }
 
     /// The gradient with this SAELens name.
     pub fn get(&self, name: &str) -> Option<&[T]> {
-        self.slices().into_iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.slices()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -339,14 +355,21 @@ impl<T: Real> SaeOf<T> {
         let z = |n: usize| vec![T::ZERO; n];
         let arch = cfg.architecture;
         let gated = arch == Architecture::Gated;
-        let has_threshold = matches!(arch, Architecture::JumpRelu | Architecture::BatchTopK { .. });
+        let has_threshold = matches!(
+            arch,
+            Architecture::JumpRelu | Architecture::BatchTopK { .. }
+        );
         Ok(Self {
             w_enc: z(d_in * d_sae),
             b_enc: if gated { Vec::new() } else { z(d_sae) },
             w_dec: z(d_sae * d_in),
             b_dec: z(d_in),
             threshold: if has_threshold { z(d_sae) } else { Vec::new() },
-            log_threshold: if arch == Architecture::JumpRelu { z(d_sae) } else { Vec::new() },
+            log_threshold: if arch == Architecture::JumpRelu {
+                z(d_sae)
+            } else {
+                Vec::new()
+            },
             b_gate: if gated { z(d_sae) } else { Vec::new() },
             r_mag: if gated { z(d_sae) } else { Vec::new() },
             b_mag: if gated { z(d_sae) } else { Vec::new() },
@@ -360,7 +383,11 @@ impl<T: Real> SaeOf<T> {
     pub fn init<R: Rng + ?Sized>(cfg: SaeConfig, rng: &mut R) -> Result<Self> {
         let mut sae = Self::zeros(cfg)?;
         let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
-        let norm = if sae.cfg.architecture == Architecture::Relu { 0.1 } else { 1.0 };
+        let norm = if sae.cfg.architecture == Architecture::Relu {
+            0.1
+        } else {
+            1.0
+        };
         for row in sae.w_dec.chunks_exact_mut(d_in) {
             // Gaussian directions via Box–Muller, then scaled to `norm`.
             loop {
@@ -369,7 +396,11 @@ impl<T: Real> SaeOf<T> {
                     let u2: f64 = rng.random::<f64>();
                     *v = T::from_f64((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos());
                 }
-                let n = row.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>().sqrt();
+                let n = row
+                    .iter()
+                    .map(|v| v.to_f64() * v.to_f64())
+                    .sum::<f64>()
+                    .sqrt();
                 if n > 1e-12 {
                     for v in row.iter_mut() {
                         *v = T::from_f64(v.to_f64() * norm / n);
@@ -404,7 +435,13 @@ impl<T: Real> SaeOf<T> {
             ("r_mag", &mut self.r_mag),
             ("b_mag", &mut self.b_mag),
         ];
-        all.into_iter().filter(|(_, v)| !v.is_empty()).map(|(name, v)| Param { name, value: v.as_mut_slice() }).collect()
+        all.into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(name, v)| Param {
+                name,
+                value: v.as_mut_slice(),
+            })
+            .collect()
     }
 
     /// Read-only `(name, values)` of the trainable parameters, same order as [`SaeOf::params_mut`].
@@ -436,12 +473,18 @@ impl<T: Real> SaeOf<T> {
     /// the smallest kept activation; the same value for every latent). No-op for other architectures or
     /// when `min_active` is not finite. The first call (threshold still 0) sets it directly.
     pub fn update_batchtopk_threshold(&mut self, min_active: f64, rate: f64) {
-        if !matches!(self.cfg.architecture, Architecture::BatchTopK { .. }) || !min_active.is_finite() {
+        if !matches!(self.cfg.architecture, Architecture::BatchTopK { .. })
+            || !min_active.is_finite()
+        {
             return;
         }
         for t in self.threshold.iter_mut() {
             let old = t.to_f64();
-            let new = if old <= 0.0 { min_active } else { (1.0 - rate) * old + rate * min_active };
+            let new = if old <= 0.0 {
+                min_active
+            } else {
+                (1.0 - rate) * old + rate * min_active
+            };
             *t = T::from_f64(new);
         }
     }

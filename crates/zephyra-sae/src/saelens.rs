@@ -29,11 +29,17 @@ pub const CFG_FILE: &str = "cfg.json";
 pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SaeError + '_ {
-    move |source| SaeError::Io { path: path.to_path_buf(), source }
+    move |source| SaeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn format_err(path: &Path, message: impl Into<String>) -> SaeError {
-    SaeError::Format { path: path.to_path_buf(), message: message.into() }
+    SaeError::Format {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
@@ -46,7 +52,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err(&dir))?;
     tmp.write_all(bytes).map_err(io_err(path))?;
     tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| SaeError::Io { path: path.to_path_buf(), source: e.error })?;
+    tmp.persist(path).map_err(|e| SaeError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
@@ -61,12 +70,16 @@ pub fn write_f32_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])]) ->
     }
     let mut views = Vec::with_capacity(tensors.len());
     for ((name, shape, _), b) in tensors.iter().zip(&bytes) {
-        let view = TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
+        let view = TensorView::new(Dtype::F32, shape.clone(), b)
+            .map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
         views.push((name.to_string(), view));
     }
     let out = safetensors::serialize(views, None).map_err(|e| format_err(path, e.to_string()))?;
     write_atomic(path, &out)
 }
+
+/// Tensors by name: `(shape, values)`.
+pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Writes tensors of any dtype `(name, dtype, shape, little-endian bytes)` plus optional string metadata as
 /// a safetensors file, atomically.
@@ -77,21 +90,31 @@ pub fn write_raw_tensors(
 ) -> Result<()> {
     let mut views = Vec::with_capacity(tensors.len());
     for (name, dtype, shape, bytes) in tensors {
-        let view = TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
+        let view = TensorView::new(*dtype, shape.clone(), bytes)
+            .map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
         views.push((name.to_string(), view));
     }
-    let out = safetensors::serialize(views, metadata).map_err(|e| format_err(path, e.to_string()))?;
+    let out =
+        safetensors::serialize(views, metadata).map_err(|e| format_err(path, e.to_string()))?;
     write_atomic(path, &out)
 }
 
 /// Reads every tensor of a safetensors file as f32 (`F32` as is, `F64` rounded): name → (shape, values).
-pub fn read_f32_tensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read_f32_tensors(path: &Path) -> Result<NamedTensors> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| format_err(path, format!("not a valid safetensors file ({e}); is it truncated? re-save or re-download it")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        format_err(
+            path,
+            format!(
+                "not a valid safetensors file ({e}); is it truncated? re-save or re-download it"
+            ),
+        )
+    })?;
     let mut out = BTreeMap::new();
     for name in st.names() {
-        let t = st.tensor(name).map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
+        let t = st
+            .tensor(name)
+            .map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
         let data = t.data();
         let values: Vec<f32> = match t.dtype() {
             Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
@@ -153,15 +176,25 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
         Architecture::JumpRelu => sae.log_threshold.iter().map(|l| l.exp()).collect(),
         _ => sae.threshold.clone(),
     };
-    let mut tensors: Vec<(&str, Vec<usize>, &[f32])> =
-        vec![("W_enc", vec![d_in, d_sae], &sae.w_enc), ("W_dec", vec![d_sae, d_in], &sae.w_dec), ("b_dec", vec![d_in], &sae.b_dec)];
-    for (name, v) in [("b_enc", &sae.b_enc), ("threshold", &threshold), ("b_gate", &sae.b_gate), ("r_mag", &sae.r_mag), ("b_mag", &sae.b_mag)] {
+    let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
+        ("W_enc", vec![d_in, d_sae], &sae.w_enc),
+        ("W_dec", vec![d_sae, d_in], &sae.w_dec),
+        ("b_dec", vec![d_in], &sae.b_dec),
+    ];
+    for (name, v) in [
+        ("b_enc", &sae.b_enc),
+        ("threshold", &threshold),
+        ("b_gate", &sae.b_gate),
+        ("r_mag", &sae.r_mag),
+        ("b_mag", &sae.b_mag),
+    ] {
         if !v.is_empty() {
             tensors.push((name, vec![d_sae], v));
         }
     }
     write_f32_tensors(&dir.join(WEIGHTS_FILE), &tensors)?;
-    let cfg = serde_json::to_vec_pretty(&cfg_json(&sae.cfg)).map_err(|e| format_err(&dir.join(CFG_FILE), e.to_string()))?;
+    let cfg = serde_json::to_vec_pretty(&cfg_json(&sae.cfg))
+        .map_err(|e| format_err(&dir.join(CFG_FILE), e.to_string()))?;
     write_atomic(&dir.join(CFG_FILE), &cfg)?;
     tracing::info!(dir = %dir.display(), arch = sae.cfg.architecture.name(), d_in, d_sae, "saved SAE");
     Ok(())
@@ -169,34 +202,61 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
 
 /// Parses a SAELens `cfg.json` object (`path` is for messages).
 pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
-    let obj = v.as_object().ok_or_else(|| format_err(path, "cfg.json must be a JSON object"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format_err(path, "cfg.json must be a JSON object"))?;
     let get_usize = |key: &str| -> Result<usize> {
         obj.get(key)
             .and_then(Value::as_u64)
             .map(|n| n as usize)
-            .ok_or_else(|| format_err(path, format!("`{key}` is missing or not a non-negative integer")))
+            .ok_or_else(|| {
+                format_err(
+                    path,
+                    format!("`{key}` is missing or not a non-negative integer"),
+                )
+            })
     };
     let arch_name = obj
         .get("architecture")
         .and_then(Value::as_str)
-        .ok_or_else(|| format_err(path, "`architecture` is missing (expected `standard`, `topk`, `jumprelu` or `gated`)"))?;
+        .ok_or_else(|| {
+            format_err(
+                path,
+                "`architecture` is missing (expected `standard`, `topk`, `jumprelu` or `gated`)",
+            )
+        })?;
     let meta_value = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    let mut metadata: SaeMetadata =
-        serde_json::from_value(meta_value).map_err(|e| format_err(path, format!("`metadata`: {e}")))?;
-    let zephyra_arch = metadata.extra.remove("zephyra_architecture").and_then(|v| v.as_str().map(str::to_owned));
+    let mut metadata: SaeMetadata = serde_json::from_value(meta_value)
+        .map_err(|e| format_err(path, format!("`metadata`: {e}")))?;
+    let zephyra_arch = metadata
+        .extra
+        .remove("zephyra_architecture")
+        .and_then(|v| v.as_str().map(str::to_owned));
     let zephyra_k = metadata.extra.remove("zephyra_k").and_then(|v| v.as_u64());
-    let folded = metadata.extra.remove("zephyra_normalization_factor_folded").and_then(|v| v.as_f64());
+    let folded = metadata
+        .extra
+        .remove("zephyra_normalization_factor_folded")
+        .and_then(|v| v.as_f64());
     let architecture = match (arch_name, zephyra_arch.as_deref()) {
         ("standard", Some("relu-unit")) => Architecture::ReluUnit,
         ("standard", _) => Architecture::Relu,
         ("topk", _) => {
-            if obj.get("rescale_acts_by_decoder_norm").and_then(Value::as_bool) == Some(true) {
-                return Err(format_err(path, "topk with `rescale_acts_by_decoder_norm: true` is not supported"));
+            if obj
+                .get("rescale_acts_by_decoder_norm")
+                .and_then(Value::as_bool)
+                == Some(true)
+            {
+                return Err(format_err(
+                    path,
+                    "topk with `rescale_acts_by_decoder_norm: true` is not supported",
+                ));
             }
             Architecture::TopK { k: get_usize("k")? }
         }
         ("jumprelu", Some("batchtopk")) => Architecture::BatchTopK {
-            k: zephyra_k.ok_or_else(|| format_err(path, "batchtopk SAE without `metadata.zephyra_k`"))? as usize,
+            k: zephyra_k
+                .ok_or_else(|| format_err(path, "batchtopk SAE without `metadata.zephyra_k`"))?
+                as usize,
         },
         ("jumprelu", _) => Architecture::JumpRelu,
         ("gated", _) => Architecture::Gated,
@@ -212,15 +272,24 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
         }
     }
     if let Some(dtype) = obj.get("dtype").and_then(Value::as_str) {
-        if !matches!(dtype, "float32" | "torch.float32" | "float64" | "torch.float64") {
-            return Err(format_err(path, format!("`dtype: {dtype}` is not supported: only float32/float64 weights")));
+        if !matches!(
+            dtype,
+            "float32" | "torch.float32" | "float64" | "torch.float64"
+        ) {
+            return Err(format_err(
+                path,
+                format!("`dtype: {dtype}` is not supported: only float32/float64 weights"),
+            ));
         }
     }
     let cfg = SaeConfig {
         d_in: get_usize("d_in")?,
         d_sae: get_usize("d_sae")?,
         architecture,
-        apply_b_dec_to_input: obj.get("apply_b_dec_to_input").and_then(Value::as_bool).unwrap_or(true),
+        apply_b_dec_to_input: obj
+            .get("apply_b_dec_to_input")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
         normalization_factor: folded.map(|f| f as f32),
         metadata,
     };
@@ -232,7 +301,8 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
 pub fn load(dir: &Path) -> Result<Sae> {
     let cfg_path = dir.join(CFG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| format_err(&cfg_path, format!("invalid JSON: {e}")))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| format_err(&cfg_path, format!("invalid JSON: {e}")))?;
     let cfg = parse_cfg(&v, &cfg_path)?;
     let weights_path = dir.join(WEIGHTS_FILE);
     let mut tensors = read_f32_tensors(&weights_path)?;
@@ -241,13 +311,19 @@ pub fn load(dir: &Path) -> Result<Sae> {
     let arch = sae.cfg.architecture;
     let needs_threshold = !sae.threshold.is_empty();
     let mut take = |name: &str, shape: &[usize], dst: &mut Vec<f32>| -> Result<()> {
-        let (got_shape, values) = tensors.remove(name).ok_or_else(|| SaeError::MissingTensor {
-            path: weights_path.clone(),
-            name: name.to_string(),
-            architecture: arch.name().to_string(),
-        })?;
+        let (got_shape, values) = tensors
+            .remove(name)
+            .ok_or_else(|| SaeError::MissingTensor {
+                path: weights_path.clone(),
+                name: name.to_string(),
+                architecture: arch.name().to_string(),
+            })?;
         if got_shape != shape {
-            return Err(SaeError::shape(format!("{} tensor {name}", weights_path.display()), shape, &got_shape));
+            return Err(SaeError::shape(
+                format!("{} tensor {name}", weights_path.display()),
+                shape,
+                &got_shape,
+            ));
         }
         *dst = values;
         Ok(())
@@ -266,14 +342,25 @@ pub fn load(dir: &Path) -> Result<Sae> {
         take("threshold", &[d_sae], &mut sae.threshold)?;
     }
     if arch == Architecture::JumpRelu {
-        if let Some((i, t)) = sae.threshold.iter().enumerate().find(|(_, t)| !(**t > 0.0)) {
-            return Err(format_err(&weights_path, format!("JumpReLU threshold[{i}] = {t} must be positive")));
+        if let Some((i, t)) = sae
+            .threshold
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.is_nan() || **t <= 0.0)
+        {
+            return Err(format_err(
+                &weights_path,
+                format!("JumpReLU threshold[{i}] = {t} must be positive"),
+            ));
         }
         sae.log_threshold = sae.threshold.iter().map(|t| t.ln()).collect();
     }
     for (name, v) in sae.params() {
         if let Some(p) = v.iter().position(|x| !x.is_finite()) {
-            return Err(format_err(&weights_path, format!("tensor {name} holds a non-finite value at index {p}")));
+            return Err(format_err(
+                &weights_path,
+                format!("tensor {name} holds a non-finite value at index {p}"),
+            ));
         }
     }
     Ok(sae)

@@ -10,8 +10,12 @@
 //! `S(log θ) = Σ_{r,i} [(D_r·W_dec[i])·θ⁰_i + λs]·R((max(z_ri,0) − θ_i)/ε)`, `R(u) = clamp(u + ½, 0, 1)`,
 //! with `D` and `θ⁰` frozen at the current point (its derivative is the rectangle-kernel STE).
 
+#![allow(clippy::needless_range_loop)] // index loops mirror the formulas
+
 use rand::{Rng, SeedableRng};
-use zephyra_sae::{Architecture, GradientsOf, Reduction, SaeConfig, SaeOf, StepConfig, WorkspaceOf};
+use zephyra_sae::{
+    Architecture, GradientsOf, Reduction, SaeConfig, SaeOf, StepConfig, WorkspaceOf,
+};
 
 type S64 = SaeOf<f64>;
 
@@ -23,7 +27,8 @@ fn random_sae(arch: Architecture, seed: u64) -> (S64, Vec<f64>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let cfg = SaeConfig::new(D_IN, D_SAE, arch).unwrap();
     let mut sae = S64::zeros(cfg).unwrap();
-    let mut fill = |v: &mut Vec<f64>, a: f64, b: f64| v.iter_mut().for_each(|x| *x = rng.random_range(a..b));
+    let mut fill =
+        |v: &mut Vec<f64>, a: f64, b: f64| v.iter_mut().for_each(|x| *x = rng.random_range(a..b));
     fill(&mut sae.w_enc, -1.0, 1.0);
     fill(&mut sae.w_dec, -1.0, 1.0);
     fill(&mut sae.b_enc, -0.3, 0.3);
@@ -55,7 +60,12 @@ fn row_z(sae: &S64, x: &[f64], r: usize, bias: &[f64]) -> Vec<f64> {
         .map(|i| {
             let mut acc = if bias.is_empty() { 0.0 } else { bias[i] };
             for j in 0..d_in {
-                let xc = x[r * d_in + j] - if sae.cfg.apply_b_dec_to_input { sae.b_dec[j] } else { 0.0 };
+                let xc = x[r * d_in + j]
+                    - if sae.cfg.apply_b_dec_to_input {
+                        sae.b_dec[j]
+                    } else {
+                        0.0
+                    };
                 acc += xc * sae.w_enc[j * d_sae + i];
             }
             acc
@@ -78,7 +88,11 @@ fn decode_row(sae: &S64, f: &[f64], with_bias: bool) -> Vec<f64> {
 
 fn dec_norm(sae: &S64, i: usize) -> f64 {
     let d_in = sae.cfg.d_in;
-    sae.w_dec[i * d_in..(i + 1) * d_in].iter().map(|v| v * v).sum::<f64>().sqrt()
+    sae.w_dec[i * d_in..(i + 1) * d_in]
+        .iter()
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt()
 }
 
 fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
@@ -123,7 +137,11 @@ fn naive_codes(sae: &S64, x: &[f64], n: usize) -> (Vec<Vec<f64>>, Vec<bool>) {
             for r in 0..n {
                 for i in 0..d_sae {
                     let v = zs[r][i].max(0.0);
-                    codes[r][i] = if v > sae.log_threshold[i].exp() { v } else { 0.0 };
+                    codes[r][i] = if v > sae.log_threshold[i].exp() {
+                        v
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
@@ -157,13 +175,24 @@ fn naive_loss(sae: &S64, x: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
         let xhat = decode_row(sae, &codes[r], true);
         loss += c.s * sq_dist(&xhat, xr);
         match sae.cfg.architecture {
-            Architecture::Relu => loss += c.lambda * c.s * (0..d_sae).map(|i| codes[r][i] * dec_norm(sae, i)).sum::<f64>(),
+            Architecture::Relu => {
+                loss += c.lambda
+                    * c.s
+                    * (0..d_sae)
+                        .map(|i| codes[r][i] * dec_norm(sae, i))
+                        .sum::<f64>()
+            }
             Architecture::ReluUnit => loss += c.lambda * c.s * codes[r].iter().sum::<f64>(),
-            Architecture::JumpRelu => loss += c.lambda * c.s * codes[r].iter().filter(|&&v| v > 0.0).count() as f64,
+            Architecture::JumpRelu => {
+                loss += c.lambda * c.s * codes[r].iter().filter(|&&v| v > 0.0).count() as f64
+            }
             Architecture::Gated => {
                 let pre = row_z(sae, x, r, &[]);
-                let gate: Vec<f64> = (0..d_sae).map(|i| (pre[i] + sae.b_gate[i]).max(0.0)).collect();
-                loss += c.lambda * c.s * (0..d_sae).map(|i| gate[i] * dec_norm(sae, i)).sum::<f64>();
+                let gate: Vec<f64> = (0..d_sae)
+                    .map(|i| (pre[i] + sae.b_gate[i]).max(0.0))
+                    .collect();
+                loss +=
+                    c.lambda * c.s * (0..d_sae).map(|i| gate[i] * dec_norm(sae, i)).sum::<f64>();
                 let via_gate = decode_row(c.frozen, &gate, true);
                 loss += c.s * sq_dist(&via_gate, xr);
             }
@@ -171,7 +200,9 @@ fn naive_loss(sae: &S64, x: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
         }
     }
     // AuxK with the residual frozen at the reference point.
-    if let (Architecture::TopK { .. } | Architecture::BatchTopK { .. }, Some(dead)) = (sae.cfg.architecture, c.dead) {
+    if let (Architecture::TopK { .. } | Architecture::BatchTopK { .. }, Some(dead)) =
+        (sae.cfg.architecture, c.dead)
+    {
         let n_dead = dead.iter().filter(|&&d| d).count();
         if n_dead > 0 {
             let k_eff = c.k_aux.min(n_dead);
@@ -182,7 +213,9 @@ fn naive_loss(sae: &S64, x: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
                 let xhat0 = decode_row(c.frozen, &frozen_codes[r], true);
                 let e: Vec<f64> = xr.iter().zip(&xhat0).map(|(a, b)| a - b).collect();
                 let z = row_z(sae, x, r, &sae.b_enc);
-                let masked: Vec<f64> = (0..d_sae).map(|i| if dead[i] { z[i] } else { f64::NEG_INFINITY }).collect();
+                let masked: Vec<f64> = (0..d_sae)
+                    .map(|i| if dead[i] { z[i] } else { f64::NEG_INFINITY })
+                    .collect();
                 let mut f = vec![0.0; d_sae];
                 for i in top_indices(&masked, k_eff) {
                     f[i] = z[i].max(0.0);
@@ -211,7 +244,10 @@ fn param_mut<'a>(sae: &'a mut S64, name: &str) -> &'a mut Vec<f64> {
 }
 
 fn assert_close(what: &str, got: f64, want: f64, tol: f64) {
-    assert!((got - want).abs() <= tol * (1.0 + want.abs()), "{what}: analytic {got:.10}, finite differences {want:.10}");
+    assert!(
+        (got - want).abs() <= tol * (1.0 + want.abs()),
+        "{what}: analytic {got:.10}, finite differences {want:.10}"
+    );
 }
 
 /// Runs the crate's backward and compares every parameter entry with central differences of the naive
@@ -220,7 +256,9 @@ fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>,
     let (sae, x) = random_sae(arch, seed);
     let mut ws = WorkspaceOf::default();
     let mut grads = GradientsOf::zeros_like(&sae);
-    let stats = sae.forward_backward(&x, N, &step, &mut ws, &mut grads).unwrap();
+    let stats = sae
+        .forward_backward(&x, N, &step, &mut ws, &mut grads)
+        .unwrap();
     let s = match step.reduction {
         Reduction::Mean => 1.0 / N as f64,
         Reduction::Sum => 1.0,
@@ -235,7 +273,10 @@ fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>,
     };
     let (l0, pattern0) = naive_loss(&sae, &x, N, &ctx);
     assert_close(&format!("{arch}: loss"), stats.loss, l0, 1e-10);
-    assert!(pattern0.iter().any(|&p| p) && pattern0.iter().any(|&p| !p), "{arch}: degenerate activation pattern");
+    assert!(
+        pattern0.iter().any(|&p| p) && pattern0.iter().any(|&p| !p),
+        "{arch}: degenerate activation pattern"
+    );
     let h = 1e-6;
     let mut checked = 0;
     for (name, g) in grads.slices() {
@@ -249,8 +290,16 @@ fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>,
             param_mut(&mut minus, name)[p] -= h;
             let (lp, pp) = naive_loss(&plus, &x, N, &ctx);
             let (lm, pm) = naive_loss(&minus, &x, N, &ctx);
-            assert!(pp == pattern0 && pm == pattern0, "{arch}: {name}[{p}] sits on a kink; pick another seed");
-            assert_close(&format!("{arch}: d{name}[{p}]"), g[p], (lp - lm) / (2.0 * h), 1e-6);
+            assert!(
+                pp == pattern0 && pm == pattern0,
+                "{arch}: {name}[{p}] sits on a kink; pick another seed"
+            );
+            assert_close(
+                &format!("{arch}: d{name}[{p}]"),
+                g[p],
+                (lp - lm) / (2.0 * h),
+                1e-6,
+            );
             checked += 1;
         }
     }
@@ -262,7 +311,12 @@ fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>,
 fn relu_decoder_norm_weighted_l1_sparse_and_dense_paths() {
     for dense_above in [1.0, 0.0] {
         for reduction in [Reduction::Mean, Reduction::Sum] {
-            let step = StepConfig { sparsity_coeff: 0.7, reduction, dense_above, ..StepConfig::default() };
+            let step = StepConfig {
+                sparsity_coeff: 0.7,
+                reduction,
+                dense_above,
+                ..StepConfig::default()
+            };
             check(Architecture::Relu, 1, step);
         }
     }
@@ -271,7 +325,15 @@ fn relu_decoder_norm_weighted_l1_sparse_and_dense_paths() {
 #[test]
 fn relu_unit_plain_l1() {
     for dense_above in [1.0, 0.0] {
-        check(Architecture::ReluUnit, 2, StepConfig { sparsity_coeff: 0.5, dense_above, ..StepConfig::default() });
+        check(
+            Architecture::ReluUnit,
+            2,
+            StepConfig {
+                sparsity_coeff: 0.5,
+                dense_above,
+                ..StepConfig::default()
+            },
+        );
     }
 }
 
@@ -284,7 +346,16 @@ fn topk_with_and_without_auxk() {
     }
     // k_aux larger and smaller than the number of dead latents.
     for k_aux in [2, 8] {
-        check(Architecture::TopK { k: 3 }, 3, StepConfig { dead: Some(&dead), k_aux: Some(k_aux), aux_coeff: 0.5, ..StepConfig::default() });
+        check(
+            Architecture::TopK { k: 3 },
+            3,
+            StepConfig {
+                dead: Some(&dead),
+                k_aux: Some(k_aux),
+                aux_coeff: 0.5,
+                ..StepConfig::default()
+            },
+        );
     }
 }
 
@@ -292,13 +363,36 @@ fn topk_with_and_without_auxk() {
 fn batchtopk_with_auxk() {
     check(Architecture::BatchTopK { k: 2 }, 4, StepConfig::default());
     let dead: Vec<bool> = (0..D_SAE).map(|i| i % 3 == 0).collect();
-    check(Architecture::BatchTopK { k: 2 }, 4, StepConfig { dead: Some(&dead), k_aux: Some(3), ..StepConfig::default() });
+    check(
+        Architecture::BatchTopK { k: 2 },
+        4,
+        StepConfig {
+            dead: Some(&dead),
+            k_aux: Some(3),
+            ..StepConfig::default()
+        },
+    );
 }
 
 #[test]
 fn gated_with_gate_l1_and_aux_reconstruction() {
-    check(Architecture::Gated, 5, StepConfig { sparsity_coeff: 0.4, ..StepConfig::default() });
-    let (_, _, grads) = check(Architecture::Gated, 6, StepConfig { sparsity_coeff: 0.0, reduction: Reduction::Sum, ..StepConfig::default() });
+    check(
+        Architecture::Gated,
+        5,
+        StepConfig {
+            sparsity_coeff: 0.4,
+            ..StepConfig::default()
+        },
+    );
+    let (_, _, grads) = check(
+        Architecture::Gated,
+        6,
+        StepConfig {
+            sparsity_coeff: 0.0,
+            reduction: Reduction::Sum,
+            ..StepConfig::default()
+        },
+    );
     assert!(grads.r_mag.iter().any(|&g| g != 0.0) && grads.b_gate.iter().any(|&g| g != 0.0));
 }
 
@@ -306,7 +400,12 @@ fn gated_with_gate_l1_and_aux_reconstruction() {
 fn jumprelu_weights_and_straight_through_threshold() {
     let bandwidth = 0.4;
     for dense_above in [1.0, 0.0] {
-        let step = StepConfig { sparsity_coeff: 0.3, bandwidth, dense_above, ..StepConfig::default() };
+        let step = StepConfig {
+            sparsity_coeff: 0.3,
+            bandwidth,
+            dense_above,
+            ..StepConfig::default()
+        };
         let (sae, x, grads) = check(Architecture::JumpRelu, 7, step);
         // Surrogate for log θ, with D = 2s(x̂ − x) and θ⁰ frozen.
         let s = 1.0 / N as f64;
@@ -316,7 +415,9 @@ fn jumprelu_weights_and_straight_through_threshold() {
         let mut zpos = vec![vec![0.0; D_SAE]; N];
         for r in 0..N {
             let xhat = decode_row(&sae, &codes[r], true);
-            let d: Vec<f64> = (0..D_IN).map(|j| 2.0 * s * (xhat[j] - x[r * D_IN + j])).collect();
+            let d: Vec<f64> = (0..D_IN)
+                .map(|j| 2.0 * s * (xhat[j] - x[r * D_IN + j]))
+                .collect();
             let z = row_z(&sae, &x, r, &sae.b_enc);
             for i in 0..D_SAE {
                 let dw: f64 = (0..D_IN).map(|j| d[j] * sae.w_dec[i * D_IN + j]).sum();
@@ -340,14 +441,22 @@ fn jumprelu_weights_and_straight_through_threshold() {
                 in_band += ((zpos[r][i] - theta0[i]).abs() < bandwidth / 2.0) as usize;
             }
         }
-        assert!(in_band >= 5, "only {in_band} entries inside the band: the check would be vacuous");
+        assert!(
+            in_band >= 5,
+            "only {in_band} entries inside the band: the check would be vacuous"
+        );
         let h = 1e-6;
         for i in 0..D_SAE {
             let mut p = sae.log_threshold.clone();
             p[i] += h;
             let mut m = sae.log_threshold.clone();
             m[i] -= h;
-            assert_close(&format!("dlog_threshold[{i}]"), grads.log_threshold[i], (surrogate(&p) - surrogate(&m)) / (2.0 * h), 1e-6);
+            assert_close(
+                &format!("dlog_threshold[{i}]"),
+                grads.log_threshold[i],
+                (surrogate(&p) - surrogate(&m)) / (2.0 * h),
+                1e-6,
+            );
         }
         assert!(grads.log_threshold.iter().filter(|&&g| g != 0.0).count() >= 3);
     }
@@ -371,7 +480,13 @@ fn f32_matches_f64_on_larger_batches() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
         let cfg = SaeConfig::new(d_in, d_sae, arch).unwrap();
         let mut s64 = S64::init(cfg, &mut rng).unwrap();
-        for v in s64.b_dec.iter_mut().chain(s64.b_enc.iter_mut()).chain(s64.b_gate.iter_mut()).chain(s64.b_mag.iter_mut()) {
+        for v in s64
+            .b_dec
+            .iter_mut()
+            .chain(s64.b_enc.iter_mut())
+            .chain(s64.b_gate.iter_mut())
+            .chain(s64.b_mag.iter_mut())
+        {
             *v = rng.random_range(-0.1..0.1);
         }
         for v in s64.log_threshold.iter_mut() {
@@ -381,7 +496,12 @@ fn f32_matches_f64_on_larger_batches() {
         let to32 = |v: &Vec<f64>| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
         // Round the f64 model to f32 values so both see identical weights.
         let mut s32 = SaeOf::<f32>::zeros(s64.cfg.clone()).unwrap();
-        for ((_, dst), (_, src)) in s32.params_mut().into_iter().map(|p| (p.name, p.value)).zip(s64.params()) {
+        for ((_, dst), (_, src)) in s32
+            .params_mut()
+            .into_iter()
+            .map(|p| (p.name, p.value))
+            .zip(s64.params())
+        {
             for (d, &s) in dst.iter_mut().zip(src) {
                 *d = s as f32;
             }
@@ -394,17 +514,36 @@ fn f32_matches_f64_on_larger_batches() {
         let x32 = to32(&x64);
         let x64: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
         for dense_above in [1.0, 0.0] {
-            let step = StepConfig { sparsity_coeff: 0.2, dead: Some(&dead), k_aux: Some(10), bandwidth: 0.05, dense_above, ..StepConfig::default() };
+            let step = StepConfig {
+                sparsity_coeff: 0.2,
+                dead: Some(&dead),
+                k_aux: Some(10),
+                bandwidth: 0.05,
+                dense_above,
+                ..StepConfig::default()
+            };
             let mut g64 = GradientsOf::zeros_like(&s64);
             let mut g32 = GradientsOf::zeros_like(&s32);
-            let st64 = s64.forward_backward(&x64, n, &step, &mut WorkspaceOf::default(), &mut g64).unwrap();
-            let st32 = s32.forward_backward(&x32, n, &step, &mut WorkspaceOf::default(), &mut g32).unwrap();
-            assert!((st64.loss - st32.loss).abs() <= 1e-4 * st64.loss.abs().max(1e-3), "{arch}: loss {} vs {}", st64.loss, st32.loss);
+            let st64 = s64
+                .forward_backward(&x64, n, &step, &mut WorkspaceOf::default(), &mut g64)
+                .unwrap();
+            let st32 = s32
+                .forward_backward(&x32, n, &step, &mut WorkspaceOf::default(), &mut g32)
+                .unwrap();
+            assert!(
+                (st64.loss - st32.loss).abs() <= 1e-4 * st64.loss.abs().max(1e-3),
+                "{arch}: loss {} vs {}",
+                st64.loss,
+                st32.loss
+            );
             assert_eq!(st64.l0, st32.l0, "{arch}");
             for ((name, a), (_, b)) in g64.slices().into_iter().zip(g32.slices()) {
                 let scale = a.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1e-6);
                 for (p, (&u, &v)) in a.iter().zip(b).enumerate() {
-                    assert!((u - v as f64).abs() <= 2e-4 * scale, "{arch} dense_above={dense_above}: {name}[{p}] f64 {u} vs f32 {v}");
+                    assert!(
+                        (u - v as f64).abs() <= 2e-4 * scale,
+                        "{arch} dense_above={dense_above}: {name}[{p}] f64 {u} vs f32 {v}"
+                    );
                 }
             }
         }
@@ -416,13 +555,36 @@ fn bad_shapes_are_errors_not_panics() {
     let (sae, x) = random_sae(Architecture::Relu, 1);
     let mut ws = WorkspaceOf::default();
     let mut grads = GradientsOf::zeros_like(&sae);
-    assert!(sae.forward_backward(&x[..x.len() - 1], N, &StepConfig::default(), &mut ws, &mut grads).is_err());
-    assert!(sae.forward_backward(&x, 0, &StepConfig::default(), &mut ws, &mut grads).is_err());
+    assert!(sae
+        .forward_backward(
+            &x[..x.len() - 1],
+            N,
+            &StepConfig::default(),
+            &mut ws,
+            &mut grads
+        )
+        .is_err());
+    assert!(sae
+        .forward_backward(&x, 0, &StepConfig::default(), &mut ws, &mut grads)
+        .is_err());
     let (other, _) = random_sae(Architecture::Gated, 1);
     let mut wrong = GradientsOf::zeros_like(&other);
-    assert!(sae.forward_backward(&x, N, &StepConfig::default(), &mut ws, &mut wrong).is_err());
+    assert!(sae
+        .forward_backward(&x, N, &StepConfig::default(), &mut ws, &mut wrong)
+        .is_err());
     let short = vec![true; 3];
-    assert!(sae.forward_backward(&x, N, &StepConfig { dead: Some(&short), ..StepConfig::default() }, &mut ws, &mut grads).is_err());
+    assert!(sae
+        .forward_backward(
+            &x,
+            N,
+            &StepConfig {
+                dead: Some(&short),
+                ..StepConfig::default()
+            },
+            &mut ws,
+            &mut grads
+        )
+        .is_err());
     assert!(SaeConfig::new(8, 8, Architecture::TopK { k: 8 }).is_err());
     assert!(SaeConfig::new(8, 0, Architecture::Relu).is_err());
 }

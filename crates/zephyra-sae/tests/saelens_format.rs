@@ -10,8 +10,17 @@ use zephyra_sae::{Architecture, Sae, SaeConfig, SaeError};
 fn reference_dir() -> PathBuf {
     let dir = std::env::var_os("ZEPHYRA_REFERENCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference")));
-    assert!(dir.join("saelens").is_dir(), "oracle directory {} is missing (set ZEPHYRA_REFERENCE_DIR)", dir.display());
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/reference"
+            ))
+        });
+    assert!(
+        dir.join("saelens").is_dir(),
+        "oracle directory {} is missing (set ZEPHYRA_REFERENCE_DIR)",
+        dir.display()
+    );
     dir.join("saelens")
 }
 
@@ -26,20 +35,35 @@ fn loading_saelens_folders_reproduces_saelens_codes_and_reconstructions() {
     let n = xs[0];
     for name in ["standard", "topk", "jumprelu", "gated"] {
         let sae = saelens::load(&root.join(name)).unwrap();
-        assert!(sae.cfg.apply_b_dec_to_input, "{name}: the oracle files subtract b_dec");
+        assert!(
+            sae.cfg.apply_b_dec_to_input,
+            "{name}: the oracle files subtract b_dec"
+        );
         let (cs, want_codes) = tensor(&root.join(name).join("expected.safetensors"), "codes");
-        let (_, want_rec) = tensor(&root.join(name).join("expected.safetensors"), "reconstruction");
+        let (_, want_rec) = tensor(
+            &root.join(name).join("expected.safetensors"),
+            "reconstruction",
+        );
         assert_eq!(cs, vec![n, sae.cfg.d_sae]);
         let codes = sae.encode(&x, n).unwrap();
         let rec = sae.decode(&codes, n).unwrap();
         let mut active = 0;
         for (i, (g, w)) in codes.iter().zip(&want_codes).enumerate() {
-            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{name}: code {i}: got {g}, SAELens {w}");
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{name}: code {i}: got {g}, SAELens {w}"
+            );
             active += (*w != 0.0) as usize;
         }
-        assert!(active > 0 && active < codes.len(), "{name}: the oracle should have both active and inactive codes");
+        assert!(
+            active > 0 && active < codes.len(),
+            "{name}: the oracle should have both active and inactive codes"
+        );
         for (i, (g, w)) in rec.iter().zip(&want_rec).enumerate() {
-            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{name}: reconstruction {i}: got {g}, SAELens {w}");
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{name}: reconstruction {i}: got {g}, SAELens {w}"
+            );
         }
     }
 }
@@ -64,7 +88,13 @@ fn save_then_load_round_trips_every_architecture() {
         for (k, v) in sae.b_dec.iter_mut().enumerate() {
             *v = 0.1 * k as f32;
         }
-        for (k, v) in sae.b_gate.iter_mut().chain(sae.r_mag.iter_mut()).chain(sae.b_mag.iter_mut()).enumerate() {
+        for (k, v) in sae
+            .b_gate
+            .iter_mut()
+            .chain(sae.r_mag.iter_mut())
+            .chain(sae.b_mag.iter_mut())
+            .enumerate()
+        {
             *v = 0.01 * k as f32 - 0.1;
         }
         sae.update_batchtopk_threshold(0.25, 0.5);
@@ -78,10 +108,14 @@ fn save_then_load_round_trips_every_architecture() {
         assert_eq!(back.b_enc, sae.b_enc, "{arch}");
         assert_eq!(back.b_gate, sae.b_gate, "{arch}");
         for (a, b) in back.threshold.iter().zip(&sae.threshold) {
-            assert!((a - b).abs() <= 1e-7 * b.abs().max(1e-3), "{arch}: threshold {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-7 * b.abs().max(1e-3),
+                "{arch}: threshold {a} vs {b}"
+            );
         }
         let cfg: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("cfg.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("cfg.json")).unwrap())
+                .unwrap();
         let want = match arch {
             Architecture::Relu | Architecture::ReluUnit => "standard",
             Architecture::TopK { .. } => "topk",
@@ -93,7 +127,11 @@ fn save_then_load_round_trips_every_architecture() {
         assert_eq!(cfg["metadata"]["context_size"], 128);
         // Same codes after the round trip.
         let x: Vec<f32> = (0..4 * 5).map(|i| (i as f32 * 0.7).sin()).collect();
-        assert_eq!(back.encode(&x, 4).unwrap(), sae.encode(&x, 4).unwrap(), "{arch}");
+        assert_eq!(
+            back.encode(&x, 4).unwrap(),
+            sae.encode(&x, 4).unwrap(),
+            "{arch}"
+        );
     }
 }
 
@@ -110,10 +148,15 @@ fn copy_reference(name: &str) -> tempfile::TempDir {
 fn unknown_architecture_is_a_clear_error() {
     let dir = copy_reference("standard");
     let p = dir.path().join("cfg.json");
-    let text = std::fs::read_to_string(&p).unwrap().replace("\"standard\"", "\"matryoshka_batchtopk\"");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("\"standard\"", "\"matryoshka_batchtopk\"");
     std::fs::write(&p, text).unwrap();
     let err = saelens::load(dir.path()).unwrap_err();
-    assert!(matches!(err, SaeError::UnknownArchitecture(ref a) if a == "matryoshka_batchtopk"), "{err}");
+    assert!(
+        matches!(err, SaeError::UnknownArchitecture(ref a) if a == "matryoshka_batchtopk"),
+        "{err}"
+    );
     assert!(err.to_string().contains("supported are"), "{err}");
 }
 
@@ -133,23 +176,35 @@ fn wrong_shapes_and_missing_tensors_are_clear_errors() {
     // d_sae in cfg.json disagrees with the tensors.
     let dir = copy_reference("jumprelu");
     let p = dir.path().join("cfg.json");
-    let text = std::fs::read_to_string(&p).unwrap().replace("\"d_sae\": 64", "\"d_sae\": 65");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("\"d_sae\": 64", "\"d_sae\": 65");
     std::fs::write(&p, text).unwrap();
     let err = saelens::load(dir.path()).unwrap_err();
-    assert!(matches!(err, SaeError::ShapeMismatch { ref expected, ref got, .. } if expected == &vec![16, 65] && got == &vec![16, 64]), "{err}");
+    assert!(
+        matches!(err, SaeError::ShapeMismatch { ref expected, ref got, .. } if expected == &vec![16, 65] && got == &vec![16, 64]),
+        "{err}"
+    );
 
     // A gated cfg over standard weights: b_gate missing.
     let dir = copy_reference("standard");
     let p = dir.path().join("cfg.json");
-    let text = std::fs::read_to_string(&p).unwrap().replace("\"standard\"", "\"gated\"");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("\"standard\"", "\"gated\"");
     std::fs::write(&p, text).unwrap();
     let err = saelens::load(dir.path()).unwrap_err();
-    assert!(matches!(err, SaeError::MissingTensor { ref name, .. } if name == "b_gate"), "{err}");
+    assert!(
+        matches!(err, SaeError::MissingTensor { ref name, .. } if name == "b_gate"),
+        "{err}"
+    );
 
     // topk with k ≥ d_sae.
     let dir = copy_reference("topk");
     let p = dir.path().join("cfg.json");
-    let text = std::fs::read_to_string(&p).unwrap().replace("\"k\": 4", "\"k\": 64");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("\"k\": 4", "\"k\": 64");
     std::fs::write(&p, text).unwrap();
     let err = saelens::load(dir.path()).unwrap_err();
     assert!(matches!(err, SaeError::InvalidConfig(_)), "{err}");
@@ -162,8 +217,10 @@ fn save_does_not_leave_partial_files_and_overwrites_atomically() {
     let dir = tempfile::tempdir().unwrap();
     saelens::save(&sae, dir.path()).unwrap();
     saelens::save(&sae, dir.path()).unwrap();
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     assert_eq!(names, vec!["cfg.json", "sae_weights.safetensors"]);
 }

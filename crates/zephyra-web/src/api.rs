@@ -108,14 +108,24 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// `GET /api/features`.
-pub async fn features(State(state): State<AppState>, query: Result<Query<ListQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
+pub async fn features(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!("limit {limit} must be in 1..={MAX_LIMIT}")));
+        return Err(ApiError::BadRequest(format!(
+            "limit {limit} must be in 1..={MAX_LIMIT}"
+        )));
     }
     let all = &state.store().index().features;
-    let needle = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_lowercase);
+    let needle =
+        q.q.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_lowercase);
     let id_match = needle.as_deref().and_then(|n| n.parse::<u32>().ok());
     let mut rows: Vec<&FeatureSummary> = all
         .iter()
@@ -123,7 +133,10 @@ pub async fn features(State(state): State<AppState>, query: Result<Query<ListQue
             None => q.dead || f.n_fires > 0,
             Some(n) => {
                 Some(f.id) == id_match
-                    || f.top_tokens.iter().chain(&f.top_logits).any(|t| t.to_lowercase().contains(n.as_str()))
+                    || f.top_tokens
+                        .iter()
+                        .chain(&f.top_logits)
+                        .any(|t| t.to_lowercase().contains(n.as_str()))
             }
         })
         .collect();
@@ -141,8 +154,15 @@ pub async fn features(State(state): State<AppState>, query: Result<Query<ListQue
         }
     });
     let total = rows.len();
-    let page: Vec<SummaryRow<'_>> = rows.into_iter().skip(q.offset).take(limit).map(SummaryRow::from).collect();
-    Ok(Json(json!({ "total": total, "offset": q.offset, "limit": limit, "features": page })))
+    let page: Vec<SummaryRow<'_>> = rows
+        .into_iter()
+        .skip(q.offset)
+        .take(limit)
+        .map(SummaryRow::from)
+        .collect();
+    Ok(Json(
+        json!({ "total": total, "offset": q.offset, "limit": limit, "features": page }),
+    ))
 }
 
 /// Parses a latent index from a path segment; anything else is a 404.
@@ -150,18 +170,24 @@ pub(crate) fn parse_id(state: &AppState, raw: &str) -> Result<u32, ApiError> {
     let d_sae = state.store().index().features.len();
     match raw.parse::<u32>() {
         Ok(id) if (id as usize) < d_sae => Ok(id),
-        _ => Err(ApiError::NotFound(format!("no feature `{raw}`: the SAE has {d_sae} latents (0..{d_sae})"))),
+        _ => Err(ApiError::NotFound(format!(
+            "no feature `{raw}`: the SAE has {d_sae} latents (0..{d_sae})"
+        ))),
     }
 }
 
 /// `GET /api/feature/{id}`.
-pub async fn feature(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<FeatureRecord>, ApiError> {
+pub async fn feature(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<FeatureRecord>, ApiError> {
     let id = parse_id(&state, &raw)?;
     let store = state.store().clone();
     let rec = tokio::task::spawn_blocking(move || store.record(id))
         .await
         .map_err(|e| ApiError::Internal(format!("reading feature {id}: {e}")))??;
-    rec.map(Json).ok_or_else(|| ApiError::NotFound(format!("no feature {id}")))
+    rec.map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no feature {id}")))
 }
 
 /// Body of `POST /api/explain`.
@@ -176,13 +202,20 @@ pub struct ExplainBody {
 }
 
 /// `POST /api/explain`.
-pub async fn explain(State(state): State<AppState>, body: Result<Json<ExplainBody>, JsonRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn explain(
+    State(state): State<AppState>,
+    body: Result<Json<ExplainBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
     let Json(body) = body?;
     let top_k = body.top_k.unwrap_or(5);
     if top_k == 0 || top_k > 50 {
-        return Err(ApiError::BadRequest(format!("top_k {top_k} must be in 1..=50")));
+        return Err(ApiError::BadRequest(format!(
+            "top_k {top_k} must be in 1..=50"
+        )));
     }
-    let tokens = state.with_engine(move |engine, rule| Ok(engine.explain(&body.text, top_k, rule)?)).await?;
+    let tokens = state
+        .with_engine(move |engine, rule| Ok(engine.explain(&body.text, top_k, rule)?))
+        .await?;
     Ok(Json(json!({ "tokens": tokens })))
 }
 
@@ -211,15 +244,23 @@ pub struct SteerBody {
 }
 
 /// `POST /api/steer`.
-pub async fn steer(State(state): State<AppState>, body: Result<Json<SteerBody>, JsonRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn steer(
+    State(state): State<AppState>,
+    body: Result<Json<SteerBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
     let Json(b) = body?;
     let d_sae = state.store().index().d_sae;
     if b.feature as usize >= d_sae {
-        return Err(ApiError::BadRequest(format!("feature {} does not exist: the SAE has {d_sae} latents", b.feature)));
+        return Err(ApiError::BadRequest(format!(
+            "feature {} does not exist: the SAE has {d_sae} latents",
+            b.feature
+        )));
     }
     let max_tokens = b.max_tokens.unwrap_or(32);
     if max_tokens == 0 || max_tokens > MAX_STEER_TOKENS {
-        return Err(ApiError::BadRequest(format!("max_tokens {max_tokens} must be in 1..={MAX_STEER_TOKENS}")));
+        return Err(ApiError::BadRequest(format!(
+            "max_tokens {max_tokens} must be in 1..={MAX_STEER_TOKENS}"
+        )));
     }
     let req = SteerRequest {
         prompt: b.prompt,
@@ -231,7 +272,11 @@ pub async fn steer(State(state): State<AppState>, body: Result<Json<SteerBody>, 
         temperature: b.temperature.unwrap_or(0.7),
     };
     let echo = req.clone();
-    let out: SteerOutput = state.with_engine(move |engine, _| Ok(engine.steer(&req)?)).await?;
-    Ok(Json(json!({ "request": echo, "steered": out.steered, "unsteered": out.unsteered,
-        "steered_ids": out.steered_ids, "unsteered_ids": out.unsteered_ids })))
+    let out: SteerOutput = state
+        .with_engine(move |engine, _| Ok(engine.steer(&req)?))
+        .await?;
+    Ok(Json(
+        json!({ "request": echo, "steered": out.steered, "unsteered": out.unsteered,
+        "steered_ids": out.steered_ids, "unsteered_ids": out.unsteered_ids }),
+    ))
 }

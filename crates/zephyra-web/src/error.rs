@@ -38,7 +38,10 @@ impl From<AnalysisError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(format!("the request body is larger than {} bytes", crate::MAX_BODY_BYTES))
+            ApiError::TooLarge(format!(
+                "the request body is larger than {} bytes",
+                crate::MAX_BODY_BYTES
+            ))
         } else {
             ApiError::BadRequest(format!("invalid JSON body: {}", r.body_text()))
         }
@@ -54,7 +57,10 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong".to_string())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong".to_string(),
+                )
             }
         };
         (status, Json(serde_json::json!({ "error": message }))).into_response()

@@ -66,7 +66,14 @@ struct Inner {
 impl AppState {
     /// A state serving `store`; with an `engine`, explain and steer work too (otherwise they answer 503).
     pub fn new(store: FeatureStore, engine: Option<Engine>) -> Self {
-        Self { inner: Arc::new(Inner { store, engine, rule: ExclusionRule::default(), model_lock: Mutex::new(()) }) }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                engine,
+                rule: ExclusionRule::default(),
+                model_lock: Mutex::new(()),
+            }),
+        }
     }
 
     /// The features store.
@@ -80,11 +87,17 @@ impl AppState {
         f: impl FnOnce(&Engine, &ExclusionRule) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         if self.inner.engine.is_none() {
-            return Err(ApiError::Unavailable("no model is loaded: start the server with --model to explain and steer".into()));
+            return Err(ApiError::Unavailable(
+                "no model is loaded: start the server with --model to explain and steer".into(),
+            ));
         }
         let state = self.clone();
         tokio::task::spawn_blocking(move || {
-            let _guard = state.inner.model_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _guard = state
+                .inner
+                .model_lock
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             match &state.inner.engine {
                 Some(engine) => f(engine, &state.inner.rule),
                 None => Err(ApiError::Internal("the engine disappeared".into())),

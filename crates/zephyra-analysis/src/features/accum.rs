@@ -48,7 +48,13 @@ impl Accumulators {
             n_contexts: 0,
             n_tokens_read: 0,
             n_tokens_kept: 0,
-            latents: vec![LatentAcc { hist: vec![0; HIST_BINS], ..Default::default() }; d_sae],
+            latents: vec![
+                LatentAcc {
+                    hist: vec![0; HIST_BINS],
+                    ..Default::default()
+                };
+                d_sae
+            ],
         }
     }
 
@@ -108,7 +114,8 @@ impl Accumulators {
                 }
                 if active.len() > 1 && opts.n_cofire > 0 {
                     if active.len() > opts.cofire_active {
-                        active.select_nth_unstable_by(opts.cofire_active, |x, y| y.0.total_cmp(&x.0));
+                        active
+                            .select_nth_unstable_by(opts.cofire_active, |x, y| y.0.total_cmp(&x.0));
                         active.truncate(opts.cofire_active);
                     }
                     let capacity = opts.n_cofire * 4;
@@ -127,10 +134,26 @@ impl Accumulators {
                 ctx_max[j as usize] = (0.0, 0);
                 let acc = &mut self.latents[j as usize];
                 if acc.top.len() < opts.n_top {
-                    acc.top.push(window(batch, c, pos as usize, j as usize, d_sae, context_index, opts));
+                    acc.top.push(window(
+                        batch,
+                        c,
+                        pos as usize,
+                        j as usize,
+                        d_sae,
+                        context_index,
+                        opts,
+                    ));
                 } else if let Some((k, weakest)) = weakest(&acc.top) {
                     if a > weakest {
-                        acc.top[k] = window(batch, c, pos as usize, j as usize, d_sae, context_index, opts);
+                        acc.top[k] = window(
+                            batch,
+                            c,
+                            pos as usize,
+                            j as usize,
+                            d_sae,
+                            context_index,
+                            opts,
+                        );
                     }
                 }
             }
@@ -142,7 +165,11 @@ impl Accumulators {
 
 /// Index and activation of the weakest example.
 fn weakest(examples: &[Example]) -> Option<(usize, f32)> {
-    examples.iter().enumerate().map(|(k, e)| (k, e.act)).min_by(|a, b| a.1.total_cmp(&b.1))
+    examples
+        .iter()
+        .enumerate()
+        .map(|(k, e)| (k, e.act))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// One space-saving update: count `item`, evicting the smallest counter when full.
@@ -157,14 +184,28 @@ fn space_saving(counters: &mut Vec<(u32, u64)>, item: u32, capacity: usize) {
 }
 
 /// The example window of latent `j` around `pos` of context `c`.
-fn window(batch: &Batch<'_>, c: usize, pos: usize, j: usize, d_sae: usize, context: u64, opts: &FeatureOptions) -> Example {
+fn window(
+    batch: &Batch<'_>,
+    c: usize,
+    pos: usize,
+    j: usize,
+    d_sae: usize,
+    context: u64,
+    opts: &FeatureOptions,
+) -> Example {
     let ctx = batch.ctx;
     let start = pos.saturating_sub(opts.window_before);
     let end = (pos + opts.window_after + 1).min(ctx);
     let row0 = c * ctx;
     let token_ids = batch.tokens[row0 + start..row0 + end].to_vec();
     let acts = (start..end)
-        .map(|p| if batch.keep[row0 + p] { batch.codes[(row0 + p) * d_sae + j].max(0.0) } else { 0.0 })
+        .map(|p| {
+            if batch.keep[row0 + p] {
+                batch.codes[(row0 + p) * d_sae + j].max(0.0)
+            } else {
+                0.0
+            }
+        })
         .collect();
     Example {
         act: batch.codes[(row0 + pos) * d_sae + j],
@@ -211,7 +252,11 @@ impl LatentAcc {
             .map(|(id, count)| Cofire {
                 id,
                 count,
-                fraction: if self.n_fires == 0 { 0.0 } else { (count as f64 / self.n_fires as f64) as f32 },
+                fraction: if self.n_fires == 0 {
+                    0.0
+                } else {
+                    (count as f64 / self.n_fires as f64) as f32
+                },
             })
             .collect()
     }
@@ -235,11 +280,29 @@ mod tests {
         codes[6 * d + 1] = 1.0; // c1 p2 latent 1
         let keep = [false, true, true, true, false, true, true, true];
         let tokens = [10, 11, 12, 13, 20, 21, 22, 23];
-        let opts = FeatureOptions { n_top: 1, n_samples: 4, window_before: 1, window_after: 1, ..Default::default() };
+        let opts = FeatureOptions {
+            n_top: 1,
+            n_samples: 4,
+            window_before: 1,
+            window_after: 1,
+            ..Default::default()
+        };
         let mut acc = Accumulators::new(d);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        acc.add(&Batch { tokens: &tokens, keep: &keep, codes: &codes, ctx: 4 }, &opts, &mut rng);
-        assert_eq!((acc.n_tokens_read, acc.n_tokens_kept, acc.n_contexts), (8, 6, 2));
+        acc.add(
+            &Batch {
+                tokens: &tokens,
+                keep: &keep,
+                codes: &codes,
+                ctx: 4,
+            },
+            &opts,
+            &mut rng,
+        );
+        assert_eq!(
+            (acc.n_tokens_read, acc.n_tokens_kept, acc.n_contexts),
+            (8, 6, 2)
+        );
         let l0 = &acc.latents[0];
         assert_eq!(l0.n_fires, 2);
         assert_eq!(l0.max, 5.0);
@@ -252,7 +315,14 @@ mod tests {
         assert_eq!(l0.hist.iter().sum::<u32>(), 2);
         assert_eq!(l0.hist[hist_bin(5.0)], 1);
         assert_eq!(l0.samples.len(), 2);
-        assert_eq!(l0.top_cofire(4), vec![Cofire { id: 1, count: 1, fraction: 0.5 }]);
+        assert_eq!(
+            l0.top_cofire(4),
+            vec![Cofire {
+                id: 1,
+                count: 1,
+                fraction: 0.5
+            }]
+        );
         assert_eq!(acc.latents[1].top_cofire(4)[0].fraction, 1.0);
         assert_eq!(acc.latents[2].n_fires, 0);
     }
@@ -263,7 +333,7 @@ mod tests {
         for i in 0..1000u32 {
             space_saving(&mut c, if i % 2 == 0 { 7 } else { 100 + i }, 4);
         }
-        c.sort_by(|a, b| b.1.cmp(&a.1));
+        c.sort_by_key(|x| std::cmp::Reverse(x.1));
         assert_eq!(c[0].0, 7);
         assert!(c[0].1 >= 500);
     }

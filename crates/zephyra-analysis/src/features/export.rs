@@ -33,8 +33,13 @@ pub fn feature_json(rec: &FeatureRecord, n_prompts: u64, ctx: usize, dataset: &s
             }));
         }
     }
-    let (bar_values, bar_heights): (Vec<f32>, Vec<u32>) =
-        rec.histogram.iter().enumerate().filter(|(_, &h)| h > 0).map(|(b, &h)| (hist_bin_lower(b), h)).unzip();
+    let (bar_values, bar_heights): (Vec<f32>, Vec<u32>) = rec
+        .histogram
+        .iter()
+        .enumerate()
+        .filter(|(_, &h)| h > 0)
+        .map(|(b, &h)| (hist_bin_lower(b), h))
+        .unzip();
     json!({
         "feature_index": rec.id,
         "neuron_alignment_indices": [], "neuron_alignment_values": [], "neuron_alignment_l1": [],
@@ -59,22 +64,44 @@ pub fn feature_json(rec: &FeatureRecord, n_prompts: u64, ctx: usize, dataset: &s
 }
 
 /// Writes every latent of `store` into `out_dir/batch-{n}.json`; returns the number of files.
-pub fn export_neuronpedia(store: &FeatureStore, out_dir: &Path, model_id: &str, sae_set: &str) -> Result<usize> {
-    std::fs::create_dir_all(out_dir).map_err(|source| AnalysisError::Io { path: out_dir.to_path_buf(), source })?;
+pub fn export_neuronpedia(
+    store: &FeatureStore,
+    out_dir: &Path,
+    model_id: &str,
+    sae_set: &str,
+) -> Result<usize> {
+    std::fs::create_dir_all(out_dir).map_err(|source| AnalysisError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let index = store.index();
-    let layer = index.hook.strip_prefix("blocks.").and_then(|r| r.split('.').next()).and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+    let layer = index
+        .hook
+        .strip_prefix("blocks.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(0);
     let mut n_files = 0;
     let ids: Vec<u32> = index.features.iter().map(|f| f.id).collect();
     for (n, chunk) in ids.chunks(FEATURES_PER_BATCH).enumerate() {
         let mut features = Vec::with_capacity(chunk.len());
         for &id in chunk {
             if let Some(rec) = store.record(id)? {
-                features.push(feature_json(&rec, index.n_contexts, index.options.ctx, &index.corpus));
+                features.push(feature_json(
+                    &rec,
+                    index.n_contexts,
+                    index.options.ctx,
+                    &index.corpus,
+                ));
             }
         }
-        let batch = json!({"model_id": model_id, "layer": layer, "sae_set": sae_set, "features": features});
+        let batch =
+            json!({"model_id": model_id, "layer": layer, "sae_set": sae_set, "features": features});
         let path = out_dir.join(format!("batch-{n}.json"));
-        let bytes = serde_json::to_vec(&batch).map_err(|source| AnalysisError::Json { path: path.clone(), source })?;
+        let bytes = serde_json::to_vec(&batch).map_err(|source| AnalysisError::Json {
+            path: path.clone(),
+            source,
+        })?;
         write_atomic(&path, &bytes)?;
         n_files += 1;
     }

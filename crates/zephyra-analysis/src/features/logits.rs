@@ -31,26 +31,50 @@ impl Unembedding {
     /// from a GGUF file, dequantized to `f32`.
     pub fn from_gguf(path: &Path) -> Result<Self> {
         let model = |e: String| AnalysisError::Model(format!("{}: {e}", path.display()));
-        let (content, mut file) = zephyra_lm::gguf::read_content(path).map_err(|e| model(e.to_string()))?;
+        let (content, mut file) =
+            zephyra_lm::gguf::read_content(path).map_err(|e| model(e.to_string()))?;
         let mut read = |name: &str| -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-            let Some(info) = content.tensor_infos.get(name) else { return Ok(None) };
-            let q = info.read(&mut file, content.tensor_data_offset, &Device::Cpu).map_err(|e| model(e.to_string()))?;
-            let t = q.dequantize(&Device::Cpu).map_err(|e| model(e.to_string()))?;
+            let Some(info) = content.tensor_infos.get(name) else {
+                return Ok(None);
+            };
+            let q = info
+                .read(&mut file, content.tensor_data_offset, &Device::Cpu)
+                .map_err(|e| model(e.to_string()))?;
+            let t = q
+                .dequantize(&Device::Cpu)
+                .map_err(|e| model(e.to_string()))?;
             let dims = t.dims().to_vec();
-            let data = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| model(e.to_string()))?;
+            let data = t
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| model(e.to_string()))?;
             Ok(Some((dims, data)))
         };
-        let missing = |name: &str| model(format!("tensor `{name}` is missing; is this a Llama-family GGUF?"));
-        let (_, norm_scale) = read("output_norm.weight")?.ok_or_else(|| missing("output_norm.weight"))?;
+        let missing = |name: &str| {
+            model(format!(
+                "tensor `{name}` is missing; is this a Llama-family GGUF?"
+            ))
+        };
+        let (_, norm_scale) =
+            read("output_norm.weight")?.ok_or_else(|| missing("output_norm.weight"))?;
         let (dims, w_u) = match read("output.weight")? {
             Some(t) => t,
             None => read("token_embd.weight")?.ok_or_else(|| missing("token_embd.weight"))?,
         };
         let d_model = norm_scale.len();
         if dims.len() != 2 || dims[1] != d_model {
-            return Err(AnalysisError::ShapeMismatch { what: "unembedding columns", expected: d_model, got: dims.get(1).copied().unwrap_or(0) });
+            return Err(AnalysisError::ShapeMismatch {
+                what: "unembedding columns",
+                expected: d_model,
+                got: dims.get(1).copied().unwrap_or(0),
+            });
         }
-        Ok(Self { d_model, vocab: dims[0], norm_scale, w_u })
+        Ok(Self {
+            d_model,
+            vocab: dims[0],
+            norm_scale,
+            w_u,
+        })
     }
 
     /// The `n` most promoted and `n` most suppressed tokens of each row of `w_dec` (`[d_sae, d_model]`).
@@ -72,7 +96,11 @@ impl Unembedding {
             let rows = CHUNK.min(d_sae - start);
             for r in 0..rows {
                 let src = &w_dec[(start + r) * d..(start + r + 1) * d];
-                for ((s, &w), &g) in scaled[r * d..(r + 1) * d].iter_mut().zip(src).zip(&self.norm_scale) {
+                for ((s, &w), &g) in scaled[r * d..(r + 1) * d]
+                    .iter_mut()
+                    .zip(src)
+                    .zip(&self.norm_scale)
+                {
                     *s = w * g;
                 }
             }
@@ -94,9 +122,17 @@ impl Unembedding {
 
 /// The `n` largest (or smallest) values of `row` with their indices, in order.
 fn extremes(row: &[f32], n: usize, largest: bool) -> Vec<(u32, f32)> {
-    let mut idx: Vec<(u32, f32)> = row.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();
+    let mut idx: Vec<(u32, f32)> = row
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (i as u32, v))
+        .collect();
     let cmp = |a: &(u32, f32), b: &(u32, f32)| {
-        let o = if largest { b.1.total_cmp(&a.1) } else { a.1.total_cmp(&b.1) };
+        let o = if largest {
+            b.1.total_cmp(&a.1)
+        } else {
+            a.1.total_cmp(&b.1)
+        };
         o.then(a.0.cmp(&b.0))
     };
     if n == 0 {
@@ -117,7 +153,12 @@ mod tests {
     #[test]
     fn effects_match_a_hand_computation() {
         // d = 2, vocab = 3: W_U rows (1,0), (0,1), (1,1); g = (2, 1).
-        let u = Unembedding { d_model: 2, vocab: 3, norm_scale: vec![2.0, 1.0], w_u: vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0] };
+        let u = Unembedding {
+            d_model: 2,
+            vocab: 3,
+            norm_scale: vec![2.0, 1.0],
+            w_u: vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+        };
         // direction (1, -3): g⊙d = (2, -3) → logits (2, -3, -1).
         let e = u.logit_effects(&[1.0, -3.0], 1, 2).unwrap();
         assert_eq!(e[0].0, vec![(0, 2.0), (2, -1.0)]);

@@ -36,8 +36,10 @@ pub struct Planted {
     pub text: String,
 }
 
-const WORDS: [&str; 16] =
-    ["the", "cat", "box", "sat", "on", "a", "mat", "fix", "and", "then", "six", "dogs", "ran", "mix", "in", "water"];
+const WORDS: [&str; 16] = [
+    "the", "cat", "box", "sat", "on", "a", "mat", "fix", "and", "then", "six", "dogs", "ran",
+    "mix", "in", "water",
+];
 
 /// Builds the fixture from the tiny model of `seed`. Panics if the planted token cannot be chosen
 /// (a fixture error, not a test outcome).
@@ -57,7 +59,9 @@ pub fn planted(seed: u64) -> Planted {
         .find(|&t| {
             let et = row(t as usize);
             let n2 = dot(et, et);
-            (0..vocab).filter(|&v| v != t as usize).all(|v| 2.0 * dot(row(v), et) / n2 - 1.0 < -0.05 && dot(row(v), et) < 0.9 * n2)
+            (0..vocab)
+                .filter(|&v| v != t as usize)
+                .all(|v| 2.0 * dot(row(v), et) / n2 - 1.0 < -0.05 && dot(row(v), et) < 0.9 * n2)
                 && g.iter().all(|x| x.abs() > 1e-3)
         })
         .expect("no candidate token is separable in this tiny model; try another seed");
@@ -79,7 +83,9 @@ pub fn planted(seed: u64) -> Planted {
     let mut text = String::new();
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
     for i in 0..600 {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         text.push_str(WORDS[(state >> 60) as usize]);
         text.push(if i % 11 == 10 { '\n' } else { ' ' });
     }

@@ -68,7 +68,10 @@ fn model_err(e: impl std::fmt::Display) -> AnalysisError {
 fn check_options(o: &FeatureOptions, context_length: usize) -> Result<()> {
     let bad = |what: &str| Err(AnalysisError::InvalidArgument(what.to_string()));
     if o.ctx < 2 || o.ctx > context_length {
-        return bad(&format!("--ctx {} must be between 2 and the model's context length {context_length}", o.ctx));
+        return bad(&format!(
+            "--ctx {} must be between 2 and the model's context length {context_length}",
+            o.ctx
+        ));
     }
     if o.batch_contexts == 0 || o.n_top == 0 {
         return bad("the batch size and the number of top contexts must be at least 1");
@@ -84,16 +87,26 @@ fn check_options(o: &FeatureOptions, context_length: usize) -> Result<()> {
 /// Resumes from `checkpoint.json` in the output directory when [`FeatureOptions::resume`] is set and the
 /// checkpoint was made with the same SAE, hook, corpus and options; a checkpoint made with other settings is
 /// an error (remove it, or pass `resume = false` to start over).
-pub fn compute_features(job: &FeatureJob<'_>, progress: &mut dyn FnMut(&FeatureProgress)) -> Result<FeatureIndex> {
+pub fn compute_features(
+    job: &FeatureJob<'_>,
+    progress: &mut dyn FnMut(&FeatureProgress),
+) -> Result<FeatureIndex> {
     let opts = &job.options;
     let cfg = job.llama.config();
     check_options(opts, cfg.context_length)?;
     job.hook.validate(cfg.n_layers).map_err(model_err)?;
     let (d_in, d_sae) = (job.sae.cfg.d_in, job.sae.cfg.d_sae);
     if d_in != cfg.d_model {
-        return Err(AnalysisError::WidthMismatch { hook: job.hook.to_string(), hook_width: cfg.d_model, sae_d_in: d_in });
+        return Err(AnalysisError::WidthMismatch {
+            hook: job.hook.to_string(),
+            hook_width: cfg.d_model,
+            sae_d_in: d_in,
+        });
     }
-    std::fs::create_dir_all(job.out_dir).map_err(|source| AnalysisError::Io { path: job.out_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(job.out_dir).map_err(|source| AnalysisError::Io {
+        path: job.out_dir.to_path_buf(),
+        source,
+    })?;
     let ckpt_path = job.out_dir.join(CHECKPOINT_FILE);
     let fingerprint = serde_json::json!({
         "sae": job.provenance.sae, "model": job.provenance.model, "hook": job.hook.to_string(),
@@ -103,8 +116,15 @@ pub fn compute_features(job: &FeatureJob<'_>, progress: &mut dyn FnMut(&FeatureP
     let mut acc = Accumulators::new(d_sae);
     let mut resumed = false;
     if opts.resume && ckpt_path.exists() {
-        let bytes = std::fs::read(&ckpt_path).map_err(|source| AnalysisError::Io { path: ckpt_path.clone(), source })?;
-        let ck: Checkpoint = serde_json::from_slice(&bytes).map_err(|source| AnalysisError::Json { path: ckpt_path.clone(), source })?;
+        let bytes = std::fs::read(&ckpt_path).map_err(|source| AnalysisError::Io {
+            path: ckpt_path.clone(),
+            source,
+        })?;
+        let ck: Checkpoint =
+            serde_json::from_slice(&bytes).map_err(|source| AnalysisError::Json {
+                path: ckpt_path.clone(),
+                source,
+            })?;
         if ck.fingerprint != fingerprint || ck.acc.latents.len() != d_sae {
             return Err(AnalysisError::InvalidArgument(format!(
                 "{} was written by a pass with other settings (SAE, model, hook, corpus or options); \
@@ -114,7 +134,11 @@ pub fn compute_features(job: &FeatureJob<'_>, progress: &mut dyn FnMut(&FeatureP
         }
         acc = ck.acc;
         resumed = true;
-        tracing::info!(n_contexts = acc.n_contexts, n_tokens = acc.n_tokens_read, "resuming feature pass");
+        tracing::info!(
+            n_contexts = acc.n_contexts,
+            n_tokens = acc.n_tokens_read,
+            "resuming feature pass"
+        );
     }
     progress(&FeatureProgress {
         n_tokens_read: acc.n_tokens_read,
@@ -123,8 +147,13 @@ pub fn compute_features(job: &FeatureJob<'_>, progress: &mut dyn FnMut(&FeatureP
         resumed,
     });
     let encoder: Arc<dyn TextEncoder> = job.tokenizer.clone();
-    let pack = PackOptions { ctx: opts.ctx, seed: opts.seed, shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS };
-    let mut stream = ContextStream::new(job.corpus.documents(), encoder, pack).map_err(|e| AnalysisError::Data(e.to_string()))?;
+    let pack = PackOptions {
+        ctx: opts.ctx,
+        seed: opts.seed,
+        shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS,
+    };
+    let mut stream = ContextStream::new(job.corpus.documents(), encoder, pack)
+        .map_err(|e| AnalysisError::Data(e.to_string()))?;
     for _ in 0..acc.n_contexts {
         match stream.next() {
             Some(Ok(_)) => {}
@@ -151,7 +180,10 @@ pub fn compute_features(job: &FeatureJob<'_>, progress: &mut dyn FnMut(&FeatureP
         }
         let rows = contexts.len() * opts.ctx;
         let mut hooks = Hooks::capturing([job.hook]);
-        let mut out = job.llama.forward(&contexts, &mut hooks, Logits::None).map_err(model_err)?;
+        let mut out = job
+            .llama
+            .forward(&contexts, &mut hooks, Logits::None)
+            .map_err(model_err)?;
         let acts = out
             .activations
             .take(job.hook)
@@ -162,9 +194,23 @@ pub fn compute_features(job: &FeatureJob<'_>, progress: &mut dyn FnMut(&FeatureP
         let tokens: Vec<u32> = contexts.concat();
         let norms = exclude::row_norms(&acts, d_in);
         let ex = exclude::apply(&opts.exclusion, &tokens, opts.ctx, &norms, &is_special);
-        let codes = job.sae.encode_with(&acts, rows, &mut ws).map_err(|e| AnalysisError::Sae(e.to_string()))?;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed ^ acc.n_contexts.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        acc.add(&Batch { tokens: &tokens, keep: &ex.keep, codes, ctx: opts.ctx }, opts, &mut rng);
+        let codes = job
+            .sae
+            .encode_with(&acts, rows, &mut ws)
+            .map_err(|e| AnalysisError::Sae(e.to_string()))?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            opts.seed ^ acc.n_contexts.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        acc.add(
+            &Batch {
+                tokens: &tokens,
+                keep: &ex.keep,
+                codes,
+                ctx: opts.ctx,
+            },
+            opts,
+            &mut rng,
+        );
         n_batches += 1;
         if opts.checkpoint_every > 0 && n_batches % opts.checkpoint_every == 0 {
             save_checkpoint(&ckpt_path, &fingerprint, &acc)?;
@@ -177,37 +223,71 @@ pub fn compute_features(job: &FeatureJob<'_>, progress: &mut dyn FnMut(&FeatureP
         });
     }
     if acc.n_tokens_kept == 0 {
-        return Err(AnalysisError::NoTokens { seen: acc.n_tokens_read as usize });
+        return Err(AnalysisError::NoTokens {
+            seen: acc.n_tokens_read as usize,
+        });
     }
-    tracing::info!(n_tokens = acc.n_tokens_read, n_kept = acc.n_tokens_kept, "feature statistics accumulated");
+    tracing::info!(
+        n_tokens = acc.n_tokens_read,
+        n_kept = acc.n_tokens_kept,
+        "feature statistics accumulated"
+    );
     let unembed = Unembedding::from_gguf(job.llama.path())?;
     let effects = unembed.logit_effects(&job.sae.w_dec, d_sae, opts.n_logits)?;
-    let text = |id: u32| job.tokenizer.decode(&[id]).unwrap_or_else(|_| format!("<{id}>"));
+    let text = |id: u32| {
+        job.tokenizer
+            .decode(&[id])
+            .unwrap_or_else(|_| format!("<{id}>"))
+    };
     let fill = |mut ex: Example| {
         ex.tokens = ex.token_ids.iter().map(|&id| text(id)).collect();
         ex
     };
     let kept = acc.n_tokens_kept;
-    let records = acc.latents.iter().zip(effects).enumerate().map(|(j, (l, (pos, neg)))| {
-        let tv = |v: Vec<(u32, f32)>| v.into_iter().map(|(id, value)| TokenValue { id, token: text(id), value }).collect();
-        let mut quantiles = l.quantile_groups(4);
-        for g in &mut quantiles {
-            g.examples = std::mem::take(&mut g.examples).into_iter().map(fill).collect();
-        }
-        FeatureRecord {
-            id: j as u32,
-            n_fires: l.n_fires,
-            density: l.n_fires as f64 / kept as f64,
-            mean_act: if l.n_fires == 0 { 0.0 } else { (l.sum / l.n_fires as f64) as f32 },
-            max_act: l.max,
-            top: l.sorted_top().into_iter().map(fill).collect(),
-            quantiles,
-            histogram: if l.hist.len() == HIST_BINS { l.hist.clone() } else { vec![0; HIST_BINS] },
-            logits_pos: tv(pos),
-            logits_neg: tv(neg),
-            cofire: l.top_cofire(opts.n_cofire),
-        }
-    });
+    let records = acc
+        .latents
+        .iter()
+        .zip(effects)
+        .enumerate()
+        .map(|(j, (l, (pos, neg)))| {
+            let tv = |v: Vec<(u32, f32)>| {
+                v.into_iter()
+                    .map(|(id, value)| TokenValue {
+                        id,
+                        token: text(id),
+                        value,
+                    })
+                    .collect()
+            };
+            let mut quantiles = l.quantile_groups(4);
+            for g in &mut quantiles {
+                g.examples = std::mem::take(&mut g.examples)
+                    .into_iter()
+                    .map(fill)
+                    .collect();
+            }
+            FeatureRecord {
+                id: j as u32,
+                n_fires: l.n_fires,
+                density: l.n_fires as f64 / kept as f64,
+                mean_act: if l.n_fires == 0 {
+                    0.0
+                } else {
+                    (l.sum / l.n_fires as f64) as f32
+                },
+                max_act: l.max,
+                top: l.sorted_top().into_iter().map(fill).collect(),
+                quantiles,
+                histogram: if l.hist.len() == HIST_BINS {
+                    l.hist.clone()
+                } else {
+                    vec![0; HIST_BINS]
+                },
+                logits_pos: tv(pos),
+                logits_neg: tv(neg),
+                cofire: l.top_cofire(opts.n_cofire),
+            }
+        });
     let index = FeatureIndex {
         version: store::FORMAT_VERSION,
         model: job.provenance.model.clone(),
@@ -226,7 +306,10 @@ pub fn compute_features(job: &FeatureJob<'_>, progress: &mut dyn FnMut(&FeatureP
     };
     let index = store::write(job.out_dir, index, records)?;
     if ckpt_path.exists() {
-        std::fs::remove_file(&ckpt_path).map_err(|source| AnalysisError::Io { path: ckpt_path.clone(), source })?;
+        std::fs::remove_file(&ckpt_path).map_err(|source| AnalysisError::Io {
+            path: ckpt_path.clone(),
+            source,
+        })?;
     }
     Ok(index)
 }
@@ -237,7 +320,11 @@ fn save_checkpoint(path: &Path, fingerprint: &serde_json::Value, acc: &Accumulat
         fingerprint: &'a serde_json::Value,
         acc: &'a Accumulators,
     }
-    let bytes = serde_json::to_vec(&Ref { fingerprint, acc }).map_err(|source| AnalysisError::Json { path: path.to_path_buf(), source })?;
+    let bytes =
+        serde_json::to_vec(&Ref { fingerprint, acc }).map_err(|source| AnalysisError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
     store::write_atomic(path, &bytes)?;
     tracing::debug!(n_contexts = acc.n_contexts, "feature checkpoint written");
     Ok(())

@@ -97,56 +97,95 @@ pub struct Provenance {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AnalysisError + '_ {
-    move |source| AnalysisError::Io { path: path.to_path_buf(), source }
+    move |source| AnalysisError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes `records` (in latent order) and the index into `dir`. `summary` fills the index fields that are
 /// not derived from a record (counters and provenance); its `features` are replaced.
-pub fn write(dir: &Path, mut index: FeatureIndex, records: impl IntoIterator<Item = FeatureRecord>) -> Result<FeatureIndex> {
+pub fn write(
+    dir: &Path,
+    mut index: FeatureIndex,
+    records: impl IntoIterator<Item = FeatureRecord>,
+) -> Result<FeatureIndex> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = tempfile::Builder::new().prefix(".tmp-features-").tempfile_in(dir).map_err(io(dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-features-")
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
     let mut w = BufWriter::new(tmp);
     let mut offset = 0u64;
     index.features.clear();
     for rec in records {
-        let line = serde_json::to_vec(&rec).map_err(|source| AnalysisError::Json { path: dir.join(RECORDS_FILE), source })?;
-        w.write_all(&line).and_then(|_| w.write_all(b"\n")).map_err(io(dir))?;
-        index.features.push(summarise(&rec, offset, line.len() as u64));
+        let line = serde_json::to_vec(&rec).map_err(|source| AnalysisError::Json {
+            path: dir.join(RECORDS_FILE),
+            source,
+        })?;
+        w.write_all(&line)
+            .and_then(|_| w.write_all(b"\n"))
+            .map_err(io(dir))?;
+        index
+            .features
+            .push(summarise(&rec, offset, line.len() as u64));
         offset += line.len() as u64 + 1;
     }
-    let tmp = w.into_inner().map_err(|e| AnalysisError::Io { path: dir.join(RECORDS_FILE), source: e.into_error() })?;
+    let tmp = w.into_inner().map_err(|e| AnalysisError::Io {
+        path: dir.join(RECORDS_FILE),
+        source: e.into_error(),
+    })?;
     tmp.as_file().sync_all().map_err(io(dir))?;
     let records_path = dir.join(RECORDS_FILE);
-    tmp.persist(&records_path).map_err(|e| AnalysisError::Io { path: records_path.clone(), source: e.error })?;
+    tmp.persist(&records_path).map_err(|e| AnalysisError::Io {
+        path: records_path.clone(),
+        source: e.error,
+    })?;
     index.version = FORMAT_VERSION;
     index.hist_log10_min = HIST_LOG10_MIN;
     index.hist_log10_max = HIST_LOG10_MAX;
     index.hist_bins = HIST_BINS;
-    let bytes = serde_json::to_vec(&index).map_err(|source| AnalysisError::Json { path: dir.join(INDEX_FILE), source })?;
+    let bytes = serde_json::to_vec(&index).map_err(|source| AnalysisError::Json {
+        path: dir.join(INDEX_FILE),
+        source,
+    })?;
     write_atomic(&dir.join(INDEX_FILE), &bytes)?;
     Ok(index)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io(dir))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
     tmp.write_all(bytes).map_err(io(path))?;
     tmp.as_file().sync_all().map_err(io(path))?;
-    tmp.persist(path).map_err(|e| AnalysisError::Io { path: path.to_path_buf(), source: e.error })?;
+    tmp.persist(path).map_err(|e| AnalysisError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
 fn summarise(rec: &FeatureRecord, offset: u64, len: u64) -> FeatureSummary {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for ex in &rec.top {
-        let tok = ex.tokens.get(ex.center as usize).cloned().unwrap_or_default();
+        let tok = ex
+            .tokens
+            .get(ex.center as usize)
+            .cloned()
+            .unwrap_or_default();
         match counts.iter_mut().find(|c| c.0 == tok) {
             Some(c) => c.1 += 1,
             None => counts.push((tok, 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     FeatureSummary {
         id: rec.id,
         n_fires: rec.n_fires,
@@ -154,7 +193,12 @@ fn summarise(rec: &FeatureRecord, offset: u64, len: u64) -> FeatureSummary {
         mean_act: rec.mean_act,
         max_act: rec.max_act,
         top_tokens: counts.into_iter().take(5).map(|c| c.0).collect(),
-        top_logits: rec.logits_pos.iter().take(5).map(|t| t.token.clone()).collect(),
+        top_logits: rec
+            .logits_pos
+            .iter()
+            .take(5)
+            .map(|t| t.token.clone())
+            .collect(),
         offset,
         len,
     }
@@ -171,8 +215,15 @@ impl FeatureStore {
     /// Opens `dir` (reads `index.json` only).
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(INDEX_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| AnalysisError::Io { path: path.clone(), source })?;
-        let index: FeatureIndex = serde_json::from_slice(&bytes).map_err(|source| AnalysisError::Json { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| AnalysisError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let index: FeatureIndex =
+            serde_json::from_slice(&bytes).map_err(|source| AnalysisError::Json {
+                path: path.clone(),
+                source,
+            })?;
         if index.version != FORMAT_VERSION {
             return Err(AnalysisError::InvalidArgument(format!(
                 "{}: layout version {} is not {FORMAT_VERSION}; recompute with `zephyra features`",
@@ -180,7 +231,10 @@ impl FeatureStore {
                 index.version
             )));
         }
-        Ok(Self { dir: dir.to_path_buf(), index })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            index,
+        })
     }
 
     /// The directory.
@@ -195,14 +249,22 @@ impl FeatureStore {
 
     /// The record of latent `id` (`None` when there is no such latent).
     pub fn record(&self, id: u32) -> Result<Option<FeatureRecord>> {
-        let Some(s) = self.index.features.get(id as usize) else { return Ok(None) };
+        let Some(s) = self.index.features.get(id as usize) else {
+            return Ok(None);
+        };
         let path = self.dir.join(RECORDS_FILE);
         let mut f = File::open(&path).map_err(io(&path))?;
         f.seek(SeekFrom::Start(s.offset)).map_err(io(&path))?;
-        let len = usize::try_from(s.len).map_err(|_| AnalysisError::InvalidArgument(format!("record length {} too large", s.len)))?;
+        let len = usize::try_from(s.len).map_err(|_| {
+            AnalysisError::InvalidArgument(format!("record length {} too large", s.len))
+        })?;
         let mut buf = vec![0u8; len];
         f.read_exact(&mut buf).map_err(io(&path))?;
-        let rec: FeatureRecord = serde_json::from_slice(&buf).map_err(|source| AnalysisError::Json { path: path.clone(), source })?;
+        let rec: FeatureRecord =
+            serde_json::from_slice(&buf).map_err(|source| AnalysisError::Json {
+                path: path.clone(),
+                source,
+            })?;
         if rec.id != id {
             return Err(AnalysisError::InvalidArgument(format!(
                 "{}: the record at the offset of latent {id} is latent {}; the index does not match the records, recompute",

@@ -19,8 +19,8 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     let sheet = zephyra_sae::by_hand::worksheet().context("computing the worksheet")?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer(&mut out, &sheet.to_json())?;
-        writeln!(out)?;
+        let text = serde_json::to_string(&sheet.to_json())?;
+        writeln!(out, "{text}")?;
     } else {
         out.write_all(sheet.render_text().as_bytes())?;
     }

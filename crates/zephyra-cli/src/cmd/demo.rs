@@ -1,10 +1,194 @@
+//! `zephyra demo`: the whole path on defaults, sized for about 20 minutes on 2 cores: fetch the model,
+//! harvest the default corpus (the Rust documentation), train a TopK SAE, evaluate it, compute feature
+//! statistics, print a summary and serve the app.
+//!
+//! Each step runs the same code as its subcommand (`fetch-model`, `harvest`, `train`, `eval`, `features`,
+//! `serve`), in this process, with the arguments printed so every step can be rerun by hand. A finished
+//! step is skipped when the demo is run again on the same directory.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use zephyra_analysis::features::FeatureStore;
+use zephyra_web::AppState;
 
 use super::Global;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Directory for everything the demo writes.
+    #[arg(long, value_name = "DIR", default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// Hook point the SAE reads.
+    #[arg(long, default_value = "blocks.15.hook_resid_pre")]
+    pub hook: String,
+    /// Tokens harvested and trained on.
+    #[arg(long, default_value_t = 300_000)]
+    pub tokens: u64,
+    /// Tokens read for the feature statistics.
+    #[arg(long, default_value_t = 100_000)]
+    pub feature_tokens: u64,
+    /// Port of the app.
+    #[arg(long, default_value_t = 7878)]
+    pub port: u16,
+    /// Stop after the summary instead of serving the app.
+    #[arg(long)]
+    pub no_serve: bool,
+}
 
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// Runs one subcommand in this process, as `zephyra ARGS…` would.
+fn step(
+    n: usize,
+    total: usize,
+    what: &str,
+    argv: &[String],
+    done: bool,
+    global: &Global,
+) -> anyhow::Result<()> {
+    eprintln!("[{n}/{total}] {what}: zephyra {}", argv.join(" "));
+    if done {
+        eprintln!("        already done, skipped");
+        return Ok(());
+    }
+    let mut full = vec!["zephyra".to_string()];
+    if global.quiet {
+        full.push("--quiet".into());
+    }
+    full.extend(argv.iter().cloned());
+    let cli = crate::Cli::try_parse_from(&full)
+        .with_context(|| format!("demo step {n} ({what}): bad arguments"))?;
+    match crate::run(cli).with_context(|| {
+        format!("demo step {n} ({what}) failed; rerun it alone with the command above")
+    })? {
+        code if code == ExitCode::SUCCESS => Ok(()),
+        _ => bail!("demo step {n} ({what}) did not succeed"),
+    }
+}
+
+fn s(x: impl ToString) -> String {
+    x.to_string()
+}
+
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let out = &args.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let acts = out.join("acts");
+    let sae = out.join("sae");
+    let features = sae.join("features");
+    let total = 6;
+    step(
+        1,
+        total,
+        "fetch the model",
+        &[s("fetch-model")],
+        false,
+        global,
+    )?;
+    step(
+        2,
+        total,
+        "harvest activations from the Rust documentation",
+        &[
+            s("harvest"),
+            s("--hook"),
+            args.hook.clone(),
+            s("--tokens"),
+            s(args.tokens),
+            s("--out"),
+            s(acts.display()),
+        ],
+        acts.join("manifest.json").exists(),
+        global,
+    )?;
+    step(
+        3,
+        total,
+        "train a TopK SAE (k = 32, 8 × 576 latents)",
+        &[
+            s("train"),
+            s("--acts"),
+            s(acts.display()),
+            s("--arch"),
+            s("topk"),
+            s("--k"),
+            s(32),
+            s("--expansion"),
+            s(8),
+            s("--tokens"),
+            s(args.tokens),
+            s("--out"),
+            s(sae.display()),
+        ],
+        sae.join("cfg.json").exists(),
+        global,
+    )?;
+    step(
+        4,
+        total,
+        "evaluate it",
+        &[
+            s("eval"),
+            s("--sae"),
+            s(sae.display()),
+            s("--tokens"),
+            s(50_000),
+            s("--ce-tokens"),
+            s(8_192),
+        ],
+        false,
+        global,
+    )?;
+    step(
+        5,
+        total,
+        "compute feature statistics",
+        &[
+            s("features"),
+            s("--sae"),
+            s(sae.display()),
+            s("--tokens"),
+            s(args.feature_tokens),
+            s("--out"),
+            s(features.display()),
+        ],
+        features.join("index.json").exists(),
+        global,
+    )?;
+    print_examples(&features)?;
+    if args.no_serve {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("[6/{total}] serve the app (Ctrl-C to stop)");
+    let engine = super::steer::engine(&sae, "smollm2", None)?;
+    let store =
+        FeatureStore::open(&features).with_context(|| format!("opening {}", features.display()))?;
+    let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), args.port);
+    super::serve::serve(AppState::new(store, Some(engine)), addr, |url| {
+        println!("\nThe app: {url}")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints five example features: the densest ones firing on under 10 % of tokens.
+fn print_examples(features: &Path) -> anyhow::Result<()> {
+    let store =
+        FeatureStore::open(features).with_context(|| format!("opening {}", features.display()))?;
+    let mut alive: Vec<_> = store
+        .index()
+        .features
+        .iter()
+        .filter(|f| f.n_fires > 0 && f.density < 0.1)
+        .collect();
+    alive.sort_by(|a, b| b.density.total_cmp(&a.density));
+    println!("\nExample features (id, density, top tokens → promoted tokens):");
+    for f in alive.iter().step_by((alive.len() / 5).max(1)).take(5) {
+        println!(
+            "  {:>6}  {:.4}  {:?} → {:?}",
+            f.id, f.density, f.top_tokens, f.top_logits
+        );
+    }
+    Ok(())
 }

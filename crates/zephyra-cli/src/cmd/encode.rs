@@ -52,8 +52,10 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if args.batch == 0 {
         bail!("--batch must be positive");
     }
-    let sae = saelens::load(&args.sae).with_context(|| format!("loading the SAE from {}", args.sae.display()))?;
-    let acts = NpyFile::open(&args.acts).with_context(|| format!("reading activations {}", args.acts.display()))?;
+    let sae = saelens::load(&args.sae)
+        .with_context(|| format!("loading the SAE from {}", args.sae.display()))?;
+    let acts = NpyFile::open(&args.acts)
+        .with_context(|| format!("reading activations {}", args.acts.display()))?;
     let (n, d_in, d_sae) = (acts.n_rows(), acts.d_in(), sae.cfg.d_sae);
     if d_in != sae.cfg.d_in {
         bail!(
@@ -67,8 +69,15 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if args.format == Format::Dense && n.saturating_mul(d_sae) > 1 << 30 {
         bail!("dense output would hold {n} × {d_sae} values; use --format sparse");
     }
-    let bar = if global.show_progress() { ProgressBar::new(n as u64) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let bar = if global.show_progress() {
+        ProgressBar::new(n as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let mut ws = Workspace::default();
     let mut rows = vec![0.0f32; args.batch * d_in];
     let mut dense: Vec<f32> = Vec::new();
@@ -79,7 +88,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         let x = &mut rows[..count * d_in];
         acts.copy_rows(start, count, x);
         if let Some(p) = x.iter().position(|v| !v.is_finite()) {
-            bail!("{}: row {} holds a non-finite value; clean the activations first", args.acts.display(), start + p / d_in);
+            bail!(
+                "{}: row {} holds a non-finite value; clean the activations first",
+                args.acts.display(),
+                start + p / d_in
+            );
         }
         let codes = sae.encode_with(x, count, &mut ws)?;
         match args.format {
@@ -102,12 +115,19 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let le_f32 = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let le_i64 = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let mut meta = HashMap::from([("n_rows".to_string(), n.to_string()), ("d_sae".to_string(), d_sae.to_string())]);
+    let mut meta = HashMap::from([
+        ("n_rows".to_string(), n.to_string()),
+        ("d_sae".to_string(), d_sae.to_string()),
+    ]);
     let nnz = match args.format {
         Format::Dense => {
             meta.insert("format".into(), "dense".into());
             let nnz = dense.iter().filter(|v| **v != 0.0).count();
-            saelens::write_raw_tensors(&args.out, &[("codes", Dtype::F32, vec![n, d_sae], le_f32(&dense))], Some(meta))?;
+            saelens::write_raw_tensors(
+                &args.out,
+                &[("codes", Dtype::F32, vec![n, d_sae], le_f32(&dense))],
+                Some(meta),
+            )?;
             nnz
         }
         Format::Sparse => {

@@ -37,20 +37,32 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         Some(t) if t != "-" => t.to_string(),
         _ => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading the text from standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the text from standard input")?;
             s
         }
     };
     let engine = super::steer::engine(&args.sae, &args.model, args.hook)?;
-    let tokens = engine.explain(&text, args.top_k, &ExclusionRule::default()).context("explaining the text")?;
+    let tokens = engine
+        .explain(&text, args.top_k, &ExclusionRule::default())
+        .context("explaining the text")?;
     let mut out = std::io::stdout().lock();
     use std::io::Write;
     for t in &tokens {
         if args.json {
             writeln!(out, "{}", serde_json::to_string(t)?)?;
         } else {
-            let feats: Vec<String> = t.features.iter().map(|f| format!("{}:{:.2}", f.id, f.act)).collect();
-            let note = if t.excluded { "(excluded)".to_string() } else { feats.join(" ") };
+            let feats: Vec<String> = t
+                .features
+                .iter()
+                .map(|f| format!("{}:{:.2}", f.id, f.act))
+                .collect();
+            let note = if t.excluded {
+                "(excluded)".to_string()
+            } else {
+                feats.join(" ")
+            };
             writeln!(out, "{:>16}  {note}", format!("{:?}", t.token))?;
         }
     }

@@ -70,20 +70,32 @@ pub struct Stack {
 
 /// Loads the model and the SAE and works out the hook (`--hook`, else the SAE's `metadata.hook_name`).
 pub fn load_stack(sae_dir: &Path, model: &str, hook: Option<HookPoint>) -> anyhow::Result<Stack> {
-    let sae = zephyra_sae::saelens::load(sae_dir).with_context(|| format!("loading the SAE from {}", sae_dir.display()))?;
+    let sae = zephyra_sae::saelens::load(sae_dir)
+        .with_context(|| format!("loading the SAE from {}", sae_dir.display()))?;
     let hook = match hook {
         Some(h) => h,
         None => match &sae.cfg.metadata.hook_name {
-            Some(name) => name
-                .parse::<HookPoint>()
-                .with_context(|| format!("{}: metadata.hook_name `{name}`", sae_dir.join("cfg.json").display()))?,
-            None => bail!("{} names no hook (metadata.hook_name): pass --hook", sae_dir.join("cfg.json").display()),
+            Some(name) => name.parse::<HookPoint>().with_context(|| {
+                format!(
+                    "{}: metadata.hook_name `{name}`",
+                    sae_dir.join("cfg.json").display()
+                )
+            })?,
+            None => bail!(
+                "{} names no hook (metadata.hook_name): pass --hook",
+                sae_dir.join("cfg.json").display()
+            ),
         },
     };
-    let model_path = zephyra_lm::fetch::resolve_model(model).with_context(|| format!("resolving model `{model}`"))?;
-    let llama = Llama::load_gguf(&model_path).with_context(|| format!("loading {}", model_path.display()))?;
-    let tokenizer = Tokenizer::from_gguf(&model_path).with_context(|| format!("reading the tokenizer of {}", model_path.display()))?;
-    let hook = hook.validate(llama.config().n_layers).context("checking the hook against the model")?;
+    let model_path = zephyra_lm::fetch::resolve_model(model)
+        .with_context(|| format!("resolving model `{model}`"))?;
+    let llama = Llama::load_gguf(&model_path)
+        .with_context(|| format!("loading {}", model_path.display()))?;
+    let tokenizer = Tokenizer::from_gguf(&model_path)
+        .with_context(|| format!("reading the tokenizer of {}", model_path.display()))?;
+    let hook = hook
+        .validate(llama.config().n_layers)
+        .context("checking the hook against the model")?;
     if sae.cfg.d_in != llama.config().d_model {
         bail!(
             "the SAE reads vectors of width {} but the model's residual stream has width {}: use the model the SAE was trained on",
@@ -91,22 +103,35 @@ pub fn load_stack(sae_dir: &Path, model: &str, hook: Option<HookPoint>) -> anyho
             llama.config().d_model
         );
     }
-    Ok(Stack { llama, tokenizer: Arc::new(tokenizer), sae, hook, model_path })
+    Ok(Stack {
+        llama,
+        tokenizer: Arc::new(tokenizer),
+        sae,
+        hook,
+        model_path,
+    })
 }
 
 /// The corpus of `--data`, or the default Rust documentation.
 pub fn corpus(specs: &[String]) -> anyhow::Result<Corpus> {
     if specs.is_empty() {
-        Corpus::default_rust_docs().context("finding the default corpus (the Rust documentation); pass --data")
+        Corpus::default_rust_docs()
+            .context("finding the default corpus (the Rust documentation); pass --data")
     } else {
         Corpus::from_specs(specs, Default::default()).context("reading --data")
     }
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    let out = args.out.clone().unwrap_or_else(|| args.sae.join("features"));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.sae.join("features"));
     if args.export_only {
-        let dir = args.export_neuronpedia.as_deref().unwrap_or(Path::new("neuronpedia"));
+        let dir = args
+            .export_neuronpedia
+            .as_deref()
+            .unwrap_or(Path::new("neuronpedia"));
         return export_to(&out, dir, &args.model);
     }
     let stack = load_stack(&args.sae, &args.model, args.hook)?;
@@ -118,7 +143,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         max_tokens: args.tokens,
         n_top: args.top,
         seed: args.seed,
-        exclusion: if args.keep_sinks { ExclusionRule::keep_all() } else { ExclusionRule::default() },
+        exclusion: if args.keep_sinks {
+            ExclusionRule::keep_all()
+        } else {
+            ExclusionRule::default()
+        },
         resume: !args.restart,
         ..FeatureOptions::default()
     };
@@ -152,8 +181,10 @@ pub fn compute(
         indicatif::ProgressBar::hidden()
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("features {bar:40} {pos}/{len} tokens {per_sec} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "features {bar:40} {pos}/{len} tokens {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let job = features::FeatureJob {
         llama: &stack.llama,
@@ -173,7 +204,10 @@ pub fn compute(
     let index = features::compute_features(&job, &mut |p| {
         bar.set_position(p.n_tokens_read.min(p.max_tokens));
         if p.resumed {
-            bar.println(format!("resuming from a checkpoint at {} tokens", p.n_tokens_read));
+            bar.println(format!(
+                "resuming from a checkpoint at {} tokens",
+                p.n_tokens_read
+            ));
         }
     })
     .with_context(|| format!("computing feature statistics into {}", out.display()))?;
@@ -182,11 +216,20 @@ pub fn compute(
 }
 
 fn export_to(features_dir: &Path, dir: &Path, model: &str) -> anyhow::Result<ExitCode> {
-    let store = FeatureStore::open(features_dir)
-        .with_context(|| format!("opening {} (run `zephyra features` first)", features_dir.display()))?;
-    let model_id = if model == "smollm2" { "smollm2-135m-instruct" } else { model };
+    let store = FeatureStore::open(features_dir).with_context(|| {
+        format!(
+            "opening {} (run `zephyra features` first)",
+            features_dir.display()
+        )
+    })?;
+    let model_id = if model == "smollm2" {
+        "smollm2-135m-instruct"
+    } else {
+        model
+    };
     let set = format!("zephyra-{}", store.index().hook.replace('.', "-"));
-    let n = export::export_neuronpedia(&store, dir, model_id, &set).with_context(|| format!("exporting into {}", dir.display()))?;
+    let n = export::export_neuronpedia(&store, dir, model_id, &set)
+        .with_context(|| format!("exporting into {}", dir.display()))?;
     println!("{}: {n} Neuronpedia batch files", dir.display());
     Ok(ExitCode::SUCCESS)
 }

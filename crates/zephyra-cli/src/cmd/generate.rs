@@ -56,7 +56,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         text: args.prompt.clone(),
         file: args.file.clone(),
     };
-    let prompt = input.read().context("reading the prompt (--prompt or --file)")?;
+    let prompt = input
+        .read()
+        .context("reading the prompt (--prompt or --file)")?;
 
     let model = fetch_model::load(&args.model, global)?;
     let tokenizer = &model.tokenizer;

@@ -90,7 +90,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
 }
 
 fn print_text(r: &Report) {
-    println!("file            {} ({:.1} MB)", r.path, r.file_bytes as f64 / 1e6);
+    println!(
+        "file            {} ({:.1} MB)",
+        r.path,
+        r.file_bytes as f64 / 1e6
+    );
     if let Some(name) = &r.name {
         println!("name            {name}");
     }
@@ -108,7 +112,11 @@ fn print_text(r: &Report) {
     println!("rms norm eps    {:e}", r.rms_norm_eps);
     println!(
         "embeddings      {}",
-        if r.tied_embeddings { "tied" } else { "separate" }
+        if r.tied_embeddings {
+            "tied"
+        } else {
+            "separate"
+        }
     );
     println!("tensors         {}", r.n_tensors);
     println!(

@@ -82,7 +82,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if ids.is_empty() {
         anyhow::bail!("the text has no tokens");
     }
-    tracing::info!(n_tokens = ids.len(), n_hooks = hooks.len(), "running the model");
+    tracing::info!(
+        n_tokens = ids.len(),
+        n_hooks = hooks.len(),
+        "running the model"
+    );
     let mut capture = Hooks::capturing(hooks.iter().copied());
     let out = model
         .llama

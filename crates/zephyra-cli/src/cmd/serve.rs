@@ -37,21 +37,44 @@ pub struct Args {
 }
 
 pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    let dir = args.features.clone().unwrap_or_else(|| args.sae.join("features"));
-    let store = FeatureStore::open(&dir)
-        .with_context(|| format!("opening the features in {} (run `zephyra features --sae {}` first)", dir.display(), args.sae.display()))?;
-    let engine = if args.no_model { None } else { Some(super::steer::engine(&args.sae, &args.model, args.hook)?) };
-    serve(AppState::new(store, engine), SocketAddr::new(args.host, args.port), |url| println!("{url}"))?;
+    let dir = args
+        .features
+        .clone()
+        .unwrap_or_else(|| args.sae.join("features"));
+    let store = FeatureStore::open(&dir).with_context(|| {
+        format!(
+            "opening the features in {} (run `zephyra features --sae {}` first)",
+            dir.display(),
+            args.sae.display()
+        )
+    })?;
+    let engine = if args.no_model {
+        None
+    } else {
+        Some(super::steer::engine(&args.sae, &args.model, args.hook)?)
+    };
+    serve(
+        AppState::new(store, engine),
+        SocketAddr::new(args.host, args.port),
+        |url| println!("{url}"),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Binds `addr` and serves until the process is stopped; `on_ready` gets the URL once listening.
 pub fn serve(state: AppState, addr: SocketAddr, on_ready: impl FnOnce(&str)) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (is the port in use? try --port)"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr} (is the port in use? try --port)"))?;
         let local = listener.local_addr().context("reading the bound address")?;
         on_ready(&format!("http://{local}"));
-        axum::serve(listener, router(state)).await.context("serving")
+        axum::serve(listener, router(state))
+            .await
+            .context("serving")
     })
 }

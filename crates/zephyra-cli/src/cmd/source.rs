@@ -9,7 +9,7 @@
 //! For the same options and seed, the on-the-fly source serves exactly the rows, in exactly the order, that
 //! a store made by `zephyra harvest` with the same options and read with the same `--shuffle-buffer` would.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -266,9 +266,4 @@ fn open_stream(args: &SourceArgs, model: &str, opts: &OpenOptions) -> anyhow::Re
     let pipeline = Pipeline { model: llama, encoder: tokenizer, corpus, config };
     let feed = StreamFeed::new(pipeline, args.shuffle_buffer, 2).context("starting on-the-fly harvesting")?;
     Ok(StreamSource { reader: ShuffleReader::new(Box::new(feed), opts.seed, Some(1)) })
-}
-
-/// Whether `path` looks like an activation store directory.
-pub fn is_store(path: &Path) -> bool {
-    path.join(zephyra_data::store::manifest::MANIFEST_FILE).is_file()
 }

@@ -59,9 +59,14 @@ pub struct Args {
 }
 
 /// The engine of `--sae`/`--model`/`--hook`.
-pub fn engine(sae: &std::path::Path, model: &str, hook: Option<HookPoint>) -> anyhow::Result<Engine> {
+pub fn engine(
+    sae: &std::path::Path,
+    model: &str,
+    hook: Option<HookPoint>,
+) -> anyhow::Result<Engine> {
     let s = super::features::load_stack(sae, model, hook)?;
-    Engine::new(Arc::new(s.llama), s.tokenizer, Arc::new(s.sae), s.hook).context("preparing the model and SAE")
+    Engine::new(Arc::new(s.llama), s.tokenizer, Arc::new(s.sae), s.hook)
+        .context("preparing the model and SAE")
 }
 
 pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
@@ -80,9 +85,15 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     };
     let out = engine.steer(&req).context("steering")?;
     if args.json {
-        println!("{}", serde_json::json!({"request": req, "steered": out.steered, "unsteered": out.unsteered}));
+        println!(
+            "{}",
+            serde_json::json!({"request": req, "steered": out.steered, "unsteered": out.unsteered})
+        );
     } else {
-        println!("steered   ({:?} feature {} × {}): {}{}", req.mode, req.feature, req.strength, args.prompt, out.steered);
+        println!(
+            "steered   ({:?} feature {} × {}): {}{}",
+            req.mode, req.feature, req.strength, args.prompt, out.steered
+        );
         println!("unsteered: {}{}", args.prompt, out.unsteered);
     }
     Ok(ExitCode::SUCCESS)

@@ -333,7 +333,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         ControlFlow::Continue(())
     };
     let outcome = pool
-        .install(|| trainer.run(&mut source, &mut on_step))
+        .install(|| trainer.run(source.as_mut(), &mut on_step))
         .context("training")?;
     bar.finish_and_clear();
 
@@ -395,7 +395,12 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-type Opened = (PathBuf, Trainer, Box<dyn ActivationSource>, Option<NpySource>);
+type Opened = (
+    PathBuf,
+    Trainer,
+    Box<dyn ActivationSource>,
+    Option<NpySource>,
+);
 
 /// A `.npy` file is split into training rows and a held-out tail here; stores and on-the-fly harvesting
 /// are opened by `source.rs` (no hold-out: evaluate with `zephyra eval`).
@@ -414,9 +419,6 @@ fn open_other(args: &Args, cfg: &TrainConfig) -> anyhow::Result<Box<dyn Activati
 }
 
 fn start(args: &Args) -> anyhow::Result<Opened> {
-    let Some(acts) = &args.acts else {
-        bail!("--acts PATH is required (or --resume DIR to continue a run)")
-    };
     let Some(out) = &args.out else {
         bail!("--out DIR is required (where the SAE and its checkpoints go)")
     };
@@ -427,7 +429,6 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
         repeat: true,
         seed: seed ^ 0x5EED_DA7A,
     };
-    let probe;
     let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) = match is_npy(args) {
         Some(acts) => {
             let (train, eval) = open_npy(acts, args.holdout, order)?;
@@ -439,8 +440,7 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
             let mut cfg = TrainConfig::for_sae(SaeConfig::new(1, 2, Architecture::Relu)?, 1, 1);
             cfg.seed = seed;
             cfg.total_tokens = args.tokens.unwrap_or(2_000_000);
-            probe = open_other(args, &cfg)?;
-            (probe, None)
+            (open_other(args, &cfg)?, None)
         }
     };
     let d_in = source.d_in();
@@ -450,10 +450,15 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
     let mut cfg = TrainConfig::for_sae(sae, args.batch.unwrap_or(4096), tokens);
     cfg.checkpoint_every_tokens = (tokens / 10).max(1);
     args.apply(&mut cfg);
-    cfg.sae
-        .metadata
-        .extra
-        .insert("acts".into(), serde_json::json!(acts));
+    if let Some(acts) = &args.source.acts {
+        cfg.sae
+            .metadata
+            .extra
+            .insert("acts".into(), serde_json::json!(acts));
+    }
+    if let Some(hook) = args.source.hook {
+        cfg.sae.metadata.hook_name = Some(hook.to_string());
+    }
     let trainer = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)
         .build()
@@ -476,24 +481,24 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
     let mut expected = saved.clone();
     args.apply(&mut expected);
     let cursor = &state.meta["cursor"];
-    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) = if cursor["kind"] == "npy" {
-        let acts = match &args.source.acts {
-            Some(p) => p.clone(),
-            None => PathBuf::from(
-                cursor["path"]
-                    .as_str()
-                    .context("the checkpoint does not name its activation file: pass --acts")?,
-            ),
+    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) =
+        if cursor["kind"] == "npy" {
+            let acts =
+                match &args.source.acts {
+                    Some(p) => p.clone(),
+                    None => PathBuf::from(cursor["path"].as_str().context(
+                        "the checkpoint does not name its activation file: pass --acts",
+                    )?),
+                };
+            let order: NpyOrder = serde_json::from_value(cursor["order"].clone())
+                .context("the checkpoint's data cursor has no order")?;
+            let n = cursor["n_rows"].as_u64().unwrap_or(0);
+            let end = cursor["end"].as_u64().unwrap_or(0);
+            let (train, eval) = open_npy(&acts, Some((n - end.min(n)) as f64), order)?;
+            (Box::new(train), eval)
+        } else {
+            (open_other(args, &expected)?, None)
         };
-        let order: NpyOrder = serde_json::from_value(cursor["order"].clone())
-            .context("the checkpoint's data cursor has no order")?;
-        let n = cursor["n_rows"].as_u64().unwrap_or(0);
-        let end = cursor["end"].as_u64().unwrap_or(0);
-        let (train, eval) = open_npy(&acts, Some((n - end.min(n)) as f64), order)?;
-        (Box::new(train), eval)
-    } else {
-        (open_other(args, &expected)?, None)
-    };
     let trainer = Trainer::resume(dir, Some(&expected), source.as_mut())?;
     Ok((dir.to_path_buf(), trainer, source, eval))
 }

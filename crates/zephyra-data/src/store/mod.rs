@@ -37,6 +37,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| DataError::io("creating a temporary file in", dir, e))?;
     tmp.write_all(bytes).map_err(|e| DataError::io("writing", tmp.path().to_path_buf(), e))?;
+    // Readable by others like any ordinary output file (temporary files are created 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = std::fs::Permissions::from_mode(0o644);
+        tmp.as_file().set_permissions(perms).map_err(|e| DataError::io("setting permissions of", tmp.path().to_path_buf(), e))?;
+    }
     tmp.as_file().sync_all().map_err(|e| DataError::io("syncing", tmp.path().to_path_buf(), e))?;
     tmp.persist(path).map_err(|e| DataError::io("renaming into", path, e.error))?;
     Ok(())

@@ -228,8 +228,10 @@ impl Llama {
                     sel.extend_from_slice(&buf.normed[r * d..(r + 1) * d]);
                 }
                 (sel, batch)
-            } else {
+            } else if logits == Logits::All {
                 (buf.normed.clone(), rows)
+            } else {
+                (Vec::new(), 0)
             }
         } else if logits == Logits::Last {
             let mut sel = Vec::with_capacity(batch * d);

@@ -37,7 +37,13 @@ pub(super) fn scale_of<T: Real>(step: &StepConfig<'_>, n_rows: usize) -> T {
 }
 
 /// `x_c = x − b_dec` (or `x`) into `ws.xc`; `z = x_c W_enc + bias` into `ws.z`.
-pub(super) fn encoder_preact<T: Real>(sae: &SaeOf<T>, x: &[T], n_rows: usize, bias: &[T], ws: &mut WorkspaceOf<T>) {
+pub(super) fn encoder_preact<T: Real>(
+    sae: &SaeOf<T>,
+    x: &[T],
+    n_rows: usize,
+    bias: &[T],
+    ws: &mut WorkspaceOf<T>,
+) {
     let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
     let xc = sized(&mut ws.xc, n_rows * d_in);
     xc.copy_from_slice(x);
@@ -49,13 +55,21 @@ pub(super) fn encoder_preact<T: Real>(sae: &SaeOf<T>, x: &[T], n_rows: usize, bi
         }
     }
     let z = sized(&mut ws.z, n_rows * d_sae);
-    matmul(z, MatRef::row_major(&ws.xc[..n_rows * d_in], n_rows, d_in), MatRef::row_major(&sae.w_enc, d_in, d_sae), false, T::ONE);
+    matmul(
+        z,
+        MatRef::row_major(&ws.xc[..n_rows * d_in], n_rows, d_in),
+        MatRef::row_major(&sae.w_enc, d_in, d_sae),
+        false,
+        T::ONE,
+    );
     if !bias.is_empty() {
-        z.par_chunks_exact_mut(d_sae).with_min_len(16).for_each(|row| {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                *v += b;
-            }
-        });
+        z.par_chunks_exact_mut(d_sae)
+            .with_min_len(16)
+            .for_each(|row| {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            });
     }
 }
 
@@ -63,13 +77,23 @@ pub(super) fn encoder_preact<T: Real>(sae: &SaeOf<T>, x: &[T], n_rows: usize, bi
 pub(super) fn decoder_norms<T: Real>(sae: &SaeOf<T>, ws: &mut WorkspaceOf<T>) {
     let d_in = sae.cfg.d_in;
     let norms = sized(&mut ws.dec_norms, sae.cfg.d_sae);
-    norms.par_iter_mut().zip(sae.w_dec.par_chunks_exact(d_in)).with_min_len(256).for_each(|(n, row)| {
-        *n = dot(row, row).sqrt();
-    });
+    norms
+        .par_iter_mut()
+        .zip(sae.w_dec.par_chunks_exact(d_in))
+        .with_min_len(256)
+        .for_each(|(n, row)| {
+            *n = dot(row, row).sqrt();
+        });
 }
 
 /// Fills `ws.d = 2s(x̂ − x)`, `ws.row_sq_err`, and returns `(sse, sst)`.
-pub(super) fn output_grad<T: Real>(x: &[T], n_rows: usize, d_in: usize, scale: T, ws: &mut WorkspaceOf<T>) -> (f64, f64) {
+pub(super) fn output_grad<T: Real>(
+    x: &[T],
+    n_rows: usize,
+    d_in: usize,
+    scale: T,
+    ws: &mut WorkspaceOf<T>,
+) -> (f64, f64) {
     let d = sized(&mut ws.d, n_rows * d_in);
     let rse = sized(&mut ws.row_sq_err, n_rows);
     let two_s = scale + scale;
@@ -138,14 +162,28 @@ pub(super) fn forward_backward<T: Real>(
     decoder_norms(sae, ws);
 
     // JumpReLU: thresholds and the entries inside the straight-through band.
-    let theta: Vec<T> = if arch == Architecture::JumpRelu { sae.log_threshold.iter().map(|l| l.exp()).collect() } else { Vec::new() };
+    let theta: Vec<T> = if arch == Architecture::JumpRelu {
+        sae.log_threshold.iter().map(|l| l.exp()).collect()
+    } else {
+        Vec::new()
+    };
     let half_band = T::from_f64(step.bandwidth / 2.0);
     if arch == Architecture::JumpRelu {
-        collect_band(&ws.z[..n_rows * d_sae], d_sae, &theta, half_band, &mut ws.band);
+        collect_band(
+            &ws.z[..n_rows * d_sae],
+            d_sae,
+            &theta,
+            half_band,
+            &mut ws.band,
+        );
     }
 
     // Which entries are active.
-    let mut stats = StepStats { n_rows, min_active: f64::INFINITY, ..StepStats::default() };
+    let mut stats = StepStats {
+        n_rows,
+        min_active: f64::INFINITY,
+        ..StepStats::default()
+    };
     let z = &ws.z[..n_rows * d_sae];
     let dense = match arch {
         Architecture::Relu | Architecture::ReluUnit => {
@@ -162,24 +200,46 @@ pub(super) fn forward_backward<T: Real>(
 
     // Per-latent additive term of dL/dz on active entries (sparsity).
     let add: Option<Vec<T>> = match arch {
-        Architecture::Relu => Some(ws.dec_norms[..d_sae].iter().map(|&n| lambda * s * n).collect()),
+        Architecture::Relu => Some(
+            ws.dec_norms[..d_sae]
+                .iter()
+                .map(|&n| lambda * s * n)
+                .collect(),
+        ),
         Architecture::ReluUnit => Some(vec![lambda * s; d_sae]),
         _ => None,
     };
 
     if dense {
-        dense_path(sae, x, n_rows, &theta, add.as_deref(), s, ws, grads, &mut stats);
+        dense_path(
+            sae,
+            x,
+            n_rows,
+            &theta,
+            add.as_deref(),
+            s,
+            ws,
+            grads,
+            &mut stats,
+        );
     } else {
         match arch {
             Architecture::Relu | Architecture::ReluUnit => {
-                ws.codes.build_from_dense(z, n_rows, d_sae, |_, v| (v > T::ZERO).then_some(v));
+                ws.codes
+                    .build_from_dense(z, n_rows, d_sae, |_, v| (v > T::ZERO).then_some(v));
             }
             Architecture::JumpRelu => {
                 let th = &theta;
-                ws.codes.build_from_dense(z, n_rows, d_sae, |i, v| (v > T::ZERO && v > th[i]).then_some(v));
+                ws.codes.build_from_dense(z, n_rows, d_sae, |i, v| {
+                    (v > T::ZERO && v > th[i]).then_some(v)
+                });
             }
-            Architecture::TopK { k } => select_topk(z, n_rows, d_sae, k, None, &mut ws.lists, &mut ws.codes),
-            Architecture::BatchTopK { k } => select_batchtopk(z, n_rows, d_sae, k, &mut ws.lists, &mut ws.codes),
+            Architecture::TopK { k } => {
+                select_topk(z, n_rows, d_sae, k, None, &mut ws.lists, &mut ws.codes)
+            }
+            Architecture::BatchTopK { k } => {
+                select_batchtopk(z, n_rows, d_sae, k, &mut ws.lists, &mut ws.codes)
+            }
             Architecture::Gated => unreachable!("gated has its own path"),
         }
         sparse_path(sae, x, n_rows, add.as_deref(), ws, grads, &mut stats, s);
@@ -196,7 +256,11 @@ pub(super) fn forward_backward<T: Real>(
                 l1 += f_sums[i].to_f64() * n.to_f64();
                 if f_sums[i] != T::ZERO && n > T::ZERO {
                     let c = lambda * s * f_sums[i] / n;
-                    crate::kernels::sparse::axpy(&mut grads.w_dec[i * d_in..(i + 1) * d_in], c, &sae.w_dec[i * d_in..(i + 1) * d_in]);
+                    crate::kernels::sparse::axpy(
+                        &mut grads.w_dec[i * d_in..(i + 1) * d_in],
+                        c,
+                        &sae.w_dec[i * d_in..(i + 1) * d_in],
+                    );
                 }
             }
             stats.sparsity_loss = step.sparsity_coeff * s.to_f64() * l1;
@@ -213,7 +277,9 @@ pub(super) fn forward_backward<T: Real>(
     }
 
     // AuxK.
-    if let (Architecture::TopK { .. } | Architecture::BatchTopK { .. }, Some(dead)) = (arch, step.dead) {
+    if let (Architecture::TopK { .. } | Architecture::BatchTopK { .. }, Some(dead)) =
+        (arch, step.dead)
+    {
         stats.aux_loss = auxk(sae, x, n_rows, step, dead, s, ws, grads);
     }
 
@@ -232,7 +298,13 @@ fn count_par<T: Real>(z: &[T], pred: impl Fn(usize, T) -> bool + Sync, d_sae: us
 }
 
 /// Entries with `|max(z,0) − θ_i| < ε/2` as `(row, latent, z)`.
-fn collect_band<T: Real>(z: &[T], d_sae: usize, theta: &[T], half: T, out: &mut Vec<(u32, u32, T)>) {
+fn collect_band<T: Real>(
+    z: &[T],
+    d_sae: usize,
+    theta: &[T],
+    half: T,
+    out: &mut Vec<(u32, u32, T)>,
+) {
     out.clear();
     let parts: Vec<Vec<(u32, u32, T)>> = z
         .par_chunks_exact(d_sae)
@@ -262,21 +334,28 @@ pub(super) fn select_topk<T: Real>(
     codes: &mut crate::kernels::Codes<T>,
 ) {
     lists.resize_with(n_rows, Vec::new);
-    z.par_chunks_exact(d_sae).zip(lists[..n_rows].par_iter_mut()).with_min_len(8).for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(scratch, masked): &mut (Vec<(T, u32)>, Vec<T>), (row, out)| {
-            match allowed {
-                None => top_k(row, k, scratch, out),
-                Some(mask) => {
-                    masked.clear();
-                    masked.extend(row.iter().zip(mask).map(|(&v, &ok)| if ok { v } else { T::ZERO }));
-                    top_k(masked, k, scratch, out);
-                    out.retain(|&(i, _)| mask[i as usize]);
+    z.par_chunks_exact(d_sae)
+        .zip(lists[..n_rows].par_iter_mut())
+        .with_min_len(8)
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(scratch, masked): &mut (Vec<(T, u32)>, Vec<T>), (row, out)| {
+                match allowed {
+                    None => top_k(row, k, scratch, out),
+                    Some(mask) => {
+                        masked.clear();
+                        masked.extend(
+                            row.iter()
+                                .zip(mask)
+                                .map(|(&v, &ok)| if ok { v } else { T::ZERO }),
+                        );
+                        top_k(masked, k, scratch, out);
+                        out.retain(|&(i, _)| mask[i as usize]);
+                    }
                 }
-            }
-            out.retain(|&(_, v)| v > T::ZERO);
-        },
-    );
+                out.retain(|&(_, v)| v > T::ZERO);
+            },
+        );
     codes.build_from_lists(&lists[..n_rows], d_sae);
 }
 
@@ -286,12 +365,22 @@ pub(super) fn select_topk<T: Real>(
 /// their union is a lower bound of the batch's `k·n`-th value (the union holds `k·n` entries ≥ `t`). An
 /// entry ≥ `t` outside its row's list can only exist in a row whose whole list is ≥ `t`; such rows are
 /// rescanned. The final cut is taken among these candidates.
-fn select_batchtopk<T: Real>(z: &[T], n_rows: usize, d_sae: usize, k: usize, lists: &mut Vec<Vec<(u32, T)>>, codes: &mut crate::kernels::Codes<T>) {
+fn select_batchtopk<T: Real>(
+    z: &[T],
+    n_rows: usize,
+    d_sae: usize,
+    k: usize,
+    lists: &mut Vec<Vec<(u32, T)>>,
+    codes: &mut crate::kernels::Codes<T>,
+) {
     let budget = k * n_rows;
     let per_row = (2 * k).min(d_sae);
     select_topk(z, n_rows, d_sae, per_row, None, lists, codes);
     let desc = |a: &T, b: &T| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal);
-    let mut union: Vec<T> = lists[..n_rows].iter().flat_map(|l| l.iter().map(|p| p.1)).collect();
+    let mut union: Vec<T> = lists[..n_rows]
+        .iter()
+        .flat_map(|l| l.iter().map(|p| p.1))
+        .collect();
     // Entries must be > 0; `t = 0` means "every positive entry is a candidate".
     let t = if union.len() >= budget {
         union.select_nth_unstable_by(budget - 1, desc);
@@ -304,14 +393,27 @@ fn select_batchtopk<T: Real>(z: &[T], n_rows: usize, d_sae: usize, k: usize, lis
         let full = l.len() == per_row && l.iter().all(|p| p.1 >= t);
         if full {
             let row = &z[r * d_sae..(r + 1) * d_sae];
-            cands.extend(row.iter().enumerate().filter(|&(_, &v)| v > T::ZERO && v >= t).map(|(i, &v)| (v, r * d_sae + i)));
+            cands.extend(
+                row.iter()
+                    .enumerate()
+                    .filter(|&(_, &v)| v > T::ZERO && v >= t)
+                    .map(|(i, &v)| (v, r * d_sae + i)),
+            );
         } else {
-            cands.extend(l.iter().filter(|p| p.1 >= t).map(|&(i, v)| (v, r * d_sae + i as usize)));
+            cands.extend(
+                l.iter()
+                    .filter(|p| p.1 >= t)
+                    .map(|&(i, v)| (v, r * d_sae + i as usize)),
+            );
         }
     }
     let take = budget.min(cands.len());
     if take < cands.len() && take > 0 {
-        cands.select_nth_unstable_by(take - 1, |a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
+        cands.select_nth_unstable_by(take - 1, |a, b| {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.1.cmp(&b.1))
+        });
     }
     cands.truncate(take);
     cands.sort_unstable_by_key(|c| c.1);
@@ -338,13 +440,19 @@ fn sparse_path<T: Real>(
 ) {
     let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
     let xhat = sized(&mut ws.xhat, n_rows * d_in);
-    ws.codes.decode(&sae.w_dec, d_in, Some(&sae.b_dec), xhat, false);
+    ws.codes
+        .decode(&sae.w_dec, d_in, Some(&sae.b_dec), xhat, false);
     let (sse, sst) = output_grad(x, n_rows, d_in, s, ws);
     stats.sse = sse;
     stats.sst = sst;
     let codes = &mut ws.codes;
     stats.l0 = codes.nnz() as f64 / n_rows as f64;
-    stats.min_active = codes.val.iter().map(|v| v.to_f64()).filter(|&v| v > 0.0).fold(f64::INFINITY, f64::min);
+    stats.min_active = codes
+        .val
+        .iter()
+        .map(|v| v.to_f64())
+        .filter(|&v| v > 0.0)
+        .fold(f64::INFINITY, f64::min);
     codes.set_grad_from_output(&ws.d[..n_rows * d_in], &sae.w_dec, d_in, add);
     codes.index_columns();
     codes.grad_w_dec(&ws.d[..n_rows * d_in], d_in, &mut grads.w_dec, false);
@@ -377,19 +485,27 @@ fn dense_path<T: Real>(
     ws.codes.build_from_lists(&[], d_sae);
     // F in place of z.
     let f = &mut ws.z[..n_rows * d_sae];
-    f.par_chunks_exact_mut(d_sae).with_min_len(16).for_each(|row| {
-        for (i, v) in row.iter_mut().enumerate() {
-            let keep = *v > T::ZERO && (theta.is_empty() || *v > theta[i]);
-            if !keep {
-                *v = T::ZERO;
+    f.par_chunks_exact_mut(d_sae)
+        .with_min_len(16)
+        .for_each(|row| {
+            for (i, v) in row.iter_mut().enumerate() {
+                let keep = *v > T::ZERO && (theta.is_empty() || *v > theta[i]);
+                if !keep {
+                    *v = T::ZERO;
+                }
             }
-        }
-    });
+        });
     let xhat = sized(&mut ws.xhat, n_rows * d_in);
     for row in xhat.chunks_exact_mut(d_in) {
         row.copy_from_slice(&sae.b_dec);
     }
-    matmul(xhat, MatRef::row_major(&ws.z[..n_rows * d_sae], n_rows, d_sae), MatRef::row_major(&sae.w_dec, d_sae, d_in), true, T::ONE);
+    matmul(
+        xhat,
+        MatRef::row_major(&ws.z[..n_rows * d_sae], n_rows, d_sae),
+        MatRef::row_major(&sae.w_dec, d_sae, d_in),
+        true,
+        T::ONE,
+    );
     let (sse, sst) = output_grad(x, n_rows, d_in, s, ws);
     let f = &ws.z[..n_rows * d_sae];
     stats.sse = sse;
@@ -415,19 +531,38 @@ fn dense_path<T: Real>(
     stats.min_active = min_active;
     let d = &ws.d[..n_rows * d_in];
     // dL/dW_dec = Fᵀ D.
-    matmul(&mut grads.w_dec, MatRef::row_major(f, n_rows, d_sae).t(), MatRef::row_major(d, n_rows, d_in), false, T::ONE);
+    matmul(
+        &mut grads.w_dec,
+        MatRef::row_major(f, n_rows, d_sae).t(),
+        MatRef::row_major(d, n_rows, d_in),
+        false,
+        T::ONE,
+    );
     // G = (D W_decᵀ + add) ⊙ 1[F > 0], written over F, by blocks of rows.
     let z = &mut ws.z[..n_rows * d_sae];
     for (c, zc) in z.chunks_mut(DENSE_CHUNK_ROWS * d_sae).enumerate() {
         let rows = zc.len() / d_sae;
         let r0 = c * DENSE_CHUNK_ROWS;
         let tmp = sized(&mut ws.chunk, rows * d_sae);
-        matmul(tmp, MatRef::row_major(&d[r0 * d_in..(r0 + rows) * d_in], rows, d_in), MatRef::row_major(&sae.w_dec, d_sae, d_in).t(), false, T::ONE);
-        zc.par_chunks_exact_mut(d_sae).zip(tmp.par_chunks_exact(d_sae)).with_min_len(8).for_each(|(g, t)| {
-            for (i, (gv, &tv)) in g.iter_mut().zip(t).enumerate() {
-                *gv = if *gv > T::ZERO { tv + add.map_or(T::ZERO, |a| a[i]) } else { T::ZERO };
-            }
-        });
+        matmul(
+            tmp,
+            MatRef::row_major(&d[r0 * d_in..(r0 + rows) * d_in], rows, d_in),
+            MatRef::row_major(&sae.w_dec, d_sae, d_in).t(),
+            false,
+            T::ONE,
+        );
+        zc.par_chunks_exact_mut(d_sae)
+            .zip(tmp.par_chunks_exact(d_sae))
+            .with_min_len(8)
+            .for_each(|(g, t)| {
+                for (i, (gv, &tv)) in g.iter_mut().zip(t).enumerate() {
+                    *gv = if *gv > T::ZERO {
+                        tv + add.map_or(T::ZERO, |a| a[i])
+                    } else {
+                        T::ZERO
+                    };
+                }
+            });
     }
     let g = &ws.z[..n_rows * d_sae];
     grads.b_enc.fill(T::ZERO);
@@ -436,18 +571,34 @@ fn dense_path<T: Real>(
             *o += v;
         }
     }
-    matmul(&mut grads.w_enc, MatRef::row_major(&ws.xc[..n_rows * d_in], n_rows, d_in).t(), MatRef::row_major(g, n_rows, d_sae), false, T::ONE);
+    matmul(
+        &mut grads.w_enc,
+        MatRef::row_major(&ws.xc[..n_rows * d_in], n_rows, d_in).t(),
+        MatRef::row_major(g, n_rows, d_sae),
+        false,
+        T::ONE,
+    );
 }
 
 /// JumpReLU's `dL/dlog θ` from the band entries (straight-through estimators).
-fn jumprelu_threshold_grad<T: Real>(sae: &SaeOf<T>, theta: &[T], step: &StepConfig<'_>, s: T, ws: &WorkspaceOf<T>, grads: &mut GradientsOf<T>) {
+fn jumprelu_threshold_grad<T: Real>(
+    sae: &SaeOf<T>,
+    theta: &[T],
+    step: &StepConfig<'_>,
+    s: T,
+    ws: &WorkspaceOf<T>,
+    grads: &mut GradientsOf<T>,
+) {
     let d_in = sae.cfg.d_in;
     let inv_eps = T::from_f64(1.0 / step.bandwidth);
     let lambda_s = T::from_f64(step.sparsity_coeff) * s;
     grads.log_threshold.fill(T::ZERO);
     for &(r, i, _) in &ws.band {
         let (r, i) = (r as usize, i as usize);
-        let dl_df = dot(&ws.d[r * d_in..(r + 1) * d_in], &sae.w_dec[i * d_in..(i + 1) * d_in]);
+        let dl_df = dot(
+            &ws.d[r * d_in..(r + 1) * d_in],
+            &sae.w_dec[i * d_in..(i + 1) * d_in],
+        );
         let d_theta = -(theta[i] * inv_eps) * dl_df - lambda_s * inv_eps;
         grads.log_threshold[i] += theta[i] * d_theta;
     }
@@ -475,7 +626,15 @@ fn auxk<T: Real>(
     let m = (n_dead as f64 / k_aux as f64).min(1.0);
     let coeff = T::from_f64(step.aux_coeff * m) * s;
     // The pre-activations are still in ws.z (sparse path leaves them untouched).
-    select_topk(&ws.z[..n_rows * d_sae], n_rows, d_sae, k_eff, Some(dead), &mut ws.lists, &mut ws.aux_codes);
+    select_topk(
+        &ws.z[..n_rows * d_sae],
+        n_rows,
+        d_sae,
+        k_eff,
+        Some(dead),
+        &mut ws.lists,
+        &mut ws.aux_codes,
+    );
     let out = sized(&mut ws.aux_out, n_rows * d_in);
     ws.aux_codes.decode(&sae.w_dec, d_in, None, out, false);
     // out ← D_aux = 2·coeff·(ê − e), e = x − x̂ (constant).

@@ -15,7 +15,9 @@
 
 use rayon::prelude::*;
 
-use super::codes::{b_dec_grad, decoder_norms, encoder_preact, output_grad, scale_of, total_variance};
+use super::codes::{
+    b_dec_grad, decoder_norms, encoder_preact, output_grad, scale_of, total_variance,
+};
 use super::{sized, WorkspaceOf};
 use crate::kernels::sparse::axpy;
 use crate::kernels::{matmul, MatRef, Real};
@@ -42,23 +44,37 @@ pub(super) fn forward_backward<T: Real>(
     let gate = sized(&mut ws.gate, n_rows * d_sae);
     let mag = sized(&mut ws.mag, n_rows * d_sae);
     // gate ← ReLU(π_gate), mag ← f.
-    pre.par_chunks_exact(d_sae).zip(gate.par_chunks_exact_mut(d_sae)).zip(mag.par_chunks_exact_mut(d_sae)).with_min_len(16).for_each(
-        |((p, g), m)| {
+    pre.par_chunks_exact(d_sae)
+        .zip(gate.par_chunks_exact_mut(d_sae))
+        .zip(mag.par_chunks_exact_mut(d_sae))
+        .with_min_len(16)
+        .for_each(|((p, g), m)| {
             for i in 0..d_sae {
                 let pg = p[i] + sae.b_gate[i];
                 let pm = p[i] * scale_mag[i] + sae.b_mag[i];
                 g[i] = pg.max(T::ZERO);
-                m[i] = if pg > T::ZERO && pm > T::ZERO { pm } else { T::ZERO };
+                m[i] = if pg > T::ZERO && pm > T::ZERO {
+                    pm
+                } else {
+                    T::ZERO
+                };
             }
-        },
-    );
-    let mut stats = StepStats { n_rows, min_active: f64::INFINITY, dense: true, ..StepStats::default() };
+        });
+    let mut stats = StepStats {
+        n_rows,
+        min_active: f64::INFINITY,
+        dense: true,
+        ..StepStats::default()
+    };
     ws.fire_counts.clear();
     ws.fire_counts.resize(d_sae, 0);
     let gate_sums = sized(&mut ws.latent_tmp, d_sae);
     gate_sums.fill(T::ZERO);
     let mut nnz = 0usize;
-    for (g, m) in ws.gate[..n_rows * d_sae].chunks_exact(d_sae).zip(ws.mag[..n_rows * d_sae].chunks_exact(d_sae)) {
+    for (g, m) in ws.gate[..n_rows * d_sae]
+        .chunks_exact(d_sae)
+        .zip(ws.mag[..n_rows * d_sae].chunks_exact(d_sae))
+    {
         for i in 0..d_sae {
             gate_sums[i] += g[i];
             if m[i] > T::ZERO {
@@ -74,7 +90,13 @@ pub(super) fn forward_backward<T: Real>(
     for row in xhat.chunks_exact_mut(d_in) {
         row.copy_from_slice(&sae.b_dec);
     }
-    matmul(xhat, MatRef::row_major(&ws.mag[..n_rows * d_sae], n_rows, d_sae), MatRef::row_major(&sae.w_dec, d_sae, d_in), true, T::ONE);
+    matmul(
+        xhat,
+        MatRef::row_major(&ws.mag[..n_rows * d_sae], n_rows, d_sae),
+        MatRef::row_major(&sae.w_dec, d_sae, d_in),
+        true,
+        T::ONE,
+    );
     let (sse, _) = output_grad(x, n_rows, d_in, s, ws);
     stats.sse = sse;
     stats.sst = total_variance(x, n_rows, d_in);
@@ -83,7 +105,13 @@ pub(super) fn forward_backward<T: Real>(
     for row in xg.chunks_exact_mut(d_in) {
         row.copy_from_slice(&sae.b_dec);
     }
-    matmul(xg, MatRef::row_major(&ws.gate[..n_rows * d_sae], n_rows, d_sae), MatRef::row_major(&sae.w_dec, d_sae, d_in), true, T::ONE);
+    matmul(
+        xg,
+        MatRef::row_major(&ws.gate[..n_rows * d_sae], n_rows, d_sae),
+        MatRef::row_major(&sae.w_dec, d_sae, d_in),
+        true,
+        T::ONE,
+    );
     let mut aux = 0.0f64;
     for (v, &xv) in xg.iter_mut().zip(x) {
         let diff = *v - xv;
@@ -92,15 +120,30 @@ pub(super) fn forward_backward<T: Real>(
     }
     stats.aux_loss = s.to_f64() * aux;
     let norms = &ws.dec_norms[..d_sae];
-    stats.sparsity_loss =
-        step.sparsity_coeff * s.to_f64() * ws.latent_tmp[..d_sae].iter().zip(norms).map(|(a, b)| a.to_f64() * b.to_f64()).sum::<f64>();
+    stats.sparsity_loss = step.sparsity_coeff
+        * s.to_f64()
+        * ws.latent_tmp[..d_sae]
+            .iter()
+            .zip(norms)
+            .map(|(a, b)| a.to_f64() * b.to_f64())
+            .sum::<f64>();
     // dW_dec.
     let d = &ws.d[..n_rows * d_in];
-    matmul(&mut grads.w_dec, MatRef::row_major(&ws.mag[..n_rows * d_sae], n_rows, d_sae).t(), MatRef::row_major(d, n_rows, d_in), false, T::ONE);
+    matmul(
+        &mut grads.w_dec,
+        MatRef::row_major(&ws.mag[..n_rows * d_sae], n_rows, d_sae).t(),
+        MatRef::row_major(d, n_rows, d_in),
+        false,
+        T::ONE,
+    );
     for i in 0..d_sae {
         let (gs, n) = (ws.latent_tmp[i], norms[i]);
         if gs != T::ZERO && n > T::ZERO {
-            axpy(&mut grads.w_dec[i * d_in..(i + 1) * d_in], lambda * s * gs / n, &sae.w_dec[i * d_in..(i + 1) * d_in]);
+            axpy(
+                &mut grads.w_dec[i * d_in..(i + 1) * d_in],
+                lambda * s * gs / n,
+                &sae.w_dec[i * d_in..(i + 1) * d_in],
+            );
         }
     }
     // dpre (into mag), with the per-latent sums.
@@ -115,8 +158,20 @@ pub(super) fn forward_backward<T: Real>(
         let t1 = sized(&mut t1, rows * d_sae);
         let t2 = sized(&mut t2, rows * d_sae);
         let wd_t = MatRef::row_major(&sae.w_dec, d_sae, d_in).t();
-        matmul(t1, MatRef::row_major(&d[r0 * d_in..(r0 + rows) * d_in], rows, d_in), wd_t, false, T::ONE);
-        matmul(t2, MatRef::row_major(&dg[r0 * d_in..(r0 + rows) * d_in], rows, d_in), wd_t, false, T::ONE);
+        matmul(
+            t1,
+            MatRef::row_major(&d[r0 * d_in..(r0 + rows) * d_in], rows, d_in),
+            wd_t,
+            false,
+            T::ONE,
+        );
+        matmul(
+            t2,
+            MatRef::row_major(&dg[r0 * d_in..(r0 + rows) * d_in], rows, d_in),
+            wd_t,
+            false,
+            T::ONE,
+        );
         for rr in 0..rows {
             let r = r0 + rr;
             for i in 0..d_sae {
@@ -138,7 +193,13 @@ pub(super) fn forward_backward<T: Real>(
         }
     }
     let dpre = &ws.mag[..n_rows * d_sae];
-    matmul(&mut grads.w_enc, MatRef::row_major(&ws.xc[..n_rows * d_in], n_rows, d_in).t(), MatRef::row_major(dpre, n_rows, d_sae), false, T::ONE);
+    matmul(
+        &mut grads.w_enc,
+        MatRef::row_major(&ws.xc[..n_rows * d_in], n_rows, d_in).t(),
+        MatRef::row_major(dpre, n_rows, d_sae),
+        false,
+        T::ONE,
+    );
     let dpre_sum = sized(&mut ws.chunk, d_sae);
     dpre_sum.fill(T::ZERO);
     for row in dpre.chunks_exact(d_sae) {

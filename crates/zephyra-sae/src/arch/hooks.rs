@@ -17,7 +17,11 @@ impl<T: Real> SaeOf<T> {
             return;
         }
         let d_in = self.cfg.d_in;
-        for (g, w) in grads.w_dec.chunks_exact_mut(d_in).zip(self.w_dec.chunks_exact(d_in)) {
+        for (g, w) in grads
+            .w_dec
+            .chunks_exact_mut(d_in)
+            .zip(self.w_dec.chunks_exact(d_in))
+        {
             let nn = dot(w, w);
             if nn > T::ZERO {
                 let c = dot(g, w) / nn;
@@ -62,24 +66,43 @@ impl<T: Real> SaeOf<T> {
     ) -> Result<Vec<usize>> {
         let (d_in, d_sae) = (self.cfg.d_in, self.cfg.d_sae);
         if x.len() != n_rows * d_in || row_loss.len() != n_rows || n_rows == 0 {
-            return Err(SaeError::shape("resampling batch / losses", &[n_rows, d_in], &[x.len(), row_loss.len()]));
+            return Err(SaeError::shape(
+                "resampling batch / losses",
+                &[n_rows, d_in],
+                &[x.len(), row_loss.len()],
+            ));
         }
         if let Some(&bad) = dead.iter().find(|&&i| i >= d_sae) {
-            return Err(SaeError::InvalidConfig(format!("dead latent {bad} out of range (d_sae = {d_sae})")));
+            return Err(SaeError::InvalidConfig(format!(
+                "dead latent {bad} out of range (d_sae = {d_sae})"
+            )));
         }
         if dead.is_empty() {
             return Ok(Vec::new());
         }
-        let enc_norm = |sae: &Self, i: usize| (0..d_in).map(|j| sae.w_enc[j * d_sae + i].to_f64().powi(2)).sum::<f64>().sqrt();
+        let enc_norm = |sae: &Self, i: usize| {
+            (0..d_in)
+                .map(|j| sae.w_enc[j * d_sae + i].to_f64().powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
         let mut is_dead = vec![false; d_sae];
         for &i in dead {
             is_dead[i] = true;
         }
         let alive: Vec<usize> = (0..d_sae).filter(|&i| !is_dead[i]).collect();
-        let mean_alive = if alive.is_empty() { 1.0 } else { alive.iter().map(|&i| enc_norm(self, i)).sum::<f64>() / alive.len() as f64 };
+        let mean_alive = if alive.is_empty() {
+            1.0
+        } else {
+            alive.iter().map(|&i| enc_norm(self, i)).sum::<f64>() / alive.len() as f64
+        };
         let weights: Vec<f64> = row_loss.iter().map(|l| l.to_f64().powi(2)).collect();
         let total: f64 = weights.iter().sum();
-        let dec_norm = if self.cfg.architecture.unit_norm_decoder() { 1.0 } else { 0.1 };
+        let dec_norm = if self.cfg.architecture.unit_norm_decoder() {
+            1.0
+        } else {
+            0.1
+        };
         let mut done = Vec::with_capacity(dead.len());
         for &i in dead {
             let r = if total > 0.0 && total.is_finite() {
@@ -111,7 +134,11 @@ impl<T: Real> SaeOf<T> {
             }
             done.push(i);
         }
-        tracing::debug!(n_resampled = done.len(), mean_alive, "resampled dead latents");
+        tracing::debug!(
+            n_resampled = done.len(),
+            mean_alive,
+            "resampled dead latents"
+        );
         Ok(done)
     }
 }

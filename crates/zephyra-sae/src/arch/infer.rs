@@ -13,6 +13,8 @@ use crate::kernels::{matmul, MatRef, Real};
 use crate::sae::{Architecture, SaeOf};
 use crate::Result;
 
+type TopKScratch<T> = (Vec<(T, u32)>, Vec<(u32, T)>);
+
 impl<T: Real> SaeOf<T> {
     /// Dense feature activations `[n_rows, d_sae]` of `x` (`n_rows × d_in`).
     pub fn encode(&self, x: &[T], n_rows: usize) -> Result<Vec<T>> {
@@ -23,7 +25,12 @@ impl<T: Real> SaeOf<T> {
     }
 
     /// Like [`SaeOf::encode`], reusing `ws`; the codes are left in the returned slice (inside `ws`).
-    pub fn encode_with<'w>(&self, x: &[T], n_rows: usize, ws: &'w mut WorkspaceOf<T>) -> Result<&'w [T]> {
+    pub fn encode_with<'w>(
+        &self,
+        x: &[T],
+        n_rows: usize,
+        ws: &'w mut WorkspaceOf<T>,
+    ) -> Result<&'w [T]> {
         self.check_batch(x, n_rows)?;
         self.check_shapes()?;
         let d_sae = self.cfg.d_sae;
@@ -31,32 +38,43 @@ impl<T: Real> SaeOf<T> {
         if arch == Architecture::Gated {
             encoder_preact(self, x, n_rows, &[], ws);
             let z = &mut ws.z[..n_rows * d_sae];
-            z.par_chunks_exact_mut(d_sae).with_min_len(16).for_each(|row| {
-                for (i, v) in row.iter_mut().enumerate() {
-                    let pg = *v + self.b_gate[i];
-                    let pm = *v * self.r_mag[i].exp() + self.b_mag[i];
-                    *v = if pg > T::ZERO && pm > T::ZERO { pm } else { T::ZERO };
-                }
-            });
+            z.par_chunks_exact_mut(d_sae)
+                .with_min_len(16)
+                .for_each(|row| {
+                    for (i, v) in row.iter_mut().enumerate() {
+                        let pg = *v + self.b_gate[i];
+                        let pm = *v * self.r_mag[i].exp() + self.b_mag[i];
+                        *v = if pg > T::ZERO && pm > T::ZERO {
+                            pm
+                        } else {
+                            T::ZERO
+                        };
+                    }
+                });
             return Ok(&ws.z[..n_rows * d_sae]);
         }
         encoder_preact(self, x, n_rows, &self.b_enc, ws);
         let z = &mut ws.z[..n_rows * d_sae];
         match arch {
-            Architecture::Relu | Architecture::ReluUnit => z.par_iter_mut().with_min_len(4096).for_each(|v| *v = v.max(T::ZERO)),
+            Architecture::Relu | Architecture::ReluUnit => z
+                .par_iter_mut()
+                .with_min_len(4096)
+                .for_each(|v| *v = v.max(T::ZERO)),
             Architecture::JumpRelu | Architecture::BatchTopK { .. } => {
                 let th = &self.threshold;
-                z.par_chunks_exact_mut(d_sae).with_min_len(16).for_each(|row| {
-                    for (v, &t) in row.iter_mut().zip(th) {
-                        let r = v.max(T::ZERO);
-                        *v = if r > t { r } else { T::ZERO };
-                    }
-                });
+                z.par_chunks_exact_mut(d_sae)
+                    .with_min_len(16)
+                    .for_each(|row| {
+                        for (v, &t) in row.iter_mut().zip(th) {
+                            let r = v.max(T::ZERO);
+                            *v = if r > t { r } else { T::ZERO };
+                        }
+                    });
             }
             Architecture::TopK { k } => {
                 z.par_chunks_exact_mut(d_sae).with_min_len(8).for_each_init(
                     || (Vec::new(), Vec::new()),
-                    |(scratch, kept): &mut (Vec<(T, u32)>, Vec<(u32, T)>), row| {
+                    |(scratch, kept): &mut TopKScratch<T>, row| {
                         top_k(row, k, scratch, kept);
                         row.fill(T::ZERO);
                         for &(i, v) in kept.iter() {
@@ -74,13 +92,23 @@ impl<T: Real> SaeOf<T> {
     pub fn decode(&self, codes: &[T], n_rows: usize) -> Result<Vec<T>> {
         let (d_in, d_sae) = (self.cfg.d_in, self.cfg.d_sae);
         if codes.len() != n_rows * d_sae {
-            return Err(crate::SaeError::shape("codes", &[n_rows, d_sae], &[codes.len()]));
+            return Err(crate::SaeError::shape(
+                "codes",
+                &[n_rows, d_sae],
+                &[codes.len()],
+            ));
         }
         let mut out = Vec::with_capacity(n_rows * d_in);
         for _ in 0..n_rows {
             out.extend_from_slice(&self.b_dec);
         }
-        matmul(&mut out, MatRef::row_major(codes, n_rows, d_sae), MatRef::row_major(&self.w_dec, d_sae, d_in), true, T::ONE);
+        matmul(
+            &mut out,
+            MatRef::row_major(codes, n_rows, d_sae),
+            MatRef::row_major(&self.w_dec, d_sae, d_in),
+            true,
+            T::ONE,
+        );
         Ok(out)
     }
 }

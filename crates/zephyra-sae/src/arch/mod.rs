@@ -18,8 +18,11 @@
 //! `G = dL/dz`. For every code-based architecture `dL/dW_dec[i] = Σ_r f_ri D_r`,
 //! `dL/db_enc = Σ_r G_r`, `dL/dW_enc[:, i] = Σ_r G_ri x_c,r`, `dL/db_dec = Σ_r D_r − W_enc Σ_r G_r`.
 
+#[allow(clippy::needless_range_loop)]
 mod codes;
+#[allow(clippy::needless_range_loop)]
 mod gated;
+#[allow(clippy::needless_range_loop)]
 mod hooks;
 mod infer;
 
@@ -83,15 +86,55 @@ impl<T: Real> SaeOf<T> {
         let (d_in, d_sae) = (self.cfg.d_in, self.cfg.d_sae);
         let reference = SaeOf::<T>::zeros(self.cfg.clone())?;
         let ours = [
-            ("W_enc", self.w_enc.len(), reference.w_enc.len(), vec![d_in, d_sae]),
-            ("b_enc", self.b_enc.len(), reference.b_enc.len(), vec![d_sae]),
-            ("W_dec", self.w_dec.len(), reference.w_dec.len(), vec![d_sae, d_in]),
+            (
+                "W_enc",
+                self.w_enc.len(),
+                reference.w_enc.len(),
+                vec![d_in, d_sae],
+            ),
+            (
+                "b_enc",
+                self.b_enc.len(),
+                reference.b_enc.len(),
+                vec![d_sae],
+            ),
+            (
+                "W_dec",
+                self.w_dec.len(),
+                reference.w_dec.len(),
+                vec![d_sae, d_in],
+            ),
             ("b_dec", self.b_dec.len(), reference.b_dec.len(), vec![d_in]),
-            ("threshold", self.threshold.len(), reference.threshold.len(), vec![d_sae]),
-            ("log_threshold", self.log_threshold.len(), reference.log_threshold.len(), vec![d_sae]),
-            ("b_gate", self.b_gate.len(), reference.b_gate.len(), vec![d_sae]),
-            ("r_mag", self.r_mag.len(), reference.r_mag.len(), vec![d_sae]),
-            ("b_mag", self.b_mag.len(), reference.b_mag.len(), vec![d_sae]),
+            (
+                "threshold",
+                self.threshold.len(),
+                reference.threshold.len(),
+                vec![d_sae],
+            ),
+            (
+                "log_threshold",
+                self.log_threshold.len(),
+                reference.log_threshold.len(),
+                vec![d_sae],
+            ),
+            (
+                "b_gate",
+                self.b_gate.len(),
+                reference.b_gate.len(),
+                vec![d_sae],
+            ),
+            (
+                "r_mag",
+                self.r_mag.len(),
+                reference.r_mag.len(),
+                vec![d_sae],
+            ),
+            (
+                "b_mag",
+                self.b_mag.len(),
+                reference.b_mag.len(),
+                vec![d_sae],
+            ),
         ];
         for (name, got, want, shape) in ours {
             if got != want {
@@ -104,7 +147,11 @@ impl<T: Real> SaeOf<T> {
 
     fn check_batch(&self, x: &[T], n_rows: usize) -> Result<()> {
         if n_rows == 0 || x.len() != n_rows * self.cfg.d_in {
-            return Err(SaeError::shape("input batch", &[n_rows, self.cfg.d_in], &[x.len()]));
+            return Err(SaeError::shape(
+                "input batch",
+                &[n_rows, self.cfg.d_in],
+                &[x.len()],
+            ));
         }
         Ok(())
     }
@@ -124,23 +171,42 @@ impl<T: Real> SaeOf<T> {
         let want = GradientsOf::zeros_like(self);
         for ((name, g), (_, w)) in grads.slices().into_iter().zip(want.slices()) {
             if g.len() != w.len() {
-                return Err(SaeError::shape(format!("gradient {name}"), &[w.len()], &[g.len()]));
+                return Err(SaeError::shape(
+                    format!("gradient {name}"),
+                    &[w.len()],
+                    &[g.len()],
+                ));
             }
         }
         if grads.slices().len() != want.slices().len() {
             return Err(SaeError::InvalidConfig(
-                "gradients were built for another architecture: use Gradients::zeros_like(&sae)".into(),
+                "gradients were built for another architecture: use Gradients::zeros_like(&sae)"
+                    .into(),
             ));
         }
         if let Some(dead) = step.dead {
             if dead.len() != self.cfg.d_sae {
-                return Err(SaeError::shape("dead-latent mask", &[self.cfg.d_sae], &[dead.len()]));
+                return Err(SaeError::shape(
+                    "dead-latent mask",
+                    &[self.cfg.d_sae],
+                    &[dead.len()],
+                ));
             }
         }
-        if !(step.bandwidth > 0.0) && self.cfg.architecture == Architecture::JumpRelu {
-            return Err(SaeError::InvalidConfig(format!("JumpReLU bandwidth must be positive, got {}", step.bandwidth)));
+        if (step.bandwidth.is_nan() || step.bandwidth <= 0.0)
+            && self.cfg.architecture == Architecture::JumpRelu
+        {
+            return Err(SaeError::InvalidConfig(format!(
+                "JumpReLU bandwidth must be positive, got {}",
+                step.bandwidth
+            )));
         }
-        let _span = tracing::trace_span!("forward_backward", arch = self.cfg.architecture.name(), n_rows).entered();
+        let _span = tracing::trace_span!(
+            "forward_backward",
+            arch = self.cfg.architecture.name(),
+            n_rows
+        )
+        .entered();
         match self.cfg.architecture {
             Architecture::Gated => gated::forward_backward(self, x, n_rows, step, ws, grads),
             _ => codes::forward_backward(self, x, n_rows, step, ws, grads),

@@ -20,13 +20,30 @@ impl<'a, T> MatRef<'a, T> {
     /// # Panics
     /// If `data.len() != rows·cols` (a caller bug: shapes are validated before the kernels run).
     pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
-        assert_eq!(data.len(), rows * cols, "MatRef::row_major: {rows}×{cols} needs {} values", rows * cols);
-        Self { data, rows, cols, rs: cols, cs: 1 }
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "MatRef::row_major: {rows}×{cols} needs {} values",
+            rows * cols
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
 
     /// The transpose (no copy).
     pub fn t(self) -> Self {
-        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
 
     /// Rows.
@@ -47,10 +64,21 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 20;
 ///
 /// # Panics
 /// On inconsistent shapes (caller bug).
-pub fn matmul<T: Real>(dst: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool, scale: T) {
+pub fn matmul<T: Real>(
+    dst: &mut [T],
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+    scale: T,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner dimensions {k} and {}", b.rows);
-    assert_eq!(dst.len(), m * n, "matmul: destination holds {} values, expected {m}×{n}", dst.len());
+    assert_eq!(
+        dst.len(),
+        m * n,
+        "matmul: destination holds {} values, expected {m}×{n}",
+        dst.len()
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -60,7 +88,11 @@ pub fn matmul<T: Real>(dst: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accumu
         }
         return;
     }
-    let par = if m * n * k >= PARALLEL_MIN_FLOPS { Parallelism::Rayon(0) } else { Parallelism::None };
+    let par = if m * n * k >= PARALLEL_MIN_FLOPS {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
     let alpha = if accumulate { T::ONE } else { T::ZERO };
     // SAFETY: `a` and `b` views were built from slices covering `(rows-1)·rs + (cols-1)·cs + 1` values
     // (row_major checks the length, `t` only swaps strides), `dst` holds exactly `m·n` values with row
@@ -107,19 +139,39 @@ mod tests {
     #[test]
     fn matmul_matches_naive_at_odd_sizes_and_transposes() {
         for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (17, 9, 33), (130, 67, 129)] {
-            let a: Vec<f64> = (0..m * k).map(|i| ((i * 7 % 13) as f64 - 6.0) * 0.1).collect();
-            let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 % 11) as f64 - 5.0) * 0.2).collect();
+            let a: Vec<f64> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f64 - 6.0) * 0.1)
+                .collect();
+            let b: Vec<f64> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f64 - 5.0) * 0.2)
+                .collect();
             let want = naive(&a, &b, m, k, n);
             let mut got = vec![1.0; m * n];
-            matmul(&mut got, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), false, 1.0);
+            matmul(
+                &mut got,
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&b, k, n),
+                false,
+                1.0,
+            );
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-9, "{m}×{k}×{n}: {g} vs {w}");
             }
             // Accumulate with scale, through transposed views: dst += 2·(bᵀ)ᵀ... i.e. a·b again.
             let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect(); // aᵀ row-major [k, m]
-            matmul(&mut got, MatRef::row_major(&at, k, m).t(), MatRef::row_major(&b, k, n), true, 2.0);
+            matmul(
+                &mut got,
+                MatRef::row_major(&at, k, m).t(),
+                MatRef::row_major(&b, k, n),
+                true,
+                2.0,
+            );
             for (g, w) in got.iter().zip(&want) {
-                assert!((g - 3.0 * w).abs() < 1e-9, "{m}×{k}×{n} accumulate: {g} vs {}", 3.0 * w);
+                assert!(
+                    (g - 3.0 * w).abs() < 1e-9,
+                    "{m}×{k}×{n} accumulate: {g} vs {}",
+                    3.0 * w
+                );
             }
         }
     }

@@ -7,7 +7,9 @@ use super::Real;
 /// Descending by value, then ascending by index (NaN compares equal: inputs are validated upstream).
 #[inline]
 fn desc<T: Real>(a: &(T, u32), b: &(T, u32)) -> Ordering {
-    b.0.partial_cmp(&a.0).unwrap_or(Ordering::Equal).then(a.1.cmp(&b.1))
+    b.0.partial_cmp(&a.0)
+        .unwrap_or(Ordering::Equal)
+        .then(a.1.cmp(&b.1))
 }
 
 /// Writes into `out` the `min(k, len)` largest entries of `row` as `(index, value)`, sorted by index.
@@ -25,7 +27,7 @@ pub fn top_k<T: Real>(row: &[T], k: usize, scratch: &mut Vec<(T, u32)>, out: &mu
     for (i, &v) in row.iter().enumerate() {
         if let Some(f) = floor {
             // Equal values lose to the earlier (lower-index) ones already kept.
-            if !(v > f) {
+            if v.partial_cmp(&f) != Some(Ordering::Greater) {
                 continue;
             }
         }
@@ -49,7 +51,11 @@ mod tests {
     use super::*;
 
     fn naive(row: &[f32], k: usize) -> Vec<(u32, f32)> {
-        let mut all: Vec<(f32, u32)> = row.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
+        let mut all: Vec<(f32, u32)> = row
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v, i as u32))
+            .collect();
         all.sort_by(desc);
         let mut top: Vec<(u32, f32)> = all.into_iter().take(k).map(|(v, i)| (i, v)).collect();
         top.sort_by_key(|p| p.0);
@@ -63,7 +69,9 @@ mod tests {
         for &len in &[1usize, 2, 7, 33, 100, 1001] {
             for &k in &[1usize, 2, 5, 32, 64] {
                 // Many ties: values on a coarse grid.
-                let row: Vec<f32> = (0..len).map(|i| ((i * 7919 % 23) as f32 - 11.0) * 0.5).collect();
+                let row: Vec<f32> = (0..len)
+                    .map(|i| ((i * 7919 % 23) as f32 - 11.0) * 0.5)
+                    .collect();
                 top_k(&row, k, &mut scratch, &mut out);
                 assert_eq!(out, naive(&row, k), "len {len} k {k}");
             }

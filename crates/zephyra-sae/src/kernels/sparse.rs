@@ -42,6 +42,14 @@ unsafe impl<T: Send> Send for SharedMut<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the `Sync` wrapper rather than the raw field).
+    #[inline]
+    fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
 impl<T: Real> Codes<T> {
     /// Number of active entries.
     pub fn nnz(&self) -> usize {
@@ -66,12 +74,20 @@ impl<T: Real> Codes<T> {
         self.row_ptr.resize(n_rows + 1, 0);
         let counts = &mut self.row_ptr[1..];
         let count_row = |(row, c): (&[T], &mut usize)| {
-            *c = row.iter().enumerate().filter(|&(i, &v)| keep(i, v).is_some()).count();
+            *c = row
+                .iter()
+                .enumerate()
+                .filter(|&(i, &v)| keep(i, v).is_some())
+                .count();
         };
         if n_rows >= PAR_ROWS {
-            z.par_chunks_exact(d_sae).zip(counts.par_iter_mut()).for_each(count_row);
+            z.par_chunks_exact(d_sae)
+                .zip(counts.par_iter_mut())
+                .for_each(count_row);
         } else {
-            z.chunks_exact(d_sae).zip(counts.iter_mut()).for_each(count_row);
+            z.chunks_exact(d_sae)
+                .zip(counts.iter_mut())
+                .for_each(count_row);
         }
         for r in 0..n_rows {
             self.row_ptr[r + 1] += self.row_ptr[r];
@@ -85,15 +101,14 @@ impl<T: Real> Codes<T> {
         let val = SharedMut(self.val.as_mut_ptr());
         let row_ptr = &self.row_ptr;
         let fill = |r: usize| {
-            let (idx, val) = (idx, val);
             let mut p = row_ptr[r];
             for (i, &v) in z[r * d_sae..(r + 1) * d_sae].iter().enumerate() {
                 if let Some(kept) = keep(i, v) {
                     // SAFETY: row r owns positions row_ptr[r]..row_ptr[r+1] (counted with the same
                     // predicate above), so rows write disjoint elements, all within nnz.
                     unsafe {
-                        *idx.0.add(p) = i as u32;
-                        *val.0.add(p) = kept;
+                        *idx.ptr().add(p) = i as u32;
+                        *val.ptr().add(p) = kept;
                     }
                     p += 1;
                 }
@@ -152,7 +167,14 @@ impl<T: Real> Codes<T> {
     }
 
     /// `out[r] = (accumulate ? out[r] : bias) + Σ_active val·w_dec[i]` for every row (`out`: `n × d_in`).
-    pub fn decode(&self, w_dec: &[T], d_in: usize, bias: Option<&[T]>, out: &mut [T], accumulate: bool) {
+    pub fn decode(
+        &self,
+        w_dec: &[T],
+        d_in: usize,
+        bias: Option<&[T]>,
+        out: &mut [T],
+        accumulate: bool,
+    ) {
         let body = |(r, o): (usize, &mut [T])| {
             if !accumulate {
                 match bias {
@@ -177,8 +199,8 @@ impl<T: Real> Codes<T> {
         let row_ptr = &self.row_ptr;
         let idx = &self.idx;
         let grad = SharedMut(self.grad.as_mut_ptr());
+        #[allow(clippy::needless_range_loop)]
         let body = |r: usize| {
-            let grad = grad;
             let dr = &d[r * d_in..(r + 1) * d_in];
             for p in row_ptr[r]..row_ptr[r + 1] {
                 let i = idx[p] as usize;
@@ -187,7 +209,7 @@ impl<T: Real> Codes<T> {
                     g += a[i];
                 }
                 // SAFETY: entry p belongs to row r only; rows are processed by one thread each.
-                unsafe { *grad.0.add(p) = g };
+                unsafe { *grad.ptr().add(p) = g };
             }
         };
         if self.n_rows >= PAR_ROWS {
@@ -211,7 +233,11 @@ impl<T: Real> Codes<T> {
                 axpy(g, self.val[p], &d[r * d_in..(r + 1) * d_in]);
             }
         };
-        gw_dec.par_chunks_exact_mut(d_in).enumerate().with_min_len(64).for_each(body);
+        gw_dec
+            .par_chunks_exact_mut(d_in)
+            .enumerate()
+            .with_min_len(64)
+            .for_each(body);
     }
 
     /// Encoder gradient: `gw_enc[:, i] (+)= Σ_{r: i active} grad[r,i]·xc[r]` with `gw_enc` `[d_in, d_sae]`
@@ -219,37 +245,42 @@ impl<T: Real> Codes<T> {
     /// sums are built contiguously, then written as one short run per encoder row.
     pub fn grad_w_enc(&self, xc: &[T], d_in: usize, gw_enc: &mut [T], accumulate: bool) {
         let d_sae = self.d_sae;
-        assert_eq!(gw_enc.len(), d_in * d_sae, "grad_w_enc: gradient buffer length");
+        assert_eq!(
+            gw_enc.len(),
+            d_in * d_sae,
+            "grad_w_enc: gradient buffer length"
+        );
         let row_of = self.entry_rows();
         let out = SharedMut(gw_enc.as_mut_ptr());
         let n_blocks = d_sae.div_ceil(BLOCK);
-        (0..n_blocks).into_par_iter().for_each_init(Vec::new, |tmp: &mut Vec<T>, b| {
-            let out = out;
-            let i0 = b * BLOCK;
-            let width = BLOCK.min(d_sae - i0);
-            tmp.clear();
-            tmp.resize(width * d_in, T::ZERO);
-            for w in 0..width {
-                let i = i0 + w;
-                let acc = &mut tmp[w * d_in..(w + 1) * d_in];
-                for &p in &self.col_entries[self.col_ptr[i]..self.col_ptr[i + 1]] {
-                    let p = p as usize;
-                    let r = row_of(p);
-                    axpy(acc, self.grad[p], &xc[r * d_in..(r + 1) * d_in]);
-                }
-            }
-            for j in 0..d_in {
+        (0..n_blocks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |tmp: &mut Vec<T>, b| {
+                let i0 = b * BLOCK;
+                let width = BLOCK.min(d_sae - i0);
+                tmp.clear();
+                tmp.resize(width * d_in, T::ZERO);
                 for w in 0..width {
-                    // SAFETY: block b owns columns i0..i0+width of every row of gw_enc; blocks are disjoint
-                    // and j·d_sae + i0 + w < d_in·d_sae.
-                    unsafe {
-                        let slot = out.0.add(j * d_sae + i0 + w);
-                        let v = tmp[w * d_in + j];
-                        *slot = if accumulate { *slot + v } else { v };
+                    let i = i0 + w;
+                    let acc = &mut tmp[w * d_in..(w + 1) * d_in];
+                    for &p in &self.col_entries[self.col_ptr[i]..self.col_ptr[i + 1]] {
+                        let p = p as usize;
+                        let r = row_of(p);
+                        axpy(acc, self.grad[p], &xc[r * d_in..(r + 1) * d_in]);
                     }
                 }
-            }
-        });
+                for j in 0..d_in {
+                    for w in 0..width {
+                        // SAFETY: block b owns columns i0..i0+width of every row of gw_enc; blocks are disjoint
+                        // and j·d_sae + i0 + w < d_in·d_sae.
+                        unsafe {
+                            let slot = out.ptr().add(j * d_sae + i0 + w);
+                            let v = tmp[w * d_in + j];
+                            *slot = if accumulate { *slot + v } else { v };
+                        }
+                    }
+                }
+            });
     }
 
     /// `out[i] (+)= Σ_r values[r,i]` where `values` is `val` or `grad` (`use_grad`).

@@ -168,7 +168,11 @@ impl TrainConfig {
             ));
         }
         let a = &self.adam;
-        if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) || !(a.eps > 0.0) {
+        if !(0.0..1.0).contains(&a.beta1)
+            || !(0.0..1.0).contains(&a.beta2)
+            || a.eps.is_nan()
+            || a.eps <= 0.0
+        {
             return bad(format!(
                 "Adam settings β1 = {}, β2 = {}, ε = {} are out of range",
                 a.beta1, a.beta2, a.eps

@@ -59,6 +59,10 @@ pub struct Args {
     /// Print JSON Lines.
     #[arg(long)]
     json: bool,
+    /// Only print the benchmark's token stream as `{"ids": [...]}` and exit (for
+    /// `bench/transformers_forward.py --token-file`, so both sides run the same tokens).
+    #[arg(long)]
+    print_tokens: bool,
 }
 
 /// What one timed pass computes.
@@ -100,13 +104,21 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the worker threads")?;
 
-    let model = fetch_model::load(&args.model, global)?;
-    args.hook.validate(model.llama.config().n_layers)?;
     let text = match &args.file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading {} (UTF-8 text)", path.display()))?,
         None => BUILT_IN_TEXT.to_string(),
     };
+    if args.print_tokens {
+        let path = fetch_model::resolve(&args.model, global)?;
+        let stream = fetch_model::load_tokenizer(&path)?
+            .encode(&text)
+            .context("tokenizing the benchmark text")?;
+        println!("{}", serde_json::json!({ "ids": stream }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let model = fetch_model::load(&args.model, global)?;
+    args.hook.validate(model.llama.config().n_layers)?;
     let stream = model
         .tokenizer
         .encode(&text)

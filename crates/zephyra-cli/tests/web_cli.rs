@@ -1,0 +1,80 @@
+//! `zephyra features`, `steer`, `explain` and `serve` end to end on the tiny model with a planted latent
+//! (the SAE saved in the SAELens layout, the model given as a GGUF path).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+use zephyra_analysis::features::planted::planted;
+
+fn zephyra() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_zephyra"))
+}
+
+#[test]
+fn features_steer_explain_and_serve() {
+    let p = planted(3);
+    let dir = tempfile::tempdir().unwrap();
+    let sae_dir = dir.path().join("sae");
+    zephyra_sae::saelens::save(&p.sae, &sae_dir).unwrap();
+    let model = p.tiny.path.display().to_string();
+    let corpus = p.corpus_path.display().to_string();
+    let sae = sae_dir.display().to_string();
+
+    let out = zephyra()
+        .args(["features", "--sae", &sae, "--model", &model, "--data", &corpus, "--ctx", "16", "--tokens", "100000"])
+        .args(["--export-neuronpedia", &dir.path().join("np").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("4 features") && stdout.contains("1 alive"), "{stdout}");
+    assert!(sae_dir.join("features/index.json").exists() && dir.path().join("np/batch-0.json").exists());
+
+    let out = zephyra()
+        .args(["steer", "--sae", &sae, "--model", &model, "--feature", "0", "--strength", "0", "--prompt", "the cat"])
+        .args(["--max-tokens", "8", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["steered"], j["unsteered"]);
+
+    let out = zephyra()
+        .args(["steer", "--sae", &sae, "--model", &model, "--feature", "9", "--strength", "1", "--prompt", "the cat"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("feature 9 does not exist"));
+
+    let out = zephyra().args(["explain", "--sae", &sae, "--model", &model, "--text", "six boxes", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), p.tokenizer.encode("six boxes").unwrap().len());
+    assert!(lines.iter().any(|t| t["features"][0]["id"] == 0));
+
+    // serve: binds 127.0.0.1 on a free port, prints the URL, answers HTTP.
+    let mut child = zephyra()
+        .args(["serve", "--sae", &sae, "--model", &model, "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut url).unwrap();
+    let url = url.trim().to_string();
+    let result = std::panic::catch_unwind(|| {
+        let addr = url.strip_prefix("http://").expect("an http URL");
+        assert!(addr.starts_with("127.0.0.1:"), "{url}");
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET /api/feature/0 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.contains("\"logits_pos\""));
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    result.unwrap();
+}

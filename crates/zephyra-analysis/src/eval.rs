@@ -385,6 +385,13 @@ pub fn evaluate(
             let n = rows.len() / d;
             let x_sae = if n > 0 {
                 let (_, x_hat) = dict.encode_decode(&rows, n)?;
+                if x_hat.len() != rows.len() {
+                    return Err(AnalysisError::ShapeMismatch {
+                        what: "reconstruction",
+                        expected: rows.len(),
+                        got: x_hat.len(),
+                    });
+                }
                 splice(&batch, d, &x_hat, false)
             } else {
                 batch.x.clone()

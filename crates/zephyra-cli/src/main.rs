@@ -4,8 +4,9 @@
 //! `cmd/` and only translates arguments into library calls.
 
 mod cmd;
+mod dist;
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, IsTerminal};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -38,7 +39,7 @@ enum Command {
     /// Harvest activations at hook points over a corpus into a sharded activation store.
     Harvest(cmd::harvest::Args),
     /// Train a sparse autoencoder on activations.
-    Train(cmd::train::Args),
+    Train(Box<cmd::train::Args>),
     /// Encode activations with a trained SAE and save the feature activations.
     Encode(cmd::encode::Args),
     /// Evaluate an SAE: reconstruction, sparsity, dead latents, and the model's loss with the SAE spliced in.
@@ -62,12 +63,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // Under `mpirun` (feature `mpi`): MPI lives until the end of `main`.
+    let _mpi = dist::init();
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
+            dist::abort_job_on_error(&err);
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
@@ -76,6 +80,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cmd::Global { quiet: cli.quiet };
+    let name = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    dist::check_parallel(&name, matches!(cli.command, Command::Train(_)))?;
     match cli.command {
         Command::FetchModel(args) => cmd::fetch_model::run(args, &global),
         Command::Inspect(args) => cmd::inspect::run(args, &global),
@@ -84,7 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => cmd::generate::run(args, &global),
         Command::ByHand(args) => cmd::by_hand::run(args, &global),
         Command::Harvest(args) => cmd::harvest::run(args, &global),
-        Command::Train(args) => cmd::train::run(args, &global),
+        Command::Train(args) => cmd::train::run(*args, &global),
         Command::Encode(args) => cmd::encode::run(args, &global),
         Command::Eval(args) => cmd::eval::run(args, &global),
         Command::Plot(args) => cmd::plot::run(args, &global),
@@ -103,6 +112,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .init();
 }

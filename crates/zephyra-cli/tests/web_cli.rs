@@ -22,35 +22,97 @@ fn features_steer_explain_and_serve() {
     let sae = sae_dir.display().to_string();
 
     let out = zephyra()
-        .args(["features", "--sae", &sae, "--model", &model, "--data", &corpus, "--ctx", "16", "--tokens", "100000"])
-        .args(["--export-neuronpedia", &dir.path().join("np").display().to_string()])
+        .args([
+            "features", "--sae", &sae, "--model", &model, "--data", &corpus, "--ctx", "16",
+            "--tokens", "100000",
+        ])
+        .args([
+            "--export-neuronpedia",
+            &dir.path().join("np").display().to_string(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains("4 features") && stdout.contains("1 alive"), "{stdout}");
-    assert!(sae_dir.join("features/index.json").exists() && dir.path().join("np/batch-0.json").exists());
+    assert!(
+        stdout.contains("4 features") && stdout.contains("1 alive"),
+        "{stdout}"
+    );
+    assert!(
+        sae_dir.join("features/index.json").exists() && dir.path().join("np/batch-0.json").exists()
+    );
 
     let out = zephyra()
-        .args(["steer", "--sae", &sae, "--model", &model, "--feature", "0", "--strength", "0", "--prompt", "the cat"])
+        .args([
+            "steer",
+            "--sae",
+            &sae,
+            "--model",
+            &model,
+            "--feature",
+            "0",
+            "--strength",
+            "0",
+            "--prompt",
+            "the cat",
+        ])
         .args(["--max-tokens", "8", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["steered"], j["unsteered"]);
 
     let out = zephyra()
-        .args(["steer", "--sae", &sae, "--model", &model, "--feature", "9", "--strength", "1", "--prompt", "the cat"])
+        .args([
+            "steer",
+            "--sae",
+            &sae,
+            "--model",
+            &model,
+            "--feature",
+            "9",
+            "--strength",
+            "1",
+            "--prompt",
+            "the cat",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("feature 9 does not exist"));
 
-    let out = zephyra().args(["explain", "--sae", &sae, "--model", &model, "--text", "six boxes", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = zephyra()
+        .args([
+            "explain",
+            "--sae",
+            &sae,
+            "--model",
+            &model,
+            "--text",
+            "six boxes",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), p.tokenizer.encode("six boxes").unwrap().len());
     assert!(lines.iter().any(|t| t["features"][0]["id"] == 0));
 
@@ -62,13 +124,19 @@ fn features_steer_explain_and_serve() {
         .spawn()
         .unwrap();
     let mut url = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut url).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
     let url = url.trim().to_string();
     let result = std::panic::catch_unwind(|| {
         let addr = url.strip_prefix("http://").expect("an http URL");
         assert!(addr.starts_with("127.0.0.1:"), "{url}");
         let mut s = TcpStream::connect(addr).unwrap();
-        write!(s, "GET /api/feature/0 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /api/feature/0 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");

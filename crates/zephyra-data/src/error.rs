@@ -139,11 +139,18 @@ pub type Result<T, E = DataError> = std::result::Result<T, E>;
 impl DataError {
     /// Wraps an I/O error with what was being done and on which path.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { action, path: path.into(), source }
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 
     /// A [`DataError::BadStore`] for `dir`.
     pub fn bad_store(dir: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Self::BadStore { dir: dir.into(), reason: reason.into() }
+        Self::BadStore {
+            dir: dir.into(),
+            reason: reason.into(),
+        }
     }
 }

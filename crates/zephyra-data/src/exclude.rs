@@ -32,14 +32,22 @@ pub const DEFAULT_MAX_NORM_MULTIPLE: f32 = 10.0;
 
 impl Default for ExclusionRule {
     fn default() -> Self {
-        Self { exclude_position_zero: true, exclude_special: true, max_norm_multiple: Some(DEFAULT_MAX_NORM_MULTIPLE) }
+        Self {
+            exclude_position_zero: true,
+            exclude_special: true,
+            max_norm_multiple: Some(DEFAULT_MAX_NORM_MULTIPLE),
+        }
     }
 }
 
 impl ExclusionRule {
     /// Keeps every row (`--keep-sinks`).
     pub fn keep_all() -> Self {
-        Self { exclude_position_zero: false, exclude_special: false, max_norm_multiple: None }
+        Self {
+            exclude_position_zero: false,
+            exclude_special: false,
+            max_norm_multiple: None,
+        }
     }
 
     /// A human-readable statement of the rule, stored in the manifest.
@@ -52,7 +60,9 @@ impl ExclusionRule {
             parts.push("special tokens".to_string());
         }
         if let Some(m) = self.max_norm_multiple {
-            parts.push(format!("rows with L2 norm > {m} x the median norm of the remaining rows of their shard"));
+            parts.push(format!(
+                "rows with L2 norm > {m} x the median norm of the remaining rows of their shard"
+            ));
         }
         if parts.is_empty() {
             "keep every row".to_string()
@@ -103,14 +113,30 @@ pub struct ShardExclusion {
 
 /// L2 norm of each row of `acts` (`n × d`), accumulated in f64.
 pub fn row_norms(acts: &[f32], d: usize) -> Vec<f32> {
-    acts.chunks_exact(d).map(|r| r.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt() as f32).collect()
+    acts.chunks_exact(d)
+        .map(|r| {
+            r.iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt() as f32
+        })
+        .collect()
 }
 
 /// Applies `rule` to a shard of `tokens.len() / ctx` contexts whose row norms are `norms`.
-pub fn apply(rule: &ExclusionRule, tokens: &[u32], ctx: usize, norms: &[f32], is_special: &dyn Fn(u32) -> bool) -> ShardExclusion {
+pub fn apply(
+    rule: &ExclusionRule,
+    tokens: &[u32],
+    ctx: usize,
+    norms: &[f32],
+    is_special: &dyn Fn(u32) -> bool,
+) -> ShardExclusion {
     let n = tokens.len();
     let mut keep = vec![true; n];
-    let mut counts = ExclusionCounts { total: n as u64, ..Default::default() };
+    let mut counts = ExclusionCounts {
+        total: n as u64,
+        ..Default::default()
+    };
     for i in 0..n {
         if rule.exclude_position_zero && i % ctx == 0 {
             keep[i] = false;
@@ -137,7 +163,12 @@ pub fn apply(rule: &ExclusionRule, tokens: &[u32], ctx: usize, norms: &[f32], is
         }
     }
     counts.kept = keep.iter().filter(|&&k| k).count() as u64;
-    ShardExclusion { keep, counts, median_norm, norm_threshold }
+    ShardExclusion {
+        keep,
+        counts,
+        median_norm,
+        norm_threshold,
+    }
 }
 
 #[cfg(test)]
@@ -153,8 +184,20 @@ mod tests {
         // Candidates after clauses 1-2: rows 1,3,5,6,7 → norms 1,2,100,3,4 → lower median 3 → threshold 30.
         assert_eq!(ex.median_norm, 3.0);
         assert_eq!(ex.norm_threshold, Some(30.0));
-        assert_eq!(ex.keep, vec![false, true, false, true, false, false, true, true]);
-        assert_eq!(ex.counts, ExclusionCounts { total: 8, kept: 4, position_zero: 2, special: 1, high_norm: 1 });
+        assert_eq!(
+            ex.keep,
+            vec![false, true, false, true, false, false, true, true]
+        );
+        assert_eq!(
+            ex.counts,
+            ExclusionCounts {
+                total: 8,
+                kept: 4,
+                position_zero: 2,
+                special: 1,
+                high_norm: 1
+            }
+        );
         let all = apply(&ExclusionRule::keep_all(), &tokens, 4, &norms, &|t| t == 9);
         assert!(all.keep.iter().all(|&k| k));
         assert_eq!(all.counts.kept, 8);

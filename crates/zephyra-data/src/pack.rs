@@ -69,13 +69,20 @@ pub struct ContextStream {
 
 impl std::fmt::Debug for ContextStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContextStream").field("options", &self.options).field("n_tokens_read", &self.n_tokens_read).finish()
+        f.debug_struct("ContextStream")
+            .field("options", &self.options)
+            .field("n_tokens_read", &self.n_tokens_read)
+            .finish()
     }
 }
 
 impl ContextStream {
     /// Packs `documents` with `encoder`.
-    pub fn new(documents: Documents, encoder: Arc<dyn TextEncoder>, options: PackOptions) -> Result<Self> {
+    pub fn new(
+        documents: Documents,
+        encoder: Arc<dyn TextEncoder>,
+        options: PackOptions,
+    ) -> Result<Self> {
         if options.ctx < 2 {
             return Err(DataError::InvalidOption {
                 name: "--ctx",
@@ -178,22 +185,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.txt"), "abcde").unwrap();
         std::fs::write(dir.path().join("b.txt"), "fgh").unwrap();
-        let corpus = Corpus::from_specs(&[dir.path().display().to_string()], CorpusOptions::default()).unwrap();
-        let opts = PackOptions { ctx: 4, seed: 0, shuffle_contexts: 1 };
-        let got: Vec<Vec<u32>> =
-            ContextStream::new(corpus.documents(), Arc::new(Bytes), opts).unwrap().map(|c| c.unwrap()).collect();
+        let corpus = Corpus::from_specs(
+            &[dir.path().display().to_string()],
+            CorpusOptions::default(),
+        )
+        .unwrap();
+        let opts = PackOptions {
+            ctx: 4,
+            seed: 0,
+            shuffle_contexts: 1,
+        };
+        let got: Vec<Vec<u32>> = ContextStream::new(corpus.documents(), Arc::new(Bytes), opts)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
         // a b c d | e EOS f g | (h EOS dropped: incomplete)
         assert_eq!(got, vec![vec![97, 98, 99, 100], vec![101, 1000, 102, 103]]);
         let shuffled = |seed| -> Vec<Vec<u32>> {
-            let o = PackOptions { ctx: 2, seed, shuffle_contexts: 8 };
-            ContextStream::new(corpus.documents(), Arc::new(Bytes), o).unwrap().map(|c| c.unwrap()).collect()
+            let o = PackOptions {
+                ctx: 2,
+                seed,
+                shuffle_contexts: 8,
+            };
+            ContextStream::new(corpus.documents(), Arc::new(Bytes), o)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect()
         };
         let (a, b, c) = (shuffled(1), shuffled(1), shuffled(2));
         assert_eq!(a, b);
         assert_ne!(a, c);
         let mut sorted = a.clone();
         sorted.sort();
-        let mut plain: Vec<Vec<u32>> = vec![vec![97, 98], vec![99, 100], vec![101, 1000], vec![102, 103], vec![104, 1000]];
+        let mut plain: Vec<Vec<u32>> = vec![
+            vec![97, 98],
+            vec![99, 100],
+            vec![101, 1000],
+            vec![102, 103],
+            vec![104, 1000],
+        ];
         plain.sort();
         assert_eq!(sorted, plain);
     }

@@ -6,7 +6,13 @@ use zephyra_data::corpus::{Corpus, CorpusOptions, Document, Format, Input};
 use zephyra_data::DataError;
 
 fn corpus(specs: &[&Path]) -> Result<Corpus, DataError> {
-    Corpus::from_specs(&specs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(), CorpusOptions::default())
+    Corpus::from_specs(
+        &specs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>(),
+        CorpusOptions::default(),
+    )
 }
 
 /// Whole documents (pieces of one file joined).
@@ -14,7 +20,10 @@ fn texts(c: &Corpus) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for doc in c.documents() {
-        let Document { text, ends_document } = doc.unwrap();
+        let Document {
+            text,
+            ends_document,
+        } = doc.unwrap();
         cur.push_str(&text);
         if ends_document {
             out.push(std::mem::take(&mut cur));
@@ -41,7 +50,11 @@ fn text_markdown_and_html_files() {
     let c = corpus(&[&txt, &md, &html]).unwrap();
     assert_eq!(
         texts(&c),
-        vec!["plain text\nsecond line\n".to_string(), "# Title\n\nSome *markdown*.".to_string(), "Café & bar —!\nend".to_string()]
+        vec![
+            "plain text\nsecond line\n".to_string(),
+            "# Title\n\nSome *markdown*.".to_string(),
+            "Café & bar —!\nend".to_string()
+        ]
     );
     let stats = {
         let mut docs = c.documents();
@@ -50,7 +63,15 @@ fn text_markdown_and_html_files() {
         }
         docs.stats().clone()
     };
-    assert_eq!((stats.n_files, stats.n_documents, stats.n_lossy, stats.n_malformed_lines), (3, 3, 0, 0));
+    assert_eq!(
+        (
+            stats.n_files,
+            stats.n_documents,
+            stats.n_lossy,
+            stats.n_malformed_lines
+        ),
+        (3, 3, 0, 0)
+    );
 }
 
 #[test]
@@ -72,12 +93,21 @@ fn jsonl_skips_and_counts_malformed_lines() {
     // Another field name.
     let custom = dir.path().join("e.jsonl");
     std::fs::write(&custom, "{\"body\": \"x\"}\n{\"body\": \"y\"}\n").unwrap();
-    let c = Corpus::from_specs(&[custom.display().to_string()], CorpusOptions { text_field: "body".into() }).unwrap();
+    let c = Corpus::from_specs(
+        &[custom.display().to_string()],
+        CorpusOptions {
+            text_field: "body".into(),
+        },
+    )
+    .unwrap();
     assert_eq!(texts(&c), vec!["x", "y"]);
     // The default field on that file: every line malformed → a clear error naming --text-field.
     let c = corpus(&[&custom]).unwrap();
     let err = c.documents().find_map(|d| d.err()).expect("an error");
-    assert!(matches!(err, DataError::NoTextField { n_lines: 2, .. }), "{err}");
+    assert!(
+        matches!(err, DataError::NoTextField { n_lines: 2, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("--text-field"), "{err}");
 }
 
@@ -91,7 +121,10 @@ fn non_utf8_bytes_are_replaced_and_counted() {
     let c = corpus(&[&txt, &jsonl]).unwrap();
     let mut docs = c.documents();
     let got: Vec<String> = docs.by_ref().map(|d| d.unwrap().text).collect();
-    assert_eq!(got, vec!["caf\u{fffd} ok\n\u{fffd}\u{fffd} end", "a\u{fffd}b", "fine"]);
+    assert_eq!(
+        got,
+        vec!["caf\u{fffd} ok\n\u{fffd}\u{fffd} end", "a\u{fffd}b", "fine"]
+    );
     assert_eq!(docs.stats().n_lossy, 2);
 }
 
@@ -101,7 +134,11 @@ fn empty_files_give_no_documents() {
     for name in ["e.txt", "e.md", "e.html", "e.jsonl"] {
         std::fs::write(dir.path().join(name), "").unwrap();
     }
-    std::fs::write(dir.path().join("blank.html"), "<html><body><script>x()</script></body></html>").unwrap();
+    std::fs::write(
+        dir.path().join("blank.html"),
+        "<html><body><script>x()</script></body></html>",
+    )
+    .unwrap();
     let c = corpus(&[dir.path()]).unwrap();
     assert_eq!(c.inputs().len(), 5);
     let mut docs = c.documents();
@@ -119,7 +156,11 @@ fn directories_are_recursive_sorted_and_skip_unknown_files() {
     std::fs::write(root.join("a.md"), "A").unwrap();
     std::fs::write(root.join("image.png"), [0u8, 1, 2]).unwrap();
     std::fs::write(root.join("sub/c.html"), "<p>C</p>").unwrap();
-    std::fs::write(root.join("sub/deeper/d.jsonl"), "{\"text\":\"D1\"}\n{\"text\":\"D2\"}\n").unwrap();
+    std::fs::write(
+        root.join("sub/deeper/d.jsonl"),
+        "{\"text\":\"D1\"}\n{\"text\":\"D2\"}\n",
+    )
+    .unwrap();
     std::fs::write(root.join("sub/z.txt"), "Z").unwrap();
     let c = corpus(&[root]).unwrap();
     let names: Vec<String> = c
@@ -130,7 +171,16 @@ fn directories_are_recursive_sorted_and_skip_unknown_files() {
             Input::Stdin => "-".into(),
         })
         .collect();
-    assert_eq!(names, vec!["a.md", "b.txt", "sub/c.html", "sub/deeper/d.jsonl", "sub/z.txt"]);
+    assert_eq!(
+        names,
+        vec![
+            "a.md",
+            "b.txt",
+            "sub/c.html",
+            "sub/deeper/d.jsonl",
+            "sub/z.txt"
+        ]
+    );
     assert_eq!(texts(&c), vec!["A", "B", "C", "D1", "D2", "Z"]);
 }
 
@@ -141,7 +191,7 @@ fn globs_match_sorted_files() {
         std::fs::write(dir.path().join(n), t).unwrap();
     }
     let pattern = format!("{}/x*.txt", dir.path().display());
-    let c = Corpus::from_specs(&[pattern.clone()], CorpusOptions::default()).unwrap();
+    let c = Corpus::from_specs(std::slice::from_ref(&pattern), CorpusOptions::default()).unwrap();
     assert_eq!(texts(&c), vec!["one", "two"]);
     let none = format!("{}/nothing*.txt", dir.path().display());
     let err = Corpus::from_specs(&[none], CorpusOptions::default()).unwrap_err();
@@ -161,7 +211,10 @@ fn long_text_files_stream_in_pieces() {
     assert!(pieces.iter().all(|p| p.text.len() <= (1 << 20) + 64));
     assert_eq!(pieces.iter().filter(|p| p.ends_document).count(), 1);
     assert!(pieces.last().unwrap().ends_document);
-    assert_eq!(pieces.iter().map(|p| p.text.as_str()).collect::<String>(), text);
+    assert_eq!(
+        pieces.iter().map(|p| p.text.as_str()).collect::<String>(),
+        text
+    );
 }
 
 #[test]
@@ -176,7 +229,6 @@ fn bad_inputs_are_clear_errors() {
     std::fs::write(&odd, "x").unwrap();
     let err = corpus(&[&odd]).unwrap_err();
     assert!(matches!(err, DataError::UnsupportedFile { .. }), "{err}");
-
 }
 
 #[test]
@@ -191,7 +243,10 @@ fn unreadable_file_is_an_error_with_its_path() {
     let path_as_text = dir.path().join("mem.txt");
     std::os::unix::fs::symlink(unreadable, &path_as_text).unwrap();
     let c = corpus(&[&path_as_text]).unwrap();
-    let err = c.documents().find_map(|d| d.err()).expect("reading /proc/self/mem fails");
+    let err = c
+        .documents()
+        .find_map(|d| d.err())
+        .expect("reading /proc/self/mem fails");
     assert!(matches!(err, DataError::Io { .. }), "{err}");
     assert!(err.to_string().contains("mem.txt"), "{err}");
 }
@@ -199,8 +254,14 @@ fn unreadable_file_is_an_error_with_its_path() {
 #[test]
 fn formats_from_extensions() {
     assert_eq!(Format::from_path(Path::new("a.HTM")), Some(Format::Html));
-    assert_eq!(Format::from_path(Path::new("a.ndjson")), Some(Format::Jsonl));
-    assert_eq!(Format::from_path(Path::new("a.markdown")), Some(Format::Text));
+    assert_eq!(
+        Format::from_path(Path::new("a.ndjson")),
+        Some(Format::Jsonl)
+    );
+    assert_eq!(
+        Format::from_path(Path::new("a.markdown")),
+        Some(Format::Text)
+    );
     assert_eq!(Format::from_path(Path::new("a")), None);
 }
 
@@ -213,8 +274,16 @@ fn default_corpus_is_the_rust_docs_or_a_clear_error() {
     // A fake sysroot with one book page, its print.html and a redirect stub.
     let book = dir.path().join("share/doc/rust/html/book");
     std::fs::create_dir_all(&book).unwrap();
-    std::fs::write(book.join("ch01.html"), "<nav>toc</nav><main><h1>Hello</h1><p>Ownership &amp; borrowing.</p></main>").unwrap();
-    std::fs::write(book.join("print.html"), "<main><p>everything again</p></main>").unwrap();
+    std::fs::write(
+        book.join("ch01.html"),
+        "<nav>toc</nav><main><h1>Hello</h1><p>Ownership &amp; borrowing.</p></main>",
+    )
+    .unwrap();
+    std::fs::write(
+        book.join("print.html"),
+        "<main><p>everything again</p></main>",
+    )
+    .unwrap();
     std::fs::write(book.join("old.html"), "<head><meta http-equiv=\"refresh\" content=\"0; URL=ch01.html\"></head><body>Redirecting</body>").unwrap();
     let c = Corpus::rust_docs(dir.path()).unwrap();
     assert_eq!(c.inputs().len(), 2);
@@ -225,9 +294,20 @@ fn default_corpus_is_the_rust_docs_or_a_clear_error() {
 #[test]
 fn the_installed_rust_docs_have_text() {
     // The toolchain that builds this project ships its docs in CI images with rust-docs; skip quietly where not.
-    let Ok(c) = Corpus::default_rust_docs() else { return };
-    let first = c.documents().take(5).map(|d| d.unwrap().text).collect::<Vec<_>>();
-    assert!(first.iter().all(|t| !t.contains("<p>") && !t.contains("</div>")), "{first:?}");
+    let Ok(c) = Corpus::default_rust_docs() else {
+        return;
+    };
+    let first = c
+        .documents()
+        .take(5)
+        .map(|d| d.unwrap().text)
+        .collect::<Vec<_>>();
+    assert!(
+        first
+            .iter()
+            .all(|t| !t.contains("<p>") && !t.contains("</div>")),
+        "{first:?}"
+    );
     assert!(first.iter().map(String::len).sum::<usize>() > 1000);
 }
 
@@ -244,20 +324,30 @@ fn parquet_string_column() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.parquet");
     let schema = Arc::new(parse_message_type("message m { required int64 id; required binary text (UTF8); optional binary note (UTF8); }").unwrap());
-    let props = Arc::new(WriterProperties::builder().set_compression(parquet::basic::Compression::SNAPPY).build());
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build(),
+    );
     let file = std::fs::File::create(&path).unwrap();
     let mut writer = SerializedFileWriter::new(file, schema, props).unwrap();
     for group in [vec!["alpha", "beta"], vec!["", "gamma"]] {
         let mut rg = writer.next_row_group().unwrap();
         let mut col = rg.next_column().unwrap().unwrap();
-        col.typed::<Int64Type>().write_batch(&[1, 2], None, None).unwrap();
+        col.typed::<Int64Type>()
+            .write_batch(&[1, 2], None, None)
+            .unwrap();
         col.close().unwrap();
         let mut col = rg.next_column().unwrap().unwrap();
         let values: Vec<ByteArray> = group.iter().map(|s| ByteArray::from(*s)).collect();
-        col.typed::<ByteArrayType>().write_batch(&values, None, None).unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, None, None)
+            .unwrap();
         col.close().unwrap();
         let mut col = rg.next_column().unwrap().unwrap();
-        col.typed::<ByteArrayType>().write_batch(&[ByteArray::from("n")], Some(&[1, 0]), None).unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&[ByteArray::from("n")], Some(&[1, 0]), None)
+            .unwrap();
         col.close().unwrap();
         rg.close().unwrap();
     }
@@ -268,9 +358,21 @@ fn parquet_string_column() {
     assert_eq!(got, vec!["alpha", "beta", "gamma"]);
     assert_eq!(docs.stats().n_empty, 1);
     // Another column by name; a missing column is a clear error listing the string columns.
-    let c = Corpus::from_specs(&[path.display().to_string()], CorpusOptions { text_field: "note".into() }).unwrap();
+    let c = Corpus::from_specs(
+        &[path.display().to_string()],
+        CorpusOptions {
+            text_field: "note".into(),
+        },
+    )
+    .unwrap();
     assert_eq!(texts(&c), vec!["n", "n"]);
-    let c = Corpus::from_specs(&[path.display().to_string()], CorpusOptions { text_field: "body".into() }).unwrap();
+    let c = Corpus::from_specs(
+        &[path.display().to_string()],
+        CorpusOptions {
+            text_field: "body".into(),
+        },
+    )
+    .unwrap();
     let err = c.documents().find_map(|d| d.err()).expect("error");
     assert!(err.to_string().contains("[text, note]"), "{err}");
 }

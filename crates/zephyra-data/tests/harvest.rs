@@ -12,8 +12,16 @@ use zephyra_lm::{HookPoint, Hooks, Llama};
 
 fn forward_rows(model: &Llama, contexts: &[Vec<u32>], hook: HookPoint) -> Vec<f32> {
     let mut hooks = Hooks::capturing([hook]);
-    let out = model.forward(contexts, &mut hooks, zephyra_lm::model::Logits::None).unwrap();
-    out.activations.get(hook).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    let out = model
+        .forward(contexts, &mut hooks, zephyra_lm::model::Logits::None)
+        .unwrap();
+    out.activations
+        .get(hook)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
 }
 
 /// Real model: stored rows equal the forward pass bit for bit; position 0 and specials are excluded and the
@@ -29,42 +37,82 @@ fn real_model_store_matches_forward_and_counts() {
     let (ctx, batch, per_shard) = (32, 4, 8);
     let cfg = config(vec![hook], ctx, 24 * 32, per_shard, batch);
     let info = model_info(&path, model.as_ref()).unwrap();
-    assert_eq!(info.sha256, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
-    let summary = harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg), info, tok.vocab_size(), out.path(), &mut |_| {}).unwrap();
+    assert_eq!(
+        info.sha256,
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
+    let summary = harvest(
+        pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg),
+        info,
+        tok.vocab_size(),
+        out.path(),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(summary.n_contexts, 24);
     let store = ActivationStore::open(out.path()).unwrap();
     store.verify().unwrap();
     let m = store.manifest();
     assert!(m.complete);
-    assert_eq!((m.hook.as_str(), m.ctx, m.d, m.n_contexts, m.shards.len()), ("blocks.15.hook_resid_pre", ctx, 576, 24, 3));
+    assert_eq!(
+        (m.hook.as_str(), m.ctx, m.d, m.n_contexts, m.shards.len()),
+        ("blocks.15.hook_resid_pre", ctx, 576, 24, 3)
+    );
 
     let eos = zephyra_data::pack::TextEncoder::eos_token_id(tok.as_ref());
     let (mut n_special, mut n_high, mut n_rows) = (0u64, 0u64, 0u64);
     let mut sum = vec![0f64; 576];
     for s in 0..store.n_shards() {
         let shard = store.read_shard(s).unwrap();
-        let contexts: Vec<Vec<u32>> = shard.context_tokens.chunks(ctx).map(<[u32]>::to_vec).collect();
+        let contexts: Vec<Vec<u32>> = shard
+            .context_tokens
+            .chunks(ctx)
+            .map(<[u32]>::to_vec)
+            .collect();
         // Recompute every activation with the model directly, in the same batches as the harvest.
         let mut full = Vec::new();
         for b in contexts.chunks(batch) {
             full.extend(forward_rows(&model, b, hook));
         }
         // The rule, recomputed independently: norms, lower median of candidates, threshold 10x.
-        let norms: Vec<f32> = full.chunks(576).map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt() as f32).collect();
-        let candidate = |i: usize| i % ctx != 0 && contexts[i / ctx][i % ctx] != eos && !tok.is_special(contexts[i / ctx][i % ctx]);
-        let mut cand: Vec<f32> = (0..norms.len()).filter(|&i| candidate(i)).map(|i| norms[i]).collect();
+        let norms: Vec<f32> = full
+            .chunks(576)
+            .map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt() as f32)
+            .collect();
+        let candidate = |i: usize| {
+            i % ctx != 0
+                && contexts[i / ctx][i % ctx] != eos
+                && !tok.is_special(contexts[i / ctx][i % ctx])
+        };
+        let mut cand: Vec<f32> = (0..norms.len())
+            .filter(|&i| candidate(i))
+            .map(|i| norms[i])
+            .collect();
         cand.sort_by(f32::total_cmp);
         let median = cand[(cand.len() - 1) / 2];
-        let expected_rows: Vec<usize> = (0..norms.len()).filter(|&i| candidate(i) && norms[i] <= 10.0 * median).collect();
-        n_special += (0..norms.len()).filter(|&i| i % ctx != 0 && !candidate(i)).count() as u64;
-        n_high += (0..norms.len()).filter(|&i| candidate(i) && norms[i] > 10.0 * median).count() as u64;
+        let expected_rows: Vec<usize> = (0..norms.len())
+            .filter(|&i| candidate(i) && norms[i] <= 10.0 * median)
+            .collect();
+        n_special += (0..norms.len())
+            .filter(|&i| i % ctx != 0 && !candidate(i))
+            .count() as u64;
+        n_high += (0..norms.len())
+            .filter(|&i| candidate(i) && norms[i] > 10.0 * median)
+            .count() as u64;
         assert_eq!(shard.n_rows(), expected_rows.len());
         for (r, &i) in expected_rows.iter().enumerate() {
             assert_eq!(shard.position[r] as usize, i % ctx);
             assert_ne!(shard.position[r], 0, "position 0 must be excluded");
-            assert_eq!(shard.context_index[r] as u64, m.shards[s].first_context + (i / ctx) as u64);
+            assert_eq!(
+                shard.context_index[r] as u64,
+                m.shards[s].first_context + (i / ctx) as u64
+            );
             assert_eq!(shard.token_ids[r], contexts[i / ctx][i % ctx]);
-            assert_eq!(&shard.activations[r * 576..(r + 1) * 576], &full[i * 576..(i + 1) * 576], "row {r} of shard {s}");
+            assert_eq!(
+                &shard.activations[r * 576..(r + 1) * 576],
+                &full[i * 576..(i + 1) * 576],
+                "row {r} of shard {s}"
+            );
         }
         for (k, v) in shard.activations.iter().enumerate() {
             sum[k % 576] += *v as f64;
@@ -72,8 +120,16 @@ fn real_model_store_matches_forward_and_counts() {
         n_rows += shard.n_rows() as u64;
         // A context run alone gives the same activations up to float rounding.
         let alone = forward_rows(&model, &contexts[..1], hook);
-        let max_diff = alone.iter().zip(&full[..ctx * 576]).skip(576).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(max_diff < 1e-2, "single-context forward differs by {max_diff}");
+        let max_diff = alone
+            .iter()
+            .zip(&full[..ctx * 576])
+            .skip(576)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff < 1e-2,
+            "single-context forward differs by {max_diff}"
+        );
     }
     let c = &m.exclusion.counts;
     assert_eq!(c.total, 24 * ctx as u64);
@@ -84,21 +140,46 @@ fn real_model_store_matches_forward_and_counts() {
     assert_eq!(m.n_rows, n_rows);
     assert_eq!(c.kept + c.position_zero + c.special + c.high_norm, c.total);
     for (k, s) in sum.iter().enumerate() {
-        assert!((s / n_rows as f64 - m.stats.mean[k]).abs() < 1e-9 * (1.0 + s.abs()), "mean[{k}]");
+        assert!(
+            (s / n_rows as f64 - m.stats.mean[k]).abs() < 1e-9 * (1.0 + s.abs()),
+            "mean[{k}]"
+        );
     }
     // Position-0 rows are the attention sinks: with --keep-sinks they are stored and dwarf the others.
     let out2 = tempfile::tempdir().unwrap();
     let mut cfg = config(vec![hook], ctx, 8 * 32, 8, 4);
     cfg.rule = ExclusionRule::keep_all();
-    harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg), model_info(&path, model.as_ref()).unwrap(), tok.vocab_size(), out2.path(), &mut |_| {}).unwrap();
+    harvest(
+        pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg),
+        model_info(&path, model.as_ref()).unwrap(),
+        tok.vocab_size(),
+        out2.path(),
+        &mut |_| {},
+    )
+    .unwrap();
     let all = ActivationStore::open(out2.path()).unwrap();
     assert_eq!(all.n_rows(), 8 * 32);
     let shard = all.read_shard(0).unwrap();
-    let norm = |r: usize| shard.activations[r * 576..(r + 1) * 576].iter().map(|v| v * v).sum::<f32>().sqrt();
-    assert!(norm(0) > 5000.0 && norm(5) < 1000.0, "sink {} vs {}", norm(0), norm(5));
+    let norm = |r: usize| {
+        shard.activations[r * 576..(r + 1) * 576]
+            .iter()
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt()
+    };
+    assert!(
+        norm(0) > 5000.0 && norm(5) < 1000.0,
+        "sink {} vs {}",
+        norm(0),
+        norm(5)
+    );
 }
 
-fn tiny() -> (zephyra_lm::testing::TinyLlama, Arc<Llama>, Arc<zephyra_lm::Tokenizer>) {
+fn tiny() -> (
+    zephyra_lm::testing::TinyLlama,
+    Arc<Llama>,
+    Arc<zephyra_lm::Tokenizer>,
+) {
     let t = zephyra_lm::testing::tiny_llama(3).unwrap();
     let (m, tok) = load(&t.path);
     (t, m, tok)
@@ -108,7 +189,12 @@ fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -125,16 +211,42 @@ fn interrupted_harvest_resumes_to_the_same_store() {
     let cfg = config(hooks.clone(), 16, 40 * 16, 6, 2);
     let info = model_info(&t.path, model.as_ref()).unwrap();
     let whole = tempfile::tempdir().unwrap();
-    harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg.clone()), info.clone(), 1, whole.path(), &mut |_| {}).unwrap();
+    harvest(
+        pipeline(
+            model.clone(),
+            tok.clone(),
+            corpus_of(data.path()),
+            cfg.clone(),
+        ),
+        info.clone(),
+        1,
+        whole.path(),
+        &mut |_| {},
+    )
+    .unwrap();
 
     let part = tempfile::tempdir().unwrap();
-    let failing = Arc::new(FailAfter { inner: model.clone(), ok_batches: 7.into() });
-    let err = harvest(pipeline(failing, tok.clone(), corpus_of(data.path()), cfg.clone()), info.clone(), 1, part.path(), &mut |_| {}).unwrap_err();
+    let failing = Arc::new(FailAfter {
+        inner: model.clone(),
+        ok_batches: 7.into(),
+    });
+    let err = harvest(
+        pipeline(failing, tok.clone(), corpus_of(data.path()), cfg.clone()),
+        info.clone(),
+        1,
+        part.path(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("simulated crash"), "{err}");
     let sub = part.path().join("blocks.1.hook_resid_pre");
     let m = Manifest::read(&sub).unwrap();
     assert!(!m.complete);
-    assert_eq!(m.shards.len(), 2, "7 batches of 2 contexts = 2 full shards of 6");
+    assert_eq!(
+        m.shards.len(),
+        2,
+        "7 batches of 2 contexts = 2 full shards of 6"
+    );
     // Reading an incomplete store is refused with a hint.
     let e = ActivationStore::open(&sub).unwrap_err();
     assert!(e.to_string().contains("resume"), "{e}");
@@ -142,24 +254,61 @@ fn interrupted_harvest_resumes_to_the_same_store() {
     let before = files(&sub);
     let mut other = cfg.clone();
     other.seed = 8;
-    let e = harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), other), info.clone(), 1, part.path(), &mut |_| {}).unwrap_err();
+    let e = harvest(
+        pipeline(model.clone(), tok.clone(), corpus_of(data.path()), other),
+        info.clone(),
+        1,
+        part.path(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(e, DataError::ResumeMismatch { .. }), "{e}");
     assert_eq!(files(&sub), before);
     // Resume for real.
-    let s = harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg.clone()), info.clone(), 1, part.path(), &mut |_| {}).unwrap();
+    let s = harvest(
+        pipeline(
+            model.clone(),
+            tok.clone(),
+            corpus_of(data.path()),
+            cfg.clone(),
+        ),
+        info.clone(),
+        1,
+        part.path(),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(s.resumed_shards, 2);
     for h in &hooks {
-        let (a, b) = (files(&part.path().join(h.to_string())), files(&whole.path().join(h.to_string())));
-        assert_eq!(a.iter().map(|f| &f.0).collect::<Vec<_>>(), b.iter().map(|f| &f.0).collect::<Vec<_>>(), "{h}");
+        let (a, b) = (
+            files(&part.path().join(h.to_string())),
+            files(&whole.path().join(h.to_string())),
+        );
+        assert_eq!(
+            a.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            b.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            "{h}"
+        );
         for ((name, x), (_, y)) in a.iter().zip(&b) {
             if name.ends_with(".json") {
-                assert_eq!(String::from_utf8_lossy(x), String::from_utf8_lossy(y), "{h}/{name}");
+                assert_eq!(
+                    String::from_utf8_lossy(x),
+                    String::from_utf8_lossy(y),
+                    "{h}/{name}"
+                );
             }
             assert!(x == y, "{h}/{name} differs");
         }
     }
     // Harvesting into a complete store is refused.
-    let e = harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg), info, 1, part.path(), &mut |_| {}).unwrap_err();
+    let e = harvest(
+        pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg),
+        info,
+        1,
+        part.path(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(e, DataError::StoreComplete { .. }), "{e}");
 }
 
@@ -171,36 +320,107 @@ fn bad_inputs_are_clear_errors() {
     write_corpus(data.path());
     // --ctx beyond the model's context length.
     let out = tempfile::tempdir().unwrap();
-    let e = harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), config(vec![HookPoint::ResidPre(1)], 257, 1000, 4, 2)), info.clone(), 1, out.path(), &mut |_| {})
-        .unwrap_err();
-    assert!(matches!(e, DataError::CtxTooLarge { ctx: 257, max_ctx: 256 }), "{e}");
+    let e = harvest(
+        pipeline(
+            model.clone(),
+            tok.clone(),
+            corpus_of(data.path()),
+            config(vec![HookPoint::ResidPre(1)], 257, 1000, 4, 2),
+        ),
+        info.clone(),
+        1,
+        out.path(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::CtxTooLarge {
+                ctx: 257,
+                max_ctx: 256
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("--ctx 256"), "{e}");
     // A corpus with no usable text.
     let empty = tempfile::tempdir().unwrap();
     std::fs::write(empty.path().join("a.txt"), "").unwrap();
     std::fs::write(empty.path().join("b.html"), "<script>only()</script>").unwrap();
     let out = tempfile::tempdir().unwrap();
-    let e = harvest(pipeline(model.clone(), tok.clone(), corpus_of(empty.path()), config(vec![HookPoint::ResidPre(1)], 16, 1000, 4, 2)), info.clone(), 1, &out.path().join("s"), &mut |_| {})
-        .unwrap_err();
+    let e = harvest(
+        pipeline(
+            model.clone(),
+            tok.clone(),
+            corpus_of(empty.path()),
+            config(vec![HookPoint::ResidPre(1)], 16, 1000, 4, 2),
+        ),
+        info.clone(),
+        1,
+        &out.path().join("s"),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(e, DataError::EmptyCorpus { .. }), "{e}");
     // An --out directory holding other files is not clobbered.
     let busy = tempfile::tempdir().unwrap();
     std::fs::write(busy.path().join("precious.txt"), "keep me").unwrap();
-    let e = harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), config(vec![HookPoint::ResidPre(1)], 16, 64, 4, 2)), info.clone(), 1, busy.path(), &mut |_| {})
-        .unwrap_err();
+    let e = harvest(
+        pipeline(
+            model.clone(),
+            tok.clone(),
+            corpus_of(data.path()),
+            config(vec![HookPoint::ResidPre(1)], 16, 64, 4, 2),
+        ),
+        info.clone(),
+        1,
+        busy.path(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("precious.txt"), "{e}");
-    assert_eq!(std::fs::read_to_string(busy.path().join("precious.txt")).unwrap(), "keep me");
+    assert_eq!(
+        std::fs::read_to_string(busy.path().join("precious.txt")).unwrap(),
+        "keep me"
+    );
     // A hook beyond the model's blocks.
     let out = tempfile::tempdir().unwrap();
-    let e = harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), config(vec![HookPoint::ResidPre(5)], 16, 64, 4, 2)), info.clone(), 1, out.path(), &mut |_| {})
-        .unwrap_err();
+    let e = harvest(
+        pipeline(
+            model.clone(),
+            tok.clone(),
+            corpus_of(data.path()),
+            config(vec![HookPoint::ResidPre(5)], 16, 64, 4, 2),
+        ),
+        info.clone(),
+        1,
+        out.path(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("2 blocks"), "{e}");
 
     // Manifests that disagree with their shards.
     let good = tempfile::tempdir().unwrap();
-    harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), config(vec![HookPoint::ResidPre(1)], 16, 12 * 16, 4, 2)), info, 1, good.path(), &mut |_| {}).unwrap();
+    harvest(
+        pipeline(
+            model.clone(),
+            tok.clone(),
+            corpus_of(data.path()),
+            config(vec![HookPoint::ResidPre(1)], 16, 12 * 16, 4, 2),
+        ),
+        info,
+        1,
+        good.path(),
+        &mut |_| {},
+    )
+    .unwrap();
     let copy = |name: &str| {
-        let d = good.path().parent().unwrap().join(format!("{}-{name}", good.path().file_name().unwrap().to_string_lossy()));
+        let d = good.path().parent().unwrap().join(format!(
+            "{}-{name}",
+            good.path().file_name().unwrap().to_string_lossy()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         for (f, bytes) in files(good.path()) {
             std::fs::write(d.join(f), bytes).unwrap();
@@ -216,7 +436,11 @@ fn bad_inputs_are_clear_errors() {
     let missing = copy("missing");
     std::fs::remove_file(missing.join("shard-00001.safetensors")).unwrap();
     let e = ActivationStore::open(&missing).unwrap_err();
-    assert!(e.to_string().contains("shard-00001.safetensors` is missing"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("shard-00001.safetensors` is missing"),
+        "{e}"
+    );
     let truncated = copy("trunc");
     let p = truncated.join("shard-00000.safetensors");
     let bytes = std::fs::read(&p).unwrap();

@@ -24,7 +24,19 @@ fn store_and_stream_readers() {
     let (ctx, per_shard) = (16, 4);
     let cfg = config(vec![HookPoint::ResidPost(1)], ctx, 44 * 16, per_shard, 3);
     let info = model_info(&t.path, model.as_ref()).unwrap();
-    harvest(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg.clone()), info, 1, out.path(), &mut |_| {}).unwrap();
+    harvest(
+        pipeline(
+            model.clone(),
+            tok.clone(),
+            corpus_of(data.path()),
+            cfg.clone(),
+        ),
+        info,
+        1,
+        out.path(),
+        &mut |_| {},
+    )
+    .unwrap();
     let store = ActivationStore::open(out.path()).unwrap();
     let (d, n) = (store.d(), store.n_rows() as usize);
     assert_eq!(store.n_shards(), 11);
@@ -56,7 +68,10 @@ fn store_and_stream_readers() {
             cursor_at_100 = Some((reader.cursor(), seen.len()));
         }
     }
-    assert!(max_resident <= buffer_rows, "{max_resident} rows resident > buffer {buffer_rows}");
+    assert!(
+        max_resident <= buffer_rows,
+        "{max_resident} rows resident > buffer {buffer_rows}"
+    );
     assert_eq!(seen.len(), 2 * n, "two epochs");
     for epoch in seen.chunks(n) {
         let mut counts: HashMap<Vec<u32>, usize> = HashMap::new();
@@ -85,7 +100,12 @@ fn store_and_stream_readers() {
     assert_eq!(rest, seen[at..]);
 
     // On the fly: the same rows in the same order as reading the store (epoch 0), without any disk.
-    let feed = StreamFeed::new(pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg), buffer_rows, 2).unwrap();
+    let feed = StreamFeed::new(
+        pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg),
+        buffer_rows,
+        2,
+    )
+    .unwrap();
     let mut stream = ShuffleReader::new(Box::new(feed), 11, Some(1));
     let mut streamed = Vec::new();
     loop {
@@ -97,5 +117,8 @@ fn store_and_stream_readers() {
         assert!(stream.resident_rows() <= buffer_rows);
     }
     assert_eq!(streamed.len(), n);
-    assert!(streamed == seen[..n], "on-the-fly rows differ from the store's");
+    assert!(
+        streamed == seen[..n],
+        "on-the-fly rows differ from the store's"
+    );
 }

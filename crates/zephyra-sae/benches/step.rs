@@ -55,8 +55,8 @@ fn main() {
             0.0,
         ),
         ("relu (dense, at init)", Architecture::Relu, 5.0, 0.0),
-        ("relu (sparse, L0≈100)", Architecture::Relu, 5.0, -0.9),
-        ("jumprelu (L0≈100)", Architecture::JumpRelu, 1.0, -0.9),
+        ("relu (sparse, b_enc<0)", Architecture::Relu, 5.0, -0.9),
+        ("jumprelu (b_enc<0)", Architecture::JumpRelu, 1.0, -0.9),
     ] {
         if filter.as_deref().is_some_and(|f| !label.contains(f)) {
             continue;

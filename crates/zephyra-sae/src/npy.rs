@@ -8,7 +8,6 @@
 //! rank 2 is accepted; everything else is refused with a message naming what was found.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
@@ -399,29 +398,4 @@ impl ActivationSource for NpySource {
             ))),
         }
     }
-}
-
-/// Writes a small `.npy` in tests (any dtype/shape string), bypassing the float32 checks.
-#[doc(hidden)]
-pub fn write_raw_for_tests(
-    path: &Path,
-    descr: &str,
-    fortran: bool,
-    shape: &str,
-    data: &[u8],
-) -> std::io::Result<()> {
-    let mut header = format!(
-        "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
-        if fortran { "True" } else { "False" }
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut f = File::create(path)?;
-    f.write_all(MAGIC)?;
-    f.write_all(&[1, 0])?;
-    f.write_all(&(header.len() as u16).to_le_bytes())?;
-    f.write_all(header.as_bytes())?;
-    f.write_all(data)
 }

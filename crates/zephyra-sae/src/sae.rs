@@ -194,7 +194,7 @@ impl Default for StepConfig<'_> {
             k_aux: None,
             aux_coeff: 1.0 / 32.0,
             bandwidth: 0.001,
-            dense_above: 0.1,
+            dense_above: 0.05,
         }
     }
 }

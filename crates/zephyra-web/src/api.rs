@@ -2,10 +2,12 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use zephyra_analysis::features::{FeatureRecord, FeatureSummary};
+use zephyra_analysis::features::FeatureSummary;
 use zephyra_analysis::steer::{SteerMode, SteerOutput, SteerRequest, MAX_STEER_TOKENS};
 
 use crate::{ApiError, AppState};
@@ -176,18 +178,18 @@ pub(crate) fn parse_id(state: &AppState, raw: &str) -> Result<u32, ApiError> {
     }
 }
 
-/// `GET /api/feature/{id}`.
+/// `GET /api/feature/{id}`: the stored record, sent as it is (no re-serialisation).
 pub async fn feature(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-) -> Result<Json<FeatureRecord>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_id(&state, &raw)?;
     let store = state.store().clone();
-    let rec = tokio::task::spawn_blocking(move || store.record(id))
+    let bytes = tokio::task::spawn_blocking(move || store.record_bytes(id))
         .await
         .map_err(|e| ApiError::Internal(format!("reading feature {id}: {e}")))??;
-    rec.map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no feature {id}")))
+    let bytes = bytes.ok_or_else(|| ApiError::NotFound(format!("no feature {id}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
 /// Body of `POST /api/explain`.

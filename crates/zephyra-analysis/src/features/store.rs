@@ -247,6 +247,23 @@ impl FeatureStore {
         &self.index
     }
 
+    /// The stored JSON bytes of latent `id`'s record (`None` when there is no such latent); the web app
+    /// sends them as they are.
+    pub fn record_bytes(&self, id: u32) -> Result<Option<Vec<u8>>> {
+        let Some(s) = self.index.features.get(id as usize) else {
+            return Ok(None);
+        };
+        let path = self.dir.join(RECORDS_FILE);
+        let mut f = File::open(&path).map_err(io(&path))?;
+        f.seek(SeekFrom::Start(s.offset)).map_err(io(&path))?;
+        let len = usize::try_from(s.len).map_err(|_| {
+            AnalysisError::InvalidArgument(format!("record length {} too large", s.len))
+        })?;
+        let mut buf = vec![0u8; len];
+        f.read_exact(&mut buf).map_err(io(&path))?;
+        Ok(Some(buf))
+    }
+
     /// The record of latent `id` (`None` when there is no such latent).
     pub fn record(&self, id: u32) -> Result<Option<FeatureRecord>> {
         let Some(s) = self.index.features.get(id as usize) else {

@@ -133,6 +133,8 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             s("eval"),
             s("--sae"),
             s(sae.display()),
+            s("--hook"),
+            args.hook.clone(),
             s("--tokens"),
             s(50_000),
             s("--ce-tokens"),
@@ -149,6 +151,8 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             s("features"),
             s("--sae"),
             s(sae.display()),
+            s("--hook"),
+            args.hook.clone(),
             s("--tokens"),
             s(args.feature_tokens),
             s("--out"),
@@ -162,7 +166,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("[6/{total}] serve the app (Ctrl-C to stop)");
-    let engine = super::steer::engine(&sae, "smollm2", None)?;
+    let hook: zephyra_lm::HookPoint = args
+        .hook
+        .parse()
+        .with_context(|| format!("--hook {}", args.hook))?;
+    let engine = super::steer::engine(&sae, "smollm2", Some(hook))?;
     let store =
         FeatureStore::open(&features).with_context(|| format!("opening {}", features.display()))?;
     let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), args.port);

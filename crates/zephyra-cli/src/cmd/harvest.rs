@@ -93,12 +93,22 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         args.max_norm_multiple,
     );
     if args.ctx > model.config().context_length {
-        return Err(zephyra_data::DataError::CtxTooLarge { ctx: args.ctx, max_ctx: model.config().context_length }.into());
+        return Err(zephyra_data::DataError::CtxTooLarge {
+            ctx: args.ctx,
+            max_ctx: model.config().context_length,
+        }
+        .into());
     }
     let corpus = load_corpus(&args.data, &args.text_field)?;
-    let info = harvest::model_info(&model_path, model.as_ref()).context("hashing the model file")?;
+    let info =
+        harvest::model_info(&model_path, model.as_ref()).context("hashing the model file")?;
     let vocab_size = tokenizer.vocab_size();
-    let pipeline = Pipeline { model, encoder: tokenizer, corpus, config };
+    let pipeline = Pipeline {
+        model,
+        encoder: tokenizer,
+        corpus,
+        config,
+    };
 
     let bar = if global.show_progress() {
         let bar = indicatif::ProgressBar::new(0);
@@ -119,7 +129,10 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         bar.set_message(format!("{} shards", p.shards_written));
     };
     let threads = args.threads.unwrap_or(0);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the worker threads")?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("starting the worker threads")?;
     let summary = pool
         .install(|| harvest::harvest(pipeline, info, vocab_size, &args.out, &mut on_progress))
         .with_context(|| format!("harvesting into {}", args.out.display()))?;
@@ -145,7 +158,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             summary.tokens_run,
             summary.seconds,
             tokens_per_s,
-            if summary.resumed_shards > 0 { format!(", resumed after {} shards", summary.resumed_shards) } else { String::new() }
+            if summary.resumed_shards > 0 {
+                format!(", resumed after {} shards", summary.resumed_shards)
+            } else {
+                String::new()
+            }
         );
         if summary.corpus_exhausted {
             println!("the corpus ran out before --tokens {}", args.tokens);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use zephyra_analysis::features::FeatureStore;
 use zephyra_lm::HookPoint;
 use zephyra_web::{router, AppState};
@@ -73,6 +74,12 @@ pub fn serve(state: AppState, addr: SocketAddr, on_ready: impl FnOnce(&str)) -> 
             .with_context(|| format!("binding {addr} (is the port in use? try --port)"))?;
         let local = listener.local_addr().context("reading the bound address")?;
         on_ready(&format!("http://{local}"));
+        // Small responses go out at once (no Nagle delay).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router(state))
             .await
             .context("serving")

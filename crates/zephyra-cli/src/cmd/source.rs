@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use zephyra_data::corpus::CorpusOptions;
-use zephyra_data::harvest::{HarvestConfig, Pipeline, StreamFeed, DEFAULT_BATCH_CONTEXTS, DEFAULT_CONTEXTS_PER_SHARD};
+use zephyra_data::harvest::{
+    HarvestConfig, Pipeline, StreamFeed, DEFAULT_BATCH_CONTEXTS, DEFAULT_CONTEXTS_PER_SHARD,
+};
 use zephyra_data::pack::DEFAULT_SHUFFLE_CONTEXTS;
 use zephyra_data::store::{ReaderCursor, StoreDtype};
 use zephyra_data::{ActivationStore, Corpus, ExclusionRule, ShuffleReader};
@@ -84,7 +86,12 @@ pub fn load_corpus(data: &[String], text_field: &str) -> anyhow::Result<Corpus> 
     if data.is_empty() {
         return Ok(Corpus::default_rust_docs()?);
     }
-    Ok(Corpus::from_specs(data, CorpusOptions { text_field: text_field.to_string() })?)
+    Ok(Corpus::from_specs(
+        data,
+        CorpusOptions {
+            text_field: text_field.to_string(),
+        },
+    )?)
 }
 
 /// Opens the source the arguments describe.
@@ -112,7 +119,11 @@ pub fn open(args: &SourceArgs, opts: &OpenOptions) -> anyhow::Result<Box<dyn Act
 }
 
 /// With `--acts DIR --model M [--hook H]`: the store must come from that model (by sha256) and hook.
-fn check_store_matches(store: &ActivationStore, model: Option<&str>, hook: Option<HookPoint>) -> anyhow::Result<()> {
+fn check_store_matches(
+    store: &ActivationStore,
+    model: Option<&str>,
+    hook: Option<HookPoint>,
+) -> anyhow::Result<()> {
     let m = store.manifest();
     if let Some(h) = hook {
         if h.to_string() != m.hook {
@@ -124,7 +135,8 @@ fn check_store_matches(store: &ActivationStore, model: Option<&str>, hook: Optio
         }
     }
     if let Some(spec) = model {
-        let path = zephyra_lm::fetch::resolve_model(spec).with_context(|| format!("resolving --model {spec}"))?;
+        let path = zephyra_lm::fetch::resolve_model(spec)
+            .with_context(|| format!("resolving --model {spec}"))?;
         let sha = zephyra_data::store::sha256_file(&path)?;
         if sha != m.model.sha256 {
             bail!(
@@ -147,7 +159,8 @@ fn parse_cursor(cursor: &serde_json::Value, kind: &str) -> Result<ReaderCursor, 
     if cursor.get("kind").and_then(|k| k.as_str()) != Some(kind) {
         return Err(SaeError::Source(format!("checkpoint cursor {cursor} was not written by a `{kind}` source: resume with the same activations")));
     }
-    serde_json::from_value(cursor.clone()).map_err(|e| SaeError::Source(format!("bad {kind} cursor {cursor}: {e}")))
+    serde_json::from_value(cursor.clone())
+        .map_err(|e| SaeError::Source(format!("bad {kind} cursor {cursor}: {e}")))
 }
 
 /// An activation store read through a shuffle buffer.
@@ -161,7 +174,10 @@ impl StoreSource {
     pub fn new(store: ActivationStore, buffer_rows: usize, opts: &OpenOptions) -> Self {
         let dir = store.dir().to_path_buf();
         let epochs = if opts.repeat { None } else { Some(1) };
-        Self { reader: ShuffleReader::from_store(store, buffer_rows, opts.seed, epochs), dir }
+        Self {
+            reader: ShuffleReader::from_store(store, buffer_rows, opts.seed, epochs),
+            dir,
+        }
     }
 }
 
@@ -223,7 +239,14 @@ pub fn harvest_config(
     keep_sinks: bool,
     max_norm_multiple: f32,
 ) -> HarvestConfig {
-    let rule = if keep_sinks { ExclusionRule::keep_all() } else { ExclusionRule { max_norm_multiple: Some(max_norm_multiple), ..ExclusionRule::default() } };
+    let rule = if keep_sinks {
+        ExclusionRule::keep_all()
+    } else {
+        ExclusionRule {
+            max_norm_multiple: Some(max_norm_multiple),
+            ..ExclusionRule::default()
+        }
+    };
     HarvestConfig {
         hooks,
         ctx,
@@ -238,20 +261,30 @@ pub fn harvest_config(
 }
 
 /// Loads the model and tokenizer of `spec`; returns them with the GGUF path.
-pub fn load_model(spec: &str) -> anyhow::Result<(Arc<zephyra_lm::Llama>, Arc<zephyra_lm::Tokenizer>, PathBuf)> {
-    let path = zephyra_lm::fetch::resolve_model(spec).with_context(|| format!("resolving --model {spec}"))?;
-    let model = zephyra_lm::Llama::load_gguf(&path).with_context(|| format!("loading {}", path.display()))?;
-    let tokenizer = zephyra_lm::Tokenizer::from_gguf(&path).with_context(|| format!("loading the tokenizer of {}", path.display()))?;
+pub fn load_model(
+    spec: &str,
+) -> anyhow::Result<(Arc<zephyra_lm::Llama>, Arc<zephyra_lm::Tokenizer>, PathBuf)> {
+    let path = zephyra_lm::fetch::resolve_model(spec)
+        .with_context(|| format!("resolving --model {spec}"))?;
+    let model = zephyra_lm::Llama::load_gguf(&path)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let tokenizer = zephyra_lm::Tokenizer::from_gguf(&path)
+        .with_context(|| format!("loading the tokenizer of {}", path.display()))?;
     Ok((Arc::new(model), Arc::new(tokenizer), path))
 }
 
 fn open_stream(args: &SourceArgs, model: &str, opts: &OpenOptions) -> anyhow::Result<StreamSource> {
-    let Some(hook) = args.hook else { bail!("--hook HOOK is required to harvest on the fly (e.g. --hook blocks.15.hook_resid_pre)") };
+    let Some(hook) = args.hook else {
+        bail!(
+            "--hook HOOK is required to harvest on the fly (e.g. --hook blocks.15.hook_resid_pre)"
+        )
+    };
     let (llama, tokenizer, _path) = load_model(model)?;
     let corpus = load_corpus(&args.data, &args.text_field)?;
     // Kept rows are fewer than tokens (position 0, specials, sinks): harvest one shard more than needed.
     let ctx = args.ctx.max(2) as u64;
-    let n_tokens = opts.tokens.saturating_mul(ctx).div_ceil(ctx - 1) + (args.shard_contexts as u64) * ctx;
+    let n_tokens =
+        opts.tokens.saturating_mul(ctx).div_ceil(ctx - 1) + (args.shard_contexts as u64) * ctx;
     let config = harvest_config(
         vec![hook],
         args.ctx,
@@ -263,7 +296,15 @@ fn open_stream(args: &SourceArgs, model: &str, opts: &OpenOptions) -> anyhow::Re
         args.keep_sinks,
         args.max_norm_multiple,
     );
-    let pipeline = Pipeline { model: llama, encoder: tokenizer, corpus, config };
-    let feed = StreamFeed::new(pipeline, args.shuffle_buffer, 2).context("starting on-the-fly harvesting")?;
-    Ok(StreamSource { reader: ShuffleReader::new(Box::new(feed), opts.seed, Some(1)) })
+    let pipeline = Pipeline {
+        model: llama,
+        encoder: tokenizer,
+        corpus,
+        config,
+    };
+    let feed = StreamFeed::new(pipeline, args.shuffle_buffer, 2)
+        .context("starting on-the-fly harvesting")?;
+    Ok(StreamSource {
+        reader: ShuffleReader::new(Box::new(feed), opts.seed, Some(1)),
+    })
 }

@@ -304,7 +304,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the worker threads")?;
     let total = trainer.config().total_steps();
-    let bar = if global.show_progress() {
+    // Under `mpirun` only rank 0 draws progress, evaluates, writes summary.json and prints.
+    let root = trainer.collective().is_root();
+    let bar = if global.show_progress() && root {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -336,6 +338,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         .install(|| trainer.run(source.as_mut(), &mut on_step))
         .context("training")?;
     bar.finish_and_clear();
+    if !root {
+        return Ok(ExitCode::SUCCESS);
+    }
 
     let sae = trainer.inference_sae();
     let held: Option<EvalStats> = match eval {
@@ -459,11 +464,12 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
     if let Some(hook) = args.source.hook {
         cfg.sae.metadata.hook_name = Some(hook.to_string());
     }
+    let comm = crate::dist::collective()?;
     let trainer = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)
         .build()
         .context("starting the worker threads")?
-        .install(|| Trainer::new(cfg, source.as_mut(), Some(out)))?;
+        .install(|| Trainer::new_with(cfg, source.as_mut(), Some(out), comm))?;
     Ok((out.clone(), trainer, source, eval))
 }
 
@@ -499,6 +505,11 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
         } else {
             (open_other(args, &expected)?, None)
         };
-    let trainer = Trainer::resume(dir, Some(&expected), source.as_mut())?;
+    let trainer = Trainer::resume_with(
+        dir,
+        Some(&expected),
+        source.as_mut(),
+        crate::dist::collective()?,
+    )?;
     Ok((dir.to_path_buf(), trainer, source, eval))
 }

@@ -16,15 +16,55 @@
 //! than the documents we read need.
 
 /// Elements whose whole content is dropped.
-const SKIPPED: &[&str] =
-    &["script", "style", "noscript", "template", "head", "nav", "svg", "button", "select", "iframe", "object"];
+const SKIPPED: &[&str] = &[
+    "script", "style", "noscript", "template", "head", "nav", "svg", "button", "select", "iframe",
+    "object",
+];
 
 /// Elements that start or end a line of text.
 const BLOCKS: &[&str] = &[
-    "address", "article", "aside", "blockquote", "br", "dd", "details", "dialog", "div", "dl", "dt",
-    "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr",
-    "li", "main", "ol", "p", "pre", "section", "summary", "table", "tbody", "td", "tfoot", "th", "thead",
-    "tr", "ul", "title", "body", "html",
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "br",
+    "dd",
+    "details",
+    "dialog",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hr",
+    "li",
+    "main",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "ul",
+    "title",
+    "body",
+    "html",
 ];
 
 /// Converts an HTML document to plain text (see the module docs for the rules).
@@ -130,7 +170,9 @@ fn find_tag_open(s: &str, name: &str, from: usize) -> Option<usize> {
     while let Some(p) = find_ci(s, &needle, at) {
         let after = p + needle.len();
         match s.as_bytes().get(after) {
-            Some(b'>' | b' ' | b'\t' | b'\n' | b'\r' | b'/') => return Some(find_tag_end(s, after)),
+            Some(b'>' | b' ' | b'\t' | b'\n' | b'\r' | b'/') => {
+                return Some(find_tag_end(s, after))
+            }
             None => return None,
             _ => at = after,
         }
@@ -155,7 +197,9 @@ fn rfind_ci(s: &str, needle: &str) -> Option<usize> {
     if n.is_empty() || hay.len() < n.len() {
         return None;
     }
-    (0..=hay.len() - n.len()).rev().find(|&p| hay[p..p + n.len()].eq_ignore_ascii_case(n))
+    (0..=hay.len() - n.len())
+        .rev()
+        .find(|&p| hay[p..p + n.len()].eq_ignore_ascii_case(n))
 }
 
 /// Accumulates text with browser-like whitespace handling.
@@ -266,7 +310,9 @@ fn decode_one(s: &str) -> Option<(String, usize)> {
             Some(hex) => u32::from_str_radix(hex, 16).ok()?,
             None => num.parse::<u32>().ok()?,
         };
-        let c = char::from_u32(value).filter(|&c| c != '\0').unwrap_or('\u{fffd}');
+        let c = char::from_u32(value)
+            .filter(|&c| c != '\0')
+            .unwrap_or('\u{fffd}');
         return Some((c.to_string(), semi + 1));
     }
     let c = named_entity(body)?;
@@ -437,14 +483,20 @@ mod tests {
         let html = "<html><head><title>T</title><style>p{color:red}</style></head><body>\
             <p>Fish &amp; chips &lt;3 &#8217;s &#x41;&nbsp;b</p><script>var x = '<p>no</p>';</script>\
             <ul><li>one</li><li>two</li></ul><!-- hidden --><p>a &unknown; b</p></body></html>";
-        assert_eq!(html_to_text(html), "Fish & chips <3 ’s A b\none\ntwo\na &unknown; b");
+        assert_eq!(
+            html_to_text(html),
+            "Fish & chips <3 ’s A b\none\ntwo\na &unknown; b"
+        );
     }
 
     #[test]
     fn keeps_pre_whitespace_and_main_only() {
         let html = "<nav>menu</nav><div>side</div><main><h1>Title</h1><pre><code>fn main() {\n    let x = 1;\n}</code></pre>\
             <p>after   the\n  code</p></main><footer>foot</footer>";
-        assert_eq!(html_to_text(html), "Title\nfn main() {\n    let x = 1;\n}\nafter the code");
+        assert_eq!(
+            html_to_text(html),
+            "Title\nfn main() {\n    let x = 1;\n}\nafter the code"
+        );
     }
 
     #[test]
@@ -454,6 +506,9 @@ mod tests {
         assert_eq!(html_to_text(redirect), "");
         assert_eq!(html_to_text("<p>a < b and c > d</p>"), "a < b and c > d");
         assert_eq!(html_to_text("<p title=\"x > y\">quoted</p>"), "quoted");
-        assert_eq!(html_to_text("&#0; &#xZZ; &#1114112;"), "\u{fffd} &#xZZ; \u{fffd}");
+        assert_eq!(
+            html_to_text("&#0; &#xZZ; &#1114112;"),
+            "\u{fffd} &#xZZ; \u{fffd}"
+        );
     }
 }

@@ -43,7 +43,11 @@ impl JsonlReader {
         }
         if self.n_malformed > 0 {
             let listed: Vec<String> = self.malformed.iter().map(u64::to_string).collect();
-            let more = if self.n_malformed as usize > listed.len() { ", …" } else { "" };
+            let more = if self.n_malformed as usize > listed.len() {
+                ", …"
+            } else {
+                ""
+            };
             tracing::warn!(
                 path = %self.path.display(),
                 n_skipped = self.n_malformed,
@@ -53,7 +57,11 @@ impl JsonlReader {
                 listed.join(", ")
             );
             if self.n_good == 0 {
-                return Err(DataError::NoTextField { path: self.path.clone(), field: self.field.clone(), n_lines: self.line_no });
+                return Err(DataError::NoTextField {
+                    path: self.path.clone(),
+                    field: self.field.clone(),
+                    n_lines: self.line_no,
+                });
             }
         }
         Ok(())
@@ -67,7 +75,10 @@ impl DocumentReader for JsonlReader {
         }
         loop {
             let mut buf = Vec::new();
-            let n = self.reader.read_until(b'\n', &mut buf).map_err(|e| DataError::io("reading", &self.path, e))?;
+            let n = self
+                .reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| DataError::io("reading", &self.path, e))?;
             if n == 0 {
                 self.finish()?;
                 return Ok(None);
@@ -83,7 +94,10 @@ impl DocumentReader for JsonlReader {
             }
             let text = serde_json::from_str::<serde_json::Value>(&line)
                 .ok()
-                .and_then(|v| v.get(&self.field).and_then(|t| t.as_str().map(str::to_string)));
+                .and_then(|v| {
+                    v.get(&self.field)
+                        .and_then(|t| t.as_str().map(str::to_string))
+                });
             match text {
                 Some(text) => {
                     self.n_good += 1;
@@ -91,7 +105,10 @@ impl DocumentReader for JsonlReader {
                         stats.n_empty += 1;
                         continue;
                     }
-                    return Ok(Some(Document { text, ends_document: true }));
+                    return Ok(Some(Document {
+                        text,
+                        ends_document: true,
+                    }));
                 }
                 None => {
                     self.n_malformed += 1;

@@ -51,7 +51,9 @@ pub struct CorpusOptions {
 
 impl Default for CorpusOptions {
     fn default() -> Self {
-        Self { text_field: "text".to_string() }
+        Self {
+            text_field: "text".to_string(),
+        }
     }
 }
 
@@ -152,16 +154,22 @@ impl Corpus {
             if path.exists() {
                 add_path(&path, true, &mut inputs)?;
             } else if spec.contains(['*', '?', '[']) {
-                let paths = glob::glob(spec)
-                    .map_err(|e| DataError::BadGlob { pattern: spec.clone(), reason: e.to_string() })?;
+                let paths = glob::glob(spec).map_err(|e| DataError::BadGlob {
+                    pattern: spec.clone(),
+                    reason: e.to_string(),
+                })?;
                 let mut matched: Vec<PathBuf> = Vec::new();
                 for entry in paths {
-                    let p = entry.map_err(|e| DataError::io("reading", e.path().to_path_buf(), std::io::Error::from(e)))?;
+                    let p = entry.map_err(|e| {
+                        DataError::io("reading", e.path().to_path_buf(), std::io::Error::from(e))
+                    })?;
                     matched.push(p);
                 }
                 matched.sort();
                 if matched.is_empty() {
-                    return Err(DataError::EmptyGlob { pattern: spec.clone() });
+                    return Err(DataError::EmptyGlob {
+                        pattern: spec.clone(),
+                    });
                 }
                 for p in matched {
                     add_path(&p, false, &mut inputs)?;
@@ -171,7 +179,11 @@ impl Corpus {
             }
         }
         let description = specs.join(" ");
-        Ok(Self { inputs, options, description })
+        Ok(Self {
+            inputs,
+            options,
+            description,
+        })
     }
 
     /// The default corpus: the books of the Rust documentation installed with the toolchain
@@ -188,9 +200,14 @@ impl Corpus {
                 let mut files = Vec::new();
                 walk(&dir, &mut files)?;
                 for f in files {
-                    let skip = f.file_name().is_some_and(|n| n == "print.html" || n == "toc.html" || n == "404.html")
+                    let skip = f
+                        .file_name()
+                        .is_some_and(|n| n == "print.html" || n == "toc.html" || n == "404.html")
                         || f.components().any(|c| {
-                            matches!(c.as_os_str().to_str(), Some("first-edition" | "second-edition" | "2018-edition"))
+                            matches!(
+                                c.as_os_str().to_str(),
+                                Some("first-edition" | "second-edition" | "2018-edition")
+                            )
                         });
                     if !skip && Format::from_path(&f) == Some(Format::Html) {
                         inputs.push(Input::File(f, Format::Html));
@@ -202,16 +219,26 @@ impl Corpus {
             return Err(DataError::NoDefaultCorpus { path: root });
         }
         let description = format!("rust-docs:{} ({})", root.display(), books.join(","));
-        Ok(Self { inputs, options: CorpusOptions::default(), description })
+        Ok(Self {
+            inputs,
+            options: CorpusOptions::default(),
+            description,
+        })
     }
 
     /// The default corpus of the toolchain found by running `rustc --print sysroot` (or `$RUSTC`).
     pub fn default_rust_docs() -> Result<Self> {
         let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        let output = std::process::Command::new(&rustc).args(["--print", "sysroot"]).output();
+        let output = std::process::Command::new(&rustc)
+            .args(["--print", "sysroot"])
+            .output();
         let sysroot = match output {
             Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
-            _ => return Err(DataError::NoDefaultCorpus { path: PathBuf::from("$(rustc --print sysroot)").join(RUST_DOCS_SUBDIR) }),
+            _ => {
+                return Err(DataError::NoDefaultCorpus {
+                    path: PathBuf::from("$(rustc --print sysroot)").join(RUST_DOCS_SUBDIR),
+                })
+            }
         };
         Self::rust_docs(&sysroot)
     }
@@ -268,7 +295,9 @@ fn add_path(path: &Path, named: bool, inputs: &mut Vec<Input>) -> Result<()> {
                 inputs.push(Input::File(path.to_path_buf(), format));
                 Ok(())
             }
-            None if named => Err(DataError::UnsupportedFile { path: path.to_path_buf() }),
+            None if named => Err(DataError::UnsupportedFile {
+                path: path.to_path_buf(),
+            }),
             None => Ok(()),
         }
     }
@@ -278,7 +307,10 @@ fn add_path(path: &Path, named: bool, inputs: &mut Vec<Input>) -> Result<()> {
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| DataError::io("listing", dir, e))?
-        .map(|e| e.map(|e| e.path()).map_err(|err| DataError::io("listing", dir, err)))
+        .map(|e| {
+            e.map(|e| e.path())
+                .map_err(|err| DataError::io("listing", dir, err))
+        })
         .collect::<Result<_>>()?;
     entries.sort();
     for entry in entries {
@@ -306,7 +338,10 @@ pub struct Documents {
 
 impl std::fmt::Debug for Documents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Documents").field("inputs_left", &self.inputs.len()).field("stats", &self.stats).finish()
+        f.debug_struct("Documents")
+            .field("inputs_left", &self.inputs.len())
+            .field("stats", &self.stats)
+            .finish()
     }
 }
 
@@ -318,17 +353,31 @@ impl Documents {
 
     fn open(&self, input: &Input) -> Result<Box<dyn DocumentReader + Send>> {
         Ok(match input {
-            Input::Stdin => Box::new(text::TextReader::new(Box::new(std::io::stdin()), "<stdin>".into())),
+            Input::Stdin => Box::new(text::TextReader::new(
+                Box::new(std::io::stdin()),
+                "<stdin>".into(),
+            )),
             Input::File(path, format) => {
-                let file = std::fs::File::open(path).map_err(|e| DataError::io("opening", path, e))?;
+                let file =
+                    std::fs::File::open(path).map_err(|e| DataError::io("opening", path, e))?;
                 match format {
                     Format::Text => Box::new(text::TextReader::new(Box::new(file), path.clone())),
                     Format::Html => Box::new(text::HtmlReader::new(file, path.clone())),
-                    Format::Jsonl => Box::new(jsonl::JsonlReader::new(file, path.clone(), &self.options.text_field)),
+                    Format::Jsonl => Box::new(jsonl::JsonlReader::new(
+                        file,
+                        path.clone(),
+                        &self.options.text_field,
+                    )),
                     #[cfg(feature = "parquet")]
-                    Format::Parquet => Box::new(parquet::ParquetReader::open(file, path.clone(), &self.options.text_field)?),
+                    Format::Parquet => Box::new(parquet::ParquetReader::open(
+                        file,
+                        path.clone(),
+                        &self.options.text_field,
+                    )?),
                     #[cfg(not(feature = "parquet"))]
-                    Format::Parquet => return Err(DataError::UnsupportedFile { path: path.clone() }),
+                    Format::Parquet => {
+                        return Err(DataError::UnsupportedFile { path: path.clone() })
+                    }
                 }
             }
         })

@@ -28,7 +28,13 @@ pub(crate) struct TextReader {
 
 impl TextReader {
     pub(crate) fn new(reader: Box<dyn Read + Send>, path: PathBuf) -> Self {
-        Self { reader: BufReader::with_capacity(1 << 16, reader), path, done: false, lossy_reported: false, yielded_any: false }
+        Self {
+            reader: BufReader::with_capacity(1 << 16, reader),
+            path,
+            done: false,
+            lossy_reported: false,
+            yielded_any: false,
+        }
     }
 }
 
@@ -39,7 +45,10 @@ impl DocumentReader for TextReader {
         }
         let mut buf = Vec::new();
         loop {
-            let n = self.reader.read_until(b'\n', &mut buf).map_err(|e| DataError::io("reading", &self.path, e))?;
+            let n = self
+                .reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| DataError::io("reading", &self.path, e))?;
             if n == 0 {
                 self.done = true;
                 break;
@@ -51,7 +60,10 @@ impl DocumentReader for TextReader {
         if self.done && buf.is_empty() {
             // End of file: close the document if a piece was yielded without ending it.
             if self.yielded_any {
-                return Ok(Some(Document { text: String::new(), ends_document: true }));
+                return Ok(Some(Document {
+                    text: String::new(),
+                    ends_document: true,
+                }));
             }
             stats.n_empty += 1;
             return Ok(None);
@@ -62,12 +74,20 @@ impl DocumentReader for TextReader {
             stats.n_lossy += 1;
             tracing::warn!(path = %self.path.display(), "file is not valid UTF-8: invalid bytes replaced by U+FFFD");
         }
-        let ends_document = self.done || self.reader.fill_buf().map(<[u8]>::is_empty).unwrap_or(false);
+        let ends_document = self.done
+            || self
+                .reader
+                .fill_buf()
+                .map(<[u8]>::is_empty)
+                .unwrap_or(false);
         if ends_document {
             self.done = true;
         }
         self.yielded_any = !ends_document;
-        Ok(Some(Document { text, ends_document }))
+        Ok(Some(Document {
+            text,
+            ends_document,
+        }))
     }
 }
 
@@ -79,15 +99,21 @@ pub(crate) struct HtmlReader {
 
 impl HtmlReader {
     pub(crate) fn new(file: std::fs::File, path: PathBuf) -> Self {
-        Self { file: Some(file), path }
+        Self {
+            file: Some(file),
+            path,
+        }
     }
 }
 
 impl DocumentReader for HtmlReader {
     fn next_document(&mut self, stats: &mut ReadStats) -> Result<Option<Document>> {
-        let Some(mut file) = self.file.take() else { return Ok(None) };
+        let Some(mut file) = self.file.take() else {
+            return Ok(None);
+        };
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(|e| DataError::io("reading", &self.path, e))?;
+        file.read_to_end(&mut bytes)
+            .map_err(|e| DataError::io("reading", &self.path, e))?;
         let (html, lossy) = decode_lossy(bytes);
         if lossy {
             stats.n_lossy += 1;
@@ -98,6 +124,9 @@ impl DocumentReader for HtmlReader {
             stats.n_empty += 1;
             return Ok(None);
         }
-        Ok(Some(Document { text, ends_document: true }))
+        Ok(Some(Document {
+            text,
+            ends_document: true,
+        }))
     }
 }

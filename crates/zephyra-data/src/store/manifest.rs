@@ -68,7 +68,11 @@ impl std::str::FromStr for StoreDtype {
         match s {
             "float32" | "f32" => Ok(Self::Float32),
             "bfloat16" | "bf16" => Ok(Self::Bfloat16),
-            _ => Err(DataError::InvalidOption { name: "--dtype", value: s.into(), reason: "use float32 or bfloat16".into() }),
+            _ => Err(DataError::InvalidOption {
+                name: "--dtype",
+                value: s.into(),
+                reason: "use float32 or bfloat16".into(),
+            }),
         }
     }
 }
@@ -157,7 +161,10 @@ impl Accumulator {
             for (s, &v) in self.sum.iter_mut().zip(row) {
                 *s += f64::from(v);
             }
-            self.sum_sq += row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
+            self.sum_sq += row
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>();
             self.sum_norm += f64::from(norm);
             self.max_norm = self.max_norm.max(f64::from(norm));
         }
@@ -166,12 +173,20 @@ impl Accumulator {
     /// Statistics over `n_rows` rows.
     pub fn stats(&self, n_rows: u64) -> Stats {
         if n_rows == 0 {
-            return Stats { mean: vec![0.0; self.sum.len()], ..Default::default() };
+            return Stats {
+                mean: vec![0.0; self.sum.len()],
+                ..Default::default()
+            };
         }
         let n = n_rows as f64;
         let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
         let mean_sq: f64 = mean.iter().map(|m| m * m).sum();
-        Stats { total_variance: (self.sum_sq / n - mean_sq).max(0.0), mean, mean_norm: self.sum_norm / n, max_norm: self.max_norm }
+        Stats {
+            total_variance: (self.sum_sq / n - mean_sq).max(0.0),
+            mean,
+            mean_norm: self.sum_norm / n,
+            max_norm: self.max_norm,
+        }
     }
 }
 
@@ -254,17 +269,22 @@ impl Manifest {
             ),
             _ => DataError::io("reading", &path, e),
         })?;
-        let m: Manifest = serde_json::from_str(&text)
-            .map_err(|e| DataError::bad_store(dir, format!("manifest.json is not a valid manifest: {e}")))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| {
+            DataError::bad_store(dir, format!("manifest.json is not a valid manifest: {e}"))
+        })?;
         if m.format != FORMAT {
-            return Err(DataError::bad_store(dir, format!("manifest format is `{}`, expected `{FORMAT}`", m.format)));
+            return Err(DataError::bad_store(
+                dir,
+                format!("manifest format is `{}`, expected `{FORMAT}`", m.format),
+            ));
         }
         Ok(m)
     }
 
     /// Writes `dir/manifest.json` atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| DataError::bad_store(dir, e.to_string()))?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| DataError::bad_store(dir, e.to_string()))?;
         super::write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes())
     }
 

@@ -31,21 +31,30 @@ use crate::error::{DataError, Result};
 
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(|e| DataError::io("creating a temporary file in", dir, e))?;
-    tmp.write_all(bytes).map_err(|e| DataError::io("writing", tmp.path().to_path_buf(), e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| DataError::io("writing", tmp.path().to_path_buf(), e))?;
     // Readable by others like any ordinary output file (temporary files are created 0600).
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let perms = std::fs::Permissions::from_mode(0o644);
-        tmp.as_file().set_permissions(perms).map_err(|e| DataError::io("setting permissions of", tmp.path().to_path_buf(), e))?;
+        tmp.as_file()
+            .set_permissions(perms)
+            .map_err(|e| DataError::io("setting permissions of", tmp.path().to_path_buf(), e))?;
     }
-    tmp.as_file().sync_all().map_err(|e| DataError::io("syncing", tmp.path().to_path_buf(), e))?;
-    tmp.persist(path).map_err(|e| DataError::io("renaming into", path, e.error))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| DataError::io("syncing", tmp.path().to_path_buf(), e))?;
+    tmp.persist(path)
+        .map_err(|e| DataError::io("renaming into", path, e.error))?;
     Ok(())
 }
 
@@ -60,7 +69,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).map_err(|e| DataError::io("opening", path, e))?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(|e| DataError::io("reading", path, e))?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// The file name of shard `index`.
@@ -95,26 +108,58 @@ fn u32_bytes(v: &[u32]) -> Vec<u8> {
 }
 
 /// Serializes a shard to safetensors bytes.
-pub fn encode_shard(data: &ShardData, d: usize, ctx: usize, dtype: StoreDtype, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+pub fn encode_shard(
+    data: &ShardData,
+    d: usize,
+    ctx: usize,
+    dtype: StoreDtype,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let n = data.n_rows();
     let n_contexts = data.context_tokens.len() / ctx.max(1);
     let (act_dtype, act_bytes): (Dtype, Vec<u8>) = match dtype {
-        StoreDtype::Float32 => (Dtype::F32, data.activations.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        StoreDtype::Bfloat16 => {
-            (Dtype::BF16, data.activations.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect())
-        }
+        StoreDtype::Float32 => (
+            Dtype::F32,
+            data.activations
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        ),
+        StoreDtype::Bfloat16 => (
+            Dtype::BF16,
+            data.activations
+                .iter()
+                .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                .collect(),
+        ),
     };
     let tok = u32_bytes(&data.token_ids);
     let ci = u32_bytes(&data.context_index);
     let pos = u32_bytes(&data.position);
     let ct = u32_bytes(&data.context_tokens);
-    let err = |e: safetensors::SafeTensorError| DataError::Pipeline(format!("encoding a shard: {e}"));
+    let err =
+        |e: safetensors::SafeTensorError| DataError::Pipeline(format!("encoding a shard: {e}"));
     let tensors = vec![
-        ("activations", TensorView::new(act_dtype, vec![n, d], &act_bytes).map_err(err)?),
-        ("token_ids", TensorView::new(Dtype::U32, vec![n], &tok).map_err(err)?),
-        ("context_index", TensorView::new(Dtype::U32, vec![n], &ci).map_err(err)?),
-        ("position", TensorView::new(Dtype::U32, vec![n], &pos).map_err(err)?),
-        ("context_tokens", TensorView::new(Dtype::U32, vec![n_contexts, ctx], &ct).map_err(err)?),
+        (
+            "activations",
+            TensorView::new(act_dtype, vec![n, d], &act_bytes).map_err(err)?,
+        ),
+        (
+            "token_ids",
+            TensorView::new(Dtype::U32, vec![n], &tok).map_err(err)?,
+        ),
+        (
+            "context_index",
+            TensorView::new(Dtype::U32, vec![n], &ci).map_err(err)?,
+        ),
+        (
+            "position",
+            TensorView::new(Dtype::U32, vec![n], &pos).map_err(err)?,
+        ),
+        (
+            "context_tokens",
+            TensorView::new(Dtype::U32, vec![n_contexts, ctx], &ct).map_err(err)?,
+        ),
     ];
     safetensors::tensor::serialize(tensors, Some(metadata)).map_err(err)
 }
@@ -152,7 +197,10 @@ impl ActivationStore {
     /// Opens a store without requiring it to be complete (used to resume).
     pub(crate) fn open_partial(dir: &Path) -> Result<Self> {
         let manifest = Manifest::read(dir)?;
-        let store = Self { dir: dir.to_path_buf(), manifest };
+        let store = Self {
+            dir: dir.to_path_buf(),
+            manifest,
+        };
         store.check_shards()?;
         Ok(store)
     }
@@ -170,7 +218,10 @@ impl ActivationStore {
         if contexts != m.n_contexts {
             return Err(DataError::bad_store(
                 &self.dir,
-                format!("manifest says {} contexts but its shards list {contexts}; harvest again", m.n_contexts),
+                format!(
+                    "manifest says {} contexts but its shards list {contexts}; harvest again",
+                    m.n_contexts
+                ),
             ));
         }
         for shard in &m.shards {
@@ -181,16 +232,27 @@ impl ActivationStore {
 
     fn check_shard_header(&self, shard: &ShardInfo) -> Result<()> {
         let path = self.dir.join(&shard.file);
-        let bad = |reason: String| DataError::bad_store(&self.dir, format!("shard `{}` {reason}; harvest again", shard.file));
+        let bad = |reason: String| {
+            DataError::bad_store(
+                &self.dir,
+                format!("shard `{}` {reason}; harvest again", shard.file),
+            )
+        };
         let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => bad("is missing".into()),
             _ => DataError::io("reading", &path, e),
         })?;
         if meta.len() != shard.bytes {
-            return Err(bad(format!("is {} bytes but the manifest says {}", meta.len(), shard.bytes)));
+            return Err(bad(format!(
+                "is {} bytes but the manifest says {}",
+                meta.len(),
+                shard.bytes
+            )));
         }
         let header = read_header(&path)?;
-        let act = header.get("activations").ok_or_else(|| bad("has no `activations` tensor".into()))?;
+        let act = header
+            .get("activations")
+            .ok_or_else(|| bad("has no `activations` tensor".into()))?;
         let shape: Vec<u64> = act
             .get("shape")
             .and_then(|s| s.as_array())
@@ -198,7 +260,9 @@ impl ActivationStore {
             .unwrap_or_default();
         let want = [shard.n_rows, self.manifest.d as u64];
         if shape != want {
-            return Err(bad(format!("holds activations of shape {shape:?} but the manifest says {want:?}")));
+            return Err(bad(format!(
+                "holds activations of shape {shape:?} but the manifest says {want:?}"
+            )));
         }
         let dtype = act.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
         let want_dtype = match self.manifest.dtype {
@@ -206,7 +270,10 @@ impl ActivationStore {
             StoreDtype::Bfloat16 => "BF16",
         };
         if dtype != want_dtype {
-            return Err(bad(format!("holds {dtype} activations but the manifest says {}", self.manifest.dtype)));
+            return Err(bad(format!(
+                "holds {dtype} activations but the manifest says {}",
+                self.manifest.dtype
+            )));
         }
         Ok(())
     }
@@ -253,37 +320,76 @@ impl ActivationStore {
     /// Reads shard `index` entirely.
     pub fn read_shard(&self, index: usize) -> Result<ShardData> {
         let info = self.manifest.shards.get(index).ok_or_else(|| {
-            DataError::bad_store(&self.dir, format!("shard {index} requested but the store has {}", self.manifest.shards.len()))
+            DataError::bad_store(
+                &self.dir,
+                format!(
+                    "shard {index} requested but the store has {}",
+                    self.manifest.shards.len()
+                ),
+            )
         })?;
         let path = self.dir.join(&info.file);
         let bytes = std::fs::read(&path).map_err(|e| DataError::io("reading", &path, e))?;
-        let bad = |reason: String| DataError::bad_store(&self.dir, format!("shard `{}`: {reason}; harvest again", info.file));
+        let bad = |reason: String| {
+            DataError::bad_store(
+                &self.dir,
+                format!("shard `{}`: {reason}; harvest again", info.file),
+            )
+        };
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
         let d = self.manifest.d;
         let n = info.n_rows as usize;
-        let tensor = |name: &str| st.tensor(name).map_err(|e| bad(format!("tensor `{name}`: {e}")));
+        let tensor = |name: &str| {
+            st.tensor(name)
+                .map_err(|e| bad(format!("tensor `{name}`: {e}")))
+        };
         let act = tensor("activations")?;
         if act.shape() != [n, d] {
-            return Err(bad(format!("activations have shape {:?}, the manifest says [{n}, {d}]", act.shape())));
+            return Err(bad(format!(
+                "activations have shape {:?}, the manifest says [{n}, {d}]",
+                act.shape()
+            )));
         }
         let activations: Vec<f32> = match act.dtype() {
-            Dtype::F32 => act.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::BF16 => act.data().chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            other => return Err(bad(format!("activations are {other:?}, expected F32 or BF16"))),
+            Dtype::F32 => act
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::BF16 => act
+                .data()
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(bad(format!(
+                    "activations are {other:?}, expected F32 or BF16"
+                )))
+            }
         };
         let u32s = |name: &str, len: usize| -> Result<Vec<u32>> {
             let t = tensor(name)?;
             if t.dtype() != Dtype::U32 || t.data().len() != len * 4 {
-                return Err(bad(format!("`{name}` is {:?} {:?}, expected U32 with {len} elements", t.dtype(), t.shape())));
+                return Err(bad(format!(
+                    "`{name}` is {:?} {:?}, expected U32 with {len} elements",
+                    t.dtype(),
+                    t.shape()
+                )));
             }
-            Ok(t.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
         };
         Ok(ShardData {
             activations,
             token_ids: u32s("token_ids", n)?,
             context_index: u32s("context_index", n)?,
             position: u32s("position", n)?,
-            context_tokens: u32s("context_tokens", info.n_contexts as usize * self.manifest.ctx)?,
+            context_tokens: u32s(
+                "context_tokens",
+                info.n_contexts as usize * self.manifest.ctx,
+            )?,
         })
     }
 }
@@ -293,12 +399,19 @@ fn read_header(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| DataError::io("opening", path, e))?;
     let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| DataError::io("reading the header of", path, e))?;
+    file.read_exact(&mut len)
+        .map_err(|e| DataError::io("reading the header of", path, e))?;
     let len = u64::from_le_bytes(len);
     if len > 100 << 20 {
-        return Err(DataError::io("reading the header of", path, std::io::Error::other("header length is implausible")));
+        return Err(DataError::io(
+            "reading the header of",
+            path,
+            std::io::Error::other("header length is implausible"),
+        ));
     }
     let mut buf = vec![0u8; len as usize];
-    file.read_exact(&mut buf).map_err(|e| DataError::io("reading the header of", path, e))?;
-    serde_json::from_slice(&buf).map_err(|e| DataError::io("parsing the header of", path, std::io::Error::other(e)))
+    file.read_exact(&mut buf)
+        .map_err(|e| DataError::io("reading the header of", path, e))?;
+    serde_json::from_slice(&buf)
+        .map_err(|e| DataError::io("parsing the header of", path, std::io::Error::other(e)))
 }

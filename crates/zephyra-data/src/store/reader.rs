@@ -60,7 +60,11 @@ pub struct ShuffleReader {
 
 impl std::fmt::Debug for ShuffleReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShuffleReader").field("d", &self.d).field("cursor", &self.cursor).field("resident_rows", &self.resident_rows()).finish()
+        f.debug_struct("ShuffleReader")
+            .field("d", &self.d)
+            .field("cursor", &self.cursor)
+            .field("resident_rows", &self.resident_rows())
+            .finish()
     }
 }
 
@@ -68,12 +72,31 @@ impl ShuffleReader {
     /// A reader over `feed`, shuffled from `seed`, for `epochs` passes (`None`: forever).
     pub fn new(feed: Box<dyn WindowFeed>, seed: u64, epochs: Option<u64>) -> Self {
         let d = feed.d();
-        Self { feed, d, seed, epochs, cursor: ReaderCursor::default(), rows: Vec::new(), order: Vec::new(), loaded: None, done: false }
+        Self {
+            feed,
+            d,
+            seed,
+            epochs,
+            cursor: ReaderCursor::default(),
+            rows: Vec::new(),
+            order: Vec::new(),
+            loaded: None,
+            done: false,
+        }
     }
 
     /// A reader over a store with windows of at most `buffer_rows` rows.
-    pub fn from_store(store: ActivationStore, buffer_rows: usize, seed: u64, epochs: Option<u64>) -> Self {
-        Self::new(Box::new(StoreFeed::new(store, buffer_rows, seed)), seed, epochs)
+    pub fn from_store(
+        store: ActivationStore,
+        buffer_rows: usize,
+        seed: u64,
+        epochs: Option<u64>,
+    ) -> Self {
+        Self::new(
+            Box::new(StoreFeed::new(store, buffer_rows, seed)),
+            seed,
+            epochs,
+        )
     }
 
     /// Row width.
@@ -110,14 +133,18 @@ impl ShuffleReader {
             return Err(DataError::InvalidOption {
                 name: "cursor",
                 value: format!("{cursor:?}"),
-                reason: "the data has no such window; resume with the same activations and seed".into(),
+                reason: "the data has no such window; resume with the same activations and seed"
+                    .into(),
             });
         }
         if cursor.offset as usize > self.order.len() {
             return Err(DataError::InvalidOption {
                 name: "cursor",
                 value: format!("{cursor:?}"),
-                reason: format!("the window holds only {} rows; resume with the same activations and seed", self.order.len()),
+                reason: format!(
+                    "the window holds only {} rows; resume with the same activations and seed",
+                    self.order.len()
+                ),
             });
         }
         Ok(())
@@ -128,13 +155,20 @@ impl ShuffleReader {
         self.rows = Vec::new();
         self.order.clear();
         self.loaded = None;
-        let Some(rows) = self.feed.load_window(epoch, window)? else { return Ok(false) };
+        let Some(rows) = self.feed.load_window(epoch, window)? else {
+            return Ok(false);
+        };
         if rows.len() % self.d != 0 {
-            return Err(DataError::Pipeline(format!("window of {} values is not a whole number of rows of {}", rows.len(), self.d)));
+            return Err(DataError::Pipeline(format!(
+                "window of {} values is not a whole number of rows of {}",
+                rows.len(),
+                self.d
+            )));
         }
         let n = rows.len() / self.d;
         self.order = (0..n as u32).collect();
-        self.order.shuffle(&mut window_rng(self.seed, epoch, window));
+        self.order
+            .shuffle(&mut window_rng(self.seed, epoch, window));
         self.rows = rows;
         self.loaded = Some((epoch, window));
         Ok(true)
@@ -148,19 +182,21 @@ impl ShuffleReader {
         let mut empty_epoch_guard = 0;
         while written < want && !self.done {
             let c = self.cursor;
-            if self.loaded != Some((c.epoch, c.window)) {
-                if !self.load(c.epoch, c.window)? {
-                    if c.window == 0 {
-                        // An epoch with no windows: nothing to read at all.
-                        self.done = true;
-                        break;
-                    }
-                    self.cursor = ReaderCursor { epoch: c.epoch + 1, window: 0, offset: 0 };
-                    if self.epochs.is_some_and(|e| self.cursor.epoch >= e) {
-                        self.done = true;
-                    }
-                    continue;
+            if self.loaded != Some((c.epoch, c.window)) && !self.load(c.epoch, c.window)? {
+                if c.window == 0 {
+                    // An epoch with no windows: nothing to read at all.
+                    self.done = true;
+                    break;
                 }
+                self.cursor = ReaderCursor {
+                    epoch: c.epoch + 1,
+                    window: 0,
+                    offset: 0,
+                };
+                if self.epochs.is_some_and(|e| self.cursor.epoch >= e) {
+                    self.done = true;
+                }
+                continue;
             }
             let offset = self.cursor.offset as usize;
             if offset >= self.order.len() {
@@ -168,7 +204,11 @@ impl ShuffleReader {
                 if empty_epoch_guard > 1_000_000 {
                     break;
                 }
-                self.cursor = ReaderCursor { epoch: c.epoch, window: c.window + 1, offset: 0 };
+                self.cursor = ReaderCursor {
+                    epoch: c.epoch,
+                    window: c.window + 1,
+                    offset: 0,
+                };
                 continue;
             }
             let take = (want - written).min(self.order.len() - offset);
@@ -196,8 +236,14 @@ impl StoreFeed {
     /// (or one shard), and the same grouping as [`StreamFeed`](crate::harvest::StreamFeed).
     pub fn new(store: ActivationStore, buffer_rows: usize, seed: u64) -> Self {
         let m = store.manifest();
-        let shards_per_window = crate::harvest::shards_per_window(buffer_rows, m.contexts_per_shard, m.ctx);
-        Self { store, shards_per_window, seed, order: None }
+        let shards_per_window =
+            crate::harvest::shards_per_window(buffer_rows, m.contexts_per_shard, m.ctx);
+        Self {
+            store,
+            shards_per_window,
+            seed,
+            order: None,
+        }
     }
 
     /// Shards per window.
@@ -220,7 +266,11 @@ impl WindowFeed for StoreFeed {
             }
             self.order = Some((epoch, order));
         }
-        let order = self.order.as_ref().map(|(_, o)| o.as_slice()).unwrap_or(&[]);
+        let order = self
+            .order
+            .as_ref()
+            .map(|(_, o)| o.as_slice())
+            .unwrap_or(&[]);
         let start = window as usize * self.shards_per_window;
         if start >= n {
             return Ok(None);

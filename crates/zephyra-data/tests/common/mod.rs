@@ -16,7 +16,11 @@ pub fn write_corpus(dir: &Path) {
         All programs have to manage the way they use a computer's memory while running. \
         Some languages have garbage collection; in others, the programmer must explicitly allocate and free memory.\n";
     for i in 0..6 {
-        std::fs::write(dir.join(format!("doc{i}.txt")), format!("Chapter {i}.\n{}", para.repeat(2 + i % 3))).unwrap();
+        std::fs::write(
+            dir.join(format!("doc{i}.txt")),
+            format!("Chapter {i}.\n{}", para.repeat(2 + i % 3)),
+        )
+        .unwrap();
     }
     std::fs::write(
         dir.join("page.html"),
@@ -31,7 +35,13 @@ pub fn corpus_of(dir: &Path) -> Corpus {
     Corpus::from_specs(&[dir.display().to_string()], CorpusOptions::default()).unwrap()
 }
 
-pub fn config(hooks: Vec<HookPoint>, ctx: usize, n_tokens: u64, contexts_per_shard: usize, batch: usize) -> HarvestConfig {
+pub fn config(
+    hooks: Vec<HookPoint>,
+    ctx: usize,
+    n_tokens: u64,
+    contexts_per_shard: usize,
+    batch: usize,
+) -> HarvestConfig {
     HarvestConfig {
         hooks,
         ctx,
@@ -47,11 +57,24 @@ pub fn config(hooks: Vec<HookPoint>, ctx: usize, n_tokens: u64, contexts_per_sha
 
 /// Model + tokenizer of a GGUF file.
 pub fn load(path: &Path) -> (Arc<Llama>, Arc<Tokenizer>) {
-    (Arc::new(Llama::load_gguf(path).unwrap()), Arc::new(Tokenizer::from_gguf(path).unwrap()))
+    (
+        Arc::new(Llama::load_gguf(path).unwrap()),
+        Arc::new(Tokenizer::from_gguf(path).unwrap()),
+    )
 }
 
-pub fn pipeline(model: Arc<dyn HookModel>, tok: Arc<Tokenizer>, corpus: Corpus, config: HarvestConfig) -> Pipeline {
-    Pipeline { model, encoder: tok, corpus, config }
+pub fn pipeline(
+    model: Arc<dyn HookModel>,
+    tok: Arc<Tokenizer>,
+    corpus: Corpus,
+    config: HarvestConfig,
+) -> Pipeline {
+    Pipeline {
+        model,
+        encoder: tok,
+        corpus,
+        config,
+    }
 }
 
 /// A model that fails after `ok_batches` forward batches (to simulate an interrupted harvest).
@@ -70,7 +93,11 @@ impl HookModel for FailAfter {
     fn context_length(&self) -> usize {
         self.inner.context_length()
     }
-    fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> zephyra_data::Result<Vec<Vec<f32>>> {
+    fn capture(
+        &self,
+        contexts: &[Vec<u32>],
+        hooks: &[HookPoint],
+    ) -> zephyra_data::Result<Vec<Vec<f32>>> {
         use std::sync::atomic::Ordering;
         if self.ok_batches.load(Ordering::SeqCst) == 0 {
             return Err(zephyra_data::DataError::Pipeline("simulated crash".into()));

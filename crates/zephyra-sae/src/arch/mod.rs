@@ -81,62 +81,44 @@ pub(crate) fn sized<T: Real>(v: &mut Vec<T>, n: usize) -> &mut [T] {
 }
 
 impl<T: Real> SaeOf<T> {
-    /// Checks that the weights have the lengths the configuration implies.
-    pub fn check_shapes(&self) -> Result<()> {
+    /// Lengths of every tensor for this configuration, in the order of [`SaeOf::params`] plus
+    /// `threshold` (no allocation).
+    fn expected_lengths(&self) -> [(&'static str, usize, usize, Vec<usize>); 9] {
         let (d_in, d_sae) = (self.cfg.d_in, self.cfg.d_sae);
-        let reference = SaeOf::<T>::zeros(self.cfg.clone())?;
-        let ours = [
-            (
-                "W_enc",
-                self.w_enc.len(),
-                reference.w_enc.len(),
-                vec![d_in, d_sae],
-            ),
-            (
-                "b_enc",
-                self.b_enc.len(),
-                reference.b_enc.len(),
-                vec![d_sae],
-            ),
-            (
-                "W_dec",
-                self.w_dec.len(),
-                reference.w_dec.len(),
-                vec![d_sae, d_in],
-            ),
-            ("b_dec", self.b_dec.len(), reference.b_dec.len(), vec![d_in]),
-            (
-                "threshold",
-                self.threshold.len(),
-                reference.threshold.len(),
-                vec![d_sae],
-            ),
+        let arch = self.cfg.architecture;
+        let gated = arch == Architecture::Gated;
+        let has_threshold = matches!(
+            arch,
+            Architecture::JumpRelu | Architecture::BatchTopK { .. }
+        );
+        let per_latent = |on: bool| if on { d_sae } else { 0 };
+        [
+            ("W_enc", self.w_enc.len(), d_in * d_sae, vec![d_in, d_sae]),
+            ("b_enc", self.b_enc.len(), per_latent(!gated), vec![d_sae]),
+            ("W_dec", self.w_dec.len(), d_sae * d_in, vec![d_sae, d_in]),
+            ("b_dec", self.b_dec.len(), d_in, vec![d_in]),
             (
                 "log_threshold",
                 self.log_threshold.len(),
-                reference.log_threshold.len(),
+                per_latent(arch == Architecture::JumpRelu),
                 vec![d_sae],
             ),
+            ("b_gate", self.b_gate.len(), per_latent(gated), vec![d_sae]),
+            ("r_mag", self.r_mag.len(), per_latent(gated), vec![d_sae]),
+            ("b_mag", self.b_mag.len(), per_latent(gated), vec![d_sae]),
             (
-                "b_gate",
-                self.b_gate.len(),
-                reference.b_gate.len(),
+                "threshold",
+                self.threshold.len(),
+                per_latent(has_threshold),
                 vec![d_sae],
             ),
-            (
-                "r_mag",
-                self.r_mag.len(),
-                reference.r_mag.len(),
-                vec![d_sae],
-            ),
-            (
-                "b_mag",
-                self.b_mag.len(),
-                reference.b_mag.len(),
-                vec![d_sae],
-            ),
-        ];
-        for (name, got, want, shape) in ours {
+        ]
+    }
+
+    /// Checks that the weights have the lengths the configuration implies.
+    pub fn check_shapes(&self) -> Result<()> {
+        self.cfg.validate()?;
+        for (name, got, want, shape) in self.expected_lengths() {
             if got != want {
                 let expected = if want == 0 { vec![0] } else { shape };
                 return Err(SaeError::shape(name, &expected, &[got]));

@@ -5,14 +5,17 @@
 //! project the decoder gradient (unit-norm decoders), clip by global norm, Adam, post-step
 //! (renormalise decoders, refresh thresholds), update the batchtopk threshold estimate, update the
 //! tokens-since-fired counters (the dead mask feeds AuxK and relu-unit resampling), metrics, checkpoint.
+//! Data-parallel runs ([`Collective`]) split each global batch across ranks and sum the gradients.
 
 mod batch;
+pub mod collective;
 pub mod config;
 pub mod eval;
 pub mod source;
 mod trainer;
 
 pub use batch::fill_batch;
+pub use collective::{Collective, SingleProcess};
 pub use config::{BDecInit, NonFinitePolicy, TrainConfig};
 pub use eval::{evaluate, EvalStats};
 pub use source::{ActivationSource, MemorySource};

@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::batch::fill_batch;
+use super::collective::{rows_of, Collective, SingleProcess};
 use super::config::{BDecInit, TrainConfig};
 use super::source::ActivationSource;
 use crate::checkpoint::{f32_pairs_to_u64s, u64s_to_f32_pairs, TrainingState, STATE_FILE};
@@ -81,6 +82,7 @@ pub struct Trainer {
     out_dir: Option<PathBuf>,
     metrics: Option<MetricsWriter>,
     window: Window,
+    comm: Box<dyn Collective + Send>,
 }
 
 fn shapes(sae: &Sae) -> Vec<(String, usize)> {
@@ -99,7 +101,19 @@ impl Trainer {
         source: &mut dyn ActivationSource,
         out_dir: Option<&Path>,
     ) -> Result<Self, SaeError> {
+        Self::new_with(cfg, source, out_dir, Box::new(SingleProcess))
+    }
+
+    /// [`Trainer::new`] for one rank of a data-parallel job: every rank must call it with the same
+    /// configuration and an identical source; only the root rank writes files.
+    pub fn new_with(
+        cfg: TrainConfig,
+        source: &mut dyn ActivationSource,
+        out_dir: Option<&Path>,
+        comm: Box<dyn Collective + Send>,
+    ) -> Result<Self, SaeError> {
         cfg.validate()?;
+        check_world(&cfg, comm.as_ref())?;
         let d_in = cfg.sae.d_in;
         if source.d_in() != d_in {
             return Err(SaeError::shape(
@@ -157,8 +171,10 @@ impl Trainer {
 
         let window = Window::default();
         let metrics = match out_dir {
-            Some(dir) => Some(MetricsWriter::open(&dir.join(METRICS_FILE), None)?),
-            None => None,
+            Some(dir) if comm.is_root() => {
+                Some(MetricsWriter::open(&dir.join(METRICS_FILE), None)?)
+            }
+            _ => None,
         };
         let d_sae = cfg.sae.d_sae;
         Ok(Self {
@@ -178,6 +194,7 @@ impl Trainer {
             window,
             sae,
             cfg,
+            comm,
         })
     }
 
@@ -188,6 +205,17 @@ impl Trainer {
         dir: &Path,
         expected: Option<&TrainConfig>,
         source: &mut dyn ActivationSource,
+    ) -> Result<Self, SaeError> {
+        Self::resume_with(dir, expected, source, Box::new(SingleProcess))
+    }
+
+    /// [`Trainer::resume`] for one rank of a data-parallel job. The run must have been saved by a job with
+    /// the same number of ranks (otherwise [`SaeError::ConfigMismatch`]).
+    pub fn resume_with(
+        dir: &Path,
+        expected: Option<&TrainConfig>,
+        source: &mut dyn ActivationSource,
+        comm: Box<dyn Collective + Send>,
     ) -> Result<Self, SaeError> {
         let state = TrainingState::load(dir)?;
         let path = dir.join(STATE_FILE);
@@ -215,6 +243,24 @@ impl Trainer {
             cfg.metrics_every_steps = want.metrics_every_steps;
         }
         cfg.validate()?;
+        check_world(&cfg, comm.as_ref())?;
+        let saved_world = meta
+            .get("world_size")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(1);
+        if saved_world != comm.world_size() as u64 {
+            return Err(SaeError::ConfigMismatch {
+                differences: format!(
+                    "world size: {saved_world} → {} (resume with `mpirun -np {saved_world}`{})",
+                    comm.world_size(),
+                    if saved_world == 1 {
+                        " or without mpirun"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
         if source.d_in() != cfg.sae.d_in {
             return Err(SaeError::shape(
                 "activation rows (d_in)",
@@ -285,7 +331,11 @@ impl Trainer {
 
         let window: Window = serde_json::from_value(meta["window"].clone())
             .map_err(|e| bad(format!("the metrics window cannot be read ({e})")))?;
-        let metrics = Some(MetricsWriter::open(&dir.join(METRICS_FILE), Some(step))?);
+        let metrics = if comm.is_root() {
+            Some(MetricsWriter::open(&dir.join(METRICS_FILE), Some(step))?)
+        } else {
+            None
+        };
         let dead = tsf.iter().map(|&t| t >= cfg.dead_after_tokens).collect();
         tracing::info!(step, tokens, dir = %dir.display(), "resuming");
         Ok(Self {
@@ -305,6 +355,7 @@ impl Trainer {
             window,
             sae,
             cfg,
+            comm,
         })
     }
 
@@ -368,19 +419,24 @@ impl Trainer {
                 self.tokens + self.skipped_rows,
             )?;
             self.skipped_rows += skipped;
-            if n == 0 {
+            let world = self.comm.world_size();
+            if n < world.max(1) {
                 tracing::warn!(
                     step = self.step,
+                    rows = n,
                     "the activation source ran out before the last step"
                 );
                 finished = false;
                 break;
             }
-            let x = &mut self.batch[..n * d_in];
             if self.scale != 1.0 {
                 let s = self.scale;
-                x.iter_mut().for_each(|v| *v *= s);
+                self.batch[..n * d_in].iter_mut().for_each(|v| *v *= s);
             }
+            // This rank's rows of the global batch (all of it in one process).
+            let rows = rows_of(self.comm.rank(), world, n);
+            let n_local = rows.len();
+            let x = &mut self.batch[rows.start * d_in..rows.end * d_in];
             let lr = sched.lr_at(self.step);
             let coeff = sparsity_at(
                 self.cfg.sparsity_coeff as f32,
@@ -396,9 +452,22 @@ impl Trainer {
                 bandwidth: self.cfg.bandwidth,
                 ..StepConfig::default()
             };
-            let stats =
+            let mut stats =
                 self.sae
-                    .forward_backward(x, n, &step_cfg, &mut self.ws, &mut self.grads)?;
+                    .forward_backward(x, n_local, &step_cfg, &mut self.ws, &mut self.grads)?;
+            if world > 1 {
+                reduce_step(
+                    self.comm.as_ref(),
+                    &self.batch[rows.start * d_in..rows.end * d_in],
+                    d_in,
+                    n,
+                    &mut stats,
+                    &mut self.grads,
+                )?;
+            }
+            // Fire counts over the global batch (the dead mask must agree on every rank).
+            let mut fired: Vec<u64> = self.ws.fire_counts().iter().map(|&c| c as u64).collect();
+            self.comm.sum_u64(&mut fired)?;
             if !stats.loss.is_finite() {
                 return Err(SaeError::Training(format!(
                     "the loss became {} at step {}; lower --lr (now {}) and resume from the last checkpoint \
@@ -443,7 +512,7 @@ impl Trainer {
             for ((t, &c), d) in self
                 .tokens_since_fired
                 .iter_mut()
-                .zip(self.ws.fire_counts())
+                .zip(&fired)
                 .zip(self.dead.iter_mut())
             {
                 *t = if c > 0 { 0 } else { *t + n as u64 };
@@ -456,7 +525,7 @@ impl Trainer {
                 && self.step % self.cfg.resample_every_steps == 0
                 && self.step < total_steps
             {
-                self.resample(n)?;
+                self.resample(n, rows.start)?;
             }
 
             self.window.add(&stats, grad_norm);
@@ -515,7 +584,8 @@ impl Trainer {
     }
 
     /// relu-unit: resamples the dead latents from the current batch (∝ loss²) and resets their Adam state.
-    fn resample(&mut self, n: usize) -> Result<(), SaeError> {
+    /// `n` rows in the global batch, this rank's starting at `offset`.
+    fn resample(&mut self, n: usize, offset: usize) -> Result<(), SaeError> {
         let dead: Vec<usize> = self
             .dead
             .iter()
@@ -528,7 +598,12 @@ impl Trainer {
         }
         let d_in = self.cfg.sae.d_in;
         let d_sae = self.cfg.sae.d_sae;
-        let row_loss = self.ws.row_sq_err()[..n].to_vec();
+        // Per-row losses of the whole global batch: each rank fills its rows, the sum gathers them
+        // (adding zeros is exact), so every rank resamples identically from the same RNG.
+        let mut row_loss = vec![0.0f32; n];
+        let local = &self.ws.row_sq_err()[..self.batch_rows_local(n)];
+        row_loss[offset..offset + local.len()].copy_from_slice(local);
+        self.comm.sum_f32(&mut row_loss)?;
         let done =
             self.sae
                 .resample_dead(&self.batch[..n * d_in], n, &row_loss, &dead, &mut self.rng)?;
@@ -548,6 +623,15 @@ impl Trainer {
         Ok(())
     }
 
+    fn batch_rows_local(&self, n: usize) -> usize {
+        rows_of(self.comm.rank(), self.comm.world_size(), n).len()
+    }
+
+    /// The collective this trainer reduces over (rank 0 of 1 unless built with [`Trainer::new_with`]).
+    pub fn collective(&self) -> &dyn Collective {
+        self.comm.as_ref()
+    }
+
     /// The complete state as a [`TrainingState`].
     pub fn state(&self, cursor: serde_json::Value) -> TrainingState {
         let mut tensors = Vec::new();
@@ -563,7 +647,7 @@ impl Trainer {
             "tokens_since_fired".into(),
             u64s_to_f32_pairs(&self.tokens_since_fired),
         ));
-        let meta = serde_json::json!({
+        let mut meta = serde_json::json!({
             "format": STATE_FORMAT,
             "config": self.cfg,
             "step": self.step,
@@ -579,6 +663,9 @@ impl Trainer {
             "cursor": cursor,
             "window": self.window,
         });
+        if self.comm.world_size() > 1 {
+            meta["world_size"] = serde_json::json!(self.comm.world_size());
+        }
         TrainingState { meta, tensors }
     }
 
@@ -587,11 +674,90 @@ impl Trainer {
         let Some(dir) = &self.out_dir else {
             return Ok(());
         };
+        if !self.comm.is_root() {
+            return Ok(());
+        }
         self.state(cursor).save(dir)?;
         crate::saelens::save(&self.inference_sae(), dir)?;
         tracing::debug!(step = self.step, tokens = self.tokens, dir = %dir.display(), "checkpoint written");
         Ok(())
     }
+}
+
+/// Refuses a job with more ranks than rows per batch (a rank would get no rows).
+fn check_world(cfg: &TrainConfig, comm: &dyn Collective) -> Result<(), SaeError> {
+    if comm.world_size() > cfg.batch_size {
+        return Err(SaeError::InvalidConfig(format!(
+            "{} ranks need a batch of at least {} rows (got --batch {}): raise --batch or use fewer ranks",
+            comm.world_size(),
+            comm.world_size(),
+            cfg.batch_size
+        )));
+    }
+    Ok(())
+}
+
+/// Turns this rank's step (gradients and stats of the mean over its `x` rows) into the step of the whole
+/// `n_global`-row batch: gradients weighted by `n_local / n_global` and summed in one allreduce; loss terms
+/// and L0 averaged the same way; `sse` summed; the centred `sst` rebuilt from each rank's row sums
+/// (`Σ‖x−μ‖² = Σ_r (sst_r + n_r‖μ_r‖²) − ‖Σx‖²/n`); the batchtopk threshold estimate is the minimum.
+fn reduce_step(
+    comm: &dyn Collective,
+    x: &[f32],
+    d_in: usize,
+    n_global: usize,
+    stats: &mut crate::StepStats,
+    grads: &mut Gradients,
+) -> Result<(), SaeError> {
+    let n_local = x.len() / d_in.max(1);
+    let weight = n_local as f32 / n_global as f32;
+    let mut flat = Vec::new();
+    for (_, g) in grads.slices() {
+        flat.extend(g.iter().map(|v| v * weight));
+    }
+    comm.sum_f32(&mut flat)?;
+    let mut at = 0;
+    for p in grads.slices_mut() {
+        let len = p.value.len();
+        p.value.copy_from_slice(&flat[at..at + len]);
+        at += len;
+    }
+
+    let nl = n_local as f64;
+    let mut sums = vec![0.0f64; 8 + d_in];
+    let mut sq = 0.0f64;
+    for row in x.chunks_exact(d_in.max(1)) {
+        for (s, &v) in sums[8..].iter_mut().zip(row) {
+            *s += v as f64;
+        }
+    }
+    if n_local > 0 {
+        sq = sums[8..].iter().map(|s| s * s).sum::<f64>() / nl;
+    }
+    sums[..7].copy_from_slice(&[
+        stats.loss * nl,
+        stats.mse_loss * nl,
+        stats.sparsity_loss * nl,
+        stats.aux_loss * nl,
+        stats.l0 * nl,
+        stats.sse,
+        stats.sst + sq,
+    ]);
+    comm.sum_f64(&mut sums)?;
+    let ng = n_global as f64;
+    let total_sq = sums[8..].iter().map(|s| s * s).sum::<f64>() / ng;
+    stats.loss = sums[0] / ng;
+    stats.mse_loss = sums[1] / ng;
+    stats.sparsity_loss = sums[2] / ng;
+    stats.aux_loss = sums[3] / ng;
+    stats.l0 = sums[4] / ng;
+    stats.sse = sums[5];
+    stats.sst = (sums[6] - total_sq).max(0.0);
+    stats.n_rows = n_global;
+    let mut m = [stats.min_active];
+    comm.min_f64(&mut m)?;
+    stats.min_active = m[0];
+    Ok(())
 }
 
 fn restore_rng(v: &serde_json::Value) -> Option<ChaCha8Rng> {

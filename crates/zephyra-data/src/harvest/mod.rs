@@ -28,9 +28,16 @@ use crate::error::{DataError, Result};
 use crate::exclude::{self, ExclusionCounts, ExclusionRule};
 use crate::pack::{ContextStream, PackOptions, TextEncoder};
 use crate::store::manifest::{
-    Accumulator, CorpusInfo, ExclusionInfo, Manifest, ModelInfo, ShardInfo, Stats, TokenizerInfo, FORMAT, MANIFEST_FILE,
+    Accumulator, CorpusInfo, ExclusionInfo, Manifest, ModelInfo, ShardInfo, Stats, TokenizerInfo,
+    FORMAT, MANIFEST_FILE,
 };
-use crate::store::{encode_shard, sha256_hex, shard_file_name, write_atomic, ActivationStore, ShardData, StoreDtype, WindowFeed};
+use crate::store::{
+    encode_shard, sha256_hex, shard_file_name, write_atomic, ActivationStore, ShardData, StoreDtype,
+};
+
+mod stream;
+
+pub use stream::{shards_per_window, StreamFeed};
 
 /// Default contexts per shard (32,768 rows at ctx 128: 75 MB of float32 at d = 576).
 pub const DEFAULT_CONTEXTS_PER_SHARD: usize = 256;
@@ -69,8 +76,12 @@ impl HookModel for Llama {
         hooks
             .iter()
             .map(|&p| {
-                let t = out.activations.take(p).ok_or_else(|| DataError::Pipeline(format!("the forward pass did not capture {p}")))?;
-                Ok(t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(zephyra_lm::LmError::from)?)
+                let t = out.activations.take(p).ok_or_else(|| {
+                    DataError::Pipeline(format!("the forward pass did not capture {p}"))
+                })?;
+                Ok(t.flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(zephyra_lm::LmError::from)?)
             })
             .collect()
     }
@@ -118,25 +129,44 @@ impl HarvestConfig {
 
     fn validate(&self, model: &dyn HookModel) -> Result<()> {
         if self.ctx > model.context_length() {
-            return Err(DataError::CtxTooLarge { ctx: self.ctx, max_ctx: model.context_length() });
+            return Err(DataError::CtxTooLarge {
+                ctx: self.ctx,
+                max_ctx: model.context_length(),
+            });
         }
         if self.ctx < 2 {
-            return Err(DataError::InvalidOption { name: "--ctx", value: self.ctx.to_string(), reason: "use at least 2".into() });
+            return Err(DataError::InvalidOption {
+                name: "--ctx",
+                value: self.ctx.to_string(),
+                reason: "use at least 2".into(),
+            });
         }
         if self.hooks.is_empty() {
-            return Err(DataError::InvalidOption { name: "--hook", value: String::new(), reason: "give at least one hook point".into() });
+            return Err(DataError::InvalidOption {
+                name: "--hook",
+                value: String::new(),
+                reason: "give at least one hook point".into(),
+            });
         }
         for h in &self.hooks {
             if h.layer().is_some_and(|l| l >= model.n_layers()) {
                 return Err(DataError::InvalidOption {
                     name: "--hook",
                     value: h.to_string(),
-                    reason: format!("the model has {} blocks (0..={})", model.n_layers(), model.n_layers().saturating_sub(1)),
+                    reason: format!(
+                        "the model has {} blocks (0..={})",
+                        model.n_layers(),
+                        model.n_layers().saturating_sub(1)
+                    ),
                 });
             }
         }
         if self.n_tokens == 0 {
-            return Err(DataError::InvalidOption { name: "--tokens", value: "0".into(), reason: "ask for at least one context".into() });
+            return Err(DataError::InvalidOption {
+                name: "--tokens",
+                value: "0".into(),
+                reason: "ask for at least one context".into(),
+            });
         }
         if self.contexts_per_shard == 0 || self.batch_contexts == 0 {
             return Err(DataError::InvalidOption {
@@ -147,7 +177,11 @@ impl HarvestConfig {
         }
         if let Some(m) = self.rule.max_norm_multiple {
             if !(m.is_finite() && m > 0.0) {
-                return Err(DataError::InvalidOption { name: "--max-norm-multiple", value: m.to_string(), reason: "use a positive number".into() });
+                return Err(DataError::InvalidOption {
+                    name: "--max-norm-multiple",
+                    value: m.to_string(),
+                    reason: "use a positive number".into(),
+                });
             }
         }
         Ok(())
@@ -208,7 +242,10 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("corpus", &self.corpus.description()).field("config", &self.config).finish()
+        f.debug_struct("Pipeline")
+            .field("corpus", &self.corpus.description())
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -246,7 +283,11 @@ impl ShardProducer {
         let stream = ContextStream::new(
             corpus.documents(),
             pipeline.encoder.clone(),
-            PackOptions { ctx: cfg.ctx, seed: cfg.seed, shuffle_contexts: cfg.shuffle_contexts },
+            PackOptions {
+                ctx: cfg.ctx,
+                seed: cfg.seed,
+                shuffle_contexts: cfg.shuffle_contexts,
+            },
         )?;
         let target = cfg.target_contexts();
         let (tx, rx) = sync_channel(cfg.batch_contexts * 4 + 16);
@@ -254,8 +295,15 @@ impl ShardProducer {
             .name("zephyra-packer".into())
             .spawn(move || pack_thread(stream, target, tx))
             .map_err(|e| DataError::Pipeline(format!("cannot start the packer thread: {e}")))?;
-        let mut producer =
-            Self { pipeline, rx, _packer: packer, next_index: 0, next_context: 0, read_stats: None, exhausted: false };
+        let mut producer = Self {
+            pipeline,
+            rx,
+            _packer: packer,
+            next_index: 0,
+            next_context: 0,
+            read_stats: None,
+            exhausted: false,
+        };
         let skip = start_shard as u64 * producer.pipeline.config.contexts_per_shard as u64;
         while producer.next_context < skip {
             if producer.recv_context()?.is_none() {
@@ -281,7 +329,9 @@ impl ShardProducer {
                 Ok(None)
             }
             Ok(ContextMsg::Err(e)) => Err(e),
-            Err(_) => Err(DataError::Pipeline("the packer thread stopped unexpectedly".into())),
+            Err(_) => Err(DataError::Pipeline(
+                "the packer thread stopped unexpectedly".into(),
+            )),
         }
     }
 
@@ -294,7 +344,9 @@ impl ShardProducer {
         let mut n_contexts = 0;
         while n_contexts < cfg.contexts_per_shard {
             let mut batch = Vec::with_capacity(cfg.batch_contexts);
-            while batch.len() < cfg.batch_contexts && n_contexts + batch.len() < cfg.contexts_per_shard {
+            while batch.len() < cfg.batch_contexts
+                && n_contexts + batch.len() < cfg.contexts_per_shard
+            {
                 match self.recv_context()? {
                     Some(c) => batch.push(c),
                     None => break,
@@ -318,7 +370,12 @@ impl ShardProducer {
         }
         let index = self.next_index;
         self.next_index += 1;
-        Ok(Some(RawShard { index, first_context, tokens, acts }))
+        Ok(Some(RawShard {
+            index,
+            first_context,
+            tokens,
+            acts,
+        }))
     }
 }
 
@@ -366,9 +423,11 @@ fn select_rows(
     let mut kept_norms = Vec::with_capacity(n_kept);
     for (i, &keep) in ex.keep.iter().enumerate() {
         if keep {
-            data.activations.extend_from_slice(&acts[i * d..(i + 1) * d]);
+            data.activations
+                .extend_from_slice(&acts[i * d..(i + 1) * d]);
             data.token_ids.push(raw.tokens[i]);
-            data.context_index.push((raw.first_context + (i / ctx) as u64) as u32);
+            data.context_index
+                .push((raw.first_context + (i / ctx) as u64) as u32);
             data.position.push((i % ctx) as u32);
             kept_norms.push(norms[i]);
         }
@@ -408,8 +467,15 @@ pub fn harvest(
             n_inputs: pipeline.corpus.inputs().len(),
             read: None,
         },
-        tokenizer: TokenizerInfo { eos_token_id: pipeline.encoder.eos_token_id(), vocab_size },
-        exclusion: ExclusionInfo { rule: cfg.rule, description: cfg.rule.describe(), counts: ExclusionCounts::default() },
+        tokenizer: TokenizerInfo {
+            eos_token_id: pipeline.encoder.eos_token_id(),
+            vocab_size,
+        },
+        exclusion: ExclusionInfo {
+            rule: cfg.rule,
+            description: cfg.rule.describe(),
+            counts: ExclusionCounts::default(),
+        },
         n_contexts: 0,
         n_rows: 0,
         stats: Stats::default(),
@@ -422,14 +488,18 @@ pub fn harvest(
         manifests.push(prepare_store(dir, template(hook))?);
     }
     if manifests.iter().all(|m| m.complete) {
-        return Err(DataError::StoreComplete { dir: out.to_path_buf(), n_tokens: manifests[0].n_contexts * cfg.ctx as u64 });
+        return Err(DataError::StoreComplete {
+            dir: out.to_path_buf(),
+            n_tokens: manifests[0].n_contexts * cfg.ctx as u64,
+        });
     }
     let start_shard = manifests.iter().map(|m| m.shards.len()).min().unwrap_or(0);
     if start_shard > 0 {
         tracing::info!(start_shard, "resuming an interrupted harvest");
     }
     let target = cfg.target_contexts();
-    let tokens_total = target.saturating_sub((start_shard * cfg.contexts_per_shard) as u64) * cfg.ctx as u64;
+    let tokens_total =
+        target.saturating_sub((start_shard * cfg.contexts_per_shard) as u64) * cfg.ctx as u64;
     let shards_written = Arc::new(AtomicUsize::new(start_shard));
 
     let encoder = pipeline.encoder.clone();
@@ -449,7 +519,11 @@ pub fn harvest(
         loop {
             let shard = producer.next_shard(&mut |n| {
                 tokens_done += n;
-                progress(&Progress { tokens_done, tokens_total, shards_written: shards_written.load(Ordering::Relaxed) });
+                progress(&Progress {
+                    tokens_done,
+                    tokens_total,
+                    shards_written: shards_written.load(Ordering::Relaxed),
+                });
             })?;
             match shard {
                 Some(s) => {
@@ -462,23 +536,36 @@ pub fn harvest(
         }
     })();
     drop(job_tx);
-    let written = writer.join().map_err(|_| DataError::Pipeline("the writer thread panicked".into()))?;
+    let written = writer
+        .join()
+        .map_err(|_| DataError::Pipeline("the writer thread panicked".into()))?;
     produced?;
     let mut manifests = written?;
     let n_contexts = manifests[0].n_contexts;
     if n_contexts == 0 {
-        return Err(DataError::EmptyCorpus { corpus: producer.pipeline.corpus.description().to_string(), n_documents: producer.read_stats.map_or(0, |s| s.n_documents) });
+        return Err(DataError::EmptyCorpus {
+            corpus: producer.pipeline.corpus.description().to_string(),
+            n_documents: producer.read_stats.map_or(0, |s| s.n_documents),
+        });
     }
     let corpus_exhausted = n_contexts < target;
     if corpus_exhausted {
-        tracing::warn!(n_contexts, target, "the corpus ran out before --tokens was reached");
+        tracing::warn!(
+            n_contexts,
+            target,
+            "the corpus ran out before --tokens was reached"
+        );
     }
     for (m, dir) in manifests.iter_mut().zip(&dirs) {
         m.complete = true;
         m.corpus.read = producer.read_stats.clone();
         m.write(dir)?;
     }
-    progress(&Progress { tokens_done, tokens_total, shards_written: shards_written.load(Ordering::Relaxed) });
+    progress(&Progress {
+        tokens_done,
+        tokens_total,
+        shards_written: shards_written.load(Ordering::Relaxed),
+    });
     Ok(HarvestSummary {
         stores: dirs,
         n_contexts,
@@ -496,22 +583,55 @@ fn prepare_store(dir: &Path, fresh: Manifest) -> Result<Manifest> {
         let store = ActivationStore::open_partial(dir)?;
         let m = store.manifest().clone();
         let checks: [(&str, String, String); 12] = [
-            ("model sha256", m.model.sha256.clone(), fresh.model.sha256.clone()),
+            (
+                "model sha256",
+                m.model.sha256.clone(),
+                fresh.model.sha256.clone(),
+            ),
             ("hook", m.hook.clone(), fresh.hook.clone()),
             ("d", m.d.to_string(), fresh.d.to_string()),
             ("ctx", m.ctx.to_string(), fresh.ctx.to_string()),
             ("dtype", m.dtype.to_string(), fresh.dtype.to_string()),
             ("seed", m.seed.to_string(), fresh.seed.to_string()),
-            ("shuffle contexts", m.shuffle_contexts.to_string(), fresh.shuffle_contexts.to_string()),
-            ("contexts per shard", m.contexts_per_shard.to_string(), fresh.contexts_per_shard.to_string()),
-            ("target contexts (--tokens)", m.target_contexts.to_string(), fresh.target_contexts.to_string()),
-            ("corpus", m.corpus.description.clone(), fresh.corpus.description.clone()),
-            ("text field", m.corpus.text_field.clone(), fresh.corpus.text_field.clone()),
-            ("exclusion rule", m.exclusion.description.clone(), fresh.exclusion.description.clone()),
+            (
+                "shuffle contexts",
+                m.shuffle_contexts.to_string(),
+                fresh.shuffle_contexts.to_string(),
+            ),
+            (
+                "contexts per shard",
+                m.contexts_per_shard.to_string(),
+                fresh.contexts_per_shard.to_string(),
+            ),
+            (
+                "target contexts (--tokens)",
+                m.target_contexts.to_string(),
+                fresh.target_contexts.to_string(),
+            ),
+            (
+                "corpus",
+                m.corpus.description.clone(),
+                fresh.corpus.description.clone(),
+            ),
+            (
+                "text field",
+                m.corpus.text_field.clone(),
+                fresh.corpus.text_field.clone(),
+            ),
+            (
+                "exclusion rule",
+                m.exclusion.description.clone(),
+                fresh.exclusion.description.clone(),
+            ),
         ];
         for (field, stored, requested) in checks {
             if stored != requested {
-                return Err(DataError::ResumeMismatch { dir: dir.to_path_buf(), field: field.into(), stored, requested });
+                return Err(DataError::ResumeMismatch {
+                    dir: dir.to_path_buf(),
+                    field: field.into(),
+                    stored,
+                    requested,
+                });
             }
         }
         clean_temporaries(dir)?;
@@ -539,7 +659,8 @@ fn clean_temporaries(dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| DataError::io("listing", dir, e))?;
     for e in entries.flatten() {
         if e.file_name().to_string_lossy().starts_with(".tmp-") {
-            std::fs::remove_file(e.path()).map_err(|err| DataError::io("removing", e.path(), err))?;
+            std::fs::remove_file(e.path())
+                .map_err(|err| DataError::io("removing", e.path(), err))?;
         }
     }
     Ok(())
@@ -559,14 +680,16 @@ fn writer_thread(
             if m.shards.len() > raw.index {
                 continue; // written before the interruption
             }
-            let (data, kept_norms, ex) = select_rows(&raw, h, d, cfg.ctx, &cfg.rule, encoder.as_ref());
+            let (data, kept_norms, ex) =
+                select_rows(&raw, h, d, cfg.ctx, &cfg.rule, encoder.as_ref());
             let file = shard_file_name(raw.index);
             // One metadata key: safetensors writes a map's keys in hash order, which would make identical
             // shards differ byte-wise between runs.
             let mut meta = HashMap::new();
             meta.insert(
                 "zephyra".to_string(),
-                serde_json::json!({ "hook": m.hook, "first_context": raw.first_context }).to_string(),
+                serde_json::json!({ "hook": m.hook, "first_context": raw.first_context })
+                    .to_string(),
             );
             let bytes = encode_shard(&data, d, cfg.ctx, cfg.dtype, meta)?;
             write_atomic(&dir.join(&file), &bytes)?;
@@ -592,118 +715,4 @@ fn writer_thread(
         shards_written.store(raw.index + 1, Ordering::Relaxed);
     }
     Ok(manifests)
-}
-
-/// Windows of rows harvested on the fly (single hook), for a [`ShuffleReader`](crate::store::ShuffleReader).
-///
-/// Shards are produced exactly as [`harvest`] would write them (same contexts, same exclusion), and grouped
-/// into windows of `max(1, buffer_rows / (contexts_per_shard × ctx))` shards — the grouping a
-/// [`StoreFeed`](crate::store::reader::StoreFeed) uses for a store made with the same options — so training
-/// on the fly and training from the store see the same rows in the same order for the same seed.
-/// A background thread harvests up to `prefetch_shards` shards ahead of the reader (bounded memory),
-/// overlapping the model forward with the consumer. Only epoch 0 exists.
-pub struct StreamFeed {
-    pipeline: Pipeline,
-    shards_per_window: usize,
-    prefetch_shards: usize,
-    rx: Option<Receiver<Result<Option<Vec<f32>>>>>,
-    next_window: u64,
-    _thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for StreamFeed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamFeed").field("pipeline", &self.pipeline).field("shards_per_window", &self.shards_per_window).finish()
-    }
-}
-
-/// Shards per window for a shuffle buffer of `buffer_rows` rows.
-pub fn shards_per_window(buffer_rows: usize, contexts_per_shard: usize, ctx: usize) -> usize {
-    (buffer_rows / (contexts_per_shard * ctx).max(1)).max(1)
-}
-
-impl StreamFeed {
-    /// A feed over `pipeline` (its config must name exactly one hook).
-    pub fn new(pipeline: Pipeline, buffer_rows: usize, prefetch_shards: usize) -> Result<Self> {
-        pipeline.config.validate(pipeline.model.as_ref())?;
-        if pipeline.config.hooks.len() != 1 {
-            return Err(DataError::InvalidOption {
-                name: "--hook",
-                value: format!("{} hooks", pipeline.config.hooks.len()),
-                reason: "training on the fly reads one hook".into(),
-            });
-        }
-        let spw = shards_per_window(buffer_rows, pipeline.config.contexts_per_shard, pipeline.config.ctx);
-        Ok(Self { pipeline, shards_per_window: spw, prefetch_shards: prefetch_shards.max(1), rx: None, next_window: 0, _thread: None })
-    }
-
-    fn start_at(&mut self, window: u64) -> Result<()> {
-        self.rx = None; // the old thread sees its channel closed and stops
-        let start_shard = window as usize * self.shards_per_window;
-        let producer = ShardProducer::start(self.pipeline.clone(), start_shard)?;
-        let (tx, rx) = sync_channel(self.prefetch_shards);
-        let cfg = self.pipeline.config.clone();
-        let encoder = self.pipeline.encoder.clone();
-        let d = self.pipeline.model.d_model();
-        let thread = std::thread::Builder::new()
-            .name("zephyra-harvest".into())
-            .spawn(move || stream_thread(producer, cfg, d, encoder, tx))
-            .map_err(|e| DataError::Pipeline(format!("cannot start the harvesting thread: {e}")))?;
-        self.rx = Some(rx);
-        self._thread = Some(thread);
-        self.next_window = window;
-        Ok(())
-    }
-}
-
-fn stream_thread(mut producer: ShardProducer, cfg: HarvestConfig, d: usize, encoder: Arc<dyn TextEncoder>, tx: SyncSender<Result<Option<Vec<f32>>>>) {
-    loop {
-        let msg = match producer.next_shard(&mut |_| {}) {
-            Ok(Some(raw)) => {
-                let (data, _, _) = select_rows(&raw, 0, d, cfg.ctx, &cfg.rule, encoder.as_ref());
-                Ok(Some(data.activations))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        };
-        let stop = !matches!(msg, Ok(Some(_)));
-        if tx.send(msg).is_err() || stop {
-            return;
-        }
-    }
-}
-
-impl WindowFeed for StreamFeed {
-    fn d(&self) -> usize {
-        self.pipeline.model.d_model()
-    }
-
-    fn load_window(&mut self, epoch: u64, window: u64) -> Result<Option<Vec<f32>>> {
-        if epoch > 0 {
-            return Ok(None);
-        }
-        if self.rx.is_none() || self.next_window != window {
-            self.start_at(window)?;
-        }
-        let rx = self.rx.as_ref().ok_or_else(|| DataError::Pipeline("harvesting thread not running".into()))?;
-        let mut rows = Vec::new();
-        let mut got_any = false;
-        for _ in 0..self.shards_per_window {
-            match rx.recv() {
-                Ok(Ok(Some(shard))) => {
-                    got_any = true;
-                    rows.extend_from_slice(&shard);
-                }
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => break,
-            }
-        }
-        self.next_window = window + 1;
-        if !got_any {
-            self.rx = None;
-            return Ok(None);
-        }
-        Ok(Some(rows))
-    }
 }

@@ -1,0 +1,323 @@
+//! `mpirun -np 2 zephyra …` end to end (cargo feature `mpi`, system OpenMPI): data-parallel training gives
+//! the weights of a 1-process run with the same global batch and seed (to float32 rounding of the
+//! allreduce), a killed rank fails the job clearly and `--resume` completes it exactly, and a 2-rank
+//! harvest writes the same store as a 1-process harvest.
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use zephyra_sae::Sae;
+
+const D_IN: usize = 16;
+
+fn zephyra() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zephyra"));
+    c.env("RUST_LOG", "zephyra=warn");
+    c
+}
+
+/// `mpirun -np N zephyra` with the settings a root container needs (documented in the README).
+fn mpirun(np: usize) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+        &np.to_string(),
+    ])
+    .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+    .env("RUST_LOG", "zephyra=warn")
+    .arg(env!("CARGO_BIN_EXE_zephyra"));
+    c
+}
+
+/// A float32 .npy written by hand from a seeded LCG, with correlated columns.
+fn write_npy(path: &Path, n: usize, d: usize) {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    for _ in 0..n {
+        let base = [next(), next(), next()];
+        for j in 0..d {
+            let v = base[j % 3] * (1 + j % 5) as f32 + 0.3 * next() + 0.1;
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn train_args(acts: &Path, out: &Path, arch: &str) -> Vec<String> {
+    [
+        "train",
+        "--acts",
+        acts.to_str().unwrap(),
+        "--arch",
+        arch,
+        "--k",
+        "4",
+        "--expansion",
+        "4",
+        "--batch",
+        "64",
+        "--tokens",
+        "6400",
+        "--checkpoint-every",
+        "1600",
+        "--metrics-every",
+        "5",
+        "--threads",
+        "1",
+        "--seed",
+        "5",
+        "--holdout",
+        "400",
+        "--dead-after",
+        "640",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\nstdout {}\nstderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let acts = tmp.path().join("acts.npy");
+    write_npy(&acts, 3000, D_IN);
+    (tmp, acts)
+}
+
+/// Largest |a−b| over all parameters, relative to the largest |a| of that tensor.
+fn max_rel_diff(a: &Sae, b: &Sae) -> f64 {
+    let mut worst = 0.0f64;
+    for ((name, x), (_, y)) in a.params().into_iter().zip(b.params()) {
+        assert_eq!(x.len(), y.len(), "{name}");
+        let scale = x.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6) as f64;
+        for (p, q) in x.iter().zip(y) {
+            assert!(q.is_finite(), "{name} has a non-finite value");
+            worst = worst.max((p - q).abs() as f64 / scale);
+        }
+    }
+    worst
+}
+
+fn load(dir: &Path) -> Sae {
+    zephyra_sae::saelens::load(dir).unwrap()
+}
+
+/// 100 steps of 64 rows: 2 ranks × 32 rows reproduce 1 process × 64 rows. The only difference is the
+/// order of float32 additions (two half-batch gradients summed vs one GEMM over the batch), which Adam
+/// carries forward; the tolerance 1e-3 of each tensor's scale is far below what one step with a different
+/// batch split or a different seed changes (checked below).
+#[test]
+fn two_ranks_train_the_same_weights_as_one_process() {
+    let (tmp, acts) = setup();
+    for arch in ["topk", "relu"] {
+        let one = tmp.path().join(format!("one-{arch}"));
+        let two = tmp.path().join(format!("two-{arch}"));
+        ok(zephyra()
+            .args(train_args(&acts, &one, arch))
+            .output()
+            .unwrap());
+        let text = ok(mpirun(2)
+            .args(train_args(&acts, &two, arch))
+            .arg("--json")
+            .output()
+            .unwrap());
+        // Only rank 0 prints and writes the summary.
+        assert_eq!(text.trim().lines().count(), 1, "{text}");
+        let summary: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(summary["steps"], 100);
+        assert_eq!(summary["tokens"], 6400);
+        let diff = max_rel_diff(&load(&one), &load(&two));
+        eprintln!("{arch}: 2 ranks vs 1 process, max relative difference {diff:.2e}");
+        assert!(
+            diff < 1e-3,
+            "{arch}: 2 ranks differ from 1 process by {diff}"
+        );
+
+        // The same metrics lines (loss, L0, FVE reduced over ranks) up to rounding.
+        let lines = |d: &Path| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(d.join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let (m1, m2) = (lines(&one), lines(&two));
+        assert_eq!(m1.len(), 20);
+        assert_eq!(m1.len(), m2.len());
+        for (a, b) in m1.iter().zip(&m2) {
+            assert_eq!(a["step"], b["step"]);
+            assert_eq!(a["tokens"], b["tokens"]);
+            for key in ["loss", "l0", "fve", "dead_fraction"] {
+                let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-3 * x.abs().max(1e-3),
+                    "{arch} step {}: {key} {x} vs {y}",
+                    a["step"]
+                );
+            }
+        }
+    }
+    // The tolerance is meaningful: another seed lands far outside it.
+    let other = tmp.path().join("other-seed");
+    let mut args = train_args(&acts, &other, "topk");
+    let at = args.iter().position(|a| a == "--seed").unwrap();
+    args[at + 1] = "6".into();
+    ok(zephyra().args(args).output().unwrap());
+    let diff = max_rel_diff(&load(&tmp.path().join("one-topk")), &load(&other));
+    assert!(
+        diff > 1e-2,
+        "a different seed only moved the weights by {diff}"
+    );
+}
+
+/// Children of `parent` whose environment says they are MPI rank `rank`.
+fn rank_pid(parent: u32, rank: usize) -> Option<u32> {
+    let want = format!("OMPI_COMM_WORLD_RANK={rank}");
+    let mut stack = vec![parent];
+    while let Some(p) = stack.pop() {
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the `(comm)`: state, ppid, …
+            let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
+            let ppid: u32 = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if ppid != p {
+                continue;
+            }
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            if env.split(|&b| b == 0).any(|kv| kv == want.as_bytes()) {
+                return Some(pid);
+            }
+            stack.push(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_killed_rank_fails_the_job_and_resume_completes_it() {
+    let (tmp, acts) = setup();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(mpirun(2)
+        .args(train_args(&acts, &a, "topk"))
+        .output()
+        .unwrap());
+
+    let child = mpirun(2)
+        .args(train_args(&acts, &b, "topk"))
+        .args(["--step-delay-ms", "30"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = b.join("training_state.safetensors");
+    let start = Instant::now();
+    while !state.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = rank_pid(child.id(), 1).expect("rank 1 of the job is running");
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the job survived a killed rank");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rank 1") && stderr.contains("signal 9"),
+        "mpirun did not say which rank died: {stderr}"
+    );
+    assert!(
+        !b.join("summary.json").exists(),
+        "the run finished before the rank was killed: the test proves nothing"
+    );
+
+    // A different world size is refused, nothing touched.
+    let before = std::fs::read(&state).unwrap();
+    let out = zephyra()
+        .args(["train", "--resume", b.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("world size: 2 → 1"), "{err}");
+    assert_eq!(std::fs::read(&state).unwrap(), before);
+
+    ok(mpirun(2)
+        .args(["train", "--quiet", "--resume", b.to_str().unwrap()])
+        .output()
+        .unwrap());
+    for f in ["sae_weights.safetensors", "training_state.safetensors"] {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between the uninterrupted and the killed-and-resumed 2-rank run"
+        );
+    }
+}
+
+/// Subcommands without a parallel implementation refuse to run as several ranks (instead of every rank
+/// redoing the whole job into the same files), before touching anything.
+#[test]
+fn commands_without_a_parallel_path_refuse_to_run_under_mpirun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("acts");
+    let data = tmp.path().join("corpus.txt");
+    std::fs::write(&data, "some text\n").unwrap();
+    let res = mpirun(2)
+        .args(["harvest", "--data", data.to_str().unwrap()])
+        .args(["--hook", "blocks.0.hook_resid_pre", "--tokens", "64"])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("`zephyra harvest` does not run under mpirun (2 processes)"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a refused harvest created {}", out.display());
+}

@@ -1,0 +1,148 @@
+//! On-the-fly harvesting: the shards [`harvest`](super::harvest) would write, kept in memory and served as
+//! windows to a [`ShuffleReader`](crate::store::ShuffleReader).
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::{select_rows, HarvestConfig, Pipeline, ShardProducer};
+use crate::error::{DataError, Result};
+use crate::pack::TextEncoder;
+use crate::store::WindowFeed;
+
+/// Windows of rows harvested on the fly (single hook), for a [`ShuffleReader`](crate::store::ShuffleReader).
+///
+/// Shards are produced exactly as [`harvest`] would write them (same contexts, same exclusion), and grouped
+/// into windows of `max(1, buffer_rows / (contexts_per_shard × ctx))` shards — the grouping a
+/// [`StoreFeed`](crate::store::reader::StoreFeed) uses for a store made with the same options — so training
+/// on the fly and training from the store see the same rows in the same order for the same seed.
+/// A background thread harvests up to `prefetch_shards` shards ahead of the reader (bounded memory),
+/// overlapping the model forward with the consumer. Only epoch 0 exists.
+pub struct StreamFeed {
+    pipeline: Pipeline,
+    shards_per_window: usize,
+    prefetch_shards: usize,
+    rx: Option<Receiver<Result<Option<Vec<f32>>>>>,
+    next_window: u64,
+    _thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for StreamFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamFeed")
+            .field("pipeline", &self.pipeline)
+            .field("shards_per_window", &self.shards_per_window)
+            .finish()
+    }
+}
+
+/// Shards per window for a shuffle buffer of `buffer_rows` rows.
+pub fn shards_per_window(buffer_rows: usize, contexts_per_shard: usize, ctx: usize) -> usize {
+    (buffer_rows / (contexts_per_shard * ctx).max(1)).max(1)
+}
+
+impl StreamFeed {
+    /// A feed over `pipeline` (its config must name exactly one hook).
+    pub fn new(pipeline: Pipeline, buffer_rows: usize, prefetch_shards: usize) -> Result<Self> {
+        pipeline.config.validate(pipeline.model.as_ref())?;
+        if pipeline.config.hooks.len() != 1 {
+            return Err(DataError::InvalidOption {
+                name: "--hook",
+                value: format!("{} hooks", pipeline.config.hooks.len()),
+                reason: "training on the fly reads one hook".into(),
+            });
+        }
+        let spw = shards_per_window(
+            buffer_rows,
+            pipeline.config.contexts_per_shard,
+            pipeline.config.ctx,
+        );
+        Ok(Self {
+            pipeline,
+            shards_per_window: spw,
+            prefetch_shards: prefetch_shards.max(1),
+            rx: None,
+            next_window: 0,
+            _thread: None,
+        })
+    }
+
+    fn start_at(&mut self, window: u64) -> Result<()> {
+        self.rx = None; // the old thread sees its channel closed and stops
+        let start_shard = window as usize * self.shards_per_window;
+        let producer = ShardProducer::start(self.pipeline.clone(), start_shard)?;
+        let (tx, rx) = sync_channel(self.prefetch_shards);
+        let cfg = self.pipeline.config.clone();
+        let encoder = self.pipeline.encoder.clone();
+        let d = self.pipeline.model.d_model();
+        let thread = std::thread::Builder::new()
+            .name("zephyra-harvest".into())
+            .spawn(move || stream_thread(producer, cfg, d, encoder, tx))
+            .map_err(|e| DataError::Pipeline(format!("cannot start the harvesting thread: {e}")))?;
+        self.rx = Some(rx);
+        self._thread = Some(thread);
+        self.next_window = window;
+        Ok(())
+    }
+}
+
+fn stream_thread(
+    mut producer: ShardProducer,
+    cfg: HarvestConfig,
+    d: usize,
+    encoder: Arc<dyn TextEncoder>,
+    tx: SyncSender<Result<Option<Vec<f32>>>>,
+) {
+    loop {
+        let msg = match producer.next_shard(&mut |_| {}) {
+            Ok(Some(raw)) => {
+                let (data, _, _) = select_rows(&raw, 0, d, cfg.ctx, &cfg.rule, encoder.as_ref());
+                Ok(Some(data.activations))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let stop = !matches!(msg, Ok(Some(_)));
+        if tx.send(msg).is_err() || stop {
+            return;
+        }
+    }
+}
+
+impl WindowFeed for StreamFeed {
+    fn d(&self) -> usize {
+        self.pipeline.model.d_model()
+    }
+
+    fn load_window(&mut self, epoch: u64, window: u64) -> Result<Option<Vec<f32>>> {
+        if epoch > 0 {
+            return Ok(None);
+        }
+        if self.rx.is_none() || self.next_window != window {
+            self.start_at(window)?;
+        }
+        let rx = self
+            .rx
+            .as_ref()
+            .ok_or_else(|| DataError::Pipeline("harvesting thread not running".into()))?;
+        let mut rows = Vec::new();
+        let mut got_any = false;
+        for _ in 0..self.shards_per_window {
+            match rx.recv() {
+                Ok(Ok(Some(shard))) => {
+                    got_any = true;
+                    rows.extend_from_slice(&shard);
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => break,
+            }
+        }
+        self.next_window = window + 1;
+        if !got_any {
+            self.rx = None;
+            return Ok(None);
+        }
+        Ok(Some(rows))
+    }
+}

@@ -1,0 +1,127 @@
+//! Collective operations for data-parallel training: one trait, [`Collective`], so the training loop has
+//! a single code path for one process and for many.
+//!
+//! Data parallelism (the scheme of Horovod / PyTorch DDP): every rank holds the same SAE and optimizer
+//! state; each reads the same global batch and keeps its own contiguous slice of rows
+//! (`rows_of(rank, world, n)`); the per-rank gradients of the *local mean* loss are weighted by
+//! `n_local / n_global` and summed with an allreduce, which gives the gradient of the mean over the global
+//! batch; every rank then applies the same clipping and Adam step. Fire counts, loss terms and the
+//! batchtopk threshold estimate are reduced too, so all ranks keep identical state.
+//!
+//! [`SingleProcess`] is rank 0 of 1 and does nothing; an MPI implementation lives in the `zephyra` binary
+//! behind its `mpi` feature (this crate does not link MPI).
+
+use crate::SaeError;
+
+/// Reductions across the ranks of a data-parallel job. Every rank must call the same operations in the
+/// same order with the same lengths (as with MPI).
+pub trait Collective: std::fmt::Debug {
+    /// This process's rank, `0..world_size()`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn world_size(&self) -> usize;
+    /// Element-wise sum of `buf` over all ranks, result on every rank.
+    fn sum_f32(&self, buf: &mut [f32]) -> Result<(), SaeError>;
+    /// Element-wise sum of `buf` over all ranks, result on every rank.
+    fn sum_f64(&self, buf: &mut [f64]) -> Result<(), SaeError>;
+    /// Element-wise sum of `buf` over all ranks, result on every rank.
+    fn sum_u64(&self, buf: &mut [u64]) -> Result<(), SaeError>;
+    /// Element-wise minimum of `buf` over all ranks, result on every rank.
+    fn min_f64(&self, buf: &mut [f64]) -> Result<(), SaeError>;
+    /// Waits until every rank has reached this call.
+    fn barrier(&self) -> Result<(), SaeError>;
+
+    /// Whether this rank writes files (checkpoints, metrics, the final SAE): rank 0.
+    fn is_root(&self) -> bool {
+        self.rank() == 0
+    }
+}
+
+/// One process: rank 0 of 1; every reduction is the identity.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world_size(&self) -> usize {
+        1
+    }
+    fn sum_f32(&self, _: &mut [f32]) -> Result<(), SaeError> {
+        Ok(())
+    }
+    fn sum_f64(&self, _: &mut [f64]) -> Result<(), SaeError> {
+        Ok(())
+    }
+    fn sum_u64(&self, _: &mut [u64]) -> Result<(), SaeError> {
+        Ok(())
+    }
+    fn min_f64(&self, _: &mut [f64]) -> Result<(), SaeError> {
+        Ok(())
+    }
+    fn barrier(&self) -> Result<(), SaeError> {
+        Ok(())
+    }
+}
+
+/// The rows `[r·n/w, (r+1)·n/w)` of an `n`-row global batch that rank `r` of `w` trains on (contiguous,
+/// disjoint, covering `0..n`; sizes differ by at most one).
+pub fn rows_of(rank: usize, world: usize, n: usize) -> std::ops::Range<usize> {
+    let w = world.max(1);
+    (rank * n / w)..((rank + 1) * n / w)
+}
+
+/// Bytes one rank sends (and receives) per step in a ring allreduce of `n_floats` f32 values over `world`
+/// ranks: `2·(w−1)/w · 4·n_floats`.
+pub fn ring_allreduce_bytes(n_floats: u64, world: u64) -> f64 {
+    if world <= 1 {
+        return 0.0;
+    }
+    2.0 * (world - 1) as f64 / world as f64 * 4.0 * n_floats as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_partition_the_batch() {
+        for n in [0usize, 1, 7, 8, 4096] {
+            for w in 1..=5 {
+                let mut next = 0;
+                for r in 0..w {
+                    let rows = rows_of(r, w, n);
+                    assert_eq!(rows.start, next, "n {n} w {w} r {r}");
+                    assert!(rows.len() <= n / w + 1);
+                    next = rows.end;
+                }
+                assert_eq!(next, n);
+            }
+        }
+        assert_eq!(rows_of(1, 2, 7), 3..7);
+    }
+
+    #[test]
+    fn single_process_is_the_identity() {
+        let c = SingleProcess;
+        let mut a = [1.5f32, -2.0];
+        let mut b = [3u64];
+        let mut m = [f64::INFINITY, 0.25];
+        c.sum_f32(&mut a).unwrap();
+        c.sum_u64(&mut b).unwrap();
+        c.min_f64(&mut m).unwrap();
+        assert_eq!((a, b, m), ([1.5, -2.0], [3], [f64::INFINITY, 0.25]));
+        assert!(c.is_root() && c.world_size() == 1);
+    }
+
+    #[test]
+    fn ring_volume_for_a_million_latents() {
+        // d_in 576, d_sae 2^20: 2·576·2^20 + 2^20 + 576 floats ≈ 1.209e9 floats ≈ 4.84 GB of f32;
+        // a ring over 2 ranks moves 2·(1/2) × that per rank.
+        let n = 2 * 576 * (1u64 << 20) + (1 << 20) + 576;
+        assert_eq!(n, 1_209_009_728);
+        assert_eq!(ring_allreduce_bytes(n, 2), 4.0 * n as f64);
+        assert_eq!(ring_allreduce_bytes(n, 1), 0.0);
+    }
+}

@@ -71,17 +71,34 @@ fn launcher_world_size() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
-/// Refuses to run a subcommand that has no parallel implementation (everything but `train`) as more than
+/// Waits for every rank (no-op in one process).
+pub fn barrier() {
+    #[cfg(feature = "mpi")]
+    if rank_and_size().1 > 1 {
+        use mpi::traits::CommunicatorCollectives;
+        mpi::topology::SimpleCommunicator::world().barrier();
+    }
+}
+
+/// Refuses to run a subcommand that has no parallel implementation (all but `train` and `harvest`) as more than
 /// one rank: each rank would redo the whole job and overwrite the others' files.
 pub fn check_parallel(command: &str, supported: bool) -> anyhow::Result<()> {
     #[cfg(feature = "mpi")]
     let size = rank_and_size().1;
     #[cfg(not(feature = "mpi"))]
     let size = launcher_world_size().unwrap_or(1);
+    #[cfg(not(feature = "mpi"))]
+    if size > 1 {
+        anyhow::bail!(
+            "started by mpirun with {size} processes, but this zephyra was built without MPI support: \
+             rebuild with `cargo build --release -p zephyra-cli --features mpi` (needs OpenMPI), \
+             or run `zephyra {command}` without mpirun"
+        );
+    }
     if size > 1 && !supported {
         anyhow::bail!(
-            "`zephyra {command}` does not run under mpirun ({size} processes): only `zephyra train` is \
-             data-parallel so far; run `zephyra {command}` as one process"
+            "`zephyra {command}` does not run under mpirun ({size} processes): only `zephyra train` and \
+             `zephyra harvest` run in parallel; run `zephyra {command}` as one process"
         );
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 mod cmd;
 mod dist;
+mod dist_harvest;
 
 use std::io::{ErrorKind, IsTerminal};
 use std::process::ExitCode;
@@ -84,7 +85,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .skip(1)
         .find(|a| !a.starts_with('-'))
         .unwrap_or_default();
-    dist::check_parallel(&name, matches!(cli.command, Command::Train(_)))?;
+    dist::check_parallel(
+        &name,
+        matches!(cli.command, Command::Train(_) | Command::Harvest(_)),
+    )?;
     match cli.command {
         Command::FetchModel(args) => cmd::fetch_model::run(args, &global),
         Command::Inspect(args) => cmd::inspect::run(args, &global),

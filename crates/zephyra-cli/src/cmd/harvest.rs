@@ -104,7 +104,8 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         harvest::model_info(&model_path, model.as_ref()).context("hashing the model file")?;
     let vocab_size = tokenizer.vocab_size();
     let pipeline = Pipeline {
-        model,
+        // Under mpirun: the model runs only for this rank's shards.
+        model: crate::dist_harvest::partition_model(model, args.shard_contexts),
         encoder: tokenizer,
         corpus,
         config,
@@ -129,14 +130,18 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         bar.set_message(format!("{} shards", p.shards_written));
     };
     let threads = args.threads.unwrap_or(0);
+    let rank_out = crate::dist_harvest::rank_out(&args.out);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .context("starting the worker threads")?;
     let summary = pool
-        .install(|| harvest::harvest(pipeline, info, vocab_size, &args.out, &mut on_progress))
-        .with_context(|| format!("harvesting into {}", args.out.display()))?;
+        .install(|| harvest::harvest(pipeline, info, vocab_size, &rank_out, &mut on_progress))
+        .with_context(|| format!("harvesting into {}", rank_out.display()))?;
     bar.finish_and_clear();
+    let Some(summary) = crate::dist_harvest::finish(summary, &args.out, &args.hook)? else {
+        return Ok(ExitCode::SUCCESS); // a rank other than 0 under mpirun
+    };
     let tokens_per_s = summary.tokens_run as f64 / summary.seconds.max(1e-9);
     if args.json {
         let json = serde_json::json!({

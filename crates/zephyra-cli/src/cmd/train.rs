@@ -460,6 +460,21 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
             .metadata
             .extra
             .insert("acts".into(), serde_json::json!(acts));
+        // A store knows its model, hook and context size: record them so `eval`, `features` and `serve`
+        // need no `--hook` and can refuse a mismatched model.
+        if acts.is_dir() {
+            let store = zephyra_data::store::ActivationStore::open(acts)
+                .with_context(|| format!("opening the activation store {}", acts.display()))?;
+            let manifest = store.manifest();
+            let meta = &mut cfg.sae.metadata;
+            meta.hook_name.get_or_insert_with(|| manifest.hook.clone());
+            meta.context_size.get_or_insert(manifest.ctx);
+            if meta.model_name.is_none() {
+                meta.model_name = Path::new(&manifest.model.path)
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned());
+            }
+        }
     }
     if let Some(hook) = args.source.hook {
         cfg.sae.metadata.hook_name = Some(hook.to_string());

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::batch::fill_batch;
-use super::collective::{rows_of, Collective, SingleProcess};
+use super::collective::{check_world, reduce_step, rows_of, Collective, SingleProcess};
 use super::config::{BDecInit, TrainConfig};
 use super::source::ActivationSource;
 use crate::checkpoint::{f32_pairs_to_u64s, u64s_to_f32_pairs, TrainingState, STATE_FILE};
@@ -682,82 +682,6 @@ impl Trainer {
         tracing::debug!(step = self.step, tokens = self.tokens, dir = %dir.display(), "checkpoint written");
         Ok(())
     }
-}
-
-/// Refuses a job with more ranks than rows per batch (a rank would get no rows).
-fn check_world(cfg: &TrainConfig, comm: &dyn Collective) -> Result<(), SaeError> {
-    if comm.world_size() > cfg.batch_size {
-        return Err(SaeError::InvalidConfig(format!(
-            "{} ranks need a batch of at least {} rows (got --batch {}): raise --batch or use fewer ranks",
-            comm.world_size(),
-            comm.world_size(),
-            cfg.batch_size
-        )));
-    }
-    Ok(())
-}
-
-/// Turns this rank's step (gradients and stats of the mean over its `x` rows) into the step of the whole
-/// `n_global`-row batch: gradients weighted by `n_local / n_global` and summed in one allreduce; loss terms
-/// and L0 averaged the same way; `sse` summed; the centred `sst` rebuilt from each rank's row sums
-/// (`Σ‖x−μ‖² = Σ_r (sst_r + n_r‖μ_r‖²) − ‖Σx‖²/n`); the batchtopk threshold estimate is the minimum.
-fn reduce_step(
-    comm: &dyn Collective,
-    x: &[f32],
-    d_in: usize,
-    n_global: usize,
-    stats: &mut crate::StepStats,
-    grads: &mut Gradients,
-) -> Result<(), SaeError> {
-    let n_local = x.len() / d_in.max(1);
-    let weight = n_local as f32 / n_global as f32;
-    let mut flat = Vec::new();
-    for (_, g) in grads.slices() {
-        flat.extend(g.iter().map(|v| v * weight));
-    }
-    comm.sum_f32(&mut flat)?;
-    let mut at = 0;
-    for p in grads.slices_mut() {
-        let len = p.value.len();
-        p.value.copy_from_slice(&flat[at..at + len]);
-        at += len;
-    }
-
-    let nl = n_local as f64;
-    let mut sums = vec![0.0f64; 8 + d_in];
-    let mut sq = 0.0f64;
-    for row in x.chunks_exact(d_in.max(1)) {
-        for (s, &v) in sums[8..].iter_mut().zip(row) {
-            *s += v as f64;
-        }
-    }
-    if n_local > 0 {
-        sq = sums[8..].iter().map(|s| s * s).sum::<f64>() / nl;
-    }
-    sums[..7].copy_from_slice(&[
-        stats.loss * nl,
-        stats.mse_loss * nl,
-        stats.sparsity_loss * nl,
-        stats.aux_loss * nl,
-        stats.l0 * nl,
-        stats.sse,
-        stats.sst + sq,
-    ]);
-    comm.sum_f64(&mut sums)?;
-    let ng = n_global as f64;
-    let total_sq = sums[8..].iter().map(|s| s * s).sum::<f64>() / ng;
-    stats.loss = sums[0] / ng;
-    stats.mse_loss = sums[1] / ng;
-    stats.sparsity_loss = sums[2] / ng;
-    stats.aux_loss = sums[3] / ng;
-    stats.l0 = sums[4] / ng;
-    stats.sse = sums[5];
-    stats.sst = (sums[6] - total_sq).max(0.0);
-    stats.n_rows = n_global;
-    let mut m = [stats.min_active];
-    comm.min_f64(&mut m)?;
-    stats.min_active = m[0];
-    Ok(())
 }
 
 fn restore_rng(v: &serde_json::Value) -> Option<ChaCha8Rng> {

@@ -1,0 +1,158 @@
+//! `mpirun -np N zephyra harvest`: sharded harvesting. Every rank packs the same context stream (cheap),
+//! but runs the model only for the shards it owns (shard `i` belongs to rank `i mod N`); the other shards'
+//! batches get zero activations without a forward pass. Each rank harvests into its own store
+//! `OUT.rank-R-of-N` (a sibling of `OUT`); after a barrier rank 0 moves every owned shard into `OUT`, takes its
+//! manifest entry from the owner, rebuilds the running sums from the shards in order and writes the
+//! manifest, so `OUT` is the store a 1-process harvest writes (same contexts, same activations, same
+//! manifest for `--dtype f32`). Each rank store is an ordinary store, so rerunning an interrupted parallel
+//! harvest with the same `-np` continues each rank where it stopped (not covered by a test yet).
+//! In one process every function here is the identity.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use zephyra_data::exclude::{row_norms, ExclusionCounts};
+use zephyra_data::harvest::{store_dirs, HarvestSummary, HookModel};
+use zephyra_data::store::manifest::{Accumulator, Manifest};
+use zephyra_data::ActivationStore;
+use zephyra_lm::HookPoint;
+
+/// Runs the wrapped model only for the batches of this rank's shards.
+struct PartitionedModel {
+    inner: Arc<dyn HookModel>,
+    rank: u64,
+    world: u64,
+    contexts_per_shard: u64,
+    seen: AtomicU64,
+}
+
+impl HookModel for PartitionedModel {
+    fn d_model(&self) -> usize {
+        self.inner.d_model()
+    }
+    fn n_layers(&self) -> usize {
+        self.inner.n_layers()
+    }
+    fn context_length(&self) -> usize {
+        self.inner.context_length()
+    }
+    fn capture(
+        &self,
+        contexts: &[Vec<u32>],
+        hooks: &[HookPoint],
+    ) -> zephyra_data::Result<Vec<Vec<f32>>> {
+        // Batches never straddle a shard: the first context's shard is the batch's shard.
+        let first = self.seen.fetch_add(contexts.len() as u64, Ordering::SeqCst);
+        let shard = first / self.contexts_per_shard.max(1);
+        if shard % self.world == self.rank {
+            return self.inner.capture(contexts, hooks);
+        }
+        let rows: usize = contexts.iter().map(Vec::len).sum();
+        Ok(vec![vec![0.0; rows * self.inner.d_model()]; hooks.len()])
+    }
+}
+
+/// The model this rank harvests with (the model itself in one process).
+pub fn partition_model(model: Arc<dyn HookModel>, contexts_per_shard: usize) -> Arc<dyn HookModel> {
+    let (rank, world) = crate::dist::rank_and_size();
+    if world <= 1 {
+        return model;
+    }
+    Arc::new(PartitionedModel {
+        inner: model,
+        rank: rank as u64,
+        world: world as u64,
+        contexts_per_shard: contexts_per_shard as u64,
+        seen: AtomicU64::new(0),
+    })
+}
+
+/// Where this rank harvests: `out` in one process, `out.rank-R-of-N` under mpirun.
+pub fn rank_out(out: &Path) -> PathBuf {
+    let (rank, world) = crate::dist::rank_and_size();
+    if world <= 1 {
+        return out.to_path_buf();
+    }
+    rank_dir(out, rank, world)
+}
+
+/// `OUT.rank-R-of-W`: the world size is in the name, so a rerun with another `-np` never reuses a rank
+/// store whose shard ownership differs.
+fn rank_dir(out: &Path, rank: usize, world: usize) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".rank-{rank}-of-{world}"));
+    out.with_file_name(name)
+}
+
+/// After every rank's harvest: rank 0 merges the rank stores into `out` and returns the merged summary;
+/// other ranks return `None` (they print nothing). In one process: `Some(summary)` unchanged.
+pub fn finish(
+    summary: HarvestSummary,
+    out: &Path,
+    hooks: &[HookPoint],
+) -> anyhow::Result<Option<HarvestSummary>> {
+    let (rank, world) = crate::dist::rank_and_size();
+    if world <= 1 {
+        return Ok(Some(summary));
+    }
+    crate::dist::barrier();
+    if rank != 0 {
+        return Ok(None);
+    }
+    let finals = store_dirs(out, hooks);
+    let ranks: Vec<Vec<PathBuf>> = (0..world)
+        .map(|r| store_dirs(&rank_dir(out, r, world), hooks))
+        .collect();
+    let mut n_rows = Vec::new();
+    let mut n_contexts = 0;
+    for (h, dir) in finals.iter().enumerate() {
+        let manifests: Vec<Manifest> = ranks
+            .iter()
+            .map(|dirs| Manifest::read(&dirs[h]))
+            .collect::<Result<_, _>>()
+            .context("reading the rank stores")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut m = manifests[0].clone();
+        let mut counts = ExclusionCounts::default();
+        (m.n_rows, m.n_contexts) = (0, 0);
+        for (i, info) in m.shards.iter_mut().enumerate() {
+            let owner = i % world;
+            *info = manifests[owner].shards.get(i).cloned().with_context(|| {
+                format!("rank {owner} did not write shard {i} of {}", dir.display())
+            })?;
+            let from = ranks[owner][h].join(&info.file);
+            std::fs::rename(&from, dir.join(&info.file))
+                .with_context(|| format!("moving {}", from.display()))?;
+            counts.add(&info.counts);
+            m.n_rows += info.n_rows;
+            m.n_contexts += info.n_contexts;
+        }
+        m.exclusion.counts = counts;
+        m.write(dir)?;
+        // The running sums, rebuilt in shard order exactly as one writer adds them.
+        let store = ActivationStore::open(dir)?;
+        let mut acc = Accumulator::default();
+        for i in 0..store.n_shards() {
+            let shard = store.read_shard(i)?;
+            let norms = row_norms(&shard.activations, m.d);
+            acc.add_rows(&shard.activations, m.d, &norms);
+        }
+        m.accumulator = acc;
+        m.refresh_stats();
+        m.write(dir)?;
+        n_rows.push(m.n_rows);
+        n_contexts = m.n_contexts;
+    }
+    for r in 0..world {
+        let dir = rank_dir(out, r, world);
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(Some(HarvestSummary {
+        stores: finals,
+        n_contexts,
+        n_rows,
+        ..summary
+    }))
+}

@@ -329,13 +329,7 @@ impl<T: Real> GradientsOf<T> {
             ("r_mag", &mut self.r_mag),
             ("b_mag", &mut self.b_mag),
         ];
-        all.into_iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(name, v)| Param {
-                name,
-                value: v.as_mut_slice(),
-            })
-            .collect()
+        present_params(all)
     }
 
     /// The gradient with this SAELens name.
@@ -435,13 +429,7 @@ impl<T: Real> SaeOf<T> {
             ("r_mag", &mut self.r_mag),
             ("b_mag", &mut self.b_mag),
         ];
-        all.into_iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(name, v)| Param {
-                name,
-                value: v.as_mut_slice(),
-            })
-            .collect()
+        present_params(all)
     }
 
     /// Read-only `(name, values)` of the trainable parameters, same order as [`SaeOf::params_mut`].
@@ -488,4 +476,15 @@ impl<T: Real> SaeOf<T> {
             *t = T::from_f64(new);
         }
     }
+}
+
+/// The named buffers an architecture actually has (empty ones are absent), as [`Param`]s in the given order.
+fn present_params<'a, T>(all: [(&'static str, &'a mut Vec<T>); 8]) -> Vec<Param<'a, T>> {
+    all.into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(name, v)| Param {
+            name,
+            value: v.as_mut_slice(),
+        })
+        .collect()
 }

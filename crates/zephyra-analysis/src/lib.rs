@@ -27,6 +27,7 @@ pub mod eval;
 pub mod eval_data;
 pub mod explain;
 pub mod features;
+mod file_io;
 pub mod plot;
 pub mod recon;
 pub mod report;

@@ -17,6 +17,7 @@ use plotters::prelude::*;
 use serde::Deserialize;
 
 use crate::error::{AnalysisError, Result};
+use crate::file_io::{parent_dir, write_atomic};
 use crate::sparsity::DensityHistogram;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
@@ -112,10 +113,7 @@ trait Figure {
 
 fn render_both(base: &Path, size: (u32, u32), fig: &impl Figure) -> Result<Vec<PathBuf>> {
     register_font()?;
-    let dir = base
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent_dir(base);
     std::fs::create_dir_all(dir).map_err(|source| AnalysisError::Io {
         path: dir.to_path_buf(),
         source,
@@ -149,22 +147,6 @@ fn render_both(base: &Path, size: (u32, u32), fig: &impl Figure) -> Result<Vec<P
     }
     write_atomic(&svg, text.as_bytes())?;
     Ok(vec![png, svg])
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let io = |source| AnalysisError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
 }
 
 fn s<E: std::fmt::Display>(e: E) -> String {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AnalysisError, Result};
 use crate::eval::EvalFigures;
+use crate::file_io::{read_json, write_atomic};
 
 /// Which data an evaluation ran on, and how it is kept apart from the training data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,44 +65,37 @@ fn opt(v: Option<f64>) -> String {
 impl EvalReport {
     /// Reads a report written by [`EvalReport::write`].
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| AnalysisError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| AnalysisError::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+        read_json(path)
     }
 
     /// Writes the report as pretty JSON, atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        use std::io::Write;
-        let text = serde_json::to_string_pretty(self).map_err(|source| AnalysisError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let io = |source| AnalysisError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        tmp.write_all(text.as_bytes()).map_err(io)?;
-        tmp.write_all(b"\n").map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
+        let mut text =
+            serde_json::to_string_pretty(self).map_err(|source| AnalysisError::Json {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        text.push('\n');
+        write_atomic(path, text.as_bytes())
     }
 
     /// The figures as an aligned text table.
     pub fn table(&self) -> String {
+        let rows = self.rows();
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (k, v) in rows {
+            let _ = writeln!(out, "{k:<width$}  {v}");
+        }
+        out
+    }
+
+    /// The rows of [`EvalReport::table`]: (figure, formatted value), in table order.
+    pub fn rows(&self) -> Vec<(&'static str, String)> {
         let f = &self.figures;
         let r = &f.reconstruction;
         let s = &f.sparsity;
-        let mut rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&'static str, String)> = vec![
             (
                 "SAE",
                 format!(
@@ -166,11 +160,6 @@ impl EvalReport {
                 ("KL score (mean)", opt(d.kl_score_mean)),
             ]);
         }
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        let mut out = String::new();
-        for (k, v) in rows {
-            let _ = writeln!(out, "{k:<width$}  {v}");
-        }
-        out
+        rows
     }
 }

@@ -1,18 +1,21 @@
 //! A real small SAE trained in the test on real SmolLM2 activations (default corpus: the Rust docs), then
 //! evaluated on later, disjoint contexts: CE loss recovered and FVE must both exceed 0.5.
 
+mod common;
+
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use zephyra_analysis::eval::{evaluate, EvalConfig};
 use zephyra_data::corpus::Corpus;
-use zephyra_data::exclude;
 use zephyra_data::pack::{ContextStream, PackOptions, TextEncoder};
 use zephyra_data::ExclusionRule;
 use zephyra_lm::model::Logits;
-use zephyra_lm::{HookPoint, Hooks, Llama, Tokenizer};
+use zephyra_lm::{HookPoint, Llama, Tokenizer};
 use zephyra_sae::train::{MemorySource, TrainConfig, Trainer};
 use zephyra_sae::{Architecture, SaeConfig};
+
+use common::{forward_flat, kept_rows};
 
 const HOOK: HookPoint = HookPoint::ResidPre(6);
 const CTX: usize = 128;
@@ -50,25 +53,8 @@ fn small_topk_sae_on_smollm2_recovers_most_of_the_loss() {
     let d = model.config().d_model;
     let mut rows = Vec::new();
     for batch in train.chunks(8) {
-        let mut hooks = Hooks::capturing([HOOK]);
-        let out = model.forward(batch, &mut hooks, Logits::None).unwrap();
-        let x = out
-            .activations
-            .get(HOOK)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let tokens: Vec<u32> = batch.concat();
-        let keep = exclude::apply(
-            &ExclusionRule::default(),
-            &tokens,
-            CTX,
-            &exclude::row_norms(&x, d),
-            &is_special,
-        )
-        .keep;
+        let (x, _) = forward_flat(&model, batch, HOOK, Logits::None);
+        let keep = kept_rows(&x, d, &batch.concat(), CTX, &is_special);
         for (r, &k) in keep.iter().enumerate() {
             if k {
                 rows.extend_from_slice(&x[r * d..(r + 1) * d]);

@@ -1,16 +1,19 @@
 //! The eval driver on a tiny random Llama: identity and zero splices, and every reconstruction/sparsity/CE
 //! figure against a plain recomputation from dumped activations, codes and logits.
 
+mod common;
+
 use rand::{Rng, SeedableRng};
 use zephyra_analysis::eval::{
     evaluate, Dictionary, EvalConfig, EvalFigures, IdentityDictionary, ZeroDictionary,
 };
 use zephyra_analysis::AnalysisError;
-use zephyra_data::exclude;
 use zephyra_data::ExclusionRule;
 use zephyra_lm::model::Logits;
-use zephyra_lm::{HookPoint, Hooks, Llama};
+use zephyra_lm::{HookPoint, Llama};
 use zephyra_sae::{Architecture, Sae, SaeConfig};
+
+use common::{forward_flat, kept_rows};
 
 const HOOK: HookPoint = HookPoint::ResidPre(1);
 const SPECIAL: u32 = 0;
@@ -42,10 +45,22 @@ fn config(tokens: u64) -> EvalConfig {
     }
 }
 
-fn run(model: &Llama, dict: &dyn Dictionary, ctxs: &[Vec<u32>]) -> EvalFigures {
+/// Evaluates `dict` spliced into `model` over `ctxs`.
+fn evaluate_contexts(
+    model: &Llama,
+    dict: &dyn Dictionary,
+    is_special: &dyn Fn(u32) -> bool,
+    ctxs: &[Vec<u32>],
+    cfg: &EvalConfig,
+) -> zephyra_analysis::Result<EvalFigures> {
     let mut it = ctxs.iter().cloned().map(Ok);
+    evaluate(model, dict, is_special, &mut it, cfg, &mut |_| {})
+}
+
+/// Evaluates every token of `ctxs`, with [`SPECIAL`] as the only special token.
+fn run(model: &Llama, dict: &dyn Dictionary, ctxs: &[Vec<u32>]) -> EvalFigures {
     let cfg = config(ctxs.iter().map(|c| c.len() as u64).sum());
-    evaluate(model, dict, &|id| id == SPECIAL, &mut it, &cfg, &mut |_| {}).unwrap()
+    evaluate_contexts(model, dict, &|id| id == SPECIAL, ctxs, &cfg).unwrap()
 }
 
 fn tiny() -> (zephyra_lm::testing::TinyLlama, Llama) {
@@ -109,29 +124,10 @@ fn figures_match_a_plain_recomputation() {
     let (mut x_all, mut xh_all, mut active, mut ce_sum, mut n_pos) =
         (vec![], vec![], 0usize, 0f64, 0usize);
     for batch in ctxs.chunks(3) {
-        let mut hooks = Hooks::capturing([HOOK]);
-        let out = model.forward(batch, &mut hooks, Logits::All).unwrap();
-        let x = out
-            .activations
-            .get(HOOK)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let logits = out
-            .logits
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let (x, logits) = forward_flat(&model, batch, HOOK, Logits::All);
+        let logits = logits.unwrap();
         let tokens: Vec<u32> = batch.concat();
-        let norms = exclude::row_norms(&x, d_model);
-        let keep = exclude::apply(&ExclusionRule::default(), &tokens, 16, &norms, &|id| {
-            id == SPECIAL
-        })
-        .keep;
+        let keep = kept_rows(&x, d_model, &tokens, 16, &|id| id == SPECIAL);
         let vocab = logits.len() / tokens.len();
         for (r, &k) in keep.iter().enumerate() {
             if !k {
@@ -196,8 +192,7 @@ fn bad_inputs_are_clear_errors() {
         &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
     )
     .unwrap();
-    let mut it = ctxs.iter().cloned().map(Ok);
-    let err = evaluate(&model, &sae, &|_| false, &mut it, &cfg, &mut |_| {}).unwrap_err();
+    let err = evaluate_contexts(&model, &sae, &|_| false, &ctxs, &cfg).unwrap_err();
     assert!(
         matches!(
             err,
@@ -211,28 +206,11 @@ fn bad_inputs_are_clear_errors() {
     );
     assert!(err.to_string().contains("blocks.1.hook_resid_pre"), "{err}");
     // Zero usable tokens: one-token contexts are all position 0.
+    let identity = IdentityDictionary(d_model);
     let one: Vec<Vec<u32>> = vec![vec![5], vec![6]];
-    let mut it = one.into_iter().map(Ok);
-    let err = evaluate(
-        &model,
-        &IdentityDictionary(d_model),
-        &|_| false,
-        &mut it,
-        &cfg,
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = evaluate_contexts(&model, &identity, &|_| false, &one, &cfg).unwrap_err();
     assert!(matches!(err, AnalysisError::NoTokens { seen: 2 }), "{err}");
     // An empty corpus.
-    let mut it = std::iter::empty();
-    let err = evaluate(
-        &model,
-        &IdentityDictionary(d_model),
-        &|_| false,
-        &mut it,
-        &cfg,
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = evaluate_contexts(&model, &identity, &|_| false, &[], &cfg).unwrap_err();
     assert!(matches!(err, AnalysisError::NoTokens { seen: 0 }), "{err}");
 }

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use zephyra_data::harvest::{harvest, model_info};
+use zephyra_data::harvest::model_info;
 use zephyra_data::store::manifest::Manifest;
 use zephyra_data::{ActivationStore, DataError, ExclusionRule};
 use zephyra_lm::{HookPoint, Hooks, Llama};
@@ -41,12 +41,14 @@ fn real_model_store_matches_forward_and_counts() {
         info.sha256,
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     );
-    let summary = harvest(
-        pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg),
+    let summary = harvest_corpus(
+        model.clone(),
+        &tok,
+        data.path(),
+        cfg,
         info,
         tok.vocab_size(),
         out.path(),
-        &mut |_| {},
     )
     .unwrap();
     assert_eq!(summary.n_contexts, 24);
@@ -149,12 +151,14 @@ fn real_model_store_matches_forward_and_counts() {
     let out2 = tempfile::tempdir().unwrap();
     let mut cfg = config(vec![hook], ctx, 8 * 32, 8, 4);
     cfg.rule = ExclusionRule::keep_all();
-    harvest(
-        pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg),
+    harvest_corpus(
+        model.clone(),
+        &tok,
+        data.path(),
+        cfg,
         model_info(&path, model.as_ref()).unwrap(),
         tok.vocab_size(),
         out2.path(),
-        &mut |_| {},
     )
     .unwrap();
     let all = ActivationStore::open(out2.path()).unwrap();
@@ -211,17 +215,14 @@ fn interrupted_harvest_resumes_to_the_same_store() {
     let cfg = config(hooks.clone(), 16, 40 * 16, 6, 2);
     let info = model_info(&t.path, model.as_ref()).unwrap();
     let whole = tempfile::tempdir().unwrap();
-    harvest(
-        pipeline(
-            model.clone(),
-            tok.clone(),
-            corpus_of(data.path()),
-            cfg.clone(),
-        ),
+    harvest_corpus(
+        model.clone(),
+        &tok,
+        data.path(),
+        cfg.clone(),
         info.clone(),
         1,
         whole.path(),
-        &mut |_| {},
     )
     .unwrap();
 
@@ -230,12 +231,14 @@ fn interrupted_harvest_resumes_to_the_same_store() {
         inner: model.clone(),
         ok_batches: 7.into(),
     });
-    let err = harvest(
-        pipeline(failing, tok.clone(), corpus_of(data.path()), cfg.clone()),
+    let err = harvest_corpus(
+        failing,
+        &tok,
+        data.path(),
+        cfg.clone(),
         info.clone(),
         1,
         part.path(),
-        &mut |_| {},
     )
     .unwrap_err();
     assert!(err.to_string().contains("simulated crash"), "{err}");
@@ -254,28 +257,27 @@ fn interrupted_harvest_resumes_to_the_same_store() {
     let before = files(&sub);
     let mut other = cfg.clone();
     other.seed = 8;
-    let e = harvest(
-        pipeline(model.clone(), tok.clone(), corpus_of(data.path()), other),
+    let e = harvest_corpus(
+        model.clone(),
+        &tok,
+        data.path(),
+        other,
         info.clone(),
         1,
         part.path(),
-        &mut |_| {},
     )
     .unwrap_err();
     assert!(matches!(e, DataError::ResumeMismatch { .. }), "{e}");
     assert_eq!(files(&sub), before);
     // Resume for real.
-    let s = harvest(
-        pipeline(
-            model.clone(),
-            tok.clone(),
-            corpus_of(data.path()),
-            cfg.clone(),
-        ),
+    let s = harvest_corpus(
+        model.clone(),
+        &tok,
+        data.path(),
+        cfg.clone(),
         info.clone(),
         1,
         part.path(),
-        &mut |_| {},
     )
     .unwrap();
     assert_eq!(s.resumed_shards, 2);
@@ -301,14 +303,8 @@ fn interrupted_harvest_resumes_to_the_same_store() {
         }
     }
     // Harvesting into a complete store is refused.
-    let e = harvest(
-        pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg),
-        info,
-        1,
-        part.path(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let e =
+        harvest_corpus(model.clone(), &tok, data.path(), cfg, info, 1, part.path()).unwrap_err();
     assert!(matches!(e, DataError::StoreComplete { .. }), "{e}");
 }
 
@@ -318,19 +314,16 @@ fn bad_inputs_are_clear_errors() {
     let info = model_info(&t.path, model.as_ref()).unwrap();
     let data = tempfile::tempdir().unwrap();
     write_corpus(data.path());
+    // Harvests the corpus in `corpus` with the tiny model.
+    let run = |corpus: &std::path::Path, cfg, out: &std::path::Path| {
+        harvest_corpus(model.clone(), &tok, corpus, cfg, info.clone(), 1, out)
+    };
     // --ctx beyond the model's context length.
     let out = tempfile::tempdir().unwrap();
-    let e = harvest(
-        pipeline(
-            model.clone(),
-            tok.clone(),
-            corpus_of(data.path()),
-            config(vec![HookPoint::ResidPre(1)], 257, 1000, 4, 2),
-        ),
-        info.clone(),
-        1,
+    let e = run(
+        data.path(),
+        config(vec![HookPoint::ResidPre(1)], 257, 1000, 4, 2),
         out.path(),
-        &mut |_| {},
     )
     .unwrap_err();
     assert!(
@@ -349,34 +342,20 @@ fn bad_inputs_are_clear_errors() {
     std::fs::write(empty.path().join("a.txt"), "").unwrap();
     std::fs::write(empty.path().join("b.html"), "<script>only()</script>").unwrap();
     let out = tempfile::tempdir().unwrap();
-    let e = harvest(
-        pipeline(
-            model.clone(),
-            tok.clone(),
-            corpus_of(empty.path()),
-            config(vec![HookPoint::ResidPre(1)], 16, 1000, 4, 2),
-        ),
-        info.clone(),
-        1,
+    let e = run(
+        empty.path(),
+        config(vec![HookPoint::ResidPre(1)], 16, 1000, 4, 2),
         &out.path().join("s"),
-        &mut |_| {},
     )
     .unwrap_err();
     assert!(matches!(e, DataError::EmptyCorpus { .. }), "{e}");
     // An --out directory holding other files is not clobbered.
     let busy = tempfile::tempdir().unwrap();
     std::fs::write(busy.path().join("precious.txt"), "keep me").unwrap();
-    let e = harvest(
-        pipeline(
-            model.clone(),
-            tok.clone(),
-            corpus_of(data.path()),
-            config(vec![HookPoint::ResidPre(1)], 16, 64, 4, 2),
-        ),
-        info.clone(),
-        1,
+    let e = run(
+        data.path(),
+        config(vec![HookPoint::ResidPre(1)], 16, 64, 4, 2),
         busy.path(),
-        &mut |_| {},
     )
     .unwrap_err();
     assert!(e.to_string().contains("precious.txt"), "{e}");
@@ -386,34 +365,20 @@ fn bad_inputs_are_clear_errors() {
     );
     // A hook beyond the model's blocks.
     let out = tempfile::tempdir().unwrap();
-    let e = harvest(
-        pipeline(
-            model.clone(),
-            tok.clone(),
-            corpus_of(data.path()),
-            config(vec![HookPoint::ResidPre(5)], 16, 64, 4, 2),
-        ),
-        info.clone(),
-        1,
+    let e = run(
+        data.path(),
+        config(vec![HookPoint::ResidPre(5)], 16, 64, 4, 2),
         out.path(),
-        &mut |_| {},
     )
     .unwrap_err();
     assert!(e.to_string().contains("2 blocks"), "{e}");
 
     // Manifests that disagree with their shards.
     let good = tempfile::tempdir().unwrap();
-    harvest(
-        pipeline(
-            model.clone(),
-            tok.clone(),
-            corpus_of(data.path()),
-            config(vec![HookPoint::ResidPre(1)], 16, 12 * 16, 4, 2),
-        ),
-        info,
-        1,
+    run(
+        data.path(),
+        config(vec![HookPoint::ResidPre(1)], 16, 12 * 16, 4, 2),
         good.path(),
-        &mut |_| {},
     )
     .unwrap();
     let copy = |name: &str| {

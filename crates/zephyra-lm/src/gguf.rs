@@ -334,37 +334,36 @@ pub fn load(path: &Path) -> Result<GgufModel> {
     })
 }
 
-/// Undoes llama.cpp's Q/K permutation: within each head, GGUF row `2*j + i` is HF row
-/// `i * d_head/2 + j` (`i` ∈ {0, 1}, `j` < `d_head/2`). `w` is `[n_heads * d_head, n_in]`.
-pub fn unpermute_rows(w: &[f32], n_heads: usize, d_head: usize, n_in: usize) -> Vec<f32> {
-    let mut out = vec![0.0; w.len()];
+/// The rows of llama.cpp's Q/K permutation as `(gguf, hf)` pairs: within each head, GGUF row `2*j + i` is HF
+/// row `i * d_head/2 + j` (`i` ∈ {0, 1}, `j` < `d_head/2`).
+fn gguf_hf_row_pairs(n_heads: usize, d_head: usize) -> impl Iterator<Item = (usize, usize)> {
     let half = d_head / 2;
-    for h in 0..n_heads {
-        for j in 0..half {
-            for i in 0..2 {
-                let src = (h * d_head + 2 * j + i) * n_in;
-                let dst = (h * d_head + i * half + j) * n_in;
-                out[dst..dst + n_in].copy_from_slice(&w[src..src + n_in]);
-            }
-        }
+    (0..n_heads).flat_map(move |h| {
+        (0..half).flat_map(move |j| {
+            (0..2).map(move |i| (h * d_head + 2 * j + i, h * d_head + i * half + j))
+        })
+    })
+}
+
+/// A copy of `w` (rows of `n_in`) with row `src` moved to row `dst` for each `(dst, src)`.
+fn move_rows(w: &[f32], n_in: usize, moves: impl Iterator<Item = (usize, usize)>) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    for (dst, src) in moves {
+        out[dst * n_in..(dst + 1) * n_in].copy_from_slice(&w[src * n_in..(src + 1) * n_in]);
     }
     out
 }
 
+/// Undoes llama.cpp's Q/K permutation: within each head, GGUF row `2*j + i` is HF row
+/// `i * d_head/2 + j` (`i` ∈ {0, 1}, `j` < `d_head/2`). `w` is `[n_heads * d_head, n_in]`.
+pub fn unpermute_rows(w: &[f32], n_heads: usize, d_head: usize, n_in: usize) -> Vec<f32> {
+    let moves = gguf_hf_row_pairs(n_heads, d_head).map(|(gguf, hf)| (hf, gguf));
+    move_rows(w, n_in, moves)
+}
+
 /// The inverse of [`unpermute_rows`]: HF row order → llama.cpp row order (used to write GGUF files).
 pub fn permute_rows(w: &[f32], n_heads: usize, d_head: usize, n_in: usize) -> Vec<f32> {
-    let mut out = vec![0.0; w.len()];
-    let half = d_head / 2;
-    for h in 0..n_heads {
-        for j in 0..half {
-            for i in 0..2 {
-                let gguf = (h * d_head + 2 * j + i) * n_in;
-                let hf = (h * d_head + i * half + j) * n_in;
-                out[gguf..gguf + n_in].copy_from_slice(&w[hf..hf + n_in]);
-            }
-        }
-    }
-    out
+    move_rows(w, n_in, gguf_hf_row_pairs(n_heads, d_head))
 }
 
 #[cfg(test)]

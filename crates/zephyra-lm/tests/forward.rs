@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{mean_ce, prompts, rel_err, smollm2, Oracle};
+use common::{flat, mean_ce, prompts, rel_err, smollm2, Oracle};
 use zephyra_lm::{HookPoint, Hooks, Logits};
 
 const TOL: f64 = 1e-4;
@@ -32,8 +32,7 @@ fn check_prompt(p: usize, b: usize, out: &zephyra_lm::ForwardOutput, oracle: &Or
         assert_eq!(shape, [n, cfg.d_model], "{name}");
         let got = out.activations.get(hook).expect("captured");
         let got = got.get(b).unwrap().narrow(0, 0, n).unwrap();
-        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let err = rel_err(&got, &want);
+        let err = rel_err(&flat(&got), &want);
         assert!(err <= TOL, "{name}: relative error {err:.2e} > {TOL:.0e}");
         if err > worst.0 {
             worst = (err, name);
@@ -47,7 +46,7 @@ fn check_prompt(p: usize, b: usize, out: &zephyra_lm::ForwardOutput, oracle: &Or
     let vocab = cfg.vocab_size;
     let logits = out.logits.as_ref().expect("logits");
     let logits = logits.get(b).unwrap().narrow(0, 0, n).unwrap();
-    let logits = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let logits = flat(&logits);
     let (_, want_last) = oracle.f32(&format!("prompt{p}.logits_last"));
     let err = rel_err(&logits[(n - 1) * vocab..], &want_last);
     assert!(
@@ -130,10 +129,7 @@ fn ragged_batch_pads_without_changing_real_positions() {
         .narrow(0, 0, 50)
         .unwrap();
     let b = alone.activations.get(hook).unwrap().get(0).unwrap();
-    let err = rel_err(
-        &a.flatten_all().unwrap().to_vec1().unwrap(),
-        &b.flatten_all().unwrap().to_vec1().unwrap(),
-    );
+    let err = rel_err(&flat(&a), &flat(&b));
     assert!(err < 1e-5, "padded vs alone: {err:.2e}");
     // Logits::Last picks each sequence's own last position.
     let last = out
@@ -164,8 +160,8 @@ fn early_stop_gives_the_same_values() {
     assert!(early.logits.is_none());
     let mut full = Hooks::capturing([hook, HookPoint::ResidPost(29)]);
     let full = model.forward(&seqs, &mut full, Logits::All).unwrap();
-    let a = early.activations.get(hook).unwrap().flatten_all().unwrap();
-    let b = full.activations.get(hook).unwrap().flatten_all().unwrap();
-    assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+    let a = flat(early.activations.get(hook).unwrap());
+    let b = flat(full.activations.get(hook).unwrap());
+    assert_eq!(a, b);
     assert_eq!(early.activations.len(), 1);
 }

@@ -3,13 +3,9 @@
 
 mod common;
 
-use common::{mean_ce, prompts, smollm2};
+use common::{flat, mean_ce, prompts, smollm2};
 use zephyra_lm::testing::tiny_llama;
 use zephyra_lm::{HookPoint, Hooks, Llama, LmError, Logits, Tensor};
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
 
 fn logits_of(model: &Llama, ids: &[u32], hooks: &mut Hooks) -> Vec<f32> {
     let out = model.forward(&[ids], hooks, Logits::All).unwrap();

@@ -30,6 +30,28 @@ async function api(path, body) {
   return j;
 }
 
+// POSTs `body` and calls `onLine` with each JSON line of the streamed (NDJSON) answer as it arrives.
+async function streamLines(path, body, onLine) {
+  const r = await fetch(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  if (!r.ok) {
+    const j = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+    throw new Error(j.error || `HTTP ${r.status}`);
+  }
+  const reader = r.body.getReader(), decoder = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    buf += decoder.decode(value || new Uint8Array(), { stream: !done });
+    let nl;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, nl); buf = buf.slice(nl + 1);
+      if (line.trim()) onLine(JSON.parse(line));
+    }
+    if (done) break;
+  }
+  if (buf.trim()) onLine(JSON.parse(buf));
+}
+
 function tokenSpan(tok, act, max, extra) {
   const s = el("span", { class: "tok" + (extra ? " " + extra : ""), text: visible(tok), title: `activation ${fmt(act)}` });
   s.style.background = shade(act, max);
@@ -178,12 +200,27 @@ async function steer() {
     el("div", { class: "controls" }, "prompt", prompt, "feature", feat, "strength", strength, mode, "tokens", maxTok, "seed", seed, go),
     el("div", { class: "grid2" }, el("div", { class: "card" }, el("h2", { text: "Steered" }), steered),
       el("div", { class: "card" }, el("h2", { text: "Unsteered" }), unsteered)));
+  // Both sides stream in at once: each `{"side", "token"}` line is appended to its column as it arrives.
   async function run() {
     go.disabled = true; status("generating…");
+    const cols = { steered, unsteered }, streamed = { steered: "", unsteered: "" }, pieces = { steered: 0, unsteered: 0 };
+    for (const c of Object.values(cols)) { c.textContent = prompt.value; c.removeAttribute("data-match"); }
+    let final = null, failure = null;
     try {
-      const j = await api("/api/steer", { prompt: prompt.value, feature: Number(feat.value), strength: Number(strength.value),
-        mode: mode.value, max_tokens: Number(maxTok.value), seed: Number(seed.value) });
-      steered.textContent = prompt.value + j.steered; unsteered.textContent = prompt.value + j.unsteered;
+      await streamLines("/api/steer/stream", { prompt: prompt.value, feature: Number(feat.value), strength: Number(strength.value),
+        mode: mode.value, max_tokens: Number(maxTok.value), seed: Number(seed.value) }, (ev) => {
+        if (ev.side && cols[ev.side]) {
+          cols[ev.side].append(ev.token); streamed[ev.side] += ev.token;
+          cols[ev.side].dataset.pieces = String(++pieces[ev.side]);
+        } else if (ev.done) final = ev;
+        else if (ev.error) failure = ev.error;
+      });
+      if (failure) throw new Error(failure);
+      if (!final) throw new Error("the stream ended before generation finished");
+      for (const side of ["steered", "unsteered"]) {
+        cols[side].dataset.match = streamed[side] === final[side] ? "1" : "0";
+        cols[side].textContent = prompt.value + final[side];
+      }
       status("done");
     } catch (e) { status(e.message, true); }
     go.disabled = false;
@@ -192,9 +229,74 @@ async function steer() {
   if (p.get("run")) await run();
 }
 
+// ---------------------------------------------------------------- run
+const num = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : fmt(v, 4)) : String(v));
+function kvTable(id, obj) {
+  const rows = Object.entries(obj || {}).filter(([, v]) => v !== null && v !== undefined && typeof v !== "object");
+  return el("table", { id, class: "kv" }, el("tbody", {}, ...rows.map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { text: num(v) })))));
+}
+
+function curveChart(points, key, title, transform) {
+  const w = 360, h = 150, pad = 4, ns = "http://www.w3.org/2000/svg";
+  const pts = points.map((p) => [p.tokens, transform ? transform(p[key]) : p[key]]).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "curve"); svg.setAttribute("width", w); svg.setAttribute("height", h + 20); svg.dataset.key = key;
+  const label = document.createElementNS(ns, "text"); label.setAttribute("x", 4); label.setAttribute("y", 14); label.setAttribute("font-size", "12");
+  label.textContent = title; svg.append(label);
+  if (pts.length) {
+    const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    const sx = (x) => pad + ((x - x0) / (x1 - x0 || 1)) * (w - 2 * pad), sy = (y) => 20 + pad + (1 - (y - y0) / (y1 - y0 || 1)) * (h - 2 * pad);
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("points", pts.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(" "));
+    svg.append(line);
+    const last = document.createElementNS(ns, "text"); last.setAttribute("x", w - 4); last.setAttribute("y", 14); last.setAttribute("font-size", "12");
+    last.setAttribute("text-anchor", "end"); last.textContent = `last ${fmt(ys[ys.length - 1])}`; svg.append(last);
+  }
+  return svg;
+}
+
+async function run() {
+  let r;
+  try { r = await api("/api/run"); } catch (e) { status(e.message, true); return; }
+  $("#title").textContent = `Run ${r.dir}`;
+  const cmd = (id, text) => el("pre", { class: "cmd" }, el("code", { id, text }));
+  if (r.problems.length) main().append(el("div", { id: "problems", class: "card error" }, ...r.problems.map((p) => el("p", { text: p }))));
+  main().append(el("h2", { text: "Configuration" }), r.cfg ? kvTable("cfg", r.cfg) : el("p", { class: "muted", text: "No cfg.json." }));
+  main().append(el("h2", { text: "Training" }));
+  if (r.summary) main().append(kvTable("summary", r.summary));
+  const hasTrainingPlot = r.plots.some((p) => p.name.startsWith("training."));
+  if (r.training) {
+    const last = r.training.last || {};
+    main().append(el("p", { id: "training-last", text: `${r.training.n_records} metric records; last: ${num(last.tokens)} tokens, loss ${fmt(last.loss)}, L0 ${fmt(last.l0, 2)}, FVE ${fmt(last.fve, 4)}` }));
+    if (!hasTrainingPlot) main().append(el("div", { id: "curves", class: "curves" },
+      curveChart(r.training.curve, "loss", "log10(loss)", Math.log10), curveChart(r.training.curve, "l0", "L0"), curveChart(r.training.curve, "fve", "FVE")));
+  } else if (!r.summary) main().append(el("p", { class: "muted", text: "No training record (metrics.jsonl, summary.json) in this directory." }));
+  main().append(el("h2", { text: "Evaluation" }));
+  if (r.eval) {
+    main().append(el("table", { id: "eval-table", class: "kv" }, el("tbody", {}, ...r.eval.rows.map((row) => el("tr", {}, el("th", { text: row.name }), el("td", { text: row.value }))))));
+  } else {
+    main().append(el("div", { id: "no-eval", class: "card" }, el("p", { text: "This run has no evaluation yet (no eval.json). Make one with:" }), cmd("eval-command", r.eval_command),
+      el("p", { class: "muted", text: "then reload this page." })));
+  }
+  main().append(el("h2", { text: "Plots" }));
+  if (r.plots.length) {
+    main().append(el("div", { id: "plots" }, ...r.plots.map((p) => {
+      const img = el("img", { src: p.url, alt: p.name, class: "plot" });
+      img.addEventListener("load", () => img.setAttribute("data-loaded", "1"));
+      return el("figure", {}, img, el("figcaption", { class: "muted", text: p.name }));
+    })));
+  } else {
+    main().append(el("div", { id: "no-plots", class: "card" }, el("p", { text: "No plot files yet. Draw them (training curves, density histogram) with:" }), cmd("plot-command", r.plot_command)));
+  }
+  // Let the images finish (or fail) before the page counts as rendered.
+  await Promise.all([...document.querySelectorAll("img.plot")].map((img) => (img.complete ? null : new Promise((ok) => { img.onload = img.onerror = ok; }))));
+  status("");
+}
+
 async function start() {
   api("/api/info").then((i) => { $("#info").textContent = `${i.hook} · ${i.d_sae} latents · ${i.n_tokens_kept} tokens`; }).catch(() => {});
-  const pages = { browser, feature, explain, steer };
+  const pages = { browser, feature, explain, steer, run };
   const page = pages[document.body.dataset.page];
   if (page) await page(); else status("Nothing here. Go back to the feature list.", true);
   document.body.dataset.ready = "1";

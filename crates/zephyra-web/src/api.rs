@@ -245,11 +245,11 @@ pub struct SteerBody {
     pub temperature: Option<f32>,
 }
 
-/// `POST /api/steer`.
-pub async fn steer(
-    State(state): State<AppState>,
+/// Checks a steering body (the same rules for `/api/steer` and `/api/steer/stream`).
+pub(crate) fn steer_request(
+    state: &AppState,
     body: Result<Json<SteerBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SteerRequest, ApiError> {
     let Json(b) = body?;
     let d_sae = state.store().index().d_sae;
     if b.feature as usize >= d_sae {
@@ -264,7 +264,7 @@ pub async fn steer(
             "max_tokens {max_tokens} must be in 1..={MAX_STEER_TOKENS}"
         )));
     }
-    let req = SteerRequest {
+    Ok(SteerRequest {
         prompt: b.prompt,
         feature: b.feature,
         strength: b.strength,
@@ -272,7 +272,15 @@ pub async fn steer(
         max_tokens,
         seed: b.seed,
         temperature: b.temperature.unwrap_or(0.7),
-    };
+    })
+}
+
+/// `POST /api/steer`.
+pub async fn steer(
+    State(state): State<AppState>,
+    body: Result<Json<SteerBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req = steer_request(&state, body)?;
     let echo = req.clone();
     let out: SteerOutput = state
         .with_engine(move |engine, _| Ok(engine.steer(&req)?))

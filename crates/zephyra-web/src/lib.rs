@@ -2,12 +2,16 @@
 //!
 //! [`router`] builds an axum [`Router`](axum::Router) over an [`AppState`]; the caller binds it (the CLI
 //! binds `127.0.0.1` by default, see [`DEFAULT_ADDR`]). Every page, script and style sheet is compiled into
-//! the binary: nothing is read from disk but the features store, and no URL maps to a file path.
+//! the binary: nothing is read from disk but the features store and, with [`AppState::with_run_dir`], the run
+//! directory's `cfg.json`, `summary.json`, `metrics.jsonl`, `eval.json` and the plot files named in
+//! [`run::PLOT_FILES`] (a fixed list: no URL maps to any other path).
 //!
 //! # Crate map
 //! | module | responsibility | main types |
 //! |---|---|---|
 //! | [`api`] | the JSON routes: feature list and records, explain, steer | [`api::ListQuery`], [`api::ExplainBody`], [`api::SteerBody`] |
+//! | [`stream`] | streamed steering: both sides token by token as NDJSON | [`stream::STREAM_CONTENT_TYPE`] |
+//! | [`run`] | the run page: config, training summary, eval table, plot files | [`run::PLOT_FILES`] |
 //! | [`pages`] | the HTML pages and embedded assets | — |
 //! | [`error`] | errors as HTTP responses (4xx with a message, 5xx logged and generic) | [`ApiError`] |
 //!
@@ -17,11 +21,15 @@
 //! | `GET /` | feature browser (HTML) |
 //! | `GET /feature/{id}` | feature page (HTML); 404 for an unknown id |
 //! | `GET /explain`, `GET /steer` | explain-a-text and steering playground (HTML) |
+//! | `GET /run` | the run page (HTML): config, training, eval table and plots |
+//! | `GET /run/plots/{name}` | a plot file of the run (`name` in [`run::PLOT_FILES`], else 404) |
+//! | `GET /api/run` | the run as JSON (404 when the server has no run directory) |
 //! | `GET /api/info` | provenance and counters of the features store |
 //! | `GET /api/features?sort=&order=&q=&offset=&limit=` | a page of feature summaries |
 //! | `GET /api/feature/{id}` | one feature's record |
 //! | `POST /api/explain` `{"text", "top_k"?}` | tokens with their top features |
 //! | `POST /api/steer` `{"prompt", "feature", "strength", "mode", "max_tokens", "seed", "temperature"?}` | steered and unsteered text |
+//! | `POST /api/steer/stream` (same body) | NDJSON: `{"side", "token"}` lines, then `{"done": true, …}` or `{"error"}` |
 //!
 //! ```
 //! assert_eq!(zephyra_web::DEFAULT_ADDR, "127.0.0.1:7878");
@@ -32,8 +40,11 @@
 pub mod api;
 pub mod error;
 pub mod pages;
+pub mod run;
+pub mod stream;
 
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -53,6 +64,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    run_dir: Option<Arc<PathBuf>>,
 }
 
 struct Inner {
@@ -73,7 +85,37 @@ impl AppState {
                 rule: ExclusionRule::default(),
                 model_lock: Mutex::new(()),
             }),
+            run_dir: None,
         }
+    }
+
+    /// Also serves the run page of `dir` (the SAE's directory: `cfg.json`, `metrics.jsonl`, `eval.json`,
+    /// `plots/`). The files are read on each request, so an eval made while the server runs shows up.
+    pub fn with_run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.run_dir = Some(Arc::new(dir.into()));
+        self
+    }
+
+    /// The run directory, if any.
+    pub fn run_dir(&self) -> Option<&Path> {
+        self.run_dir.as_deref().map(PathBuf::as_path)
+    }
+
+    /// The engine, or 503 when the server runs without a model.
+    pub(crate) fn engine(&self) -> Result<&Engine, ApiError> {
+        self.inner.engine.as_ref().ok_or_else(|| {
+            ApiError::Unavailable(
+                "no model is loaded: start the server with --model to explain and steer".into(),
+            )
+        })
+    }
+
+    /// Holds the model for one forward pass or generation.
+    pub(crate) fn lock_model(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .model_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The features store.
@@ -86,18 +128,10 @@ impl AppState {
         &self,
         f: impl FnOnce(&Engine, &ExclusionRule) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        if self.inner.engine.is_none() {
-            return Err(ApiError::Unavailable(
-                "no model is loaded: start the server with --model to explain and steer".into(),
-            ));
-        }
+        self.engine()?;
         let state = self.clone();
         tokio::task::spawn_blocking(move || {
-            let _guard = state
-                .inner
-                .model_lock
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _guard = state.lock_model();
             match &state.inner.engine {
                 Some(engine) => f(engine, &state.inner.rule),
                 None => Err(ApiError::Internal("the engine disappeared".into())),
@@ -115,6 +149,8 @@ pub fn router(state: AppState) -> Router {
         .route("/feature/{id}", get(pages::feature))
         .route("/explain", get(pages::explain))
         .route("/steer", get(pages::steer))
+        .route("/run", get(pages::run))
+        .route("/run/plots/{name}", get(run::plot_file))
         .route("/assets/app.css", get(pages::css))
         .route("/assets/app.js", get(pages::js))
         .route("/api/info", get(api::info))
@@ -122,6 +158,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/feature/{id}", get(api::feature))
         .route("/api/explain", post(api::explain))
         .route("/api/steer", post(api::steer))
+        .route("/api/steer/stream", post(stream::steer_stream))
+        .route("/api/run", get(run::run_json))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

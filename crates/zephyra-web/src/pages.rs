@@ -41,6 +41,11 @@ pub async fn steer() -> Html<String> {
     page("steer", "Steering")
 }
 
+/// `GET /run`: the run page (config, training, eval table, plots).
+pub async fn run() -> Html<String> {
+    page("run", "Run")
+}
+
 /// `GET /assets/app.css`.
 pub async fn css() -> impl IntoResponse {
     (

@@ -1,98 +1,13 @@
 //! Every route of the app, driven through `router(state)` with `oneshot` (no socket), on the tiny model with
-//! a planted feature: status, content type, JSON shape and values, and every malformed request.
+//! a planted feature: status, content type, JSON shape and values, and every malformed request; the run page
+//! over a run directory with and without an eval; streamed steering against the plain answer.
 
-use std::sync::Arc;
+mod common;
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
+use common::{app, call, call_bytes, fixture, get, json_of, post, stream_lines};
 use serde_json::{json, Value};
-use tower::ServiceExt;
-use zephyra_analysis::features::planted::{planted, Planted};
-use zephyra_analysis::features::{
-    compute_features, FeatureJob, FeatureOptions, FeatureStore, Provenance,
-};
-use zephyra_analysis::steer::Engine;
-use zephyra_data::Corpus;
-use zephyra_web::{router, AppState, MAX_BODY_BYTES};
-
-struct Fixture {
-    p: Planted,
-    _dir: tempfile::TempDir,
-    store: FeatureStore,
-}
-
-fn fixture() -> Fixture {
-    let p = planted(3);
-    let dir = tempfile::tempdir().unwrap();
-    let corpus =
-        Corpus::from_specs(&[p.corpus_path.display().to_string()], Default::default()).unwrap();
-    let job = FeatureJob {
-        llama: &p.llama,
-        tokenizer: p.tokenizer.clone(),
-        sae: &p.sae,
-        hook: p.hook,
-        corpus: &corpus,
-        options: FeatureOptions {
-            ctx: 16,
-            n_top: 5,
-            checkpoint_every: 0,
-            ..Default::default()
-        },
-        out_dir: dir.path(),
-        provenance: Provenance::default(),
-    };
-    compute_features(&job, &mut |_| {}).unwrap();
-    let store = FeatureStore::open(dir.path()).unwrap();
-    Fixture {
-        p,
-        _dir: dir,
-        store,
-    }
-}
-
-fn app(f: &Fixture, with_model: bool) -> axum::Router {
-    let engine = with_model.then(|| {
-        Engine::new(
-            f.p.llama.clone(),
-            f.p.tokenizer.clone(),
-            Arc::clone(&f.p.sae),
-            f.p.hook,
-        )
-        .unwrap()
-    });
-    router(AppState::new(f.store.clone(), engine))
-}
-
-async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, String, String) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let ctype = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, ctype, String::from_utf8(body.to_vec()).unwrap())
-}
-
-fn get(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).unwrap()
-}
-
-fn post(uri: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body.into())
-        .unwrap()
-}
-
-async fn json_of(app: &axum::Router, req: Request<Body>, want: StatusCode) -> Value {
-    let (status, ctype, body) = call(app, req).await;
-    assert_eq!(status, want, "{body}");
-    assert!(ctype.starts_with("application/json"), "{ctype}");
-    serde_json::from_str(&body).unwrap()
-}
+use zephyra_web::{router, MAX_BODY_BYTES};
 
 #[tokio::test]
 async fn pages_and_assets_are_embedded() {
@@ -103,6 +18,7 @@ async fn pages_and_assets_are_embedded() {
         ("/feature/0", "feature"),
         ("/explain", "explain"),
         ("/steer", "steer"),
+        ("/run", "run"),
     ] {
         let (status, ctype, body) = call(&app, get(uri)).await;
         assert_eq!(status, StatusCode::OK, "{uri}");
@@ -120,7 +36,9 @@ async fn pages_and_assets_are_embedded() {
         (status, ctype.starts_with("text/javascript")),
         (StatusCode::OK, true)
     );
-    assert!(js.contains("/api/steer") && !js.contains("innerHTML"));
+    assert!(
+        js.contains("/api/steer/stream") && js.contains("getReader") && !js.contains("innerHTML")
+    );
     let (status, ctype, _) = call(&app, get("/assets/app.css")).await;
     assert_eq!(
         (status, ctype.starts_with("text/css")),
@@ -321,48 +239,16 @@ async fn malformed_requests_are_4xx_with_a_message() {
             json!({"text": "x".repeat(MAX_BODY_BYTES + 10)}).to_string(),
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
-        ("/api/steer", "[]".into(), StatusCode::BAD_REQUEST),
-        (
-            "/api/steer",
-            json!({"prompt": "a", "feature": 4, "strength": 1.0}).to_string(),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/api/steer",
-            json!({"prompt": "a", "feature": -1, "strength": 1.0}).to_string(),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/api/steer",
-            json!({"prompt": "a", "feature": 0, "strength": 1.0, "mode": "multiply"}).to_string(),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/api/steer",
-            json!({"prompt": "a", "feature": 0, "strength": 1.0, "max_tokens": 0}).to_string(),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/api/steer",
-            json!({"prompt": "a", "feature": 0, "strength": 1.0, "max_tokens": 100000}).to_string(),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/api/steer",
-            json!({"prompt": "", "feature": 0, "strength": 1.0}).to_string(),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/api/steer",
-            json!({"prompt": "x ".repeat(400), "feature": 0, "strength": 1.0}).to_string(),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/api/steer",
-            json!({"prompt": "a", "feature": 0, "strength": "big"}).to_string(),
-            StatusCode::BAD_REQUEST,
-        ),
     ];
+    let steer_cases = bad_steer_bodies();
+    let steer_routes = ["/api/steer", "/api/steer/stream"];
+    let cases = cases
+        .into_iter()
+        .chain(steer_routes.iter().flat_map(|&uri| {
+            steer_cases
+                .iter()
+                .map(move |(body, want)| (uri, body.clone(), *want))
+        }));
     for (uri, body, want) in cases {
         let short = body.chars().take(60).collect::<String>();
         let j = json_of(&app, post(uri, body), want).await;
@@ -380,7 +266,275 @@ async fn malformed_requests_are_4xx_with_a_message() {
     )
     .await;
     assert!(j["error"].as_str().unwrap().contains("model"));
+    let j = json_of(
+        &no_model,
+        post(
+            "/api/steer/stream",
+            json!({"prompt": "a", "feature": 0, "strength": 1.0}).to_string(),
+        ),
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert!(j["error"].as_str().unwrap().contains("model"));
     // Wrong method.
-    let (status, _, _) = call(&app, get("/api/steer")).await;
-    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    for uri in steer_routes {
+        let (status, _, _) = call(&app, get(uri)).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{uri}");
+    }
+}
+
+/// Steering bodies both steering routes refuse before generating, with the status they answer.
+fn bad_steer_bodies() -> Vec<(String, StatusCode)> {
+    vec![
+        ("[]".into(), StatusCode::BAD_REQUEST),
+        (
+            json!({"prompt": "a", "feature": 4, "strength": 1.0}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"prompt": "a", "feature": -1, "strength": 1.0}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"prompt": "a", "feature": 0, "strength": 1.0, "mode": "multiply"}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"prompt": "a", "feature": 0, "strength": 1.0, "max_tokens": 0}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"prompt": "a", "feature": 0, "strength": 1.0, "max_tokens": 100000}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"prompt": "", "feature": 0, "strength": 1.0}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"prompt": "x ".repeat(400), "feature": 0, "strength": 1.0}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"prompt": "a", "feature": 0, "strength": "big"}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"prompt": "a", "feature": 0, "strength": 1.0, "temperature": -1.0}).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"prompt": "x".repeat(MAX_BODY_BYTES + 10), "feature": 0, "strength": 1.0})
+                .to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ]
+}
+
+/// Text of one side, joined from the streamed pieces.
+fn joined(lines: &[Value], side: &str) -> (String, usize) {
+    let pieces: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["side"] == side)
+        .map(|l| l["token"].as_str().unwrap())
+        .collect();
+    (pieces.concat(), pieces.len())
+}
+
+#[tokio::test]
+async fn streamed_steering_equals_the_plain_answer() {
+    let f = fixture();
+    let app = app(&f, true);
+    for (strength, mode, temperature) in
+        [(500.0, "add", 0.8), (0.0, "add", 0.8), (40.0, "clamp", 0.0)]
+    {
+        let body = json!({"prompt": "the cat", "feature": 0, "strength": strength, "mode": mode,
+            "max_tokens": 12, "seed": 7, "temperature": temperature})
+        .to_string();
+        let plain = json_of(&app, post("/api/steer", body.clone()), StatusCode::OK).await;
+        let (ctype, lines) = stream_lines(&app, post("/api/steer/stream", body)).await;
+        assert_eq!(ctype, "application/x-ndjson");
+        let last = lines.last().unwrap();
+        assert_eq!(last["done"], true, "{last}");
+        for key in [
+            "steered",
+            "unsteered",
+            "steered_ids",
+            "unsteered_ids",
+            "request",
+        ] {
+            assert_eq!(last[key], plain[key], "{key}");
+        }
+        // Only the last line is not a token event.
+        assert!(lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l["side"].is_string() && l["token"].is_string()));
+        let (steered, n_steered) = joined(&lines, "steered");
+        let (unsteered, n_unsteered) = joined(&lines, "unsteered");
+        assert_eq!(
+            steered,
+            plain["steered"].as_str().unwrap(),
+            "{mode} {strength}"
+        );
+        assert_eq!(unsteered, plain["unsteered"].as_str().unwrap());
+        assert!(
+            n_steered > 1 && n_unsteered > 1,
+            "streamed token by token: {n_steered} / {n_unsteered} pieces"
+        );
+        if strength == 0.0 {
+            assert_eq!(steered, unsteered, "strength 0 is the unsteered generation");
+        } else {
+            assert_ne!(last["steered_ids"], last["unsteered_ids"]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn run_page_shows_config_training_eval_and_plots() {
+    let f = fixture();
+    let run = common::evaluated_run(&f);
+    let app = router(f.state(false).with_run_dir(run.path()));
+    let (status, ctype, html) = call(&app, get("/run")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ctype.starts_with("text/html") && html.contains("data-page=\"run\""));
+    assert!(
+        html.contains("href=\"/run\""),
+        "the header links the run page"
+    );
+
+    let j = json_of(&app, get("/api/run"), StatusCode::OK).await;
+    assert_eq!(j["problems"], json!([]), "{j}");
+    let cfg = &j["cfg"];
+    assert_eq!(
+        (
+            cfg["architecture"].as_str(),
+            cfg["d_in"].as_u64(),
+            cfg["d_sae"].as_u64()
+        ),
+        (
+            Some(f.p.sae.cfg.architecture.name()),
+            Some(f.p.sae.cfg.d_in as u64),
+            Some(4)
+        )
+    );
+    assert_eq!(cfg["hook"], "blocks.0.hook_resid_pre");
+    let t = &j["training"];
+    assert_eq!(t["n_records"], 3);
+    assert_eq!(t["last"]["fve"], 0.75);
+    assert_eq!(t["curve"].as_array().unwrap().len(), 3);
+    let rows = j["eval"]["rows"].as_array().unwrap();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["value"].clone())
+    };
+    // Values of the eval fixture, formatted as `zephyra eval` prints them.
+    assert_eq!(row("FVE (centred)"), Some(json!("0.8191")));
+    assert_eq!(row("L0 (active latents/token)"), Some(json!("32.00")));
+    assert_eq!(row("CE loss recovered (zero)"), Some(json!("0.9410")));
+    assert_eq!(j["eval"]["report"]["d_sae"], 2304);
+    let names: Vec<&str> = j["plots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["training.svg", "density.svg"], "SVG preferred");
+
+    for (name, ctype_want) in [
+        ("density.svg", "image/svg+xml"),
+        ("training.svg", "image/svg+xml"),
+        ("density.png", "image/png"),
+    ] {
+        let (status, ctype, bytes) = call_bytes(&app, get(&format!("/run/plots/{name}"))).await;
+        assert_eq!(
+            (status, ctype.as_str()),
+            (StatusCode::OK, ctype_want),
+            "{name}"
+        );
+        let on_disk = std::fs::read(run.path().join("plots").join(name)).unwrap();
+        assert_eq!(bytes, on_disk, "{name} is served as written");
+    }
+    let (_, _, svg) = call(&app, get("/run/plots/density.svg")).await;
+    assert!(svg.contains("<svg") && svg.contains("Feature density"));
+
+    // Outside the allow-list, or outside the run directory: 404, never the file.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.svg"), "<svg>secret</svg>").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.svg"),
+        run.path().join("plots/l0_vs_fve.svg"),
+    )
+    .unwrap();
+    for bad in [
+        "/run/plots/cfg.json",
+        "/run/plots/../cfg.json",
+        "/run/plots/..%2Fcfg.json",
+        "/run/plots/%2e%2e%2fcfg.json",
+        "/run/plots/%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/run/plots/training.svg/../../cfg.json",
+        "/run/plots/..%5Ccfg.json",
+        "/run/plots/density.svg%00.png",
+        "/run/plots/l0_vs_fve.png",
+        "/run/plots/l0_vs_fve.svg",
+        "/run/plots/",
+        "/run/eval.json",
+        "/run/cfg.json",
+    ] {
+        let (status, _, body) = call_bytes(&app, get(bad)).await;
+        assert!(
+            status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST,
+            "{bad}: {status}"
+        );
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            !body.contains("d_sae") && !body.contains("secret") && !body.contains("root:"),
+            "{bad} leaked a file: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_page_without_an_eval_says_how_to_make_one() {
+    let f = fixture();
+    let run = common::trained_run(&f);
+    let app = router(f.state(false).with_run_dir(run.path()));
+    let (status, _, _) = call(&app, get("/run")).await;
+    assert_eq!(status, StatusCode::OK);
+    let j = json_of(&app, get("/api/run"), StatusCode::OK).await;
+    assert_eq!(j["eval"], Value::Null);
+    assert_eq!(j["plots"], json!([]));
+    assert_eq!(
+        j["training"]["n_records"], 3,
+        "training is shown without an eval"
+    );
+    let dir = run.path().display().to_string();
+    assert_eq!(j["eval_command"], format!("zephyra eval --sae {dir}"));
+    assert_eq!(j["plot_command"], format!("zephyra plot --run {dir}"));
+    assert_eq!(j["problems"], json!([]));
+
+    // A broken eval.json or metrics file is reported on the page, not a 500.
+    std::fs::write(run.path().join("eval.json"), "{ not json").unwrap();
+    std::fs::write(run.path().join("metrics.jsonl"), "garbage\n").unwrap();
+    let j = json_of(&app, get("/api/run"), StatusCode::OK).await;
+    assert_eq!((&j["eval"], &j["training"]), (&Value::Null, &Value::Null));
+    let problems = j["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[1].as_str().unwrap().contains("zephyra eval"));
+
+    // An empty directory: no cfg.json is a problem too, still 200.
+    let empty = tempfile::tempdir().unwrap();
+    let app2 = router(f.state(false).with_run_dir(empty.path()));
+    let j = json_of(&app2, get("/api/run"), StatusCode::OK).await;
+    assert!(j["problems"][0].as_str().unwrap().contains("cfg.json"));
+
+    // No run directory at all: the JSON says how to give one; the page still renders.
+    let bare = common::app(&f, false);
+    let j = json_of(&bare, get("/api/run"), StatusCode::NOT_FOUND).await;
+    assert!(j["error"].as_str().unwrap().contains("--sae"));
+    let (status, _, _) = call(&bare, get("/run")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(&bare, get("/run/plots/density.svg")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -133,28 +133,27 @@ impl Accumulators {
                 let (a, pos) = ctx_max[j as usize];
                 ctx_max[j as usize] = (0.0, 0);
                 let acc = &mut self.latents[j as usize];
-                if acc.top.len() < opts.n_top {
-                    acc.top.push(window(
-                        batch,
-                        c,
-                        pos as usize,
-                        j as usize,
-                        d_sae,
-                        context_index,
-                        opts,
-                    ));
-                } else if let Some((k, weakest)) = weakest(&acc.top) {
-                    if a > weakest {
-                        acc.top[k] = window(
-                            batch,
-                            c,
-                            pos as usize,
-                            j as usize,
-                            d_sae,
-                            context_index,
-                            opts,
-                        );
+                // Append while there is room, else replace the weakest example when this one beats it.
+                let slot = if acc.top.len() < opts.n_top {
+                    None
+                } else {
+                    match weakest(&acc.top) {
+                        Some((k, weakest)) if a > weakest => Some(k),
+                        _ => continue,
                     }
+                };
+                let example = window(
+                    batch,
+                    c,
+                    pos as usize,
+                    j as usize,
+                    d_sae,
+                    context_index,
+                    opts,
+                );
+                match slot {
+                    Some(k) => acc.top[k] = example,
+                    None => acc.top.push(example),
                 }
             }
             touched.clear();
@@ -325,6 +324,41 @@ mod tests {
         );
         assert_eq!(acc.latents[1].top_cofire(4)[0].fraction, 1.0);
         assert_eq!(acc.latents[2].n_fires, 0);
+    }
+
+    #[test]
+    fn top_examples_keep_the_strongest_contexts() {
+        // One latent, n_top 2, contexts of 2 tokens firing at position 1 with 3, 1, 4, 2 in turn: the
+        // weaker later contexts must not displace the stronger earlier ones.
+        let acts = [3.0f32, 1.0, 4.0, 2.0];
+        let mut codes = vec![0.0f32; 2 * acts.len()];
+        for (c, &a) in acts.iter().enumerate() {
+            codes[2 * c + 1] = a;
+        }
+        let tokens: Vec<u32> = (0..2 * acts.len() as u32).collect();
+        let keep = vec![true; tokens.len()];
+        let opts = FeatureOptions {
+            n_top: 2,
+            ..Default::default()
+        };
+        let mut acc = Accumulators::new(1);
+        let batch = Batch {
+            tokens: &tokens,
+            keep: &keep,
+            codes: &codes,
+            ctx: 2,
+        };
+        acc.add(
+            &batch,
+            &opts,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(0),
+        );
+        let top: Vec<(f32, u64)> = acc.latents[0]
+            .sorted_top()
+            .iter()
+            .map(|e| (e.act, e.context))
+            .collect();
+        assert_eq!(top, vec![(4.0, 2), (3.0, 0)]);
     }
 
     #[test]

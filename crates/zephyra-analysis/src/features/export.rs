@@ -10,9 +10,10 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::store::{write_atomic, FeatureStore};
+use super::store::FeatureStore;
 use super::{hist_bin_lower, FeatureRecord};
 use crate::error::{AnalysisError, Result};
+use crate::file_io::write_atomic;
 
 /// Latents per batch file.
 pub const FEATURES_PER_BATCH: usize = 128;

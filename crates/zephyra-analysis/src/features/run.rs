@@ -116,15 +116,7 @@ pub fn compute_features(
     let mut acc = Accumulators::new(d_sae);
     let mut resumed = false;
     if opts.resume && ckpt_path.exists() {
-        let bytes = std::fs::read(&ckpt_path).map_err(|source| AnalysisError::Io {
-            path: ckpt_path.clone(),
-            source,
-        })?;
-        let ck: Checkpoint =
-            serde_json::from_slice(&bytes).map_err(|source| AnalysisError::Json {
-                path: ckpt_path.clone(),
-                source,
-            })?;
+        let ck: Checkpoint = crate::file_io::read_json(&ckpt_path)?;
         if ck.fingerprint != fingerprint || ck.acc.latents.len() != d_sae {
             return Err(AnalysisError::InvalidArgument(format!(
                 "{} was written by a pass with other settings (SAE, model, hook, corpus or options); \
@@ -325,7 +317,7 @@ fn save_checkpoint(path: &Path, fingerprint: &serde_json::Value, acc: &Accumulat
             path: path.to_path_buf(),
             source,
         })?;
-    store::write_atomic(path, &bytes)?;
+    crate::file_io::write_atomic(path, &bytes)?;
     tracing::debug!(n_contexts = acc.n_contexts, "feature checkpoint written");
     Ok(())
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{FeatureOptions, FeatureRecord, HIST_BINS, HIST_LOG10_MAX, HIST_LOG10_MIN};
 use crate::error::{AnalysisError, Result};
+use crate::file_io::{read_json, write_atomic};
 
 /// Version of the layout written by this crate.
 pub const FORMAT_VERSION: u32 = 1;
@@ -153,25 +154,6 @@ pub fn write(
     Ok(index)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io(dir))?;
-    tmp.write_all(bytes).map_err(io(path))?;
-    tmp.as_file().sync_all().map_err(io(path))?;
-    tmp.persist(path).map_err(|e| AnalysisError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
-}
-
 fn summarise(rec: &FeatureRecord, offset: u64, len: u64) -> FeatureSummary {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for ex in &rec.top {
@@ -215,15 +197,7 @@ impl FeatureStore {
     /// Opens `dir` (reads `index.json` only).
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(INDEX_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| AnalysisError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let index: FeatureIndex =
-            serde_json::from_slice(&bytes).map_err(|source| AnalysisError::Json {
-                path: path.clone(),
-                source,
-            })?;
+        let index: FeatureIndex = read_json(&path)?;
         if index.version != FORMAT_VERSION {
             return Err(AnalysisError::InvalidArgument(format!(
                 "{}: layout version {} is not {FORMAT_VERSION}; recompute with `zephyra features`",
@@ -266,17 +240,10 @@ impl FeatureStore {
 
     /// The record of latent `id` (`None` when there is no such latent).
     pub fn record(&self, id: u32) -> Result<Option<FeatureRecord>> {
-        let Some(s) = self.index.features.get(id as usize) else {
+        let Some(buf) = self.record_bytes(id)? else {
             return Ok(None);
         };
         let path = self.dir.join(RECORDS_FILE);
-        let mut f = File::open(&path).map_err(io(&path))?;
-        f.seek(SeekFrom::Start(s.offset)).map_err(io(&path))?;
-        let len = usize::try_from(s.len).map_err(|_| {
-            AnalysisError::InvalidArgument(format!("record length {} too large", s.len))
-        })?;
-        let mut buf = vec![0u8; len];
-        f.read_exact(&mut buf).map_err(io(&path))?;
         let rec: FeatureRecord =
             serde_json::from_slice(&buf).map_err(|source| AnalysisError::Json {
                 path: path.clone(),

@@ -1,9 +1,11 @@
 //! `zephyra demo`: the whole path on defaults, sized for about 20 minutes on 2 cores: fetch the model,
-//! harvest the default corpus (the Rust documentation), train a TopK SAE, evaluate it, compute feature
-//! statistics, print a summary and serve the app.
+//! harvest the default corpus (the Rust documentation), train a TopK SAE, evaluate it, plot its training
+//! curves and feature density, compute feature statistics, print a summary and serve the app (whose run
+//! page shows the eval table and the plots: `eval.json` and `plots/` are written into the SAE's directory,
+//! the run directory `serve` reads).
 //!
-//! Each step runs the same code as its subcommand (`fetch-model`, `harvest`, `train`, `eval`, `features`,
-//! `serve`), in this process, with the arguments printed so every step can be rerun by hand. A finished
+//! Each step runs the same code as its subcommand (`fetch-model`, `harvest`, `train`, `eval`, `plot`,
+//! `features`, `serve`), in this process, with the arguments printed so every step can be rerun by hand. A finished
 //! step is skipped when the demo is run again on the same directory.
 
 use std::net::{IpAddr, SocketAddr};
@@ -78,7 +80,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let acts = out.join("acts");
     let sae = out.join("sae");
     let features = sae.join("features");
-    let total = 6;
+    let total = 7;
     step(
         1,
         total,
@@ -143,8 +145,19 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         false,
         global,
     )?;
-    step(
+    // The plots only decorate the run page: a failure is reported, not fatal.
+    if let Err(e) = step(
         5,
+        total,
+        "plot the training curves and the feature density",
+        &[s("plot"), s("--run"), s(sae.display())],
+        false,
+        global,
+    ) {
+        eprintln!("        {e:#}; the run page will show the command to retry");
+    }
+    step(
+        6,
         total,
         "compute feature statistics",
         &[
@@ -165,7 +178,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if args.no_serve {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("[6/{total}] serve the app (Ctrl-C to stop)");
+    eprintln!("[7/{total}] serve the app (Ctrl-C to stop)");
     let hook: zephyra_lm::HookPoint = args
         .hook
         .parse()
@@ -174,8 +187,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let store =
         FeatureStore::open(&features).with_context(|| format!("opening {}", features.display()))?;
     let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), args.port);
-    super::serve::serve(AppState::new(store, Some(engine)), addr, |url| {
-        println!("\nThe app: {url}")
+    let state = AppState::new(store, Some(engine)).with_run_dir(&sae);
+    super::serve::serve(state, addr, |url| {
+        println!("\nThe app: {url} (the run page with the eval and plots: {url}/run)")
     })?;
     Ok(ExitCode::SUCCESS)
 }

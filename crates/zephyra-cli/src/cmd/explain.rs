@@ -1,26 +1,18 @@
 //! `zephyra explain`: which features fire on each token of a text.
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use zephyra_data::ExclusionRule;
-use zephyra_lm::HookPoint;
 
+use super::steer::StackArgs;
 use super::Global;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// SAE directory.
-    #[arg(long, value_name = "DIR")]
-    pub sae: PathBuf,
-    /// Model: `smollm2` or a GGUF path.
-    #[arg(long, default_value = "smollm2")]
-    pub model: String,
-    /// Hook point [default: the SAE's metadata.hook_name].
-    #[arg(long)]
-    pub hook: Option<HookPoint>,
+    #[command(flatten)]
+    pub stack: StackArgs,
     /// The text (`-` or absent: read standard input).
     #[arg(long)]
     pub text: Option<String>,
@@ -43,7 +35,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
             s
         }
     };
-    let engine = super::steer::engine(&args.sae, &args.model, args.hook)?;
+    let engine = args.stack.engine()?;
     let tokens = engine
         .explain(&text, args.top_k, &ExclusionRule::default())
         .context("explaining the text")?;

@@ -1,4 +1,4 @@
-//! `zephyra serve`: the feature browser, explainer and steering playground on 127.0.0.1.
+//! `zephyra serve`: the feature browser, explainer, steering playground and run page on 127.0.0.1.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -7,22 +7,16 @@ use std::process::ExitCode;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use zephyra_analysis::features::FeatureStore;
-use zephyra_lm::HookPoint;
 use zephyra_web::{router, AppState};
 
+use super::steer::StackArgs;
 use super::Global;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// SAE directory.
-    #[arg(long, value_name = "DIR")]
-    pub sae: PathBuf,
-    /// Model: `smollm2` or a GGUF path.
-    #[arg(long, default_value = "smollm2")]
-    pub model: String,
-    /// Hook point [default: the SAE's metadata.hook_name].
-    #[arg(long)]
-    pub hook: Option<HookPoint>,
+    // The SAE's directory is also the run shown on /run (eval.json, metrics.jsonl, plots/).
+    #[command(flatten)]
+    pub stack: StackArgs,
     /// Features directory written by `zephyra features` [default: SAE/features].
     #[arg(long, value_name = "DIR")]
     pub features: Option<PathBuf>,
@@ -38,24 +32,25 @@ pub struct Args {
 }
 
 pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
+    let sae = &args.stack.sae;
     let dir = args
         .features
         .clone()
-        .unwrap_or_else(|| args.sae.join("features"));
+        .unwrap_or_else(|| sae.join("features"));
     let store = FeatureStore::open(&dir).with_context(|| {
         format!(
             "opening the features in {} (run `zephyra features --sae {}` first)",
             dir.display(),
-            args.sae.display()
+            sae.display()
         )
     })?;
     let engine = if args.no_model {
         None
     } else {
-        Some(super::steer::engine(&args.sae, &args.model, args.hook)?)
+        Some(args.stack.engine()?)
     };
     serve(
-        AppState::new(store, engine),
+        AppState::new(store, engine).with_run_dir(sae),
         SocketAddr::new(args.host, args.port),
         |url| println!("{url}"),
     )?;

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use zephyra_data::corpus::CorpusOptions;
-use zephyra_data::harvest::{HarvestConfig, HookModel, Pipeline};
+use zephyra_data::harvest::{harvest, HarvestConfig, HarvestSummary, HookModel, Pipeline};
+use zephyra_data::store::manifest::ModelInfo;
 use zephyra_data::store::StoreDtype;
 use zephyra_data::{Corpus, ExclusionRule};
 use zephyra_lm::{HookPoint, Llama, Tokenizer};
@@ -75,6 +76,25 @@ pub fn pipeline(
         corpus,
         config,
     }
+}
+
+/// Harvests the corpus in `corpus_dir` through `model` into `out`, without progress reports.
+pub fn harvest_corpus(
+    model: Arc<dyn HookModel>,
+    tok: &Arc<Tokenizer>,
+    corpus_dir: &Path,
+    config: HarvestConfig,
+    info: ModelInfo,
+    vocab_size: usize,
+    out: &Path,
+) -> zephyra_data::Result<HarvestSummary> {
+    harvest(
+        pipeline(model, tok.clone(), corpus_of(corpus_dir), config),
+        info,
+        vocab_size,
+        out,
+        &mut |_| {},
+    )
 }
 
 /// A model that fails after `ok_batches` forward batches (to simulate an interrupted harvest).

@@ -4,6 +4,7 @@
 //! `[batch, n_kv_heads, capacity, d_head]`, so one head's keys are a contiguous `[t, d_head]`
 //! matrix. A plain forward pass uses a cache sized to the batch; generation keeps one across steps.
 
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::kernels::{matmul_strided, softmax_row};
@@ -143,14 +144,38 @@ impl KvCache {
                     let q = &qkv[(b * seq + s0) * qkv_width + h * d_head..];
                     scores.resize(rows * t, 0.0);
                     // scores[s, j] = q[s] · k[j]
-                    matmul_strided(scores, q, qkv_width, 1, k, 1, d_head, rows, t, d_head);
+                    matmul_strided(
+                        scores,
+                        q,
+                        qkv_width,
+                        1,
+                        k,
+                        1,
+                        d_head,
+                        rows,
+                        t,
+                        d_head,
+                        Parallelism::None,
+                    );
                     for (i, row) in scores.chunks_exact_mut(t).enumerate() {
                         let visible = pos0 + s0 + i + 1;
                         softmax_row(&mut row[..visible], scale);
                         row[visible..].fill(0.0);
                     }
                     let dst = &mut head_out[s0 * d_head..(s0 + rows) * d_head];
-                    matmul_strided(dst, scores, t, 1, v, d_head, 1, rows, d_head, t);
+                    matmul_strided(
+                        dst,
+                        scores,
+                        t,
+                        1,
+                        v,
+                        d_head,
+                        1,
+                        rows,
+                        d_head,
+                        t,
+                        Parallelism::None,
+                    );
                 }
             });
         // Scatter [batch, head, seq, d_head] → [batch, seq, head · d_head].

@@ -21,44 +21,12 @@ pub(crate) fn matmul_nt(
     k: usize,
     threads: Parallelism,
 ) {
-    assert!(dst.len() >= m * n, "dst too small");
-    assert!(
-        m == 0 || lhs.len() >= (m - 1) * lhs_stride + k,
-        "lhs too small"
-    );
-    assert!(w.len() >= n * k, "weight too small");
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the asserts above bound every index gemm touches: dst is m×n row-major (row stride
-    // n, column stride 1); lhs is m×k with row stride `lhs_stride` ≥ k; the right-hand side is wᵀ
-    // (k×n), i.e. element (i, j) at w[j * k + i]. `read_dst` is false so dst need not be initialised.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            1,
-            lhs_stride as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            threads,
-        );
-    }
+    // The right-hand side is wᵀ (k×n): element (i, j) at w[j * k + i].
+    matmul_strided(dst, lhs, lhs_stride, 1, w, 1, k, m, n, k, threads);
 }
 
-/// Generic strided product `dst = a · b` for the attention kernels (single thread).
+/// Generic strided product `dst = a · b` on `threads` (the attention kernels run it single-threaded inside
+/// their own rayon tasks); panics when an operand is too small for the shapes.
 ///
 /// Shapes: `a` is `m×k` with strides (`a_rs`, `a_cs`), `b` is `k×n` with strides (`b_rs`, `b_cs`),
 /// `dst` is `m×n` contiguous row-major.
@@ -74,6 +42,7 @@ pub(crate) fn matmul_strided(
     m: usize,
     n: usize,
     k: usize,
+    threads: Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -88,7 +57,8 @@ pub(crate) fn matmul_strided(
         dst[..m * n].fill(0.0);
         return;
     }
-    // SAFETY: the assert bounds the largest index read from `a` and `b` and written to `dst`.
+    // SAFETY: the assert bounds the largest index read from `a` and `b` and written to `dst` (row-major,
+    // row stride n, column stride 1). `read_dst` is false so dst need not be initialised.
     unsafe {
         gemm::gemm(
             m,
@@ -109,7 +79,7 @@ pub(crate) fn matmul_strided(
             false,
             false,
             false,
-            Parallelism::None,
+            threads,
         );
     }
 }
@@ -317,6 +287,19 @@ mod tests {
         let mut out = vec![f32::NAN; m * n];
         matmul_nt(&mut out, &lhs, k, &w, m, n, k, Parallelism::Rayon(0));
         assert_eq!(out, naive_nt(&lhs, &w, m, n, k));
+    }
+
+    #[test]
+    fn matmul_reads_strided_rows() {
+        let (m, n, k, stride) = (5, 7, 6, 9);
+        let lhs: Vec<f32> = (0..m * stride)
+            .map(|i| ((i * 7) % 11) as f32 - 5.0)
+            .collect();
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+        let packed: Vec<f32> = lhs.chunks(stride).flat_map(|r| r[..k].to_vec()).collect();
+        let mut out = vec![f32::NAN; m * n];
+        matmul_nt(&mut out, &lhs, stride, &w, m, n, k, Parallelism::None);
+        assert_eq!(out, naive_nt(&packed, &w, m, n, k));
     }
 
     #[test]

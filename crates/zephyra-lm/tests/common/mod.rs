@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use zephyra_lm::Llama;
+use zephyra_lm::{Llama, Tensor};
 
 /// The SmolLM2 model, fetched on first use and loaded once per test binary.
 pub fn smollm2() -> &'static Llama {
@@ -85,29 +85,40 @@ impl Oracle {
 
     /// A float32 tensor.
     pub fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let view = self.view();
-        let t = view.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-        let data = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        (t.shape().to_vec(), data)
+        self.read(name, safetensors::Dtype::F32, |b: [u8; 4]| {
+            f32::from_le_bytes(b)
+        })
     }
 
     /// An int64 tensor.
     pub fn i64(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
+        self.read(name, safetensors::Dtype::I64, |b: [u8; 8]| {
+            i64::from_le_bytes(b)
+        })
+    }
+
+    /// Tensor `name`, which must be stored as `dtype`, decoded from little-endian `N`-byte elements.
+    fn read<T, const N: usize>(
+        &self,
+        name: &str,
+        dtype: safetensors::Dtype,
+        decode: impl Fn([u8; N]) -> T,
+    ) -> (Vec<usize>, Vec<T>) {
         let view = self.view();
         let t = view.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(t.dtype(), safetensors::Dtype::I64, "{name}");
+        assert_eq!(t.dtype(), dtype, "{name}");
         let data = t
             .data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .chunks_exact(N)
+            .map(|b| decode(b.try_into().expect("N bytes")))
             .collect();
         (t.shape().to_vec(), data)
     }
+}
+
+/// The values of `t` in row-major order.
+pub fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
 
 /// ‖a − b‖ / ‖b‖ in f64.

@@ -22,6 +22,10 @@ fn main() {
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    // DENSE_ABOVE=1 forces the sparse path, =0 the dense one (to find the cut-over).
+    let dense_above: Option<f64> = std::env::var("DENSE_ABOVE")
+        .ok()
+        .and_then(|v| v.parse().ok());
     if filter.as_deref().is_none_or(|f| "gemm".contains(f)) {
         // The bound: the one dense encoder GEMM every step needs.
         let w: Vec<f32> = (0..d_in * d_sae)
@@ -54,8 +58,11 @@ fn main() {
             0.0,
             0.0,
         ),
-        ("relu (dense, at init)", Architecture::Relu, 5.0, 0.0),
-        ("relu (sparse, b_enc<0)", Architecture::Relu, 5.0, -0.9),
+        ("relu (at init)", Architecture::Relu, 5.0, 0.0),
+        ("relu (b_enc -0.03)", Architecture::Relu, 5.0, -0.3),
+        ("relu (b_enc -0.06)", Architecture::Relu, 5.0, -0.6),
+        ("relu (b_enc -0.09)", Architecture::Relu, 5.0, -0.9),
+        ("relu (b_enc -0.15)", Architecture::Relu, 5.0, -1.5),
         ("jumprelu (b_enc<0)", Architecture::JumpRelu, 1.0, -0.9),
     ] {
         if filter.as_deref().is_some_and(|f| !label.contains(f)) {
@@ -77,9 +84,11 @@ fn main() {
         }
         let mut ws = Workspace::default();
         let mut grads = Gradients::zeros_like(&sae);
+        let defaults = StepConfig::default();
         let step = StepConfig {
             sparsity_coeff: lambda,
-            ..StepConfig::default()
+            dense_above: dense_above.unwrap_or(defaults.dense_above),
+            ..defaults
         };
         let stats = sae
             .forward_backward(&x, n, &step, &mut ws, &mut grads)

@@ -182,6 +182,7 @@ pub struct StepConfig<'a> {
     /// JumpReLU straight-through bandwidth ε (default 0.001).
     pub bandwidth: f64,
     /// Codes denser than this fraction of `n × d_sae` use the dense GEMM paths (relu, relu-unit, jumprelu).
+    /// Default: [`crate::kernels::sparse::dense_cutover`].
     pub dense_above: f64,
 }
 
@@ -194,7 +195,7 @@ impl Default for StepConfig<'_> {
             k_aux: None,
             aux_coeff: 1.0 / 32.0,
             bandwidth: 0.001,
-            dense_above: 0.05,
+            dense_above: crate::kernels::sparse::dense_cutover(),
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use rand::{Rng, SeedableRng};
 use zephyra_sae::kernels::select::top_k;
-use zephyra_sae::kernels::Codes;
+use zephyra_sae::kernels::{Codes, Real};
 use zephyra_sae::{Architecture, GradientsOf, SaeConfig, SaeOf, StepConfig, WorkspaceOf};
 
 fn random(n: usize, seed: u64, sparsity: f64) -> Vec<f64> {
@@ -21,89 +21,131 @@ fn random(n: usize, seed: u64, sparsity: f64) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn sparse_kernels_match_dense_references() {
-    for &(n, d_in, d_sae) in &[(1, 1, 1), (3, 7, 5), (65, 13, 33), (130, 37, 70)] {
-        let z = random(n * d_sae, 1, 0.7);
-        let w_dec = random(d_sae * d_in, 2, 0.0);
-        let xc = random(n * d_in, 3, 0.0);
-        let d = random(n * d_in, 4, 0.0);
-        let b = random(d_in, 5, 0.0);
-        let add = random(d_sae, 6, 0.0);
+/// Every sparse kernel against a naive f64 loop over the dense matrices. The sizes cover the row-wise
+/// loops (tiny `d_in`), the column-sliced `f32` kernels (`d_in` ≥ 32: whole slices and a ragged tail) and
+/// both write modes (fresh and accumulating).
+fn check_sparse_kernels<T: Real>(tol: f64) {
+    let sizes = [
+        (1, 1, 1),
+        (3, 7, 5),
+        (65, 13, 33),
+        (130, 37, 70),
+        (97, 64, 41),
+        (70, 70, 90),
+    ];
+    for &(n, d_in, d_sae) in &sizes {
+        let cast = |v: Vec<f64>| -> Vec<T> { v.into_iter().map(T::from_f64).collect() };
+        let z = cast(random(n * d_sae, 1, 0.7));
+        let w_dec = cast(random(d_sae * d_in, 2, 0.0));
+        let xc = cast(random(n * d_in, 3, 0.0));
+        let d = cast(random(n * d_in, 4, 0.0));
+        let b = cast(random(d_in, 5, 0.0));
+        let add = cast(random(d_sae, 6, 0.0));
+        let wide = |v: &[T]| -> Vec<f64> { v.iter().map(|x| x.to_f64()).collect() };
+        let (w_dec64, xc64, d64, b64, add64) =
+            (wide(&w_dec), wide(&xc), wide(&d), wide(&b), wide(&add));
         let mut codes = Codes::default();
-        codes.build_from_dense(&z, n, d_sae, |_, v| (v > 0.0).then_some(v));
-        let f: Vec<f64> = z.iter().map(|v| v.max(0.0)).collect();
+        codes.build_from_dense(&z, n, d_sae, |_, v| (v > T::ZERO).then_some(v));
+        let f: Vec<f64> = z.iter().map(|v| v.to_f64().max(0.0)).collect();
         assert_eq!(codes.nnz(), f.iter().filter(|v| **v > 0.0).count());
-        // decode
-        let mut out = vec![0.0; n * d_in];
-        codes.decode(&w_dec, d_in, Some(&b), &mut out, false);
-        for r in 0..n {
+        let close = |got: T, want: f64, what: &str| {
+            assert!(
+                (got.to_f64() - want).abs() <= tol * (1.0 + want.abs()),
+                "{what} {n}×{d_in}×{d_sae}: {} vs {want}",
+                got.to_f64()
+            );
+        };
+        for accumulate in [false, true] {
+            let start = T::from_f64(0.5);
+            // decode
+            let mut out = vec![start; n * d_in];
+            codes.decode(&w_dec, d_in, Some(&b), &mut out, accumulate);
+            for r in 0..n {
+                for j in 0..d_in {
+                    let base = if accumulate { 0.5 } else { b64[j] };
+                    let want = base
+                        + (0..d_sae)
+                            .map(|i| f[r * d_sae + i] * w_dec64[i * d_in + j])
+                            .sum::<f64>();
+                    close(out[r * d_in + j], want, "decode");
+                }
+            }
+            // W_dec gradient
+            codes.set_grad_from_output(&d, &w_dec, d_in, Some(&add));
+            codes.index_columns();
+            let mut gw_dec = vec![start; d_sae * d_in];
+            codes.grad_w_dec(&d, d_in, &mut gw_dec, accumulate);
+            for i in 0..d_sae {
+                for j in 0..d_in {
+                    let base = if accumulate { 0.5 } else { 0.0 };
+                    let want = base
+                        + (0..n)
+                            .map(|r| f[r * d_sae + i] * d64[r * d_in + j])
+                            .sum::<f64>();
+                    close(gw_dec[i * d_in + j], want, "grad_w_dec");
+                }
+            }
+            // W_enc gradient from the entry gradients
+            let mut gw_enc = vec![start; d_in * d_sae];
+            codes.grad_w_enc(&xc, d_in, &mut gw_enc, accumulate);
+            let g_dense = {
+                let mut g = vec![0.0; n * d_sae];
+                for r in 0..n {
+                    for p in codes.row_ptr[r]..codes.row_ptr[r + 1] {
+                        g[r * d_sae + codes.idx[p] as usize] = codes.grad[p].to_f64();
+                    }
+                }
+                g
+            };
             for j in 0..d_in {
-                let want = b[j]
-                    + (0..d_sae)
-                        .map(|i| f[r * d_sae + i] * w_dec[i * d_in + j])
-                        .sum::<f64>();
-                assert!(
-                    (out[r * d_in + j] - want).abs() < 1e-12,
-                    "decode {n}×{d_in}×{d_sae}"
-                );
+                for i in 0..d_sae {
+                    let base = if accumulate { 0.5 } else { 0.0 };
+                    let want = base
+                        + (0..n)
+                            .map(|r| g_dense[r * d_sae + i] * xc64[r * d_in + j])
+                            .sum::<f64>();
+                    close(gw_enc[j * d_sae + i], want, "grad_w_enc");
+                }
             }
         }
         // grad at entries
-        codes.set_grad_from_output(&d, &w_dec, d_in, Some(&add));
         for r in 0..n {
             for p in codes.row_ptr[r]..codes.row_ptr[r + 1] {
                 let i = codes.idx[p] as usize;
                 let want = (0..d_in)
-                    .map(|j| d[r * d_in + j] * w_dec[i * d_in + j])
+                    .map(|j| d64[r * d_in + j] * w_dec64[i * d_in + j])
                     .sum::<f64>()
-                    + add[i];
-                assert!((codes.grad[p] - want).abs() < 1e-12);
+                    + add64[i];
+                close(codes.grad[p], want, "grad at entries");
             }
         }
-        codes.index_columns();
-        // W_dec gradient, accumulate on top of ones
-        let mut gw_dec = vec![1.0; d_sae * d_in];
-        codes.grad_w_dec(&d, d_in, &mut gw_dec, true);
-        for i in 0..d_sae {
-            for j in 0..d_in {
-                let want = 1.0
-                    + (0..n)
-                        .map(|r| f[r * d_sae + i] * d[r * d_in + j])
-                        .sum::<f64>();
-                assert!(
-                    (gw_dec[i * d_in + j] - want).abs() < 1e-12,
-                    "grad_w_dec {n}×{d_in}×{d_sae}"
-                );
-            }
-        }
-        // W_enc gradient from the entry gradients
-        let mut g_dense = vec![0.0; n * d_sae];
-        for r in 0..n {
-            for p in codes.row_ptr[r]..codes.row_ptr[r + 1] {
-                g_dense[r * d_sae + codes.idx[p] as usize] = codes.grad[p];
-            }
-        }
-        let mut gw_enc = vec![7.0; d_in * d_sae];
-        codes.grad_w_enc(&xc, d_in, &mut gw_enc, false);
-        for j in 0..d_in {
-            for i in 0..d_sae {
-                let want = (0..n)
-                    .map(|r| g_dense[r * d_sae + i] * xc[r * d_in + j])
-                    .sum::<f64>();
-                assert!(
-                    (gw_enc[j * d_sae + i] - want).abs() < 1e-12,
-                    "grad_w_enc {n}×{d_in}×{d_sae}"
-                );
-            }
-        }
-        let mut sums = vec![0.0; d_sae];
+        let mut sums = vec![T::ZERO; d_sae];
         codes.column_sums(true, &mut sums, false);
         for i in 0..d_sae {
-            let want: f64 = (0..n).map(|r| g_dense[r * d_sae + i]).sum();
-            assert!((sums[i] - want).abs() < 1e-12);
+            let want: f64 = (0..n)
+                .map(|r| {
+                    let (a, b) = (codes.row_ptr[r], codes.row_ptr[r + 1]);
+                    codes.idx[a..b]
+                        .iter()
+                        .zip(&codes.grad[a..b])
+                        .filter(|(&k, _)| k as usize == i)
+                        .map(|(_, g)| g.to_f64())
+                        .sum::<f64>()
+                })
+                .sum();
+            close(sums[i], want, "column sums");
         }
     }
+}
+
+#[test]
+fn sparse_kernels_match_dense_references_in_f64() {
+    check_sparse_kernels::<f64>(1e-12);
+}
+
+#[test]
+fn sparse_kernels_match_dense_references_in_f32() {
+    check_sparse_kernels::<f32>(2e-5);
 }
 
 #[test]

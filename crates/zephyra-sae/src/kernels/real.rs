@@ -48,10 +48,24 @@ pub trait Real:
     fn max(self, other: Self) -> Self;
     /// Not NaN and not infinite.
     fn is_finite(self) -> bool;
+    /// `out[j] += Σ_t c·src[row·d + j]` with `(c, row) = term(t)`: see [`super::simd::weighted_row_sum`].
+    fn weighted_row_sum(
+        out: &mut [Self],
+        n_terms: usize,
+        term: impl Fn(usize) -> (Self, usize),
+        src: &[Self],
+        d: usize,
+    );
+    /// `x·y`: see [`super::simd::dot`].
+    fn dot(x: &[Self], y: &[Self]) -> Self;
+    /// The values as `f32`, when `Self` is `f32` (the type the specialised kernels take).
+    fn as_f32(values: &[Self]) -> Option<&[f32]>;
+    /// The values as `f32`, when `Self` is `f32`.
+    fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 macro_rules! impl_real {
-    ($t:ty) => {
+    ($t:ty, $kernels:path, $view:path, $view_mut:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -95,9 +109,41 @@ macro_rules! impl_real {
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
             }
+            #[inline]
+            fn weighted_row_sum(
+                out: &mut [Self],
+                n_terms: usize,
+                term: impl Fn(usize) -> (Self, usize),
+                src: &[Self],
+                d: usize,
+            ) {
+                use $kernels as k;
+                k::weighted_row_sum(out, n_terms, term, src, d)
+            }
+            #[inline]
+            fn dot(x: &[Self], y: &[Self]) -> Self {
+                use $kernels as k;
+                k::dot(x, y)
+            }
+            #[inline]
+            fn as_f32(values: &[Self]) -> Option<&[f32]> {
+                $view(values)
+            }
+            #[inline]
+            fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]> {
+                $view_mut(values)
+            }
         }
     };
 }
 
-impl_real!(f32);
-impl_real!(f64);
+fn not_f32<T>(_: &[T]) -> Option<&[f32]> {
+    None
+}
+
+fn not_f32_mut<T>(_: &mut [T]) -> Option<&mut [f32]> {
+    None
+}
+
+impl_real!(f32, super::simd::f32_dispatch, Some, Some);
+impl_real!(f64, super::simd::portable, not_f32, not_f32_mut);

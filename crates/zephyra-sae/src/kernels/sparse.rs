@@ -3,12 +3,27 @@
 
 use rayon::prelude::*;
 
+use super::simd::weighted_row_sum;
+pub use super::simd::{axpy, dot};
+#[cfg(target_arch = "x86_64")]
+use super::sliced;
 use super::Real;
 
 /// Rows below this count run the row loops on one thread.
 const PAR_ROWS: usize = 64;
 /// Latents per block in the encoder-gradient kernel (the block's `d_in × BLOCK` slice is written at once).
 const BLOCK: usize = 16;
+
+/// The code density above which the dense GEMMs beat the sparse kernels, measured with
+/// `cargo bench -p zephyra-sae --bench step relu` (d_in 576, d_sae 9216, batch 4096, 2 threads; `DENSE_ABOVE`
+/// forces one path): about 15 % with the sliced AVX2 kernels, 5 % with the portable loops.
+pub fn dense_cutover() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if sliced::available() {
+        return 0.15;
+    }
+    0.05
+}
 
 /// Sparse activations of a batch: row `r`'s active latents are `idx[row_ptr[r]..row_ptr[r+1]]` (sorted),
 /// with values `val` (the feature activations `f`) and `grad` (dL/dz at those entries, once computed).
@@ -30,6 +45,13 @@ pub struct Codes<T> {
     pub col_ptr: Vec<usize>,
     /// Entries of each column, as positions into `idx`/`val`/`grad`, grouped by latent, rows ascending.
     pub col_entries: Vec<u32>,
+    /// Row of each entry (after [`Codes::index_columns`]).
+    entry_row: Vec<u32>,
+    /// Row, value and gradient of each entry in column order (after [`Codes::index_columns`]), for the
+    /// sliced kernels' sequential reads.
+    col_row: Vec<u32>,
+    col_val: Vec<T>,
+    col_grad: Vec<T>,
     /// Scratch for the column count.
     col_fill: Vec<usize>,
 }
@@ -140,6 +162,24 @@ impl<T: Real> Codes<T> {
         self.grad.resize(self.idx.len(), T::ZERO);
     }
 
+    /// The row index, for the sliced kernels.
+    #[cfg(target_arch = "x86_64")]
+    fn csr(&self) -> sliced::Csr<'_> {
+        sliced::Csr {
+            row_ptr: &self.row_ptr,
+            idx: &self.idx,
+        }
+    }
+
+    /// The per-latent index (after [`Codes::index_columns`]), for the sliced kernels.
+    #[cfg(target_arch = "x86_64")]
+    fn csc(&self) -> sliced::Csc<'_> {
+        sliced::Csc {
+            col_ptr: &self.col_ptr,
+            rows: &self.col_row,
+        }
+    }
+
     /// Builds the per-latent index (`col_ptr`, `col_entries`) with a counting sort.
     pub fn index_columns(&mut self) {
         let d_sae = self.d_sae;
@@ -159,11 +199,19 @@ impl<T: Real> Codes<T> {
             self.col_entries[*slot] = p as u32;
             *slot += 1;
         }
-    }
-
-    /// Row of each entry (for the column kernels): `rows[p]` for entry `p`.
-    fn entry_rows(&self) -> impl Fn(usize) -> usize + '_ {
-        move |p| self.row_ptr.partition_point(|&start| start <= p) - 1
+        self.entry_row.clear();
+        for r in 0..self.n_rows {
+            let len = self.row_ptr[r + 1] - self.row_ptr[r];
+            self.entry_row.extend(std::iter::repeat_n(r as u32, len));
+        }
+        let by_column = self.col_entries.iter().map(|&p| p as usize);
+        self.col_row.clear();
+        self.col_row
+            .extend(by_column.clone().map(|p| self.entry_row[p]));
+        self.col_val.clear();
+        self.col_val.extend(by_column.clone().map(|p| self.val[p]));
+        self.col_grad.clear();
+        self.col_grad.extend(by_column.map(|p| self.grad[p]));
     }
 
     /// `out[r] = (accumulate ? out[r] : bias) + Σ_active val·w_dec[i]` for every row (`out`: `n × d_in`).
@@ -175,6 +223,16 @@ impl<T: Real> Codes<T> {
         out: &mut [T],
         accumulate: bool,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(val), Some(w), Some(o)) =
+            (T::as_f32(&self.val), T::as_f32(w_dec), T::as_f32_mut(out))
+        {
+            if sliced::available() && d_in >= sliced::SLICE {
+                let bias = bias.and_then(T::as_f32);
+                sliced::decode(self.csr(), val, w, d_in, bias, o, accumulate);
+                return;
+            }
+        }
         let body = |(r, o): (usize, &mut [T])| {
             if !accumulate {
                 match bias {
@@ -183,9 +241,7 @@ impl<T: Real> Codes<T> {
                 }
             }
             let (idx, val) = self.row(r);
-            for (&i, &v) in idx.iter().zip(val) {
-                axpy(o, v, &w_dec[i as usize * d_in..(i as usize + 1) * d_in]);
-            }
+            weighted_row_sum(o, idx.len(), |t| (val[t], idx[t] as usize), w_dec, d_in);
         };
         if self.n_rows >= PAR_ROWS {
             out.par_chunks_exact_mut(d_in).enumerate().for_each(body);
@@ -196,6 +252,21 @@ impl<T: Real> Codes<T> {
 
     /// `grad[p] = d[r]·w_dec[i] + add[i]` for every entry `p = (r, i)` (`d`: `n × d_in`, dL/dx̂).
     pub fn set_grad_from_output(&mut self, d: &[T], w_dec: &[T], d_in: usize, add: Option<&[T]>) {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(d32), Some(w), Some(g)) = (
+            T::as_f32(d),
+            T::as_f32(w_dec),
+            T::as_f32_mut(&mut self.grad),
+        ) {
+            if sliced::available() && d_in >= sliced::SLICE {
+                let csr = sliced::Csr {
+                    row_ptr: &self.row_ptr,
+                    idx: &self.idx,
+                };
+                sliced::sampled_dot(csr, d32, w, d_in, add.and_then(T::as_f32), g);
+                return;
+            }
+        }
         let row_ptr = &self.row_ptr;
         let idx = &self.idx;
         let grad = SharedMut(self.grad.as_mut_ptr());
@@ -222,16 +293,28 @@ impl<T: Real> Codes<T> {
     /// Decoder gradient: `gw_dec[i] (+)= Σ_{r: i active} val[r,i]·d[r]` (`d`: `n × d_in`). Needs
     /// [`Codes::index_columns`]. Latents with no entry get zero (or are left alone when accumulating).
     pub fn grad_w_dec(&self, d: &[T], d_in: usize, gw_dec: &mut [T], accumulate: bool) {
-        let row_of = self.entry_rows();
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(val), Some(src), Some(out)) = (
+            T::as_f32(&self.col_val),
+            T::as_f32(d),
+            T::as_f32_mut(gw_dec),
+        ) {
+            if sliced::available() && d_in >= sliced::SLICE {
+                let layout = sliced::Layout::LatentMajor;
+                sliced::weight_grad(self.csc(), val, src, d_in, out, layout, accumulate);
+                return;
+            }
+        }
         let body = |(i, g): (usize, &mut [T])| {
             if !accumulate {
                 g.fill(T::ZERO);
             }
-            for &p in &self.col_entries[self.col_ptr[i]..self.col_ptr[i + 1]] {
-                let p = p as usize;
-                let r = row_of(p);
-                axpy(g, self.val[p], &d[r * d_in..(r + 1) * d_in]);
-            }
+            let entries = &self.col_entries[self.col_ptr[i]..self.col_ptr[i + 1]];
+            let term = |t: usize| {
+                let p = entries[t] as usize;
+                (self.val[p], self.entry_row[p] as usize)
+            };
+            weighted_row_sum(g, entries.len(), term, d, d_in);
         };
         gw_dec
             .par_chunks_exact_mut(d_in)
@@ -250,7 +333,18 @@ impl<T: Real> Codes<T> {
             d_in * d_sae,
             "grad_w_enc: gradient buffer length"
         );
-        let row_of = self.entry_rows();
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(grad), Some(src), Some(out)) = (
+            T::as_f32(&self.col_grad),
+            T::as_f32(xc),
+            T::as_f32_mut(gw_enc),
+        ) {
+            if sliced::available() && d_in >= sliced::SLICE {
+                let layout = sliced::Layout::Transposed;
+                sliced::weight_grad(self.csc(), grad, src, d_in, out, layout, accumulate);
+                return;
+            }
+        }
         let out = SharedMut(gw_enc.as_mut_ptr());
         let n_blocks = d_sae.div_ceil(BLOCK);
         (0..n_blocks)
@@ -263,11 +357,12 @@ impl<T: Real> Codes<T> {
                 for w in 0..width {
                     let i = i0 + w;
                     let acc = &mut tmp[w * d_in..(w + 1) * d_in];
-                    for &p in &self.col_entries[self.col_ptr[i]..self.col_ptr[i + 1]] {
-                        let p = p as usize;
-                        let r = row_of(p);
-                        axpy(acc, self.grad[p], &xc[r * d_in..(r + 1) * d_in]);
-                    }
+                    let entries = &self.col_entries[self.col_ptr[i]..self.col_ptr[i + 1]];
+                    let term = |t: usize| {
+                        let p = entries[t] as usize;
+                        (self.grad[p], self.entry_row[p] as usize)
+                    };
+                    weighted_row_sum(acc, entries.len(), term, xc, d_in);
                 }
                 for j in 0..d_in {
                     for w in 0..width {
@@ -293,29 +388,4 @@ impl<T: Real> Codes<T> {
             out[i as usize] += v;
         }
     }
-}
-
-/// `y += a·x`.
-#[inline]
-pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
-    }
-}
-
-/// `x·y` with 8 independent accumulators (vectorisable).
-#[inline]
-pub fn dot<T: Real>(x: &[T], y: &[T]) -> T {
-    let mut acc = [T::ZERO; 8];
-    let n8 = x.len().min(y.len()) / 8 * 8;
-    for (xc, yc) in x[..n8].chunks_exact(8).zip(y[..n8].chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += xc[l] * yc[l];
-        }
-    }
-    let mut s = acc.iter().copied().sum::<T>();
-    for (&a, &b) in x[n8..].iter().zip(&y[n8..]) {
-        s += a * b;
-    }
-    s
 }

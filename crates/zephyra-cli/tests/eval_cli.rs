@@ -1,22 +1,13 @@
 //! `zephyra eval` and `zephyra plot` end to end on a tiny random Llama: a full run writes the JSON and the
 //! table; each bad input the issue lists is a clear error (exit 2, message naming the problem).
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+
+use common::{fails, ok, run, stderr};
 use rand::SeedableRng;
 use zephyra_sae::{Architecture, Sae, SaeConfig};
-
-fn zephyra(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zephyra"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn save_sae(dir: &Path, d_in: usize, model_name: Option<&str>, hook: &str) {
     let mut cfg = SaeConfig::new(d_in, 4 * d_in, Architecture::TopK { k: 4 }).unwrap();
@@ -38,19 +29,19 @@ fn corpus(dir: &Path) -> String {
 fn eval_then_plot_on_a_tiny_model() {
     let tiny = zephyra_lm::testing::tiny_llama(2).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
+    let run_dir = tmp.path().join("run");
     save_sae(
-        &run,
+        &run_dir,
         tiny.config.d_model,
         Some("tiny-llama"),
         "blocks.1.hook_resid_pre",
     );
     let data = corpus(tmp.path());
     let model = tiny.path.display().to_string();
-    let o = zephyra(&[
+    let table = ok(run([
         "eval",
         "--sae",
-        run.to_str().unwrap(),
+        run_dir.to_str().unwrap(),
         "--model",
         &model,
         "--data",
@@ -63,9 +54,7 @@ fn eval_then_plot_on_a_tiny_model() {
         "128",
         "--batch",
         "4",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let table = String::from_utf8_lossy(&o.stdout);
+    ]));
     for label in [
         "FVE (centred)",
         "L0 (active latents/token)",
@@ -76,7 +65,7 @@ fn eval_then_plot_on_a_tiny_model() {
         assert!(table.contains(label), "table lacks {label}:\n{table}");
     }
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("eval.json")).unwrap()).unwrap();
     assert_eq!(json["hook"], "blocks.1.hook_resid_pre");
     assert_eq!(json["data"]["selection"], "the given corpus, read as is");
     let f = &json["figures"];
@@ -93,11 +82,10 @@ fn eval_then_plot_on_a_tiny_model() {
             step * 1000, 1.0 / step as f64, 0.9 / step as f64, 1.0 - 0.5 / step as f64
         ));
     }
-    std::fs::write(run.join("metrics.jsonl"), metrics).unwrap();
-    let o = zephyra(&["plot", "--run", run.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(run_dir.join("metrics.jsonl"), metrics).unwrap();
+    ok(run(["plot", "--run", run_dir.to_str().unwrap()]));
     for f in ["training.png", "training.svg", "density.png", "density.svg"] {
-        let p = run.join("plots").join(f);
+        let p = run_dir.join("plots").join(f);
         assert!(
             std::fs::metadata(&p)
                 .map(|m| m.len() > 5000)
@@ -109,25 +97,23 @@ fn eval_then_plot_on_a_tiny_model() {
     // Two runs: the scatter.
     let run2 = tmp.path().join("run2");
     std::fs::create_dir_all(&run2).unwrap();
-    std::fs::copy(run.join("metrics.jsonl"), run2.join("metrics.jsonl")).unwrap();
+    std::fs::copy(run_dir.join("metrics.jsonl"), run2.join("metrics.jsonl")).unwrap();
     let out = tmp.path().join("all");
-    let o = zephyra(&[
+    ok(run([
         "plot",
         "--runs",
-        run.to_str().unwrap(),
+        run_dir.to_str().unwrap(),
         run2.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    ]));
     let png = std::fs::read(out.join("l0_vs_fve.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG"));
     // Nothing to plot.
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let o = zephyra(&["plot", "--run", empty.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("nothing to plot"), "{}", stderr(&o));
+    let e = fails(run(["plot", "--run", empty.to_str().unwrap()]));
+    assert!(e.contains("nothing to plot"), "{e}");
 }
 
 #[test]
@@ -137,47 +123,37 @@ fn bad_inputs_are_clear_errors() {
     let data = corpus(tmp.path());
     let model = tiny.path.display().to_string();
     let d = tiny.config.d_model;
+    // `zephyra eval --sae SAE --model M --data DATA EXTRA…`, which must fail cleanly: its stderr.
+    let eval_fails = |sae: &Path, data: &str, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--sae",
+            sae.to_str().unwrap(),
+            "--model",
+            &model,
+            "--data",
+            data,
+        ];
+        args.extend_from_slice(extra);
+        fails(run(args))
+    };
 
     // d_in does not match the hook's width.
     let narrow = tmp.path().join("narrow");
     save_sae(&narrow, d / 2, None, "blocks.1.hook_resid_pre");
-    let o = zephyra(&[
-        "eval",
-        "--sae",
-        narrow.to_str().unwrap(),
-        "--model",
-        &model,
-        "--data",
-        &data,
-        "--tokens",
-        "64",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    let e = stderr(&o);
+    let e = eval_fails(&narrow, &data, &["--tokens", "64"]);
     assert!(e.contains("d_in = 32") && e.contains("width 64"), "{e}");
 
     // An SAE from another model.
     let other = tmp.path().join("other");
     save_sae(&other, d, Some("gpt2-small"), "blocks.1.hook_resid_pre");
-    let o = zephyra(&[
-        "eval",
-        "--sae",
-        other.to_str().unwrap(),
-        "--model",
-        &model,
-        "--data",
-        &data,
-        "--tokens",
-        "64",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    let e = stderr(&o);
+    let e = eval_fails(&other, &data, &["--tokens", "64"]);
     assert!(e.contains("gpt2-small") && e.contains("--model"), "{e}");
 
     // An SAE trained on a store harvested from another model (same architecture, other weights).
     let other_model = zephyra_lm::testing::tiny_llama(9).unwrap();
     let store = tmp.path().join("store");
-    let o = zephyra(&[
+    let o = run([
         "harvest",
         "--model",
         other_model.path.to_str().unwrap(),
@@ -205,59 +181,25 @@ fn bad_inputs_are_clear_errors() {
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["metadata"]["acts"] = serde_json::json!(store.display().to_string());
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let o = zephyra(&[
-        "eval",
-        "--sae",
-        from_store.to_str().unwrap(),
-        "--model",
-        &model,
-        "--data",
-        &data,
-        "--tokens",
-        "64",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    let e = stderr(&o);
+    let e = eval_fails(&from_store, &data, &["--tokens", "64"]);
     assert!(
         e.contains("activation store") && e.contains("sha256"),
         "{e}"
     );
 
     // Zero usable tokens: an empty corpus.
-    let ok = tmp.path().join("ok");
-    save_sae(&ok, d, Some("tiny-llama"), "blocks.1.hook_resid_pre");
+    let fine = tmp.path().join("ok");
+    save_sae(&fine, d, Some("tiny-llama"), "blocks.1.hook_resid_pre");
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, "").unwrap();
-    let o = zephyra(&[
-        "eval",
-        "--sae",
-        ok.to_str().unwrap(),
-        "--model",
-        &model,
-        "--data",
-        empty.to_str().unwrap(),
-        "--tokens",
-        "64",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no usable tokens"), "{}", stderr(&o));
+    let e = eval_fails(&fine, empty.to_str().unwrap(), &["--tokens", "64"]);
+    assert!(e.contains("no usable tokens"), "{e}");
     assert!(
-        !ok.join("eval.json").exists(),
+        !fine.join("eval.json").exists(),
         "a failed eval must not write eval.json"
     );
 
     // A hook the model does not have.
-    let o = zephyra(&[
-        "eval",
-        "--sae",
-        ok.to_str().unwrap(),
-        "--model",
-        &model,
-        "--data",
-        &data,
-        "--hook",
-        "blocks.9.hook_resid_pre",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("blocks.9"), "{}", stderr(&o));
+    let e = eval_fails(&fine, &data, &["--hook", "blocks.9.hook_resid_pre"]);
+    assert!(e.contains("blocks.9"), "{e}");
 }

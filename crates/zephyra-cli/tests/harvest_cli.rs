@@ -1,25 +1,17 @@
 //! `zephyra harvest` end to end with the real model: kill and resume, bad input, store/model mismatch.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn zephyra() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_zephyra"));
-    c.env("RUST_LOG", "zephyra=warn");
-    c
-}
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{args_with, fails, n_shards, ok, run, tree, wait_until, write_chapters, zephyra};
 
 fn write_corpus(dir: &Path) {
     let para = "The borrow checker compares scopes to determine whether all borrows are valid. \
         A reference's scope starts from where it is introduced and continues through the last time it is used.\n";
-    for i in 0..5 {
-        std::fs::write(
-            dir.join(format!("ch{i}.md")),
-            format!("# Chapter {i}\n\n{}", para.repeat(8 + i)),
-        )
-        .unwrap();
-    }
+    write_chapters(dir, "ch", "Chapter", para, 5, 8);
     std::fs::write(
         dir.join("notes.jsonl"),
         "{\"text\": \"Lifetimes ensure references stay valid.\"}\nnot json\n",
@@ -28,51 +20,11 @@ fn write_corpus(dir: &Path) {
 }
 
 fn harvest_args(data: &Path, out: &Path) -> Vec<String> {
-    [
-        "harvest",
-        "--model",
-        "smollm2",
-        "--data",
-        &data.display().to_string(),
-        "--hook",
-        "blocks.3.hook_resid_pre",
-        "--tokens",
-        "1280",
-        "--ctx",
-        "32",
-        "--shard-contexts",
-        "4",
-        "--batch",
-        "2",
-        "--out",
-        &out.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn store_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn n_shards(dir: &Path) -> usize {
-    std::fs::read_to_string(dir.join("manifest.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|m| m["shards"].as_array().map(Vec::len))
-        .unwrap_or(0)
+    args_with(
+        "harvest --model smollm2 --hook blocks.3.hook_resid_pre --tokens 1280 --ctx 32 \
+         --shard-contexts 4 --batch 2",
+        &[("--data", data), ("--out", out)],
+    )
 }
 
 #[test]
@@ -82,17 +34,12 @@ fn killed_harvest_resumes_to_the_same_store() {
     write_corpus(data.path());
     let work = tempfile::tempdir().unwrap();
     let whole = work.path().join("whole");
-    let out = zephyra()
+    let text = ok(zephyra()
         .args(harvest_args(data.path(), &whole))
         .arg("--json")
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        .unwrap());
+    let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(summary["n_contexts"], 40);
     assert!(summary["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(n_shards(&whole), 10);
@@ -104,14 +51,9 @@ fn killed_harvest_resumes_to_the_same_store() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while n_shards(&part) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no shard appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("no shard appeared", Duration::from_secs(300), || {
+        n_shards(&part) > 0
+    });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let manifest: serde_json::Value =
@@ -122,60 +64,37 @@ fn killed_harvest_resumes_to_the_same_store() {
         "the harvest finished before it could be killed"
     );
     // Training refuses the incomplete store with a hint to resume.
-    let out = zephyra()
-        .args([
-            "train",
-            "--acts",
-            &part.display().to_string(),
-            "--out",
-            &work.path().join("run").display().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("resume"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let err = fails(
+        zephyra()
+            .args(["train", "--acts"])
+            .arg(&part)
+            .arg("--out")
+            .arg(work.path().join("run"))
+            .output()
+            .unwrap(),
     );
+    assert!(err.contains("resume"), "{err}");
 
-    let out = zephyra()
-        .args(harvest_args(data.path(), &part))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("resumed after"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(store_files(&part), store_files(&whole));
+    let text = ok(run(harvest_args(data.path(), &part)));
+    assert!(text.contains("resumed after"), "{text}");
+    assert_eq!(tree(&part), tree(&whole));
 
     // A store given to `train` with another hook (or model) is refused before anything is written.
-    let run = work.path().join("run2");
-    let out = zephyra()
-        .args([
-            "train",
-            "--acts",
-            &whole.display().to_string(),
-            "--hook",
-            "blocks.15.hook_resid_pre",
-            "--out",
-            &run.display().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let run_dir = work.path().join("run2");
+    let err = fails(
+        zephyra()
+            .args(["train", "--hook", "blocks.15.hook_resid_pre", "--acts"])
+            .arg(&whole)
+            .arg("--out")
+            .arg(&run_dir)
+            .output()
+            .unwrap(),
+    );
     assert!(
         err.contains("blocks.3.hook_resid_pre") && err.contains("blocks.15.hook_resid_pre"),
         "{err}"
     );
-    assert!(!run.exists());
+    assert!(!run_dir.exists());
 }
 
 #[test]
@@ -183,67 +102,39 @@ fn bad_input_is_a_clear_error() {
     let data = tempfile::tempdir().unwrap();
     write_corpus(data.path());
     let work = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = zephyra().args(args).output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    let out = work.path().join("o").display().to_string();
-    let d = data.path().display().to_string();
-    let err = run(&[
-        "harvest",
-        "--data",
-        &d,
-        "--hook",
-        "blocks.3.hook_resid_pre",
-        "--ctx",
-        "100000",
-        "--out",
-        &out,
-    ]);
-    assert!(
-        err.contains("--ctx 100000 is too large") && err.contains("8192"),
-        "{err}"
-    );
-    let missing = work.path().join("missing-dir").display().to_string();
-    let err = run(&[
-        "harvest",
-        "--data",
-        &missing,
-        "--hook",
-        "blocks.3.hook_resid_pre",
-        "--out",
-        &out,
-    ]);
-    assert!(
-        err.contains("missing-dir") && err.contains("does not exist"),
-        "{err}"
-    );
+    let out = work.path().join("o");
     let empty = tempfile::tempdir().unwrap();
     std::fs::write(empty.path().join("a.txt"), "").unwrap();
-    let err = run(&[
-        "harvest",
-        "--data",
-        &empty.path().display().to_string(),
-        "--hook",
-        "blocks.3.hook_resid_pre",
-        "--out",
-        &out,
-    ]);
-    assert!(err.contains("no usable text"), "{err}");
-    let err = run(&[
-        "harvest",
-        "--data",
-        &d,
-        "--hook",
-        "blocks.30.hook_resid_pre",
-        "--out",
-        &out,
-    ]);
-    assert!(err.contains("30 blocks"), "{err}");
+    let cases = [
+        (
+            data.path().to_path_buf(),
+            "--hook blocks.3.hook_resid_pre --ctx 100000",
+            &["--ctx 100000 is too large", "8192"][..],
+        ),
+        (
+            work.path().join("missing-dir"),
+            "--hook blocks.3.hook_resid_pre",
+            &["missing-dir", "does not exist"],
+        ),
+        (
+            empty.path().to_path_buf(),
+            "--hook blocks.3.hook_resid_pre",
+            &["no usable text"],
+        ),
+        (
+            data.path().to_path_buf(),
+            "--hook blocks.30.hook_resid_pre",
+            &["30 blocks"],
+        ),
+    ];
+    for (corpus, flags, needles) in cases {
+        let args = args_with(
+            &format!("harvest {flags}"),
+            &[("--out", &out), ("--data", &corpus)],
+        );
+        let err = fails(run(&args));
+        for needle in needles {
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
 }

@@ -2,9 +2,11 @@
 //! binary: happy paths checked against `shared/reference`, and every bad input of issue 2 giving a
 //! clear message on stderr, exit code 2 and no panic.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::{assert_fails_with, run, smollm2, stderr, stdout, zephyra};
 use serde_json::Value;
 use zephyra_lm::testing::{tiny_llama, write_truncated};
 
@@ -16,38 +18,6 @@ fn reference_dir() -> PathBuf {
             "/../../../shared/reference"
         )),
     }
-}
-
-fn zephyra(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zephyra"))
-        .args(args)
-        .env("RUST_LOG", "zephyra=warn")
-        .output()
-        .expect("the zephyra binary runs")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Asserts a clean failure: exit code 2, `needle` in stderr, no panic, nothing on stdout.
-fn assert_fails_with(out: &Output, needle: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {err}");
-    assert!(!err.contains("panicked"), "no panic: {err}");
-    assert!(
-        err.contains(needle),
-        "stderr should mention {needle:?}: {err}"
-    );
-    assert!(out.stdout.is_empty(), "stdout stays empty: {}", stdout(out));
-}
-
-fn smollm2() -> PathBuf {
-    zephyra_lm::fetch::resolve_model("smollm2").expect("SmolLM2 in the cache")
 }
 
 fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
@@ -115,7 +85,7 @@ fn tokenize_matches_the_reference() {
     for i in [0usize, 8] {
         let entry = &reference["texts"][i];
         let text = entry["text"].as_str().expect("text");
-        let out = zephyra(&["tokenize", "--model", "smollm2", "--text", text]);
+        let out = run(["tokenize", "--model", "smollm2", "--text", text]);
         assert!(out.status.success(), "stderr: {}", stderr(&out));
         let got: Value = serde_json::from_str(stdout(&out).trim()).expect("tokenize prints JSON");
         assert_eq!(got["ids"], entry["ids"], "texts[{i}] ids");
@@ -128,7 +98,7 @@ fn tokenize_reads_a_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("text.txt");
     std::fs::write(&file, "Hello world").expect("write");
-    let out = zephyra(&["tokenize", "--file", file.to_str().expect("utf-8")]);
+    let out = run(["tokenize", "--file", file.to_str().expect("utf-8")]);
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     let got: Value = serde_json::from_str(stdout(&out).trim()).expect("JSON");
     assert_eq!(got["tokens"], serde_json::json!(["Hello", "Ġworld"]));
@@ -161,7 +131,7 @@ fn run_writes_npy_matching_the_reference_residual() {
     let text_file = dir.path().join("prompt.txt");
     std::fs::write(&text_file, &text).expect("write");
     let npy = dir.path().join("resid.npy");
-    let out = zephyra(&[
+    let out = run([
         "run",
         "--model",
         "smollm2",
@@ -195,7 +165,7 @@ fn run_writes_safetensors_with_every_hook_and_the_token_ids() {
     let tiny = tiny_llama(3).expect("tiny model");
     let dir = tempfile::tempdir().expect("tempdir");
     let out_path = dir.path().join("acts.safetensors");
-    let out = zephyra(&[
+    let out = run([
         "run",
         "--model",
         tiny.path.to_str().expect("utf-8"),
@@ -255,7 +225,7 @@ fn run_writes_safetensors_with_every_hook_and_the_token_ids() {
 
 #[test]
 fn generate_greedy_says_paris() {
-    let out = zephyra(&[
+    let out = run([
         "generate",
         "--model",
         "smollm2",
@@ -290,15 +260,15 @@ fn sampling_with_a_seed_is_reproducible() {
         "--seed",
         "7",
     ];
-    let a = zephyra(&args);
-    let b = zephyra(&args);
+    let a = run(args);
+    let b = run(args);
     assert!(a.status.success(), "stderr: {}", stderr(&a));
     assert_eq!(stdout(&a), stdout(&b));
 }
 
 #[test]
 fn inspect_lists_the_architecture_and_hook_points() {
-    let out = zephyra(&["inspect", "--model", "smollm2", "--json"]);
+    let out = run(["inspect", "--model", "smollm2", "--json"]);
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     let report: Value = serde_json::from_str(stdout(&out).trim()).expect("JSON");
     assert_eq!(report["architecture"], "llama");
@@ -318,7 +288,7 @@ fn inspect_lists_the_architecture_and_hook_points() {
     assert!(hooks.contains(&Value::from("blocks.29.hook_resid_post")));
     assert!(hooks.contains(&Value::from("ln_final.hook_normalized")));
 
-    let text = zephyra(&["inspect", "--model", "smollm2"]);
+    let text = run(["inspect", "--model", "smollm2"]);
     assert!(text.status.success());
     assert!(stdout(&text).contains("blocks.15.hook_mlp_out"));
 }
@@ -326,7 +296,7 @@ fn inspect_lists_the_architecture_and_hook_points() {
 #[test]
 fn fetch_model_prints_the_cached_path() {
     let expected = smollm2();
-    let out = zephyra(&["fetch-model"]);
+    let out = run(["fetch-model"]);
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     assert_eq!(PathBuf::from(stdout(&out).trim()), expected);
 }
@@ -337,7 +307,7 @@ fn fetch_model_prints_the_cached_path() {
 #[test]
 fn fetch_without_python_says_what_to_run() {
     let home = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_zephyra"))
+    let out = zephyra()
         .arg("fetch-model")
         .env("ZEPHYRA_HOME", home.path())
         .env("ZEPHYRA_PYTHON", "/nonexistent/python3")
@@ -353,9 +323,9 @@ fn not_a_gguf_file_is_refused() {
     let path = dir.path().join("notes.gguf");
     std::fs::write(&path, "just some notes\n").expect("write");
     let model = path.to_str().expect("utf-8");
-    assert_fails_with(&zephyra(&["inspect", "--model", model]), "not a GGUF file");
+    assert_fails_with(&run(["inspect", "--model", model]), "not a GGUF file");
     assert_fails_with(
-        &zephyra(&["tokenize", "--model", model, "--text", "hi"]),
+        &run(["tokenize", "--model", model, "--text", "hi"]),
         "not a GGUF file",
     );
 }
@@ -368,7 +338,7 @@ fn truncated_gguf_is_refused() {
     for keep in [64, size / 2] {
         let cut = dir.path().join(format!("cut-{keep}.gguf"));
         write_truncated(&tiny.path, &cut, keep).expect("truncate");
-        let out = zephyra(&[
+        let out = run([
             "run",
             "--model",
             cut.to_str().expect("utf-8"),
@@ -386,7 +356,7 @@ fn truncated_gguf_is_refused() {
 
 #[test]
 fn missing_model_file_is_explained() {
-    let out = zephyra(&["inspect", "--model", "/nonexistent/model.gguf"]);
+    let out = run(["inspect", "--model", "/nonexistent/model.gguf"]);
     assert_fails_with(&out, "not found");
     assert!(
         stderr(&out).contains("smollm2"),
@@ -396,7 +366,7 @@ fn missing_model_file_is_explained() {
 
 #[test]
 fn unknown_hook_lists_the_valid_names() {
-    let out = zephyra(&[
+    let out = run([
         "run",
         "--text",
         "hi",
@@ -418,7 +388,7 @@ fn layer_out_of_range_is_refused() {
     let tiny = tiny_llama(1).expect("tiny model");
     let dir = tempfile::tempdir().expect("tempdir");
     let out_path = dir.path().join("x.npy");
-    let out = zephyra(&[
+    let out = run([
         "run",
         "--model",
         tiny.path.to_str().expect("utf-8"),
@@ -437,12 +407,12 @@ fn layer_out_of_range_is_refused() {
 #[test]
 fn empty_text_is_refused() {
     assert_fails_with(
-        &zephyra(&["tokenize", "--model", "smollm2", "--text", ""]),
+        &run(["tokenize", "--model", "smollm2", "--text", ""]),
         "empty",
     );
     let tiny = tiny_llama(1).expect("tiny model");
     assert_fails_with(
-        &zephyra(&[
+        &run([
             "generate",
             "--model",
             tiny.path.to_str().expect("utf-8"),
@@ -458,14 +428,14 @@ fn non_utf8_file_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("latin1.txt");
     std::fs::write(&path, b"caf\xe9 au lait").expect("write");
-    let out = zephyra(&["tokenize", "--file", path.to_str().expect("utf-8")]);
+    let out = run(["tokenize", "--file", path.to_str().expect("utf-8")]);
     assert_fails_with(&out, "not UTF-8");
     assert!(stderr(&out).contains("offset 3"), "{}", stderr(&out));
 }
 
 #[test]
 fn npy_takes_exactly_one_hook() {
-    let out = zephyra(&[
+    let out = run([
         "run",
         "--text",
         "hi",
@@ -478,7 +448,7 @@ fn npy_takes_exactly_one_hook() {
     ]);
     assert_fails_with(&out, ".npy");
     assert_fails_with(
-        &zephyra(&[
+        &run([
             "run",
             "--text",
             "hi",
@@ -494,11 +464,11 @@ fn npy_takes_exactly_one_hook() {
 #[test]
 fn bad_sampling_settings_are_refused() {
     assert_fails_with(
-        &zephyra(&["generate", "--prompt", "hi", "--top-p", "1.5"]),
+        &run(["generate", "--prompt", "hi", "--top-p", "1.5"]),
         "--top-p",
     );
     assert_fails_with(
-        &zephyra(&["generate", "--prompt", "hi", "--temperature=-1"]),
+        &run(["generate", "--prompt", "hi", "--temperature=-1"]),
         "--temperature",
     );
 }

@@ -4,19 +4,16 @@
 //! harvest writes the same store as a 1-process harvest.
 #![cfg(feature = "mpi")]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{args_with, fails, ok, run, tree, wait_until, write_chapters, write_npy, Lcg};
 use zephyra_sae::Sae;
 
 const D_IN: usize = 16;
-
-fn zephyra() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_zephyra"));
-    c.env("RUST_LOG", "zephyra=warn");
-    c
-}
 
 /// `mpirun -np N zephyra` with the settings a root container needs (documented in the README).
 fn mpirun(np: usize) -> Command {
@@ -33,84 +30,32 @@ fn mpirun(np: usize) -> Command {
     c
 }
 
-/// A float32 .npy written by hand from a seeded LCG, with correlated columns.
-fn write_npy(path: &Path, n: usize, d: usize) {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    for _ in 0..n {
-        let base = [next(), next(), next()];
-        for j in 0..d {
-            let v = base[j % 3] * (1 + j % 5) as f32 + 0.3 * next() + 0.1;
-            bytes.extend_from_slice(&v.to_le_bytes());
+/// Rows with correlated columns from a seeded LCG: column `j` follows one of three bases.
+fn write_acts(path: &Path, n: usize, d: usize) {
+    let mut rng = Lcg(0x9E37_79B9_7F4A_7C15);
+    write_npy(path, n, d, |_, row| {
+        let base = [rng.centred(), rng.centred(), rng.centred()];
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = base[j % 3] * (1 + j % 5) as f32 + 0.3 * rng.centred() + 0.1;
         }
-    }
-    std::fs::write(path, bytes).unwrap();
+    });
 }
 
 fn train_args(acts: &Path, out: &Path, arch: &str) -> Vec<String> {
-    [
-        "train",
-        "--acts",
-        acts.to_str().unwrap(),
-        "--arch",
-        arch,
-        "--k",
-        "4",
-        "--expansion",
-        "4",
-        "--batch",
-        "64",
-        "--tokens",
-        "6400",
-        "--checkpoint-every",
-        "1600",
-        "--metrics-every",
-        "5",
-        "--threads",
-        "1",
-        "--seed",
-        "5",
-        "--holdout",
-        "400",
-        "--dead-after",
-        "640",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\nstdout {}\nstderr {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    args_with(
+        &format!(
+            "train --arch {arch} --k 4 --expansion 4 --batch 64 --tokens 6400 \
+             --checkpoint-every 1600 --metrics-every 5 --threads 1 --seed 5 --holdout 400 \
+             --dead-after 640 --quiet"
+        ),
+        &[("--acts", acts), ("--out", out)],
+    )
 }
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let acts = tmp.path().join("acts.npy");
-    write_npy(&acts, 3000, D_IN);
+    write_acts(&acts, 3000, D_IN);
     (tmp, acts)
 }
 
@@ -142,10 +87,7 @@ fn two_ranks_train_the_same_weights_as_one_process() {
     for arch in ["topk", "relu"] {
         let one = tmp.path().join(format!("one-{arch}"));
         let two = tmp.path().join(format!("two-{arch}"));
-        ok(zephyra()
-            .args(train_args(&acts, &one, arch))
-            .output()
-            .unwrap());
+        ok(run(train_args(&acts, &one, arch)));
         let text = ok(mpirun(2)
             .args(train_args(&acts, &two, arch))
             .arg("--json")
@@ -192,7 +134,7 @@ fn two_ranks_train_the_same_weights_as_one_process() {
     let mut args = train_args(&acts, &other, "topk");
     let at = args.iter().position(|a| a == "--seed").unwrap();
     args[at + 1] = "6".into();
-    ok(zephyra().args(args).output().unwrap());
+    ok(run(args));
     let diff = max_rel_diff(&load(&tmp.path().join("one-topk")), &load(&other));
     assert!(
         diff > 1e-2,
@@ -249,14 +191,9 @@ fn a_killed_rank_fails_the_job_and_resume_completes_it() {
         .spawn()
         .unwrap();
     let state = b.join("training_state.safetensors");
-    let start = Instant::now();
-    while !state.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("no checkpoint appeared", Duration::from_secs(120), || {
+        state.exists()
+    });
     std::thread::sleep(Duration::from_millis(200));
     let pid = rank_pid(child.id(), 1).expect("rank 1 of the job is running");
     assert!(Command::new("kill")
@@ -278,12 +215,7 @@ fn a_killed_rank_fails_the_job_and_resume_completes_it() {
 
     // A different world size is refused, nothing touched.
     let before = std::fs::read(&state).unwrap();
-    let out = zephyra()
-        .args(["train", "--resume", b.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(run(["train", "--resume", b.to_str().unwrap()]));
     assert!(err.contains("world size: 2 → 1"), "{err}");
     assert_eq!(std::fs::read(&state).unwrap(), before);
 
@@ -322,66 +254,18 @@ fn commands_without_a_parallel_path_refuse_to_run_under_mpirun() {
 }
 
 fn write_corpus(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
     let para =
         "Message passing splits the work between processes that share nothing but messages. \
         Each rank computes its part and the results are combined with collective operations.\n";
-    for i in 0..4 {
-        std::fs::write(
-            dir.join(format!("part{i}.md")),
-            format!("# Part {i}\n\n{}", para.repeat(6 + i)),
-        )
-        .unwrap();
-    }
+    write_chapters(dir, "part", "Part", para, 4, 6);
 }
 
 fn harvest_args(data: &Path, out: &Path) -> Vec<String> {
-    [
-        "harvest",
-        "--model",
-        "smollm2",
-        "--data",
-        data.to_str().unwrap(),
-        "--hook",
-        "blocks.2.hook_resid_pre",
-        "--hook",
-        "blocks.4.hook_mlp_out",
-        "--tokens",
-        "1120",
-        "--ctx",
-        "32",
-        "--shard-contexts",
-        "4",
-        "--batch",
-        "2",
-        "--threads",
-        "1",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-/// Every file of a store directory tree, relative path → bytes.
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-                out.push((rel, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
+    args_with(
+        "harvest --model smollm2 --hook blocks.2.hook_resid_pre --hook blocks.4.hook_mlp_out \
+         --tokens 1120 --ctx 32 --shard-contexts 4 --batch 2 --threads 1 --quiet",
+        &[("--data", data), ("--out", out)],
+    )
 }
 
 /// Up to 35 contexts in shards of 4 (the corpus decides; at least 5 shards), two hooks: 2 ranks write exactly the files of a
@@ -393,7 +277,7 @@ fn two_rank_harvest_writes_the_one_process_store() {
     let data = tmp.path().join("corpus");
     write_corpus(&data);
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
-    ok(zephyra().args(harvest_args(&data, &one)).output().unwrap());
+    ok(run(harvest_args(&data, &one)));
     let text = ok(mpirun(2)
         .args(harvest_args(&data, &two))
         .arg("--json")

@@ -2,44 +2,28 @@
 //! `sae_weights.safetensors` bytes as an uninterrupted run; bad input fails with exit code 2, a clear
 //! message and nothing overwritten.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{args_with, fails, npy_header, ok, run, wait_until, write_npy, zephyra, Lcg};
 
 const D_IN: usize = 24;
 
-fn zephyra() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_zephyra"));
-    c.env("RUST_LOG", "zephyra=warn");
-    c
-}
-
-/// Writes a float32 .npy by hand (the format is 10 bytes + a padded header + the data) from a seeded LCG.
-fn write_npy(path: &Path, n: usize, d: usize, nan_rows: &[usize]) {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    for r in 0..n {
-        for j in 0..d {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let u = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            let v = if nan_rows.contains(&r) && j == 1 {
+/// Rows from a seeded LCG, column `j` scaled by `1 + j % 4`; `nan_rows` hold a NaN in column 1.
+fn write_acts(path: &Path, n: usize, d: usize, nan_rows: &[usize]) {
+    let mut rng = Lcg(0x2545_F491_4F6C_DD1D);
+    write_npy(path, n, d, |r, row| {
+        for (j, v) in row.iter_mut().enumerate() {
+            let u = rng.centred();
+            *v = if nan_rows.contains(&r) && j == 1 {
                 f32::NAN
             } else {
                 u * (1 + j % 4) as f32 + 0.2
             };
-            bytes.extend_from_slice(&v.to_le_bytes());
         }
-    }
-    std::fs::write(path, bytes).unwrap();
+    });
 }
 
 fn train_args(acts: &Path, out: &Path) -> Vec<String> {
@@ -47,62 +31,19 @@ fn train_args(acts: &Path, out: &Path) -> Vec<String> {
 }
 
 fn train_args_with(acts: &Path, out: &Path, k: &str, expansion: &str) -> Vec<String> {
-    [
-        "train",
-        "--acts",
-        acts.to_str().unwrap(),
-        "--arch",
-        "topk",
-        "--k",
-        k,
-        "--expansion",
-        expansion,
-        "--batch",
-        "64",
-        "--tokens",
-        "9600",
-        "--checkpoint-every",
-        "1600",
-        "--metrics-every",
-        "5",
-        "--threads",
-        "1",
-        "--seed",
-        "3",
-        "--holdout",
-        "500",
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(out: Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "expected exit code 2, stdout {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    args_with(
+        &format!(
+            "train --arch topk --k {k} --expansion {expansion} --batch 64 --tokens 9600 \
+             --checkpoint-every 1600 --metrics-every 5 --threads 1 --seed 3 --holdout 500"
+        ),
+        &[("--acts", acts), ("--out", out)],
+    )
 }
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let acts = tmp.path().join("acts.npy");
-    write_npy(&acts, 4000, D_IN, &[17, 2000]);
+    write_acts(&acts, 4000, D_IN, &[17, 2000]);
     (tmp, acts)
 }
 
@@ -131,21 +72,11 @@ fn kill_9_then_resume_reproduces_the_uninterrupted_weights() {
         .spawn()
         .unwrap();
     let state = b.join("training_state.safetensors");
-    let start = Instant::now();
-    while !state.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("no checkpoint appeared", Duration::from_secs(60), || {
+        state.exists()
+    });
     std::thread::sleep(Duration::from_millis(300));
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap()
-        .success());
+    child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success());
     assert!(
@@ -153,10 +84,7 @@ fn kill_9_then_resume_reproduces_the_uninterrupted_weights() {
         "the run finished before it was killed: the test proves nothing"
     );
 
-    ok(zephyra()
-        .args(["train", "--resume", b.to_str().unwrap()])
-        .output()
-        .unwrap());
+    ok(run(["train", "--resume", b.to_str().unwrap()]));
     for f in [
         "sae_weights.safetensors",
         "cfg.json",
@@ -176,82 +104,48 @@ fn kill_9_then_resume_reproduces_the_uninterrupted_weights() {
 #[test]
 fn bad_input_fails_clearly_and_overwrites_nothing() {
     let (tmp, acts) = setup();
-    let run = tmp.path().join("run");
-    ok(zephyra().args(train_args(&acts, &run)).output().unwrap());
-    let weights = std::fs::read(run.join("sae_weights.safetensors")).unwrap();
+    let run_dir = tmp.path().join("run");
+    ok(run(train_args(&acts, &run_dir)));
+    let weights_file = run_dir.join("sae_weights.safetensors");
+    let weights = std::fs::read(&weights_file).unwrap();
+    let assert_weights_unchanged = || assert_eq!(std::fs::read(&weights_file).unwrap(), weights);
+
+    // `zephyra train --resume RUN FLAGS…`, which must fail cleanly: its stderr.
+    let resume_fails = |flags: &[&str]| {
+        let mut args = vec!["train", "--resume", run_dir.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        fails(run(args))
+    };
 
     // Resuming with another k or learning rate.
-    let e = fails(
-        zephyra()
-            .args(["train", "--resume", run.to_str().unwrap(), "--k", "5"])
-            .output()
-            .unwrap(),
-    );
+    let e = resume_fails(&["--k", "5"]);
     assert!(e.contains("k: 4 → 5") && e.contains("cannot resume"), "{e}");
-    let e = fails(
-        zephyra()
-            .args(["train", "--resume", run.to_str().unwrap(), "--lr", "0.1"])
-            .output()
-            .unwrap(),
-    );
+    let e = resume_fails(&["--lr", "0.1"]);
     assert!(e.contains("lr"), "{e}");
     // Training into an existing run.
-    let e = fails(zephyra().args(train_args(&acts, &run)).output().unwrap());
+    let e = fails(run(train_args(&acts, &run_dir)));
     assert!(e.contains("--resume"), "{e}");
-    assert_eq!(
-        std::fs::read(run.join("sae_weights.safetensors")).unwrap(),
-        weights
-    );
+    assert_weights_unchanged();
 
     // A truncated checkpoint.
-    let state = run.join("training_state.safetensors");
+    let state = run_dir.join("training_state.safetensors");
     let bytes = std::fs::read(&state).unwrap();
     std::fs::write(&state, &bytes[..bytes.len() - 100]).unwrap();
-    let e = fails(
-        zephyra()
-            .args(["train", "--resume", run.to_str().unwrap()])
-            .output()
-            .unwrap(),
-    );
+    let e = resume_fails(&[]);
     assert!(e.contains("truncated"), "{e}");
-    assert_eq!(
-        std::fs::read(run.join("sae_weights.safetensors")).unwrap(),
-        weights
-    );
+    assert_weights_unchanged();
 
     // k ≥ d_sae, expansion 0, wrong dtype.
     let other = tmp.path().join("other");
-    let e = fails(
-        zephyra()
-            .args(train_args_with(&acts, &other, "96", "4"))
-            .output()
-            .unwrap(),
-    );
+    let e = fails(run(train_args_with(&acts, &other, "96", "4")));
     assert!(e.contains("k = 96") && e.contains("d_sae = 96"), "{e}");
-    let e = fails(
-        zephyra()
-            .args(train_args_with(&acts, &other, "4", "0"))
-            .output()
-            .unwrap(),
-    );
+    let e = fails(run(train_args_with(&acts, &other, "4", "0")));
     assert!(e.contains("expansion factor 0"), "{e}");
     let f64_file = tmp.path().join("f64.npy");
-    let mut header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
+    let mut bytes = npy_header("(2, 2)", "<f8");
     bytes.extend_from_slice(&[0u8; 32]);
     std::fs::write(&f64_file, bytes).unwrap();
-    let e = fails(
-        zephyra()
-            .args(train_args(&f64_file, &other))
-            .output()
-            .unwrap(),
-    );
+    let e = fails(run(train_args(&f64_file, &other)));
     assert!(e.contains("'<f8'") && e.contains("float32"), "{e}");
     assert!(!other.join("cfg.json").exists());
 }

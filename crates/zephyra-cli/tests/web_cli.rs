@@ -1,15 +1,14 @@
 //! `zephyra features`, `steer`, `explain` and `serve` end to end on the tiny model with a planted latent
 //! (the SAE saved in the SAELens layout, the model given as a GGUF path).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
+use common::{fails, ok, run, words, zephyra};
 use zephyra_analysis::features::planted::planted;
-
-fn zephyra() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_zephyra"))
-}
 
 #[test]
 fn features_steer_explain_and_serve() {
@@ -21,23 +20,18 @@ fn features_steer_explain_and_serve() {
     let corpus = p.corpus_path.display().to_string();
     let sae = sae_dir.display().to_string();
 
-    let out = zephyra()
-        .args([
-            "features", "--sae", &sae, "--model", &model, "--data", &corpus, "--ctx", "16",
-            "--tokens", "100000",
-        ])
-        .args([
-            "--export-neuronpedia",
-            &dir.path().join("np").display().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    // `zephyra CMD --sae SAE --model MODEL REST…`
+    let on_sae = |cmd: &str, rest: &[&str]| {
+        let mut args = vec![cmd, "--sae", &sae, "--model", &model];
+        args.extend_from_slice(rest);
+        run(args)
+    };
+
+    let np = dir.path().join("np").display().to_string();
+    let features = words("--ctx 16 --tokens 100000 --export-neuronpedia");
+    let mut rest: Vec<&str> = features.iter().map(String::as_str).collect();
+    rest.extend([np.as_str(), "--data", &corpus]);
+    let stdout = ok(on_sae("features", &rest));
     assert!(
         stdout.contains("4 features") && stdout.contains("1 alive"),
         "{stdout}"
@@ -46,70 +40,27 @@ fn features_steer_explain_and_serve() {
         sae_dir.join("features/index.json").exists() && dir.path().join("np/batch-0.json").exists()
     );
 
-    let out = zephyra()
-        .args([
-            "steer",
-            "--sae",
-            &sae,
-            "--model",
-            &model,
+    let steer = |feature: &str, strength: &str, rest: &[&str]| {
+        let mut args = vec![
             "--feature",
-            "0",
+            feature,
             "--strength",
-            "0",
+            strength,
             "--prompt",
             "the cat",
-        ])
-        .args(["--max-tokens", "8", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ];
+        args.extend_from_slice(rest);
+        on_sae("steer", &args)
+    };
+    let stdout = ok(steer("0", "0", &["--max-tokens", "8", "--json"]));
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(j["steered"], j["unsteered"]);
 
-    let out = zephyra()
-        .args([
-            "steer",
-            "--sae",
-            &sae,
-            "--model",
-            &model,
-            "--feature",
-            "9",
-            "--strength",
-            "1",
-            "--prompt",
-            "the cat",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("feature 9 does not exist"));
+    let e = fails(steer("9", "1", &[]));
+    assert!(e.contains("feature 9 does not exist"), "{e}");
 
-    let out = zephyra()
-        .args([
-            "explain",
-            "--sae",
-            &sae,
-            "--model",
-            &model,
-            "--text",
-            "six boxes",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let stdout = ok(on_sae("explain", &["--text", "six boxes", "--json"]));
+    let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

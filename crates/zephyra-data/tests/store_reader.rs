@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use common::*;
 use zephyra_data::harvest::{harvest, model_info, StreamFeed};
+use zephyra_data::store::StoreDtype;
 use zephyra_data::{ActivationStore, ShuffleReader};
 use zephyra_lm::HookPoint;
 
@@ -121,4 +122,45 @@ fn store_and_stream_readers() {
         streamed == seen[..n],
         "on-the-fly rows differ from the store's"
     );
+}
+
+/// The reader's path (`read_activations_into`: only the activations tensor, read in pieces) gives exactly
+/// the activations of `read_shard` (the whole file parsed), for float32 and bfloat16 stores.
+#[test]
+fn streamed_activations_equal_the_parsed_shard() {
+    let t = zephyra_lm::testing::tiny_llama(5).unwrap();
+    let (model, tok) = load(&t.path);
+    let data = tempfile::tempdir().unwrap();
+    write_corpus(data.path());
+    let info = model_info(&t.path, model.as_ref()).unwrap();
+    for dtype in [StoreDtype::Float32, StoreDtype::Bfloat16] {
+        let out = tempfile::tempdir().unwrap();
+        let mut cfg = config(vec![HookPoint::ResidPost(1)], 16, 12 * 16, 4, 3);
+        cfg.dtype = dtype;
+        harvest(
+            pipeline(model.clone(), tok.clone(), corpus_of(data.path()), cfg),
+            info.clone(),
+            1,
+            out.path(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let store = ActivationStore::open(out.path()).unwrap();
+        assert_eq!(store.n_shards(), 3);
+        let mut window = vec![1.5f32; 3]; // appended to, not overwritten
+        for s in 0..store.n_shards() {
+            let parsed = store.read_shard(s).unwrap().activations;
+            let before = window.len();
+            let rows = store.read_activations_into(s, &mut window).unwrap();
+            assert_eq!(rows * store.d(), parsed.len());
+            assert!(window[before..] == parsed[..], "{dtype:?} shard {s}");
+        }
+        assert_eq!(window[..3], [1.5; 3]);
+        // A shard cut short is an error, not a panic or short rows.
+        let file = out.path().join(&store.manifest().shards[1].file);
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() / 4]).unwrap();
+        let err = store.read_activations_into(1, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
 }

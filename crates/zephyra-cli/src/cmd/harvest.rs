@@ -2,7 +2,8 @@
 //!
 //! `--json` prints one JSON object on stdout when done:
 //! `{"stores": [dir…], "hooks": [name…], "n_contexts": int, "n_rows": [int…], "tokens_run": int,
-//!   "resumed_shards": int, "corpus_exhausted": bool, "seconds": float, "tokens_per_s": float}`.
+//!   "resumed_shards": int, "corpus_exhausted": bool, "seconds": float, "tokens_per_s": float,
+//!   "peak_rss_mb": float|null}` (`peak_rss_mb`: the process's peak resident memory, Linux only).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -154,6 +155,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             "corpus_exhausted": summary.corpus_exhausted,
             "seconds": summary.seconds,
             "tokens_per_s": tokens_per_s,
+            "peak_rss_mb": super::bench::peak_rss_mb(),
         });
         println!("{json}");
     } else {

@@ -7,7 +7,8 @@
 //!   no disk; the model forward and the SAE steps run on separate threads and overlap.
 //!
 //! For the same options and seed, the on-the-fly source serves exactly the rows, in exactly the order, that
-//! a store made by `zephyra harvest` with the same options and read with the same `--shuffle-buffer` would.
+//! a store made by `zephyra harvest` with the same options (and at least [`stream_tokens`] tokens) and read
+//! with the same `--shuffle-buffer` would: the same SAE comes out (`tests/stream_cli.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use zephyra_data::corpus::CorpusOptions;
 use zephyra_data::harvest::{
-    HarvestConfig, Pipeline, StreamFeed, DEFAULT_BATCH_CONTEXTS, DEFAULT_CONTEXTS_PER_SHARD,
+    shards_per_window, HarvestConfig, Pipeline, StreamFeed, DEFAULT_BATCH_CONTEXTS,
+    DEFAULT_CONTEXTS_PER_SHARD,
 };
 use zephyra_data::pack::DEFAULT_SHUFFLE_CONTEXTS;
 use zephyra_data::store::{ReaderCursor, StoreDtype};
@@ -107,7 +109,7 @@ pub fn open(args: &SourceArgs, opts: &OpenOptions) -> anyhow::Result<Box<dyn Act
             if acts.is_dir() {
                 let store = ActivationStore::open(acts).with_context(|| format!("opening activation store {}", acts.display()))?;
                 check_store_matches(&store, model.as_deref(), args.hook)?;
-                Ok(Box::new(StoreSource::new(store, args.shuffle_buffer, opts)))
+                Ok(Box::new(BufferedSource::store(store, args.shuffle_buffer, opts)))
             } else {
                 let order = NpyOrder { shuffle: opts.shuffle, repeat: opts.repeat, seed: opts.seed };
                 Ok(Box::new(NpySource::open(acts, order).with_context(|| format!("opening activations {}", acts.display()))?))
@@ -163,25 +165,41 @@ fn parse_cursor(cursor: &serde_json::Value, kind: &str) -> Result<ReaderCursor, 
         .map_err(|e| SaeError::Source(format!("bad {kind} cursor {cursor}: {e}")))
 }
 
-/// An activation store read through a shuffle buffer.
-pub struct StoreSource {
+/// Rows served through a shuffle buffer: from an activation store, or harvested on the fly by a background
+/// thread. Checkpoint cursors name the kind (`store`, with the store's path, or `stream`) and the reader's
+/// `(epoch, window, offset)`.
+pub struct BufferedSource {
     reader: ShuffleReader,
-    dir: PathBuf,
+    kind: &'static str,
+    dir: Option<PathBuf>,
 }
 
-impl StoreSource {
+impl BufferedSource {
     /// Reads `store` with a buffer of `buffer_rows` rows.
-    pub fn new(store: ActivationStore, buffer_rows: usize, opts: &OpenOptions) -> Self {
+    pub fn store(store: ActivationStore, buffer_rows: usize, opts: &OpenOptions) -> Self {
         let dir = store.dir().to_path_buf();
         let epochs = if opts.repeat { None } else { Some(1) };
         Self {
             reader: ShuffleReader::from_store(store, buffer_rows, opts.seed, epochs),
-            dir,
+            kind: "store",
+            dir: Some(dir),
         }
     }
+
+    /// Starts harvesting `pipeline` (one hook) on a background thread, two shards ahead of a shuffle
+    /// buffer of `buffer_rows` rows shuffled from `seed` (a single pass).
+    pub fn stream(pipeline: Pipeline, buffer_rows: usize, seed: u64) -> anyhow::Result<Self> {
+        let feed =
+            StreamFeed::new(pipeline, buffer_rows, 2).context("starting on-the-fly harvesting")?;
+        Ok(Self {
+            reader: ShuffleReader::new(Box::new(feed), seed, Some(1)),
+            kind: "stream",
+            dir: None,
+        })
+    }
 }
 
-impl ActivationSource for StoreSource {
+impl ActivationSource for BufferedSource {
     fn d_in(&self) -> usize {
         self.reader.d()
     }
@@ -192,36 +210,15 @@ impl ActivationSource for StoreSource {
 
     fn cursor(&self) -> serde_json::Value {
         let c = self.reader.cursor();
-        serde_json::json!({ "kind": "store", "path": self.dir, "epoch": c.epoch, "window": c.window, "offset": c.offset })
+        let mut cursor = serde_json::json!({ "kind": self.kind, "epoch": c.epoch, "window": c.window, "offset": c.offset });
+        if let Some(dir) = &self.dir {
+            cursor["path"] = serde_json::json!(dir);
+        }
+        cursor
     }
 
     fn seek(&mut self, cursor: &serde_json::Value) -> Result<(), SaeError> {
-        let c = parse_cursor(cursor, "store")?;
-        self.reader.seek(c).map_err(source_err)
-    }
-}
-
-/// Rows harvested on the fly by a background thread.
-pub struct StreamSource {
-    reader: ShuffleReader,
-}
-
-impl ActivationSource for StreamSource {
-    fn d_in(&self) -> usize {
-        self.reader.d()
-    }
-
-    fn next_rows(&mut self, out: &mut [f32]) -> Result<usize, SaeError> {
-        self.reader.next_rows(out).map_err(source_err)
-    }
-
-    fn cursor(&self) -> serde_json::Value {
-        let c = self.reader.cursor();
-        serde_json::json!({ "kind": "stream", "epoch": c.epoch, "window": c.window, "offset": c.offset })
-    }
-
-    fn seek(&mut self, cursor: &serde_json::Value) -> Result<(), SaeError> {
-        let c = parse_cursor(cursor, "stream")?;
+        let c = parse_cursor(cursor, self.kind)?;
         self.reader.seek(c).map_err(source_err)
     }
 }
@@ -273,7 +270,27 @@ pub fn load_model(
     Ok((Arc::new(model), Arc::new(tokenizer), path))
 }
 
-fn open_stream(args: &SourceArgs, model: &str, opts: &OpenOptions) -> anyhow::Result<StreamSource> {
+/// Tokens to harvest on the fly for `rows` training rows: kept rows are fewer than tokens (position 0,
+/// special tokens, sinks), so one shard more than `rows / (ctx − 1)` contexts, rounded up to whole windows
+/// of the shuffle buffer. The reader shuffles a window as a whole, so a last window cut short would be
+/// permuted differently from the same window of a store: with whole windows, training on the fly reads
+/// exactly the rows, in the same order, as training from any store harvested with the same options and at
+/// least this many tokens.
+pub fn stream_tokens(rows: u64, ctx: usize, shard_contexts: usize, shuffle_buffer: usize) -> u64 {
+    let ctx = ctx.max(2) as u64;
+    let shard_contexts = shard_contexts.max(1) as u64;
+    let contexts = rows.div_ceil(ctx - 1) + shard_contexts;
+    let window_contexts = shards_per_window(shuffle_buffer, shard_contexts as usize, ctx as usize)
+        as u64
+        * shard_contexts;
+    contexts.next_multiple_of(window_contexts) * ctx
+}
+
+fn open_stream(
+    args: &SourceArgs,
+    model: &str,
+    opts: &OpenOptions,
+) -> anyhow::Result<BufferedSource> {
     let Some(hook) = args.hook else {
         bail!(
             "--hook HOOK is required to harvest on the fly (e.g. --hook blocks.15.hook_resid_pre)"
@@ -281,10 +298,12 @@ fn open_stream(args: &SourceArgs, model: &str, opts: &OpenOptions) -> anyhow::Re
     };
     let (llama, tokenizer, _path) = load_model(model)?;
     let corpus = load_corpus(&args.data, &args.text_field)?;
-    // Kept rows are fewer than tokens (position 0, specials, sinks): harvest one shard more than needed.
-    let ctx = args.ctx.max(2) as u64;
-    let n_tokens =
-        opts.tokens.saturating_mul(ctx).div_ceil(ctx - 1) + (args.shard_contexts as u64) * ctx;
+    let n_tokens = stream_tokens(
+        opts.tokens,
+        args.ctx,
+        args.shard_contexts,
+        args.shuffle_buffer,
+    );
     let config = harvest_config(
         vec![hook],
         args.ctx,
@@ -302,9 +321,5 @@ fn open_stream(args: &SourceArgs, model: &str, opts: &OpenOptions) -> anyhow::Re
         corpus,
         config,
     };
-    let feed = StreamFeed::new(pipeline, args.shuffle_buffer, 2)
-        .context("starting on-the-fly harvesting")?;
-    Ok(StreamSource {
-        reader: ShuffleReader::new(Box::new(feed), opts.seed, Some(1)),
-    })
+    BufferedSource::stream(pipeline, args.shuffle_buffer, opts.seed)
 }

@@ -242,7 +242,8 @@ impl Args {
     }
 }
 
-fn arch_of(a: Arch, k: usize) -> Architecture {
+/// The SAE architecture of `--arch` (with `--k` for topk/batchtopk).
+pub(crate) fn arch_of(a: Arch, k: usize) -> Architecture {
     match a {
         Arch::Relu => Architecture::Relu,
         Arch::ReluUnit => Architecture::ReluUnit,
@@ -366,6 +367,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         "dead_fraction": outcome.dead_fraction,
         "input_scale": trainer.scale(),
         "holdout": held,
+        "peak_rss_mb": super::bench::peak_rss_mb(),
     });
     zephyra_sae::checkpoint::write_atomic(
         &dir.join("summary.json"),
@@ -416,7 +418,8 @@ fn is_npy(args: &Args) -> Option<&Path> {
 fn open_other(args: &Args, cfg: &TrainConfig) -> anyhow::Result<Box<dyn ActivationSource>> {
     let opts = super::source::OpenOptions {
         seed: cfg.seed,
-        tokens: cfg.total_tokens,
+        // On the fly, the rows of the scale and b_dec estimate must exist too (as in a large enough store).
+        tokens: cfg.total_tokens.max(cfg.init_rows as u64),
         repeat: true,
         shuffle: !args.no_shuffle,
     };
@@ -478,6 +481,18 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
     }
     if let Some(hook) = args.source.hook {
         cfg.sae.metadata.hook_name = Some(hook.to_string());
+    }
+    // Harvesting on the fly: the same record a store gives (model file name, context size).
+    if let (None, Some(model)) = (&args.source.acts, &args.source.model) {
+        let meta = &mut cfg.sae.metadata;
+        meta.context_size.get_or_insert(args.source.ctx);
+        if meta.model_name.is_none() {
+            let path = zephyra_lm::fetch::resolve_model(model)
+                .with_context(|| format!("resolving --model {model}"))?;
+            meta.model_name = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned());
+        }
     }
     let comm = crate::dist::collective()?;
     let trainer = rayon::ThreadPoolBuilder::new()

@@ -114,9 +114,9 @@ impl WindowFeed for StreamFeed {
         self.pipeline.model.d_model()
     }
 
-    fn load_window(&mut self, epoch: u64, window: u64) -> Result<Option<Vec<f32>>> {
+    fn load_window(&mut self, epoch: u64, window: u64, rows: &mut Vec<f32>) -> Result<bool> {
         if epoch > 0 {
-            return Ok(None);
+            return Ok(false);
         }
         if self.rx.is_none() || self.next_window != window {
             self.start_at(window)?;
@@ -125,7 +125,6 @@ impl WindowFeed for StreamFeed {
             .rx
             .as_ref()
             .ok_or_else(|| DataError::Pipeline("harvesting thread not running".into()))?;
-        let mut rows = Vec::new();
         let mut got_any = false;
         for _ in 0..self.shards_per_window {
             match rx.recv() {
@@ -141,8 +140,7 @@ impl WindowFeed for StreamFeed {
         self.next_window = window + 1;
         if !got_any {
             self.rx = None;
-            return Ok(None);
         }
-        Ok(Some(rows))
+        Ok(got_any)
     }
 }

@@ -319,62 +319,24 @@ impl ActivationStore {
 
     /// Reads shard `index` entirely.
     pub fn read_shard(&self, index: usize) -> Result<ShardData> {
-        let info = self.manifest.shards.get(index).ok_or_else(|| {
-            DataError::bad_store(
-                &self.dir,
-                format!(
-                    "shard {index} requested but the store has {}",
-                    self.manifest.shards.len()
-                ),
-            )
-        })?;
-        let path = self.dir.join(&info.file);
-        let bytes = std::fs::read(&path).map_err(|e| DataError::io("reading", &path, e))?;
-        let bad = |reason: String| {
-            DataError::bad_store(
-                &self.dir,
-                format!("shard `{}`: {reason}; harvest again", info.file),
-            )
-        };
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let d = self.manifest.d;
+        let (info, bytes) = self.shard_bytes(index)?;
+        let st = self.parse_shard(info, &bytes)?;
         let n = info.n_rows as usize;
-        let tensor = |name: &str| {
-            st.tensor(name)
-                .map_err(|e| bad(format!("tensor `{name}`: {e}")))
-        };
-        let act = tensor("activations")?;
-        if act.shape() != [n, d] {
-            return Err(bad(format!(
-                "activations have shape {:?}, the manifest says [{n}, {d}]",
-                act.shape()
-            )));
-        }
-        let activations: Vec<f32> = match act.dtype() {
-            Dtype::F32 => act
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::BF16 => act
-                .data()
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(bad(format!(
-                    "activations are {other:?}, expected F32 or BF16"
-                )))
-            }
-        };
+        let mut activations = Vec::new();
+        self.append_activations(info, &st, &mut activations)?;
         let u32s = |name: &str, len: usize| -> Result<Vec<u32>> {
-            let t = tensor(name)?;
+            let t = st
+                .tensor(name)
+                .map_err(|e| self.bad_shard(info, format!("tensor `{name}`: {e}")))?;
             if t.dtype() != Dtype::U32 || t.data().len() != len * 4 {
-                return Err(bad(format!(
-                    "`{name}` is {:?} {:?}, expected U32 with {len} elements",
-                    t.dtype(),
-                    t.shape()
-                )));
+                return Err(self.bad_shard(
+                    info,
+                    format!(
+                        "`{name}` is {:?} {:?}, expected U32 with {len} elements",
+                        t.dtype(),
+                        t.shape()
+                    ),
+                ));
             }
             Ok(t.data()
                 .chunks_exact(4)
@@ -391,6 +353,178 @@ impl ActivationStore {
                 info.n_contexts as usize * self.manifest.ctx,
             )?,
         })
+    }
+
+    /// Appends the activations of shard `index` (as float32, row-major) to `out` and returns the rows
+    /// appended. Only the `activations` tensor is read, in 1 MiB pieces decoded straight into `out`, so
+    /// the memory used is `out` alone, not the shard file (the reader's path; [`read_shard`](Self::read_shard)
+    /// reads everything).
+    pub fn read_activations_into(&self, index: usize, out: &mut Vec<f32>) -> Result<usize> {
+        use std::io::{Read, Seek, SeekFrom};
+        let info = self.shard_info(index)?;
+        let path = self.dir.join(&info.file);
+        let (n, d) = (info.n_rows as usize, self.manifest.d);
+        let header = read_header(&path)?;
+        let act = header
+            .get("activations")
+            .ok_or_else(|| self.bad_shard(info, "no `activations` tensor".into()))?;
+        let shape: Vec<u64> = act
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default();
+        if shape != [n as u64, d as u64] {
+            return Err(self.bad_shard(
+                info,
+                format!("activations have shape {shape:?}, the manifest says [{n}, {d}]"),
+            ));
+        }
+        let width = match act.get("dtype").and_then(|t| t.as_str()) {
+            Some("F32") => 4u64,
+            Some("BF16") => 2,
+            other => {
+                return Err(self.bad_shard(
+                    info,
+                    format!("activations are {other:?}, expected F32 or BF16"),
+                ))
+            }
+        };
+        let offsets: Vec<u64> = act
+            .get("data_offsets")
+            .and_then(|o| o.as_array())
+            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default();
+        let n_bytes = (n as u64)
+            .checked_mul(d as u64)
+            .and_then(|v| v.checked_mul(width));
+        let (start, end) = match offsets[..] {
+            [start, end] if end >= start && Some(end - start) == n_bytes => (start, end),
+            _ => {
+                return Err(self.bad_shard(
+                    info,
+                    format!("activation offsets {offsets:?} do not hold [{n}, {d}] values"),
+                ))
+            }
+        };
+        let mut file =
+            std::fs::File::open(&path).map_err(|e| DataError::io("opening", &path, e))?;
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len)
+            .map_err(|e| DataError::io("reading", &path, e))?;
+        let data_start = 8u64.saturating_add(u64::from_le_bytes(len));
+        let file_len = file
+            .metadata()
+            .map_err(|e| DataError::io("reading", &path, e))?
+            .len();
+        if data_start.saturating_add(end) > file_len {
+            return Err(self.bad_shard(info, "is truncated".into()));
+        }
+        file.seek(SeekFrom::Start(data_start.saturating_add(start)))
+            .map_err(|e| DataError::io("reading", &path, e))?;
+        let mut left = end - start;
+        let mut chunk = vec![0u8; (1 << 20).min(left as usize)];
+        out.reserve(n * d);
+        while left > 0 {
+            let take = (chunk.len() as u64).min(left) as usize;
+            file.read_exact(&mut chunk[..take])
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        self.bad_shard(info, "is truncated".into())
+                    }
+                    _ => DataError::io("reading", &path, e),
+                })?;
+            if width == 4 {
+                out.extend(
+                    chunk[..take]
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
+            } else {
+                out.extend(
+                    chunk[..take]
+                        .chunks_exact(2)
+                        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+                );
+            }
+            left -= take as u64;
+        }
+        Ok(n)
+    }
+
+    fn shard_info(&self, index: usize) -> Result<&ShardInfo> {
+        self.manifest.shards.get(index).ok_or_else(|| {
+            DataError::bad_store(
+                &self.dir,
+                format!(
+                    "shard {index} requested but the store has {}",
+                    self.manifest.shards.len()
+                ),
+            )
+        })
+    }
+
+    fn shard_bytes(&self, index: usize) -> Result<(&ShardInfo, Vec<u8>)> {
+        let info = self.shard_info(index)?;
+        let path = self.dir.join(&info.file);
+        let bytes = std::fs::read(&path).map_err(|e| DataError::io("reading", &path, e))?;
+        Ok((info, bytes))
+    }
+
+    fn bad_shard(&self, info: &ShardInfo, reason: String) -> DataError {
+        DataError::bad_store(
+            &self.dir,
+            format!("shard `{}`: {reason}; harvest again", info.file),
+        )
+    }
+
+    fn parse_shard<'a>(
+        &self,
+        info: &ShardInfo,
+        bytes: &'a [u8],
+    ) -> Result<safetensors::SafeTensors<'a>> {
+        safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| self.bad_shard(info, e.to_string()))
+    }
+
+    /// Checks the `activations` tensor against the manifest and appends it to `out` as float32.
+    fn append_activations(
+        &self,
+        info: &ShardInfo,
+        st: &safetensors::SafeTensors<'_>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (n, d) = (info.n_rows as usize, self.manifest.d);
+        let act = st
+            .tensor("activations")
+            .map_err(|e| self.bad_shard(info, format!("tensor `activations`: {e}")))?;
+        if act.shape() != [n, d] {
+            return Err(self.bad_shard(
+                info,
+                format!(
+                    "activations have shape {:?}, the manifest says [{n}, {d}]",
+                    act.shape()
+                ),
+            ));
+        }
+        match act.dtype() {
+            Dtype::F32 => out.extend(
+                act.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            Dtype::BF16 => out.extend(
+                act.data()
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+            other => {
+                return Err(self.bad_shard(
+                    info,
+                    format!("activations are {other:?}, expected F32 or BF16"),
+                ))
+            }
+        }
+        Ok(())
     }
 }
 

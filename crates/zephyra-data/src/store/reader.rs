@@ -4,7 +4,8 @@
 //! an on-the-fly harvest produces) holding at most `buffer_rows` rows, or a single shard when one shard is
 //! larger than that. The reader loads one window at a time, permutes its rows with a ChaCha8 generator
 //! seeded from `(seed, epoch, window)`, and serves them in that order. So:
-//! - memory is one window: at most `max(buffer_rows, rows of the largest shard)` rows of `d` floats;
+//! - memory is one window: at most `max(buffer_rows, rows of the largest shard)` rows of `d` floats, in
+//!   one buffer reused from window to window (plus, while a store window loads, one shard file's bytes);
 //! - every row is served exactly once per epoch;
 //! - the position is `(epoch, window, offset)` ([`ReaderCursor`]), and seeking to it loads one window.
 //!
@@ -23,8 +24,10 @@ use crate::error::{DataError, Result};
 pub trait WindowFeed: Send {
     /// Row width.
     fn d(&self) -> usize;
-    /// The rows (row-major) of window `window` of epoch `epoch`, or `None` when the epoch has fewer windows.
-    fn load_window(&mut self, epoch: u64, window: u64) -> Result<Option<Vec<f32>>>;
+    /// Appends to `rows` (empty, its capacity kept from the previous window so that the reader's main
+    /// memory is allocated once) the rows, row-major, of window `window` of epoch `epoch`; `false` when the
+    /// epoch has fewer windows.
+    fn load_window(&mut self, epoch: u64, window: u64, rows: &mut Vec<f32>) -> Result<bool>;
 }
 
 /// A position in a [`ShuffleReader`]'s stream.
@@ -122,10 +125,12 @@ impl ShuffleReader {
             self.done = true;
             return Ok(());
         }
-        if !self.load(cursor.epoch, cursor.window)? {
+        // The window is already in memory (the trainer reads its first rows, then rewinds): its rows and
+        // their permutation are the same, so keep them rather than read (or, on the fly, harvest) it again.
+        let resident = self.loaded == Some((cursor.epoch, cursor.window));
+        if !resident && !self.load(cursor.epoch, cursor.window)? {
             if cursor.offset == 0 {
                 // End of an epoch: next_rows moves on.
-                self.rows.clear();
                 self.order.clear();
                 self.loaded = Some((cursor.epoch, cursor.window));
                 return Ok(());
@@ -152,24 +157,25 @@ impl ShuffleReader {
 
     /// Loads a window; `false` when the epoch has no such window.
     fn load(&mut self, epoch: u64, window: u64) -> Result<bool> {
-        self.rows = Vec::new();
+        self.rows.clear();
         self.order.clear();
         self.loaded = None;
-        let Some(rows) = self.feed.load_window(epoch, window)? else {
+        if !self.feed.load_window(epoch, window, &mut self.rows)? {
+            self.rows.clear();
             return Ok(false);
-        };
-        if rows.len() % self.d != 0 {
+        }
+        if self.rows.len() % self.d != 0 {
+            let n_values = self.rows.len();
+            self.rows.clear();
             return Err(DataError::Pipeline(format!(
-                "window of {} values is not a whole number of rows of {}",
-                rows.len(),
+                "window of {n_values} values is not a whole number of rows of {}",
                 self.d
             )));
         }
-        let n = rows.len() / self.d;
-        self.order = (0..n as u32).collect();
+        let n = self.rows.len() / self.d;
+        self.order.extend(0..n as u32);
         self.order
             .shuffle(&mut window_rng(self.seed, epoch, window));
-        self.rows = rows;
         self.loaded = Some((epoch, window));
         Ok(true)
     }
@@ -257,7 +263,7 @@ impl WindowFeed for StoreFeed {
         self.store.d()
     }
 
-    fn load_window(&mut self, epoch: u64, window: u64) -> Result<Option<Vec<f32>>> {
+    fn load_window(&mut self, epoch: u64, window: u64, rows: &mut Vec<f32>) -> Result<bool> {
         let n = self.store.n_shards();
         if self.order.as_ref().map(|(e, _)| *e) != Some(epoch) {
             let mut order: Vec<usize> = (0..n).collect();
@@ -273,14 +279,101 @@ impl WindowFeed for StoreFeed {
             .unwrap_or(&[]);
         let start = window as usize * self.shards_per_window;
         if start >= n {
-            return Ok(None);
+            return Ok(false);
         }
         let end = (start + self.shards_per_window).min(n);
-        let mut rows = Vec::new();
+        // Sized up front from the manifest (each shard is checked against it when read): the window is the
+        // reader's main memory, so no growth by doubling. A manifest asking for too much reserves nothing.
+        let n_values = order[start..end]
+            .iter()
+            .filter_map(|&s| self.store.manifest().shards.get(s))
+            .fold(0u64, |n, info| n.saturating_add(info.n_rows))
+            .saturating_mul(self.store.d() as u64);
+        let _ = rows.try_reserve_exact(usize::try_from(n_values).unwrap_or(0));
         for &shard in &order[start..end] {
-            let data = self.store.read_shard(shard)?;
-            rows.extend_from_slice(&data.activations);
+            self.store.read_activations_into(shard, rows)?;
         }
-        Ok(Some(rows))
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Windows of `rows_per_window` rows of width 2 holding `[window, row]`; counts the loads.
+    struct CountingFeed {
+        windows: u64,
+        rows_per_window: usize,
+        loads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl WindowFeed for CountingFeed {
+        fn d(&self) -> usize {
+            2
+        }
+
+        fn load_window(&mut self, _epoch: u64, window: u64, rows: &mut Vec<f32>) -> Result<bool> {
+            if window >= self.windows {
+                return Ok(false);
+            }
+            self.loads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for r in 0..self.rows_per_window {
+                rows.extend_from_slice(&[window as f32, r as f32]);
+            }
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn rewinding_into_the_resident_window_does_not_load_it_again() {
+        let loads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let feed = CountingFeed {
+            windows: 3,
+            rows_per_window: 10,
+            loads: loads.clone(),
+        };
+        let mut reader = ShuffleReader::new(Box::new(feed), 7, Some(1));
+        let start = reader.cursor();
+        let mut first = vec![0.0; 2 * 6];
+        assert_eq!(reader.next_rows(&mut first).unwrap(), 6);
+        assert_eq!(loads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        reader.seek(start).unwrap();
+        let mut again = vec![0.0; 2 * 6];
+        assert_eq!(reader.next_rows(&mut again).unwrap(), 6);
+        assert_eq!(
+            again, first,
+            "the same rows in the same order after the rewind"
+        );
+        assert_eq!(loads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Past the resident window, rewinding loads window 0 again, and still serves the same rows.
+        let mut rest = vec![0.0; 2 * 14];
+        assert_eq!(reader.next_rows(&mut rest).unwrap(), 14);
+        assert_eq!(loads.load(std::sync::atomic::Ordering::Relaxed), 2);
+        reader.seek(start).unwrap();
+        assert_eq!(loads.load(std::sync::atomic::Ordering::Relaxed), 3);
+        reader.next_rows(&mut again).unwrap();
+        assert_eq!(again, first);
+        // All 30 rows once, each window's rows shuffled.
+        let mut reader = ShuffleReader::new(
+            Box::new(CountingFeed {
+                windows: 3,
+                rows_per_window: 10,
+                loads,
+            }),
+            7,
+            Some(1),
+        );
+        let mut all = vec![0.0; 2 * 40];
+        assert_eq!(reader.next_rows(&mut all).unwrap(), 30);
+        let mut seen: Vec<(u32, u32)> = all[..60]
+            .chunks(2)
+            .map(|r| (r[0] as u32, r[1] as u32))
+            .collect();
+        assert_ne!(seen[..10], (0..10).map(|r| (0, r)).collect::<Vec<_>>()[..]);
+        seen.sort();
+        let expected: Vec<(u32, u32)> = (0..3).flat_map(|w| (0..10).map(move |r| (w, r))).collect();
+        assert_eq!(seen, expected);
     }
 }

@@ -26,6 +26,7 @@ use zephyra_lm::{HookPoint, Hooks, Llama};
 
 use super::super::fetch_model::{self, ModelSpec};
 use super::super::Global;
+use super::{peak_rss_mb, reset_peak_rss};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -225,20 +226,6 @@ fn cut_rows(stream: &[u32], batch: usize, seq: usize) -> anyhow::Result<Vec<Vec<
                 .collect()
         })
         .collect())
-}
-
-/// The process's peak resident set size in MB (`VmHWM` in `/proc/self/status`; Linux only).
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-/// Resets `VmHWM` to the current RSS (Linux: writing 5 to `/proc/self/clear_refs`), so each workload
-/// reports its own peak. Best effort: elsewhere the peak is the process's.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Built-in benchmark text (original prose, about 1,100 tokens).

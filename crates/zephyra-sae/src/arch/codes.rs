@@ -73,6 +73,21 @@ pub(super) fn encoder_preact<T: Real>(
     }
 }
 
+/// `out = b_dec + F W_dec` for dense codes `F` (`n_rows × d_sae`); `out` is `n_rows × d_in`.
+pub(super) fn decode_dense<T: Real>(sae: &SaeOf<T>, f: &[T], n_rows: usize, out: &mut [T]) {
+    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+    for row in out.chunks_exact_mut(d_in) {
+        row.copy_from_slice(&sae.b_dec);
+    }
+    matmul(
+        out,
+        MatRef::row_major(f, n_rows, d_sae),
+        MatRef::row_major(&sae.w_dec, d_sae, d_in),
+        true,
+        T::ONE,
+    );
+}
+
 /// `‖W_dec[i]‖` into `ws.dec_norms`.
 pub(super) fn decoder_norms<T: Real>(sae: &SaeOf<T>, ws: &mut WorkspaceOf<T>) {
     let d_in = sae.cfg.d_in;
@@ -495,16 +510,11 @@ fn dense_path<T: Real>(
                 }
             }
         });
-    let xhat = sized(&mut ws.xhat, n_rows * d_in);
-    for row in xhat.chunks_exact_mut(d_in) {
-        row.copy_from_slice(&sae.b_dec);
-    }
-    matmul(
-        xhat,
-        MatRef::row_major(&ws.z[..n_rows * d_sae], n_rows, d_sae),
-        MatRef::row_major(&sae.w_dec, d_sae, d_in),
-        true,
-        T::ONE,
+    decode_dense(
+        sae,
+        &ws.z[..n_rows * d_sae],
+        n_rows,
+        sized(&mut ws.xhat, n_rows * d_in),
     );
     let (sse, sst) = output_grad(x, n_rows, d_in, s, ws);
     let f = &ws.z[..n_rows * d_sae];

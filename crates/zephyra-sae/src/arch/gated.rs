@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use super::codes::{
-    b_dec_grad, decoder_norms, encoder_preact, output_grad, scale_of, total_variance,
+    b_dec_grad, decode_dense, decoder_norms, encoder_preact, output_grad, scale_of, total_variance,
 };
 use super::{sized, WorkspaceOf};
 use crate::kernels::sparse::axpy;
@@ -86,32 +86,18 @@ pub(super) fn forward_backward<T: Real>(
     }
     stats.l0 = nnz as f64 / n_rows as f64;
     // x̂ and D.
-    let xhat = sized(&mut ws.xhat, n_rows * d_in);
-    for row in xhat.chunks_exact_mut(d_in) {
-        row.copy_from_slice(&sae.b_dec);
-    }
-    matmul(
-        xhat,
-        MatRef::row_major(&ws.mag[..n_rows * d_sae], n_rows, d_sae),
-        MatRef::row_major(&sae.w_dec, d_sae, d_in),
-        true,
-        T::ONE,
+    decode_dense(
+        sae,
+        &ws.mag[..n_rows * d_sae],
+        n_rows,
+        sized(&mut ws.xhat, n_rows * d_in),
     );
     let (sse, _) = output_grad(x, n_rows, d_in, s, ws);
     stats.sse = sse;
     stats.sst = total_variance(x, n_rows, d_in);
     // Gate reconstruction and D_g (in aux_out).
     let xg = sized(&mut ws.aux_out, n_rows * d_in);
-    for row in xg.chunks_exact_mut(d_in) {
-        row.copy_from_slice(&sae.b_dec);
-    }
-    matmul(
-        xg,
-        MatRef::row_major(&ws.gate[..n_rows * d_sae], n_rows, d_sae),
-        MatRef::row_major(&sae.w_dec, d_sae, d_in),
-        true,
-        T::ONE,
-    );
+    decode_dense(sae, &ws.gate[..n_rows * d_sae], n_rows, xg);
     let mut aux = 0.0f64;
     for (v, &xv) in xg.iter_mut().zip(x) {
         let diff = *v - xv;

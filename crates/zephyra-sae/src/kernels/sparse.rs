@@ -180,7 +180,8 @@ impl<T: Real> Codes<T> {
         }
     }
 
-    /// Builds the per-latent index (`col_ptr`, `col_entries`) with a counting sort.
+    /// Builds the per-latent index (`col_ptr`, `col_entries`) with a counting sort, and the column-order
+    /// copies of rows, values and gradients: call it after [`Codes::set_grad_from_output`].
     pub fn index_columns(&mut self) {
         let d_sae = self.d_sae;
         self.col_ptr.clear();

@@ -2,6 +2,8 @@
 //! without the optimizer: `cargo bench -p zephyra-sae --bench step` (threads: `RAYON_NUM_THREADS`, default 2).
 //! A plain timing harness (criterion is not available offline); prints tokens/s per architecture.
 
+mod common;
+
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
@@ -9,13 +11,7 @@ use zephyra_sae::kernels::MatRef;
 use zephyra_sae::{Architecture, Gradients, Sae, SaeConfig, StepConfig, Workspace};
 
 fn main() {
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global();
+    let threads = common::init_threads();
     let (d_in, d_sae, n) = (576, 9216, 4096);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let x: Vec<f32> = (0..n * d_in)

@@ -22,13 +22,14 @@ fn random(n: usize, seed: u64, sparsity: f64) -> Vec<f64> {
 }
 
 /// Every sparse kernel against a naive f64 loop over the dense matrices. The sizes cover the row-wise
-/// loops (tiny `d_in`), the column-sliced `f32` kernels (`d_in` ≥ 32: whole slices and a ragged tail) and
-/// both write modes (fresh and accumulating).
+/// loops (`d_in` < 8), the column-sliced `f32` kernels at each slice width (8 columns at `d_in` 13, 16 at
+/// 21, 32 from 32 on: whole slices and a ragged tail) and both write modes (fresh and accumulating).
 fn check_sparse_kernels<T: Real>(tol: f64) {
     let sizes = [
         (1, 1, 1),
         (3, 7, 5),
         (65, 13, 33),
+        (40, 21, 50),
         (130, 37, 70),
         (97, 64, 41),
         (70, 70, 90),

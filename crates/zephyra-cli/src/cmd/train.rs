@@ -5,7 +5,8 @@
 //! resampling every 1000 steps, jumprelu lr 2e-4 λ(L0) 1e-3, gated lr 1e-4 λ 1. For every architecture:
 //! Adam (0.9, 0.999, 1e-8), warm-up over 1 % of the steps (≤ 1000), linear decay to 0 over the last 20 %,
 //! λ warm-up over 5 % of the steps, gradient clipping at norm 1, inputs normalised to E‖x‖ = √d_in,
-//! b_dec from the geometric median of the first 8192 rows, latents dead after 2M rows without firing.
+//! b_dec from the geometric median of the first 8192 rows (zeros for relu), latents dead after 2M rows
+//! without firing.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -105,6 +106,9 @@ pub struct Args {
     /// Sparsity coefficient λ (L1 for relu/relu-unit/gated, L0 for jumprelu) [default: per architecture].
     #[arg(long, alias = "sparsity")]
     pub l1: Option<f64>,
+    /// Sparsity-coefficient warm-up steps: λ ramps linearly from 0 [default: 5 % of the steps].
+    #[arg(long, alias = "sparsity-warmup")]
+    pub l1_warmup: Option<u64>,
     /// Learning-rate warm-up steps [default: 1 % of the steps, at most 1000].
     #[arg(long)]
     pub lr_warmup: Option<u64>,
@@ -117,7 +121,7 @@ pub struct Args {
     /// Do not scale inputs to E‖x‖ = √d_in.
     #[arg(long)]
     pub no_normalize: bool,
-    /// How b_dec starts [default: geometric-median].
+    /// How b_dec starts [default: zeros for relu, geometric-median for the others].
     #[arg(long, value_enum)]
     pub b_dec_init: Option<BDecArg>,
     /// Rows without firing after which a latent counts as dead [default: 2000000].
@@ -161,6 +165,9 @@ impl Args {
         }
         if let Some(v) = self.l1 {
             cfg.sparsity_coeff = v;
+        }
+        if let Some(v) = self.l1_warmup {
+            cfg.sparsity_warmup_steps = v;
         }
         if let Some(v) = self.lr_warmup {
             cfg.lr_warmup_steps = v;

@@ -26,6 +26,8 @@ use crate::kernels::{matmul, MatRef, Real};
 use crate::sae::{Architecture, GradientsOf, Reduction, SaeOf, StepConfig, StepStats};
 use crate::Result;
 
+/// Latents per task in the dense path's column sums (a block's slice of every row is read in turn).
+const LATENT_BLOCK: usize = 512;
 /// Rows per block in the dense `G = D W_decᵀ` product.
 const DENSE_CHUNK_ROWS: usize = 256;
 
@@ -520,23 +522,31 @@ fn dense_path<T: Real>(
     let f = &ws.z[..n_rows * d_sae];
     stats.sse = sse;
     stats.sst = sst;
-    // Column statistics of F.
+    // Column statistics of F, by blocks of latents across threads.
     let f_sums = sized(&mut ws.latent_tmp, d_sae);
-    f_sums.fill(T::ZERO);
     ws.fire_counts.clear();
     ws.fire_counts.resize(d_sae, 0);
-    let mut nnz = 0usize;
-    let mut min_active = f64::INFINITY;
-    for row in f.chunks_exact(d_sae) {
-        for (i, &v) in row.iter().enumerate() {
-            if v > T::ZERO {
-                f_sums[i] += v;
-                ws.fire_counts[i] += 1;
-                nnz += 1;
-                min_active = min_active.min(v.to_f64());
+    let (nnz, min_active) = f_sums
+        .par_chunks_mut(LATENT_BLOCK)
+        .zip(ws.fire_counts.par_chunks_mut(LATENT_BLOCK))
+        .enumerate()
+        .map(|(b, (sums, counts))| {
+            let i0 = b * LATENT_BLOCK;
+            sums.fill(T::ZERO);
+            let (mut nnz, mut min_active) = (0usize, f64::INFINITY);
+            for row in f.chunks_exact(d_sae) {
+                for ((s, c), &v) in sums.iter_mut().zip(counts.iter_mut()).zip(&row[i0..]) {
+                    if v > T::ZERO {
+                        *s += v;
+                        *c += 1;
+                        nnz += 1;
+                        min_active = min_active.min(v.to_f64());
+                    }
+                }
             }
-        }
-    }
+            (nnz, min_active)
+        })
+        .reduce(|| (0, f64::INFINITY), |a, b| (a.0 + b.0, a.1.min(b.1)));
     stats.l0 = nnz as f64 / n_rows as f64;
     stats.min_active = min_active;
     let d = &ws.d[..n_rows * d_in];
@@ -575,12 +585,18 @@ fn dense_path<T: Real>(
             });
     }
     let g = &ws.z[..n_rows * d_sae];
-    grads.b_enc.fill(T::ZERO);
-    for row in g.chunks_exact(d_sae) {
-        for (o, &v) in grads.b_enc.iter_mut().zip(row) {
-            *o += v;
-        }
-    }
+    grads
+        .b_enc
+        .par_chunks_mut(LATENT_BLOCK)
+        .enumerate()
+        .for_each(|(b, out)| {
+            out.fill(T::ZERO);
+            for row in g.chunks_exact(d_sae) {
+                for (o, &v) in out.iter_mut().zip(&row[b * LATENT_BLOCK..]) {
+                    *o += v;
+                }
+            }
+        });
     matmul(
         &mut grads.w_enc,
         MatRef::row_major(&ws.xc[..n_rows * d_in], n_rows, d_in).t(),

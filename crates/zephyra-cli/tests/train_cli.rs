@@ -149,3 +149,42 @@ fn bad_input_fails_clearly_and_overwrites_nothing() {
     assert!(e.contains("'<f8'") && e.contains("float32"), "{e}");
     assert!(!other.join("cfg.json").exists());
 }
+
+/// `--l1-warmup`, `--lr-warmup` and `--lr-decay` set the schedules the metrics log, step by step, as
+/// computed by hand: λ·min(1, s/8), lr·min(1, s/4) and a constant rate afterwards (s = steps done).
+#[test]
+fn schedule_flags_set_the_logged_coefficients() {
+    let (tmp, acts) = setup();
+    let out = tmp.path().join("relu");
+    ok(zephyra()
+        .args(args_with(
+            "train --arch relu --l1 2 --l1-warmup 8 --lr 0.001 --lr-warmup 4 --lr-decay constant \
+             --expansion 2 --batch 64 --tokens 1280 --metrics-every 1 --threads 1 --holdout 500",
+            &[("--acts", &acts), ("--out", &out)],
+        ))
+        .output()
+        .unwrap());
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 20);
+    for r in &records {
+        let s = r["step"].as_f64().unwrap();
+        let (coeff, lr) = (
+            r["sparsity_coeff"].as_f64().unwrap(),
+            r["lr"].as_f64().unwrap(),
+        );
+        let want_coeff = 2.0 * (s / 8.0).min(1.0);
+        let want_lr = 0.001 * (s / 4.0).min(1.0);
+        assert!(
+            (coeff - want_coeff).abs() < 1e-6,
+            "step {s}: λ {coeff}, want {want_coeff}"
+        );
+        assert!(
+            (lr - want_lr).abs() < 1e-9,
+            "step {s}: lr {lr}, want {want_lr}"
+        );
+    }
+}

@@ -502,13 +502,17 @@ fn dense_path<T: Real>(
     ws.codes.build_from_lists(&[], d_sae);
     // F in place of z.
     let f = &mut ws.z[..n_rows * d_sae];
+    // Branch-free selects (about half the entries are kept at initialisation, so branches mispredict).
     f.par_chunks_exact_mut(d_sae)
         .with_min_len(16)
         .for_each(|row| {
-            for (i, v) in row.iter_mut().enumerate() {
-                let keep = *v > T::ZERO && (theta.is_empty() || *v > theta[i]);
-                if !keep {
-                    *v = T::ZERO;
+            if theta.is_empty() {
+                for v in row.iter_mut() {
+                    *v = if *v > T::ZERO { *v } else { T::ZERO };
+                }
+            } else {
+                for (v, &t) in row.iter_mut().zip(theta) {
+                    *v = if *v > T::ZERO && *v > t { *v } else { T::ZERO };
                 }
             }
         });
@@ -533,18 +537,24 @@ fn dense_path<T: Real>(
         .map(|(b, (sums, counts))| {
             let i0 = b * LATENT_BLOCK;
             sums.fill(T::ZERO);
-            let (mut nnz, mut min_active) = (0usize, f64::INFINITY);
+            // F is zero where inactive, so every entry is added; counts and minimum without branches.
+            let never = T::from_f64(f64::INFINITY);
+            let mut min_active = never;
             for row in f.chunks_exact(d_sae) {
                 for ((s, c), &v) in sums.iter_mut().zip(counts.iter_mut()).zip(&row[i0..]) {
-                    if v > T::ZERO {
-                        *s += v;
-                        *c += 1;
-                        nnz += 1;
-                        min_active = min_active.min(v.to_f64());
-                    }
+                    let active = v > T::ZERO;
+                    *s += v;
+                    *c += active as u32;
+                    let candidate = if active { v } else { never };
+                    min_active = if candidate < min_active {
+                        candidate
+                    } else {
+                        min_active
+                    };
                 }
             }
-            (nnz, min_active)
+            let nnz: usize = counts.iter().map(|&c| c as usize).sum();
+            (nnz, min_active.to_f64())
         })
         .reduce(|| (0, f64::INFINITY), |a, b| (a.0 + b.0, a.1.min(b.1)));
     stats.l0 = nnz as f64 / n_rows as f64;
@@ -574,13 +584,16 @@ fn dense_path<T: Real>(
         zc.par_chunks_exact_mut(d_sae)
             .zip(tmp.par_chunks_exact(d_sae))
             .with_min_len(8)
-            .for_each(|(g, t)| {
-                for (i, (gv, &tv)) in g.iter_mut().zip(t).enumerate() {
-                    *gv = if *gv > T::ZERO {
-                        tv + add.map_or(T::ZERO, |a| a[i])
-                    } else {
-                        T::ZERO
-                    };
+            .for_each(|(g, t)| match add {
+                Some(a) => {
+                    for ((gv, &tv), &av) in g.iter_mut().zip(t).zip(a) {
+                        *gv = if *gv > T::ZERO { tv + av } else { T::ZERO };
+                    }
+                }
+                None => {
+                    for (gv, &tv) in g.iter_mut().zip(t) {
+                        *gv = if *gv > T::ZERO { tv } else { T::ZERO };
+                    }
                 }
             });
     }

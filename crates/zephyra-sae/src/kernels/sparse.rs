@@ -42,19 +42,14 @@ pub struct Codes<T> {
     pub val: Vec<T>,
     /// Gradient at each entry.
     pub grad: Vec<T>,
-    /// Column offsets (after [`Codes::index_columns`]), length `d_sae + 1`.
+    /// Column offsets (after [`Codes::index_columns`]), length `d_sae + 1`: latent `i`'s entries are
+    /// `col_ptr[i]..col_ptr[i+1]` of the column-order arrays below, rows ascending.
     pub col_ptr: Vec<usize>,
-    /// Entries of each column, as positions into `idx`/`val`/`grad`, grouped by latent, rows ascending.
-    pub col_entries: Vec<u32>,
-    /// Row of each entry (after [`Codes::index_columns`]).
-    entry_row: Vec<u32>,
-    /// Row, value and gradient of each entry in column order (after [`Codes::index_columns`]), for the
-    /// sliced kernels' sequential reads.
+    /// Row, value and gradient of each entry in column order (after [`Codes::index_columns`]), so the
+    /// weight-gradient kernels read everything sequentially.
     col_row: Vec<u32>,
     col_val: Vec<T>,
     col_grad: Vec<T>,
-    /// Scratch for the column count.
-    col_fill: Vec<usize>,
 }
 
 /// A raw pointer that may cross threads; each user writes disjoint elements (see the `SAFETY` notes).
@@ -181,39 +176,66 @@ impl<T: Real> Codes<T> {
         }
     }
 
-    /// Builds the per-latent index (`col_ptr`, `col_entries`) with a counting sort, and the column-order
-    /// copies of rows, values and gradients: call it after [`Codes::set_grad_from_output`].
+    /// Builds the per-latent index (`col_ptr`) and the column-order copies of rows, values and gradients
+    /// with a counting sort, one chunk of rows per thread (each chunk gets its own run of slots in every
+    /// column, so rows stay ascending): call it after [`Codes::set_grad_from_output`].
     pub fn index_columns(&mut self) {
-        let d_sae = self.d_sae;
+        let (d_sae, n_rows, nnz) = (self.d_sae, self.n_rows, self.idx.len());
+        let chunks = rayon::current_num_threads()
+            .min(n_rows.div_ceil(PAR_ROWS))
+            .max(1);
+        let chunk_rows = n_rows.div_ceil(chunks).max(1);
+        let rows_of = |c: usize| c * chunk_rows..((c + 1) * chunk_rows).min(n_rows);
+        let (row_ptr, idx) = (&self.row_ptr, &self.idx);
+        // Per chunk: its entries per latent, then (below) its first slot in each latent's run.
+        let mut slots: Vec<Vec<usize>> = (0..chunks)
+            .into_par_iter()
+            .map(|c| {
+                let mut count = vec![0usize; d_sae];
+                let rows = rows_of(c);
+                if rows.start < rows.end {
+                    for &i in &idx[row_ptr[rows.start]..row_ptr[rows.end]] {
+                        count[i as usize] += 1;
+                    }
+                }
+                count
+            })
+            .collect();
         self.col_ptr.clear();
         self.col_ptr.resize(d_sae + 1, 0);
-        for &i in &self.idx {
-            self.col_ptr[i as usize + 1] += 1;
-        }
+        let mut next = 0;
         for i in 0..d_sae {
-            self.col_ptr[i + 1] += self.col_ptr[i];
+            self.col_ptr[i] = next;
+            for chunk in slots.iter_mut() {
+                let count = chunk[i];
+                chunk[i] = next;
+                next += count;
+            }
         }
-        self.col_fill.clear();
-        self.col_fill.extend_from_slice(&self.col_ptr[..d_sae]);
-        self.col_entries.resize(self.idx.len(), 0);
-        for (p, &i) in self.idx.iter().enumerate() {
-            let slot = &mut self.col_fill[i as usize];
-            self.col_entries[*slot] = p as u32;
-            *slot += 1;
-        }
-        self.entry_row.clear();
-        for r in 0..self.n_rows {
-            let len = self.row_ptr[r + 1] - self.row_ptr[r];
-            self.entry_row.extend(std::iter::repeat_n(r as u32, len));
-        }
-        let by_column = self.col_entries.iter().map(|&p| p as usize);
-        self.col_row.clear();
-        self.col_row
-            .extend(by_column.clone().map(|p| self.entry_row[p]));
-        self.col_val.clear();
-        self.col_val.extend(by_column.clone().map(|p| self.val[p]));
-        self.col_grad.clear();
-        self.col_grad.extend(by_column.map(|p| self.grad[p]));
+        self.col_ptr[d_sae] = next;
+        self.col_row.resize(nnz, 0);
+        self.col_val.resize(nnz, T::ZERO);
+        self.col_grad.resize(nnz, T::ZERO);
+        let rows_out = SharedMut(self.col_row.as_mut_ptr());
+        let val_out = SharedMut(self.col_val.as_mut_ptr());
+        let grad_out = SharedMut(self.col_grad.as_mut_ptr());
+        let (val, grad) = (&self.val, &self.grad);
+        slots.into_par_iter().enumerate().for_each(|(c, mut slot)| {
+            for r in rows_of(c) {
+                for p in row_ptr[r]..row_ptr[r + 1] {
+                    let i = idx[p] as usize;
+                    let q = slot[i];
+                    slot[i] += 1;
+                    // SAFETY: chunk c owns slots [its first slot, + its count) of every latent's run
+                    // (disjoint across chunks, all below nnz), and fills each exactly once.
+                    unsafe {
+                        *rows_out.ptr().add(q) = r as u32;
+                        *val_out.ptr().add(q) = val[p];
+                        *grad_out.ptr().add(q) = grad[p];
+                    }
+                }
+            }
+        });
     }
 
     /// `out[r] = (accumulate ? out[r] : bias) + Σ_active val·w_dec[i]` for every row (`out`: `n × d_in`).
@@ -311,12 +333,9 @@ impl<T: Real> Codes<T> {
             if !accumulate {
                 g.fill(T::ZERO);
             }
-            let entries = &self.col_entries[self.col_ptr[i]..self.col_ptr[i + 1]];
-            let term = |t: usize| {
-                let p = entries[t] as usize;
-                (self.val[p], self.entry_row[p] as usize)
-            };
-            weighted_row_sum(g, entries.len(), term, d, d_in);
+            let first = self.col_ptr[i];
+            let term = |t: usize| (self.col_val[first + t], self.col_row[first + t] as usize);
+            weighted_row_sum(g, self.col_ptr[i + 1] - first, term, d, d_in);
         };
         gw_dec
             .par_chunks_exact_mut(d_in)
@@ -359,12 +378,10 @@ impl<T: Real> Codes<T> {
                 for w in 0..width {
                     let i = i0 + w;
                     let acc = &mut tmp[w * d_in..(w + 1) * d_in];
-                    let entries = &self.col_entries[self.col_ptr[i]..self.col_ptr[i + 1]];
-                    let term = |t: usize| {
-                        let p = entries[t] as usize;
-                        (self.grad[p], self.entry_row[p] as usize)
-                    };
-                    weighted_row_sum(acc, entries.len(), term, xc, d_in);
+                    let first = self.col_ptr[i];
+                    let term =
+                        |t: usize| (self.col_grad[first + t], self.col_row[first + t] as usize);
+                    weighted_row_sum(acc, self.col_ptr[i + 1] - first, term, xc, d_in);
                 }
                 for j in 0..d_in {
                     for w in 0..width {

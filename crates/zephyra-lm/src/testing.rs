@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::LlamaConfig;
+use crate::config::{Family, LlamaConfig};
 use crate::error::{LmError, Result};
 use crate::gguf::permute_rows;
 
@@ -108,6 +108,7 @@ pub fn tiny_llama_with(seed: u64, options: &TinyOptions) -> Result<TinyLlama> {
 pub fn tiny_config(tied_embeddings: bool) -> LlamaConfig {
     LlamaConfig {
         architecture: "llama".into(),
+        family: Family::Llama,
         name: Some("tiny-llama".into()),
         n_layers: 2,
         d_model: 64,
@@ -120,6 +121,7 @@ pub fn tiny_config(tied_embeddings: bool) -> LlamaConfig {
         rope_theta: 10_000.0,
         rms_norm_eps: 1e-5,
         tied_embeddings,
+        sliding_window: None,
     }
 }
 

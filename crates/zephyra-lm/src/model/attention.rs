@@ -1,4 +1,4 @@
-//! Causal grouped-query attention over a key/value cache.
+//! Causal grouped-query attention over a key/value cache, optionally within a sliding window.
 //!
 //! Keys and values of every position (after RoPE for keys) live in a [`KvCache`] laid out
 //! `[batch, n_kv_heads, capacity, d_head]`, so one head's keys are a contiguous `[t, d_head]`
@@ -12,6 +12,17 @@ use crate::config::LlamaConfig;
 
 /// Query rows per attention block.
 const QUERY_BLOCK: usize = 32;
+
+/// How the query heads of one block attend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadLayout {
+    /// Number of query heads.
+    pub(crate) n_heads: usize,
+    /// Factor applied to `q · k` before the softmax.
+    pub(crate) scale: f32,
+    /// Positions each query sees, itself included (`None`: all earlier positions).
+    pub(crate) window: Option<usize>,
+}
 
 /// Keys and values of all layers for the positions seen so far.
 #[derive(Debug)]
@@ -106,8 +117,8 @@ impl KvCache {
         }
     }
 
-    /// Causal attention of `seq` new queries per sequence against every cached position of `layer`
-    /// (the new positions included). `qkv` holds the queries (after RoPE) in its first
+    /// Causal attention of `seq` new queries per sequence against the cached positions of `layer`
+    /// (the new positions included; with a window, only the last `window` of them). `qkv` holds the queries (after RoPE) in its first
     /// `n_heads · d_head` columns; `out` receives `[batch, seq, n_heads · d_head]`; `scratch` must
     /// hold `batch · n_heads · seq · d_head` values.
     #[allow(clippy::too_many_arguments)]
@@ -117,14 +128,20 @@ impl KvCache {
         qkv: &[f32],
         qkv_width: usize,
         seq: usize,
-        n_heads: usize,
+        heads: HeadLayout,
         out: &mut [f32],
         scratch: &mut [f32],
     ) {
         let (n_kv, d_head, cap, pos0) = (self.n_kv, self.d_head, self.capacity, self.len);
         let t = pos0 + seq;
+        let HeadLayout {
+            n_heads,
+            scale,
+            window,
+        } = heads;
         let group = n_heads / n_kv;
-        let scale = 1.0 / (d_head as f32).sqrt();
+        // First position visible from absolute position `p`.
+        let first = |p: usize| window.map_or(0, |w| (p + 1).saturating_sub(w));
         let (keys, values) = &self.layers[layer.min(self.layers.len() - 1)];
         // Each task: one (sequence, head) pair → `[seq, d_head]` in `scratch`.
         scratch[..self.batch * n_heads * seq * d_head]
@@ -136,14 +153,16 @@ impl KvCache {
                 let kv_at = (b * n_kv + g) * cap * d_head;
                 let k = &keys[kv_at..kv_at + t * d_head];
                 let v = &values[kv_at..kv_at + t * d_head];
-                // Query blocks: block [s0, s1) only needs keys [0, pos0 + s1), which skips most
-                // of the masked upper triangle.
+                // Query blocks: block [s0, s1) only needs keys [first(pos0 + s0), pos0 + s1),
+                // which skips most of the masked upper triangle (and, with a window, the far past).
                 for s0 in (0..seq).step_by(QUERY_BLOCK) {
                     let rows = QUERY_BLOCK.min(seq - s0);
-                    let t = pos0 + s0 + rows;
+                    let lo = first(pos0 + s0);
+                    let t = pos0 + s0 + rows - lo;
                     let q = &qkv[(b * seq + s0) * qkv_width + h * d_head..];
+                    let (k, v) = (&k[lo * d_head..], &v[lo * d_head..]);
                     scores.resize(rows * t, 0.0);
-                    // scores[s, j] = q[s] · k[j]
+                    // scores[s, j] = q[s] · k[lo + j]
                     matmul_strided(
                         scores,
                         q,
@@ -158,9 +177,11 @@ impl KvCache {
                         Parallelism::None,
                     );
                     for (i, row) in scores.chunks_exact_mut(t).enumerate() {
-                        let visible = pos0 + s0 + i + 1;
-                        softmax_row(&mut row[..visible], scale);
-                        row[visible..].fill(0.0);
+                        let p = pos0 + s0 + i;
+                        let (start, end) = (first(p) - lo, p + 1 - lo);
+                        row[..start].fill(0.0);
+                        softmax_row(&mut row[start..end], scale);
+                        row[end..].fill(0.0);
                     }
                     let dst = &mut head_out[s0 * d_head..(s0 + rows) * d_head];
                     matmul_strided(

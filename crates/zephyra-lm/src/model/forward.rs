@@ -6,8 +6,12 @@
 use candle_core::{Device, Tensor};
 use gemm::Parallelism;
 
-use super::kernels::{add_assign, matmul_nt, rms_norm, rope, rope_table, swiglu};
+use super::attention::HeadLayout;
+use super::kernels::{
+    add_assign, geglu_tanh, head_rms_norm, matmul_nt, rms_norm, rope, rope_table, swiglu,
+};
 use super::{ForwardOutput, KvCache, Llama, Logits};
+use crate::config::Activation;
 use crate::error::{LmError, Result};
 use crate::hooks::{Activations, HookPoint, Hooks};
 
@@ -148,11 +152,23 @@ impl Llama {
         ] {
             v.resize(n, 0.0);
         }
+        let embed_scale = cfg.embedding_scale();
         for (row, &id) in buf.resid.chunks_exact_mut(d).zip(ids) {
             let at = id as usize * d;
             row.copy_from_slice(&self.embed[at..at + d]);
+            if embed_scale != 1.0 {
+                row.iter_mut().for_each(|x| *x *= embed_scale);
+            }
         }
-        let (cos, sin) = rope_table(cache.len(), seq, cfg.d_head, cfg.rope_theta);
+        // One cos/sin table per distinct RoPE base (Gemma: local and global blocks differ).
+        let mut rope_tables: Vec<(f32, Vec<f32>, Vec<f32>)> = Vec::new();
+        for l in 0..cfg.n_layers {
+            let theta = cfg.layer_rope_theta(l);
+            if !rope_tables.iter().any(|t| t.0 == theta) {
+                let (cos, sin) = rope_table(cache.len(), seq, cfg.d_head, theta);
+                rope_tables.push((theta, cos, sin));
+            }
+        }
         let shape = [batch, seq, d];
         let par = Parallelism::Rayon(0);
 
@@ -177,19 +193,37 @@ impl Llama {
                 cfg.rms_norm_eps,
             );
             blk.qkv.forward(&mut buf.qkv, &buf.normed, d, rows);
+            if let Some(extra) = &blk.extra_norms {
+                let (q, k) = (&extra.q_norm, &extra.k_norm);
+                let (n_q, n_kv, eps) = (cfg.n_heads, cfg.n_kv_heads, cfg.rms_norm_eps);
+                head_rms_norm(&mut buf.qkv, qkv_width, n_q, q, n_kv, k, eps);
+            }
             let n_rot = cfg.n_heads + cfg.n_kv_heads; // q and k heads are adjacent in each row
-            rope(&mut buf.qkv, qkv_width, seq, n_rot, cfg.d_head, &cos, &sin);
+            let theta = cfg.layer_rope_theta(l);
+            let (_, cos, sin) = rope_tables
+                .iter()
+                .find(|t| t.0 == theta)
+                .expect("a table was made for every block's base");
+            rope(&mut buf.qkv, qkv_width, seq, n_rot, cfg.d_head, cos, sin);
             cache.store(l, &buf.qkv, qkv_width, seq, q_width, q_width + kv_width);
+            let heads = HeadLayout {
+                n_heads: cfg.n_heads,
+                scale: cfg.attention_scale(),
+                window: cfg.layer_window(l),
+            };
             cache.attend(
                 l,
                 &buf.qkv,
                 qkv_width,
                 seq,
-                cfg.n_heads,
+                heads,
                 &mut buf.attn,
                 &mut buf.scratch,
             );
             blk.o.forward(&mut buf.branch, &buf.attn, q_width, rows);
+            if let Some(extra) = &blk.extra_norms {
+                post_norm(buf, &extra.post_attn, cfg.rms_norm_eps);
+            }
             if at(HookPoint::AttnOut(l), &mut buf.branch, &mut acts)? {
                 return Ok((None, acts));
             }
@@ -200,8 +234,14 @@ impl Llama {
             // MLP.
             rms_norm(&mut buf.normed, &buf.resid, &blk.mlp_norm, cfg.rms_norm_eps);
             blk.gate_up.forward(&mut buf.gate_up, &buf.normed, d, rows);
-            swiglu(&mut buf.act, &buf.gate_up, d_mlp);
+            match cfg.activation() {
+                Activation::Silu => swiglu(&mut buf.act, &buf.gate_up, d_mlp),
+                Activation::GeluTanh => geglu_tanh(&mut buf.act, &buf.gate_up, d_mlp),
+            }
             blk.down.forward(&mut buf.branch, &buf.act, d_mlp, rows);
+            if let Some(extra) = &blk.extra_norms {
+                post_norm(buf, &extra.post_mlp, cfg.rms_norm_eps);
+            }
             if at(HookPoint::MlpOut(l), &mut buf.branch, &mut acts)? {
                 return Ok((None, acts));
             }
@@ -271,6 +311,13 @@ impl Llama {
         };
         Ok((logits, acts))
     }
+}
+
+/// Normalizes the branch output (`buf.branch`) before it joins the residual stream (Gemma's
+/// post-attention and post-feedforward norms), using `buf.normed` as scratch.
+fn post_norm(buf: &mut Buffers, weight: &[f32], eps: f32) {
+    rms_norm(&mut buf.normed, &buf.branch, weight, eps);
+    std::mem::swap(&mut buf.normed, &mut buf.branch);
 }
 
 /// Returns the work buffers to the model when a pass ends (early returns and errors included).

@@ -100,6 +100,31 @@ pub(crate) fn rms_norm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
         });
 }
 
+/// RMSNorm of each `d_head`-wide head of every row, in place: the first `n_a` heads of a row (row
+/// width `row_stride`) with `weight_a`, the next `n_b` heads with `weight_b` (Gemma's q/k norms).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn head_rms_norm(
+    x: &mut [f32],
+    row_stride: usize,
+    n_a: usize,
+    weight_a: &[f32],
+    n_b: usize,
+    weight_b: &[f32],
+    eps: f32,
+) {
+    let d_head = weight_a.len();
+    x.par_chunks_mut(row_stride).for_each(|row| {
+        for (h, head) in row[..(n_a + n_b) * d_head]
+            .chunks_exact_mut(d_head)
+            .enumerate()
+        {
+            let w = if h < n_a { weight_a } else { weight_b };
+            let inv = 1.0 / (sum_of_squares(head) / d_head as f32 + eps).sqrt();
+            head.iter_mut().zip(w).for_each(|(v, w)| *v = *v * inv * w);
+        }
+    });
+}
+
 /// Number of independent accumulators in reductions: lets the compiler vectorize them.
 const LANES: usize = 16;
 
@@ -164,6 +189,23 @@ pub(crate) fn swiglu(out: &mut [f32], gu: &[f32], d_mlp: usize) {
                 let (gate, up) = gu.split_at(d_mlp);
                 for ((o, g), u) in o.iter_mut().zip(gate).zip(up) {
                     *o = g / (1.0 + fast_exp(-g)) * u;
+                }
+            }
+        });
+}
+
+/// GeGLU: `out[r, i] = gelu_tanh(gu[r, i]) * gu[r, d_mlp + i]` (Hendrycks & Gimpel 2016,
+/// arXiv:1606.08415, tanh approximation; Shazeer 2020, arXiv:2002.05202).
+pub(crate) fn geglu_tanh(out: &mut [f32], gu: &[f32], d_mlp: usize) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    out.par_chunks_mut(d_mlp * ROWS_PER_TASK)
+        .zip(gu.par_chunks(2 * d_mlp * ROWS_PER_TASK))
+        .for_each(|(out, gu)| {
+            for (o, gu) in out.chunks_exact_mut(d_mlp).zip(gu.chunks_exact(2 * d_mlp)) {
+                let (gate, up) = gu.split_at(d_mlp);
+                for ((o, &g), u) in o.iter_mut().zip(gate).zip(up) {
+                    let t = (SQRT_2_OVER_PI * (g + 0.044_715 * g * g * g)).tanh();
+                    *o = 0.5 * g * (1.0 + t) * u;
                 }
             }
         });
@@ -346,6 +388,26 @@ mod tests {
         // rms of row 0 = sqrt(25/4) = 2.5
         assert_eq!(&out[..4], &[1.2, 3.2, 0.0, 0.0]);
         assert_eq!(&out[4..], &[1.0, 2.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn geglu_matches_hand_values() {
+        // gelu_tanh(1) = 0.5 (1 + tanh(√(2/π) · 1.044715)) = 0.841192; gelu_tanh(-1) = -0.158808.
+        let gu = [1.0, -1.0, 0.0, 2.0, 3.0, 5.0];
+        let mut out = [0.0; 3];
+        geglu_tanh(&mut out, &gu, 3);
+        assert!((out[0] - 2.0 * 0.841_192).abs() < 1e-5, "{out:?}");
+        assert!((out[1] + 3.0 * 0.158_808).abs() < 1e-5, "{out:?}");
+        assert_eq!(out[2], 0.0);
+    }
+
+    #[test]
+    fn head_rms_norm_uses_each_heads_weight() {
+        // Row: head a [3, 4], head b [1, 1], then one untouched column.
+        let mut x = [3.0, 4.0, 1.0, 1.0, 9.0];
+        head_rms_norm(&mut x, 5, 1, &[1.0, 2.0], 1, &[3.0, 1.0], 0.0);
+        let inv = 1.0 / 12.5f32.sqrt();
+        assert_eq!(x, [3.0 * inv, 4.0 * inv * 2.0, 3.0, 1.0, 9.0]);
     }
 
     #[test]

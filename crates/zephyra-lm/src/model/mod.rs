@@ -1,9 +1,14 @@
-//! The Llama model: weights ([`Llama`]) and the batched, hookable forward pass.
+//! The model: weights ([`Llama`]) and the batched, hookable forward pass, for two families.
 //!
-//! Architecture: Touvron et al. 2023, "LLaMA: Open and Efficient Foundation Language Models"
+//! Llama: Touvron et al. 2023, "LLaMA: Open and Efficient Foundation Language Models"
 //! (arXiv:2302.13971) — pre-RMSNorm blocks, rotary position embeddings (Su et al. 2021,
 //! arXiv:2104.09864, "rotate half" form as in Hugging Face transformers), SwiGLU MLP, grouped-query
 //! attention (Ainslie et al. 2023, arXiv:2305.13245).
+//!
+//! Gemma 3: Gemma Team 2025, "Gemma 3 Technical Report" (arXiv:2503.19786) — the same skeleton with
+//! embeddings scaled by √d_model, RMSNorms before *and* after attention and MLP, q/k RMSNorm per
+//! head, GeGLU MLP, and sliding-window attention (local RoPE base 10k) on all blocks but every
+//! sixth. [`crate::config::LlamaConfig`] supplies these per-family pieces; there is one forward pass.
 //!
 //! Weights are `f32`, stored `[n_out, n_in]` as in the GGUF file; Q/K/V and gate/up are fused
 //! into one matrix each so every block runs four large matrix products over all `batch × seq` rows.
@@ -11,12 +16,15 @@
 mod attention;
 mod forward;
 pub(crate) mod kernels;
+mod scoring;
+
+pub use scoring::log_softmax_at;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 
-use crate::config::LlamaConfig;
+use crate::config::{Family, LlamaConfig};
 use crate::error::{LmError, Result};
 use crate::gguf::{self, F32Tensor, GgufModel};
 use crate::hooks::{Activations, HookPoint};
@@ -84,9 +92,22 @@ pub(crate) struct Block {
     /// Rows: gate (d_mlp), then up (d_mlp).
     pub(crate) gate_up: Linear,
     pub(crate) down: Linear,
+    /// Gemma 3 only: the extra norms.
+    pub(crate) extra_norms: Option<ExtraNorms>,
 }
 
-/// A Llama-family model with `f32` weights, ready to run.
+/// The norms Gemma 3 adds to a Llama block.
+#[derive(Debug)]
+pub(crate) struct ExtraNorms {
+    /// Per-head RMSNorm weights of queries and keys, `[d_head]` each.
+    pub(crate) q_norm: Vec<f32>,
+    pub(crate) k_norm: Vec<f32>,
+    /// Norms of the attention and MLP outputs before they join the residual stream, `[d_model]`.
+    pub(crate) post_attn: Vec<f32>,
+    pub(crate) post_mlp: Vec<f32>,
+}
+
+/// A Llama or Gemma 3 model with `f32` weights, ready to run.
 ///
 /// ```no_run
 /// use zephyra_lm::{model::Logits, HookPoint, Hooks, Llama};
@@ -114,7 +135,7 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Loads a Llama-family GGUF file, dequantizing every tensor to `f32`.
+    /// Loads a Llama or Gemma 3 GGUF file, dequantizing every tensor to `f32`.
     ///
     /// Errors: [`LmError::NotGguf`], [`LmError::CorruptGguf`] (truncated file),
     /// [`LmError::UnsupportedArchitecture`], [`LmError::MissingMetadata`],
@@ -149,6 +170,15 @@ impl Llama {
             let o = t("attn_output")?;
             let mlp_norm = t("ffn_norm")?.data;
             let (gate, up, down) = (t("ffn_gate")?, t("ffn_up")?, t("ffn_down")?);
+            let extra_norms = match config.family {
+                Family::Llama => None,
+                Family::Gemma3 => Some(ExtraNorms {
+                    q_norm: t("attn_q_norm")?.data,
+                    k_norm: t("attn_k_norm")?.data,
+                    post_attn: t("post_attention_norm")?.data,
+                    post_mlp: t("post_ffw_norm")?.data,
+                }),
+            };
             blocks.push(Block {
                 attn_norm,
                 qkv: Linear::stack(&[&q, &k, &v]),
@@ -156,6 +186,7 @@ impl Llama {
                 mlp_norm,
                 gate_up: Linear::stack(&[&gate, &up]),
                 down: Linear::stack(&[&down]),
+                extra_norms,
             });
         }
         Ok(Llama {

@@ -1,0 +1,80 @@
+//! Logits a block of rows at a time: per-position scores of a sequence without ever holding a
+//! `[seq, vocab]` matrix (Gemma 3's vocabulary has 262,144 entries: 1 MB of logits per position).
+
+use gemm::Parallelism;
+
+use super::kernels::matmul_nt;
+use super::{Llama, Logits};
+use crate::error::{LmError, Result};
+use crate::hooks::{HookPoint, Hooks};
+
+/// Positions whose logits are computed together (32 × 262,144 × 4 B = 32 MB for Gemma 3).
+const LOGIT_ROWS: usize = 32;
+
+impl Llama {
+    /// Runs `ids` through the model and calls `f(position, logits)` for every position in order,
+    /// computing the logits [`LOGIT_ROWS`] rows at a time.
+    pub fn for_each_logit_row(&self, ids: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<()> {
+        let mut hooks = Hooks::capturing([HookPoint::LnFinal]);
+        let mut out = self.forward(&[ids], &mut hooks, Logits::None)?;
+        let normed = out
+            .activations
+            .take(HookPoint::LnFinal)
+            .ok_or_else(|| LmError::InvalidInput("the final norm was not captured".into()))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let (d, vocab) = (self.config.d_model, self.config.vocab_size);
+        let mut logits = vec![0.0f32; LOGIT_ROWS.min(ids.len()) * vocab];
+        for start in (0..ids.len()).step_by(LOGIT_ROWS) {
+            let rows = LOGIT_ROWS.min(ids.len() - start);
+            let unembed = self.unembedding();
+            let x = &normed[start * d..];
+            matmul_nt(
+                &mut logits,
+                x,
+                d,
+                unembed,
+                rows,
+                vocab,
+                d,
+                Parallelism::Rayon(0),
+            );
+            for (r, row) in logits[..rows * vocab].chunks_exact(vocab).enumerate() {
+                f(start + r, row);
+            }
+        }
+        Ok(())
+    }
+
+    /// `log p(ids[i + 1] | ids[..=i])` for every `i < ids.len() - 1` (natural log); the mean of the
+    /// negated values is the next-token cross-entropy.
+    pub fn next_token_logprobs(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(ids.len().saturating_sub(1));
+        self.for_each_logit_row(ids, |i, row| {
+            if let Some(&next) = ids.get(i + 1) {
+                out.push(log_softmax_at(row, next as usize));
+            }
+        })?;
+        Ok(out)
+    }
+}
+
+/// `log softmax(row)[i]`, accumulated in `f64`.
+pub fn log_softmax_at(row: &[f32], i: usize) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
+    (f64::from(row[i] - max) - sum.ln()) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_softmax_matches_hand_value() {
+        // softmax([0, ln 3]) = [0.25, 0.75]
+        let row = [0.0, 3f32.ln()];
+        assert!((log_softmax_at(&row, 0) - 0.25f32.ln()).abs() < 1e-6);
+        assert!((log_softmax_at(&row, 1) - 0.75f32.ln()).abs() < 1e-6);
+    }
+}

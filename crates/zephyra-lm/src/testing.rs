@@ -1,4 +1,5 @@
-//! Test fixtures (feature `test-util`): tiny random Llama GGUF files written to a temp dir, with a
+//! Test fixtures (feature `test-util`): tiny random Llama and Gemma 3 GGUF files ([`tiny_gemma`])
+//! written to a temp dir, with a
 //! small GPT-2-style byte-level tokenizer in their metadata, plus corrupt variants for error tests.
 //!
 //! The tiny model mirrors SmolLM2's layout at toy size: 2 blocks, `d_model` 64, 4 query heads /
@@ -20,6 +21,12 @@ use rand_chacha::ChaCha8Rng;
 use crate::config::{Family, LlamaConfig};
 use crate::error::{LmError, Result};
 use crate::gguf::permute_rows;
+
+mod gemma;
+pub use gemma::{
+    tiny_gemma, tiny_gemma_config, tiny_gemma_with, TINY_GEMMA_CONTROL, TINY_GEMMA_FIRST_PIECE,
+    TINY_GEMMA_PIECES, TINY_GEMMA_USER,
+};
 
 /// The special tokens, ids 0, 1, 2.
 pub const TINY_SPECIAL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
@@ -147,12 +154,7 @@ pub fn tiny_vocab() -> Vec<String> {
 pub fn write_tiny_llama(path: &Path, seed: u64, options: &TinyOptions) -> Result<LlamaConfig> {
     let cfg = tiny_config(options.tied_embeddings);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut matrix = |n_out: usize, n_in: usize| -> Vec<f32> {
-        let scale = (3.0 / n_in as f32).sqrt();
-        (0..n_out * n_in)
-            .map(|_| rng.random_range(-scale..scale))
-            .collect()
-    };
+    let mut matrix = |n_out: usize, n_in: usize| random_matrix(&mut rng, n_out, n_in);
     let (d, q, kv) = (
         cfg.d_model,
         cfg.n_heads * cfg.d_head,
@@ -187,19 +189,18 @@ pub fn write_tiny_llama(path: &Path, seed: u64, options: &TinyOptions) -> Result
         ));
     }
 
-    let mut qtensors = Vec::new();
-    for (name, shape, data) in tensors {
-        if options.skip_tensor.as_deref() == Some(name.as_str()) {
-            continue;
-        }
-        let t = Tensor::from_vec(data, shape.as_slice(), &Device::Cpu)?;
-        let dtype = if shape.len() == 1 {
-            GgmlDType::F32
-        } else {
-            options.dtype.ggml()
-        };
-        qtensors.push((name, QTensor::quantize(&t, dtype)?));
-    }
+    let dtype = options.dtype.ggml();
+    let tensors = tensors
+        .into_iter()
+        .map(|(name, shape, data)| {
+            let dtype = if shape.len() == 1 {
+                GgmlDType::F32
+            } else {
+                dtype
+            };
+            (name, shape, data, dtype)
+        })
+        .collect();
 
     let u32v = |x: usize| Value::U32(x as u32);
     let tokens = tiny_vocab();
@@ -248,13 +249,37 @@ pub fn write_tiny_llama(path: &Path, seed: u64, options: &TinyOptions) -> Result
         ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
         ("tokenizer.ggml.padding_token_id", Value::U32(TINY_EOS_ID)),
     ];
+    write_gguf(path, &metadata, tensors, options)?;
+    Ok(LlamaConfig {
+        architecture: options.architecture.clone(),
+        ..cfg
+    })
+}
+
+/// A tensor to write: GGUF name, shape (outermost first), values, storage type.
+pub(crate) type TensorSpec = (String, Vec<usize>, Vec<f32>, GgmlDType);
+
+/// Writes a GGUF file atomically, leaving out `options.skip_tensor` and `options.skip_metadata`.
+pub(crate) fn write_gguf(
+    path: &Path,
+    metadata: &[(&str, Value)],
+    tensors: Vec<TensorSpec>,
+    options: &TinyOptions,
+) -> Result<()> {
+    let mut qtensors = Vec::new();
+    for (name, shape, data, dtype) in tensors {
+        if options.skip_tensor.as_deref() == Some(name.as_str()) {
+            continue;
+        }
+        let t = Tensor::from_vec(data, shape.as_slice(), &Device::Cpu)?;
+        qtensors.push((name, QTensor::quantize(&t, dtype)?));
+    }
     let metadata: Vec<(&str, &Value)> = metadata
         .iter()
         .filter(|(k, _)| options.skip_metadata.as_deref() != Some(*k))
         .map(|(k, v)| (*k, v))
         .collect();
     let qrefs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-
     let io = |source| LmError::Io {
         path: path.to_path_buf(),
         source,
@@ -265,11 +290,15 @@ pub fn write_tiny_llama(path: &Path, seed: u64, options: &TinyOptions) -> Result
         gguf_file::write(&mut w, &metadata, &qrefs)?;
         w.flush().map_err(io)?;
     }
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(LlamaConfig {
-        architecture: options.architecture.clone(),
-        ..cfg
-    })
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Uniform random `[n_out, n_in]` weights with variance `1 / n_in`.
+pub(crate) fn random_matrix(rng: &mut ChaCha8Rng, n_out: usize, n_in: usize) -> Vec<f32> {
+    let scale = (3.0 / n_in as f32).sqrt();
+    (0..n_out * n_in)
+        .map(|_| rng.random_range(-scale..scale))
+        .collect()
 }
 
 /// Copies the first `keep_bytes` bytes of `src` to `dst` (a truncated download).

@@ -205,7 +205,21 @@ impl NpyFile {
         })?;
         let header = parse_header(path, &map)?;
         let (n_rows, d_in) = check_f32_matrix(path, &header)?;
-        let need = header.data_offset + n_rows * d_in * 4;
+        // Checked: a lying header (`(2^62, 576)`) must not wrap to a small size and pass.
+        let need = n_rows
+            .checked_mul(d_in)
+            .and_then(|v| v.checked_mul(4))
+            .and_then(|v| v.checked_add(header.data_offset));
+        let Some(need) = need else {
+            return Err(bad(
+                path,
+                format!(
+                    "the header's shape ({n_rows}, {d_in}) is impossibly large (its byte size overflows) \
+                     while the file has {} bytes: the header is corrupt",
+                    map.len()
+                ),
+            ));
+        };
         if map.len() < need {
             return Err(bad(
                 path,
@@ -291,6 +305,16 @@ impl NpySource {
                 ),
             ));
         }
+        if order.shuffle && u32::try_from(range.len()).is_err() {
+            return Err(bad(
+                &file.path,
+                format!(
+                    "{} rows are too many to shuffle (at most {}): split the file or read it in order",
+                    range.len(),
+                    u32::MAX
+                ),
+            ));
+        }
         let mut src = Self {
             file,
             start: range.start,
@@ -331,6 +355,10 @@ impl NpySource {
 impl ActivationSource for NpySource {
     fn d_in(&self) -> usize {
         self.file.d_in
+    }
+
+    fn rows_per_pass(&self) -> Option<u64> {
+        Some(self.n_rows() as u64)
     }
 
     fn next_rows(&mut self, out: &mut [f32]) -> Result<usize, SaeError> {

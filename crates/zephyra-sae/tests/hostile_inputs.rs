@@ -9,20 +9,15 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use zephyra_sae::checkpoint::TrainingState;
-use zephyra_sae::npy::{read_f32_matrix, write_f32_matrix, NpyFile, NpyOrder, NpySource};
+use zephyra_sae::npy::{
+    f32_header, read_f32_matrix, write_f32_matrix, NpyFile, NpyOrder, NpySource,
+};
 use zephyra_sae::train::{fill_batch, NonFinitePolicy, TrainConfig, Trainer};
 use zephyra_sae::{saelens, Architecture, Sae, SaeConfig, SaeError};
 
-/// A version-1 `.npy` file: the header for `shape` (a Python tuple) and `data_bytes` bytes of data.
-fn npy_with_shape(path: &Path, shape: &str, data_bytes: usize) {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
+/// A `.npy` file whose header says `shape`, followed by `data_bytes` bytes of data.
+fn npy_with_shape(path: &Path, shape: &[usize], data_bytes: usize) {
+    let mut bytes = f32_header(shape);
     bytes.resize(bytes.len() + data_bytes, 0);
     std::fs::write(path, bytes).unwrap();
 }
@@ -37,23 +32,20 @@ const ORDER: NpyOrder = NpyOrder {
 fn npy_headers_whose_byte_size_overflows_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     // 2^62 × 2^62 × 4 and 2^62 × 576 × 4 both wrap to 0 in 64-bit arithmetic.
-    for shape in [
-        "(4611686018427387904, 4611686018427387904)",
-        "(4611686018427387904, 576)",
-    ] {
+    for shape in [[1 << 62, 1 << 62], [1 << 62, 576]] {
         let p = dir.path().join("lying.npy");
-        npy_with_shape(&p, shape, 64);
+        npy_with_shape(&p, &shape, 64);
         let err = NpyFile::open(&p).unwrap_err();
         assert!(
             matches!(err, SaeError::Npy { .. }) && err.to_string().contains("overflows"),
-            "{shape}: {err}"
+            "{shape:?}: {err}"
         );
-        assert!(NpySource::open(&p, ORDER).is_err(), "{shape}");
-        assert!(read_f32_matrix(&p).is_err(), "{shape}");
+        assert!(NpySource::open(&p, ORDER).is_err(), "{shape:?}");
+        assert!(read_f32_matrix(&p).is_err(), "{shape:?}");
     }
     // A header that does not overflow but promises more than the file holds stays a truncation error.
     let p = dir.path().join("short.npy");
-    npy_with_shape(&p, "(1000, 16)", 64);
+    npy_with_shape(&p, &[1000, 16], 64);
     let err = NpyFile::open(&p).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
 }

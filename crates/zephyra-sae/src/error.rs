@@ -18,6 +18,27 @@ pub enum SaeError {
     /// A configuration value is out of range or inconsistent.
     #[error("invalid SAE configuration: {0}")]
     InvalidConfig(String),
+    /// A setting outside its valid range (NaN, infinite, negative, too large): named as the command line
+    /// spells it (`--max-grad-norm`), or by its configuration field when no flag sets it.
+    #[error("{option} {value} is invalid: {valid}")]
+    OutOfRange {
+        /// The option (`--lr`) or configuration field (`adam.beta1`).
+        option: String,
+        /// The value given, as text.
+        value: String,
+        /// The valid range and what to do.
+        valid: String,
+    },
+    /// A source that yields no usable row in a whole pass over its data (all NaN/Inf under
+    /// `--non-finite skip`): reading on would loop forever.
+    #[error(
+        "the activations have no usable row: every one of the {rows_per_pass} rows of a whole pass holds \
+         NaN or Inf; clean or re-harvest them (`--non-finite error` stops at the first such row)"
+    )]
+    NoUsableRows {
+        /// Rows in one pass over the source.
+        rows_per_pass: u64,
+    },
     /// `cfg.json` names an architecture Zephyra does not know.
     #[error(
         "unknown SAE architecture `{0}` in cfg.json: supported are `standard`, `topk`, `jumprelu` and `gated` \

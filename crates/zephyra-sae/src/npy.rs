@@ -149,6 +149,28 @@ pub fn read_f32_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize), SaeError
     Ok((rows, file.n_rows, file.d_in))
 }
 
+/// The bytes before the data of a version-1.0 float32 C-order `.npy` file of `shape`: magic, version,
+/// header length and the header dict padded with spaces so that the data starts at a multiple of 64.
+pub fn f32_header(shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let tuple = match dims.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    // Pad so that magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&[1, 0]);
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes
+}
+
 /// Writes `rows` (`n × d_in`, row-major) as a float32 `.npy` file, atomically (temp file + rename).
 pub fn write_f32_matrix(path: &Path, rows: &[f32], d_in: usize) -> Result<(), SaeError> {
     if d_in == 0 || rows.len() % d_in != 0 {
@@ -160,19 +182,8 @@ pub fn write_f32_matrix(path: &Path, rows: &[f32], d_in: usize) -> Result<(), Sa
             ),
         ));
     }
-    let n = rows.len() / d_in;
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d_in}), }}");
-    // Pad so that magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = Vec::with_capacity(10 + header.len() + rows.len() * 4);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&[1, 0]);
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
+    let mut bytes = f32_header(&[rows.len() / d_in, d_in]);
+    bytes.reserve(rows.len() * 4);
     for v in rows {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
@@ -205,7 +216,21 @@ impl NpyFile {
         })?;
         let header = parse_header(path, &map)?;
         let (n_rows, d_in) = check_f32_matrix(path, &header)?;
-        let need = header.data_offset + n_rows * d_in * 4;
+        // Checked: a lying header (`(2^62, 576)`) must not wrap to a small size and pass.
+        let need = n_rows
+            .checked_mul(d_in)
+            .and_then(|v| v.checked_mul(4))
+            .and_then(|v| v.checked_add(header.data_offset));
+        let Some(need) = need else {
+            return Err(bad(
+                path,
+                format!(
+                    "the header's shape ({n_rows}, {d_in}) is impossibly large (its byte size overflows) \
+                     while the file has {} bytes: the header is corrupt",
+                    map.len()
+                ),
+            ));
+        };
         if map.len() < need {
             return Err(bad(
                 path,
@@ -291,6 +316,16 @@ impl NpySource {
                 ),
             ));
         }
+        if order.shuffle && u32::try_from(range.len()).is_err() {
+            return Err(bad(
+                &file.path,
+                format!(
+                    "{} rows are too many to shuffle (at most {}): split the file or read it in order",
+                    range.len(),
+                    u32::MAX
+                ),
+            ));
+        }
         let mut src = Self {
             file,
             start: range.start,
@@ -331,6 +366,10 @@ impl NpySource {
 impl ActivationSource for NpySource {
     fn d_in(&self) -> usize {
         self.file.d_in
+    }
+
+    fn rows_per_pass(&self) -> Option<u64> {
+        Some(self.n_rows() as u64)
     }
 
     fn next_rows(&mut self, out: &mut [f32]) -> Result<usize, SaeError> {

@@ -142,6 +142,18 @@ impl SaeConfig {
                 u32::MAX
             )));
         }
+        let weight_bytes = self
+            .d_in
+            .checked_mul(self.d_sae)
+            .and_then(|n| n.checked_mul(4))
+            .filter(|&b| b <= isize::MAX as usize);
+        if weight_bytes.is_none() {
+            return Err(SaeError::InvalidConfig(format!(
+                "d_in × d_sae = {} × {} weights cannot be held in memory (the byte size overflows): \
+                 a corrupt cfg.json or checkpoint?",
+                self.d_in, self.d_sae
+            )));
+        }
         if let Some(k) = self.architecture.k() {
             if k == 0 || k >= self.d_sae {
                 return Err(SaeError::InvalidConfig(format!(

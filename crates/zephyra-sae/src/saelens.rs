@@ -7,7 +7,8 @@
 //! `cfg.json` keys: `architecture` (`standard`, `topk`, `jumprelu`, `gated`), `d_in`, `d_sae`, `dtype`
 //! (`float32`), `device`, `apply_b_dec_to_input`, `normalize_activations` (`none`: Zephyra folds its input
 //! scaling into the weights), `reshape_activations`, `k` (topk, with `rescale_acts_by_decoder_norm:
-//! false`), and `metadata` (`model_name`, `hook_name`, `context_size`, …). Zephyra's own architectures
+//! false`), and `metadata` (`sae_lens_version` and `sae_lens_training_version` as SAELens 6 writes them — without
+//! them SAELens 6 drops the block —, `model_name`, `hook_name`, `context_size`, …). Zephyra's own architectures
 //! are recorded in `metadata.zephyra_architecture` (`relu`, `relu-unit`, `batchtopk` with
 //! `metadata.zephyra_k`) so they load back as themselves, while SAELens sees `standard`/`jumprelu`.
 //!
@@ -27,6 +28,10 @@ use crate::{Result, SaeError};
 pub const CFG_FILE: &str = "cfg.json";
 /// The weights file name.
 pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
+/// The SAELens release whose file layout Zephyra writes (and checks against in
+/// `tests/saelens_format.rs`), recorded as `metadata.sae_lens_version` and
+/// `metadata.sae_lens_training_version`.
+pub const SAELENS_VERSION: &str = "6.54.12";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SaeError + '_ {
     move |source| SaeError::Io {
@@ -142,6 +147,10 @@ pub fn cfg_json(cfg: &SaeConfig) -> Value {
         Architecture::Gated => "gated",
     };
     if let Some(m) = metadata.as_object_mut() {
+        // SAELens 6 reads `metadata` only when `sae_lens_version` is present (otherwise it takes the file
+        // for a pre-6.0 config and drops the block): write both keys its own `save_model` writes.
+        m.insert("sae_lens_version".into(), json!(SAELENS_VERSION));
+        m.insert("sae_lens_training_version".into(), json!(SAELENS_VERSION));
         m.insert("zephyra_architecture".into(), json!(arch.name()));
         if let Architecture::BatchTopK { k } = arch {
             m.insert("zephyra_k".into(), json!(k));
@@ -233,6 +242,9 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
         .remove("zephyra_architecture")
         .and_then(|v| v.as_str().map(str::to_owned));
     let zephyra_k = metadata.extra.remove("zephyra_k").and_then(|v| v.as_u64());
+    // Written again by `cfg_json` on save.
+    metadata.extra.remove("sae_lens_version");
+    metadata.extra.remove("sae_lens_training_version");
     let folded = metadata
         .extra
         .remove("zephyra_normalization_factor_folded")
@@ -306,8 +318,27 @@ pub fn load(dir: &Path) -> Result<Sae> {
     let cfg = parse_cfg(&v, &cfg_path)?;
     let weights_path = dir.join(WEIGHTS_FILE);
     let mut tensors = read_f32_tensors(&weights_path)?;
+    // The weights file bounds the sizes: a cfg.json promising more than it holds is refused before
+    // anything of that size is allocated.
+    let (d_in, d_sae) = (cfg.d_in, cfg.d_sae);
+    for (name, shape) in [("W_enc", [d_in, d_sae]), ("W_dec", [d_sae, d_in])] {
+        let (got, _) = tensors.get(name).ok_or_else(|| SaeError::MissingTensor {
+            path: weights_path.clone(),
+            name: name.to_string(),
+            architecture: cfg.architecture.name().to_string(),
+        })?;
+        if got.as_slice() != shape {
+            return Err(SaeError::shape(
+                format!(
+                    "{} tensor {name} (cfg.json: d_in {d_in}, d_sae {d_sae})",
+                    weights_path.display()
+                ),
+                &shape,
+                got,
+            ));
+        }
+    }
     let mut sae = Sae::zeros(cfg)?;
-    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
     let arch = sae.cfg.architecture;
     let needs_threshold = !sae.threshold.is_empty();
     let mut take = |name: &str, shape: &[usize], dst: &mut Vec<f32>| -> Result<()> {

@@ -180,7 +180,8 @@ impl Args {
             };
         }
         if let Some(v) = self.max_grad_norm {
-            cfg.max_grad_norm = (v > 0.0).then_some(v);
+            // 0 turns clipping off; NaN and negative values are refused by `TrainConfig::validate`.
+            cfg.max_grad_norm = (v != 0.0).then_some(v);
         }
         if self.no_normalize {
             cfg.normalize_activations = false;
@@ -501,6 +502,8 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
                 .map(|name| name.to_string_lossy().into_owned());
         }
     }
+    // Before the thread pool is started: `--threads 100000` must not spawn anything.
+    cfg.validate()?;
     let comm = crate::dist::collective()?;
     let trainer = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)

@@ -5,7 +5,9 @@ use super::source::ActivationSource;
 use crate::SaeError;
 
 /// Fills `buf` (`batch_size × d_in`) with finite rows from `source`; returns `(rows, skipped)`. Fewer than
-/// `batch_size` rows means the source is exhausted. No allocation.
+/// `batch_size` rows means the source is exhausted. Twice a pass of skipped rows in a row
+/// ([`ActivationSource::rows_per_pass`]: a whole pass among them) is [`SaeError::NoUsableRows`]: a repeating source of NaN rows
+/// would otherwise be read forever. No allocation.
 pub fn fill_batch(
     source: &mut dyn ActivationSource,
     buf: &mut [f32],
@@ -16,6 +18,9 @@ pub fn fill_batch(
     let want = buf.len() / d_in;
     let mut rows = 0;
     let mut skipped = 0u64;
+    // Unusable rows read since the last usable one.
+    let mut run = 0u64;
+    let pass = source.rows_per_pass().filter(|&n| n > 0);
     while rows < want {
         let got = source.next_rows(&mut buf[rows * d_in..want * d_in])?;
         if got == 0 {
@@ -33,8 +38,15 @@ pub fn fill_batch(
                     });
                 }
                 skipped += 1;
+                run += 1;
+                // A shuffled source draws a new permutation each pass, so two usable rows may be up
+                // to 2n − 2 rows apart; 2n unusable rows in a row hold a whole pass.
+                if let Some(n) = pass.filter(|&n| run >= n.saturating_mul(2)) {
+                    return Err(SaeError::NoUsableRows { rows_per_pass: n });
+                }
                 continue;
             }
+            run = 0;
             if kept != r {
                 buf.copy_within(r * d_in..(r + 1) * d_in, kept * d_in);
             }

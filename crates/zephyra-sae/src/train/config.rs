@@ -151,54 +151,79 @@ impl TrainConfig {
         }
     }
 
-    /// Checks the values a user can get wrong.
+    /// Checks the values a user can get wrong: every float finite and in range, sizes that fit in memory
+    /// arithmetic, a thread count within [`max_threads`]. Errors name the option as the command line
+    /// spells it ([`SaeError::OutOfRange`]).
     pub fn validate(&self) -> Result<(), SaeError> {
         self.sae.validate()?;
-        let bad = |m: String| Err(SaeError::InvalidConfig(m));
         if self.batch_size == 0 {
-            return bad("batch size must be positive".into());
+            return out_of_range("--batch", self.batch_size, "it must be at least 1 row");
+        }
+        if self
+            .batch_size
+            .checked_mul(self.sae.d_in)
+            .and_then(|n| n.checked_mul(4))
+            .is_none()
+        {
+            return out_of_range(
+                "--batch",
+                self.batch_size,
+                format!(
+                    "a batch of rows of width {} does not fit in memory",
+                    self.sae.d_in
+                ),
+            );
         }
         if self.total_tokens < self.batch_size as u64 {
-            return bad(format!(
+            return Err(SaeError::InvalidConfig(format!(
                 "--tokens {} is less than one batch of {} rows; raise --tokens or lower --batch",
                 self.total_tokens, self.batch_size
-            ));
+            )));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!("learning rate {} must be positive", self.lr));
-        }
-        if !(self.sparsity_coeff >= 0.0 && self.sparsity_coeff.is_finite()) {
-            return bad(format!(
-                "sparsity coefficient {} must be ≥ 0",
-                self.sparsity_coeff
-            ));
-        }
-        let a = &self.adam;
-        if !(0.0..1.0).contains(&a.beta1)
-            || !(0.0..1.0).contains(&a.beta2)
-            || a.eps.is_nan()
-            || a.eps <= 0.0
-        {
-            return bad(format!(
-                "Adam settings β1 = {}, β2 = {}, ε = {} are out of range",
-                a.beta1, a.beta2, a.eps
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.lr_decay_start)
-            || !(0.0..=1.0).contains(&self.lr_final_fraction)
-        {
-            return bad("lr decay start and final fraction must lie in [0, 1]".into());
-        }
-        if let Some(k_aux) = self.k_aux {
-            if k_aux == 0 || k_aux > self.sae.d_sae {
-                return bad(format!(
-                    "k_aux = {k_aux} must lie in 1..={}",
-                    self.sae.d_sae
-                ));
+        check_f32("--lr", self.lr, Range::Positive)?;
+        check_f64("--l1", self.sparsity_coeff, Range::NonNegative)?;
+        if let Some(max) = self.max_grad_norm {
+            if !(max.is_finite() && max > 0.0) {
+                return out_of_range(
+                    "--max-grad-norm",
+                    max,
+                    "it must be a finite number > 0 (0 turns clipping off)",
+                );
             }
         }
+        let a = &self.adam;
+        check_f32("adam.beta1", a.beta1, Range::Fraction)?;
+        check_f32("adam.beta2", a.beta2, Range::Fraction)?;
+        check_f32("adam.eps", a.eps, Range::Positive)?;
+        check_f32("adam.weight_decay", a.weight_decay, Range::NonNegative)?;
+        check_f32("lr_decay_start", self.lr_decay_start, Range::Unit)?;
+        check_f32("lr_final_fraction", self.lr_final_fraction, Range::Unit)?;
+        check_f64("aux_coeff", self.aux_coeff, Range::NonNegative)?;
+        check_f64("bandwidth", self.bandwidth, Range::Positive)?;
+        check_f64("threshold_rate", self.threshold_rate, Range::Unit)?;
+        if let Some(k_aux) = self.k_aux {
+            if k_aux == 0 || k_aux > self.sae.d_sae {
+                return out_of_range(
+                    "k_aux",
+                    k_aux,
+                    format!("it must lie in 1..={}", self.sae.d_sae),
+                );
+            }
+        }
+        let max = max_threads();
+        if self.threads == 0 || self.threads > max {
+            return out_of_range(
+                "--threads",
+                self.threads,
+                format!(
+                    "it must lie in 1..={max} (4 × the {} cores this machine has, at most {MAX_THREADS}); \
+                     omit it to use every core",
+                    max / 4
+                ),
+            );
+        }
         if self.metrics_every_steps == 0 {
-            return bad("metrics interval must be at least 1 step".into());
+            return out_of_range("--metrics-every", 0, "it must be at least 1 step");
         }
         Ok(())
     }
@@ -244,4 +269,76 @@ fn diff_json(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &m
         _ if a != b => out.push(format!("{prefix}: {a} → {b}")),
         _ => {}
     }
+}
+
+/// The most worker threads any run may ask for.
+pub const MAX_THREADS: usize = 1024;
+
+/// The most worker threads a run may ask for on this machine: 4 × its cores, at most [`MAX_THREADS`]
+/// (more only adds scheduling overhead; 100,000 would exhaust the process's resources).
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (4 * cores).min(MAX_THREADS)
+}
+
+/// The valid ranges of the float settings.
+#[derive(Debug, Clone, Copy)]
+enum Range {
+    /// Finite and > 0.
+    Positive,
+    /// Finite and ≥ 0.
+    NonNegative,
+    /// In [0, 1).
+    Fraction,
+    /// In [0, 1].
+    Unit,
+}
+
+impl Range {
+    fn holds(self, v: f64) -> bool {
+        v.is_finite()
+            && match self {
+                Self::Positive => v > 0.0,
+                Self::NonNegative => v >= 0.0,
+                Self::Fraction => (0.0..1.0).contains(&v),
+                Self::Unit => (0.0..=1.0).contains(&v),
+            }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Self::Positive => "it must be a finite number > 0",
+            Self::NonNegative => "it must be a finite number ≥ 0",
+            Self::Fraction => "it must lie in [0, 1)",
+            Self::Unit => "it must lie in [0, 1]",
+        }
+    }
+}
+
+fn check_f64(option: &str, v: f64, range: Range) -> Result<(), SaeError> {
+    if range.holds(v) {
+        Ok(())
+    } else {
+        out_of_range(option, v, range.text())
+    }
+}
+
+fn check_f32(option: &str, v: f32, range: Range) -> Result<(), SaeError> {
+    if range.holds(v as f64) {
+        Ok(())
+    } else {
+        out_of_range(option, v, range.text())
+    }
+}
+
+fn out_of_range(
+    option: &str,
+    value: impl std::fmt::Display,
+    valid: impl Into<String>,
+) -> Result<(), SaeError> {
+    Err(SaeError::OutOfRange {
+        option: option.to_string(),
+        value: value.to_string(),
+        valid: valid.into(),
+    })
 }

@@ -12,6 +12,13 @@ use crate::SaeError;
 pub trait ActivationSource: Send {
     /// Width of each row.
     fn d_in(&self) -> usize;
+    /// Rows in one pass over the data, when known: a reader that skips twice this many unusable rows in a
+    /// row has seen a whole pass without a usable one and stops ([`SaeError::NoUsableRows`]) instead of
+    /// looping over a repeating source forever. `None` (the default): unknown, no such bound.
+    fn rows_per_pass(&self) -> Option<u64> {
+        None
+    }
+
     /// Fills `out` (a multiple of `d_in` long) with whole rows and returns how many were written;
     /// `0` means the source is exhausted.
     fn next_rows(&mut self, out: &mut [f32]) -> Result<usize, SaeError>;
@@ -59,6 +66,10 @@ impl MemorySource {
 impl ActivationSource for MemorySource {
     fn d_in(&self) -> usize {
         self.d_in
+    }
+
+    fn rows_per_pass(&self) -> Option<u64> {
+        Some(self.n_rows() as u64)
     }
 
     fn next_rows(&mut self, out: &mut [f32]) -> Result<usize, SaeError> {

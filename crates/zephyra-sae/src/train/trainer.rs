@@ -280,6 +280,23 @@ impl Trainer {
             .and_then(serde_json::Value::as_f64)
             .ok_or_else(|| bad("`scale` is missing".into()))? as f32;
 
+        // The state file bounds the sizes: a configuration promising more weights than the file holds is
+        // refused before anything of that size is allocated.
+        let (d_in, d_sae) = (cfg.sae.d_in, cfg.sae.d_sae);
+        for (name, need) in [
+            ("param.W_enc", d_in.checked_mul(d_sae)),
+            ("param.b_dec", Some(d_in)),
+        ] {
+            let got = state.tensor(name).map(<[f32]>::len);
+            if got.is_none() || got != need {
+                return Err(bad(format!(
+                    "tensor `{name}` has {} values where its configuration (d_in {d_in}, d_sae {d_sae}) \
+                     needs {}: the file is corrupt",
+                    got.map_or("no".into(), |n| n.to_string()),
+                    need.map_or("more than memory holds".into(), |n| n.to_string()),
+                )));
+            }
+        }
         let mut sae = Sae::zeros(cfg.sae.clone())?;
         let mut adam = Adam::new(cfg.adam, &shapes(&sae));
         adam.t = adam_t;

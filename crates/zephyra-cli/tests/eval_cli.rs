@@ -52,7 +52,7 @@ fn eval_then_plot_on_a_tiny_model() {
         "32",
         "--ce-tokens",
         "128",
-        "--batch",
+        "--batch-contexts",
         "4",
     ]));
     for label in [

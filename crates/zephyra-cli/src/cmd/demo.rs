@@ -13,11 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::Parser;
 use zephyra_analysis::features::FeatureStore;
+use zephyra_lm::HookPoint;
 use zephyra_web::AppState;
 
-use super::Global;
+use super::{eval, features, fetch_model, harvest, plot, train, Global};
+use crate::args::{ModelSpec, SaeArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,7 +27,7 @@ pub struct Args {
     pub out: PathBuf,
     /// Hook point the SAE reads.
     #[arg(long, default_value = "blocks.15.hook_resid_pre")]
-    pub hook: String,
+    pub hook: HookPoint,
     /// Tokens harvested and trained on.
     #[arg(long, default_value_t = 300_000)]
     pub tokens: u64,
@@ -41,28 +42,33 @@ pub struct Args {
     pub no_serve: bool,
 }
 
-/// Runs one subcommand in this process, as `zephyra ARGS…` would.
-fn step(
+/// Runs one subcommand in this process, as `zephyra ARGV…` would: `argv` is parsed by the subcommand's own
+/// argument struct `A` and handed to its `run`.
+#[allow(clippy::too_many_arguments)]
+fn step<A: clap::Args + clap::FromArgMatches>(
     n: usize,
     total: usize,
     what: &str,
     argv: &[String],
     done: bool,
     global: &Global,
+    run: fn(A, &Global) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<()> {
     eprintln!("[{n}/{total}] {what}: zephyra {}", argv.join(" "));
     if done {
         eprintln!("        already done, skipped");
         return Ok(());
     }
-    let mut full = vec!["zephyra".to_string()];
-    if global.quiet {
-        full.push("--quiet".into());
-    }
-    full.extend(argv.iter().cloned());
-    let cli = crate::Cli::try_parse_from(&full)
-        .with_context(|| format!("demo step {n} ({what}): bad arguments"))?;
-    match crate::run(cli).with_context(|| {
+    let (_name, rest) = argv
+        .split_first()
+        .context("a demo step names its subcommand")?;
+    let parse = || -> Result<A, clap::Error> {
+        let matches = A::augment_args(clap::Command::new("zephyra").no_binary_name(true))
+            .try_get_matches_from(rest)?;
+        A::from_arg_matches(&matches)
+    };
+    let args = parse().with_context(|| format!("demo step {n} ({what}): bad arguments"))?;
+    match run(args, global).with_context(|| {
         format!("demo step {n} ({what}) failed; rerun it alone with the command above")
     })? {
         code if code == ExitCode::SUCCESS => Ok(()),
@@ -88,6 +94,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         &[s("fetch-model")],
         false,
         global,
+        fetch_model::run,
     )?;
     step(
         2,
@@ -96,7 +103,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         &[
             s("harvest"),
             s("--hook"),
-            args.hook.clone(),
+            s(args.hook),
             s("--tokens"),
             s(args.tokens),
             s("--out"),
@@ -104,6 +111,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         ],
         acts.join("manifest.json").exists(),
         global,
+        harvest::run,
     )?;
     step(
         3,
@@ -126,6 +134,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         ],
         sae.join("cfg.json").exists(),
         global,
+        train::run,
     )?;
     step(
         4,
@@ -136,7 +145,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             s("--sae"),
             s(sae.display()),
             s("--hook"),
-            args.hook.clone(),
+            s(args.hook),
             s("--tokens"),
             s(50_000),
             s("--ce-tokens"),
@@ -144,6 +153,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         ],
         false,
         global,
+        eval::run,
     )?;
     // The plots only decorate the run page: a failure is reported, not fatal.
     if let Err(e) = step(
@@ -153,6 +163,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         &[s("plot"), s("--run"), s(sae.display())],
         false,
         global,
+        plot::run,
     ) {
         eprintln!("        {e:#}; the run page will show the command to retry");
     }
@@ -165,7 +176,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             s("--sae"),
             s(sae.display()),
             s("--hook"),
-            args.hook.clone(),
+            s(args.hook),
             s("--tokens"),
             s(args.feature_tokens),
             s("--out"),
@@ -173,17 +184,19 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         ],
         features.join("index.json").exists(),
         global,
+        features::run,
     )?;
     print_examples(&features)?;
     if args.no_serve {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("[7/{total}] serve the app (Ctrl-C to stop)");
-    let hook: zephyra_lm::HookPoint = args
-        .hook
-        .parse()
-        .with_context(|| format!("--hook {}", args.hook))?;
-    let engine = super::steer::engine(&sae, "smollm2", Some(hook))?;
+    let stack = SaeArgs {
+        sae: sae.clone(),
+        model: ModelSpec::Smollm2,
+        hook: Some(args.hook),
+    };
+    let engine = stack.engine(global)?;
     let store =
         FeatureStore::open(&features).with_context(|| format!("opening {}", features.display()))?;
     let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), args.port);

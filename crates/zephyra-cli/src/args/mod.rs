@@ -12,7 +12,8 @@
 //! | [`values`]   | range-checked parsers for every float and size flag                                      |
 //! | [`renamed`]  | hidden old spellings that fail naming the new flag                                       |
 //!
-//! `cmd/*.rs` only declares what is its own, maps the groups to library calls and prints.
+//! [`Global`] holds the options of every subcommand (`--quiet`). `cmd/*.rs` only declares what is its own,
+//! maps the groups to library calls and prints; nothing here depends on `cmd`.
 
 pub mod arch;
 pub mod corpus;
@@ -22,6 +23,21 @@ pub mod renamed;
 pub mod sae;
 pub mod text;
 pub mod values;
+
+/// Options shared by every subcommand.
+#[derive(Debug, Clone, Copy)]
+pub struct Global {
+    /// Hide progress bars.
+    pub quiet: bool,
+}
+
+impl Global {
+    /// Whether progress bars should be drawn: not with `--quiet`, and only when stderr is a terminal.
+    pub fn show_progress(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+}
 
 pub use arch::{Arch, ArchArgs};
 pub use corpus::CorpusArgs;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use zephyra_lm::fetch::{self, SMOLLM2_NAME};
 use zephyra_lm::{Llama, Tokenizer};
 
-use crate::cmd::Global;
+use super::Global;
 
 /// `--model` with its default, for commands that always run a model.
 #[derive(Debug, Clone, clap::Args)]

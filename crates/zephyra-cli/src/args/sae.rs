@@ -9,7 +9,7 @@ use zephyra_lm::{HookPoint, Llama, Tokenizer};
 use zephyra_sae::Sae;
 
 use super::model::{load_tokenizer, ModelSpec};
-use crate::cmd::Global;
+use super::Global;
 
 /// The SAE and the model it runs on (eval, features, steer, explain, serve).
 #[derive(Debug, Clone, clap::Args)]

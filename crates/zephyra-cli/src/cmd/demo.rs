@@ -59,15 +59,8 @@ fn step<A: clap::Args + clap::FromArgMatches>(
         eprintln!("        already done, skipped");
         return Ok(());
     }
-    let (_name, rest) = argv
-        .split_first()
-        .context("a demo step names its subcommand")?;
-    let parse = || -> Result<A, clap::Error> {
-        let matches = A::augment_args(clap::Command::new("zephyra").no_binary_name(true))
-            .try_get_matches_from(rest)?;
-        A::from_arg_matches(&matches)
-    };
-    let args = parse().with_context(|| format!("demo step {n} ({what}): bad arguments"))?;
+    let args =
+        parse::<A>(argv).with_context(|| format!("demo step {n} ({what}): bad arguments"))?;
     match run(args, global).with_context(|| {
         format!("demo step {n} ({what}) failed; rerun it alone with the command above")
     })? {
@@ -76,16 +69,95 @@ fn step<A: clap::Args + clap::FromArgMatches>(
     }
 }
 
+/// `argv` (the subcommand's name, then its arguments) parsed by the subcommand's argument struct.
+fn parse<A: clap::Args + clap::FromArgMatches>(argv: &[String]) -> Result<A, clap::Error> {
+    let rest = argv.get(1..).unwrap_or_default();
+    let matches = A::augment_args(clap::Command::new("zephyra").no_binary_name(true))
+        .try_get_matches_from(rest)?;
+    A::from_arg_matches(&matches)
+}
+
 fn s(x: impl ToString) -> String {
     x.to_string()
+}
+
+/// The command line of each step (without `zephyra`), from the demo's options.
+struct Steps {
+    harvest: Vec<String>,
+    train: Vec<String>,
+    eval: Vec<String>,
+    plot: Vec<String>,
+    features: Vec<String>,
+}
+
+/// Where the demo's outputs go under `--out`: the store, the SAE (the run directory), the features.
+fn dirs(out: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let sae = out.join("sae");
+    (out.join("acts"), sae.clone(), sae.join("features"))
+}
+
+fn steps(args: &Args) -> Steps {
+    let (acts, sae, features) = dirs(&args.out);
+    let (acts, sae, features) = (s(acts.display()), s(sae.display()), s(features.display()));
+    let (hook, tokens) = (s(args.hook), s(args.tokens));
+    Steps {
+        harvest: [
+            "harvest", "--hook", &hook, "--tokens", &tokens, "--out", &acts,
+        ]
+        .map(s)
+        .to_vec(),
+        train: [
+            "train",
+            "--acts",
+            &acts,
+            "--arch",
+            "topk",
+            "--k",
+            "32",
+            "--expansion",
+            "8",
+            "--tokens",
+            &tokens,
+            "--out",
+            &sae,
+        ]
+        .map(s)
+        .to_vec(),
+        eval: [
+            "eval",
+            "--sae",
+            &sae,
+            "--hook",
+            &hook,
+            "--tokens",
+            "50000",
+            "--ce-tokens",
+            "8192",
+        ]
+        .map(s)
+        .to_vec(),
+        plot: ["plot", "--run", &sae].map(s).to_vec(),
+        features: [
+            "features",
+            "--sae",
+            &sae,
+            "--hook",
+            &hook,
+            "--tokens",
+            &s(args.feature_tokens),
+            "--out",
+            &features,
+        ]
+        .map(s)
+        .to_vec(),
+    }
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let acts = out.join("acts");
-    let sae = out.join("sae");
-    let features = sae.join("features");
+    let (acts, sae, features) = dirs(out);
+    let argv = steps(&args);
     let total = 7;
     step(
         1,
@@ -100,15 +172,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         2,
         total,
         "harvest activations from the Rust documentation",
-        &[
-            s("harvest"),
-            s("--hook"),
-            s(args.hook),
-            s("--tokens"),
-            s(args.tokens),
-            s("--out"),
-            s(acts.display()),
-        ],
+        &argv.harvest,
         acts.join("manifest.json").exists(),
         global,
         harvest::run,
@@ -117,21 +181,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         3,
         total,
         "train a TopK SAE (k = 32, 8 × 576 latents)",
-        &[
-            s("train"),
-            s("--acts"),
-            s(acts.display()),
-            s("--arch"),
-            s("topk"),
-            s("--k"),
-            s(32),
-            s("--expansion"),
-            s(8),
-            s("--tokens"),
-            s(args.tokens),
-            s("--out"),
-            s(sae.display()),
-        ],
+        &argv.train,
         sae.join("cfg.json").exists(),
         global,
         train::run,
@@ -140,17 +190,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         4,
         total,
         "evaluate it",
-        &[
-            s("eval"),
-            s("--sae"),
-            s(sae.display()),
-            s("--hook"),
-            s(args.hook),
-            s("--tokens"),
-            s(50_000),
-            s("--ce-tokens"),
-            s(8_192),
-        ],
+        &argv.eval,
         false,
         global,
         eval::run,
@@ -160,7 +200,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         5,
         total,
         "plot the training curves and the feature density",
-        &[s("plot"), s("--run"), s(sae.display())],
+        &argv.plot,
         false,
         global,
         plot::run,
@@ -171,17 +211,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         6,
         total,
         "compute feature statistics",
-        &[
-            s("features"),
-            s("--sae"),
-            s(sae.display()),
-            s("--hook"),
-            s(args.hook),
-            s("--tokens"),
-            s(args.feature_tokens),
-            s("--out"),
-            s(features.display()),
-        ],
+        &argv.features,
         features.join("index.json").exists(),
         global,
         features::run,
@@ -226,4 +256,29 @@ fn print_examples(features: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_parses_with_its_subcommand_arguments() {
+        let demo: Args = parse(&["demo", "--out", "runs/my demo", "--tokens", "1000"].map(s))
+            .expect("demo arguments");
+        let argv = steps(&demo);
+        let harvest: harvest::Args = parse(&argv.harvest).expect("harvest");
+        assert_eq!(harvest.out, Path::new("runs/my demo/acts"));
+        assert_eq!(harvest.tokens, 1000);
+        let train: train::Args = parse(&argv.train).expect("train");
+        assert_eq!(train.out.as_deref(), Some(Path::new("runs/my demo/sae")));
+        let eval: eval::Args = parse(&argv.eval).expect("eval");
+        assert_eq!(eval.stack.hook, Some(demo.hook));
+        parse::<plot::Args>(&argv.plot).expect("plot");
+        let features: features::Args = parse(&argv.features).expect("features");
+        assert_eq!(
+            features.out.as_deref(),
+            Some(Path::new("runs/my demo/sae/features"))
+        );
+    }
 }

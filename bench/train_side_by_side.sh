@@ -53,7 +53,7 @@ if [ "$ARCH" = topk ]; then SL_ARCH=topk; Z_FLAGS="--arch topk --k 32"; else SL_
 SL=$(OMP_NUM_THREADS=$THREADS "$VENV/bin/python" "$SIDE" --acts "$ACTS" --arch $SL_ARCH --k 32 --l1 5 \
       --expansion 16 --batch $BATCH --steps "$STEPS" --threads "$THREADS" 2>/dev/null | tail -1)
 OUT=$(mktemp -d)/run
-ZE=$("$ZEPHYRA" --quiet train --acts "$ACTS" $Z_FLAGS --expansion 16 --batch $BATCH --tokens $TOKENS \
+ZE=$("$ZEPHYRA" --quiet train --acts "$ACTS" $Z_FLAGS --expansion 16 --batch-rows $BATCH --tokens $TOKENS \
       --threads "$THREADS" --holdout 8192 --checkpoint-every $TOKENS --out "$OUT" --json ${ZEPHYRA_FLAGS:-})
 echo "$SL"
 echo "$ZE"

@@ -3,9 +3,12 @@
 //! `main` parses the command line and hands it to [`run`]; every subcommand lives in its own module under
 //! `cmd/` and only translates arguments into library calls.
 
+mod args;
 mod cmd;
 mod dist;
 mod dist_harvest;
+mod output;
+mod rss;
 
 use std::io::{ErrorKind, IsTerminal};
 use std::process::ExitCode;
@@ -61,6 +64,31 @@ enum Command {
     Bench(cmd::bench::Args),
 }
 
+impl Command {
+    /// The subcommand's name as typed (`fetch-model`, `train`, …).
+    fn name(&self) -> &'static str {
+        match self {
+            Command::FetchModel(_) => "fetch-model",
+            Command::Inspect(_) => "inspect",
+            Command::Tokenize(_) => "tokenize",
+            Command::Run(_) => "run",
+            Command::Generate(_) => "generate",
+            Command::ByHand(_) => "by-hand",
+            Command::Harvest(_) => "harvest",
+            Command::Train(_) => "train",
+            Command::Encode(_) => "encode",
+            Command::Eval(_) => "eval",
+            Command::Plot(_) => "plot",
+            Command::Features(_) => "features",
+            Command::Serve(_) => "serve",
+            Command::Steer(_) => "steer",
+            Command::Explain(_) => "explain",
+            Command::Demo(_) => "demo",
+            Command::Bench(_) => "bench",
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -73,7 +101,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             dist::abort_job_on_error(&err);
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_message(&err));
             ExitCode::from(2)
         }
     }
@@ -81,12 +109,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cmd::Global { quiet: cli.quiet };
-    let name = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .unwrap_or_default();
     dist::check_parallel(
-        &name,
+        cli.command.name(),
         matches!(cli.command, Command::Train(_) | Command::Harvest(_)),
     )?;
     match cli.command {
@@ -119,6 +143,33 @@ fn init_logging() {
         .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .init();
+}
+
+/// The error and its causes on one line, `outer: inner: …`. A cause whose message the previous one already
+/// ends with is not repeated (error types that print their source in their own message), and candle's
+/// errors lose the backtrace they capture under `RUST_BACKTRACE`.
+fn error_message(err: &anyhow::Error) -> String {
+    let backtraced: Vec<(String, String)> = err
+        .chain()
+        .filter_map(|cause| match cause.downcast_ref::<candle_core::Error>() {
+            Some(candle_core::Error::WithBacktrace { inner, .. }) => {
+                Some((cause.to_string(), inner.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let mut message = cause.to_string();
+        for (full, short) in &backtraced {
+            message = message.replace(full.as_str(), short);
+        }
+        if parts.last().is_some_and(|prev| prev.ends_with(&message)) {
+            continue;
+        }
+        parts.push(message);
+    }
+    parts.join(": ")
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -38,7 +38,7 @@ fn eval_then_plot_on_a_tiny_model() {
     );
     let data = corpus(tmp.path());
     let model = tiny.path.display().to_string();
-    let table = ok(run([
+    let eval_args = [
         "eval",
         "--sae",
         run_dir.to_str().unwrap(),
@@ -52,9 +52,10 @@ fn eval_then_plot_on_a_tiny_model() {
         "32",
         "--ce-tokens",
         "128",
-        "--batch",
+        "--batch-contexts",
         "4",
-    ]));
+    ];
+    let table = ok(run(eval_args));
     for label in [
         "FVE (centred)",
         "L0 (active latents/token)",
@@ -73,6 +74,20 @@ fn eval_then_plot_on_a_tiny_model() {
     assert!(f["sparsity"]["l0"].as_f64().unwrap() <= 4.0);
     assert!(f["downstream"]["ce_clean"].as_f64().unwrap() > 0.0);
     assert_eq!(f["exclusion"]["position_zero"].as_u64().unwrap(), 20); // 640 / 32 contexts
+
+    // `--json` prints the same report on stdout; `--out` puts the file elsewhere.
+    let other = tmp.path().join("elsewhere.json");
+    let with_json = ["--json", "--out", other.to_str().unwrap()];
+    let stdout = ok(run(eval_args.iter().chain(&with_json)));
+    let printed: serde_json::Value =
+        serde_json::from_str(stdout.trim()).expect("stdout is one JSON object");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&other).unwrap()).unwrap();
+    assert_eq!(printed, written);
+    assert_eq!(
+        printed["figures"], json["figures"],
+        "the same figures as the first run"
+    );
 
     // Plots: a metrics file beside the eval output.
     let mut metrics = String::new();

@@ -22,7 +22,7 @@ fn write_corpus(dir: &Path) {
 fn harvest_args(data: &Path, out: &Path) -> Vec<String> {
     args_with(
         "harvest --model smollm2 --hook blocks.3.hook_resid_pre --tokens 1280 --ctx 32 \
-         --shard-contexts 4 --batch 2",
+         --shard-contexts 4 --batch-contexts 2",
         &[("--data", data), ("--out", out)],
     )
 }

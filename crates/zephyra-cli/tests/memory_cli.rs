@@ -46,7 +46,7 @@ fn measured(args: Vec<String>) -> (serde_json::Value, u64) {
 fn harvest(model: &Path, data: &Path, tokens: u64, out: &Path) -> (serde_json::Value, u64) {
     measured(args_with(
         &format!(
-            "harvest --hook {HOOK} --tokens {tokens} --ctx 128 --shard-contexts 64 --batch 16 \
+            "harvest --hook {HOOK} --tokens {tokens} --ctx 128 --shard-contexts 64 --batch-contexts 16 \
              --threads 2"
         ),
         &[("--model", model), ("--data", data), ("--out", out)],
@@ -57,7 +57,7 @@ fn train(store: &Path, buffer_rows: u64, tokens: u64, out: &Path) -> (serde_json
     measured(args_with(
         &format!(
             "train --shuffle-buffer {buffer_rows} --tokens {tokens} --arch topk --k 4 \
-             --expansion 1 --batch 4096 --threads 2"
+             --expansion 1 --batch-rows 4096 --threads 2"
         ),
         &[("--acts", store), ("--out", out)],
     ))

@@ -44,7 +44,7 @@ fn write_acts(path: &Path, n: usize, d: usize) {
 fn train_args(acts: &Path, out: &Path, arch: &str) -> Vec<String> {
     args_with(
         &format!(
-            "train --arch {arch} --k 4 --expansion 4 --batch 64 --tokens 6400 \
+            "train --arch {arch} --k 4 --expansion 4 --batch-rows 64 --tokens 6400 \
              --checkpoint-every 1600 --metrics-every 5 --threads 1 --seed 5 --holdout 400 \
              --dead-after 640 --quiet"
         ),
@@ -263,7 +263,7 @@ fn write_corpus(dir: &Path) {
 fn harvest_args(data: &Path, out: &Path) -> Vec<String> {
     args_with(
         "harvest --model smollm2 --hook blocks.2.hook_resid_pre --hook blocks.4.hook_mlp_out \
-         --tokens 1120 --ctx 32 --shard-contexts 4 --batch 2 --threads 1 --quiet",
+         --tokens 1120 --ctx 32 --shard-contexts 4 --batch-contexts 2 --threads 1 --quiet",
         &[("--data", data), ("--out", out)],
     )
 }

@@ -18,7 +18,7 @@ const SHAPE: &str = "--ctx 32 --shard-contexts 8";
 fn train(out: &Path, tokens: u64, shuffle_buffer: u64, source: Vec<String>) -> serde_json::Value {
     let mut args = args_with(
         &format!(
-            "train --arch topk --k 8 --expansion 4 --batch 128 --tokens {tokens} --threads 1 \
+            "train --arch topk --k 8 --expansion 4 --batch-rows 128 --tokens {tokens} --threads 1 \
              --seed 11 --shuffle-buffer {shuffle_buffer} --quiet --json"
         ),
         &[("--out", out)],
@@ -45,7 +45,7 @@ fn streaming_from_the_model_trains_the_sae_training_from_the_store_does() {
     // The store: more contexts (528) than either training below reads.
     let store = tmp.path().join("store");
     let text = ok(run(args_with(
-        &format!("harvest --hook {HOOK} --tokens 16896 --batch 8 --seed 11 {SHAPE} --quiet --json"),
+        &format!("harvest --hook {HOOK} --tokens 16896 --batch-contexts 8 --seed 11 {SHAPE} --quiet --json"),
         &[
             ("--model", &tiny.path),
             ("--data", &corpus),
@@ -61,7 +61,7 @@ fn streaming_from_the_model_trains_the_sae_training_from_the_store_does() {
     let from_store = || args_with("", &[("--acts", &store)]);
     let streamed = || {
         args_with(
-            &format!("--hook {HOOK} --harvest-batch 8 {SHAPE}"),
+            &format!("--hook {HOOK} --batch-contexts 8 {SHAPE}"),
             &[("--model", &tiny.path), ("--data", &corpus)],
         )
     };

@@ -33,7 +33,7 @@ fn train_args(acts: &Path, out: &Path) -> Vec<String> {
 fn train_args_with(acts: &Path, out: &Path, k: &str, expansion: &str) -> Vec<String> {
     args_with(
         &format!(
-            "train --arch topk --k {k} --expansion {expansion} --batch 64 --tokens 9600 \
+            "train --arch topk --k {k} --expansion {expansion} --batch-rows 64 --tokens 9600 \
              --checkpoint-every 1600 --metrics-every 5 --threads 1 --seed 3 --holdout 500"
         ),
         &[("--acts", acts), ("--out", out)],
@@ -159,7 +159,7 @@ fn schedule_flags_set_the_logged_coefficients() {
     ok(zephyra()
         .args(args_with(
             "train --arch relu --l1 2 --l1-warmup 8 --lr 0.001 --lr-warmup 4 --lr-decay constant \
-             --expansion 2 --batch 64 --tokens 1280 --metrics-every 1 --threads 1 --holdout 500",
+             --expansion 2 --batch-rows 64 --tokens 1280 --metrics-every 1 --threads 1 --holdout 500",
             &[("--acts", &acts), ("--out", &out)],
         ))
         .output()

@@ -76,9 +76,17 @@ pub fn read_content(path: &Path) -> Result<(Content, File)> {
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     let content = Content::read(&mut file).map_err(|e| LmError::CorruptGguf {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail: without_backtrace(&e),
     })?;
     Ok((content, file))
+}
+
+/// candle's message without the backtrace its errors capture when `RUST_BACKTRACE` is set.
+fn without_backtrace(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(inner),
+        other => other.to_string(),
+    }
 }
 
 /// Metadata accessors with typed errors.

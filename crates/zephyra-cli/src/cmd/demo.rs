@@ -13,11 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::Parser;
 use zephyra_analysis::features::FeatureStore;
+use zephyra_lm::HookPoint;
 use zephyra_web::AppState;
 
-use super::Global;
+use super::{eval, features, fetch_model, harvest, plot, train, Global};
+use crate::args::{ModelSpec, SaeArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,7 +27,7 @@ pub struct Args {
     pub out: PathBuf,
     /// Hook point the SAE reads.
     #[arg(long, default_value = "blocks.15.hook_resid_pre")]
-    pub hook: String,
+    pub hook: HookPoint,
     /// Tokens harvested and trained on.
     #[arg(long, default_value_t = 300_000)]
     pub tokens: u64,
@@ -41,28 +42,26 @@ pub struct Args {
     pub no_serve: bool,
 }
 
-/// Runs one subcommand in this process, as `zephyra ARGS…` would.
-fn step(
+/// Runs one subcommand in this process, as `zephyra ARGV…` would: `argv` is parsed by the subcommand's own
+/// argument struct `A` and handed to its `run`.
+#[allow(clippy::too_many_arguments)]
+fn step<A: clap::Args + clap::FromArgMatches>(
     n: usize,
     total: usize,
     what: &str,
     argv: &[String],
     done: bool,
     global: &Global,
+    run: fn(A, &Global) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<()> {
     eprintln!("[{n}/{total}] {what}: zephyra {}", argv.join(" "));
     if done {
         eprintln!("        already done, skipped");
         return Ok(());
     }
-    let mut full = vec!["zephyra".to_string()];
-    if global.quiet {
-        full.push("--quiet".into());
-    }
-    full.extend(argv.iter().cloned());
-    let cli = crate::Cli::try_parse_from(&full)
-        .with_context(|| format!("demo step {n} ({what}): bad arguments"))?;
-    match crate::run(cli).with_context(|| {
+    let args =
+        parse::<A>(argv).with_context(|| format!("demo step {n} ({what}): bad arguments"))?;
+    match run(args, global).with_context(|| {
         format!("demo step {n} ({what}) failed; rerun it alone with the command above")
     })? {
         code if code == ExitCode::SUCCESS => Ok(()),
@@ -70,16 +69,95 @@ fn step(
     }
 }
 
+/// `argv` (the subcommand's name, then its arguments) parsed by the subcommand's argument struct.
+fn parse<A: clap::Args + clap::FromArgMatches>(argv: &[String]) -> Result<A, clap::Error> {
+    let rest = argv.get(1..).unwrap_or_default();
+    let matches = A::augment_args(clap::Command::new("zephyra").no_binary_name(true))
+        .try_get_matches_from(rest)?;
+    A::from_arg_matches(&matches)
+}
+
 fn s(x: impl ToString) -> String {
     x.to_string()
+}
+
+/// The command line of each step (without `zephyra`), from the demo's options.
+struct Steps {
+    harvest: Vec<String>,
+    train: Vec<String>,
+    eval: Vec<String>,
+    plot: Vec<String>,
+    features: Vec<String>,
+}
+
+/// Where the demo's outputs go under `--out`: the store, the SAE (the run directory), the features.
+fn dirs(out: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let sae = out.join("sae");
+    (out.join("acts"), sae.clone(), sae.join("features"))
+}
+
+fn steps(args: &Args) -> Steps {
+    let (acts, sae, features) = dirs(&args.out);
+    let (acts, sae, features) = (s(acts.display()), s(sae.display()), s(features.display()));
+    let (hook, tokens) = (s(args.hook), s(args.tokens));
+    Steps {
+        harvest: [
+            "harvest", "--hook", &hook, "--tokens", &tokens, "--out", &acts,
+        ]
+        .map(s)
+        .to_vec(),
+        train: [
+            "train",
+            "--acts",
+            &acts,
+            "--arch",
+            "topk",
+            "--k",
+            "32",
+            "--expansion",
+            "8",
+            "--tokens",
+            &tokens,
+            "--out",
+            &sae,
+        ]
+        .map(s)
+        .to_vec(),
+        eval: [
+            "eval",
+            "--sae",
+            &sae,
+            "--hook",
+            &hook,
+            "--tokens",
+            "50000",
+            "--ce-tokens",
+            "8192",
+        ]
+        .map(s)
+        .to_vec(),
+        plot: ["plot", "--run", &sae].map(s).to_vec(),
+        features: [
+            "features",
+            "--sae",
+            &sae,
+            "--hook",
+            &hook,
+            "--tokens",
+            &s(args.feature_tokens),
+            "--out",
+            &features,
+        ]
+        .map(s)
+        .to_vec(),
+    }
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let acts = out.join("acts");
-    let sae = out.join("sae");
-    let features = sae.join("features");
+    let (acts, sae, features) = dirs(out);
+    let argv = steps(&args);
     let total = 7;
     step(
         1,
@@ -88,71 +166,44 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         &[s("fetch-model")],
         false,
         global,
+        fetch_model::run,
     )?;
     step(
         2,
         total,
         "harvest activations from the Rust documentation",
-        &[
-            s("harvest"),
-            s("--hook"),
-            args.hook.clone(),
-            s("--tokens"),
-            s(args.tokens),
-            s("--out"),
-            s(acts.display()),
-        ],
+        &argv.harvest,
         acts.join("manifest.json").exists(),
         global,
+        harvest::run,
     )?;
     step(
         3,
         total,
         "train a TopK SAE (k = 32, 8 × 576 latents)",
-        &[
-            s("train"),
-            s("--acts"),
-            s(acts.display()),
-            s("--arch"),
-            s("topk"),
-            s("--k"),
-            s(32),
-            s("--expansion"),
-            s(8),
-            s("--tokens"),
-            s(args.tokens),
-            s("--out"),
-            s(sae.display()),
-        ],
+        &argv.train,
         sae.join("cfg.json").exists(),
         global,
+        train::run,
     )?;
     step(
         4,
         total,
         "evaluate it",
-        &[
-            s("eval"),
-            s("--sae"),
-            s(sae.display()),
-            s("--hook"),
-            args.hook.clone(),
-            s("--tokens"),
-            s(50_000),
-            s("--ce-tokens"),
-            s(8_192),
-        ],
+        &argv.eval,
         false,
         global,
+        eval::run,
     )?;
     // The plots only decorate the run page: a failure is reported, not fatal.
     if let Err(e) = step(
         5,
         total,
         "plot the training curves and the feature density",
-        &[s("plot"), s("--run"), s(sae.display())],
+        &argv.plot,
         false,
         global,
+        plot::run,
     ) {
         eprintln!("        {e:#}; the run page will show the command to retry");
     }
@@ -160,30 +211,22 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         6,
         total,
         "compute feature statistics",
-        &[
-            s("features"),
-            s("--sae"),
-            s(sae.display()),
-            s("--hook"),
-            args.hook.clone(),
-            s("--tokens"),
-            s(args.feature_tokens),
-            s("--out"),
-            s(features.display()),
-        ],
+        &argv.features,
         features.join("index.json").exists(),
         global,
+        features::run,
     )?;
     print_examples(&features)?;
     if args.no_serve {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("[7/{total}] serve the app (Ctrl-C to stop)");
-    let hook: zephyra_lm::HookPoint = args
-        .hook
-        .parse()
-        .with_context(|| format!("--hook {}", args.hook))?;
-    let engine = super::steer::engine(&sae, "smollm2", Some(hook))?;
+    let stack = SaeArgs {
+        sae: sae.clone(),
+        model: ModelSpec::Smollm2,
+        hook: Some(args.hook),
+    };
+    let engine = stack.engine(global)?;
     let store =
         FeatureStore::open(&features).with_context(|| format!("opening {}", features.display()))?;
     let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), args.port);
@@ -213,4 +256,29 @@ fn print_examples(features: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_parses_with_its_subcommand_arguments() {
+        let demo: Args = parse(&["demo", "--out", "runs/my demo", "--tokens", "1000"].map(s))
+            .expect("demo arguments");
+        let argv = steps(&demo);
+        let harvest: harvest::Args = parse(&argv.harvest).expect("harvest");
+        assert_eq!(harvest.out, Path::new("runs/my demo/acts"));
+        assert_eq!(harvest.tokens, 1000);
+        let train: train::Args = parse(&argv.train).expect("train");
+        assert_eq!(train.out.as_deref(), Some(Path::new("runs/my demo/sae")));
+        let eval: eval::Args = parse(&argv.eval).expect("eval");
+        assert_eq!(eval.stack.hook, Some(demo.hook));
+        parse::<plot::Args>(&argv.plot).expect("plot");
+        let features: features::Args = parse(&argv.features).expect("features");
+        assert_eq!(
+            features.out.as_deref(),
+            Some(Path::new("runs/my demo/sae/features"))
+        );
+    }
 }

@@ -19,6 +19,7 @@ use zephyra_sae::npy::NpyFile;
 use zephyra_sae::{saelens, Workspace};
 
 use super::Global;
+use crate::args::renamed::OldBatchRows;
 
 /// Output layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,13 +45,15 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Sparse)]
     format: Format,
     /// Rows encoded per batch.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long = "batch-rows", default_value_t = 4096, value_name = "ROWS")]
     batch: usize,
+    #[command(flatten)]
+    old_batch: OldBatchRows,
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if args.batch == 0 {
-        bail!("--batch must be positive");
+        bail!("--batch-rows must be positive");
     }
     let sae = saelens::load(&args.sae)
         .with_context(|| format!("loading the SAE from {}", args.sae.display()))?;

@@ -11,38 +11,28 @@ use zephyra_analysis::eval_data::held_out_tail;
 use zephyra_analysis::report::{EvalData, EvalReport};
 use zephyra_data::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
 use zephyra_data::{Corpus, ExclusionRule};
-use zephyra_lm::HookPoint;
 
-use super::source::{load_corpus, load_model};
+use super::source::load_model;
 use super::Global;
+use crate::args::renamed::{OldBatchContexts, Renamed};
+use crate::args::{BatchContextsArg, CorpusArgs, SaeArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// SAE directory (cfg.json + sae_weights.safetensors), e.g. runs/l15-topk32.
-    #[arg(long, value_name = "DIR")]
-    pub sae: PathBuf,
-    /// Model: `smollm2` (fetched into the cache on first use) or a path to a .gguf file.
-    #[arg(long, default_value = "smollm2")]
-    pub model: String,
-    /// Eval corpus: files, directories, globs (repeatable) [default: the held-out tail of the default
-    /// corpus: its files in the reverse of the training order].
-    #[arg(long, value_name = "PATH")]
-    pub data: Vec<String>,
-    /// JSONL field / parquet column holding the text.
-    #[arg(long, default_value = "text")]
-    pub text_field: String,
-    /// Hook point [default: the SAE's `metadata.hook_name`].
-    #[arg(long, value_name = "HOOK")]
-    pub hook: Option<HookPoint>,
+    #[command(flatten)]
+    pub stack: SaeArgs,
+    // Eval corpus [default: the held-out tail of the default corpus: its files in the reverse of the
+    // training order].
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
     /// Tokens for the reconstruction, sparsity and latent-health figures.
     #[arg(long, default_value_t = 200_000)]
     pub tokens: u64,
     /// Tokens (the first of the same contexts) for CE / KL; each costs four full forward passes. 0 skips them.
     #[arg(long, default_value_t = 16_384)]
     pub ce_tokens: u64,
-    /// Contexts per forward pass.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
+    #[command(flatten)]
+    pub batch: BatchContextsArg,
     /// Tokens per context [default: the SAE's `metadata.context_size`, else 128].
     #[arg(long)]
     pub ctx: Option<usize>,
@@ -54,21 +44,36 @@ pub struct Args {
     pub train_seed: u64,
     /// Where to write every figure as JSON [default: SAE_DIR/eval.json].
     #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    /// Print the report as one JSON object on stdout instead of the table (the file is written too).
+    #[arg(long)]
+    pub json: bool,
+    /// A stray value: `--json FILE` is the old spelling of `--out FILE`.
+    #[arg(hide = true)]
+    stray: Option<String>,
+    #[command(flatten)]
+    old_batch: OldBatchContexts,
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    let sae = zephyra_sae::saelens::load(&args.sae)
-        .with_context(|| format!("loading the SAE in {}", args.sae.display()))?;
+    if let Some(value) = &args.stray {
+        if args.json {
+            bail!(
+                "{}",
+                Renamed::new(
+                    "--json FILE",
+                    "`--out FILE` (`--json` now prints the report on stdout)"
+                )
+                .message()
+            );
+        }
+        bail!("unexpected argument `{value}`; see `zephyra eval --help`");
+    }
+    let sae_dir = &args.stack.sae;
+    let sae = args.stack.load_sae()?;
     let meta = &sae.cfg.metadata;
-    let hook = match (args.hook, meta.hook_name.as_deref()) {
-        (Some(h), _) => h,
-        (None, Some(name)) => name
-            .parse::<HookPoint>()
-            .with_context(|| format!("the SAE's metadata.hook_name `{name}` is not a hook point; pass --hook"))?,
-        (None, None) => bail!("{} records no hook (metadata.hook_name): pass --hook, e.g. --hook blocks.15.hook_resid_pre", args.sae.display()),
-    };
-    let (model, tokenizer, model_path) = load_model(&args.model)?;
+    let hook = args.stack.hook_of(&sae)?;
+    let (model, tokenizer, model_path) = load_model(&args.stack.model.to_string())?;
     let file_name = model_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -78,7 +83,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         names.insert(0, n);
     }
     check_model(
-        &format!("the SAE in {}", args.sae.display()),
+        &format!("the SAE in {}", sae_dir.display()),
         meta.model_name.as_deref(),
         &names,
     )?;
@@ -97,8 +102,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let base = load_corpus(&args.data, &args.text_field)?;
-    let (corpus, selection, train_seed): (Corpus, String, Option<u64>) = if args.data.is_empty() {
+    let base = args.corpus.open()?;
+    let (corpus, selection, train_seed): (Corpus, String, Option<u64>) = if args.corpus.is_default()
+    {
         let tail = held_out_tail(&base, args.train_seed)?;
         let sel = format!(
             "held-out tail: files in reverse of the training order (harvest seed {})",
@@ -109,7 +115,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         (base, "the given corpus, read as is".to_string(), None)
     };
     let data = EvalData {
-        corpus: corpus_description(&args.data, &corpus),
+        corpus: corpus_description(&args.corpus.data, &corpus),
         selection,
         seed: args.seed,
         train_seed,
@@ -126,7 +132,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
 
     let cfg = EvalConfig {
         hook,
-        batch_contexts: args.batch,
+        batch_contexts: args.batch.batch_contexts,
         max_tokens: args.tokens,
         downstream_tokens: args.ce_tokens.min(args.tokens),
         rule: ExclusionRule::default(),
@@ -155,7 +161,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
 
     let report = EvalReport {
-        sae: args.sae.display().to_string(),
+        sae: sae_dir.display().to_string(),
         model: model_path.display().to_string(),
         model_name: model.config().name.clone(),
         hook: hook.to_string(),
@@ -165,18 +171,22 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         data,
         tokens: args.tokens,
         ce_tokens: cfg.downstream_tokens,
-        batch_contexts: args.batch,
+        batch_contexts: args.batch.batch_contexts,
         figures,
     };
-    let json = args
-        .json
+    let out = args
+        .out
         .clone()
-        .unwrap_or_else(|| args.sae.join("eval.json"));
+        .unwrap_or_else(|| sae_dir.join("eval.json"));
     report
-        .write(&json)
-        .with_context(|| format!("writing {}", json.display()))?;
-    print!("{}", report.table());
-    eprintln!("wrote {}", json.display());
+        .write(&out)
+        .with_context(|| format!("writing --out {}", out.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    eprintln!("wrote {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use zephyra_data::ExclusionRule;
 
-use super::steer::StackArgs;
 use super::Global;
+use crate::args::SaeArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub stack: StackArgs,
+    pub stack: SaeArgs,
     /// The text (`-` or absent: read standard input).
     #[arg(long)]
     pub text: Option<String>,
@@ -24,7 +24,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let text = match args.text.as_deref() {
         Some(t) if t != "-" => t.to_string(),
         _ => {
@@ -35,7 +35,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
             s
         }
     };
-    let engine = args.stack.engine()?;
+    let engine = args.stack.engine(global)?;
     let tokens = engine
         .explain(&text, args.top_k, &ExclusionRule::default())
         .context("explaining the text")?;

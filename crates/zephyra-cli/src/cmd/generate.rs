@@ -12,30 +12,28 @@ use std::process::ExitCode;
 use anyhow::Context;
 use zephyra_lm::{GenerateConfig, Hooks, Sampling, StopReason};
 
-use super::fetch_model::{self, ModelSpec};
-use super::tokenize::TextInput;
 use super::Global;
+use crate::args::{values, ModelArgs, TextInput};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("prompt_input").required(true).multiple(false)))]
 pub struct Args {
-    /// `smollm2` (downloaded on first use) or the path of a llama.cpp .gguf file.
-    #[arg(long, default_value = "smollm2")]
-    model: ModelSpec,
+    #[command(flatten)]
+    model: ModelArgs,
     /// The prompt to continue.
     #[arg(long, group = "prompt_input")]
     prompt: Option<String>,
     /// A UTF-8 file holding the prompt.
     #[arg(long, value_name = "PATH", group = "prompt_input")]
     file: Option<PathBuf>,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 64)]
+    /// Most tokens to generate (generation also stops when the model's context is full).
+    #[arg(long, default_value_t = 64, value_parser = values::max_tokens())]
     max_tokens: usize,
-    /// Softmax temperature; 0 is greedy decoding.
-    #[arg(long, default_value_t = 0.0)]
+    /// Softmax temperature, ≥ 0; 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = values::non_negative::<f32>)]
     temperature: f32,
     /// Nucleus (top-p) mass kept when sampling, in (0, 1].
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true, value_parser = values::unit_open_closed::<f32>)]
     top_p: f32,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
@@ -43,15 +41,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
-        anyhow::bail!(
-            "--temperature {} must be >= 0 (0 = greedy)",
-            args.temperature
-        );
-    }
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        anyhow::bail!("--top-p {} must be in (0, 1]", args.top_p);
-    }
     let input = TextInput {
         text: args.prompt.clone(),
         file: args.file.clone(),
@@ -60,7 +49,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         .read()
         .context("reading the prompt (--prompt or --file)")?;
 
-    let model = fetch_model::load(&args.model, global)?;
+    let model = args.model.model.load(global)?;
     let tokenizer = &model.tokenizer;
     let ids = tokenizer.encode(&prompt).context("tokenizing the prompt")?;
     let mut stop_tokens: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use zephyra_data::harvest::{self, Pipeline, DEFAULT_BATCH_CONTEXTS, DEFAULT_CONTEXTS_PER_SHARD};
+use zephyra_data::harvest::{self, Pipeline};
 use zephyra_data::store::StoreDtype;
 use zephyra_lm::HookPoint;
 
 use super::source::{harvest_config, load_corpus, load_model};
 use super::Global;
+use crate::args::renamed::OldBatchContexts;
+use crate::args::{CorpusArgs, HarvestArgs, ModelArgs};
 
 /// `--dtype` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,22 +31,18 @@ pub enum DtypeArg {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model: `smollm2` (fetched into the cache on first use) or a path to a .gguf file.
-    #[arg(long, default_value = "smollm2")]
-    pub model: String,
-    /// Corpus: files (.txt .md .html .jsonl .parquet), directories, globs, `-` for stdin (repeatable)
-    /// [default: the Rust documentation shipped with the toolchain].
-    #[arg(long, value_name = "PATH")]
-    pub data: Vec<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
     /// Hook point(s) to store, e.g. blocks.15.hook_resid_pre (repeat for several stores from one pass).
     #[arg(long, required = true, value_name = "HOOK")]
     pub hook: Vec<HookPoint>,
     /// Tokens to run through the model (ceil(tokens / ctx) contexts; fewer if the corpus runs out).
     #[arg(long, default_value_t = 2_000_000)]
     pub tokens: u64,
-    /// Tokens per context.
-    #[arg(long, default_value_t = 128)]
-    pub ctx: usize,
+    #[command(flatten)]
+    pub harvest: HarvestArgs,
     /// Output store directory (one hook) or parent of one store per hook (several).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -54,59 +52,46 @@ pub struct Args {
     /// Element type of the stored activations.
     #[arg(long, value_enum, default_value_t = DtypeArg::Float32)]
     pub dtype: DtypeArg,
-    /// Keep every row: do not drop position 0, special tokens or high-norm attention sinks.
-    #[arg(long)]
-    pub keep_sinks: bool,
-    /// Drop rows whose norm exceeds this multiple of their shard's median norm.
-    #[arg(long, default_value_t = zephyra_data::exclude::DEFAULT_MAX_NORM_MULTIPLE)]
-    pub max_norm_multiple: f32,
-    /// JSONL field / parquet column holding the text.
-    #[arg(long, default_value = "text")]
-    pub text_field: String,
-    /// Contexts per shard file.
-    #[arg(long, default_value_t = DEFAULT_CONTEXTS_PER_SHARD, value_name = "N")]
-    pub shard_contexts: usize,
-    /// Contexts per forward pass.
-    #[arg(long, default_value_t = DEFAULT_BATCH_CONTEXTS, value_name = "N")]
-    pub batch: usize,
     /// Threads for the forward pass [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    old_batch: OldBatchContexts,
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    let (model, tokenizer, model_path) = load_model(&args.model)?;
+    let (model, tokenizer, model_path) = load_model(&args.model.model.to_string())?;
     let config = harvest_config(
         args.hook.clone(),
-        args.ctx,
+        args.harvest.ctx,
         args.tokens,
         args.seed,
-        args.shard_contexts,
-        args.batch,
+        args.harvest.shard_contexts,
+        args.harvest.batch.batch_contexts,
         match args.dtype {
             DtypeArg::Float32 => StoreDtype::Float32,
             DtypeArg::Bfloat16 => StoreDtype::Bfloat16,
         },
-        args.keep_sinks,
-        args.max_norm_multiple,
+        args.harvest.keep_sinks,
+        args.harvest.max_norm_multiple,
     );
-    if args.ctx > model.config().context_length {
+    if args.harvest.ctx > model.config().context_length {
         return Err(zephyra_data::DataError::CtxTooLarge {
-            ctx: args.ctx,
+            ctx: args.harvest.ctx,
             max_ctx: model.config().context_length,
         }
         .into());
     }
-    let corpus = load_corpus(&args.data, &args.text_field)?;
+    let corpus = load_corpus(&args.corpus.data, &args.corpus.text_field)?;
     let info =
         harvest::model_info(&model_path, model.as_ref()).context("hashing the model file")?;
     let vocab_size = tokenizer.vocab_size();
     let pipeline = Pipeline {
         // Under mpirun: the model runs only for this rank's shards.
-        model: crate::dist_harvest::partition_model(model, args.shard_contexts),
+        model: crate::dist_harvest::partition_model(model, args.harvest.shard_contexts),
         encoder: tokenizer,
         corpus,
         config,
@@ -155,7 +140,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             "corpus_exhausted": summary.corpus_exhausted,
             "seconds": summary.seconds,
             "tokens_per_s": tokens_per_s,
-            "peak_rss_mb": super::bench::peak_rss_mb(),
+            "peak_rss_mb": crate::rss::peak_rss_mb(),
         });
         println!("{json}");
     } else {

@@ -3,20 +3,20 @@
 //! Reads only the GGUF header (no weights are dequantized), so it is instant. With `--json` it prints
 //! one JSON object: the fields of the text report plus `"hook_points": ["blocks.0.hook_resid_pre", ...]`.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use zephyra_lm::gguf;
 use zephyra_lm::HookPoint;
 
-use super::fetch_model::{self, ModelSpec};
 use super::Global;
+use crate::args::ModelArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `smollm2` (downloaded on first use) or the path of a llama.cpp .gguf file.
-    #[arg(long, default_value = "smollm2")]
-    model: ModelSpec,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -45,7 +45,7 @@ struct Report {
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    let path = fetch_model::resolve(&args.model, global)?;
+    let path = args.model.model.resolve(global)?;
     let (content, file) =
         gguf::read_content(&path).with_context(|| format!("inspecting {}", path.display()))?;
     let cfg = gguf::read_config(&path, &content)?;
@@ -53,6 +53,13 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         .metadata()
         .with_context(|| format!("reading the size of {}", path.display()))?
         .len();
+    let data_end = tensor_data_end(&content);
+    if file_bytes < data_end {
+        anyhow::bail!(
+            "{} is truncated: its header describes {data_end} bytes of tensors but the file holds {file_bytes}; download it again (`zephyra fetch-model`)",
+            path.display()
+        );
+    }
     let n_params: u64 = content
         .tensor_infos
         .values()
@@ -82,50 +89,77 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            serde_json::to_string(&report)?
+        )?;
     } else {
-        print_text(&report);
+        print_text(&report)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_text(r: &Report) {
-    println!(
-        "file            {} ({:.1} MB)",
-        r.path,
-        r.file_bytes as f64 / 1e6
-    );
+/// Where the last tensor's data ends, by the header: the least size of a complete file.
+fn tensor_data_end(content: &candle_core::quantized::gguf_file::Content) -> u64 {
+    content
+        .tensor_infos
+        .values()
+        .map(|t| {
+            let blocks = t.shape.elem_count() / t.ggml_dtype.block_size().max(1);
+            let bytes = (blocks as u64).saturating_mul(t.ggml_dtype.type_size() as u64);
+            content
+                .tensor_data_offset
+                .saturating_add(t.offset)
+                .saturating_add(bytes)
+        })
+        .max()
+        .unwrap_or(content.tensor_data_offset)
+}
+
+fn print_text(r: &Report) -> std::io::Result<()> {
+    let mut rows = vec![(
+        "file",
+        format!("{} ({:.1} MB)", r.path, r.file_bytes as f64 / 1e6),
+    )];
     if let Some(name) = &r.name {
-        println!("name            {name}");
+        rows.push(("name", name.clone()));
     }
-    println!("architecture    {}", r.architecture);
-    println!("blocks          {}", r.n_layers);
-    println!("d_model         {}", r.d_model);
-    println!("d_mlp           {}", r.d_mlp);
-    println!(
-        "attention       {} heads, {} KV heads, head_dim {}",
-        r.n_heads, r.n_kv_heads, r.d_head
-    );
-    println!("vocab           {}", r.vocab_size);
-    println!("context         {}", r.context_length);
-    println!("rope theta      {}", r.rope_theta);
-    println!("rms norm eps    {:e}", r.rms_norm_eps);
-    println!(
-        "embeddings      {}",
-        if r.tied_embeddings {
-            "tied"
-        } else {
-            "separate"
-        }
-    );
-    println!("tensors         {}", r.n_tensors);
-    println!(
-        "parameters      {} ({:.1} M)",
-        r.n_params,
-        r.n_params as f64 / 1e6
-    );
-    println!("hook points     {}", r.hook_points.len());
+    let embeddings = if r.tied_embeddings {
+        "tied"
+    } else {
+        "separate"
+    };
+    rows.extend([
+        ("architecture", r.architecture.clone()),
+        ("blocks", r.n_layers.to_string()),
+        ("d_model", r.d_model.to_string()),
+        ("d_mlp", r.d_mlp.to_string()),
+        (
+            "attention",
+            format!(
+                "{} heads, {} KV heads, head_dim {}",
+                r.n_heads, r.n_kv_heads, r.d_head
+            ),
+        ),
+        ("vocab", r.vocab_size.to_string()),
+        ("context", r.context_length.to_string()),
+        ("rope theta", r.rope_theta.to_string()),
+        ("rms norm eps", format!("{:e}", r.rms_norm_eps)),
+        ("embeddings", embeddings.to_string()),
+        ("tensors", r.n_tensors.to_string()),
+        (
+            "parameters",
+            format!("{} ({:.1} M)", r.n_params, r.n_params as f64 / 1e6),
+        ),
+        ("hook points", r.hook_points.len().to_string()),
+    ]);
+    let mut out = std::io::stdout().lock();
+    for (label, value) in rows {
+        writeln!(out, "{label:<15} {value}")?;
+    }
     for hook in &r.hook_points {
-        println!("  {hook}");
+        writeln!(out, "  {hook}")?;
     }
+    Ok(())
 }

@@ -19,17 +19,4 @@ pub mod steer;
 pub mod tokenize;
 pub mod train;
 
-/// Options shared by every subcommand.
-#[derive(Debug, Clone, Copy)]
-pub struct Global {
-    /// Hide progress bars.
-    pub quiet: bool,
-}
-
-impl Global {
-    /// Whether progress bars should be drawn: not with `--quiet`, and only when stderr is a terminal.
-    pub fn show_progress(&self) -> bool {
-        use std::io::IsTerminal;
-        !self.quiet && std::io::stderr().is_terminal()
-    }
-}
+pub use crate::args::Global;

@@ -10,6 +10,7 @@ use zephyra_analysis::plot::{
 use zephyra_analysis::report::EvalReport;
 
 use super::Global;
+use crate::output::OutputDir;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["run", "runs"])))]
@@ -78,6 +79,23 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|d| load_run(d))
         .collect::<anyhow::Result<_>>()?;
+    // A plot that fails (a full disk) leaves no partial or temporary files behind.
+    let out_dir = OutputDir::claim("--out", &out)?;
+    let written = draw(&runs, &out).inspect_err(|_| out_dir.discard_new())?;
+    if written.is_empty() {
+        bail!(
+            "nothing to plot in {}: no run holds a non-empty metrics.jsonl (from `zephyra train`) or an eval.json (from `zephyra eval`)",
+            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    for p in written {
+        println!("{}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Draws every figure the runs have data for into `out`; returns the files written.
+fn draw(runs: &[Run], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
 
     let curves: Vec<RunCurve> = runs
@@ -91,7 +109,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         .filter(|c| !c.points.is_empty())
         .collect();
     if !curves.is_empty() {
-        written.extend(plot_training_curves(&curves, &out)?);
+        written.extend(plot_training_curves(&curves, out)?);
     }
     let with_eval: Vec<&Run> = runs.iter().filter(|r| r.eval.is_some()).collect();
     for r in &with_eval {
@@ -135,14 +153,5 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
             written.extend(plot_l0_vs_fve(&points, &out.join("l0_vs_fve"))?);
         }
     }
-    if written.is_empty() {
-        bail!(
-            "nothing to plot in {}: no run holds a non-empty metrics.jsonl (from `zephyra train`) or an eval.json (from `zephyra eval`)",
-            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-        );
-    }
-    for p in written {
-        println!("{}", p.display());
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(written)
 }

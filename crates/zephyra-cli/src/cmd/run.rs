@@ -17,15 +17,13 @@ use safetensors::Dtype;
 use zephyra_lm::model::Logits;
 use zephyra_lm::{HookPoint, Hooks};
 
-use super::fetch_model::{self, ModelSpec};
-use super::tokenize::TextInput;
 use super::Global;
+use crate::args::{ModelArgs, TextInput};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `smollm2` (downloaded on first use) or the path of a llama.cpp .gguf file.
-    #[arg(long, default_value = "smollm2")]
-    model: ModelSpec,
+    #[command(flatten)]
+    model: ModelArgs,
     #[command(flatten)]
     input: TextInput,
     /// Hook point to save, e.g. `blocks.15.hook_resid_pre` (repeatable); `zephyra inspect` lists them.
@@ -70,7 +68,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     }
     let text = args.input.read()?;
 
-    let model = fetch_model::load(&args.model, global)?;
+    let model = args.model.model.load(global)?;
     let n_layers = model.llama.config().n_layers;
     for hook in &hooks {
         hook.validate(n_layers)?;
@@ -111,7 +109,8 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     }
 
     match format {
-        OutFormat::Npy => write_npy(&args.out, &arrays[0].1, [ids.len(), d_model])?,
+        OutFormat::Npy => zephyra_sae::npy::write_f32_matrix(&args.out, &arrays[0].1, d_model)
+            .with_context(|| format!("writing --out {}", args.out.display()))?,
         OutFormat::Safetensors => {
             let mut metadata = HashMap::new();
             metadata.insert("model".to_string(), model.path.display().to_string());
@@ -165,70 +164,13 @@ fn write_safetensors(
         TensorView::new(Dtype::I64, vec![n_tokens], &id_bytes)?,
     ));
     let bytes = safetensors::tensor::serialize(views, Some(metadata))?;
-    write_atomically(path, &bytes)
-}
-
-/// Writes a NumPy `.npy` (format 1.0) little-endian float32 array of `shape`.
-fn write_npy(path: &Path, values: &[f32], shape: [usize; 2]) -> anyhow::Result<()> {
-    let mut bytes = npy_header(&shape);
-    bytes.extend(f32_bytes(values));
-    write_atomically(path, &bytes)
-}
-
-/// The magic, version and header dict of a `.npy` file, padded so the data starts 64-byte aligned.
-fn npy_header(shape: &[usize]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
-    let shape_str = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
-    // magic (6) + version (2) + header length (2) + dict + '\n' must be a multiple of 64.
-    let unpadded = 10 + dict.len() + 1;
-    let padding = (64 - unpadded % 64) % 64;
-    dict.push_str(&" ".repeat(padding));
-    dict.push('\n');
-    let mut out = Vec::with_capacity(10 + dict.len());
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
-    out
-}
-
-/// Writes `bytes` to a temp file next to `path`, then renames it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".zephyra-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|err| err.error)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    zephyra_sae::checkpoint::write_atomic(path, &bytes)
+        .with_context(|| format!("writing --out {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn npy_header_is_aligned_and_describes_the_array() {
-        let header = npy_header(&[11, 576]);
-        assert_eq!(header.len() % 64, 0);
-        assert_eq!(&header[..8], b"\x93NUMPY\x01\x00");
-        let len = u16::from_le_bytes([header[8], header[9]]) as usize;
-        assert_eq!(len, header.len() - 10);
-        let dict = std::str::from_utf8(&header[10..]).expect("ascii");
-        assert!(dict.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (11, 576), }"));
-        assert!(dict.ends_with('\n'));
-    }
 
     #[test]
     fn out_format_follows_the_extension() {

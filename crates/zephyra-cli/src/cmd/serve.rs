@@ -9,14 +9,14 @@ use axum::serve::ListenerExt;
 use zephyra_analysis::features::FeatureStore;
 use zephyra_web::{router, AppState};
 
-use super::steer::StackArgs;
 use super::Global;
+use crate::args::SaeArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     // The SAE's directory is also the run shown on /run (eval.json, metrics.jsonl, plots/).
     #[command(flatten)]
-    pub stack: StackArgs,
+    pub stack: SaeArgs,
     /// Features directory written by `zephyra features` [default: SAE/features].
     #[arg(long, value_name = "DIR")]
     pub features: Option<PathBuf>,
@@ -31,7 +31,7 @@ pub struct Args {
     pub no_model: bool,
 }
 
-pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sae = &args.stack.sae;
     let dir = args
         .features
@@ -47,7 +47,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     let engine = if args.no_model {
         None
     } else {
-        Some(args.stack.engine()?)
+        Some(args.stack.engine(global)?)
     };
     serve(
         AppState::new(store, engine).with_run_dir(sae),

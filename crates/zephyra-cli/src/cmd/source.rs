@@ -15,10 +15,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use zephyra_data::corpus::CorpusOptions;
-use zephyra_data::harvest::{
-    shards_per_window, HarvestConfig, Pipeline, StreamFeed, DEFAULT_BATCH_CONTEXTS,
-    DEFAULT_CONTEXTS_PER_SHARD,
-};
+use zephyra_data::harvest::{shards_per_window, HarvestConfig, Pipeline, StreamFeed};
 use zephyra_data::pack::DEFAULT_SHUFFLE_CONTEXTS;
 use zephyra_data::store::{ReaderCursor, StoreDtype};
 use zephyra_data::{ActivationStore, Corpus, ExclusionRule, ShuffleReader};
@@ -26,6 +23,8 @@ use zephyra_lm::HookPoint;
 use zephyra_sae::npy::{NpyOrder, NpySource};
 use zephyra_sae::train::ActivationSource;
 use zephyra_sae::SaeError;
+
+use crate::args::{CorpusArgs, HarvestArgs};
 
 /// Default shuffle buffer (rows) of the store and on-the-fly readers.
 pub const DEFAULT_SHUFFLE_BUFFER: usize = 1 << 18;
@@ -40,34 +39,18 @@ pub struct SourceArgs {
     /// DIR it is checked against the store's model instead.
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
-    /// Corpus for on-the-fly harvesting: files, directories, globs, `-` for stdin (repeatable)
-    /// [default: the Rust documentation shipped with the toolchain].
-    #[arg(long, value_name = "PATH")]
-    pub data: Vec<String>,
+    // Corpus for on-the-fly harvesting.
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
     /// Hook point to harvest on the fly (with --acts DIR: checked against the store's hook).
     #[arg(long, value_name = "HOOK")]
     pub hook: Option<HookPoint>,
-    /// Tokens per context for on-the-fly harvesting.
-    #[arg(long, default_value_t = 128)]
-    pub ctx: usize,
-    /// JSONL field / parquet column holding the text.
-    #[arg(long, default_value = "text")]
-    pub text_field: String,
-    /// Keep every row (attention sinks, position 0, special tokens) when harvesting on the fly.
-    #[arg(long)]
-    pub keep_sinks: bool,
-    /// Drop rows whose norm exceeds this multiple of their shard's median norm (on the fly).
-    #[arg(long, default_value_t = zephyra_data::exclude::DEFAULT_MAX_NORM_MULTIPLE)]
-    pub max_norm_multiple: f32,
+    // Contexts, batching and row exclusion of on-the-fly harvesting.
+    #[command(flatten)]
+    pub harvest: HarvestArgs,
     /// Rows held by the shuffle buffer of store and on-the-fly sources (bounds their memory).
     #[arg(long, default_value_t = DEFAULT_SHUFFLE_BUFFER, value_name = "ROWS")]
     pub shuffle_buffer: usize,
-    /// Contexts per shard when harvesting on the fly (match the store's to reproduce it).
-    #[arg(long, default_value_t = DEFAULT_CONTEXTS_PER_SHARD, value_name = "N")]
-    pub shard_contexts: usize,
-    /// Contexts per forward pass when harvesting on the fly.
-    #[arg(long, default_value_t = DEFAULT_BATCH_CONTEXTS, value_name = "N")]
-    pub harvest_batch: usize,
 }
 
 /// What `open` needs from the trainer's own options.
@@ -100,7 +83,7 @@ pub fn load_corpus(data: &[String], text_field: &str) -> anyhow::Result<Corpus> 
 pub fn open(args: &SourceArgs, opts: &OpenOptions) -> anyhow::Result<Box<dyn ActivationSource>> {
     match (&args.acts, &args.model) {
         (Some(acts), model) => {
-            if !args.data.is_empty() {
+            if !args.corpus.data.is_empty() {
                 bail!("--data is for harvesting on the fly with --model; it cannot be combined with --acts");
             }
             if !acts.exists() {
@@ -297,23 +280,23 @@ fn open_stream(
         )
     };
     let (llama, tokenizer, _path) = load_model(model)?;
-    let corpus = load_corpus(&args.data, &args.text_field)?;
+    let corpus = load_corpus(&args.corpus.data, &args.corpus.text_field)?;
     let n_tokens = stream_tokens(
         opts.tokens,
-        args.ctx,
-        args.shard_contexts,
+        args.harvest.ctx,
+        args.harvest.shard_contexts,
         args.shuffle_buffer,
     );
     let config = harvest_config(
         vec![hook],
-        args.ctx,
+        args.harvest.ctx,
         n_tokens,
         opts.seed,
-        args.shard_contexts,
-        args.harvest_batch,
+        args.harvest.shard_contexts,
+        args.harvest.batch.batch_contexts,
         StoreDtype::Float32,
-        args.keep_sinks,
-        args.max_norm_multiple,
+        args.harvest.keep_sinks,
+        args.harvest.max_norm_multiple,
     );
     let pipeline = Pipeline {
         model: llama,

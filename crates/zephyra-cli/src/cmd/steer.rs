@@ -3,17 +3,16 @@
 //! token as it is generated, the unsteered one when it is complete (`--json`: one object at the end).
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use zephyra_analysis::steer::{Engine, Side, SteerMode, SteerRequest};
-use zephyra_lm::HookPoint;
+use zephyra_analysis::steer::{Side, SteerMode, SteerRequest};
 
 use super::Global;
+use crate::args::{values, SaeArgs};
 
 /// `--mode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,36 +23,15 @@ pub enum Mode {
     Clamp,
 }
 
-/// `--sae`, `--model`, `--hook`: the SAE and the model it runs on (shared by `steer`, `explain`, `serve`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct StackArgs {
-    /// SAE directory, e.g. runs/l15-topk32 (`serve` also shows its eval.json, metrics.jsonl and plots/ on /run).
-    #[arg(long, value_name = "DIR")]
-    pub sae: PathBuf,
-    /// Model: `smollm2` or a GGUF path.
-    #[arg(long, default_value = "smollm2")]
-    pub model: String,
-    /// Hook point [default: the SAE's metadata.hook_name].
-    #[arg(long)]
-    pub hook: Option<HookPoint>,
-}
-
-impl StackArgs {
-    /// Loads the model, tokenizer and SAE into a steering / explain engine.
-    pub fn engine(&self) -> anyhow::Result<Engine> {
-        engine(&self.sae, &self.model, self.hook)
-    }
-}
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub stack: StackArgs,
+    pub stack: SaeArgs,
     /// The feature (latent index).
     #[arg(long)]
     pub feature: u32,
-    /// Multiple of the decoder direction added (add) or target activation (clamp).
-    #[arg(long, allow_negative_numbers = true)]
+    /// Multiple of the decoder direction added (add) or target activation (clamp); any finite number.
+    #[arg(long, allow_negative_numbers = true, value_parser = values::finite::<f32>)]
     pub strength: f32,
     /// Prompt text.
     #[arg(long)]
@@ -62,32 +40,21 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "add")]
     pub mode: Mode,
     /// Tokens to generate.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = values::max_tokens())]
     pub max_tokens: usize,
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.7)]
+    /// Sampling temperature, ≥ 0 (0 = greedy).
+    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true, value_parser = values::non_negative::<f32>)]
     pub temperature: f32,
     /// Print one JSON object `{"request", "steered", "unsteered"}` instead of text (nothing is streamed).
     #[arg(long)]
     pub json: bool,
 }
 
-/// The engine of `--sae`/`--model`/`--hook`.
-pub fn engine(
-    sae: &std::path::Path,
-    model: &str,
-    hook: Option<HookPoint>,
-) -> anyhow::Result<Engine> {
-    let s = super::features::load_stack(sae, model, hook)?;
-    Engine::new(Arc::new(s.llama), s.tokenizer, Arc::new(s.sae), s.hook)
-        .context("preparing the model and SAE")
-}
-
-pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    let engine = args.stack.engine()?;
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let engine = args.stack.engine(global)?;
     let req = SteerRequest {
         prompt: args.prompt.clone(),
         feature: args.feature,

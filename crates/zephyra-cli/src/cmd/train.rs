@@ -23,23 +23,9 @@ use zephyra_sae::train::{
 use zephyra_sae::{Architecture, SaeConfig};
 
 use super::Global;
-
-/// `--arch` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Arch {
-    /// ReLU, decoder-norm-weighted L1, free decoder (Anthropic April 2024; the seed's SAE).
-    Relu,
-    /// ReLU, unit-norm decoder, plain L1, resampling (Towards Monosemanticity).
-    ReluUnit,
-    /// TopK with AuxK (Gao et al. 2024).
-    Topk,
-    /// BatchTopK, saved as JumpReLU (Bussmann et al. 2024).
-    Batchtopk,
-    /// JumpReLU with an L0 penalty (Rajamanoharan et al. 2024).
-    Jumprelu,
-    /// Gated (Rajamanoharan et al. 2024).
-    Gated,
-}
+use crate::args::renamed::{OldBatchRows, Renamed};
+use crate::args::{values, ArchArgs};
+use crate::output::OutputDir;
 
 /// `--lr-decay` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,27 +71,23 @@ pub struct Args {
     /// Continue the run in DIR (after a kill, exactly). Training flags, if given, must match the run's.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
-    /// Architecture.
-    #[arg(long, value_enum)]
-    pub arch: Option<Arch>,
-    /// Active latents per row (topk, batchtopk) [default: 32].
-    #[arg(long)]
-    pub k: Option<usize>,
-    /// d_sae = expansion × d_in [default: 16].
-    #[arg(long)]
-    pub expansion: Option<usize>,
-    /// Rows per step [default: 4096].
-    #[arg(long)]
+    #[command(flatten)]
+    pub arch: ArchArgs,
+    /// Rows per optimizer step [default: 4096].
+    #[arg(long = "batch-rows", value_name = "ROWS")]
     pub batch: Option<usize>,
     /// Rows to train on [default: 2000000].
     #[arg(long)]
     pub tokens: Option<u64>,
-    /// Peak learning rate [default: per architecture].
-    #[arg(long)]
+    /// Peak learning rate, > 0 [default: per architecture].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::positive::<f32>)]
     pub lr: Option<f32>,
-    /// Sparsity coefficient λ (L1 for relu/relu-unit/gated, L0 for jumprelu) [default: per architecture].
-    #[arg(long, alias = "sparsity")]
+    /// L1 coefficient λ of relu, relu-unit and gated, ≥ 0 [default: per architecture].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
     pub l1: Option<f64>,
+    /// L0 coefficient λ of jumprelu, ≥ 0 [default: 1e-3].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
+    pub l0_coeff: Option<f64>,
     /// Sparsity-coefficient warm-up steps: λ ramps linearly from 0 [default: 5 % of the steps].
     #[arg(long, alias = "sparsity-warmup")]
     pub l1_warmup: Option<u64>,
@@ -115,8 +97,8 @@ pub struct Args {
     /// Learning-rate decay over the last 20 % of the run [default: linear].
     #[arg(long, value_enum)]
     pub lr_decay: Option<DecayArg>,
-    /// Clip gradients to this global norm; 0 = off [default: 1].
-    #[arg(long)]
+    /// Clip gradients to this global norm, ≥ 0; 0 = off [default: 1].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
     pub max_grad_norm: Option<f64>,
     /// Do not scale inputs to E‖x‖ = √d_in.
     #[arg(long)]
@@ -144,7 +126,7 @@ pub struct Args {
     pub metrics_every: Option<u64>,
     /// Rows at the end of --acts held out for the final FVE/L0; a value below 1 is a fraction
     /// [default: min(8192, n/5)].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
     pub holdout: Option<f64>,
     /// Read rows in file order instead of a fresh permutation each epoch.
     #[arg(long)]
@@ -155,15 +137,19 @@ pub struct Args {
     /// Sleep this long after each step (tests use it to kill a run mid-way; no effect on the weights).
     #[arg(long, hide = true, default_value_t = 0)]
     pub step_delay_ms: u64,
+    #[command(flatten)]
+    old_batch: OldBatchRows,
+    #[arg(long = "sparsity", hide = true, value_parser = Renamed::new("--sparsity", "`--l1` (relu, relu-unit, gated) or `--l0-coeff` (jumprelu)"))]
+    renamed_sparsity: Option<String>,
 }
 
 impl Args {
     /// Applies every flag the user gave on top of `cfg` (defaults for a new run, the saved config on resume).
-    fn apply(&self, cfg: &mut TrainConfig) {
+    fn apply(&self, cfg: &mut TrainConfig) -> anyhow::Result<()> {
         if let Some(v) = self.lr {
             cfg.lr = v;
         }
-        if let Some(v) = self.l1 {
+        if let Some(v) = self.sparsity_coeff(cfg.sae.architecture)? {
             cfg.sparsity_coeff = v;
         }
         if let Some(v) = self.l1_warmup {
@@ -214,30 +200,60 @@ impl Args {
         if let Some(v) = self.metrics_every {
             cfg.metrics_every_steps = v;
         }
+        Ok(())
+    }
+
+    /// `--l1` or `--l0-coeff`, whichever `arch` has; the other one is an error naming the right flag.
+    fn sparsity_coeff(&self, arch: Architecture) -> anyhow::Result<Option<f64>> {
+        let name = arch.name();
+        match arch {
+            Architecture::JumpRelu => {
+                if self.l1.is_some() {
+                    bail!("--l1 sets the L1 coefficient of relu, relu-unit and gated; {name} penalises L0: use --l0-coeff");
+                }
+                Ok(self.l0_coeff)
+            }
+            Architecture::TopK { .. } | Architecture::BatchTopK { .. } => {
+                if self.l1.is_some() || self.l0_coeff.is_some() {
+                    bail!("{name} has no sparsity coefficient (--k sets its sparsity): drop --l1/--l0-coeff");
+                }
+                Ok(None)
+            }
+            _ => {
+                if self.l0_coeff.is_some() {
+                    bail!("--l0-coeff is jumprelu's L0 coefficient; {name} penalises L1: use --l1");
+                }
+                Ok(self.l1)
+            }
+        }
     }
 
     /// The SAE-shaping flags given on a resume, compared with the saved config.
     fn check_shape_flags(&self, cfg: &TrainConfig) -> Vec<String> {
         let mut diffs = Vec::new();
         let arch = cfg.sae.architecture;
-        if let Some(a) = self.arch {
-            let name = arch_of(a, arch.k().unwrap_or(32)).name();
+        if let Some(a) = self.arch.arch {
+            let name = a.with_k(arch.k().unwrap_or(32)).name();
             if name != arch.name() {
                 diffs.push(format!("arch: {} → {name}", arch.name()));
             }
         }
-        if let (Some(k), Some(saved)) = (self.k, arch.k()) {
+        if let (Some(k), Some(saved)) = (self.arch.k, arch.k()) {
             if k != saved {
                 diffs.push(format!("k: {saved} → {k}"));
             }
         }
-        if let Some(e) = self.expansion {
+        if let Some(e) = self.arch.expansion {
             if e * cfg.sae.d_in != cfg.sae.d_sae {
                 diffs.push(format!("d_sae: {} → {}", cfg.sae.d_sae, e * cfg.sae.d_in));
             }
         }
         for (name, given, saved) in [
-            ("batch", self.batch.map(|b| b as u64), cfg.batch_size as u64),
+            (
+                "batch-rows",
+                self.batch.map(|b| b as u64),
+                cfg.batch_size as u64,
+            ),
             ("tokens", self.tokens, cfg.total_tokens),
         ] {
             if let Some(g) = given {
@@ -247,18 +263,6 @@ impl Args {
             }
         }
         diffs
-    }
-}
-
-/// The SAE architecture of `--arch` (with `--k` for topk/batchtopk).
-pub(crate) fn arch_of(a: Arch, k: usize) -> Architecture {
-    match a {
-        Arch::Relu => Architecture::Relu,
-        Arch::ReluUnit => Architecture::ReluUnit,
-        Arch::Topk => Architecture::TopK { k },
-        Arch::Batchtopk => Architecture::BatchTopK { k },
-        Arch::Jumprelu => Architecture::JumpRelu,
-        Arch::Gated => Architecture::Gated,
     }
 }
 
@@ -272,6 +276,13 @@ fn open_npy(
     let file =
         NpyFile::open(path).with_context(|| format!("opening activations {}", path.display()))?;
     let n = file.n_rows();
+    if n == 0 {
+        bail!(
+            "{} holds no rows (shape [0, {}]): nothing to train on",
+            path.display(),
+            file.d_in()
+        );
+    }
     let held = match holdout {
         Some(h) if h < 0.0 || !h.is_finite() => bail!("--holdout {h} must be ≥ 0"),
         Some(h) if h < 1.0 => (n as f64 * h).round() as usize,
@@ -303,6 +314,26 @@ fn open_npy(
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    // A new run that fails before its first checkpoint leaves `--out` as it was (a run with a checkpoint
+    // is kept: `--resume` continues it).
+    let out = match (&args.out, &args.resume) {
+        (Some(dir), None) => Some(OutputDir::claim("--out", dir)?),
+        _ => None,
+    };
+    let result = train(args, global);
+    if let (Err(_), Some(out)) = (&result, &out) {
+        if !out
+            .path()
+            .join(zephyra_sae::checkpoint::STATE_FILE)
+            .exists()
+        {
+            out.discard_new();
+        }
+    }
+    result
+}
+
+fn train(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let (dir, mut trainer, mut source, eval) = match &args.resume {
         Some(dir) => resume(&args, dir)?,
         None => start(&args)?,
@@ -375,7 +406,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         "dead_fraction": outcome.dead_fraction,
         "input_scale": trainer.scale(),
         "holdout": held,
-        "peak_rss_mb": super::bench::peak_rss_mb(),
+        "peak_rss_mb": crate::rss::peak_rss_mb(),
     });
     zephyra_sae::checkpoint::write_atomic(
         &dir.join("summary.json"),
@@ -438,7 +469,7 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
     let Some(out) = &args.out else {
         bail!("--out DIR is required (where the SAE and its checkpoints go)")
     };
-    let arch = arch_of(args.arch.unwrap_or(Arch::Topk), args.k.unwrap_or(32));
+    let arch = args.arch.architecture();
     let seed = args.seed.unwrap_or(0);
     let order = NpyOrder {
         shuffle: !args.no_shuffle,
@@ -460,12 +491,12 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
         }
     };
     let d_in = source.d_in();
-    let expansion = args.expansion.unwrap_or(16);
+    let expansion = args.arch.expansion();
     let sae = SaeConfig::new(d_in, expansion * d_in, arch).context("--arch/--k/--expansion")?;
     let tokens = args.tokens.unwrap_or(2_000_000);
     let mut cfg = TrainConfig::for_sae(sae, args.batch.unwrap_or(4096), tokens);
     cfg.checkpoint_every_tokens = (tokens / 10).max(1);
-    args.apply(&mut cfg);
+    args.apply(&mut cfg)?;
     if let Some(acts) = &args.source.acts {
         cfg.sae
             .metadata
@@ -493,7 +524,7 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
     // Harvesting on the fly: the same record a store gives (model file name, context size).
     if let (None, Some(model)) = (&args.source.acts, &args.source.model) {
         let meta = &mut cfg.sae.metadata;
-        meta.context_size.get_or_insert(args.source.ctx);
+        meta.context_size.get_or_insert(args.source.harvest.ctx);
         if meta.model_name.is_none() {
             let path = zephyra_lm::fetch::resolve_model(model)
                 .with_context(|| format!("resolving --model {model}"))?;
@@ -525,7 +556,7 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
         .into());
     }
     let mut expected = saved.clone();
-    args.apply(&mut expected);
+    args.apply(&mut expected)?;
     let cursor = &state.meta["cursor"];
     let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) =
         if cursor["kind"] == "npy" {

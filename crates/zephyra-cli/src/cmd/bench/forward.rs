@@ -5,7 +5,7 @@
 //!   there, so blocks 15..29, the final norm and the unembedding are skipped);
 //! - `logits` (b): the full forward with logits at every position (`[batch, seq, vocab]`).
 //!
-//! The batch is `--batch` rows of `--seq` tokens cut from real English text (a built-in passage, or
+//! The batch is `--batch-contexts` rows of `--seq` tokens cut from real English text (a built-in passage, or
 //! `--file`), each row starting at a different offset of the token stream. Each workload runs
 //! `--warmup` untimed passes, then `--iters` timed passes; tokens/s = batch × seq × iters / time.
 //! Peak RSS is the kernel's high-water mark (`VmHWM`), reset before each workload.
@@ -24,24 +24,27 @@ use clap::ValueEnum;
 use zephyra_lm::model::Logits;
 use zephyra_lm::{HookPoint, Hooks, Llama};
 
-use super::super::fetch_model::{self, ModelSpec};
 use super::super::Global;
-use super::{peak_rss_mb, reset_peak_rss};
+use crate::args::model::load_tokenizer;
+use crate::args::renamed::OldBatchContexts;
+use crate::args::ModelArgs;
+use crate::rss::{peak_rss_mb, reset_peak_rss};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `smollm2` (downloaded on first use) or the path of a llama.cpp .gguf file.
-    #[arg(long, default_value = "smollm2")]
-    model: ModelSpec,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Workloads to time.
     #[arg(long, value_enum, num_args = 1.., default_values_t = [Workload::Resid, Workload::Logits])]
     workload: Vec<Workload>,
     /// Hook point that ends the `resid` workload.
     #[arg(long, default_value = "blocks.15.hook_resid_pre")]
     hook: HookPoint,
-    /// Sequences per batch.
-    #[arg(long, default_value_t = 16)]
+    /// Sequences (contexts) per forward pass.
+    #[arg(long = "batch-contexts", default_value_t = 16, value_name = "N")]
     batch: usize,
+    #[command(flatten)]
+    old_batch: OldBatchContexts,
     /// Tokens per sequence.
     #[arg(long, default_value_t = 128)]
     seq: usize,
@@ -95,7 +98,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.threads > 0, "--threads must be at least 1");
     anyhow::ensure!(
         args.batch > 0 && args.seq > 0,
-        "--batch and --seq must be at least 1"
+        "--batch-contexts and --seq must be at least 1"
     );
     anyhow::ensure!(args.iters > 0, "--iters must be at least 1");
     // candle sizes its own thread use from the same variable as rayon; nothing has started yet.
@@ -111,14 +114,14 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         None => BUILT_IN_TEXT.to_string(),
     };
     if args.print_tokens {
-        let path = fetch_model::resolve(&args.model, global)?;
-        let stream = fetch_model::load_tokenizer(&path)?
+        let path = args.model.model.resolve(global)?;
+        let stream = load_tokenizer(&path)?
             .encode(&text)
             .context("tokenizing the benchmark text")?;
         println!("{}", serde_json::json!({ "ids": stream }));
         return Ok(ExitCode::SUCCESS);
     }
-    let model = fetch_model::load(&args.model, global)?;
+    let model = args.model.model.load(global)?;
     args.hook.validate(model.llama.config().n_layers)?;
     let stream = model
         .tokenizer

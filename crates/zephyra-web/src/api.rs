@@ -7,9 +7,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use zephyra_analysis::features::FeatureSummary;
-use zephyra_analysis::steer::{SteerMode, SteerOutput, SteerRequest, MAX_STEER_TOKENS};
 
+use zephyra_analysis::steer::{SteerMode, SteerRequest, MAX_STEER_TOKENS};
+
+use crate::jobs::{checked_request, run_steer, CancelOnDrop};
 use crate::{ApiError, AppState};
 
 /// Largest page of `/api/features`.
@@ -106,6 +110,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
         "n_contexts": ix.n_contexts, "n_tokens_read": ix.n_tokens_read, "n_tokens_kept": ix.n_tokens_kept,
         "n_alive": ix.features.iter().filter(|f| f.n_fires > 0).count(),
         "hist_log10_min": ix.hist_log10_min, "hist_log10_max": ix.hist_log10_max, "hist_bins": ix.hist_bins,
+        "steer": state.steer_counts(),
     }))
 }
 
@@ -275,16 +280,24 @@ pub(crate) fn steer_request(
     })
 }
 
-/// `POST /api/steer`.
+/// `POST /api/steer`. When the connection closes before the answer, the job is skipped or stopped.
 pub async fn steer(
     State(state): State<AppState>,
     body: Result<Json<SteerBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let req = steer_request(&state, body)?;
+    let req = checked_request(&state, body).await?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut on_drop = CancelOnDrop::new(&state, Arc::clone(&cancel));
     let echo = req.clone();
-    let out: SteerOutput = state
-        .with_engine(move |engine, _| Ok(engine.steer(&req)?))
-        .await?;
+    let task_state = state.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let gone = || cancel.load(Ordering::Relaxed);
+        run_steer(&task_state, &req, &cancel, gone, |_, _| {})
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("model task failed: {e}")))?;
+    on_drop.disarm();
+    let out = out?.ok_or_else(|| ApiError::Internal("steering was cancelled".into()))?;
     Ok(Json(
         json!({ "request": echo, "steered": out.steered, "unsteered": out.unsteered,
         "steered_ids": out.steered_ids, "unsteered_ids": out.unsteered_ids }),

@@ -18,6 +18,9 @@ pub enum ApiError {
     /// The body is larger than the limit (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The request URI is longer than the limit (414).
+    #[error("{0}")]
+    UriTooLong(String),
     /// The feature needs something the server was started without (503).
     #[error("{0}")]
     Unavailable(String),
@@ -54,6 +57,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
+            ApiError::UriTooLong(m) => (StatusCode::URI_TOO_LONG, m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "request failed");

@@ -14,6 +14,8 @@
 //! | [`run`] | the run page: config, training summary, eval table, plot files | [`run::PLOT_FILES`] |
 //! | [`pages`] | the HTML pages and embedded assets | — |
 //! | [`error`] | errors as HTTP responses (4xx with a message, 5xx logged and generic) | [`ApiError`] |
+//! | [`jobs`] | steering jobs: work bound, model queue, cancellation when the client leaves, counters | [`jobs::DEFAULT_STEER_WORK`] |
+//! | [`limits`] | limits checked from the request head (413, 414); JSON bodies for axum's own errors | [`limits::MAX_URI_BYTES`] |
 //!
 //! # Routes (stable)
 //! | route | answer |
@@ -39,6 +41,8 @@
 
 pub mod api;
 pub mod error;
+pub mod jobs;
+pub mod limits;
 pub mod pages;
 pub mod run;
 pub mod stream;
@@ -65,6 +69,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     inner: Arc<Inner>,
     run_dir: Option<Arc<PathBuf>>,
+    steer_work: u64,
 }
 
 struct Inner {
@@ -73,6 +78,7 @@ struct Inner {
     rule: ExclusionRule,
     /// Serialises model access: one forward pass or generation at a time.
     model_lock: Mutex<()>,
+    steer_stats: jobs::SteerStats,
 }
 
 impl AppState {
@@ -84,9 +90,32 @@ impl AppState {
                 engine,
                 rule: ExclusionRule::default(),
                 model_lock: Mutex::new(()),
+                steer_stats: jobs::SteerStats::default(),
             }),
             run_dir: None,
+            steer_work: jobs::DEFAULT_STEER_WORK,
         }
+    }
+
+    /// Bounds the work of one steering request to `max_work` token steps
+    /// (`max_tokens × (prompt tokens + max_tokens)`, see [`jobs`]); larger requests are a 400.
+    pub fn with_steer_work_limit(mut self, max_work: u64) -> Self {
+        self.steer_work = max_work;
+        self
+    }
+
+    /// The work bound of one steering request (token steps).
+    pub fn steer_work_limit(&self) -> u64 {
+        self.steer_work
+    }
+
+    /// The steering counters since the server started.
+    pub fn steer_counts(&self) -> jobs::SteerCounts {
+        self.inner.steer_stats.snapshot(self.steer_work)
+    }
+
+    pub(crate) fn steer_stats(&self) -> &jobs::SteerStats {
+        &self.inner.steer_stats
     }
 
     /// Also serves the run page of `dir` (the SAE's directory: `cfg.json`, `metrics.jsonl`, `eval.json`,
@@ -144,7 +173,7 @@ impl AppState {
 
 /// The app's routes over `state`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(pages::browser))
         .route("/feature/{id}", get(pages::feature))
         .route("/explain", get(pages::explain))
@@ -162,5 +191,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/run", get(run::run_json))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state);
+    // Around the whole router (not each route), so that axum's own answers (405 with its `Allow` header)
+    // are complete when they get their JSON body.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_response(limits::json_errors))
+        .layer(axum::middleware::from_fn(limits::check_head))
 }

@@ -4,11 +4,11 @@
 //! `textContent` only (no HTML is built from data), so a token or a text cannot inject markup.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::api::parse_id;
-use crate::AppState;
+use crate::{ApiError, AppState};
 
 const PAGE: &str = include_str!("../assets/page.html");
 const CSS: &str = include_str!("../assets/app.css");
@@ -27,7 +27,7 @@ pub async fn browser() -> Html<String> {
 pub async fn feature(State(state): State<AppState>, Path(raw): Path<String>) -> Response {
     match parse_id(&state, &raw) {
         Ok(id) => page("feature", &format!("Feature {id}")).into_response(),
-        Err(_) => not_found().await.into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, page("missing", "Not found")).into_response(),
     }
 }
 
@@ -68,7 +68,14 @@ pub async fn js() -> impl IntoResponse {
     )
 }
 
-/// Anything else: 404.
-pub async fn not_found() -> impl IntoResponse {
-    (StatusCode::NOT_FOUND, page("missing", "Not found"))
+/// Anything else: 404, as JSON under `/api/` and as a page elsewhere.
+pub async fn not_found(uri: Uri) -> Response {
+    if uri.path().starts_with("/api/") || uri.path() == "/api" {
+        return ApiError::NotFound(format!(
+            "no API route `{}`: the routes are listed in the README's HTTP API section",
+            uri.path()
+        ))
+        .into_response();
+    }
+    (StatusCode::NOT_FOUND, page("missing", "Not found")).into_response()
 }

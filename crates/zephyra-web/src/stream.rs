@@ -9,7 +9,7 @@
 //!
 //! A bad body is refused before streaming starts, with the status codes of `POST /api/steer`. The model
 //! runs on a blocking thread feeding a bounded channel; when the client goes away the channel closes and
-//! generation stops before its next token.
+//! generation stops before its next token (or is skipped, if it was still waiting for the model).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -26,7 +26,8 @@ use http_body::Frame;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::api::{steer_request, SteerBody};
+use crate::api::SteerBody;
+use crate::jobs::{checked_request, run_steer};
 use crate::{ApiError, AppState};
 
 /// Content type of the stream.
@@ -60,20 +61,7 @@ pub async fn steer_stream(
     State(state): State<AppState>,
     body: Result<Json<SteerBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let req = steer_request(&state, body)?;
-    state.engine()?;
-    // Tokenising a long prompt is CPU work too: off the async threads, and without the model lock.
-    let (checked, req) = {
-        let state = state.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = state.engine().and_then(|e| Ok(e.check(&req)?));
-            (r, req)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("checking the request failed: {e}")))?
-    };
-    checked?;
-
+    let req = checked_request(&state, body).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_LINES);
     tokio::task::spawn_blocking(move || {
         let cancel = AtomicBool::new(false);
@@ -84,23 +72,19 @@ pub async fn steer_stream(
                 cancel.store(true, Ordering::Relaxed);
             }
         };
-        let Ok(engine) = state.engine() else {
-            return;
-        };
-        let _guard = state.lock_model();
-        if tx.is_closed() {
-            tracing::debug!("the client left before generation started");
-            return;
-        }
-        let result = engine.steer_streaming(&req, &cancel, |side, piece| {
-            send(json!({ "side": side, "token": piece }));
-        });
+        let result = run_steer(
+            &state,
+            &req,
+            &cancel,
+            || tx.is_closed(),
+            |side, piece| send(json!({ "side": side, "token": piece })),
+        );
         match result {
             Ok(Some(out)) => send(json!({
                 "done": true, "request": req, "steered": out.steered, "unsteered": out.unsteered,
                 "steered_ids": out.steered_ids, "unsteered_ids": out.unsteered_ids,
             })),
-            Ok(None) => tracing::info!("the client went away: steering stopped"),
+            Ok(None) => {}
             Err(e) => {
                 let message = match ApiError::from(e) {
                     ApiError::BadRequest(m) => m,

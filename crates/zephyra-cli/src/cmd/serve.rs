@@ -29,6 +29,11 @@ pub struct Args {
     /// Serve the feature pages only, without loading the model (explain and steer answer 503).
     #[arg(long)]
     pub no_model: bool,
+    /// Most token steps one steering request may take, `max_tokens × (prompt tokens + max_tokens)`;
+    /// larger requests are refused with a 400 that says so.
+    #[arg(long, value_name = "N", default_value_t = zephyra_web::jobs::DEFAULT_STEER_WORK,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_steer_work: u64,
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
@@ -50,7 +55,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         Some(args.stack.engine(global)?)
     };
     serve(
-        AppState::new(store, engine).with_run_dir(sae),
+        AppState::new(store, engine)
+            .with_run_dir(sae)
+            .with_steer_work_limit(args.max_steer_work),
         SocketAddr::new(args.host, args.port),
         |url| println!("{url}"),
     )?;

@@ -217,6 +217,75 @@ fn long_text_files_stream_in_pieces() {
     );
 }
 
+/// A file without line breaks is cut into bounded pieces at whitespace (the space stays with the next
+/// word), or at character boundaries when there is no whitespace either; nothing is lost or altered.
+#[test]
+fn text_without_line_breaks_streams_in_bounded_pieces() {
+    const PIECE: usize = 256 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let words = dir.path().join("words.txt");
+    let text = "the cat sat on the mat and ".repeat(5 * PIECE / 27); // 1.25 MiB, no \n
+    std::fs::write(&words, &text).unwrap();
+    let c = corpus(&[&words]).unwrap();
+    let pieces: Vec<Document> = c.documents().map(|d| d.unwrap()).collect();
+    assert!(pieces.len() >= 4, "{} pieces", pieces.len());
+    for p in &pieces[..pieces.len() - 1] {
+        assert!(
+            p.text.len() >= PIECE && p.text.len() <= 2 * PIECE,
+            "{}",
+            p.text.len()
+        );
+        assert!(!p.text.ends_with(" "), "cut before the whitespace");
+    }
+    assert!(pieces[1..]
+        .iter()
+        .all(|p| p.text.is_empty() || p.text.starts_with(' ')));
+    assert_eq!(pieces.iter().filter(|p| p.ends_document).count(), 1);
+    assert_eq!(
+        pieces.iter().map(|p| p.text.as_str()).collect::<String>(),
+        text
+    );
+
+    // No whitespace and multi-byte characters (3 bytes each; 512 KiB is not a multiple of 3).
+    let cjk = dir.path().join("cjk.txt");
+    let text = "猫".repeat(PIECE + 7);
+    std::fs::write(&cjk, &text).unwrap();
+    let c = corpus(&[&cjk]).unwrap();
+    let mut docs = c.documents();
+    let pieces: Vec<Document> = docs.by_ref().map(|d| d.unwrap()).collect();
+    assert_eq!(docs.stats().n_lossy, 0, "a character was split");
+    assert!(pieces.len() >= 2);
+    assert!(pieces.iter().all(|p| p.text.len() <= 2 * PIECE));
+    assert_eq!(
+        pieces.iter().map(|p| p.text.as_str()).collect::<String>(),
+        text
+    );
+}
+
+/// Devices, FIFOs and links to them inside a directory are skipped with a warning (reading `/dev/zero`
+/// never ends; opening a FIFO without a writer blocks forever); a named one is skipped too.
+#[cfg(unix)]
+#[test]
+fn special_files_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "real text").unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.txt")).unwrap();
+    let fifo = dir.path().join("pipe.txt");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo failed");
+    let c = corpus(&[dir.path()]).unwrap();
+    assert_eq!(
+        c.inputs(),
+        &[Input::File(dir.path().join("a.txt"), Format::Text)]
+    );
+    assert_eq!(texts(&c), vec!["real text"]);
+    let named = corpus(&[&dir.path().join("zero.txt"), &fifo]).unwrap();
+    assert!(named.inputs().is_empty(), "{:?}", named.inputs());
+}
+
 #[test]
 fn bad_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

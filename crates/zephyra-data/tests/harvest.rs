@@ -349,6 +349,41 @@ fn bad_inputs_are_clear_errors() {
     )
     .unwrap_err();
     assert!(matches!(e, DataError::EmptyCorpus { .. }), "{e}");
+    // The failed harvest leaves what it found: no store directory, no `complete: false` manifest.
+    assert!(
+        !out.path().join("s").exists(),
+        "the failed harvest left a store"
+    );
+    let e = run(
+        empty.path(),
+        config(vec![HookPoint::ResidPre(1)], 16, 1000, 4, 2),
+        out.path(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, DataError::EmptyCorpus { .. }), "{e}");
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "--out was empty"
+    );
+    // A hook given twice is refused before anything is written.
+    let e = run(
+        data.path(),
+        config(
+            vec![HookPoint::ResidPre(1), HookPoint::ResidPre(1)],
+            16,
+            64,
+            4,
+            2,
+        ),
+        &out.path().join("dup"),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("blocks.1.hook_resid_pre") && e.to_string().contains("twice"),
+        "{e}"
+    );
+    assert!(!out.path().join("dup").exists());
     // An --out directory holding other files is not clobbered.
     let busy = tempfile::tempdir().unwrap();
     std::fs::write(busy.path().join("precious.txt"), "keep me").unwrap();

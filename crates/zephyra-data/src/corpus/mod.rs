@@ -2,11 +2,12 @@
 //!
 //! | input | documents |
 //! |---|---|
-//! | `.txt`, `.md` (and stdin, `-`) | the whole file is one document, read in pieces of about 1 MiB split at line ends |
+//! | `.txt`, `.md` (and stdin, `-`) | the whole file is one document, read in pieces of 256–512 KiB split at line ends (or whitespace, or character boundaries, in longer lines) |
 //! | `.html`, `.htm` | one document per file, converted by [`html::html_to_text`] |
 //! | `.jsonl` | one document per line: the string field `text` (or [`CorpusOptions::text_field`]) |
 //! | `.parquet` (feature `parquet`) | one document per row of a string column |
 //! | directory | every supported file below it, recursively, in byte-wise sorted path order |
+//! | device, FIFO, socket (or a link to one) | skipped with a warning |
 //! | glob (`data/*.jsonl`) | the matching files, sorted |
 //!
 //! Non-UTF-8 bytes are replaced by U+FFFD (lossy decoding); each file or line where that happened is
@@ -209,7 +210,7 @@ impl Corpus {
                                 Some("first-edition" | "second-edition" | "2018-edition")
                             )
                         });
-                    if !skip && Format::from_path(&f) == Some(Format::Html) {
+                    if !skip && Format::from_path(&f) == Some(Format::Html) && is_regular_file(&f) {
                         inputs.push(Input::File(f, Format::Html));
                     }
                 }
@@ -285,9 +286,14 @@ fn add_path(path: &Path, named: bool, inputs: &mut Vec<Input>) -> Result<()> {
         walk(path, &mut files)?;
         for f in files {
             if let Some(format) = Format::from_path(&f) {
-                inputs.push(Input::File(f, format));
+                if is_regular_file(&f) {
+                    inputs.push(Input::File(f, format));
+                }
             }
         }
+        Ok(())
+    } else if !meta.is_file() {
+        warn_special(path);
         Ok(())
     } else {
         match Format::from_path(path) {
@@ -301,6 +307,27 @@ fn add_path(path: &Path, named: bool, inputs: &mut Vec<Input>) -> Result<()> {
             None => Ok(()),
         }
     }
+}
+
+/// Whether `path` (symbolic links followed) is a regular file; devices, FIFOs and sockets are not (reading
+/// `/dev/zero` never ends, opening a FIFO blocks): they are skipped with a warning. A path whose metadata
+/// cannot be read counts as a file, so that opening it reports the error.
+fn is_regular_file(path: &Path) -> bool {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            warn_special(path);
+            false
+        }
+        _ => true,
+    }
+}
+
+fn warn_special(path: &Path) {
+    tracing::warn!(
+        path = %path.display(),
+        "skipping `{}`: not a regular file (a device, FIFO or socket, or a link to one)",
+        path.display()
+    );
 }
 
 /// Every file below `dir`, recursively, sorted by path.

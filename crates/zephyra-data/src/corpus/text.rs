@@ -1,13 +1,23 @@
-//! Plain text / Markdown (streamed in line-aligned pieces) and HTML files.
+//! Plain text / Markdown (streamed in bounded pieces) and HTML files.
+//!
+//! A text file is cut into pieces of about [`PIECE_BYTES`]: at the first line end at or after that many
+//! bytes; in a line longer than [`MAX_PIECE_BYTES`], before the first ASCII whitespace after
+//! [`PIECE_BYTES`] (so that a word keeps its leading space, as byte-level BPE tokenizers expect); in a run
+//! of that many bytes without whitespace, at the last UTF-8 character boundary before
+//! [`MAX_PIECE_BYTES`]. Memory is bounded by one piece (plus what is read ahead), whatever the file's line
+//! structure.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 
 use super::{html::html_to_text, Document, DocumentReader, ReadStats};
 use crate::error::{DataError, Result};
 
-/// Pieces of a long text file are cut at the first line end after this many bytes.
-pub(crate) const PIECE_BYTES: usize = 1 << 20;
+/// Pieces of a long text file are cut at the first line end after this many bytes. Tokenizing a piece
+/// takes about 200 bytes of memory per byte of text, so a piece is small.
+pub(crate) const PIECE_BYTES: usize = 1 << 18;
+/// No piece is longer than this: a longer line is cut at whitespace or a character boundary.
+pub(crate) const MAX_PIECE_BYTES: usize = 2 * PIECE_BYTES;
 
 /// Decodes `bytes` as UTF-8, replacing invalid sequences; returns whether any were replaced.
 pub(crate) fn decode_lossy(bytes: Vec<u8>) -> (String, bool) {
@@ -17,10 +27,39 @@ pub(crate) fn decode_lossy(bytes: Vec<u8>) -> (String, bool) {
     }
 }
 
-/// A text file (or stdin): one document, yielded in pieces of about [`PIECE_BYTES`] cut at line ends.
+/// Where the piece at the start of `buf` ends (see the module docs); `eof`: nothing follows `buf`.
+fn piece_end(buf: &[u8], eof: bool) -> usize {
+    let window = &buf[..buf.len().min(MAX_PIECE_BYTES)];
+    if let Some(i) = window
+        .get(PIECE_BYTES - 1..)
+        .and_then(|tail| tail.iter().position(|&b| b == b'\n'))
+    {
+        return PIECE_BYTES + i;
+    }
+    if eof && buf.len() <= MAX_PIECE_BYTES {
+        return buf.len();
+    }
+    if let Some(i) = window
+        .get(PIECE_BYTES..)
+        .and_then(|tail| tail.iter().position(u8::is_ascii_whitespace))
+    {
+        return PIECE_BYTES + i;
+    }
+    // No whitespace: back up over UTF-8 continuation bytes (at most three) to a character boundary.
+    let mut end = window.len();
+    while end > window.len() - 4 && buf.get(end).is_some_and(|&b| b & 0xC0 == 0x80) {
+        end -= 1;
+    }
+    end
+}
+
+/// A text file (or stdin): one document, yielded in pieces of about [`PIECE_BYTES`] (see the module docs).
 pub(crate) struct TextReader {
-    reader: BufReader<Box<dyn Read + Send>>,
+    reader: Box<dyn Read + Send>,
     path: PathBuf,
+    /// Bytes read and not yet yielded.
+    buf: Vec<u8>,
+    eof: bool,
     done: bool,
     lossy_reported: bool,
     yielded_any: bool,
@@ -29,12 +68,28 @@ pub(crate) struct TextReader {
 impl TextReader {
     pub(crate) fn new(reader: Box<dyn Read + Send>, path: PathBuf) -> Self {
         Self {
-            reader: BufReader::with_capacity(1 << 16, reader),
+            reader,
             path,
+            buf: Vec::new(),
+            eof: false,
             done: false,
             lossy_reported: false,
             yielded_any: false,
         }
+    }
+
+    /// Reads until more than [`MAX_PIECE_BYTES`] bytes are buffered or the input ends.
+    fn fill(&mut self) -> Result<()> {
+        let mut chunk = [0u8; 1 << 16];
+        while !self.eof && self.buf.len() <= MAX_PIECE_BYTES {
+            match self.reader.read(&mut chunk) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(DataError::io("reading", &self.path, e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -43,21 +98,9 @@ impl DocumentReader for TextReader {
         if self.done {
             return Ok(None);
         }
-        let mut buf = Vec::new();
-        loop {
-            let n = self
-                .reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| DataError::io("reading", &self.path, e))?;
-            if n == 0 {
-                self.done = true;
-                break;
-            }
-            if buf.len() >= PIECE_BYTES {
-                break;
-            }
-        }
-        if self.done && buf.is_empty() {
+        self.fill()?;
+        if self.eof && self.buf.is_empty() {
+            self.done = true;
             // End of file: close the document if a piece was yielded without ending it.
             if self.yielded_any {
                 return Ok(Some(Document {
@@ -68,21 +111,17 @@ impl DocumentReader for TextReader {
             stats.n_empty += 1;
             return Ok(None);
         }
-        let (text, lossy) = decode_lossy(buf);
+        let end = piece_end(&self.buf, self.eof);
+        let rest = self.buf.split_off(end);
+        let piece = std::mem::replace(&mut self.buf, rest);
+        let (text, lossy) = decode_lossy(piece);
         if lossy && !self.lossy_reported {
             self.lossy_reported = true;
             stats.n_lossy += 1;
             tracing::warn!(path = %self.path.display(), "file is not valid UTF-8: invalid bytes replaced by U+FFFD");
         }
-        let ends_document = self.done
-            || self
-                .reader
-                .fill_buf()
-                .map(<[u8]>::is_empty)
-                .unwrap_or(false);
-        if ends_document {
-            self.done = true;
-        }
+        let ends_document = self.eof && self.buf.is_empty();
+        self.done = ends_document;
         self.yielded_any = !ends_document;
         Ok(Some(Document {
             text,

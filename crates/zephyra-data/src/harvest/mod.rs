@@ -148,7 +148,14 @@ impl HarvestConfig {
                 reason: "give at least one hook point".into(),
             });
         }
-        for h in &self.hooks {
+        for (i, h) in self.hooks.iter().enumerate() {
+            if self.hooks[..i].contains(h) {
+                return Err(DataError::InvalidOption {
+                    name: "--hook",
+                    value: h.to_string(),
+                    reason: "it is given twice; name each hook point once".into(),
+                });
+            }
             if h.layer().is_some_and(|l| l >= model.n_layers()) {
                 return Err(DataError::InvalidOption {
                     name: "--hook",
@@ -436,7 +443,48 @@ fn select_rows(
 }
 
 /// Harvests `pipeline` into stores under `out` (see [`store_dirs`]), resuming an interrupted harvest there.
+///
+/// A harvest that fails before its first shard is written removes the directories and manifests it
+/// created, leaving `out` as it found it; one that fails later keeps its complete shards, and the same
+/// command resumes it.
 pub fn harvest(
+    pipeline: Pipeline,
+    model: ModelInfo,
+    vocab_size: usize,
+    out: &Path,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<HarvestSummary> {
+    let dirs = store_dirs(out, &pipeline.config.hooks);
+    let out_existed = out.exists();
+    let fresh: Vec<bool> = dirs
+        .iter()
+        .map(|d| !d.join(MANIFEST_FILE).exists())
+        .collect();
+    let existed: Vec<bool> = dirs.iter().map(|d| d.exists()).collect();
+    let result = run_harvest(pipeline, model, vocab_size, out, progress);
+    if result.is_err() {
+        for ((dir, &fresh), &existed) in dirs.iter().zip(&fresh).zip(&existed) {
+            // Only a store this call created and wrote no shard into.
+            let untouched = fresh && Manifest::read(dir).is_ok_and(|m| m.shards.is_empty());
+            if !untouched {
+                continue;
+            }
+            // Best effort: the harvest's own error is the one to report.
+            if existed {
+                let _ = std::fs::remove_file(dir.join(MANIFEST_FILE));
+                let _ = clean_temporaries(dir);
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        if !out_existed {
+            let _ = std::fs::remove_dir(out); // only if empty
+        }
+    }
+    result
+}
+
+fn run_harvest(
     pipeline: Pipeline,
     model: ModelInfo,
     vocab_size: usize,
@@ -490,7 +538,7 @@ pub fn harvest(
     if manifests.iter().all(|m| m.complete) {
         return Err(DataError::StoreComplete {
             dir: out.to_path_buf(),
-            n_tokens: manifests[0].n_contexts * cfg.ctx as u64,
+            n_tokens: manifests[0].n_contexts.saturating_mul(cfg.ctx as u64),
         });
     }
     let start_shard = manifests.iter().map(|m| m.shards.len()).min().unwrap_or(0);

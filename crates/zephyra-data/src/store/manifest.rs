@@ -1,6 +1,7 @@
 //! `manifest.json`: what a store holds and how it was made.
 //!
-//! Schema (version 1; all fields always present unless marked optional):
+//! Schema (version 1, [`VERSION`]; all fields always present unless marked optional; a manifest of
+//! another version, or whose shard `file` is not a plain file name inside the store, is refused):
 //! ```text
 //! {
 //!   "format": "zephyra-activation-store", "version": 1,
@@ -41,6 +42,8 @@ use crate::exclude::{ExclusionCounts, ExclusionRule};
 pub const FORMAT: &str = "zephyra-activation-store";
 /// The manifest file name.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The schema version this crate reads and writes.
+pub const VERSION: u32 = 1;
 
 /// Element type of the stored activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -258,6 +261,16 @@ pub struct Manifest {
     pub shards: Vec<ShardInfo>,
 }
 
+/// Whether `name` names a file directly inside a directory: one normal path component (no separator, no
+/// `.`/`..`, not absolute, no NUL).
+pub fn is_plain_file_name(name: &str) -> bool {
+    let mut components = Path::new(name).components();
+    matches!(
+        (components.next(), components.next()),
+        (Some(std::path::Component::Normal(c)), None) if c == name
+    ) && !name.contains(['/', '\\', '\0'])
+}
+
 impl Manifest {
     /// Reads `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self> {
@@ -277,6 +290,26 @@ impl Manifest {
                 dir,
                 format!("manifest format is `{}`, expected `{FORMAT}`", m.format),
             ));
+        }
+        if m.version != VERSION {
+            return Err(DataError::bad_store(
+                dir,
+                format!(
+                    "manifest version {} is not one this zephyra reads (version {VERSION}); harvest again with this version, or use the zephyra that wrote it",
+                    m.version
+                ),
+            ));
+        }
+        for (i, shard) in m.shards.iter().enumerate() {
+            if !is_plain_file_name(&shard.file) {
+                return Err(DataError::bad_store(
+                    dir,
+                    format!(
+                        "corrupt manifest: shard {i} names the file {:?}, which is not a plain file name inside the store directory; harvest again",
+                        shard.file
+                    ),
+                ));
+            }
         }
         Ok(m)
     }

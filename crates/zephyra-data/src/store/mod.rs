@@ -207,14 +207,28 @@ impl ActivationStore {
 
     fn check_shards(&self) -> Result<()> {
         let m = &self.manifest;
-        let rows: u64 = m.shards.iter().map(|s| s.n_rows).sum();
+        let overflow = |what: &str| {
+            DataError::bad_store(
+                &self.dir,
+                format!("corrupt manifest: its shards' {what} add up beyond 2^64; harvest again"),
+            )
+        };
+        let rows = m
+            .shards
+            .iter()
+            .try_fold(0u64, |n, s| n.checked_add(s.n_rows))
+            .ok_or_else(|| overflow("row counts"))?;
         if rows != m.n_rows {
             return Err(DataError::bad_store(
                 &self.dir,
                 format!("manifest says {} rows but its shards list {rows}; the manifest was edited or is corrupt: harvest again", m.n_rows),
             ));
         }
-        let contexts: u64 = m.shards.iter().map(|s| s.n_contexts).sum();
+        let contexts = m
+            .shards
+            .iter()
+            .try_fold(0u64, |n, s| n.checked_add(s.n_contexts))
+            .ok_or_else(|| overflow("context counts"))?;
         if contexts != m.n_contexts {
             return Err(DataError::bad_store(
                 &self.dir,
@@ -250,29 +264,38 @@ impl ActivationStore {
             )));
         }
         let header = read_header(&path)?;
-        let act = header
-            .get("activations")
-            .ok_or_else(|| bad("has no `activations` tensor".into()))?;
-        let shape: Vec<u64> = act
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
-            .unwrap_or_default();
+        let act = activations_entry(&header).map_err(bad)?;
         let want = [shard.n_rows, self.manifest.d as u64];
-        if shape != want {
+        if act.shape != want {
             return Err(bad(format!(
-                "holds activations of shape {shape:?} but the manifest says {want:?}"
+                "holds activations of shape {:?} but the manifest says {want:?}",
+                act.shape
             )));
         }
-        let dtype = act.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
         let want_dtype = match self.manifest.dtype {
             StoreDtype::Float32 => "F32",
             StoreDtype::Bfloat16 => "BF16",
         };
-        if dtype != want_dtype {
+        if act.dtype != want_dtype {
             return Err(bad(format!(
-                "holds {dtype} activations but the manifest says {}",
-                self.manifest.dtype
+                "holds {} activations but the manifest says {}",
+                act.dtype, self.manifest.dtype
+            )));
+        }
+        // The sizes the header claims must fit in the file, computed without overflow.
+        let fits = act
+            .n_bytes()
+            .filter(|&n| n == act.end - act.start)
+            .and_then(|_| act.header_bytes.checked_add(8))
+            .and_then(|start| start.checked_add(act.end))
+            .is_some_and(|end| end <= meta.len());
+        if !fits {
+            return Err(bad(format!(
+                "has a header claiming activations of shape {:?} at bytes {}..{}, which a {}-byte file cannot hold",
+                act.shape,
+                act.start,
+                act.end,
+                meta.len()
             )));
         }
         Ok(())
@@ -328,7 +351,7 @@ impl ActivationStore {
             let t = st
                 .tensor(name)
                 .map_err(|e| self.bad_shard(info, format!("tensor `{name}`: {e}")))?;
-            if t.dtype() != Dtype::U32 || t.data().len() != len * 4 {
+            if t.dtype() != Dtype::U32 || Some(t.data().len()) != len.checked_mul(4) {
                 return Err(self.bad_shard(
                     info,
                     format!(
@@ -350,7 +373,15 @@ impl ActivationStore {
             position: u32s("position", n)?,
             context_tokens: u32s(
                 "context_tokens",
-                info.n_contexts as usize * self.manifest.ctx,
+                usize::try_from(info.n_contexts)
+                    .ok()
+                    .and_then(|c| c.checked_mul(self.manifest.ctx))
+                    .ok_or_else(|| {
+                        self.bad_shard(
+                            info,
+                            format!("{} contexts do not fit in memory", info.n_contexts),
+                        )
+                    })?,
             )?,
         })
     }
@@ -365,47 +396,32 @@ impl ActivationStore {
         let path = self.dir.join(&info.file);
         let (n, d) = (info.n_rows as usize, self.manifest.d);
         let header = read_header(&path)?;
-        let act = header
-            .get("activations")
-            .ok_or_else(|| self.bad_shard(info, "no `activations` tensor".into()))?;
-        let shape: Vec<u64> = act
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
-            .unwrap_or_default();
-        if shape != [n as u64, d as u64] {
+        let act = activations_entry(&header).map_err(|r| self.bad_shard(info, r))?;
+        if act.shape != [n as u64, d as u64] {
             return Err(self.bad_shard(
                 info,
-                format!("activations have shape {shape:?}, the manifest says [{n}, {d}]"),
+                format!(
+                    "activations have shape {:?}, the manifest says [{n}, {d}]",
+                    act.shape
+                ),
             ));
         }
-        let width = match act.get("dtype").and_then(|t| t.as_str()) {
-            Some("F32") => 4u64,
-            Some("BF16") => 2,
-            other => {
+        let width = match act.width() {
+            Some(w) => w,
+            None => {
                 return Err(self.bad_shard(
                     info,
-                    format!("activations are {other:?}, expected F32 or BF16"),
+                    format!("activations are {}, expected F32 or BF16", act.dtype),
                 ))
             }
         };
-        let offsets: Vec<u64> = act
-            .get("data_offsets")
-            .and_then(|o| o.as_array())
-            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
-            .unwrap_or_default();
-        let n_bytes = (n as u64)
-            .checked_mul(d as u64)
-            .and_then(|v| v.checked_mul(width));
-        let (start, end) = match offsets[..] {
-            [start, end] if end >= start && Some(end - start) == n_bytes => (start, end),
-            _ => {
-                return Err(self.bad_shard(
-                    info,
-                    format!("activation offsets {offsets:?} do not hold [{n}, {d}] values"),
-                ))
-            }
-        };
+        let (start, end) = (act.start, act.end);
+        if act.n_bytes() != Some(end - start) {
+            return Err(self.bad_shard(
+                info,
+                format!("activation offsets {start}..{end} do not hold [{n}, {d}] values"),
+            ));
+        }
         let mut file =
             std::fs::File::open(&path).map_err(|e| DataError::io("opening", &path, e))?;
         let mut len = [0u8; 8];
@@ -423,6 +439,7 @@ impl ActivationStore {
             .map_err(|e| DataError::io("reading", &path, e))?;
         let mut left = end - start;
         let mut chunk = vec![0u8; (1 << 20).min(left as usize)];
+        // n × d × width bytes were checked against the file's size above.
         out.reserve(n * d);
         while left > 0 {
             let take = (chunk.len() as u64).min(left) as usize;
@@ -528,24 +545,101 @@ impl ActivationStore {
     }
 }
 
+/// The `activations` entry of a safetensors header.
+struct ActivationsEntry {
+    shape: Vec<u64>,
+    dtype: String,
+    start: u64,
+    end: u64,
+    /// Length of the JSON header (the data starts at `8 + header_bytes`).
+    header_bytes: u64,
+}
+
+impl ActivationsEntry {
+    /// Bytes per element: 4 for F32, 2 for BF16.
+    fn width(&self) -> Option<u64> {
+        match self.dtype.as_str() {
+            "F32" => Some(4),
+            "BF16" => Some(2),
+            _ => None,
+        }
+    }
+
+    /// Bytes the shape holds (`None` on overflow or an unknown dtype).
+    fn n_bytes(&self) -> Option<u64> {
+        self.shape
+            .iter()
+            .try_fold(self.width()?, |n, &dim| n.checked_mul(dim))
+    }
+}
+
+/// Reads the `activations` entry of a parsed header; the error is the reason, for the caller to wrap.
+fn activations_entry(header: &Header) -> std::result::Result<ActivationsEntry, String> {
+    let act = header
+        .map
+        .get("activations")
+        .ok_or_else(|| "has no `activations` tensor".to_string())?;
+    let u64s = |key: &str| -> Vec<u64> {
+        act.get(key)
+            .and_then(|s| s.as_array())
+            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default()
+    };
+    let offsets = u64s("data_offsets");
+    let [start, end] = offsets[..] else {
+        return Err(format!(
+            "has activation offsets {offsets:?}, expected [start, end]"
+        ));
+    };
+    if end < start {
+        return Err(format!(
+            "has activation offsets {start}..{end} that end before they start"
+        ));
+    }
+    Ok(ActivationsEntry {
+        shape: u64s("shape"),
+        dtype: act
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .unwrap_or("?")
+            .to_string(),
+        start,
+        end,
+        header_bytes: header.len,
+    })
+}
+
+/// A safetensors JSON header and its length in bytes.
+struct Header {
+    map: serde_json::Map<String, serde_json::Value>,
+    len: u64,
+}
+
 /// Parses the JSON header of a safetensors file.
-fn read_header(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
+fn read_header(path: &Path) -> Result<Header> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| DataError::io("opening", path, e))?;
     let mut len = [0u8; 8];
     file.read_exact(&mut len)
         .map_err(|e| DataError::io("reading the header of", path, e))?;
     let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
+    let file_len = file
+        .metadata()
+        .map_err(|e| DataError::io("reading the header of", path, e))?
+        .len();
+    if len > 100 << 20 || len.saturating_add(8) > file_len {
         return Err(DataError::io(
             "reading the header of",
             path,
-            std::io::Error::other("header length is implausible"),
+            std::io::Error::other(format!(
+                "the header claims {len} bytes in a {file_len}-byte file"
+            )),
         ));
     }
     let mut buf = vec![0u8; len as usize];
     file.read_exact(&mut buf)
         .map_err(|e| DataError::io("reading the header of", path, e))?;
-    serde_json::from_slice(&buf)
-        .map_err(|e| DataError::io("parsing the header of", path, std::io::Error::other(e)))
+    let map = serde_json::from_slice(&buf)
+        .map_err(|e| DataError::io("parsing the header of", path, std::io::Error::other(e)))?;
+    Ok(Header { map, len })
 }

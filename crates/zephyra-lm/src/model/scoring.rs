@@ -13,7 +13,7 @@ const LOGIT_ROWS: usize = 32;
 
 impl Llama {
     /// Runs `ids` through the model and calls `f(position, logits)` for every position in order,
-    /// computing the logits [`LOGIT_ROWS`] rows at a time.
+    /// computing the logits 32 rows at a time (never a `[seq, vocab]` matrix).
     pub fn for_each_logit_row(&self, ids: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<()> {
         let mut hooks = Hooks::capturing([HookPoint::LnFinal]);
         let mut out = self.forward(&[ids], &mut hooks, Logits::None)?;

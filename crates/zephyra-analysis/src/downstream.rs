@@ -6,7 +6,12 @@
 //! - `KL(clean ‖ run) = Σ_v p_clean(v) (log p_clean(v) − log p_run(v))`, averaged over positions;
 //! - CE loss recovered `= (CE_abl − CE_sae) / (CE_abl − CE_clean)` for both ablations;
 //! - delta LM loss `= CE_sae − CE_clean`;
-//! - KL score `= (KL_abl − KL_sae) / KL_abl` for both ablations.
+//! - KL score `= (KL_abl − KL_sae) / KL_abl` for both ablations;
+//! - the SAELens / SAEBench convention of zero ablation as a second figure: the activation zeroed at
+//!   *every* position (attention sinks and excluded tokens too; ours keeps them clean), averaged over the
+//!   same positions: `CE_zero_all` and `(CE_zero_all − CE_sae) / (CE_zero_all − CE_clean)`. On a bias-free
+//!   Llama zeroed at a residual hook, every later layer sees zeros, the logits are all 0 and
+//!   `CE_zero_all = ln(vocab)`.
 //!
 //! A ratio whose denominator is 0 is reported as `null` (None).
 
@@ -86,6 +91,14 @@ pub struct DownstreamStats {
     pub kl_score_zero: Option<f64>,
     /// `(KL_mean − KL_sae) / KL_mean`.
     pub kl_score_mean: Option<f64>,
+    /// Mean CE with the activation zeroed at every position, sinks included (the SAELens / SAEBench
+    /// convention); absent from reports written before it.
+    #[serde(default)]
+    pub ce_zero_abl_all_positions: Option<f64>,
+    /// `(CE_zero_all − CE_sae) / (CE_zero_all − CE_clean)`: CE loss recovered as SAELens and SAEBench
+    /// compute it (zero ablation at every position).
+    #[serde(default)]
+    pub ce_recovered_zero_all_positions: Option<f64>,
 }
 
 /// Streams positions (the logits of the four runs and the next token) into [`DownstreamStats`].
@@ -94,6 +107,9 @@ pub struct LossAccumulator {
     n: u64,
     ce: [f64; 4],
     kl: [f64; 3],
+    /// Positions and CE sum of the all-positions zero ablation ([`LossAccumulator::add_zero_all`]).
+    n_zero_all: u64,
+    ce_zero_all: f64,
 }
 
 /// The logits of the four runs at one position, each of length `vocab`.
@@ -142,6 +158,21 @@ impl LossAccumulator {
         Ok(())
     }
 
+    /// Adds the logits, at the same position as the last [`LossAccumulator::add`], of the run with the
+    /// activation zeroed at every position (the SAELens / SAEBench convention).
+    pub fn add_zero_all(&mut self, zero_all: &[f32], target: usize) -> Result<()> {
+        let ce = cross_entropy(zero_all, target)?;
+        if !ce.is_finite() {
+            return Err(AnalysisError::NotFinite {
+                what: "cross-entropy of the all-positions zero ablation",
+                value: ce,
+            });
+        }
+        self.ce_zero_all += ce;
+        self.n_zero_all += 1;
+        Ok(())
+    }
+
     /// Positions added so far.
     pub fn n_positions(&self) -> u64 {
         self.n
@@ -155,6 +186,14 @@ impl LossAccumulator {
         let n = self.n as f64;
         let [ce_clean, ce_sae, ce_zero, ce_mean] = self.ce.map(|v| v / n);
         let [kl_sae, kl_zero, kl_mean] = self.kl.map(|v| v / n);
+        if self.n_zero_all != 0 && self.n_zero_all != self.n {
+            return Err(AnalysisError::ShapeMismatch {
+                what: "positions of the all-positions zero ablation",
+                expected: self.n as usize,
+                got: self.n_zero_all as usize,
+            });
+        }
+        let ce_zero_all = (self.n_zero_all == self.n).then(|| self.ce_zero_all / n);
         Ok(DownstreamStats {
             n_positions: self.n,
             ce_clean,
@@ -169,6 +208,9 @@ impl LossAccumulator {
             kl_mean_abl: kl_mean,
             kl_score_zero: kl_score(kl_sae, kl_zero),
             kl_score_mean: kl_score(kl_sae, kl_mean),
+            ce_zero_abl_all_positions: ce_zero_all,
+            ce_recovered_zero_all_positions: ce_zero_all
+                .and_then(|z| ce_recovered(ce_clean, ce_sae, z)),
         })
     }
 }

@@ -91,6 +91,16 @@ pub enum AnalysisError {
         #[source]
         source: std::io::Error,
     },
+    /// A features store does not match its index (truncated, overwritten, changed after it was written).
+    #[error(
+        "{path}: the features store is damaged: {reason}; recompute it with `zephyra features`"
+    )]
+    DamagedStore {
+        /// The records file.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
     /// JSON (de)serialisation failed.
     #[error("{path}: invalid JSON: {source}")]
     Json {

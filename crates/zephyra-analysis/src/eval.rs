@@ -10,7 +10,8 @@
 //!    spliced, zero-ablated, mean-ablated (the mean of pass 1). Only kept positions are replaced; excluded
 //!    positions (attention sinks, specials) keep their clean activation in every run, so the comparison
 //!    measures the SAE on the tokens it was trained for. CE and KL are averaged over the kept positions that
-//!    have a next token (position `t` predicts token `t+1`).
+//!    have a next token (position `t` predicts token `t+1`). A fifth forward zeroes the activation at every
+//!    position, sinks included, for the SAELens / SAEBench zero-ablation figure (see [`crate::downstream`]).
 
 use std::sync::Arc;
 
@@ -401,6 +402,10 @@ pub fn evaluate(
             let x_mean = splice(&batch, d, &mean, true);
             let sae_logits = forward_replaced(model, batch_ctx, cfg.hook, x_sae, batch.seq)?;
             let zero_logits = forward_replaced(model, batch_ctx, cfg.hook, x_zero, batch.seq)?;
+            // SAELens / SAEBench zero ablation: every position, sinks included.
+            let x_zero_all = vec![0.0f32; batch.x.len()];
+            let zero_all_logits =
+                forward_replaced(model, batch_ctx, cfg.hook, x_zero_all, batch.seq)?;
             let mean_logits = forward_replaced(model, batch_ctx, cfg.hook, x_mean, batch.seq)?;
             let vocab = clean.len() / (batch_ctx.len() * batch.seq).max(1);
             for (i, c) in batch_ctx.iter().enumerate() {
@@ -414,9 +419,10 @@ pub fn evaluate(
                         clean: &clean[span.clone()],
                         sae: &sae_logits[span.clone()],
                         zero: &zero_logits[span.clone()],
-                        mean: &mean_logits[span],
+                        mean: &mean_logits[span.clone()],
                     };
                     loss.add(logits, c[t + 1] as usize)?;
+                    loss.add_zero_all(&zero_all_logits[span], c[t + 1] as usize)?;
                 }
                 done += c.len() as u64;
             }

@@ -152,6 +152,14 @@ impl EvalReport {
                 ("CE mean-ablated", format!("{:.4}", d.ce_mean_abl)),
                 ("CE loss recovered (zero)", opt(d.ce_recovered_zero)),
                 ("CE loss recovered (mean)", opt(d.ce_recovered_mean)),
+                (
+                    "CE zero-ablated, all positions (SAELens/SAEBench)",
+                    opt(d.ce_zero_abl_all_positions),
+                ),
+                (
+                    "CE loss recovered (zero, all positions; SAELens/SAEBench)",
+                    opt(d.ce_recovered_zero_all_positions),
+                ),
                 ("delta LM loss (nats)", format!("{:.4}", d.delta_lm_loss)),
                 ("KL(clean || SAE)", format!("{:.4}", d.kl_sae)),
                 ("KL(clean || zero-abl)", format!("{:.4}", d.kl_zero_abl)),

@@ -142,7 +142,7 @@ fn planted_latent_is_recovered() {
     // Neuronpedia export: one batch file with the dashboard fields.
     let np = dir.path().join("np");
     assert_eq!(
-        export::export_neuronpedia(&store, &np, "tiny", "set").unwrap(),
+        export::export_neuronpedia(&store, &p.tokenizer, &np, "tiny", "set").unwrap(),
         1
     );
     let batch: serde_json::Value =

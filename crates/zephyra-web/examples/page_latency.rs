@@ -108,6 +108,7 @@ fn main() {
         hist_log10_max: 0.0,
         hist_bins: 0,
         features: Vec::new(),
+        records_sha256: None,
     };
     write(dir.path(), index, (0..n_latents as u32).map(record)).unwrap();
     eprintln!(

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The feature needs something the server was started without (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The features store is damaged (500, with the message: the operator must recompute it).
+    #[error("{0}")]
+    Damaged(String),
     /// Anything else (500; the message is logged, not sent).
     #[error("{0}")]
     Internal(String),
@@ -33,6 +36,9 @@ impl From<AnalysisError> for ApiError {
     fn from(e: AnalysisError) -> Self {
         match e {
             AnalysisError::InvalidArgument(m) => ApiError::BadRequest(m),
+            AnalysisError::DamagedStore { reason, .. } => ApiError::Damaged(format!(
+                "the features store is damaged: {reason}; the server's operator must recompute it with `zephyra features`"
+            )),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -59,6 +65,10 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
             ApiError::UriTooLong(m) => (StatusCode::URI_TOO_LONG, m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+            ApiError::Damaged(m) => {
+                tracing::error!(error = %m, "damaged features store");
+                (StatusCode::INTERNAL_SERVER_ERROR, m)
+            }
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "request failed");
                 (

@@ -432,6 +432,11 @@ async fn run_page_shows_config_training_eval_and_plots() {
     assert_eq!(row("FVE (centred)"), Some(json!("0.8191")));
     assert_eq!(row("L0 (active latents/token)"), Some(json!("32.00")));
     assert_eq!(row("CE loss recovered (zero)"), Some(json!("0.9410")));
+    // The SAELens / SAEBench convention is listed too; this eval.json predates it.
+    assert_eq!(
+        row("CE loss recovered (zero, all positions; SAELens/SAEBench)"),
+        Some(json!("n/a"))
+    );
     assert_eq!(j["eval"]["report"]["d_sae"], 2304);
     let names: Vec<&str> = j["plots"]
         .as_array()

@@ -295,6 +295,7 @@ pub fn compute_features(
         hist_log10_max: 0.0,
         hist_bins: 0,
         features: Vec::new(),
+        records_sha256: None,
     };
     let index = store::write(job.out_dir, index, records)?;
     if ckpt_path.exists() {

@@ -10,12 +10,20 @@
 //!
 //! Both files are written to temporary names and renamed, `index.json` last: a directory with an
 //! `index.json` is complete.
+//!
+//! [`FeatureStore::open`] verifies the store before anything is served: one summary per latent, in order,
+//! records laid end to end (each `offset` follows the previous record and its newline), the records file
+//! exactly as long as they say, and the SHA-256 of the records file equal to the index's
+//! `records_sha256`. A store written before the hash existed opens with a warning (sizes and offsets
+//! checked only). Each record read afterwards is checked again (complete, valid JSON, the right latent,
+//! ended by its newline), so a file damaged while the store is open is an error, never garbage.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::{FeatureOptions, FeatureRecord, HIST_BINS, HIST_LOG10_MAX, HIST_LOG10_MIN};
 use crate::error::{AnalysisError, Result};
@@ -82,6 +90,9 @@ pub struct FeatureIndex {
     pub hist_bins: usize,
     /// One summary per latent, in latent order.
     pub features: Vec<FeatureSummary>,
+    /// SHA-256 of `features.jsonl` (lowercase hex), set by [`write`]; absent in stores written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_sha256: Option<String>,
 }
 
 /// Provenance written into the index.
@@ -117,6 +128,7 @@ pub fn write(
         .tempfile_in(dir)
         .map_err(io(dir))?;
     let mut w = BufWriter::new(tmp);
+    let mut hasher = Sha256::new();
     let mut offset = 0u64;
     index.features.clear();
     for rec in records {
@@ -127,6 +139,8 @@ pub fn write(
         w.write_all(&line)
             .and_then(|_| w.write_all(b"\n"))
             .map_err(io(dir))?;
+        hasher.update(&line);
+        hasher.update(b"\n");
         index
             .features
             .push(summarise(&rec, offset, line.len() as u64));
@@ -143,6 +157,7 @@ pub fn write(
         source: e.error,
     })?;
     index.version = FORMAT_VERSION;
+    index.records_sha256 = Some(hex(&hasher.finalize()));
     index.hist_log10_min = HIST_LOG10_MIN;
     index.hist_log10_max = HIST_LOG10_MAX;
     index.hist_bins = HIST_BINS;
@@ -194,7 +209,7 @@ pub struct FeatureStore {
 }
 
 impl FeatureStore {
-    /// Opens `dir` (reads `index.json` only).
+    /// Opens `dir`: reads `index.json` and verifies the records file against it (see the module docs).
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(INDEX_FILE);
         let index: FeatureIndex = read_json(&path)?;
@@ -205,10 +220,69 @@ impl FeatureStore {
                 index.version
             )));
         }
-        Ok(Self {
+        let store = Self {
             dir: dir.to_path_buf(),
             index,
-        })
+        };
+        store.verify()?;
+        Ok(store)
+    }
+
+    fn damaged(&self, reason: String) -> AnalysisError {
+        AnalysisError::DamagedStore {
+            path: self.dir.join(RECORDS_FILE),
+            reason,
+        }
+    }
+
+    /// Checks the layout of the records against the index, then the records file's hash.
+    fn verify(&self) -> Result<()> {
+        let ix = &self.index;
+        if ix.features.len() != ix.d_sae {
+            return Err(self.damaged(format!(
+                "the index lists {} latents, not d_sae = {}",
+                ix.features.len(),
+                ix.d_sae
+            )));
+        }
+        let mut end = 0u64;
+        for (i, f) in ix.features.iter().enumerate() {
+            if f.id as usize != i || f.offset != end {
+                return Err(self.damaged(format!(
+                    "summary {i} (latent {}) starts at byte {}, expected latent {i} at byte {end}",
+                    f.id, f.offset
+                )));
+            }
+            end = f
+                .offset
+                .checked_add(f.len)
+                .and_then(|e| e.checked_add(1))
+                .ok_or_else(|| self.damaged(format!("latent {i}: length {} overflows", f.len)))?;
+        }
+        let path = self.dir.join(RECORDS_FILE);
+        let size = std::fs::metadata(&path).map_err(io(&path))?.len();
+        if size != end {
+            return Err(self.damaged(format!(
+                "the file has {size} bytes, the index describes {end} (truncated or overwritten)"
+            )));
+        }
+        let Some(want) = &ix.records_sha256 else {
+            tracing::warn!(
+                path = %path.display(),
+                "the features store has no records hash (written before it was recorded): only sizes and offsets are checked; recompute with `zephyra features` to verify its content"
+            );
+            return Ok(());
+        };
+        let mut hasher = Sha256::new();
+        let mut f = File::open(&path).map_err(io(&path))?;
+        std::io::copy(&mut f, &mut hasher).map_err(io(&path))?;
+        let got = hex(&hasher.finalize());
+        if &got != want {
+            return Err(self.damaged(format!(
+                "its SHA-256 is {got}, the index recorded {want} (the records changed after they were written)"
+            )));
+        }
+        Ok(())
     }
 
     /// The directory.
@@ -222,7 +296,8 @@ impl FeatureStore {
     }
 
     /// The stored JSON bytes of latent `id`'s record (`None` when there is no such latent); the web app
-    /// sends them as they are.
+    /// sends them as they are. A record that is incomplete, not JSON, another latent's or not ended by its
+    /// newline is a [`AnalysisError::DamagedStore`].
     pub fn record_bytes(&self, id: u32) -> Result<Option<Vec<u8>>> {
         let Some(s) = self.index.features.get(id as usize) else {
             return Ok(None);
@@ -230,12 +305,28 @@ impl FeatureStore {
         let path = self.dir.join(RECORDS_FILE);
         let mut f = File::open(&path).map_err(io(&path))?;
         f.seek(SeekFrom::Start(s.offset)).map_err(io(&path))?;
-        let len = usize::try_from(s.len).map_err(|_| {
-            AnalysisError::InvalidArgument(format!("record length {} too large", s.len))
-        })?;
-        let mut buf = vec![0u8; len];
-        f.read_exact(&mut buf).map_err(io(&path))?;
-        Ok(Some(buf))
+        // `open` checked that offset + len + 1 is the file's size at most, so this fits in memory.
+        let len = usize::try_from(s.len)
+            .map_err(|_| self.damaged(format!("latent {id}: record length {} too large", s.len)))?;
+        let mut buf = Vec::with_capacity(len + 1);
+        f.take(s.len + 1).read_to_end(&mut buf).map_err(io(&path))?;
+        if buf.len() != len + 1 || buf.pop() != Some(b'\n') {
+            return Err(self.damaged(format!(
+                "latent {id}'s record is incomplete or not ended by a newline"
+            )));
+        }
+        #[derive(Deserialize)]
+        struct IdOnly {
+            id: u32,
+        }
+        match serde_json::from_slice::<IdOnly>(&buf) {
+            Ok(r) if r.id == id => Ok(Some(buf)),
+            Ok(r) => Err(self.damaged(format!(
+                "the record at the offset of latent {id} is latent {}",
+                r.id
+            ))),
+            Err(e) => Err(self.damaged(format!("latent {id}'s record is not valid JSON ({e})"))),
+        }
     }
 
     /// The record of latent `id` (`None` when there is no such latent).
@@ -243,19 +334,15 @@ impl FeatureStore {
         let Some(buf) = self.record_bytes(id)? else {
             return Ok(None);
         };
-        let path = self.dir.join(RECORDS_FILE);
-        let rec: FeatureRecord =
-            serde_json::from_slice(&buf).map_err(|source| AnalysisError::Json {
-                path: path.clone(),
-                source,
-            })?;
-        if rec.id != id {
-            return Err(AnalysisError::InvalidArgument(format!(
-                "{}: the record at the offset of latent {id} is latent {}; the index does not match the records, recompute",
-                path.display(),
-                rec.id
-            )));
-        }
+        let rec: FeatureRecord = serde_json::from_slice(&buf).map_err(|e| {
+            self.damaged(format!(
+                "latent {id}'s record is not a feature record ({e})"
+            ))
+        })?;
         Ok(Some(rec))
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -156,7 +156,11 @@ fn export_to(features_dir: &Path, dir: &Path, model: &str) -> anyhow::Result<Exi
         model
     };
     let set = format!("zephyra-{}", store.index().hook.replace('.', "-"));
-    let n = export::export_neuronpedia(&store, dir, model_id, &set)
+    let model_path = zephyra_lm::fetch::resolve_model(model)
+        .with_context(|| format!("finding the model `{model}` for the export's token strings"))?;
+    let tokenizer = zephyra_lm::Tokenizer::from_gguf(&model_path)
+        .with_context(|| format!("reading the tokenizer of {}", model_path.display()))?;
+    let n = export::export_neuronpedia(&store, &tokenizer, dir, model_id, &set)
         .with_context(|| format!("exporting into {}", dir.display()))?;
     println!("{}: {n} Neuronpedia batch files", dir.display());
     Ok(ExitCode::SUCCESS)

@@ -187,6 +187,18 @@ fn an_out_path_that_is_a_file_is_blamed_on_the_flag() {
     let err = fails(train(&acts, &file, ""));
     assert!(err.contains(&format!("--out {}", file.display())), "{err}");
     assert!(!err.contains("os error 17"), "{err}");
+    for cmd in [
+        "harvest --hook blocks.0.hook_resid_pre --tokens 64 --out",
+        "features --sae x --out",
+    ] {
+        let mut line = words(cmd);
+        line.push(arg(&file));
+        let err = fails(run(line));
+        assert!(
+            err.contains(&format!("--out {}", file.display())),
+            "{cmd}: {err}"
+        );
+    }
     assert_eq!(std::fs::read(&file).expect("read"), b"mine");
 }
 

@@ -19,6 +19,7 @@ use super::source::{harvest_config, load_corpus, load_model};
 use super::Global;
 use crate::args::renamed::OldBatchContexts;
 use crate::args::{CorpusArgs, HarvestArgs, ModelArgs};
+use crate::output::OutputDir;
 
 /// `--dtype` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,6 +64,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    OutputDir::claim("--out", &args.out)?;
     let (model, tokenizer, model_path) = load_model(&args.model.model.to_string())?;
     let config = harvest_config(
         args.hook.clone(),

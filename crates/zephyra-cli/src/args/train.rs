@@ -132,59 +132,54 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// Applies every flag the user gave on top of `cfg` (defaults for a new run, the saved config on resume).
     pub fn apply(&self, cfg: &mut TrainConfig) -> anyhow::Result<()> {
-        if let Some(v) = self.lr {
-            cfg.lr = v;
+        /// `field = flag` when the flag was given.
+        fn set<T>(field: &mut T, flag: Option<T>) {
+            if let Some(v) = flag {
+                *field = v;
+            }
         }
-        if let Some(v) = self.sparsity_coeff(cfg.sae.architecture)? {
-            cfg.sparsity_coeff = v;
-        }
-        if let Some(v) = self.l1_warmup {
-            cfg.sparsity_warmup_steps = v;
-        }
-        if let Some(v) = self.lr_warmup {
-            cfg.lr_warmup_steps = v;
-        }
-        if let Some(v) = self.lr_decay {
-            cfg.lr_decay = match v {
+        set(&mut cfg.lr, self.lr);
+        set(
+            &mut cfg.sparsity_coeff,
+            self.sparsity_coeff(cfg.sae.architecture)?,
+        );
+        set(&mut cfg.sparsity_warmup_steps, self.l1_warmup);
+        set(&mut cfg.lr_warmup_steps, self.lr_warmup);
+        set(
+            &mut cfg.lr_decay,
+            self.lr_decay.map(|v| match v {
                 DecayArg::Constant => Decay::Constant,
                 DecayArg::Linear => Decay::Linear,
                 DecayArg::Cosine => Decay::Cosine,
-            };
-        }
-        if let Some(v) = self.max_grad_norm {
-            cfg.max_grad_norm = (v > 0.0).then_some(v);
-        }
+            }),
+        );
+        set(
+            &mut cfg.max_grad_norm,
+            self.max_grad_norm.map(|v| (v > 0.0).then_some(v)),
+        );
         if self.no_normalize {
             cfg.normalize_activations = false;
         }
-        if let Some(v) = self.b_dec_init {
-            cfg.b_dec_init = match v {
+        set(
+            &mut cfg.b_dec_init,
+            self.b_dec_init.map(|v| match v {
                 BDecArg::GeometricMedian => BDecInit::GeometricMedian,
                 BDecArg::Mean => BDecInit::Mean,
                 BDecArg::Zeros => BDecInit::Zeros,
-            };
-        }
-        if let Some(v) = self.dead_after {
-            cfg.dead_after_tokens = v;
-        }
-        if let Some(v) = self.non_finite {
-            cfg.non_finite = match v {
+            }),
+        );
+        set(&mut cfg.dead_after_tokens, self.dead_after);
+        set(
+            &mut cfg.non_finite,
+            self.non_finite.map(|v| match v {
                 NonFiniteArg::Skip => NonFinitePolicy::Skip,
                 NonFiniteArg::Error => NonFinitePolicy::Error,
-            };
-        }
-        if let Some(v) = self.seed {
-            cfg.seed = v;
-        }
-        if let Some(v) = self.threads {
-            cfg.threads = v;
-        }
-        if let Some(v) = self.checkpoint_every {
-            cfg.checkpoint_every_tokens = v;
-        }
-        if let Some(v) = self.metrics_every {
-            cfg.metrics_every_steps = v;
-        }
+            }),
+        );
+        set(&mut cfg.seed, self.seed);
+        set(&mut cfg.threads, self.threads);
+        set(&mut cfg.checkpoint_every_tokens, self.checkpoint_every);
+        set(&mut cfg.metrics_every_steps, self.metrics_every);
         Ok(())
     }
 

@@ -306,3 +306,21 @@ fn a_failed_plot_leaves_no_temporary_files() {
     common::ok(run(["plot", "--run", &arg(&runs), "--out", &arg(&plots)]));
     assert!(plots.join("training.png").is_file());
 }
+
+#[test]
+fn harvest_refuses_a_hook_given_twice_before_writing_anything() {
+    let tiny = tiny_llama(5).expect("tiny model");
+    let corpus = tiny.dir.path().join("corpus.txt");
+    std::fs::write(&corpus, "the cat sat on the mat. ".repeat(40)).expect("write");
+    let out = tiny.dir.path().join("store");
+    let hook = "blocks.0.hook_resid_pre";
+    let err = fails(run(args_with(
+        &format!("harvest --hook {hook} --hook blocks.1.hook_resid_pre --hook {hook} --tokens 64 --ctx 16"),
+        &[("--model", &tiny.path), ("--data", &corpus), ("--out", &out)],
+    )));
+    assert!(
+        err.contains(&format!("--hook {hook} is given twice")),
+        "{err}"
+    );
+    assert!(!out.exists(), "left {:?}", listing(&out));
+}

@@ -179,3 +179,40 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subcommand_is_a_consistent_clap_definition() {
+        // Clap checks argument ids, names and groups only in debug builds; check them here in any build.
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_command_name_comes_from_the_parsed_enum() {
+        let cli = Cli::try_parse_from(["zephyra", "--quiet", "by-hand", "--json"]).expect("parses");
+        assert_eq!(cli.command.name(), "by-hand");
+        let cli = Cli::try_parse_from(["zephyra", "fetch-model"]).expect("parses");
+        assert_eq!(cli.command.name(), "fetch-model");
+    }
+
+    #[test]
+    fn a_cause_repeated_by_its_parent_is_printed_once() {
+        let io = std::io::Error::new(
+            ErrorKind::NotFound,
+            "No such file or directory (os error 2)",
+        );
+        let err = anyhow::Error::new(zephyra_sae::SaeError::Io {
+            path: "run/cfg.json".into(),
+            source: io,
+        })
+        .context("loading the SAE");
+        assert_eq!(
+            error_message(&err),
+            "loading the SAE: run/cfg.json: No such file or directory (os error 2)"
+        );
+    }
+}

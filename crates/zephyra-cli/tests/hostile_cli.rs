@@ -187,6 +187,18 @@ fn an_out_path_that_is_a_file_is_blamed_on_the_flag() {
     let err = fails(train(&acts, &file, ""));
     assert!(err.contains(&format!("--out {}", file.display())), "{err}");
     assert!(!err.contains("os error 17"), "{err}");
+    for cmd in [
+        "harvest --hook blocks.0.hook_resid_pre --tokens 64 --out",
+        "features --sae x --out",
+    ] {
+        let mut line = words(cmd);
+        line.push(arg(&file));
+        let err = fails(run(line));
+        assert!(
+            err.contains(&format!("--out {}", file.display())),
+            "{cmd}: {err}"
+        );
+    }
     assert_eq!(std::fs::read(&file).expect("read"), b"mine");
 }
 
@@ -293,4 +305,22 @@ fn a_failed_plot_leaves_no_temporary_files() {
     std::fs::remove_dir(plots.join("training.png")).expect("rmdir");
     common::ok(run(["plot", "--run", &arg(&runs), "--out", &arg(&plots)]));
     assert!(plots.join("training.png").is_file());
+}
+
+#[test]
+fn harvest_refuses_a_hook_given_twice_before_writing_anything() {
+    let tiny = tiny_llama(5).expect("tiny model");
+    let corpus = tiny.dir.path().join("corpus.txt");
+    std::fs::write(&corpus, "the cat sat on the mat. ".repeat(40)).expect("write");
+    let out = tiny.dir.path().join("store");
+    let hook = "blocks.0.hook_resid_pre";
+    let err = fails(run(args_with(
+        &format!("harvest --hook {hook} --hook blocks.1.hook_resid_pre --hook {hook} --tokens 64 --ctx 16"),
+        &[("--model", &tiny.path), ("--data", &corpus), ("--out", &out)],
+    )));
+    assert!(
+        err.contains(&format!("--hook {hook} is given twice")),
+        "{err}"
+    );
+    assert!(!out.exists(), "left {:?}", listing(&out));
 }

@@ -1,18 +1,20 @@
-//! Every argument group that more than one command takes, declared once and flattened where used
-//! (`#[command(flatten)]`), with the code that turns each group into validated, typed values.
+//! The command line's argument groups, each declared once and flattened where used (`#[command(flatten)]`),
+//! with the code that turns it into validated, typed values (ripgrep's `defs.rs` → `hiargs.rs` split).
 //!
-//! | module       | group / parser                     | used by                                              |
-//! |--------------|------------------------------------|------------------------------------------------------|
-//! | [`model`]    | [`ModelArgs`] (`--model`)          | tokenize, inspect, run, generate, harvest, bench     |
-//! | [`text`]     | [`TextInput`] (`--text`/`--file`)  | tokenize, run                                        |
-//! | [`sae`]      | [`SaeArgs`] (`--sae --model --hook`) | eval, features, steer, explain, serve              |
-//! | [`corpus`]   | [`CorpusArgs`] (`--data --text-field`) | harvest, train (on the fly), eval, features, bench |
-//! | [`harvest`]  | [`HarvestArgs`], [`BatchContextsArg`] | harvest, train (on the fly), eval, features, bench |
-//! | [`arch`]     | [`ArchArgs`] (`--arch --k --expansion`) | train, bench                                    |
-//! | [`values`]   | range-checked parsers for every float and size flag                                      |
-//! | [`renamed`]  | hidden old spellings that fail naming the new flag                                       |
+//! | module      | group                                        | used by                                   |
+//! |-------------|----------------------------------------------|-------------------------------------------|
+//! | [`model`]   | [`ModelArgs`] (`--model`), loading           | tokenize, inspect, run, generate, harvest, bench |
+//! | [`text`]    | [`TextInput`] (`--text` / `--file`)          | tokenize, run                             |
+//! | [`sae`]     | [`SaeArgs`] (`--sae --model --hook`), [`Stack`] | eval, features, steer, explain, serve  |
+//! | [`corpus`]  | [`CorpusArgs`] (`--data --text-field`)       | harvest, train, eval, features, bench     |
+//! | [`harvest`] | [`HarvestArgs`], [`BatchContextsArg`]        | harvest, train, eval, features            |
+//! | [`arch`]    | [`ArchArgs`] (`--arch --k --expansion`)      | train, bench                              |
+//! | [`source`]  | [`source::SourceArgs`] (`--acts`, or `--model --hook` on the fly) | train                |
+//! | [`train`]   | [`train::TrainArgs`]: `train`'s flags, mapped onto a `TrainConfig` | train               |
+//! | [`values`]  | the range-checked parser of every float flag, the `--max-tokens` bound                   |
+//! | [`renamed`] | hidden old spellings that fail naming the new flag                                       |
 //!
-//! [`Global`] holds the options of every subcommand (`--quiet`). `cmd/*.rs` only declares what is its own,
+//! [`Global`] holds the options of every subcommand (`--quiet`). `cmd/*.rs` declares only what is its own,
 //! maps the groups to library calls and prints; nothing here depends on `cmd`.
 
 pub mod arch;
@@ -21,7 +23,9 @@ pub mod harvest;
 pub mod model;
 pub mod renamed;
 pub mod sae;
+pub mod source;
 pub mod text;
+pub mod train;
 pub mod values;
 
 /// Options shared by every subcommand.

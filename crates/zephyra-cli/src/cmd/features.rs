@@ -11,6 +11,7 @@ use zephyra_data::{Corpus, ExclusionRule};
 use super::Global;
 use crate::args::renamed::OldBatchContexts;
 use crate::args::{BatchContextsArg, CorpusArgs, SaeArgs, Stack};
+use crate::output::OutputDir;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -55,6 +56,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sae_dir = &args.stack.sae;
     let model = args.stack.model.to_string();
     let out = args.out.clone().unwrap_or_else(|| sae_dir.join("features"));
+    OutputDir::claim("--out", &out)?;
     if args.export_only {
         let dir = args
             .export_neuronpedia

@@ -19,6 +19,7 @@ use super::source::{harvest_config, load_corpus, load_model};
 use super::Global;
 use crate::args::renamed::OldBatchContexts;
 use crate::args::{CorpusArgs, HarvestArgs, ModelArgs};
+use crate::output::OutputDir;
 
 /// `--dtype` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,7 +63,19 @@ pub struct Args {
     old_batch: OldBatchContexts,
 }
 
+impl Args {
+    /// A hook given more than once.
+    fn repeated_hook(&self) -> Option<HookPoint> {
+        let hooks = &self.hook;
+        (1..hooks.len()).find_map(|i| hooks[..i].contains(&hooks[i]).then_some(hooks[i]))
+    }
+}
+
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    OutputDir::claim("--out", &args.out)?;
+    if let Some(hook) = args.repeated_hook() {
+        anyhow::bail!("--hook {hook} is given twice: give each hook once (one store per hook)");
+    }
     let (model, tokenizer, model_path) = load_model(&args.model.model.to_string())?;
     let config = harvest_config(
         args.hook.clone(),

@@ -24,34 +24,7 @@ use zephyra_sae::npy::{NpyOrder, NpySource};
 use zephyra_sae::train::ActivationSource;
 use zephyra_sae::SaeError;
 
-use crate::args::{CorpusArgs, HarvestArgs};
-
-/// Default shuffle buffer (rows) of the store and on-the-fly readers.
-pub const DEFAULT_SHUFFLE_BUFFER: usize = 1 << 18;
-
-/// Options choosing and shaping the activations `train` reads.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SourceArgs {
-    /// Activations: a float32 `.npy` [n, d_in] or an activation store directory made by `zephyra harvest`.
-    #[arg(long, value_name = "PATH")]
-    pub acts: Option<PathBuf>,
-    /// Harvest on the fly from this model (`smollm2` or a .gguf path) instead of reading --acts. With --acts
-    /// DIR it is checked against the store's model instead.
-    #[arg(long, value_name = "MODEL")]
-    pub model: Option<String>,
-    // Corpus for on-the-fly harvesting.
-    #[command(flatten)]
-    pub corpus: CorpusArgs,
-    /// Hook point to harvest on the fly (with --acts DIR: checked against the store's hook).
-    #[arg(long, value_name = "HOOK")]
-    pub hook: Option<HookPoint>,
-    // Contexts, batching and row exclusion of on-the-fly harvesting.
-    #[command(flatten)]
-    pub harvest: HarvestArgs,
-    /// Rows held by the shuffle buffer of store and on-the-fly sources (bounds their memory).
-    #[arg(long, default_value_t = DEFAULT_SHUFFLE_BUFFER, value_name = "ROWS")]
-    pub shuffle_buffer: usize,
-}
+pub use crate::args::source::SourceArgs;
 
 /// What `open` needs from the trainer's own options.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,247 @@
+//! Every flag of `zephyra train`, and how they become a [`TrainConfig`]: on a new run on top of the
+//! defaults (`zephyra_sae::train::TrainConfig::for_sae`), on a resume on top of the saved configuration,
+//! with the SAE-shaping flags compared instead.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::ValueEnum;
+use zephyra_sae::schedule::Decay;
+use zephyra_sae::train::{BDecInit, NonFinitePolicy, TrainConfig};
+use zephyra_sae::Architecture;
+
+use super::renamed::{OldBatchRows, Renamed};
+use super::{values, ArchArgs};
+
+/// `--lr-decay` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecayArg {
+    /// No decay.
+    Constant,
+    /// Linear.
+    Linear,
+    /// Cosine.
+    Cosine,
+}
+
+/// `--b-dec-init` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BDecArg {
+    /// Geometric median (Weiszfeld).
+    GeometricMedian,
+    /// Mean.
+    Mean,
+    /// Zero.
+    Zeros,
+}
+
+/// `--non-finite` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NonFiniteArg {
+    /// Skip rows with NaN/Inf and count them.
+    Skip,
+    /// Stop with an error.
+    Error,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Where the activations come from (`--acts FILE.npy | STORE_DIR`, or `--model … --hook …` on the fly).
+    /// With a `.npy` file the last --holdout rows are kept out of training for the final FVE/L0.
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
+    /// Run directory for cfg.json, sae_weights.safetensors, training_state.safetensors, metrics.jsonl,
+    /// summary.json.
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in DIR (after a kill, exactly). Training flags, if given, must match the run's.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub arch: ArchArgs,
+    /// Rows per optimizer step [default: 4096].
+    #[arg(long = "batch-rows", value_name = "ROWS")]
+    pub batch: Option<usize>,
+    /// Rows to train on [default: 2000000].
+    #[arg(long)]
+    pub tokens: Option<u64>,
+    /// Peak learning rate, > 0 [default: per architecture].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::positive::<f32>)]
+    pub lr: Option<f32>,
+    /// L1 coefficient λ of relu, relu-unit and gated, ≥ 0 [default: per architecture].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
+    pub l1: Option<f64>,
+    /// L0 coefficient λ of jumprelu, ≥ 0 [default: 1e-3].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
+    pub l0_coeff: Option<f64>,
+    /// Sparsity-coefficient warm-up steps: λ ramps linearly from 0 [default: 5 % of the steps].
+    #[arg(long, alias = "sparsity-warmup")]
+    pub l1_warmup: Option<u64>,
+    /// Learning-rate warm-up steps [default: 1 % of the steps, at most 1000].
+    #[arg(long)]
+    pub lr_warmup: Option<u64>,
+    /// Learning-rate decay over the last 20 % of the run [default: linear].
+    #[arg(long, value_enum)]
+    pub lr_decay: Option<DecayArg>,
+    /// Clip gradients to this global norm, ≥ 0; 0 = off [default: 1].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
+    pub max_grad_norm: Option<f64>,
+    /// Do not scale inputs to E‖x‖ = √d_in.
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// How b_dec starts [default: zeros for relu, geometric-median for the others].
+    #[arg(long, value_enum)]
+    pub b_dec_init: Option<BDecArg>,
+    /// Rows without firing after which a latent counts as dead [default: 2000000].
+    #[arg(long)]
+    pub dead_after: Option<u64>,
+    /// Rows with NaN/Inf [default: skip].
+    #[arg(long, value_enum)]
+    pub non_finite: Option<NonFiniteArg>,
+    /// Seed of initialisation, shuffling and resampling [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Worker threads [default: all cores]. Results are reproducible for a given thread count.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Checkpoint every N rows [default: tokens / 10].
+    #[arg(long, value_name = "TOKENS")]
+    pub checkpoint_every: Option<u64>,
+    /// Metrics line every N steps [default: 10].
+    #[arg(long, value_name = "STEPS")]
+    pub metrics_every: Option<u64>,
+    /// Rows at the end of --acts held out for the final FVE/L0; a value below 1 is a fraction
+    /// [default: min(8192, n/5)].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
+    pub holdout: Option<f64>,
+    /// Read rows in file order instead of a fresh permutation each epoch.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Sleep this long after each step (tests use it to kill a run mid-way; no effect on the weights).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub step_delay_ms: u64,
+    #[command(flatten)]
+    old_batch: OldBatchRows,
+    #[arg(long = "sparsity", hide = true, value_parser = Renamed::new("--sparsity", "`--l1` (relu, relu-unit, gated) or `--l0-coeff` (jumprelu)"))]
+    renamed_sparsity: Option<String>,
+}
+
+impl TrainArgs {
+    /// Applies every flag the user gave on top of `cfg` (defaults for a new run, the saved config on resume).
+    pub fn apply(&self, cfg: &mut TrainConfig) -> anyhow::Result<()> {
+        /// `field = flag` when the flag was given.
+        fn set<T>(field: &mut T, flag: Option<T>) {
+            if let Some(v) = flag {
+                *field = v;
+            }
+        }
+        set(&mut cfg.lr, self.lr);
+        set(
+            &mut cfg.sparsity_coeff,
+            self.sparsity_coeff(cfg.sae.architecture)?,
+        );
+        set(&mut cfg.sparsity_warmup_steps, self.l1_warmup);
+        set(&mut cfg.lr_warmup_steps, self.lr_warmup);
+        set(
+            &mut cfg.lr_decay,
+            self.lr_decay.map(|v| match v {
+                DecayArg::Constant => Decay::Constant,
+                DecayArg::Linear => Decay::Linear,
+                DecayArg::Cosine => Decay::Cosine,
+            }),
+        );
+        set(
+            &mut cfg.max_grad_norm,
+            self.max_grad_norm.map(|v| (v > 0.0).then_some(v)),
+        );
+        if self.no_normalize {
+            cfg.normalize_activations = false;
+        }
+        set(
+            &mut cfg.b_dec_init,
+            self.b_dec_init.map(|v| match v {
+                BDecArg::GeometricMedian => BDecInit::GeometricMedian,
+                BDecArg::Mean => BDecInit::Mean,
+                BDecArg::Zeros => BDecInit::Zeros,
+            }),
+        );
+        set(&mut cfg.dead_after_tokens, self.dead_after);
+        set(
+            &mut cfg.non_finite,
+            self.non_finite.map(|v| match v {
+                NonFiniteArg::Skip => NonFinitePolicy::Skip,
+                NonFiniteArg::Error => NonFinitePolicy::Error,
+            }),
+        );
+        set(&mut cfg.seed, self.seed);
+        set(&mut cfg.threads, self.threads);
+        set(&mut cfg.checkpoint_every_tokens, self.checkpoint_every);
+        set(&mut cfg.metrics_every_steps, self.metrics_every);
+        Ok(())
+    }
+
+    /// `--l1` or `--l0-coeff`, whichever `arch` has; the other one is an error naming the right flag.
+    fn sparsity_coeff(&self, arch: Architecture) -> anyhow::Result<Option<f64>> {
+        let name = arch.name();
+        match arch {
+            Architecture::JumpRelu => {
+                if self.l1.is_some() {
+                    bail!("--l1 sets the L1 coefficient of relu, relu-unit and gated; {name} penalises L0: use --l0-coeff");
+                }
+                Ok(self.l0_coeff)
+            }
+            Architecture::TopK { .. } | Architecture::BatchTopK { .. } => {
+                if self.l1.is_some() || self.l0_coeff.is_some() {
+                    bail!("{name} has no sparsity coefficient (--k sets its sparsity): drop --l1/--l0-coeff");
+                }
+                Ok(None)
+            }
+            _ => {
+                if self.l0_coeff.is_some() {
+                    bail!("--l0-coeff is jumprelu's L0 coefficient; {name} penalises L1: use --l1");
+                }
+                Ok(self.l1)
+            }
+        }
+    }
+
+    /// The SAE-shaping flags given on a resume, compared with the saved config.
+    pub fn check_shape_flags(&self, cfg: &TrainConfig) -> Vec<String> {
+        let mut diffs = Vec::new();
+        let arch = cfg.sae.architecture;
+        if let Some(a) = self.arch.arch {
+            let name = a.with_k(arch.k().unwrap_or(32)).name();
+            if name != arch.name() {
+                diffs.push(format!("arch: {} → {name}", arch.name()));
+            }
+        }
+        if let (Some(k), Some(saved)) = (self.arch.k, arch.k()) {
+            if k != saved {
+                diffs.push(format!("k: {saved} → {k}"));
+            }
+        }
+        if let Some(e) = self.arch.expansion {
+            if e * cfg.sae.d_in != cfg.sae.d_sae {
+                diffs.push(format!("d_sae: {} → {}", cfg.sae.d_sae, e * cfg.sae.d_in));
+            }
+        }
+        for (name, given, saved) in [
+            (
+                "batch-rows",
+                self.batch.map(|b| b as u64),
+                cfg.batch_size as u64,
+            ),
+            ("tokens", self.tokens, cfg.total_tokens),
+        ] {
+            if let Some(g) = given {
+                if g != saved {
+                    diffs.push(format!("{name}: {saved} → {g}"));
+                }
+            }
+        }
+        diffs
+    }
+}

@@ -27,7 +27,8 @@ fn small_topk_sae_on_smollm2_recovers_most_of_the_loss() {
     let path = zephyra_lm::fetch::resolve_model("smollm2").unwrap();
     let model = Llama::load_gguf(&path).unwrap();
     let tok = Arc::new(Tokenizer::from_gguf(&path).unwrap());
-    let mut corpus = Corpus::default_rust_docs().unwrap();
+    // The toolchain's Rust docs (rustup's default profile): without them this fails with the install command.
+    let mut corpus = Corpus::default_rust_docs().unwrap_or_else(|err| panic!("{err}"));
     corpus.shuffle_inputs(11);
     let encoder: Arc<dyn TextEncoder> = tok.clone();
     let opts = PackOptions {

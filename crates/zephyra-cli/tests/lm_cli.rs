@@ -1,24 +1,14 @@
 //! The LM commands (`fetch-model`, `inspect`, `tokenize`, `run`, `generate`) driven through the built
-//! binary: happy paths checked against `shared/reference`, and every bad input of issue 2 giving a
+//! binary: happy paths checked against `testdata/smollm2`, and every bad input of issue 2 giving a
 //! clear message on stderr, exit code 2 and no panic.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_fails_with, run, smollm2, stderr, stdout, zephyra};
+use common::{assert_fails_with, run, smollm2, stderr, stdout, testdata, zephyra};
 use serde_json::Value;
 use zephyra_lm::testing::{tiny_llama, write_truncated};
-
-fn reference_dir() -> PathBuf {
-    match std::env::var_os("ZEPHYRA_REFERENCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/reference"
-        )),
-    }
-}
 
 fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(path).expect("read npy");
@@ -77,10 +67,7 @@ fn tensor_f32(tensors: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<usize>
 
 #[test]
 fn tokenize_matches_the_reference() {
-    let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(reference_dir().join("tokens.json")).expect("tokens.json"),
-    )
-    .expect("json");
+    let reference = testdata::json("smollm2/tokens.json");
     // texts[8] holds chat markup (special tokens) and newlines.
     for i in [0usize, 8] {
         let entry = &reference["texts"][i];
@@ -106,10 +93,7 @@ fn tokenize_reads_a_file() {
 
 #[test]
 fn run_writes_npy_matching_the_reference_residual() {
-    let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(reference_dir().join("tokens.json")).expect("tokens.json"),
-    )
-    .expect("json");
+    let reference = testdata::json("smollm2/tokens.json");
     let prompt = &reference["prompts"][1];
     let ids: Vec<u64> = prompt["ids"]
         .as_array()
@@ -146,10 +130,25 @@ fn run_writes_npy_matching_the_reference_residual() {
     let (shape, ours) = read_npy_f32(&npy);
     assert_eq!(shape, [ids.len(), 576]);
 
-    let bytes = std::fs::read(reference_dir().join("activations.safetensors")).expect("reference");
+    // The oracle holds the rows of the positions listed in `prompt1.positions` (testdata/README.md).
+    let bytes = testdata::read("smollm2/activations.safetensors");
     let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let positions = tensors
+        .tensor("prompt1.positions")
+        .expect("prompt1.positions");
+    let positions: Vec<usize> = positions
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as usize)
+        .collect();
+    assert_eq!((positions[0], positions.len()), (0, 12));
     let (ref_shape, want) = tensor_f32(&tensors, "prompt1.blocks.15.hook_resid_pre");
-    assert_eq!(ref_shape, shape);
+    assert_eq!(ref_shape, [positions.len(), shape[1]]);
+    let ours: Vec<f32> = positions
+        .iter()
+        .flat_map(|&t| &ours[t * shape[1]..(t + 1) * shape[1]])
+        .copied()
+        .collect();
     let err = rel_err(&ours, &want);
     assert!(err <= 1e-4, "relative error {err:e} > 1e-4");
     // No temp files are left next to the output.

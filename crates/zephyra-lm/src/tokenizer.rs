@@ -15,7 +15,7 @@
 //! - byte-level decoder, so `decode(encode(text)) == text`.
 //!
 //! The result reproduces Hugging Face's `tokenizer.json` for SmolLM2 token for token (see the tests
-//! against `shared/reference/tokens.json`).
+//! against `testdata/smollm2/tokens.json`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,32 +1,13 @@
-//! Tokenizer parity with Hugging Face: every text in `shared/reference/tokens.json` must encode to the
+//! Tokenizer parity with Hugging Face: every text in `testdata/smollm2/tokens.json` must encode to the
 //! reference ids and tokens exactly and decode back to the text.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::OnceLock;
 
+use common::reference_tokens;
 use serde_json::Value;
 use zephyra_lm::Tokenizer;
-
-fn reference_dir() -> PathBuf {
-    match std::env::var_os("ZEPHYRA_REFERENCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/reference"
-        )),
-    }
-}
-
-fn reference_tokens() -> Value {
-    let path = reference_dir().join("tokens.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
-        panic!(
-            "reference file {} is missing ({err}); clone `shared/` beside the repo or set ZEPHYRA_REFERENCE_DIR",
-            path.display()
-        )
-    });
-    serde_json::from_str(&text).expect("tokens.json is valid JSON")
-}
 
 /// The SmolLM2 tokenizer, built once for all tests of this file.
 fn smollm2_tokenizer() -> &'static Tokenizer {

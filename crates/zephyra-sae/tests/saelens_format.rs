@@ -1,40 +1,28 @@
 //! SAELens files: loading SAEs saved by SAELens 6.54 reproduces SAELens' codes and reconstructions;
 //! save → load round-trips; bad files give clear errors.
 
-use std::path::PathBuf;
-
 use rand::SeedableRng;
 use zephyra_sae::saelens::{self, read_f32_tensors};
 use zephyra_sae::{Architecture, Sae, SaeConfig, SaeError};
 
-fn reference_dir() -> PathBuf {
-    let dir = std::env::var_os("ZEPHYRA_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/reference"
-            ))
-        });
-    assert!(
-        dir.join("saelens").is_dir(),
-        "oracle directory {} is missing (set ZEPHYRA_REFERENCE_DIR)",
-        dir.display()
-    );
-    dir.join("saelens")
-}
+#[path = "../../../testdata/testdata.rs"]
+mod testdata;
 
 fn tensor(path: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
-    read_f32_tensors(path).unwrap().remove(name).unwrap()
+    read_f32_tensors(path)
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+        .remove(name)
+        .unwrap_or_else(|| panic!("{} has no tensor `{name}`", path.display()))
 }
 
 #[test]
 fn loading_saelens_folders_reproduces_saelens_codes_and_reconstructions() {
-    let root = reference_dir();
+    // The SAELens oracle (see testdata/README.md).
+    let root = testdata::path("saelens");
     let (xs, x) = tensor(&root.join("inputs.safetensors"), "x");
     let n = xs[0];
     for name in ["standard", "topk", "jumprelu", "gated"] {
-        let sae = saelens::load(&root.join(name)).unwrap();
+        let sae = saelens::load(&root.join(name)).unwrap_or_else(|err| panic!("{err}"));
         assert!(
             sae.cfg.apply_b_dec_to_input,
             "{name}: the oracle files subtract b_dec"
@@ -136,10 +124,11 @@ fn save_then_load_round_trips_every_architecture() {
 }
 
 fn copy_reference(name: &str) -> tempfile::TempDir {
-    let src = reference_dir().join(name);
     let dir = tempfile::tempdir().unwrap();
     for f in ["cfg.json", "sae_weights.safetensors"] {
-        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        let src = testdata::path(&format!("saelens/{name}/{f}"));
+        std::fs::copy(&src, dir.path().join(f))
+            .unwrap_or_else(|err| panic!("copying {}: {err}", src.display()));
     }
     dir
 }

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+#[path = "../../../../testdata/testdata.rs"]
+pub mod testdata;
+
 /// The `zephyra` binary with logs limited to warnings.
 pub fn zephyra() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_zephyra"));

@@ -11,6 +11,9 @@ use zephyra_data::store::StoreDtype;
 use zephyra_data::{Corpus, ExclusionRule};
 use zephyra_lm::{HookPoint, Llama, Tokenizer};
 
+#[path = "../../../../testdata/testdata.rs"]
+pub mod testdata;
+
 /// Writes a small mixed corpus (a few thousand tokens) into `dir`.
 pub fn write_corpus(dir: &Path) {
     let para = "Ownership is a set of rules that govern how a Rust program manages memory. \

@@ -1,10 +1,12 @@
 //! Shared helpers of the real-model tests: the model (loaded once) and the reference oracle.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use zephyra_lm::{Llama, Tensor};
+
+#[path = "../../../../testdata/testdata.rs"]
+pub mod testdata;
 
 /// The SmolLM2 model, fetched on first use and loaded once per test binary.
 pub fn smollm2() -> &'static Llama {
@@ -15,35 +17,20 @@ pub fn smollm2() -> &'static Llama {
     })
 }
 
-/// `../shared/reference` beside the repository, or `$ZEPHYRA_REFERENCE_DIR`.
-pub fn reference_dir() -> PathBuf {
-    let dir = std::env::var_os("ZEPHYRA_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/reference"
-            ))
-        });
-    assert!(
-        dir.join("tokens.json").is_file(),
-        "reference oracle missing at {} (set ZEPHYRA_REFERENCE_DIR)",
-        dir.display()
-    );
-    dir
-}
-
 /// One reference prompt: its token ids and mean next-token cross-entropy.
 pub struct Prompt {
     pub ids: Vec<u32>,
     pub mean_ce: f64,
 }
 
+/// Hugging Face's tokenization of the reference texts and prompts (`testdata/smollm2/tokens.json`).
+pub fn reference_tokens() -> serde_json::Value {
+    testdata::json("smollm2/tokens.json")
+}
+
 /// The three reference prompts from `tokens.json`.
 pub fn prompts() -> Vec<Prompt> {
-    let text = std::fs::read_to_string(reference_dir().join("tokens.json")).expect("tokens.json");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("tokens.json is JSON");
-    json["prompts"]
+    reference_tokens()["prompts"]
         .as_array()
         .expect("prompts array")
         .iter()
@@ -59,20 +46,28 @@ pub fn prompts() -> Vec<Prompt> {
         .collect()
 }
 
-/// Tensors of `activations.safetensors`: name → (shape, values as f64).
+/// Tensors of `testdata/smollm2/activations.safetensors`: the hook tensors hold the rows of the positions
+/// in `prompt{p}.positions` (see testdata/README.md).
 pub struct Oracle {
     bytes: Vec<u8>,
 }
 
 impl Oracle {
     pub fn load() -> Oracle {
-        let bytes = std::fs::read(reference_dir().join("activations.safetensors"))
-            .expect("activations.safetensors");
-        Oracle { bytes }
+        Oracle {
+            bytes: testdata::read("smollm2/activations.safetensors"),
+        }
+    }
+
+    /// The positions whose rows prompt `p`'s hook tensors hold, ascending.
+    pub fn positions(&self, p: usize) -> Vec<usize> {
+        let (_, positions) = self.i64(&format!("prompt{p}.positions"));
+        positions.into_iter().map(|t| t as usize).collect()
     }
 
     fn view(&self) -> safetensors::SafeTensors<'_> {
-        safetensors::SafeTensors::deserialize(&self.bytes).expect("valid safetensors")
+        safetensors::SafeTensors::deserialize(&self.bytes)
+            .unwrap_or_else(|err| panic!("testdata/smollm2/activations.safetensors: {err}"))
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -116,6 +111,15 @@ impl Oracle {
     }
 }
 
+/// Rows `positions` of a row-major `[rows, width]` matrix, concatenated.
+pub fn rows(values: &[f32], width: usize, positions: &[usize]) -> Vec<f32> {
+    positions
+        .iter()
+        .flat_map(|&t| &values[t * width..(t + 1) * width])
+        .copied()
+        .collect()
+}
+
 /// The values of `t` in row-major order.
 pub fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -132,20 +136,18 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     (num / den).sqrt()
 }
 
+/// log softmax(row)[id] in f64.
+pub fn log_softmax_at(row: &[f32], id: u32) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+    row[id as usize] as f64 - max - sum.ln()
+}
+
 /// Mean next-token cross-entropy (nats) of `ids` given logits `[seq, vocab]`.
 pub fn mean_ce(logits: &[f32], vocab: usize, ids: &[u32]) -> f64 {
     let n = ids.len() - 1;
-    let mut total = 0.0;
-    for t in 0..n {
-        let row = &logits[t * vocab..(t + 1) * vocab];
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max
-            + row
-                .iter()
-                .map(|&x| (x as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
-        total += lse - row[ids[t + 1] as usize] as f64;
-    }
+    let total: f64 = (0..n)
+        .map(|t| -log_softmax_at(&logits[t * vocab..(t + 1) * vocab], ids[t + 1]))
+        .sum();
     total / n as f64
 }

@@ -97,12 +97,13 @@ pub enum SaeError {
     },
     /// `--resume` with settings that differ from the checkpoint's (trainer); nothing was written.
     #[error(
-        "cannot resume: the training configuration differs from the checkpoint's ({differences}); resume with \
-         the original settings (omit the flags) or train into a new --out directory"
+        "cannot resume: the training configuration differs from the checkpoint's ({}); resume with \
+         the original settings (omit the flags) or train into a new --out directory",
+        crate::train::resume::list(.differences)
     )]
     ConfigMismatch {
-        /// `key: checkpoint → requested` for each differing setting.
-        differences: String,
+        /// Each differing setting: `option: checkpoint → requested`.
+        differences: Vec<crate::train::Difference>,
     },
     /// Optimizer state that does not match the parameters (trainer).
     #[error("optimizer: {0}")]

@@ -17,8 +17,8 @@ use clap::ValueEnum;
 use zephyra_sae::npy::{NpyFile, NpyOrder, NpySource};
 use zephyra_sae::schedule::Decay;
 use zephyra_sae::train::{
-    evaluate, ActivationSource, BDecInit, EvalStats, NonFinitePolicy, Progress, TrainConfig,
-    Trainer,
+    evaluate, ActivationSource, BDecInit, DataOptions, EvalStats, NonFinitePolicy, Progress,
+    TrainConfig, Trainer,
 };
 use zephyra_sae::{Architecture, SaeConfig};
 
@@ -216,37 +216,31 @@ impl Args {
         }
     }
 
-    /// The SAE-shaping flags given on a resume, compared with the saved config.
-    fn check_shape_flags(&self, cfg: &TrainConfig) -> Vec<String> {
-        let mut diffs = Vec::new();
+    /// The SAE-shaping flags given on a resume, applied to the saved config so that the library's
+    /// comparison ([`zephyra_sae::train::check_resume`]) names each one that differs.
+    fn apply_shape(&self, cfg: &mut TrainConfig) {
         let arch = cfg.sae.architecture;
         if let Some(a) = self.arch {
-            let name = arch_of(a, arch.k().unwrap_or(32)).name();
-            if name != arch.name() {
-                diffs.push(format!("arch: {} → {name}", arch.name()));
-            }
-        }
-        if let (Some(k), Some(saved)) = (self.k, arch.k()) {
-            if k != saved {
-                diffs.push(format!("k: {saved} → {k}"));
-            }
+            cfg.sae.architecture = arch_of(a, self.k.or(arch.k()).unwrap_or(32));
+        } else if let (Some(k), Some(_)) = (self.k, arch.k()) {
+            cfg.sae.architecture = arch_of(
+                if arch.name() == "batchtopk" {
+                    Arch::Batchtopk
+                } else {
+                    Arch::Topk
+                },
+                k,
+            );
         }
         if let Some(e) = self.expansion {
-            if e * cfg.sae.d_in != cfg.sae.d_sae {
-                diffs.push(format!("d_sae: {} → {}", cfg.sae.d_sae, e * cfg.sae.d_in));
-            }
+            cfg.sae.d_sae = e.saturating_mul(cfg.sae.d_in);
         }
-        for (name, given, saved) in [
-            ("batch", self.batch.map(|b| b as u64), cfg.batch_size as u64),
-            ("tokens", self.tokens, cfg.total_tokens),
-        ] {
-            if let Some(g) = given {
-                if g != saved {
-                    diffs.push(format!("{name}: {saved} → {g}"));
-                }
-            }
+        if let Some(b) = self.batch {
+            cfg.batch_size = b;
         }
-        diffs
+        if let Some(t) = self.tokens {
+            cfg.total_tokens = t;
+        }
     }
 }
 
@@ -262,6 +256,90 @@ pub(crate) fn arch_of(a: Arch, k: usize) -> Architecture {
     }
 }
 
+/// Rows held out of `n` for `--holdout` (a count, or a fraction below 1) [default: min(8192, n/5)].
+fn held_rows(holdout: Option<f64>, n: usize) -> anyhow::Result<usize> {
+    Ok(match holdout {
+        Some(h) if h < 0.0 || !h.is_finite() => bail!("--holdout {h} must be ≥ 0"),
+        Some(h) if h < 1.0 => (n as f64 * h).round() as usize,
+        Some(h) => h as usize,
+        None => 8192.min(n / 5),
+    })
+}
+
+/// The flags of `.npy` runs that decide the rows, beyond `TrainConfig` (recorded in `TrainConfig::data`).
+const NPY_OPTIONS: [&str; 2] = ["--no-shuffle", "--holdout"];
+/// The same for activation-store runs.
+const STORE_OPTIONS: [&str; 1] = ["--shuffle-buffer"];
+
+/// The source flags that decide the rows of an on-the-fly run, with their values in `s`.
+fn stream_options(s: &super::source::SourceArgs) -> Vec<(&'static str, String)> {
+    vec![
+        ("--model", s.model.clone().unwrap_or_default()),
+        ("--hook", s.hook.map(|h| h.to_string()).unwrap_or_default()),
+        ("--data", serde_json::to_string(&s.data).unwrap_or_default()),
+        ("--ctx", s.ctx.to_string()),
+        ("--text-field", s.text_field.clone()),
+        ("--keep-sinks", s.keep_sinks.to_string()),
+        ("--max-norm-multiple", s.max_norm_multiple.to_string()),
+        ("--shuffle-buffer", s.shuffle_buffer.to_string()),
+        ("--shard-contexts", s.shard_contexts.to_string()),
+        ("--harvest-batch", s.harvest_batch.to_string()),
+    ]
+}
+
+/// The source flags as clap defaults them (nothing given).
+fn source_defaults() -> anyhow::Result<super::source::SourceArgs> {
+    use clap::{Args as _, FromArgMatches as _};
+    let cmd = super::source::SourceArgs::augment_args(clap::Command::new("train"));
+    let matches = cmd.try_get_matches_from(["train"])?;
+    Ok(super::source::SourceArgs::from_arg_matches(&matches)?)
+}
+
+/// The source flags given on the command line: those whose value differs from clap's default.
+fn given_source_options(
+    s: &super::source::SourceArgs,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let defaults = stream_options(&source_defaults()?);
+    Ok(stream_options(s)
+        .into_iter()
+        .zip(defaults)
+        .filter(|(given, default)| given.1 != default.1)
+        .map(|(given, _)| given)
+        .collect())
+}
+
+/// `args.source` with the recorded on-the-fly options of `saved` (a resumed run reads what it read).
+fn recorded_source_args(
+    args: &super::source::SourceArgs,
+    saved: &DataOptions,
+) -> anyhow::Result<super::source::SourceArgs> {
+    use clap::{Args as _, FromArgMatches as _};
+    let mut argv = vec!["train".to_string()];
+    for (flag, given) in stream_options(args) {
+        let value = saved.get(flag).unwrap_or(&given);
+        match flag {
+            "--data" => {
+                let data: Vec<String> = serde_json::from_str(value)
+                    .with_context(|| format!("the checkpoint's --data {value}"))?;
+                for d in data {
+                    argv.extend([flag.to_string(), d]);
+                }
+            }
+            "--keep-sinks" if value == "true" => argv.push(flag.into()),
+            "--keep-sinks" => {}
+            "--model" | "--hook" if value.is_empty() => {}
+            _ => argv.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+    let cmd = super::source::SourceArgs::augment_args(clap::Command::new("train"));
+    let matches = cmd
+        .try_get_matches_from(&argv)
+        .context("the checkpoint's data options")?;
+    let mut out = super::source::SourceArgs::from_arg_matches(&matches)?;
+    out.acts = args.acts.clone();
+    Ok(out)
+}
+
 /// Opens the training rows and the held-out rows of a `.npy` file.
 /// (The data helper's `source.rs` will add activation stores and on-the-fly harvesting here.)
 fn open_npy(
@@ -272,12 +350,7 @@ fn open_npy(
     let file =
         NpyFile::open(path).with_context(|| format!("opening activations {}", path.display()))?;
     let n = file.n_rows();
-    let held = match holdout {
-        Some(h) if h < 0.0 || !h.is_finite() => bail!("--holdout {h} must be ≥ 0"),
-        Some(h) if h < 1.0 => (n as f64 * h).round() as usize,
-        Some(h) => h as usize,
-        None => 8192.min(n / 5),
-    };
+    let held = held_rows(holdout, n)?;
     if held >= n {
         bail!(
             "--holdout {held} rows leaves no training rows: {} has only {n}",
@@ -423,15 +496,19 @@ fn is_npy(args: &Args) -> Option<&Path> {
     args.source.acts.as_deref().filter(|p| p.is_file())
 }
 
-fn open_other(args: &Args, cfg: &TrainConfig) -> anyhow::Result<Box<dyn ActivationSource>> {
+fn open_other(
+    source: &super::source::SourceArgs,
+    no_shuffle: bool,
+    cfg: &TrainConfig,
+) -> anyhow::Result<Box<dyn ActivationSource>> {
     let opts = super::source::OpenOptions {
         seed: cfg.seed,
         // On the fly, the rows of the scale and b_dec estimate must exist too (as in a large enough store).
         tokens: cfg.total_tokens.max(cfg.init_rows as u64),
         repeat: true,
-        shuffle: !args.no_shuffle,
+        shuffle: !no_shuffle,
     };
-    super::source::open(&args.source, &opts)
+    super::source::open(source, &opts)
 }
 
 fn start(args: &Args) -> anyhow::Result<Opened> {
@@ -456,7 +533,7 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
             let mut cfg = TrainConfig::for_sae(SaeConfig::new(1, 2, Architecture::Relu)?, 1, 1);
             cfg.seed = seed;
             cfg.total_tokens = args.tokens.unwrap_or(2_000_000);
-            (open_other(args, &cfg)?, None)
+            (open_other(&args.source, args.no_shuffle, &cfg)?, None)
         }
     };
     let d_in = source.d_in();
@@ -466,6 +543,18 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
     let mut cfg = TrainConfig::for_sae(sae, args.batch.unwrap_or(4096), tokens);
     cfg.checkpoint_every_tokens = (tokens / 10).max(1);
     args.apply(&mut cfg);
+    // What decides the rows beyond the configuration, compared on `--resume`.
+    if is_npy(args).is_some() {
+        cfg.data.set(NPY_OPTIONS[0], args.no_shuffle);
+        cfg.data
+            .set(NPY_OPTIONS[1], eval.as_ref().map_or(0, NpySource::n_rows));
+    } else if args.source.acts.is_some() {
+        cfg.data.set(STORE_OPTIONS[0], args.source.shuffle_buffer);
+    } else {
+        for (flag, value) in stream_options(&args.source) {
+            cfg.data.set(flag, value);
+        }
+    }
     if let Some(acts) = &args.source.acts {
         cfg.sae
             .metadata
@@ -515,36 +604,74 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
 
 fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
     let state = zephyra_sae::checkpoint::TrainingState::load(dir)?;
-    let saved: TrainConfig = serde_json::from_value(state.meta["config"].clone())
+    let mut saved: TrainConfig = serde_json::from_value(state.meta["config"].clone())
         .with_context(|| format!("reading the configuration saved in {}", dir.display()))?;
-    let diffs = args.check_shape_flags(&saved);
-    if !diffs.is_empty() {
-        return Err(zephyra_sae::SaeError::ConfigMismatch {
-            differences: diffs.join("; "),
-        }
-        .into());
-    }
     let mut expected = saved.clone();
+    args.apply_shape(&mut expected);
     args.apply(&mut expected);
     let cursor = &state.meta["cursor"];
-    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) =
-        if cursor["kind"] == "npy" {
-            let acts =
-                match &args.source.acts {
-                    Some(p) => p.clone(),
-                    None => PathBuf::from(cursor["path"].as_str().context(
-                        "the checkpoint does not name its activation file: pass --acts",
-                    )?),
-                };
-            let order: NpyOrder = serde_json::from_value(cursor["order"].clone())
-                .context("the checkpoint's data cursor has no order")?;
-            let n = cursor["n_rows"].as_u64().unwrap_or(0);
-            let end = cursor["end"].as_u64().unwrap_or(0);
-            let (train, eval) = open_npy(&acts, Some((n - end.min(n)) as f64), order)?;
-            (Box::new(train), eval)
-        } else {
-            (open_other(args, &expected)?, None)
+    let npy = cursor["kind"] == "npy";
+    // Each data flag given is compared with the checkpoint's record; one that does not apply to this
+    // kind of source is refused the same way ("not recorded").
+    if npy {
+        let n = cursor["n_rows"].as_u64().unwrap_or(0) as usize;
+        let end = cursor["end"].as_u64().unwrap_or(0) as usize;
+        let order: Option<NpyOrder> = serde_json::from_value(cursor["order"].clone()).ok();
+        // Runs saved before the data options were recorded: their cursor holds the same facts.
+        let data = &mut saved.data.0;
+        if let Some(order) = order {
+            data.entry(NPY_OPTIONS[0].into())
+                .or_insert_with(|| (!order.shuffle).to_string());
+        }
+        data.entry(NPY_OPTIONS[1].into())
+            .or_insert_with(|| (n - end.min(n)).to_string());
+        expected.data = saved.data.clone();
+        if args.no_shuffle {
+            expected.data.set(NPY_OPTIONS[0], true);
+        }
+        if args.holdout.is_some() {
+            expected
+                .data
+                .set(NPY_OPTIONS[1], held_rows(args.holdout, n)?);
+        }
+    } else {
+        if args.no_shuffle {
+            expected.data.set(NPY_OPTIONS[0], true);
+        }
+        if let Some(h) = args.holdout {
+            expected.data.set(NPY_OPTIONS[1], h);
+        }
+    }
+    for (flag, value) in given_source_options(&args.source)? {
+        let checked_by_the_store = !npy && matches!(flag, "--model" | "--hook");
+        if !checked_by_the_store {
+            expected.data.set(flag, value);
+        }
+    }
+    // The one comparison (zephyra-sae): every differing option by name, both values; nothing touched.
+    zephyra_sae::train::check_resume(&saved, &expected)?;
+
+    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) = if npy {
+        let acts = match &args.source.acts {
+            Some(p) => p.clone(),
+            None => PathBuf::from(
+                cursor["path"]
+                    .as_str()
+                    .context("the checkpoint does not name its activation file: pass --acts")?,
+            ),
         };
+        let order: NpyOrder = serde_json::from_value(cursor["order"].clone())
+            .context("the checkpoint's data cursor has no order")?;
+        let held = saved.data.get(NPY_OPTIONS[1]).unwrap_or("0");
+        let held: f64 = held
+            .parse()
+            .with_context(|| format!("the checkpoint's --holdout {held}"))?;
+        let (train, eval) = open_npy(&acts, Some(held), order)?;
+        (Box::new(train), eval)
+    } else {
+        let recorded = recorded_source_args(&args.source, &saved.data)?;
+        (open_other(&recorded, args.no_shuffle, &expected)?, None)
+    };
     let trainer = Trainer::resume_with(
         dir,
         Some(&expected),

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::resume::DataOptions;
 use crate::optim::AdamConfig;
 use crate::schedule::{Decay, LrSchedule};
 use crate::{Architecture, SaeConfig, SaeError};
@@ -80,6 +81,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Worker threads (recorded: results are reproducible for a given thread count).
     pub threads: usize,
+    /// Options of the data source that decide which rows are read (recorded by whoever opens the
+    /// source; empty for library runs and runs saved before they were recorded).
+    #[serde(default, skip_serializing_if = "DataOptions::is_empty")]
+    pub data: DataOptions,
     /// Write a checkpoint every this many rows (0 = only at the end). May change on resume.
     pub checkpoint_every_tokens: u64,
     /// Write a metrics line every this many steps. May change on resume.
@@ -129,6 +134,7 @@ impl TrainConfig {
             non_finite: NonFinitePolicy::Skip,
             seed: 0,
             threads: rayon::current_num_threads(),
+            data: DataOptions::default(),
             checkpoint_every_tokens: 0,
             metrics_every_steps: 10,
         }
@@ -226,48 +232,6 @@ impl TrainConfig {
             return out_of_range("--metrics-every", 0, "it must be at least 1 step");
         }
         Ok(())
-    }
-
-    /// `key: ours → theirs` for every setting that differs (ignoring the checkpoint and metrics intervals,
-    /// which may change on resume); empty when the runs are the same.
-    pub fn differences(&self, other: &Self) -> Vec<String> {
-        let mut a = serde_json::to_value(self).unwrap_or_default();
-        let mut b = serde_json::to_value(other).unwrap_or_default();
-        for v in [&mut a, &mut b] {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("checkpoint_every_tokens");
-                o.remove("metrics_every_steps");
-            }
-        }
-        let mut out = Vec::new();
-        diff_json("", &a, &b, &mut out);
-        out
-    }
-}
-
-fn diff_json(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-    match (a, b) {
-        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
-            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for k in keys {
-                let null = serde_json::Value::Null;
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                diff_json(
-                    &p,
-                    x.get(k).unwrap_or(&null),
-                    y.get(k).unwrap_or(&null),
-                    out,
-                );
-            }
-        }
-        _ if a != b => out.push(format!("{prefix}: {a} → {b}")),
-        _ => {}
     }
 }
 

@@ -11,6 +11,7 @@ mod batch;
 pub mod collective;
 pub mod config;
 pub mod eval;
+pub mod resume;
 pub mod source;
 mod trainer;
 
@@ -18,5 +19,6 @@ pub use batch::fill_batch;
 pub use collective::{Collective, SingleProcess};
 pub use config::{BDecInit, NonFinitePolicy, TrainConfig};
 pub use eval::{evaluate, EvalStats};
+pub use resume::{check_resume, DataOptions, Difference};
 pub use source::{ActivationSource, MemorySource};
 pub use trainer::{Progress, RunOutcome, Trainer, METRICS_FILE};

@@ -233,12 +233,7 @@ impl Trainer {
         let mut cfg: TrainConfig = serde_json::from_value(meta["config"].clone())
             .map_err(|e| bad(format!("its configuration cannot be read ({e})")))?;
         if let Some(want) = expected {
-            let diffs = cfg.differences(want);
-            if !diffs.is_empty() {
-                return Err(SaeError::ConfigMismatch {
-                    differences: diffs.join("; "),
-                });
-            }
+            super::resume::check_resume(&cfg, want)?;
             cfg.checkpoint_every_tokens = want.checkpoint_every_tokens;
             cfg.metrics_every_steps = want.metrics_every_steps;
         }
@@ -250,15 +245,19 @@ impl Trainer {
             .unwrap_or(1);
         if saved_world != comm.world_size() as u64 {
             return Err(SaeError::ConfigMismatch {
-                differences: format!(
-                    "world size: {saved_world} → {} (resume with `mpirun -np {saved_world}`{})",
-                    comm.world_size(),
-                    if saved_world == 1 {
-                        " or without mpirun"
-                    } else {
-                        ""
-                    }
-                ),
+                differences: vec![super::resume::Difference {
+                    option: "world size".into(),
+                    saved: saved_world.to_string(),
+                    requested: format!(
+                        "{} (resume with `mpirun -np {saved_world}`{})",
+                        comm.world_size(),
+                        if saved_world == 1 {
+                            " or without mpirun"
+                        } else {
+                            ""
+                        }
+                    ),
+                }],
             });
         }
         if source.d_in() != cfg.sae.d_in {

@@ -5,7 +5,7 @@
 //! `param.<name>` (before the input scale is folded in), Adam moments `adam_m.<name>` / `adam_v.<name>`, and
 //! per-latent bookkeeping such as `tokens_since_fired` (stored as f32 pairs, see [`u64s_to_f32_pairs`]) —
 //! plus one metadata entry, `zephyra_training_state`, a JSON object with the step, token count, RNG state,
-//! data cursor, the full training configuration and the format version.
+//! data cursor, the full training configuration and the format version ([`StateMeta`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,6 +13,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
+use crate::train::{StateMeta, STATE_FORMAT};
 use crate::SaeError;
 
 /// File name of the training state inside a run directory.
@@ -36,11 +37,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SaeError> {
     Ok(())
 }
 
-/// Everything needed to continue a run: named tensors and a JSON description.
+/// Everything needed to continue a run: named tensors and their typed description.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingState {
-    /// Step, tokens, RNG, cursor, config (the trainer defines the fields).
-    pub meta: serde_json::Value,
+    /// Step, tokens, RNG, cursor, configuration.
+    pub meta: StateMeta,
     /// Named float32 tensors, flat.
     pub tensors: Vec<(String, Vec<f32>)>,
 }
@@ -78,7 +79,11 @@ impl TrainingState {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let meta = HashMap::from([(META_KEY.to_string(), self.meta.to_string())]);
+        let text = serde_json::to_string(&self.meta).map_err(|e| SaeError::Checkpoint {
+            path: Default::default(),
+            reason: e.to_string(),
+        })?;
+        let meta = HashMap::from([(META_KEY.to_string(), text)]);
         safetensors::serialize(views, Some(meta)).map_err(|e| SaeError::Checkpoint {
             path: Default::default(),
             reason: e.to_string(),
@@ -122,8 +127,21 @@ impl TrainingState {
                     "the file has no `{META_KEY}` metadata: not a Zephyra training state"
                 ))
             })?;
-        let meta: serde_json::Value = serde_json::from_str(meta_text)
+        // The format first, so that a file of another version is named as such rather than as unreadable.
+        #[derive(serde::Deserialize)]
+        struct Version {
+            format: Option<u64>,
+        }
+        let version: Version = serde_json::from_str(meta_text)
             .map_err(|e| bad(format!("its metadata is not valid JSON ({e})")))?;
+        if version.format != Some(STATE_FORMAT) {
+            return Err(bad(format!(
+                "unsupported training-state format {:?} (expected {STATE_FORMAT})",
+                version.format
+            )));
+        }
+        let meta: StateMeta = serde_json::from_str(meta_text)
+            .map_err(|e| bad(format!("its metadata cannot be read ({e})")))?;
         let mut tensors = Vec::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {

@@ -79,6 +79,14 @@ pub enum SaeError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A JSON file that cannot be read or written as its type (`summary.json`).
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
     /// A `.npy` activation file that cannot be used (trainer).
     #[error("{path}: {reason}")]
     Npy {

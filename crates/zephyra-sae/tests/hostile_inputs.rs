@@ -108,7 +108,7 @@ fn a_checkpoint_promising_more_weights_than_it_holds_is_refused() {
     t.run(&mut src, &mut |_| ControlFlow::Continue(())).unwrap();
     let mut state = TrainingState::load(&run).unwrap();
     // d_sae 2^32 − 1 passes the size checks; the file holds 4 × 16 encoder weights.
-    state.meta["config"]["sae"]["d_sae"] = u32::MAX.into();
+    state.meta.config.sae.d_sae = u32::MAX as usize;
     state.save(&run).unwrap();
     let err = Trainer::resume(&run, None, &mut NpySource::open(&data, ORDER).unwrap()).unwrap_err();
     assert!(

@@ -16,6 +16,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 use zephyra_analysis::plot::read_metrics;
 use zephyra_analysis::report::EvalReport;
+use zephyra_sae::train::TrainSummary;
 
 use crate::{ApiError, AppState};
 
@@ -159,8 +160,8 @@ pub fn describe(dir: &Path) -> Value {
             Value::Null
         }
     };
-    let summary = read_json(&dir.join("summary.json")).unwrap_or_else(|e| {
-        problems.push(e);
+    let summary = TrainSummary::read(dir).unwrap_or_else(|e| {
+        problems.push(e.to_string());
         None
     });
     let training = training(dir, &mut problems);
@@ -168,7 +169,7 @@ pub fn describe(dir: &Path) -> Value {
     let mut out = Map::new();
     out.insert("dir".into(), json!(dir.display().to_string()));
     out.insert("cfg".into(), cfg);
-    out.insert("summary".into(), summary.unwrap_or(Value::Null));
+    out.insert("summary".into(), json!(summary));
     out.insert("training".into(), training);
     out.insert("eval".into(), eval);
     out.insert(

@@ -433,29 +433,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let cfg = trainer.config();
-    let summary = serde_json::json!({
-        "run": dir,
-        "arch": cfg.sae.architecture.name(),
-        "k": cfg.sae.architecture.k(),
-        "d_in": cfg.sae.d_in,
-        "d_sae": cfg.sae.d_sae,
-        "steps": outcome.steps,
-        "tokens": outcome.tokens,
-        "finished": outcome.finished,
-        "tokens_per_s": outcome.tokens_per_s,
-        "threads": threads,
-        "skipped_rows": outcome.skipped_rows,
-        "dead_fraction": outcome.dead_fraction,
-        "input_scale": trainer.scale(),
-        "holdout": held,
-        "peak_rss_mb": super::bench::peak_rss_mb(),
-    });
-    zephyra_sae::checkpoint::write_atomic(
-        &dir.join("summary.json"),
-        format!("{summary:#}\n").as_bytes(),
-    )?;
+    let mut summary = trainer.summary(&outcome, held);
+    summary.peak_rss_mb = super::bench::peak_rss_mb();
+    summary.write(&dir)?;
     if args.json {
-        println!("{summary}");
+        println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
             "trained {} (d_sae {}) for {} steps, {} tokens at {:.0} tok/s → {}",
@@ -604,12 +586,11 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
 
 fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
     let state = zephyra_sae::checkpoint::TrainingState::load(dir)?;
-    let mut saved: TrainConfig = serde_json::from_value(state.meta["config"].clone())
-        .with_context(|| format!("reading the configuration saved in {}", dir.display()))?;
+    let mut saved = state.meta.config.clone();
     let mut expected = saved.clone();
     args.apply_shape(&mut expected);
     args.apply(&mut expected);
-    let cursor = &state.meta["cursor"];
+    let cursor = &state.meta.cursor;
     let npy = cursor["kind"] == "npy";
     // Each data flag given is compared with the checkpoint's record; one that does not apply to this
     // kind of source is refused the same way ("not recorded").

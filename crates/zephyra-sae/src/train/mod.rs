@@ -13,6 +13,7 @@ pub mod config;
 pub mod eval;
 pub mod resume;
 pub mod source;
+pub mod summary;
 mod trainer;
 
 pub use batch::fill_batch;
@@ -21,4 +22,5 @@ pub use config::{BDecInit, NonFinitePolicy, TrainConfig};
 pub use eval::{evaluate, EvalStats};
 pub use resume::{check_resume, DataOptions, Difference};
 pub use source::{ActivationSource, MemorySource};
-pub use trainer::{Progress, RunOutcome, Trainer, METRICS_FILE};
+pub use summary::{TrainSummary, SUMMARY_FILE};
+pub use trainer::{Progress, RngState, RunOutcome, StateMeta, Trainer, METRICS_FILE, STATE_FORMAT};

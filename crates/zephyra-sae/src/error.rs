@@ -113,6 +113,14 @@ pub enum SaeError {
         /// Each differing setting: `option: checkpoint → requested`.
         differences: Vec<crate::train::Difference>,
     },
+    /// The worker threads of a run could not be started.
+    #[error("cannot start {threads} worker threads ({source}); lower --threads")]
+    Threads {
+        /// Threads asked for.
+        threads: usize,
+        /// The thread pool's error.
+        source: rayon::ThreadPoolBuildError,
+    },
     /// Optimizer state that does not match the parameters (trainer).
     #[error("optimizer: {0}")]
     Optimizer(String),

@@ -18,7 +18,7 @@ use zephyra_sae::npy::{NpyFile, NpyOrder, NpySource};
 use zephyra_sae::schedule::Decay;
 use zephyra_sae::train::{
     evaluate, ActivationSource, BDecInit, DataOptions, EvalStats, NonFinitePolicy, Progress,
-    TrainConfig, Trainer,
+    TrainConfig, TrainSession,
 };
 use zephyra_sae::{Architecture, SaeConfig};
 
@@ -376,15 +376,11 @@ fn open_npy(
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    let (dir, mut trainer, mut source, eval) = match &args.resume {
+    let (dir, mut session, mut source, eval) = match &args.resume {
         Some(dir) => resume(&args, dir)?,
         None => start(&args)?,
     };
-    let threads = trainer.config().threads;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("starting the worker threads")?;
+    let trainer = session.trainer();
     let total = trainer.config().total_steps();
     // Under `mpirun` only rank 0 draws progress, evaluates, writes summary.json and prints.
     let root = trainer.collective().is_root();
@@ -416,9 +412,10 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         }
         ControlFlow::Continue(())
     };
-    let outcome = pool
-        .install(|| trainer.run(source.as_mut(), &mut on_step))
+    let outcome = session
+        .run(source.as_mut(), &mut on_step)
         .context("training")?;
+    let trainer = session.trainer();
     bar.finish_and_clear();
     if !root {
         return Ok(ExitCode::SUCCESS);
@@ -427,7 +424,8 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sae = trainer.inference_sae();
     let held: Option<EvalStats> = match eval {
         Some(mut e) => Some(
-            pool.install(|| evaluate(&sae, &mut e, 1024, u64::MAX))
+            session
+                .install(|| evaluate(&sae, &mut e, 1024, u64::MAX))
                 .context("evaluating on the held-out rows")?,
         ),
         None => None,
@@ -467,7 +465,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
 
 type Opened = (
     PathBuf,
-    Trainer,
+    TrainSession,
     Box<dyn ActivationSource>,
     Option<NpySource>,
 );
@@ -512,7 +510,7 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
         None => {
             // The row width is only known once the source is open; the seed and token budget it needs
             // do not depend on the SAE shape.
-            let mut cfg = TrainConfig::for_sae(SaeConfig::new(1, 2, Architecture::Relu)?, 1, 1);
+            let mut cfg = TrainConfig::new(1, 2, Architecture::Relu, 1, 1)?;
             cfg.seed = seed;
             cfg.total_tokens = args.tokens.unwrap_or(2_000_000);
             (open_other(&args.source, args.no_shuffle, &cfg)?, None)
@@ -573,15 +571,10 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
                 .map(|name| name.to_string_lossy().into_owned());
         }
     }
-    // Before the thread pool is started: `--threads 100000` must not spawn anything.
-    cfg.validate()?;
+    // Validated before any thread starts: `--threads 100000` spawns nothing.
     let comm = crate::dist::collective()?;
-    let trainer = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.threads)
-        .build()
-        .context("starting the worker threads")?
-        .install(|| Trainer::new_with(cfg, source.as_mut(), Some(out), comm))?;
-    Ok((out.clone(), trainer, source, eval))
+    let session = TrainSession::start(cfg, source.as_mut(), Some(out), Some(comm))?;
+    Ok((out.clone(), session, source, eval))
 }
 
 fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
@@ -653,11 +646,11 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
         let recorded = recorded_source_args(&args.source, &saved.data)?;
         (open_other(&recorded, args.no_shuffle, &expected)?, None)
     };
-    let trainer = Trainer::resume_with(
+    let session = TrainSession::resume(
         dir,
         Some(&expected),
         source.as_mut(),
-        crate::dist::collective()?,
+        Some(crate::dist::collective()?),
     )?;
-    Ok((dir.to_path_buf(), trainer, source, eval))
+    Ok((dir.to_path_buf(), session, source, eval))
 }

@@ -140,6 +140,18 @@ impl TrainConfig {
         }
     }
 
+    /// The defaults of [`TrainConfig::for_sae`] for a new `d_in × d_sae` SAE of `architecture`.
+    pub fn new(
+        d_in: usize,
+        d_sae: usize,
+        architecture: Architecture,
+        batch_size: usize,
+        total_tokens: u64,
+    ) -> Result<Self, SaeError> {
+        let sae = SaeConfig::new(d_in, d_sae, architecture)?;
+        Ok(Self::for_sae(sae, batch_size, total_tokens))
+    }
+
     /// Number of optimisation steps.
     pub fn total_steps(&self) -> u64 {
         (self.total_tokens / self.batch_size.max(1) as u64).max(1)

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
+use crate::error::cause;
 use crate::train::{StateMeta, STATE_FORMAT};
 use crate::SaeError;
 
@@ -73,21 +74,14 @@ impl TrainingState {
             .map(|(n, b, len)| {
                 TensorView::new(Dtype::F32, vec![*len], b)
                     .map(|v| (n.clone(), v))
-                    .map_err(|e| SaeError::Checkpoint {
-                        path: Default::default(),
-                        reason: e.to_string(),
-                    })
+                    .map_err(|e| SaeError::checkpoint(Path::new(""), "tensor layout", cause(e)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let text = serde_json::to_string(&self.meta).map_err(|e| SaeError::Checkpoint {
-            path: Default::default(),
-            reason: e.to_string(),
-        })?;
+        let text = serde_json::to_string(&self.meta)
+            .map_err(|e| SaeError::checkpoint(Path::new(""), "its description", cause(e)))?;
         let meta = HashMap::from([(META_KEY.to_string(), text)]);
-        safetensors::serialize(views, Some(meta)).map_err(|e| SaeError::Checkpoint {
-            path: Default::default(),
-            reason: e.to_string(),
-        })
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| SaeError::checkpoint(Path::new(""), "serialising", cause(e)))
     }
 
     /// Writes the state to `dir/training_state.safetensors`, atomically.
@@ -98,26 +92,20 @@ impl TrainingState {
     /// Reads `dir/training_state.safetensors`; a missing, truncated or foreign file is a clear error.
     pub fn load(dir: &Path) -> Result<Self, SaeError> {
         let path = dir.join(STATE_FILE);
-        let bad = |reason: String| SaeError::Checkpoint {
-            path: path.clone(),
-            reason,
-        };
+        let bad = |reason: String| SaeError::checkpoint(&path, reason, None);
         let bytes = std::fs::read(&path).map_err(|e| {
-            bad(format!(
-                "cannot read it ({e}); is {} a run directory written by `zephyra train`?",
+            let reason = format!(
+                "cannot read it; is {} a run directory written by `zephyra train`?",
                 dir.display()
-            ))
+            );
+            SaeError::checkpoint(&path, reason, cause(e))
         })?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-            bad(format!(
-                "not a valid safetensors file ({e}); the checkpoint is damaged or truncated"
-            ))
-        })?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-            bad(format!(
-                "not a valid safetensors file ({e}); the checkpoint is damaged or truncated"
-            ))
-        })?;
+        let damaged = |e| {
+            let reason = "not a valid safetensors file: the checkpoint is damaged or truncated";
+            SaeError::checkpoint(&path, reason, cause(e))
+        };
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(damaged)?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(damaged)?;
         let meta_text = header
             .metadata()
             .as_ref()
@@ -133,7 +121,7 @@ impl TrainingState {
             format: Option<u64>,
         }
         let version: Version = serde_json::from_str(meta_text)
-            .map_err(|e| bad(format!("its metadata is not valid JSON ({e})")))?;
+            .map_err(|e| SaeError::checkpoint(&path, "its metadata is not valid JSON", cause(e)))?;
         if version.format != Some(STATE_FORMAT) {
             return Err(bad(format!(
                 "unsupported training-state format {:?} (expected {STATE_FORMAT})",
@@ -141,7 +129,7 @@ impl TrainingState {
             )));
         }
         let meta: StateMeta = serde_json::from_str(meta_text)
-            .map_err(|e| bad(format!("its metadata cannot be read ({e})")))?;
+            .map_err(|e| SaeError::checkpoint(&path, "its metadata cannot be read", cause(e)))?;
         let mut tensors = Vec::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {

@@ -78,7 +78,7 @@ fn a_cfg_json_promising_more_weights_than_the_file_holds_is_refused() {
     set_cfg_key(dir.path(), "d_in", 1 << 61);
     let err = saelens::load(dir.path()).unwrap_err();
     assert!(
-        matches!(err, SaeError::InvalidConfig(_)) && err.to_string().contains("overflows"),
+        matches!(err, SaeError::InvalidConfig { .. }) && err.to_string().contains("overflows"),
         "{err}"
     );
 }
@@ -177,8 +177,8 @@ fn one_usable_row_per_shuffled_pass_is_enough() {
 
 fn option_of(err: SaeError) -> String {
     match err {
-        SaeError::OutOfRange { option, .. } => option,
-        other => panic!("expected OutOfRange, got {other}"),
+        SaeError::InvalidConfig { option, .. } => option,
+        other => panic!("expected InvalidConfig, got {other}"),
     }
 }
 

@@ -48,7 +48,7 @@ fn a_bad_configuration_is_refused_before_threads_start() {
     let mut src = MemorySource::new(rows(), 6, true).unwrap();
     let err = TrainSession::start(cfg, &mut src, None, None).unwrap_err();
     assert!(
-        matches!(&err, SaeError::OutOfRange { option, .. } if option == "--threads"),
+        matches!(&err, SaeError::InvalidConfig { option, .. } if option == "--threads"),
         "{err}"
     );
 }

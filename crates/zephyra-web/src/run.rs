@@ -59,6 +59,18 @@ fn read_json(path: &Path) -> Result<Option<Value>, String> {
     }
 }
 
+/// `e` and its causes, `: `-separated (as the CLI prints an error).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// The fields of `cfg.json` the page shows.
 fn config(cfg: &Value) -> Value {
     let meta = &cfg["metadata"];
@@ -161,7 +173,7 @@ pub fn describe(dir: &Path) -> Value {
         }
     };
     let summary = TrainSummary::read(dir).unwrap_or_else(|e| {
-        problems.push(e.to_string());
+        problems.push(with_causes(&e));
         None
     });
     let training = training(dir, &mut problems);

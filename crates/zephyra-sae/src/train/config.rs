@@ -171,7 +171,7 @@ impl TrainConfig {
 
     /// Checks the values a user can get wrong: every float finite and in range, sizes that fit in memory
     /// arithmetic, a thread count within [`max_threads`]. Errors name the option as the command line
-    /// spells it ([`SaeError::OutOfRange`]).
+    /// spells it ([`SaeError::InvalidConfig`]).
     pub fn validate(&self) -> Result<(), SaeError> {
         self.sae.validate()?;
         if self.batch_size == 0 {
@@ -193,10 +193,14 @@ impl TrainConfig {
             );
         }
         if self.total_tokens < self.batch_size as u64 {
-            return Err(SaeError::InvalidConfig(format!(
-                "--tokens {} is less than one batch of {} rows; raise --tokens or lower --batch",
-                self.total_tokens, self.batch_size
-            )));
+            return out_of_range(
+                "--tokens",
+                self.total_tokens,
+                format!(
+                    "it is less than one batch of {} rows; raise --tokens or lower --batch",
+                    self.batch_size
+                ),
+            );
         }
         check_f32("--lr", self.lr, Range::Positive)?;
         check_f64("--l1", self.sparsity_coeff, Range::NonNegative)?;
@@ -312,9 +316,5 @@ fn out_of_range(
     value: impl std::fmt::Display,
     valid: impl Into<String>,
 ) -> Result<(), SaeError> {
-    Err(SaeError::OutOfRange {
-        option: option.to_string(),
-        value: value.to_string(),
-        valid: valid.into(),
-    })
+    Err(SaeError::invalid(option, value, valid))
 }

@@ -128,11 +128,15 @@ impl Trainer {
         }
         if let Some(dir) = out_dir {
             if dir.join(STATE_FILE).exists() || dir.join("cfg.json").exists() {
-                return Err(SaeError::InvalidConfig(format!(
-                    "{} already holds a training run; continue it with `--resume {}` or choose another --out",
+                return Err(SaeError::invalid(
+                    "--out",
                     dir.display(),
-                    dir.display()
-                )));
+                    format!(
+                        "it already holds a training run; continue it with `--resume {}` or choose \
+                         another --out",
+                        dir.display()
+                    ),
+                ));
             }
             std::fs::create_dir_all(dir).map_err(|source| SaeError::Io {
                 path: dir.to_path_buf(),

@@ -101,10 +101,7 @@ impl Trainer {
     ) -> Result<Self, SaeError> {
         let state = TrainingState::load(dir)?;
         let path = dir.join(STATE_FILE);
-        let bad = |reason: String| SaeError::Checkpoint {
-            path: path.clone(),
-            reason,
-        };
+        let bad = |reason: String| SaeError::checkpoint(&path, reason, None);
         let meta = &state.meta;
         let mut cfg = meta.config.clone();
         if let Some(want) = expected {

@@ -12,8 +12,8 @@ use zephyra_data::pack::{ContextStream, PackOptions, TextEncoder};
 use zephyra_data::ExclusionRule;
 use zephyra_lm::model::Logits;
 use zephyra_lm::{HookPoint, Llama, Tokenizer};
-use zephyra_sae::train::{MemorySource, TrainConfig, Trainer};
-use zephyra_sae::{Architecture, SaeConfig};
+use zephyra_sae::train::{MemorySource, TrainConfig, TrainSession};
+use zephyra_sae::Architecture;
 
 use common::{forward_flat, kept_rows};
 
@@ -65,15 +65,14 @@ fn small_topk_sae_on_smollm2_recovers_most_of_the_loss() {
     let n_rows = rows.len() / d;
 
     // Train a 4x TopK k=32 SAE for a few epochs over those rows.
-    let sae_cfg = SaeConfig::new(d, 4 * d, Architecture::TopK { k: 32 }).unwrap();
-    let mut cfg = TrainConfig::for_sae(sae_cfg, 256, 60_000);
+    let mut cfg = TrainConfig::new(d, 4 * d, Architecture::TopK { k: 32 }, 256, 60_000).unwrap();
     cfg.init_rows = 4096;
     let mut source = MemorySource::new(rows, d, true).unwrap();
-    let mut trainer = Trainer::new(cfg, &mut source, None).unwrap();
-    let outcome = trainer
+    let mut session = TrainSession::start(cfg, &mut source, None, None).unwrap();
+    let outcome = session
         .run(&mut source, &mut |_| ControlFlow::Continue(()))
         .unwrap();
-    let sae = trainer.inference_sae();
+    let sae = session.trainer().inference_sae();
 
     // Evaluate on the later contexts.
     let cfg = EvalConfig {

@@ -38,7 +38,7 @@ fn run_bounded(args: &[String], limit: Duration) -> Output {
 
 fn train_line(acts: &Path, out: &Path, flags: &str) -> Vec<String> {
     let mut args: Vec<String> =
-        "train --arch topk --k 4 --expansion 2 --batch 32 --tokens 320 --threads 1"
+        "train --arch topk --k 4 --expansion 2 --batch-rows 32 --tokens 320 --threads 1"
             .split(' ')
             .map(str::to_string)
             .collect();

@@ -398,8 +398,10 @@ fn sae_sheet() -> Result<SaeSheet> {
     let mut z = mm(&x, &w_enc.t());
     add_bias(&mut z, &b_enc);
     if z.data.contains(&0.0) {
-        return Err(SaeError::InvalidConfig(
-            "worksheet numbers put a pre-activation exactly on the ReLU kink".into(),
+        return Err(SaeError::invalid(
+            "worksheet numbers",
+            "(a pre-activation of exactly 0)",
+            "they put a pre-activation exactly on the ReLU kink",
         ));
     }
     let f = relu(&z);

@@ -5,7 +5,7 @@
 //! `param.<name>` (before the input scale is folded in), Adam moments `adam_m.<name>` / `adam_v.<name>`, and
 //! per-latent bookkeeping such as `tokens_since_fired` (stored as f32 pairs, see [`u64s_to_f32_pairs`]) —
 //! plus one metadata entry, `zephyra_training_state`, a JSON object with the step, token count, RNG state,
-//! data cursor, the full training configuration and the format version.
+//! data cursor, the full training configuration and the format version ([`StateMeta`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,6 +13,8 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
+use crate::error::cause;
+use crate::train::{StateMeta, STATE_FORMAT};
 use crate::SaeError;
 
 /// File name of the training state inside a run directory.
@@ -36,11 +38,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SaeError> {
     Ok(())
 }
 
-/// Everything needed to continue a run: named tensors and a JSON description.
+/// Everything needed to continue a run: named tensors and their typed description.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingState {
-    /// Step, tokens, RNG, cursor, config (the trainer defines the fields).
-    pub meta: serde_json::Value,
+    /// Step, tokens, RNG, cursor, configuration.
+    pub meta: StateMeta,
     /// Named float32 tensors, flat.
     pub tensors: Vec<(String, Vec<f32>)>,
 }
@@ -72,17 +74,14 @@ impl TrainingState {
             .map(|(n, b, len)| {
                 TensorView::new(Dtype::F32, vec![*len], b)
                     .map(|v| (n.clone(), v))
-                    .map_err(|e| SaeError::Checkpoint {
-                        path: Default::default(),
-                        reason: e.to_string(),
-                    })
+                    .map_err(|e| SaeError::checkpoint(Path::new(""), "tensor layout", cause(e)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let meta = HashMap::from([(META_KEY.to_string(), self.meta.to_string())]);
-        safetensors::serialize(views, Some(meta)).map_err(|e| SaeError::Checkpoint {
-            path: Default::default(),
-            reason: e.to_string(),
-        })
+        let text = serde_json::to_string(&self.meta)
+            .map_err(|e| SaeError::checkpoint(Path::new(""), "its description", cause(e)))?;
+        let meta = HashMap::from([(META_KEY.to_string(), text)]);
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| SaeError::checkpoint(Path::new(""), "serialising", cause(e)))
     }
 
     /// Writes the state to `dir/training_state.safetensors`, atomically.
@@ -93,26 +92,20 @@ impl TrainingState {
     /// Reads `dir/training_state.safetensors`; a missing, truncated or foreign file is a clear error.
     pub fn load(dir: &Path) -> Result<Self, SaeError> {
         let path = dir.join(STATE_FILE);
-        let bad = |reason: String| SaeError::Checkpoint {
-            path: path.clone(),
-            reason,
-        };
+        let bad = |reason: String| SaeError::checkpoint(&path, reason, None);
         let bytes = std::fs::read(&path).map_err(|e| {
-            bad(format!(
-                "cannot read it ({e}); is {} a run directory written by `zephyra train`?",
+            let reason = format!(
+                "cannot read it; is {} a run directory written by `zephyra train`?",
                 dir.display()
-            ))
+            );
+            SaeError::checkpoint(&path, reason, cause(e))
         })?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-            bad(format!(
-                "not a valid safetensors file ({e}); the checkpoint is damaged or truncated"
-            ))
-        })?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-            bad(format!(
-                "not a valid safetensors file ({e}); the checkpoint is damaged or truncated"
-            ))
-        })?;
+        let damaged = |e| {
+            let reason = "not a valid safetensors file: the checkpoint is damaged or truncated";
+            SaeError::checkpoint(&path, reason, cause(e))
+        };
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(damaged)?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(damaged)?;
         let meta_text = header
             .metadata()
             .as_ref()
@@ -122,8 +115,21 @@ impl TrainingState {
                     "the file has no `{META_KEY}` metadata: not a Zephyra training state"
                 ))
             })?;
-        let meta: serde_json::Value = serde_json::from_str(meta_text)
-            .map_err(|e| bad(format!("its metadata is not valid JSON ({e})")))?;
+        // The format first, so that a file of another version is named as such rather than as unreadable.
+        #[derive(serde::Deserialize)]
+        struct Version {
+            format: Option<u64>,
+        }
+        let version: Version = serde_json::from_str(meta_text)
+            .map_err(|e| SaeError::checkpoint(&path, "its metadata is not valid JSON", cause(e)))?;
+        if version.format != Some(STATE_FORMAT) {
+            return Err(bad(format!(
+                "unsupported training-state format {:?} (expected {STATE_FORMAT})",
+                version.format
+            )));
+        }
+        let meta: StateMeta = serde_json::from_str(meta_text)
+            .map_err(|e| SaeError::checkpoint(&path, "its metadata cannot be read", cause(e)))?;
         let mut tensors = Vec::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {

@@ -15,14 +15,12 @@ pub enum SaeError {
         /// The shape found.
         got: Vec<usize>,
     },
-    /// A configuration value is out of range or inconsistent.
-    #[error("invalid SAE configuration: {0}")]
-    InvalidConfig(String),
-    /// A setting outside its valid range (NaN, infinite, negative, too large): named as the command line
-    /// spells it (`--max-grad-norm`), or by its configuration field when no flag sets it.
+    /// A bad argument — the crate's one name for it: a setting or value outside its valid range (NaN,
+    /// infinite, negative, too large) or inconsistent with the others, named as the command line spells it
+    /// (`--max-grad-norm`), or by its configuration field or argument when no flag sets it.
     #[error("{option} {value} is invalid: {valid}")]
-    OutOfRange {
-        /// The option (`--lr`) or configuration field (`adam.beta1`).
+    InvalidConfig {
+        /// The option (`--lr`), configuration field (`adam.beta1`) or argument.
         option: String,
         /// The value given, as text.
         value: String,
@@ -52,6 +50,9 @@ pub enum SaeError {
         path: PathBuf,
         /// What is wrong with it.
         message: String,
+        /// The parser's error, when one reported it.
+        #[source]
+        source: Option<Cause>,
     },
     /// A tensor named by the format is missing from a weights file.
     #[error("{path}: tensor `{name}` is missing (the architecture `{architecture}` needs it)")]
@@ -71,13 +72,21 @@ pub enum SaeError {
         /// The first offending row.
         row: usize,
     },
-    /// An I/O error on a file.
-    #[error("{path}: {source}")]
+    /// An I/O error on a file (the OS error is the source: shown once by `{:#}`).
+    #[error("{path}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// A JSON file that cannot be read or written as its type (`summary.json`, `metrics.jsonl`).
+    #[error("{path}: not the expected JSON")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_json::Error,
     },
     /// A `.npy` activation file that cannot be used (trainer).
     #[error("{path}: {reason}")]
@@ -94,15 +103,27 @@ pub enum SaeError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+        /// The underlying error (I/O, safetensors, JSON), when there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// `--resume` with settings that differ from the checkpoint's (trainer); nothing was written.
     #[error(
-        "cannot resume: the training configuration differs from the checkpoint's ({differences}); resume with \
-         the original settings (omit the flags) or train into a new --out directory"
+        "cannot resume: the training configuration differs from the checkpoint's ({}); resume with \
+         the original settings (omit the flags) or train into a new --out directory",
+        crate::train::resume::list(.differences)
     )]
     ConfigMismatch {
-        /// `key: checkpoint → requested` for each differing setting.
-        differences: String,
+        /// Each differing setting: `option: checkpoint → requested`.
+        differences: Vec<crate::train::Difference>,
+    },
+    /// The worker threads of a run could not be started.
+    #[error("cannot start {threads} worker threads; lower --threads")]
+    Threads {
+        /// Threads asked for.
+        threads: usize,
+        /// The thread pool's error.
+        source: rayon::ThreadPoolBuildError,
     },
     /// Optimizer state that does not match the parameters (trainer).
     #[error("optimizer: {0}")]
@@ -115,10 +136,59 @@ pub enum SaeError {
     Source(String),
 }
 
+/// An underlying error kept as the source of a [`SaeError`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// `Some(Box::new(e))`: `e` as the source of a [`SaeError`].
+pub fn cause(e: impl std::error::Error + Send + Sync + 'static) -> Option<Cause> {
+    Some(Box::new(e))
+}
+
 /// `Result` with [`SaeError`].
 pub type Result<T, E = SaeError> = std::result::Result<T, E>;
 
 impl SaeError {
+    /// [`SaeError::Checkpoint`] for `path`, with the underlying error if there is one.
+    pub fn checkpoint(
+        path: &std::path::Path,
+        reason: impl Into<String>,
+        source: Option<Cause>,
+    ) -> Self {
+        let (path, reason) = (path.to_path_buf(), reason.into());
+        Self::Checkpoint {
+            path,
+            reason,
+            source,
+        }
+    }
+
+    /// [`SaeError::Format`] for `path`, with the parser's error if there is one.
+    pub fn format(
+        path: &std::path::Path,
+        message: impl Into<String>,
+        source: Option<Cause>,
+    ) -> Self {
+        let (path, message) = (path.to_path_buf(), message.into());
+        Self::Format {
+            path,
+            message,
+            source,
+        }
+    }
+
+    /// Shorthand for [`SaeError::InvalidConfig`].
+    pub fn invalid(
+        option: impl Into<String>,
+        value: impl std::fmt::Display,
+        valid: impl Into<String>,
+    ) -> Self {
+        Self::InvalidConfig {
+            option: option.into(),
+            value: value.to_string(),
+            valid: valid.into(),
+        }
+    }
+
     /// Shorthand for [`SaeError::ShapeMismatch`].
     pub fn shape(what: impl Into<String>, expected: &[usize], got: &[usize]) -> Self {
         Self::ShapeMismatch {

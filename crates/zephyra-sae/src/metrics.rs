@@ -78,8 +78,10 @@ impl MetricsWriter {
 
     /// Appends one record and flushes it.
     pub fn write(&mut self, rec: &MetricsRecord) -> Result<(), SaeError> {
-        let mut line =
-            serde_json::to_string(rec).map_err(|e| SaeError::Source(format!("metrics: {e}")))?;
+        let mut line = serde_json::to_string(rec).map_err(|source| SaeError::Json {
+            path: self.path.clone(),
+            source,
+        })?;
         line.push('\n');
         self.file
             .write_all(line.as_bytes())

@@ -130,17 +130,18 @@ impl SaeConfig {
     /// Checks sizes and hyper-parameters.
     pub fn validate(&self) -> Result<()> {
         if self.d_in == 0 || self.d_sae == 0 {
-            return Err(SaeError::InvalidConfig(format!(
-                "d_in = {} and d_sae = {} must both be positive (expansion factor 0?)",
-                self.d_in, self.d_sae
-            )));
+            return Err(SaeError::invalid(
+                "d_in × d_sae",
+                format!("{} × {}", self.d_in, self.d_sae),
+                "both must be positive (expansion factor 0?)",
+            ));
         }
         if u32::try_from(self.d_sae).is_err() {
-            return Err(SaeError::InvalidConfig(format!(
-                "d_sae = {} is too large (max {})",
+            return Err(SaeError::invalid(
+                "d_sae",
                 self.d_sae,
-                u32::MAX
-            )));
+                format!("it is too large (max {})", u32::MAX),
+            ));
         }
         let weight_bytes = self
             .d_in
@@ -148,18 +149,23 @@ impl SaeConfig {
             .and_then(|n| n.checked_mul(4))
             .filter(|&b| b <= isize::MAX as usize);
         if weight_bytes.is_none() {
-            return Err(SaeError::InvalidConfig(format!(
-                "d_in × d_sae = {} × {} weights cannot be held in memory (the byte size overflows): \
-                 a corrupt cfg.json or checkpoint?",
-                self.d_in, self.d_sae
-            )));
+            return Err(SaeError::invalid(
+                "d_in × d_sae",
+                format!("{} × {}", self.d_in, self.d_sae),
+                "so many weights cannot be held in memory (the byte size overflows): a corrupt \
+                 cfg.json or checkpoint?",
+            ));
         }
         if let Some(k) = self.architecture.k() {
             if k == 0 || k >= self.d_sae {
-                return Err(SaeError::InvalidConfig(format!(
-                    "k = {k} must satisfy 0 < k < d_sae = {}; lower --k or raise --expansion",
-                    self.d_sae
-                )));
+                return Err(SaeError::invalid(
+                    "--k",
+                    k,
+                    format!(
+                        "k = {k} must satisfy 0 < k < d_sae = {}; lower --k or raise --expansion",
+                        self.d_sae
+                    ),
+                ));
             }
         }
         Ok(())

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
+use crate::error::cause;
 use crate::sae::{Architecture, Sae, SaeConfig, SaeMetadata};
 use crate::{Result, SaeError};
 
@@ -41,10 +42,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SaeError + '_ {
 }
 
 fn format_err(path: &Path, message: impl Into<String>) -> SaeError {
-    SaeError::Format {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
+    SaeError::format(path, message, None)
 }
 
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
@@ -76,10 +74,11 @@ pub fn write_f32_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])]) ->
     let mut views = Vec::with_capacity(tensors.len());
     for ((name, shape, _), b) in tensors.iter().zip(&bytes) {
         let view = TensorView::new(Dtype::F32, shape.clone(), b)
-            .map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
+            .map_err(|e| SaeError::format(path, format!("tensor {name}"), cause(e)))?;
         views.push((name.to_string(), view));
     }
-    let out = safetensors::serialize(views, None).map_err(|e| format_err(path, e.to_string()))?;
+    let out = safetensors::serialize(views, None)
+        .map_err(|e| SaeError::format(path, "serialising", cause(e)))?;
     write_atomic(path, &out)
 }
 
@@ -96,11 +95,11 @@ pub fn write_raw_tensors(
     let mut views = Vec::with_capacity(tensors.len());
     for (name, dtype, shape, bytes) in tensors {
         let view = TensorView::new(*dtype, shape.clone(), bytes)
-            .map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
+            .map_err(|e| SaeError::format(path, format!("tensor {name}"), cause(e)))?;
         views.push((name.to_string(), view));
     }
-    let out =
-        safetensors::serialize(views, metadata).map_err(|e| format_err(path, e.to_string()))?;
+    let out = safetensors::serialize(views, metadata)
+        .map_err(|e| SaeError::format(path, "serialising", cause(e)))?;
     write_atomic(path, &out)
 }
 
@@ -108,18 +107,14 @@ pub fn write_raw_tensors(
 pub fn read_f32_tensors(path: &Path) -> Result<NamedTensors> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-        format_err(
-            path,
-            format!(
-                "not a valid safetensors file ({e}); is it truncated? re-save or re-download it"
-            ),
-        )
+        let message = "not a valid safetensors file; is it truncated? re-save or re-download it";
+        SaeError::format(path, message, cause(e))
     })?;
     let mut out = BTreeMap::new();
     for name in st.names() {
         let t = st
             .tensor(name)
-            .map_err(|e| format_err(path, format!("tensor {name}: {e}")))?;
+            .map_err(|e| SaeError::format(path, format!("tensor {name}"), cause(e)))?;
         let data = t.data();
         let values: Vec<f32> = match t.dtype() {
             Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
@@ -203,7 +198,7 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
     }
     write_f32_tensors(&dir.join(WEIGHTS_FILE), &tensors)?;
     let cfg = serde_json::to_vec_pretty(&cfg_json(&sae.cfg))
-        .map_err(|e| format_err(&dir.join(CFG_FILE), e.to_string()))?;
+        .map_err(|e| SaeError::format(&dir.join(CFG_FILE), "serialising", cause(e)))?;
     write_atomic(&dir.join(CFG_FILE), &cfg)?;
     tracing::info!(dir = %dir.display(), arch = sae.cfg.architecture.name(), d_in, d_sae, "saved SAE");
     Ok(())
@@ -236,7 +231,7 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
         })?;
     let meta_value = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let mut metadata: SaeMetadata = serde_json::from_value(meta_value)
-        .map_err(|e| format_err(path, format!("`metadata`: {e}")))?;
+        .map_err(|e| SaeError::format(path, "`metadata`", cause(e)))?;
     let zephyra_arch = metadata
         .extra
         .remove("zephyra_architecture")
@@ -314,7 +309,7 @@ pub fn load(dir: &Path) -> Result<Sae> {
     let cfg_path = dir.join(CFG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
     let v: Value = serde_json::from_str(&text)
-        .map_err(|e| format_err(&cfg_path, format!("invalid JSON: {e}")))?;
+        .map_err(|e| SaeError::format(&cfg_path, "invalid JSON", cause(e)))?;
     let cfg = parse_cfg(&v, &cfg_path)?;
     let weights_path = dir.join(WEIGHTS_FILE);
     let mut tensors = read_f32_tensors(&weights_path)?;

@@ -215,7 +215,8 @@ fn resume_refuses_another_world_size() {
     let mut src = MemorySource::new(rows, D_IN, true).unwrap();
     let err = Trainer::resume_with(&run, Some(&cfg), &mut src, Box::new(comm)).unwrap_err();
     assert!(
-        matches!(&err, SaeError::ConfigMismatch { differences } if differences.contains("world size: 1 → 2")),
+        matches!(&err, SaeError::ConfigMismatch { differences }
+            if differences.iter().any(|d| d.to_string().starts_with("world size: 1 → 2"))),
         "{err}"
     );
 }

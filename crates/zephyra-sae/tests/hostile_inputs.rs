@@ -78,7 +78,7 @@ fn a_cfg_json_promising_more_weights_than_the_file_holds_is_refused() {
     set_cfg_key(dir.path(), "d_in", 1 << 61);
     let err = saelens::load(dir.path()).unwrap_err();
     assert!(
-        matches!(err, SaeError::InvalidConfig(_)) && err.to_string().contains("overflows"),
+        matches!(err, SaeError::InvalidConfig { .. }) && err.to_string().contains("overflows"),
         "{err}"
     );
 }
@@ -108,7 +108,7 @@ fn a_checkpoint_promising_more_weights_than_it_holds_is_refused() {
     t.run(&mut src, &mut |_| ControlFlow::Continue(())).unwrap();
     let mut state = TrainingState::load(&run).unwrap();
     // d_sae 2^32 − 1 passes the size checks; the file holds 4 × 16 encoder weights.
-    state.meta["config"]["sae"]["d_sae"] = u32::MAX.into();
+    state.meta.config.sae.d_sae = u32::MAX as usize;
     state.save(&run).unwrap();
     let err = Trainer::resume(&run, None, &mut NpySource::open(&data, ORDER).unwrap()).unwrap_err();
     assert!(
@@ -177,8 +177,8 @@ fn one_usable_row_per_shuffled_pass_is_enough() {
 
 fn option_of(err: SaeError) -> String {
     match err {
-        SaeError::OutOfRange { option, .. } => option,
-        other => panic!("expected OutOfRange, got {other}"),
+        SaeError::InvalidConfig { option, .. } => option,
+        other => panic!("expected InvalidConfig, got {other}"),
     }
 }
 
@@ -220,8 +220,8 @@ fn every_float_setting_is_checked_and_named() {
         ("aux_coeff", |c| c.aux_coeff = f64::NEG_INFINITY),
         ("bandwidth", |c| c.bandwidth = 0.0),
         ("threshold_rate", |c| c.threshold_rate = 2.0),
-        ("--batch", |c| c.batch_size = 0),
-        ("--batch", |c| c.batch_size = usize::MAX / 2),
+        ("--batch-rows", |c| c.batch_size = 0),
+        ("--batch-rows", |c| c.batch_size = usize::MAX / 2),
         ("--metrics-every", |c| c.metrics_every_steps = 0),
     ];
     for (option, edit) in cases {

@@ -196,7 +196,7 @@ fn wrong_shapes_and_missing_tensors_are_clear_errors() {
         .replace("\"k\": 4", "\"k\": 64");
     std::fs::write(&p, text).unwrap();
     let err = saelens::load(dir.path()).unwrap_err();
-    assert!(matches!(err, SaeError::InvalidConfig(_)), "{err}");
+    assert!(matches!(err, SaeError::InvalidConfig { .. }), "{err}");
 }
 
 #[test]

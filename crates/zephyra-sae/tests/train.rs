@@ -191,11 +191,11 @@ fn nan_rows_are_skipped_and_counted_never_trained_on() {
 fn bad_configurations_are_refused() {
     assert!(matches!(
         SaeConfig::new(D_IN, 64, Architecture::TopK { k: 64 }),
-        Err(SaeError::InvalidConfig(_))
+        Err(SaeError::InvalidConfig { .. })
     ));
     assert!(matches!(
         SaeConfig::new(D_IN, 0, Architecture::Relu),
-        Err(SaeError::InvalidConfig(_))
+        Err(SaeError::InvalidConfig { .. })
     ));
     let mut src = MemorySource::new(synthetic(500, 7), D_IN, true).unwrap();
     let mut cfg = config(Architecture::TopK { k: 3 }, 10);

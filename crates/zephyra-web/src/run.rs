@@ -16,6 +16,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 use zephyra_analysis::plot::read_metrics;
 use zephyra_analysis::report::EvalReport;
+use zephyra_sae::train::TrainSummary;
 
 use crate::{ApiError, AppState};
 
@@ -56,6 +57,18 @@ fn read_json(path: &Path) -> Result<Option<Value>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+/// `e` and its causes, `: `-separated (as the CLI prints an error).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The fields of `cfg.json` the page shows.
@@ -159,8 +172,8 @@ pub fn describe(dir: &Path) -> Value {
             Value::Null
         }
     };
-    let summary = read_json(&dir.join("summary.json")).unwrap_or_else(|e| {
-        problems.push(e);
+    let summary = TrainSummary::read(dir).unwrap_or_else(|e| {
+        problems.push(with_causes(&e));
         None
     });
     let training = training(dir, &mut problems);
@@ -168,7 +181,7 @@ pub fn describe(dir: &Path) -> Value {
     let mut out = Map::new();
     out.insert("dir".into(), json!(dir.display().to_string()));
     out.insert("cfg".into(), cfg);
-    out.insert("summary".into(), summary.unwrap_or(Value::Null));
+    out.insert("summary".into(), json!(summary));
     out.insert("training".into(), training);
     out.insert("eval".into(), eval);
     out.insert(

@@ -208,40 +208,26 @@ impl TrainArgs {
         }
     }
 
-    /// The SAE-shaping flags given on a resume, compared with the saved config.
-    pub fn check_shape_flags(&self, cfg: &TrainConfig) -> Vec<String> {
-        let mut diffs = Vec::new();
+    /// The SAE-shaping flags given on a resume, applied to the saved config so that the library's
+    /// comparison ([`zephyra_sae::train::check_resume`]) names each one that differs.
+    pub fn apply_shape(&self, cfg: &mut TrainConfig) {
         let arch = cfg.sae.architecture;
         if let Some(a) = self.arch.arch {
-            let name = a.with_k(arch.k().unwrap_or(32)).name();
-            if name != arch.name() {
-                diffs.push(format!("arch: {} → {name}", arch.name()));
-            }
-        }
-        if let (Some(k), Some(saved)) = (self.arch.k, arch.k()) {
-            if k != saved {
-                diffs.push(format!("k: {saved} → {k}"));
-            }
+            cfg.sae.architecture = a.with_k(self.arch.k.or(arch.k()).unwrap_or(32));
+        } else if let (Some(k), Some(_)) = (self.arch.k, arch.k()) {
+            cfg.sae.architecture = match arch {
+                Architecture::BatchTopK { .. } => Architecture::BatchTopK { k },
+                _ => Architecture::TopK { k },
+            };
         }
         if let Some(e) = self.arch.expansion {
-            if e * cfg.sae.d_in != cfg.sae.d_sae {
-                diffs.push(format!("d_sae: {} → {}", cfg.sae.d_sae, e * cfg.sae.d_in));
-            }
+            cfg.sae.d_sae = e.saturating_mul(cfg.sae.d_in);
         }
-        for (name, given, saved) in [
-            (
-                "batch-rows",
-                self.batch.map(|b| b as u64),
-                cfg.batch_size as u64,
-            ),
-            ("tokens", self.tokens, cfg.total_tokens),
-        ] {
-            if let Some(g) = given {
-                if g != saved {
-                    diffs.push(format!("{name}: {saved} → {g}"));
-                }
-            }
+        if let Some(b) = self.batch {
+            cfg.batch_size = b;
         }
-        diffs
+        if let Some(t) = self.tokens {
+            cfg.total_tokens = t;
+        }
     }
 }

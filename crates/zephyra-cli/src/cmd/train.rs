@@ -14,12 +14,101 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use zephyra_sae::npy::{NpyFile, NpyOrder, NpySource};
-use zephyra_sae::train::{evaluate, ActivationSource, EvalStats, Progress, TrainConfig, Trainer};
+use zephyra_sae::train::{
+    evaluate, ActivationSource, DataOptions, EvalStats, Progress, TrainConfig, TrainSession,
+};
 use zephyra_sae::{Architecture, SaeConfig};
 
 use super::Global;
 pub use crate::args::train::TrainArgs as Args;
 use crate::output::OutputDir;
+
+/// Rows held out of `n` for `--holdout` (a count, or a fraction below 1) [default: min(8192, n/5)].
+fn held_rows(holdout: Option<f64>, n: usize) -> anyhow::Result<usize> {
+    Ok(match holdout {
+        Some(h) if h < 0.0 || !h.is_finite() => bail!("--holdout {h} must be ≥ 0"),
+        Some(h) if h < 1.0 => (n as f64 * h).round() as usize,
+        Some(h) => h as usize,
+        None => 8192.min(n / 5),
+    })
+}
+
+/// The flags of `.npy` runs that decide the rows, beyond `TrainConfig` (recorded in `TrainConfig::data`).
+const NPY_OPTIONS: [&str; 2] = ["--no-shuffle", "--holdout"];
+/// The same for activation-store runs.
+const STORE_OPTIONS: [&str; 1] = ["--shuffle-buffer"];
+
+/// The source flags that decide the rows of an on-the-fly run, with their values in `s`.
+fn stream_options(s: &super::source::SourceArgs) -> Vec<(&'static str, String)> {
+    vec![
+        ("--model", s.model.clone().unwrap_or_default()),
+        ("--hook", s.hook.map(|h| h.to_string()).unwrap_or_default()),
+        ("--data", serde_json::to_string(&s.corpus.data).unwrap_or_default()),
+        ("--ctx", s.harvest.ctx.to_string()),
+        ("--text-field", s.corpus.text_field.clone()),
+        ("--keep-sinks", s.harvest.keep_sinks.to_string()),
+        ("--max-norm-multiple", s.harvest.max_norm_multiple.to_string()),
+        ("--shuffle-buffer", s.shuffle_buffer.to_string()),
+        ("--shard-contexts", s.harvest.shard_contexts.to_string()),
+        (
+            "--batch-contexts",
+            s.harvest.batch.batch_contexts.to_string(),
+        ),
+    ]
+}
+
+/// The source flags as clap defaults them (nothing given).
+fn source_defaults() -> anyhow::Result<super::source::SourceArgs> {
+    use clap::{Args as _, FromArgMatches as _};
+    let cmd = super::source::SourceArgs::augment_args(clap::Command::new("train"));
+    let matches = cmd.try_get_matches_from(["train"])?;
+    Ok(super::source::SourceArgs::from_arg_matches(&matches)?)
+}
+
+/// The source flags given on the command line: those whose value differs from clap's default.
+fn given_source_options(
+    s: &super::source::SourceArgs,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let defaults = stream_options(&source_defaults()?);
+    Ok(stream_options(s)
+        .into_iter()
+        .zip(defaults)
+        .filter(|(given, default)| given.1 != default.1)
+        .map(|(given, _)| given)
+        .collect())
+}
+
+/// `args.source` with the recorded on-the-fly options of `saved` (a resumed run reads what it read).
+fn recorded_source_args(
+    args: &super::source::SourceArgs,
+    saved: &DataOptions,
+) -> anyhow::Result<super::source::SourceArgs> {
+    use clap::{Args as _, FromArgMatches as _};
+    let mut argv = vec!["train".to_string()];
+    for (flag, given) in stream_options(args) {
+        let value = saved.get(flag).unwrap_or(&given);
+        match flag {
+            "--data" => {
+                let data: Vec<String> = serde_json::from_str(value)
+                    .with_context(|| format!("the checkpoint's --data {value}"))?;
+                for d in data {
+                    argv.extend([flag.to_string(), d]);
+                }
+            }
+            "--keep-sinks" if value == "true" => argv.push(flag.into()),
+            "--keep-sinks" => {}
+            "--model" | "--hook" if value.is_empty() => {}
+            _ => argv.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+    let cmd = super::source::SourceArgs::augment_args(clap::Command::new("train"));
+    let matches = cmd
+        .try_get_matches_from(&argv)
+        .context("the checkpoint's data options")?;
+    let mut out = super::source::SourceArgs::from_arg_matches(&matches)?;
+    out.acts = args.acts.clone();
+    Ok(out)
+}
 
 /// Opens the training rows and the held-out rows of a `.npy` file.
 /// (The data helper's `source.rs` will add activation stores and on-the-fly harvesting here.)
@@ -38,12 +127,7 @@ fn open_npy(
             file.d_in()
         );
     }
-    let held = match holdout {
-        Some(h) if h < 0.0 || !h.is_finite() => bail!("--holdout {h} must be ≥ 0"),
-        Some(h) if h < 1.0 => (n as f64 * h).round() as usize,
-        Some(h) => h as usize,
-        None => 8192.min(n / 5),
-    };
+    let held = held_rows(holdout, n)?;
     if held >= n {
         bail!(
             "--holdout {held} rows leaves no training rows: {} has only {n}",
@@ -89,15 +173,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
 }
 
 fn train(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    let (dir, mut trainer, mut source, eval) = match &args.resume {
+    let (dir, mut session, mut source, eval) = match &args.resume {
         Some(dir) => resume(&args, dir)?,
         None => start(&args)?,
     };
-    let threads = trainer.config().threads;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("starting the worker threads")?;
+    let trainer = session.trainer();
     let total = trainer.config().total_steps();
     // Under `mpirun` only rank 0 draws progress, evaluates, writes summary.json and prints.
     let root = trainer.collective().is_root();
@@ -129,9 +209,10 @@ fn train(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         }
         ControlFlow::Continue(())
     };
-    let outcome = pool
-        .install(|| trainer.run(source.as_mut(), &mut on_step))
+    let outcome = session
+        .run(source.as_mut(), &mut on_step)
         .context("training")?;
+    let trainer = session.trainer();
     bar.finish_and_clear();
     if !root {
         return Ok(ExitCode::SUCCESS);
@@ -140,35 +221,18 @@ fn train(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sae = trainer.inference_sae();
     let held: Option<EvalStats> = match eval {
         Some(mut e) => Some(
-            pool.install(|| evaluate(&sae, &mut e, 1024, u64::MAX))
+            session
+                .install(|| evaluate(&sae, &mut e, 1024, u64::MAX))
                 .context("evaluating on the held-out rows")?,
         ),
         None => None,
     };
     let cfg = trainer.config();
-    let summary = serde_json::json!({
-        "run": dir,
-        "arch": cfg.sae.architecture.name(),
-        "k": cfg.sae.architecture.k(),
-        "d_in": cfg.sae.d_in,
-        "d_sae": cfg.sae.d_sae,
-        "steps": outcome.steps,
-        "tokens": outcome.tokens,
-        "finished": outcome.finished,
-        "tokens_per_s": outcome.tokens_per_s,
-        "threads": threads,
-        "skipped_rows": outcome.skipped_rows,
-        "dead_fraction": outcome.dead_fraction,
-        "input_scale": trainer.scale(),
-        "holdout": held,
-        "peak_rss_mb": crate::rss::peak_rss_mb(),
-    });
-    zephyra_sae::checkpoint::write_atomic(
-        &dir.join("summary.json"),
-        format!("{summary:#}\n").as_bytes(),
-    )?;
+    let mut summary = trainer.summary(&outcome, held);
+    summary.peak_rss_mb = crate::rss::peak_rss_mb();
+    summary.write(&dir)?;
     if args.json {
-        println!("{summary}");
+        println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
             "trained {} (d_sae {}) for {} steps, {} tokens at {:.0} tok/s → {}",
@@ -198,7 +262,7 @@ fn train(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
 
 type Opened = (
     PathBuf,
-    Trainer,
+    TrainSession,
     Box<dyn ActivationSource>,
     Option<NpySource>,
 );
@@ -209,15 +273,19 @@ fn is_npy(args: &Args) -> Option<&Path> {
     args.source.acts.as_deref().filter(|p| p.is_file())
 }
 
-fn open_other(args: &Args, cfg: &TrainConfig) -> anyhow::Result<Box<dyn ActivationSource>> {
+fn open_other(
+    source: &super::source::SourceArgs,
+    no_shuffle: bool,
+    cfg: &TrainConfig,
+) -> anyhow::Result<Box<dyn ActivationSource>> {
     let opts = super::source::OpenOptions {
         seed: cfg.seed,
         // On the fly, the rows of the scale and b_dec estimate must exist too (as in a large enough store).
         tokens: cfg.total_tokens.max(cfg.init_rows as u64),
         repeat: true,
-        shuffle: !args.no_shuffle,
+        shuffle: !no_shuffle,
     };
-    super::source::open(&args.source, &opts)
+    super::source::open(source, &opts)
 }
 
 fn start(args: &Args) -> anyhow::Result<Opened> {
@@ -239,10 +307,10 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
         None => {
             // The row width is only known once the source is open; the seed and token budget it needs
             // do not depend on the SAE shape.
-            let mut cfg = TrainConfig::for_sae(SaeConfig::new(1, 2, Architecture::Relu)?, 1, 1);
+            let mut cfg = TrainConfig::new(1, 2, Architecture::Relu, 1, 1)?;
             cfg.seed = seed;
             cfg.total_tokens = args.tokens.unwrap_or(2_000_000);
-            (open_other(args, &cfg)?, None)
+            (open_other(&args.source, args.no_shuffle, &cfg)?, None)
         }
     };
     let d_in = source.d_in();
@@ -252,6 +320,18 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
     let mut cfg = TrainConfig::for_sae(sae, args.batch.unwrap_or(4096), tokens);
     cfg.checkpoint_every_tokens = (tokens / 10).max(1);
     args.apply(&mut cfg)?;
+    // What decides the rows beyond the configuration, compared on `--resume`.
+    if is_npy(args).is_some() {
+        cfg.data.set(NPY_OPTIONS[0], args.no_shuffle);
+        cfg.data
+            .set(NPY_OPTIONS[1], eval.as_ref().map_or(0, NpySource::n_rows));
+    } else if args.source.acts.is_some() {
+        cfg.data.set(STORE_OPTIONS[0], args.source.shuffle_buffer);
+    } else {
+        for (flag, value) in stream_options(&args.source) {
+            cfg.data.set(flag, value);
+        }
+    }
     if let Some(acts) = &args.source.acts {
         cfg.sae
             .metadata
@@ -288,54 +368,86 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
                 .map(|name| name.to_string_lossy().into_owned());
         }
     }
-    // Before the thread pool is started: `--threads 100000` must not spawn anything.
-    cfg.validate()?;
+    // Validated before any thread starts: `--threads 100000` spawns nothing.
     let comm = crate::dist::collective()?;
-    let trainer = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.threads)
-        .build()
-        .context("starting the worker threads")?
-        .install(|| Trainer::new_with(cfg, source.as_mut(), Some(out), comm))?;
-    Ok((out.clone(), trainer, source, eval))
+    let session = TrainSession::start(cfg, source.as_mut(), Some(out), Some(comm))?;
+    Ok((out.clone(), session, source, eval))
 }
 
 fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
     let state = zephyra_sae::checkpoint::TrainingState::load(dir)?;
-    let saved: TrainConfig = serde_json::from_value(state.meta["config"].clone())
-        .with_context(|| format!("reading the configuration saved in {}", dir.display()))?;
-    let diffs = args.check_shape_flags(&saved);
-    if !diffs.is_empty() {
-        return Err(zephyra_sae::SaeError::ConfigMismatch {
-            differences: diffs.join("; "),
-        }
-        .into());
-    }
+    let mut saved = state.meta.config.clone();
     let mut expected = saved.clone();
+    args.apply_shape(&mut expected);
     args.apply(&mut expected)?;
-    let cursor = &state.meta["cursor"];
-    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) =
-        if cursor["kind"] == "npy" {
-            let acts =
-                match &args.source.acts {
-                    Some(p) => p.clone(),
-                    None => PathBuf::from(cursor["path"].as_str().context(
-                        "the checkpoint does not name its activation file: pass --acts",
-                    )?),
-                };
-            let order: NpyOrder = serde_json::from_value(cursor["order"].clone())
-                .context("the checkpoint's data cursor has no order")?;
-            let n = cursor["n_rows"].as_u64().unwrap_or(0);
-            let end = cursor["end"].as_u64().unwrap_or(0);
-            let (train, eval) = open_npy(&acts, Some((n - end.min(n)) as f64), order)?;
-            (Box::new(train), eval)
-        } else {
-            (open_other(args, &expected)?, None)
+    let cursor = &state.meta.cursor;
+    let npy = cursor["kind"] == "npy";
+    // Each data flag given is compared with the checkpoint's record; one that does not apply to this
+    // kind of source is refused the same way ("not recorded").
+    if npy {
+        let n = cursor["n_rows"].as_u64().unwrap_or(0) as usize;
+        let end = cursor["end"].as_u64().unwrap_or(0) as usize;
+        let order: Option<NpyOrder> = serde_json::from_value(cursor["order"].clone()).ok();
+        // Runs saved before the data options were recorded: their cursor holds the same facts.
+        let data = &mut saved.data.0;
+        if let Some(order) = order {
+            data.entry(NPY_OPTIONS[0].into())
+                .or_insert_with(|| (!order.shuffle).to_string());
+        }
+        data.entry(NPY_OPTIONS[1].into())
+            .or_insert_with(|| (n - end.min(n)).to_string());
+        expected.data = saved.data.clone();
+        if args.no_shuffle {
+            expected.data.set(NPY_OPTIONS[0], true);
+        }
+        if args.holdout.is_some() {
+            expected
+                .data
+                .set(NPY_OPTIONS[1], held_rows(args.holdout, n)?);
+        }
+    } else {
+        if args.no_shuffle {
+            expected.data.set(NPY_OPTIONS[0], true);
+        }
+        if let Some(h) = args.holdout {
+            expected.data.set(NPY_OPTIONS[1], h);
+        }
+    }
+    for (flag, value) in given_source_options(&args.source)? {
+        let checked_by_the_store = !npy && matches!(flag, "--model" | "--hook");
+        if !checked_by_the_store {
+            expected.data.set(flag, value);
+        }
+    }
+    // The one comparison (zephyra-sae): every differing option by name, both values; nothing touched.
+    zephyra_sae::train::check_resume(&saved, &expected)?;
+
+    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) = if npy {
+        let acts = match &args.source.acts {
+            Some(p) => p.clone(),
+            None => PathBuf::from(
+                cursor["path"]
+                    .as_str()
+                    .context("the checkpoint does not name its activation file: pass --acts")?,
+            ),
         };
-    let trainer = Trainer::resume_with(
+        let order: NpyOrder = serde_json::from_value(cursor["order"].clone())
+            .context("the checkpoint's data cursor has no order")?;
+        let held = saved.data.get(NPY_OPTIONS[1]).unwrap_or("0");
+        let held: f64 = held
+            .parse()
+            .with_context(|| format!("the checkpoint's --holdout {held}"))?;
+        let (train, eval) = open_npy(&acts, Some(held), order)?;
+        (Box::new(train), eval)
+    } else {
+        let recorded = recorded_source_args(&args.source, &saved.data)?;
+        (open_other(&recorded, args.no_shuffle, &expected)?, None)
+    };
+    let session = TrainSession::resume(
         dir,
         Some(&expected),
         source.as_mut(),
-        crate::dist::collective()?,
+        Some(crate::dist::collective()?),
     )?;
-    Ok((dir.to_path_buf(), trainer, source, eval))
+    Ok((dir.to_path_buf(), session, source, eval))
 }

@@ -73,9 +73,11 @@ impl<T: Real> SaeOf<T> {
             ));
         }
         if let Some(&bad) = dead.iter().find(|&&i| i >= d_sae) {
-            return Err(SaeError::InvalidConfig(format!(
-                "dead latent {bad} out of range (d_sae = {d_sae})"
-            )));
+            return Err(SaeError::invalid(
+                "dead latent",
+                bad,
+                format!("it must lie in 0..{d_sae} (d_sae)"),
+            ));
         }
         if dead.is_empty() {
             return Ok(Vec::new());

@@ -161,9 +161,10 @@ impl<T: Real> SaeOf<T> {
             }
         }
         if grads.slices().len() != want.slices().len() {
-            return Err(SaeError::InvalidConfig(
-                "gradients were built for another architecture: use Gradients::zeros_like(&sae)"
-                    .into(),
+            return Err(SaeError::invalid(
+                "gradients",
+                format!("of {} tensors", grads.slices().len()),
+                "they were built for another architecture: use Gradients::zeros_like(&sae)",
             ));
         }
         if let Some(dead) = step.dead {
@@ -178,10 +179,11 @@ impl<T: Real> SaeOf<T> {
         if (step.bandwidth.is_nan() || step.bandwidth <= 0.0)
             && self.cfg.architecture == Architecture::JumpRelu
         {
-            return Err(SaeError::InvalidConfig(format!(
-                "JumpReLU bandwidth must be positive, got {}",
-                step.bandwidth
-            )));
+            return Err(SaeError::invalid(
+                "JumpReLU bandwidth",
+                step.bandwidth,
+                "it must be positive",
+            ));
         }
         let _span = tracing::trace_span!(
             "forward_backward",

@@ -84,12 +84,15 @@ pub fn ring_allreduce_bytes(n_floats: u64, world: u64) -> f64 {
 /// Refuses a job with more ranks than rows per batch (a rank would get no rows).
 pub(crate) fn check_world(cfg: &super::TrainConfig, comm: &dyn Collective) -> Result<(), SaeError> {
     if comm.world_size() > cfg.batch_size {
-        return Err(SaeError::InvalidConfig(format!(
-            "{} ranks need a batch of at least {} rows (got --batch {}): raise --batch or use fewer ranks",
-            comm.world_size(),
-            comm.world_size(),
-            cfg.batch_size
-        )));
+        return Err(SaeError::invalid(
+            "--batch-rows",
+            cfg.batch_size,
+            format!(
+                "{} ranks need a batch of at least {} rows: raise --batch or use fewer ranks",
+                comm.world_size(),
+                comm.world_size()
+            ),
+        ));
     }
     Ok(())
 }

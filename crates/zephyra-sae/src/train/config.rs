@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::resume::DataOptions;
 use crate::optim::AdamConfig;
 use crate::schedule::{Decay, LrSchedule};
 use crate::{Architecture, SaeConfig, SaeError};
@@ -80,6 +81,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Worker threads (recorded: results are reproducible for a given thread count).
     pub threads: usize,
+    /// Options of the data source that decide which rows are read (recorded by whoever opens the
+    /// source; empty for library runs and runs saved before they were recorded).
+    #[serde(default, skip_serializing_if = "DataOptions::is_empty")]
+    pub data: DataOptions,
     /// Write a checkpoint every this many rows (0 = only at the end). May change on resume.
     pub checkpoint_every_tokens: u64,
     /// Write a metrics line every this many steps. May change on resume.
@@ -129,9 +134,22 @@ impl TrainConfig {
             non_finite: NonFinitePolicy::Skip,
             seed: 0,
             threads: rayon::current_num_threads(),
+            data: DataOptions::default(),
             checkpoint_every_tokens: 0,
             metrics_every_steps: 10,
         }
+    }
+
+    /// The defaults of [`TrainConfig::for_sae`] for a new `d_in × d_sae` SAE of `architecture`.
+    pub fn new(
+        d_in: usize,
+        d_sae: usize,
+        architecture: Architecture,
+        batch_size: usize,
+        total_tokens: u64,
+    ) -> Result<Self, SaeError> {
+        let sae = SaeConfig::new(d_in, d_sae, architecture)?;
+        Ok(Self::for_sae(sae, batch_size, total_tokens))
     }
 
     /// Number of optimisation steps.
@@ -153,11 +171,11 @@ impl TrainConfig {
 
     /// Checks the values a user can get wrong: every float finite and in range, sizes that fit in memory
     /// arithmetic, a thread count within [`max_threads`]. Errors name the option as the command line
-    /// spells it ([`SaeError::OutOfRange`]).
+    /// spells it ([`SaeError::InvalidConfig`]).
     pub fn validate(&self) -> Result<(), SaeError> {
         self.sae.validate()?;
         if self.batch_size == 0 {
-            return out_of_range("--batch", self.batch_size, "it must be at least 1 row");
+            return out_of_range("--batch-rows", self.batch_size, "it must be at least 1 row");
         }
         if self
             .batch_size
@@ -166,7 +184,7 @@ impl TrainConfig {
             .is_none()
         {
             return out_of_range(
-                "--batch",
+                "--batch-rows",
                 self.batch_size,
                 format!(
                     "a batch of rows of width {} does not fit in memory",
@@ -175,10 +193,14 @@ impl TrainConfig {
             );
         }
         if self.total_tokens < self.batch_size as u64 {
-            return Err(SaeError::InvalidConfig(format!(
-                "--tokens {} is less than one batch of {} rows; raise --tokens or lower --batch",
-                self.total_tokens, self.batch_size
-            )));
+            return out_of_range(
+                "--tokens",
+                self.total_tokens,
+                format!(
+                    "it is less than one batch of {} rows; raise --tokens or lower --batch",
+                    self.batch_size
+                ),
+            );
         }
         check_f32("--lr", self.lr, Range::Positive)?;
         check_f64("--l1", self.sparsity_coeff, Range::NonNegative)?;
@@ -226,48 +248,6 @@ impl TrainConfig {
             return out_of_range("--metrics-every", 0, "it must be at least 1 step");
         }
         Ok(())
-    }
-
-    /// `key: ours → theirs` for every setting that differs (ignoring the checkpoint and metrics intervals,
-    /// which may change on resume); empty when the runs are the same.
-    pub fn differences(&self, other: &Self) -> Vec<String> {
-        let mut a = serde_json::to_value(self).unwrap_or_default();
-        let mut b = serde_json::to_value(other).unwrap_or_default();
-        for v in [&mut a, &mut b] {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("checkpoint_every_tokens");
-                o.remove("metrics_every_steps");
-            }
-        }
-        let mut out = Vec::new();
-        diff_json("", &a, &b, &mut out);
-        out
-    }
-}
-
-fn diff_json(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-    match (a, b) {
-        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
-            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for k in keys {
-                let null = serde_json::Value::Null;
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                diff_json(
-                    &p,
-                    x.get(k).unwrap_or(&null),
-                    y.get(k).unwrap_or(&null),
-                    out,
-                );
-            }
-        }
-        _ if a != b => out.push(format!("{prefix}: {a} → {b}")),
-        _ => {}
     }
 }
 
@@ -336,9 +316,5 @@ fn out_of_range(
     value: impl std::fmt::Display,
     valid: impl Into<String>,
 ) -> Result<(), SaeError> {
-    Err(SaeError::OutOfRange {
-        option: option.to_string(),
-        value: value.to_string(),
-        valid: valid.into(),
-    })
+    Err(SaeError::invalid(option, value, valid))
 }

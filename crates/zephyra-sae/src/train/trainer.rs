@@ -8,18 +8,22 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+mod state;
+mod window;
+
+pub use state::{RngState, StateMeta, STATE_FORMAT};
+use window::Window;
+
 use super::batch::fill_batch;
 use super::collective::{check_world, reduce_step, rows_of, Collective, SingleProcess};
 use super::config::{BDecInit, TrainConfig};
 use super::source::ActivationSource;
-use crate::checkpoint::{f32_pairs_to_u64s, u64s_to_f32_pairs, TrainingState, STATE_FILE};
-use crate::metrics::{MetricsRecord, MetricsWriter};
+use crate::checkpoint::STATE_FILE;
+use crate::metrics::MetricsWriter;
 use crate::optim::{clip_global_norm, global_norm, Adam};
 use crate::schedule::sparsity_at;
 use crate::{init, Architecture, Gradients, Sae, SaeError, StepConfig, Workspace};
 
-/// Version of the training-state layout.
-const STATE_FORMAT: u64 = 1;
 /// File name of the metrics log inside a run directory.
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
@@ -124,11 +128,15 @@ impl Trainer {
         }
         if let Some(dir) = out_dir {
             if dir.join(STATE_FILE).exists() || dir.join("cfg.json").exists() {
-                return Err(SaeError::InvalidConfig(format!(
-                    "{} already holds a training run; continue it with `--resume {}` or choose another --out",
+                return Err(SaeError::invalid(
+                    "--out",
                     dir.display(),
-                    dir.display()
-                )));
+                    format!(
+                        "it already holds a training run; continue it with `--resume {}` or choose \
+                         another --out",
+                        dir.display()
+                    ),
+                ));
             }
             std::fs::create_dir_all(dir).map_err(|source| SaeError::Io {
                 path: dir.to_path_buf(),
@@ -198,182 +206,9 @@ impl Trainer {
         })
     }
 
-    /// Continues the run saved in `dir`. With `expected`, its settings must equal the checkpoint's (except
-    /// the checkpoint and metrics intervals, which are taken from `expected`); otherwise
-    /// [`SaeError::ConfigMismatch`] and nothing is touched. The source is moved to the saved cursor.
-    pub fn resume(
-        dir: &Path,
-        expected: Option<&TrainConfig>,
-        source: &mut dyn ActivationSource,
-    ) -> Result<Self, SaeError> {
-        Self::resume_with(dir, expected, source, Box::new(SingleProcess))
-    }
-
-    /// [`Trainer::resume`] for one rank of a data-parallel job. The run must have been saved by a job with
-    /// the same number of ranks (otherwise [`SaeError::ConfigMismatch`]).
-    pub fn resume_with(
-        dir: &Path,
-        expected: Option<&TrainConfig>,
-        source: &mut dyn ActivationSource,
-        comm: Box<dyn Collective + Send>,
-    ) -> Result<Self, SaeError> {
-        let state = TrainingState::load(dir)?;
-        let path = dir.join(STATE_FILE);
-        let bad = |reason: String| SaeError::Checkpoint {
-            path: path.clone(),
-            reason,
-        };
-        let meta = &state.meta;
-        if meta.get("format").and_then(serde_json::Value::as_u64) != Some(STATE_FORMAT) {
-            return Err(bad(format!(
-                "unsupported training-state format {:?} (expected {STATE_FORMAT})",
-                meta.get("format")
-            )));
-        }
-        let mut cfg: TrainConfig = serde_json::from_value(meta["config"].clone())
-            .map_err(|e| bad(format!("its configuration cannot be read ({e})")))?;
-        if let Some(want) = expected {
-            let diffs = cfg.differences(want);
-            if !diffs.is_empty() {
-                return Err(SaeError::ConfigMismatch {
-                    differences: diffs.join("; "),
-                });
-            }
-            cfg.checkpoint_every_tokens = want.checkpoint_every_tokens;
-            cfg.metrics_every_steps = want.metrics_every_steps;
-        }
-        cfg.validate()?;
-        check_world(&cfg, comm.as_ref())?;
-        let saved_world = meta
-            .get("world_size")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(1);
-        if saved_world != comm.world_size() as u64 {
-            return Err(SaeError::ConfigMismatch {
-                differences: format!(
-                    "world size: {saved_world} → {} (resume with `mpirun -np {saved_world}`{})",
-                    comm.world_size(),
-                    if saved_world == 1 {
-                        " or without mpirun"
-                    } else {
-                        ""
-                    }
-                ),
-            });
-        }
-        if source.d_in() != cfg.sae.d_in {
-            return Err(SaeError::shape(
-                "activation rows (d_in)",
-                &[cfg.sae.d_in],
-                &[source.d_in()],
-            ));
-        }
-        let u = |k: &str| {
-            meta.get(k)
-                .and_then(serde_json::Value::as_u64)
-                .ok_or_else(|| bad(format!("`{k}` is missing")))
-        };
-        let (step, tokens, skipped_rows, adam_t) =
-            (u("step")?, u("tokens")?, u("skipped_rows")?, u("adam_t")?);
-        let scale = meta
-            .get("scale")
-            .and_then(serde_json::Value::as_f64)
-            .ok_or_else(|| bad("`scale` is missing".into()))? as f32;
-
-        // The state file bounds the sizes: a configuration promising more weights than the file holds is
-        // refused before anything of that size is allocated.
-        let (d_in, d_sae) = (cfg.sae.d_in, cfg.sae.d_sae);
-        for (name, need) in [
-            ("param.W_enc", d_in.checked_mul(d_sae)),
-            ("param.b_dec", Some(d_in)),
-        ] {
-            let got = state.tensor(name).map(<[f32]>::len);
-            if got.is_none() || got != need {
-                return Err(bad(format!(
-                    "tensor `{name}` has {} values where its configuration (d_in {d_in}, d_sae {d_sae}) \
-                     needs {}: the file is corrupt",
-                    got.map_or("no".into(), |n| n.to_string()),
-                    need.map_or("more than memory holds".into(), |n| n.to_string()),
-                )));
-            }
-        }
-        let mut sae = Sae::zeros(cfg.sae.clone())?;
-        let mut adam = Adam::new(cfg.adam, &shapes(&sae));
-        adam.t = adam_t;
-        for (i, p) in sae.params_mut().into_iter().enumerate() {
-            let st = &mut adam.moments[i];
-            for (prefix, dst) in [
-                ("param", &mut *p.value),
-                ("adam_m", &mut st.m[..]),
-                ("adam_v", &mut st.v[..]),
-            ] {
-                let name = format!("{prefix}.{}", p.name);
-                let src = state
-                    .tensor(&name)
-                    .ok_or_else(|| bad(format!("tensor `{name}` is missing")))?;
-                if src.len() != dst.len() {
-                    return Err(bad(format!(
-                        "tensor `{name}` has {} values, expected {}",
-                        src.len(),
-                        dst.len()
-                    )));
-                }
-                dst.copy_from_slice(src);
-            }
-        }
-        if !sae.threshold.is_empty() {
-            let t = state
-                .tensor("threshold")
-                .ok_or_else(|| bad("tensor `threshold` is missing".into()))?;
-            if t.len() != sae.threshold.len() {
-                return Err(bad(format!(
-                    "tensor `threshold` has {} values, expected {}",
-                    t.len(),
-                    sae.threshold.len()
-                )));
-            }
-            sae.threshold.copy_from_slice(t);
-        }
-        let tsf = f32_pairs_to_u64s(state.tensor("tokens_since_fired").unwrap_or_default());
-        if tsf.len() != cfg.sae.d_sae {
-            return Err(bad(format!(
-                "`tokens_since_fired` has {} entries, expected {}",
-                tsf.len(),
-                cfg.sae.d_sae
-            )));
-        }
-        let rng =
-            restore_rng(&meta["rng"]).ok_or_else(|| bad("the RNG state cannot be read".into()))?;
-        source.seek(&meta["cursor"])?;
-
-        let window: Window = serde_json::from_value(meta["window"].clone())
-            .map_err(|e| bad(format!("the metrics window cannot be read ({e})")))?;
-        let metrics = if comm.is_root() {
-            Some(MetricsWriter::open(&dir.join(METRICS_FILE), Some(step))?)
-        } else {
-            None
-        };
-        let dead = tsf.iter().map(|&t| t >= cfg.dead_after_tokens).collect();
-        tracing::info!(step, tokens, dir = %dir.display(), "resuming");
-        Ok(Self {
-            grads: Gradients::zeros_like(&sae),
-            ws: Workspace::default(),
-            adam,
-            rng,
-            step,
-            tokens,
-            skipped_rows,
-            scale,
-            tokens_since_fired: tsf,
-            dead,
-            batch: vec![0.0; cfg.batch_size * cfg.sae.d_in],
-            out_dir: Some(dir.to_path_buf()),
-            metrics,
-            window,
-            sae,
-            cfg,
-            comm,
-        })
+    /// The run directory (checkpoints, metrics, the SAE), if any.
+    pub fn out_dir(&self) -> Option<&Path> {
+        self.out_dir.as_deref()
     }
 
     /// The configuration.
@@ -647,113 +482,5 @@ impl Trainer {
     /// The collective this trainer reduces over (rank 0 of 1 unless built with [`Trainer::new_with`]).
     pub fn collective(&self) -> &dyn Collective {
         self.comm.as_ref()
-    }
-
-    /// The complete state as a [`TrainingState`].
-    pub fn state(&self, cursor: serde_json::Value) -> TrainingState {
-        let mut tensors = Vec::new();
-        for ((name, value), st) in self.sae.params().into_iter().zip(&self.adam.moments) {
-            tensors.push((format!("param.{name}"), value.to_vec()));
-            tensors.push((format!("adam_m.{name}"), st.m.clone()));
-            tensors.push((format!("adam_v.{name}"), st.v.clone()));
-        }
-        if !self.sae.threshold.is_empty() {
-            tensors.push(("threshold".into(), self.sae.threshold.clone()));
-        }
-        tensors.push((
-            "tokens_since_fired".into(),
-            u64s_to_f32_pairs(&self.tokens_since_fired),
-        ));
-        let mut meta = serde_json::json!({
-            "format": STATE_FORMAT,
-            "config": self.cfg,
-            "step": self.step,
-            "tokens": self.tokens,
-            "skipped_rows": self.skipped_rows,
-            "adam_t": self.adam.t,
-            "scale": self.scale,
-            "rng": {
-                "seed": self.rng.get_seed().to_vec(),
-                "stream": self.rng.get_stream(),
-                "word_pos": self.rng.get_word_pos().to_string(),
-            },
-            "cursor": cursor,
-            "window": self.window,
-        });
-        if self.comm.world_size() > 1 {
-            meta["world_size"] = serde_json::json!(self.comm.world_size());
-        }
-        TrainingState { meta, tensors }
-    }
-
-    /// Writes the training state and the SAELens files (for raw activations) into the run directory.
-    fn checkpoint(&self, cursor: serde_json::Value) -> Result<(), SaeError> {
-        let Some(dir) = &self.out_dir else {
-            return Ok(());
-        };
-        if !self.comm.is_root() {
-            return Ok(());
-        }
-        self.state(cursor).save(dir)?;
-        crate::saelens::save(&self.inference_sae(), dir)?;
-        tracing::debug!(step = self.step, tokens = self.tokens, dir = %dir.display(), "checkpoint written");
-        Ok(())
-    }
-}
-
-fn restore_rng(v: &serde_json::Value) -> Option<ChaCha8Rng> {
-    let seed: Vec<u8> = serde_json::from_value(v.get("seed")?.clone()).ok()?;
-    let seed: [u8; 32] = seed.try_into().ok()?;
-    let mut rng = ChaCha8Rng::from_seed(seed);
-    rng.set_stream(v.get("stream")?.as_u64()?);
-    rng.set_word_pos(v.get("word_pos")?.as_str()?.parse().ok()?);
-    Some(rng)
-}
-
-/// Sums over the steps between two metrics lines (saved in checkpoints, so a resumed run logs the same lines).
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-struct Window {
-    steps: u64,
-    loss: f64,
-    mse: f64,
-    sparsity: f64,
-    aux: f64,
-    l0: f64,
-    sse: f64,
-    sst: f64,
-    grad_norm: f64,
-}
-
-impl Window {
-    fn add(&mut self, s: &crate::StepStats, grad_norm: f64) {
-        self.steps += 1;
-        self.loss += s.loss;
-        self.mse += s.mse_loss;
-        self.sparsity += s.sparsity_loss;
-        self.aux += s.aux_loss;
-        self.l0 += s.l0;
-        self.sse += s.sse;
-        self.sst += s.sst;
-        self.grad_norm = grad_norm;
-    }
-
-    fn record(&self, t: &Trainer, lr: f64, coeff: f64, tokens_per_s: f64) -> MetricsRecord {
-        let n = self.steps.max(1) as f64;
-        MetricsRecord {
-            step: t.step,
-            tokens: t.tokens,
-            loss: self.loss / n,
-            mse: self.mse / n,
-            sparsity_loss: self.sparsity / n,
-            aux_loss: self.aux / n,
-            l0: self.l0 / n,
-            fve: 1.0 - self.sse / self.sst.max(f64::MIN_POSITIVE),
-            dead_fraction: t.dead_fraction(),
-            lr,
-            sparsity_coeff: coeff,
-            grad_norm: self.grad_norm,
-            skipped_rows: t.skipped_rows,
-            tokens_per_s,
-        }
     }
 }

@@ -28,8 +28,7 @@ use zephyra_data::harvest::{Pipeline, StreamFeed};
 use zephyra_data::store::StoreDtype;
 use zephyra_data::ShuffleReader;
 use zephyra_lm::HookPoint;
-use zephyra_sae::train::{MemorySource, TrainConfig, Trainer};
-use zephyra_sae::SaeConfig;
+use zephyra_sae::train::{MemorySource, TrainConfig, TrainSession};
 
 use super::super::source::{harvest_config, load_model, stream_tokens, BufferedSource};
 use super::super::Global;
@@ -89,20 +88,18 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     );
     // candle sizes its thread use from the same variable as rayon's global pool (the harvest thread's).
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build()
-        .context("starting the worker threads")?;
     let (model, tokenizer, path) = load_model(&args.model.model.to_string())?;
     let corpus = args.corpus.open()?;
     let d = model.config().d_model;
     let n_rows = args.steps * args.batch as u64;
-    let mut cfg = TrainConfig::for_sae(
-        SaeConfig::new(d, args.arch.expansion() * d, args.arch.architecture())
-            .context("--arch/--k/--expansion")?,
+    let mut cfg = TrainConfig::new(
+        d,
+        args.arch.expansion() * d,
+        args.arch.architecture(),
         args.batch,
         n_rows,
-    );
+    )
+    .context("--arch/--k/--expansion")?;
     cfg.threads = args.threads;
     cfg.seed = args.seed;
     // What `train --model` harvests for these rows (the initialisation rows included).
@@ -160,20 +157,16 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     let mut memory = MemorySource::new(kept, d, true)?;
     let mut b_cfg = cfg.clone();
     b_cfg.init_rows = b_cfg.init_rows.min(keep_rows.min(harvest_rows) as usize);
-    let sae_s = pool.install(|| -> anyhow::Result<f64> {
-        let mut trainer = Trainer::new(b_cfg, &mut memory, None)?;
-        let started = Instant::now();
-        trainer.run(&mut memory, &mut |_| ControlFlow::Continue(()))?;
-        Ok(started.elapsed().as_secs_f64())
-    })?;
+    let mut session = TrainSession::start(b_cfg, &mut memory, None, None)?;
+    let started = Instant::now();
+    session.run(&mut memory, &mut |_| ControlFlow::Continue(()))?;
+    let sae_s = started.elapsed().as_secs_f64();
 
     // (c) Streaming, as `train --model` does it.
     let started = Instant::now();
     let mut source = BufferedSource::stream(pipeline, args.shuffle_buffer, args.seed)?;
-    let outcome = pool.install(|| -> anyhow::Result<_> {
-        let mut trainer = Trainer::new(cfg.clone(), &mut source, None)?;
-        Ok(trainer.run(&mut source, &mut |_| ControlFlow::Continue(()))?)
-    })?;
+    let mut session = TrainSession::start(cfg.clone(), &mut source, None, None)?;
+    let outcome = session.run(&mut source, &mut |_| ControlFlow::Continue(()))?;
     let stream_s = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         outcome.tokens == n_rows,

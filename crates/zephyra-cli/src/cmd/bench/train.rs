@@ -13,8 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use zephyra_sae::npy::{NpyOrder, NpySource};
-use zephyra_sae::train::{ActivationSource, MemorySource, Progress, TrainConfig, Trainer};
-use zephyra_sae::SaeConfig;
+use zephyra_sae::train::{ActivationSource, MemorySource, Progress, TrainConfig, TrainSession};
 
 use super::super::Global;
 use crate::args::renamed::OldBatchRows;
@@ -90,37 +89,31 @@ fn source(args: &Args) -> anyhow::Result<Box<dyn ActivationSource>> {
 }
 
 pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build()
-        .context("starting the worker threads")?;
     for &arch in &args.arch {
         let mut src = source(&args)?;
         let d_in = src.d_in();
         let architecture = arch.with_k(args.k);
-        let sae = SaeConfig::new(d_in, args.expansion * d_in, architecture)?;
         let total = (args.warmup + args.steps) * args.batch as u64;
-        let mut cfg = TrainConfig::for_sae(sae, args.batch, total);
+        let mut cfg =
+            TrainConfig::new(d_in, args.expansion * d_in, architecture, args.batch, total)?;
         cfg.threads = args.threads;
         cfg.init_rows = args.batch.min(4096);
         cfg.sparsity_warmup_steps = 0;
         let mut timer: Option<Instant> = None;
         let mut last = (0.0, 0.0);
         let warmup = args.warmup;
-        let outcome = pool.install(|| -> anyhow::Result<_> {
-            let mut trainer = Trainer::new(cfg, src.as_mut(), None)?;
-            if warmup == 0 {
+        let mut session = TrainSession::start(cfg, src.as_mut(), None, None)?;
+        if warmup == 0 {
+            timer = Some(Instant::now());
+        }
+        let mut on_step = |p: &Progress| {
+            if p.step == warmup {
                 timer = Some(Instant::now());
             }
-            let mut on_step = |p: &Progress| {
-                if p.step == warmup {
-                    timer = Some(Instant::now());
-                }
-                last = (p.l0, p.fve);
-                ControlFlow::Continue(())
-            };
-            Ok(trainer.run(src.as_mut(), &mut on_step)?)
-        })?;
+            last = (p.l0, p.fve);
+            ControlFlow::Continue(())
+        };
+        let outcome = session.run(src.as_mut(), &mut on_step)?;
         let secs = timer.map(|t| t.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
         let tokens_per_s = (args.steps * args.batch as u64) as f64 / secs;
         let line = serde_json::json!({

@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use zephyra_data::harvest::{self, Pipeline, DEFAULT_BATCH_CONTEXTS, DEFAULT_CONTEXTS_PER_SHARD};
+use zephyra_data::harvest::{
+    self, HarvestConfig, Pipeline, DEFAULT_BATCH_CONTEXTS, DEFAULT_CONTEXTS_PER_SHARD,
+};
 use zephyra_data::store::StoreDtype;
+use zephyra_data::ExclusionRule;
 use zephyra_lm::HookPoint;
 
-use super::source::{harvest_config, load_corpus, load_model};
+use super::source::{load_corpus, load_model};
 use super::Global;
 
 /// `--dtype` values.
@@ -79,20 +82,17 @@ pub struct Args {
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let (model, tokenizer, model_path) = load_model(&args.model)?;
-    let config = harvest_config(
-        args.hook.clone(),
-        args.ctx,
-        args.tokens,
-        args.seed,
-        args.shard_contexts,
-        args.batch,
-        match args.dtype {
+    let config = HarvestConfig {
+        seed: args.seed,
+        contexts_per_shard: args.shard_contexts,
+        batch_contexts: args.batch,
+        dtype: match args.dtype {
             DtypeArg::Float32 => StoreDtype::Float32,
             DtypeArg::Bfloat16 => StoreDtype::Bfloat16,
         },
-        args.keep_sinks,
-        args.max_norm_multiple,
-    );
+        rule: ExclusionRule::from_flags(args.keep_sinks, args.max_norm_multiple),
+        ..HarvestConfig::new(args.hook.clone(), args.ctx, args.tokens)
+    };
     if args.ctx > model.config().context_length {
         return Err(zephyra_data::DataError::CtxTooLarge {
             ctx: args.ctx,

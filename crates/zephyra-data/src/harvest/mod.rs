@@ -26,7 +26,7 @@ use zephyra_lm::{HookPoint, Hooks, Llama};
 use crate::corpus::{Corpus, ReadStats};
 use crate::error::{DataError, Result};
 use crate::exclude::{self, ExclusionCounts, ExclusionRule};
-use crate::pack::{ContextStream, PackOptions, TextEncoder};
+use crate::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
 use crate::store::manifest::{
     Accumulator, CorpusInfo, ExclusionInfo, Manifest, ModelInfo, ShardInfo, Stats, TokenizerInfo,
     FORMAT, MANIFEST_FILE,
@@ -37,7 +37,8 @@ use crate::store::{
 
 mod stream;
 
-pub use stream::{shards_per_window, StreamFeed};
+pub use crate::store::{shards_per_window, store_dirs};
+pub use stream::{stream_tokens, StreamFeed};
 
 /// Default contexts per shard (32,768 rows at ctx 128: 75 MB of float32 at d = 576).
 pub const DEFAULT_CONTEXTS_PER_SHARD: usize = 256;
@@ -122,6 +123,24 @@ pub struct HarvestConfig {
 }
 
 impl HarvestConfig {
+    /// A harvest of `n_tokens` tokens in contexts of `ctx` at `hooks`, with the defaults: seed 0, a
+    /// context shuffle of [`DEFAULT_SHUFFLE_CONTEXTS`], [`DEFAULT_CONTEXTS_PER_SHARD`] contexts per shard,
+    /// [`DEFAULT_BATCH_CONTEXTS`] per forward pass, float32, the default [`ExclusionRule`]. Change them
+    /// with struct update syntax: `HarvestConfig { seed: 3, ..HarvestConfig::new(hooks, 128, 1 << 20) }`.
+    pub fn new(hooks: Vec<HookPoint>, ctx: usize, n_tokens: u64) -> Self {
+        Self {
+            hooks,
+            ctx,
+            n_tokens,
+            seed: 0,
+            shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS,
+            contexts_per_shard: DEFAULT_CONTEXTS_PER_SHARD,
+            batch_contexts: DEFAULT_BATCH_CONTEXTS,
+            dtype: StoreDtype::Float32,
+            rule: ExclusionRule::default(),
+        }
+    }
+
     /// Contexts asked for.
     pub fn target_contexts(&self) -> u64 {
         self.n_tokens.div_ceil(self.ctx.max(1) as u64)
@@ -223,15 +242,6 @@ pub struct HarvestSummary {
     pub corpus_exhausted: bool,
     /// Wall time of this session.
     pub seconds: f64,
-}
-
-/// The store directory of each hook: `out` itself for one hook, `out/<hook>` for several.
-pub fn store_dirs(out: &Path, hooks: &[HookPoint]) -> Vec<PathBuf> {
-    if hooks.len() == 1 {
-        vec![out.to_path_buf()]
-    } else {
-        hooks.iter().map(|h| out.join(h.to_string())).collect()
-    }
 }
 
 /// Inputs shared by [`harvest`] and [`StreamFeed`].

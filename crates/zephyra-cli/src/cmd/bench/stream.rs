@@ -24,16 +24,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use zephyra_data::harvest::{Pipeline, StreamFeed};
-use zephyra_data::store::StoreDtype;
+use zephyra_data::harvest::{HarvestConfig, Pipeline, StreamFeed};
 use zephyra_data::ShuffleReader;
 use zephyra_lm::HookPoint;
 use zephyra_sae::train::{MemorySource, TrainConfig, Trainer};
 use zephyra_sae::SaeConfig;
 
-use super::super::source::{
-    harvest_config, load_corpus, load_model, stream_tokens, BufferedSource,
-};
+use super::super::source::{load_corpus, load_model, stream_tokens, BufferedSource};
 use super::super::train::{arch_of, Arch};
 use super::super::Global;
 use super::peak_rss_mb;
@@ -122,17 +119,12 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         model: model.clone(),
         encoder: tokenizer,
         corpus,
-        config: harvest_config(
-            vec![args.hook],
-            args.ctx,
-            h_tokens,
-            args.seed,
-            args.shard_contexts,
-            args.harvest_batch,
-            StoreDtype::Float32,
-            false,
-            zephyra_data::exclude::DEFAULT_MAX_NORM_MULTIPLE,
-        ),
+        config: HarvestConfig {
+            seed: args.seed,
+            contexts_per_shard: args.shard_contexts,
+            batch_contexts: args.harvest_batch,
+            ..HarvestConfig::new(vec![args.hook], args.ctx, h_tokens)
+        },
     };
 
     // (a) Harvest only, keeping the first rows for (b).

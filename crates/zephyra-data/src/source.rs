@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use zephyra_sae::train::ActivationSource;
+use zephyra_sae::train::{ActivationSource, Cursor};
 use zephyra_sae::SaeError;
 
 use crate::corpus::Corpus;
@@ -25,27 +25,19 @@ fn source_err(e: crate::DataError) -> SaeError {
     SaeError::Source(e.to_string())
 }
 
-fn parse_cursor(cursor: &serde_json::Value, kind: &str) -> Result<ReaderCursor, SaeError> {
-    if cursor.get("kind").and_then(|k| k.as_str()) != Some(kind) {
-        return Err(SaeError::Source(format!("checkpoint cursor {cursor} was not written by a `{kind}` source: resume with the same activations")));
-    }
-    serde_json::from_value(cursor.clone())
-        .map_err(|e| SaeError::Source(format!("bad {kind} cursor {cursor}: {e}")))
-}
-
 /// Rows served through a shuffle buffer: from an activation store, or harvested on the fly by a background
-/// thread. Checkpoint cursors name the kind (`store`, with the store's path, or `stream`) and the reader's
-/// `(epoch, window, offset)`.
+/// thread. Its cursors are [`Cursor::Store`] (with the store's path) and [`Cursor::Stream`], holding the
+/// reader's `(epoch, window, offset)`.
 pub struct BufferedSource {
     reader: ShuffleReader,
-    kind: &'static str,
+    /// The store read; `None` on the fly.
     dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for BufferedSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BufferedSource")
-            .field("kind", &self.kind)
+            .field("kind", &self.kind())
             .field("dir", &self.dir)
             .field("reader", &self.reader)
             .finish()
@@ -53,6 +45,15 @@ impl std::fmt::Debug for BufferedSource {
 }
 
 impl BufferedSource {
+    /// `store` or `stream`.
+    pub fn kind(&self) -> &'static str {
+        if self.dir.is_some() {
+            "store"
+        } else {
+            "stream"
+        }
+    }
+
     /// Reads `store` with a buffer of `buffer_rows` rows shuffled from `seed`: one pass, or forever with
     /// `repeat`.
     pub fn store(store: ActivationStore, buffer_rows: usize, seed: u64, repeat: bool) -> Self {
@@ -60,7 +61,6 @@ impl BufferedSource {
         let epochs = if repeat { None } else { Some(1) };
         Self {
             reader: ShuffleReader::from_store(store, buffer_rows, seed, epochs),
-            kind: "store",
             dir: Some(dir),
         }
     }
@@ -71,7 +71,6 @@ impl BufferedSource {
         let feed = StreamFeed::new(pipeline, buffer_rows, PREFETCH_SHARDS)?;
         Ok(Self {
             reader: ShuffleReader::new(Box::new(feed), seed, Some(1)),
-            kind: "stream",
             dir: None,
         })
     }
@@ -105,17 +104,59 @@ impl ActivationSource for BufferedSource {
         self.reader.next_rows(out).map_err(source_err)
     }
 
-    fn cursor(&self) -> serde_json::Value {
-        let c = self.reader.cursor();
-        let mut cursor = serde_json::json!({ "kind": self.kind, "epoch": c.epoch, "window": c.window, "offset": c.offset });
-        if let Some(dir) = &self.dir {
-            cursor["path"] = serde_json::json!(dir);
+    fn cursor(&self) -> Cursor {
+        let ReaderCursor {
+            epoch,
+            window,
+            offset,
+        } = self.reader.cursor();
+        match &self.dir {
+            Some(path) => Cursor::Store {
+                path: path.clone(),
+                epoch,
+                window,
+                offset,
+            },
+            None => Cursor::Stream {
+                epoch,
+                window,
+                offset,
+            },
         }
-        cursor
     }
 
-    fn seek(&mut self, cursor: &serde_json::Value) -> Result<(), SaeError> {
-        let c = parse_cursor(cursor, self.kind)?;
-        self.reader.seek(c).map_err(source_err)
+    fn seek(&mut self, cursor: &Cursor) -> Result<(), SaeError> {
+        let (epoch, window, offset) = match (cursor, &self.dir) {
+            (
+                Cursor::Store {
+                    epoch,
+                    window,
+                    offset,
+                    ..
+                },
+                Some(_),
+            )
+            | (
+                Cursor::Stream {
+                    epoch,
+                    window,
+                    offset,
+                },
+                None,
+            ) => (*epoch, *window, *offset),
+            _ => {
+                return Err(SaeError::Source(format!(
+                    "the checkpoint's data cursor {cursor} was not written by a `{}` source: resume with the same activations",
+                    self.kind()
+                )))
+            }
+        };
+        self.reader
+            .seek(ReaderCursor {
+                epoch,
+                window,
+                offset,
+            })
+            .map_err(source_err)
     }
 }

@@ -6,7 +6,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use zephyra_data::harvest::model_info;
 use zephyra_data::store::merge_rank_stores;
 use zephyra_data::ActivationStore;
 use zephyra_lm::HookPoint;
@@ -33,17 +32,9 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn rank_stores_merge_into_the_one_process_store() {
-    let t = zephyra_lm::testing::tiny_llama(3).unwrap();
-    let (model, tok) = load(&t.path);
-    let info = model_info(&t.path, model.as_ref()).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_corpus(&data);
     let hooks = vec![HookPoint::ResidPre(0), HookPoint::ResidPre(1)];
-    let whole = root.path().join("whole");
-    let cfg = config(hooks.clone(), 16, 20 * 16, 4, 2);
-    harvest_corpus(model, &tok, &data, cfg, info, 1, &whole).unwrap();
+    let whole = tiny_store(root.path(), "whole", hooks.clone(), 20);
     let n_shards = ActivationStore::open(whole.join("blocks.1.hook_resid_pre"))
         .unwrap()
         .n_shards();

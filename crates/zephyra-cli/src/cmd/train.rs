@@ -17,8 +17,8 @@ use clap::ValueEnum;
 use zephyra_sae::npy::{NpyFile, NpyOrder, NpySource};
 use zephyra_sae::schedule::Decay;
 use zephyra_sae::train::{
-    evaluate, ActivationSource, BDecInit, EvalStats, NonFinitePolicy, Progress, TrainConfig,
-    Trainer,
+    evaluate, ActivationSource, BDecInit, Cursor, EvalStats, NonFinitePolicy, Progress,
+    TrainConfig, Trainer,
 };
 use zephyra_sae::{Architecture, SaeConfig};
 
@@ -523,25 +523,22 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
     }
     let mut expected = saved.clone();
     args.apply(&mut expected);
-    let cursor = &state.meta["cursor"];
-    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) =
-        if cursor["kind"] == "npy" {
-            let acts =
-                match &args.source.acts {
-                    Some(p) => p.clone(),
-                    None => PathBuf::from(cursor["path"].as_str().context(
-                        "the checkpoint does not name its activation file: pass --acts",
-                    )?),
-                };
-            let order: NpyOrder = serde_json::from_value(cursor["order"].clone())
-                .context("the checkpoint's data cursor has no order")?;
-            let n = cursor["n_rows"].as_u64().unwrap_or(0);
-            let end = cursor["end"].as_u64().unwrap_or(0);
-            let (train, eval) = open_npy(&acts, Some((n - end.min(n)) as f64), order)?;
-            (Box::new(train), eval)
-        } else {
-            (open_other(args, &expected)?, None)
-        };
+    let cursor: Cursor = serde_json::from_value(state.meta["cursor"].clone())
+        .with_context(|| format!("reading the data cursor saved in {}", dir.display()))?;
+    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) = if let Cursor::Npy {
+        path,
+        order,
+        n_rows,
+        end,
+        ..
+    } = cursor
+    {
+        let acts = args.source.acts.clone().unwrap_or(path);
+        let (train, eval) = open_npy(&acts, Some((n_rows - end.min(n_rows)) as f64), order)?;
+        (Box::new(train), eval)
+    } else {
+        (open_other(args, &expected)?, None)
+    };
     let trainer = Trainer::resume_with(
         dir,
         Some(&expected),

@@ -10,6 +10,7 @@
 mod batch;
 pub mod collective;
 pub mod config;
+pub mod cursor;
 pub mod eval;
 pub mod source;
 mod trainer;
@@ -17,6 +18,7 @@ mod trainer;
 pub use batch::fill_batch;
 pub use collective::{Collective, SingleProcess};
 pub use config::{BDecInit, NonFinitePolicy, TrainConfig};
+pub use cursor::Cursor;
 pub use eval::{evaluate, EvalStats};
 pub use source::{ActivationSource, MemorySource};
 pub use trainer::{Progress, RunOutcome, Trainer, METRICS_FILE};

@@ -327,7 +327,9 @@ impl Trainer {
         }
         let rng =
             restore_rng(&meta["rng"]).ok_or_else(|| bad("the RNG state cannot be read".into()))?;
-        source.seek(&meta["cursor"])?;
+        let cursor: super::Cursor = serde_json::from_value(meta["cursor"].clone())
+            .map_err(|e| bad(format!("the data cursor cannot be read ({e})")))?;
+        source.seek(&cursor)?;
 
         let window: Window = serde_json::from_value(meta["window"].clone())
             .map_err(|e| bad(format!("the metrics window cannot be read ({e})")))?;
@@ -633,7 +635,7 @@ impl Trainer {
     }
 
     /// The complete state as a [`TrainingState`].
-    pub fn state(&self, cursor: serde_json::Value) -> TrainingState {
+    pub fn state(&self, cursor: super::Cursor) -> TrainingState {
         let mut tensors = Vec::new();
         for ((name, value), st) in self.sae.params().into_iter().zip(&self.adam.moments) {
             tensors.push((format!("param.{name}"), value.to_vec()));
@@ -670,7 +672,7 @@ impl Trainer {
     }
 
     /// Writes the training state and the SAELens files (for raw activations) into the run directory.
-    fn checkpoint(&self, cursor: serde_json::Value) -> Result<(), SaeError> {
+    fn checkpoint(&self, cursor: super::Cursor) -> Result<(), SaeError> {
         let Some(dir) = &self.out_dir else {
             return Ok(());
         };

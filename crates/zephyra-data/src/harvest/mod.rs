@@ -77,9 +77,10 @@ impl HookModel for Llama {
         hooks
             .iter()
             .map(|&p| {
-                let t = out.activations.take(p).ok_or_else(|| {
-                    DataError::Pipeline(format!("the forward pass did not capture {p}"))
-                })?;
+                let t = out
+                    .activations
+                    .take(p)
+                    .ok_or(DataError::NotCaptured { hook: p })?;
                 Ok(t.flatten_all()
                     .and_then(|t| t.to_vec1::<f32>())
                     .map_err(zephyra_lm::LmError::from)?)
@@ -311,7 +312,10 @@ impl ShardProducer {
         let packer = std::thread::Builder::new()
             .name("zephyra-packer".into())
             .spawn(move || pack_thread(stream, target, tx))
-            .map_err(|e| DataError::Pipeline(format!("cannot start the packer thread: {e}")))?;
+            .map_err(|source| DataError::ThreadSpawn {
+                thread: "packer",
+                source,
+            })?;
         let mut producer = Self {
             pipeline,
             rx,
@@ -346,9 +350,7 @@ impl ShardProducer {
                 Ok(None)
             }
             Ok(ContextMsg::Err(e)) => Err(e),
-            Err(_) => Err(DataError::Pipeline(
-                "the packer thread stopped unexpectedly".into(),
-            )),
+            Err(_) => Err(DataError::ThreadStopped { thread: "packer" }),
         }
     }
 
@@ -570,7 +572,10 @@ fn run_harvest(
         std::thread::Builder::new()
             .name("zephyra-writer".into())
             .spawn(move || writer_thread(job_rx, dirs, manifests, cfg, d, encoder, shards_written))
-            .map_err(|e| DataError::Pipeline(format!("cannot start the writer thread: {e}")))?
+            .map_err(|source| DataError::ThreadSpawn {
+                thread: "writer",
+                source,
+            })?
     };
     let mut tokens_done = 0u64;
     let produced: Result<()> = (|| {
@@ -596,7 +601,7 @@ fn run_harvest(
     drop(job_tx);
     let written = writer
         .join()
-        .map_err(|_| DataError::Pipeline("the writer thread panicked".into()))?;
+        .map_err(|_| DataError::ThreadStopped { thread: "writer" })?;
     produced?;
     let mut manifests = written?;
     let n_contexts = manifests[0].n_contexts;

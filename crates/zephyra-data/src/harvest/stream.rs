@@ -89,7 +89,10 @@ impl StreamFeed {
         let thread = std::thread::Builder::new()
             .name("zephyra-harvest".into())
             .spawn(move || stream_thread(producer, cfg, d, encoder, tx))
-            .map_err(|e| DataError::Pipeline(format!("cannot start the harvesting thread: {e}")))?;
+            .map_err(|source| DataError::ThreadSpawn {
+                thread: "harvesting",
+                source,
+            })?;
         self.rx = Some(rx);
         self._thread = Some(thread);
         self.next_window = window;
@@ -132,10 +135,9 @@ impl WindowFeed for StreamFeed {
         if self.rx.is_none() || self.next_window != window {
             self.start_at(window)?;
         }
-        let rx = self
-            .rx
-            .as_ref()
-            .ok_or_else(|| DataError::Pipeline("harvesting thread not running".into()))?;
+        let rx = self.rx.as_ref().ok_or(DataError::ThreadStopped {
+            thread: "harvesting",
+        })?;
         let mut got_any = false;
         for _ in 0..self.shards_per_window {
             match rx.recv() {

@@ -151,8 +151,7 @@ pub fn encode_shard(
     let ci = u32_bytes(&data.context_index);
     let pos = u32_bytes(&data.position);
     let ct = u32_bytes(&data.context_tokens);
-    let err =
-        |e: safetensors::SafeTensorError| DataError::Pipeline(format!("encoding a shard: {e}"));
+    let err = DataError::EncodeShard;
     let tensors = vec![
         (
             "activations",

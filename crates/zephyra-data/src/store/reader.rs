@@ -174,10 +174,10 @@ impl ShuffleReader {
         if self.rows.len() % self.d != 0 {
             let n_values = self.rows.len();
             self.rows.clear();
-            return Err(DataError::Pipeline(format!(
-                "window of {n_values} values is not a whole number of rows of {}",
-                self.d
-            )));
+            return Err(DataError::RaggedWindow {
+                n_values,
+                d: self.d,
+            });
         }
         let n = self.rows.len() / self.d;
         self.order.extend(0..n as u32);
@@ -333,6 +333,31 @@ mod tests {
             }
             Ok(true)
         }
+    }
+
+    /// Three values at width 2.
+    struct RaggedFeed;
+
+    impl WindowFeed for RaggedFeed {
+        fn d(&self) -> usize {
+            2
+        }
+
+        fn load_window(&mut self, _epoch: u64, _window: u64, rows: &mut Vec<f32>) -> Result<bool> {
+            rows.extend_from_slice(&[1.0, 2.0, 3.0]);
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn a_window_of_partial_rows_is_a_typed_error() {
+        let mut reader = ShuffleReader::new(Box::new(RaggedFeed), 0, Some(1));
+        let mut out = vec![0.0; 4];
+        let e = reader.next_rows(&mut out).unwrap_err();
+        assert!(
+            matches!(e, DataError::RaggedWindow { n_values: 3, d: 2 }),
+            "{e}"
+        );
     }
 
     #[test]

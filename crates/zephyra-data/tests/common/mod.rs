@@ -120,7 +120,11 @@ impl HookModel for FailAfter {
     ) -> zephyra_data::Result<Vec<Vec<f32>>> {
         use std::sync::atomic::Ordering;
         if self.ok_batches.load(Ordering::SeqCst) == 0 {
-            return Err(zephyra_data::DataError::Pipeline("simulated crash".into()));
+            return Err(zephyra_data::DataError::io(
+                "running the model on",
+                "simulated-crash",
+                std::io::Error::other("simulated crash"),
+            ));
         }
         self.ok_batches.fetch_sub(1, Ordering::SeqCst);
         self.inner.capture(contexts, hooks)

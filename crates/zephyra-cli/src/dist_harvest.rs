@@ -1,9 +1,9 @@
 //! `mpirun -np N zephyra harvest`: sharded harvesting. Every rank packs the same context stream (cheap),
 //! but runs the model only for the shards it owns (shard `i` belongs to rank `i mod N`); the other shards'
 //! batches get zero activations without a forward pass. Each rank harvests into its own store
-//! `OUT.rank-R-of-N` (a sibling of `OUT`); after a barrier rank 0 moves every owned shard into `OUT`, takes its
-//! manifest entry from the owner, rebuilds the running sums from the shards in order and writes the
-//! manifest, so `OUT` is the store a 1-process harvest writes (same contexts, same activations, same
+//! `OUT.rank-R-of-N` (a sibling of `OUT`); after a barrier rank 0 merges them
+//! ([`zephyra_data::store::merge_rank_stores`]: every owned shard moved into `OUT`, its manifest entry
+//! taken from the owner, the running sums rebuilt from the shards in order), so `OUT` is the store a 1-process harvest writes (same contexts, same activations, same
 //! manifest for `--dtype f32`). Each rank store is an ordinary store, so rerunning an interrupted parallel
 //! harvest with the same `-np` continues each rank where it stopped (not covered by a test yet).
 //! In one process every function here is the identity.
@@ -13,10 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use zephyra_data::exclude::{row_norms, ExclusionCounts};
-use zephyra_data::harvest::{store_dirs, HarvestSummary, HookModel};
-use zephyra_data::store::manifest::{Accumulator, Manifest};
-use zephyra_data::ActivationStore;
+use zephyra_data::harvest::{HarvestSummary, HookModel};
+use zephyra_data::store::merge_rank_stores;
 use zephyra_lm::HookPoint;
 
 /// Runs the wrapped model only for the batches of this rank's shards.
@@ -101,58 +99,12 @@ pub fn finish(
     if rank != 0 {
         return Ok(None);
     }
-    let finals = store_dirs(out, hooks);
-    let ranks: Vec<Vec<PathBuf>> = (0..world)
-        .map(|r| store_dirs(&rank_dir(out, r, world), hooks))
-        .collect();
-    let mut n_rows = Vec::new();
-    let mut n_contexts = 0;
-    for (h, dir) in finals.iter().enumerate() {
-        let manifests: Vec<Manifest> = ranks
-            .iter()
-            .map(|dirs| Manifest::read(&dirs[h]))
-            .collect::<Result<_, _>>()
-            .context("reading the rank stores")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut m = manifests[0].clone();
-        let mut counts = ExclusionCounts::default();
-        (m.n_rows, m.n_contexts) = (0, 0);
-        for (i, info) in m.shards.iter_mut().enumerate() {
-            let owner = i % world;
-            *info = manifests[owner].shards.get(i).cloned().with_context(|| {
-                format!("rank {owner} did not write shard {i} of {}", dir.display())
-            })?;
-            let from = ranks[owner][h].join(&info.file);
-            std::fs::rename(&from, dir.join(&info.file))
-                .with_context(|| format!("moving {}", from.display()))?;
-            counts.add(&info.counts);
-            m.n_rows += info.n_rows;
-            m.n_contexts += info.n_contexts;
-        }
-        m.exclusion.counts = counts;
-        m.write(dir)?;
-        // The running sums, rebuilt in shard order exactly as one writer adds them.
-        let store = ActivationStore::open(dir)?;
-        let mut acc = Accumulator::default();
-        for i in 0..store.n_shards() {
-            let shard = store.read_shard(i)?;
-            let norms = row_norms(&shard.activations, m.d);
-            acc.add_rows(&shard.activations, m.d, &norms);
-        }
-        m.accumulator = acc;
-        m.refresh_stats();
-        m.write(dir)?;
-        n_rows.push(m.n_rows);
-        n_contexts = m.n_contexts;
-    }
-    for r in 0..world {
-        let dir = rank_dir(out, r, world);
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
+    let ranks: Vec<PathBuf> = (0..world).map(|r| rank_dir(out, r, world)).collect();
+    let merged = merge_rank_stores(out, &ranks, hooks).context("merging the rank stores")?;
     Ok(Some(HarvestSummary {
-        stores: finals,
-        n_contexts,
-        n_rows,
+        stores: merged.stores,
+        n_contexts: merged.n_contexts,
+        n_rows: merged.n_rows,
         ..summary
     }))
 }

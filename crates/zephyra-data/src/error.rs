@@ -128,9 +128,38 @@ pub enum DataError {
         /// Rows in the store.
         n_tokens: u64,
     },
-    /// A background thread of the harvest panicked or went away.
-    #[error("harvest pipeline: {0}")]
-    Pipeline(String),
+    /// The forward pass returned no activations for a hook it was asked to capture.
+    #[error("the forward pass did not capture `{hook}`; this is a bug in the model runtime, please report it")]
+    NotCaptured {
+        /// The hook point.
+        hook: zephyra_lm::HookPoint,
+    },
+    /// A background thread could not be started.
+    #[error("cannot start the {thread} thread (the system is out of threads or memory; retry with fewer --threads)")]
+    ThreadSpawn {
+        /// Which thread (`packer`, `writer`, `harvesting`).
+        thread: &'static str,
+        /// The error of the spawn.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A background thread panicked or stopped before its work was done.
+    #[error("the {thread} thread stopped unexpectedly (it panicked; the message above says why)")]
+    ThreadStopped {
+        /// Which thread (`packer`, `writer`, `harvesting`).
+        thread: &'static str,
+    },
+    /// A shard could not be serialized to safetensors.
+    #[error("encoding a shard as safetensors")]
+    EncodeShard(#[source] safetensors::SafeTensorError),
+    /// A window feed delivered values that are not whole rows.
+    #[error("a window of {n_values} values is not a whole number of rows of {d}; the feed is inconsistent with its width")]
+    RaggedWindow {
+        /// Values delivered.
+        n_values: usize,
+        /// Row width.
+        d: usize,
+    },
 }
 
 /// Shorthand for results in this crate.

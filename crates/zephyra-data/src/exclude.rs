@@ -41,6 +41,19 @@ impl Default for ExclusionRule {
 }
 
 impl ExclusionRule {
+    /// The rule of the command-line flags: [`keep_all`](Self::keep_all) with `keep_sinks`, otherwise the
+    /// default rule with its norm clause at `max_norm_multiple` × the shard's median norm.
+    pub fn from_flags(keep_sinks: bool, max_norm_multiple: f32) -> Self {
+        if keep_sinks {
+            Self::keep_all()
+        } else {
+            Self {
+                max_norm_multiple: Some(max_norm_multiple),
+                ..Self::default()
+            }
+        }
+    }
+
     /// Keeps every row (`--keep-sinks`).
     pub fn keep_all() -> Self {
         Self {

@@ -15,7 +15,9 @@
 //! | [`exclude`] | which rows are dropped (sinks, specials, position 0) | [`ExclusionRule`] |
 //! | [`store`] | shards + `manifest.json`, reading | [`ActivationStore`], [`store::Manifest`] |
 //! | [`store::reader`] | shuffle-buffer reading with a cursor | [`ShuffleReader`], [`store::ReaderCursor`] |
+//! | [`store::merge`] | merging the rank stores of a sharded harvest | [`store::merge_rank_stores`] |
 //! | [`harvest`] | model forward → stores; on-the-fly rows | [`harvest::HarvestConfig`], [`harvest::harvest`], [`harvest::StreamFeed`] |
+//! | [`source`] | the trainer's sources: a store or the model on the fly | [`source::BufferedSource`] |
 //! | [`error`] | the crate's error | [`DataError`] |
 //!
 //! # Example
@@ -31,6 +33,7 @@ pub mod error;
 pub mod exclude;
 pub mod harvest;
 pub mod pack;
+pub mod source;
 pub mod store;
 
 pub use corpus::Corpus;

@@ -8,22 +8,13 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use zephyra_data::harvest::model_info;
 use zephyra_data::store::manifest::Manifest;
 use zephyra_data::{ActivationStore, DataError};
 use zephyra_lm::HookPoint;
 
 /// A complete store of 4 shards harvested by the tiny model into `root/good`.
 fn good_store(root: &Path) -> PathBuf {
-    let t = zephyra_lm::testing::tiny_llama(3).unwrap();
-    let (model, tok) = load(&t.path);
-    let info = model_info(&t.path, model.as_ref()).unwrap();
-    let data = root.join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_corpus(&data);
-    let out = root.join("good");
-    let cfg = config(vec![HookPoint::ResidPre(1)], 16, 16 * 16, 4, 2);
-    harvest_corpus(model, &tok, &data, cfg, info, 1, &out).unwrap();
+    let out = tiny_store(root, "good", vec![HookPoint::ResidPre(1)], 16);
     ActivationStore::open(&out).unwrap().verify().unwrap();
     out
 }

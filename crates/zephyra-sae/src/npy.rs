@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::train::source::ActivationSource;
+use crate::train::Cursor;
 use crate::SaeError;
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -402,25 +403,37 @@ impl ActivationSource for NpySource {
         Ok(written)
     }
 
-    fn cursor(&self) -> serde_json::Value {
-        serde_json::json!({
-            "kind": "npy", "path": self.file.path, "n_rows": self.file.n_rows, "d_in": self.file.d_in,
-            "start": self.start, "end": self.end, "order": self.order, "epoch": self.epoch, "pos": self.pos,
-        })
+    fn cursor(&self) -> Cursor {
+        Cursor::Npy {
+            path: self.file.path.clone(),
+            n_rows: self.file.n_rows as u64,
+            d_in: self.file.d_in as u64,
+            start: self.start as u64,
+            end: self.end as u64,
+            order: self.order,
+            epoch: self.epoch,
+            pos: self.pos as u64,
+        }
     }
 
-    fn seek(&mut self, cursor: &serde_json::Value) -> Result<(), SaeError> {
-        let get = |k: &str| cursor.get(k).and_then(serde_json::Value::as_u64);
-        let order: Option<NpyOrder> = cursor
-            .get("order")
-            .and_then(|o| serde_json::from_value(o.clone()).ok());
-        let fits = get("n_rows") == Some(self.file.n_rows as u64)
-            && get("d_in") == Some(self.file.d_in as u64)
-            && get("start") == Some(self.start as u64)
-            && get("end") == Some(self.end as u64)
-            && order == Some(self.order);
-        match (fits, get("epoch"), get("pos")) {
-            (true, Some(epoch), Some(pos)) if pos as usize <= self.n_rows() => {
+    fn seek(&mut self, cursor: &Cursor) -> Result<(), SaeError> {
+        match *cursor {
+            Cursor::Npy {
+                n_rows,
+                d_in,
+                start,
+                end,
+                order,
+                epoch,
+                pos,
+                ..
+            } if n_rows == self.file.n_rows as u64
+                && d_in == self.file.d_in as u64
+                && start == self.start as u64
+                && end == self.end as u64
+                && order == self.order
+                && pos <= self.n_rows() as u64 =>
+            {
                 self.epoch = epoch;
                 self.pos = pos as usize;
                 self.make_perm();

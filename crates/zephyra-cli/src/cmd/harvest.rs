@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use zephyra_data::harvest::{self, Pipeline};
+use zephyra_data::harvest::{self, HarvestConfig, Pipeline};
 use zephyra_data::store::StoreDtype;
+use zephyra_data::ExclusionRule;
 use zephyra_lm::HookPoint;
 
-use super::source::{harvest_config, load_corpus, load_model};
+use super::source::{load_corpus, load_model};
 use super::Global;
 use crate::args::renamed::OldBatchContexts;
 use crate::args::{CorpusArgs, HarvestArgs, ModelArgs};
@@ -77,20 +78,17 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--hook {hook} is given twice: give each hook once (one store per hook)");
     }
     let (model, tokenizer, model_path) = load_model(&args.model.model.to_string())?;
-    let config = harvest_config(
-        args.hook.clone(),
-        args.harvest.ctx,
-        args.tokens,
-        args.seed,
-        args.harvest.shard_contexts,
-        args.harvest.batch.batch_contexts,
-        match args.dtype {
+    let config = HarvestConfig {
+        seed: args.seed,
+        contexts_per_shard: args.harvest.shard_contexts,
+        batch_contexts: args.harvest.batch.batch_contexts,
+        dtype: match args.dtype {
             DtypeArg::Float32 => StoreDtype::Float32,
             DtypeArg::Bfloat16 => StoreDtype::Bfloat16,
         },
-        args.harvest.keep_sinks,
-        args.harvest.max_norm_multiple,
-    );
+        rule: ExclusionRule::from_flags(args.harvest.keep_sinks, args.harvest.max_norm_multiple),
+        ..HarvestConfig::new(args.hook.clone(), args.harvest.ctx, args.tokens)
+    };
     if args.harvest.ctx > model.config().context_length {
         return Err(zephyra_data::DataError::CtxTooLarge {
             ctx: args.harvest.ctx,

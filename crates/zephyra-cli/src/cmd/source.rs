@@ -6,23 +6,24 @@
 //! - `--model M --hook H [--data …]`: harvesting on a background thread straight into the shuffle buffer,
 //!   no disk; the model forward and the SAE steps run on separate threads and overlap.
 //!
-//! For the same options and seed, the on-the-fly source serves exactly the rows, in exactly the order, that
-//! a store made by `zephyra harvest` with the same options (and at least [`stream_tokens`] tokens) and read
-//! with the same `--shuffle-buffer` would: the same SAE comes out (`tests/stream_cli.rs`).
+//! The sources themselves live in `zephyra_data::source` (stores, on the fly) and `zephyra_sae::npy`; this
+//! module maps the flags onto them. For the same options and seed, the on-the-fly source serves exactly
+//! the rows, in exactly the order, that a store made by `zephyra harvest` with the same options (and at
+//! least [`stream_tokens`] tokens) and read with the same `--shuffle-buffer` would: the same SAE comes out
+//! (`tests/stream_cli.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use zephyra_data::corpus::CorpusOptions;
-use zephyra_data::harvest::{shards_per_window, HarvestConfig, Pipeline, StreamFeed};
-use zephyra_data::pack::DEFAULT_SHUFFLE_CONTEXTS;
-use zephyra_data::store::{ReaderCursor, StoreDtype};
-use zephyra_data::{ActivationStore, Corpus, ExclusionRule, ShuffleReader};
+pub use zephyra_data::harvest::stream_tokens;
+use zephyra_data::harvest::HarvestConfig;
+pub use zephyra_data::source::BufferedSource;
+use zephyra_data::{ActivationStore, Corpus, ExclusionRule};
 use zephyra_lm::HookPoint;
 use zephyra_sae::npy::{NpyOrder, NpySource};
 use zephyra_sae::train::ActivationSource;
-use zephyra_sae::SaeError;
 
 pub use crate::args::source::SourceArgs;
 
@@ -41,15 +42,10 @@ pub struct OpenOptions {
 
 /// The corpus of `--data` (or the default Rust documentation).
 pub fn load_corpus(data: &[String], text_field: &str) -> anyhow::Result<Corpus> {
-    if data.is_empty() {
-        return Ok(Corpus::default_rust_docs()?);
-    }
-    Ok(Corpus::from_specs(
-        data,
-        CorpusOptions {
-            text_field: text_field.to_string(),
-        },
-    )?)
+    let options = CorpusOptions {
+        text_field: text_field.to_string(),
+    };
+    Ok(Corpus::from_specs_or_default(data, options)?)
 }
 
 /// Opens the source the arguments describe.
@@ -65,7 +61,7 @@ pub fn open(args: &SourceArgs, opts: &OpenOptions) -> anyhow::Result<Box<dyn Act
             if acts.is_dir() {
                 let store = ActivationStore::open(acts).with_context(|| format!("opening activation store {}", acts.display()))?;
                 check_store_matches(&store, model.as_deref(), args.hook)?;
-                Ok(Box::new(BufferedSource::store(store, args.shuffle_buffer, opts)))
+                Ok(Box::new(BufferedSource::store(store, args.shuffle_buffer, opts.seed, opts.repeat)))
             } else {
                 let order = NpyOrder { shuffle: opts.shuffle, repeat: opts.repeat, seed: opts.seed };
                 Ok(Box::new(NpySource::open(acts, order).with_context(|| format!("opening activations {}", acts.display()))?))
@@ -109,110 +105,6 @@ fn check_store_matches(
     Ok(())
 }
 
-fn source_err(e: zephyra_data::DataError) -> SaeError {
-    SaeError::Source(e.to_string())
-}
-
-fn parse_cursor(cursor: &serde_json::Value, kind: &str) -> Result<ReaderCursor, SaeError> {
-    if cursor.get("kind").and_then(|k| k.as_str()) != Some(kind) {
-        return Err(SaeError::Source(format!("checkpoint cursor {cursor} was not written by a `{kind}` source: resume with the same activations")));
-    }
-    serde_json::from_value(cursor.clone())
-        .map_err(|e| SaeError::Source(format!("bad {kind} cursor {cursor}: {e}")))
-}
-
-/// Rows served through a shuffle buffer: from an activation store, or harvested on the fly by a background
-/// thread. Checkpoint cursors name the kind (`store`, with the store's path, or `stream`) and the reader's
-/// `(epoch, window, offset)`.
-pub struct BufferedSource {
-    reader: ShuffleReader,
-    kind: &'static str,
-    dir: Option<PathBuf>,
-}
-
-impl BufferedSource {
-    /// Reads `store` with a buffer of `buffer_rows` rows.
-    pub fn store(store: ActivationStore, buffer_rows: usize, opts: &OpenOptions) -> Self {
-        let dir = store.dir().to_path_buf();
-        let epochs = if opts.repeat { None } else { Some(1) };
-        Self {
-            reader: ShuffleReader::from_store(store, buffer_rows, opts.seed, epochs),
-            kind: "store",
-            dir: Some(dir),
-        }
-    }
-
-    /// Starts harvesting `pipeline` (one hook) on a background thread, two shards ahead of a shuffle
-    /// buffer of `buffer_rows` rows shuffled from `seed` (a single pass).
-    pub fn stream(pipeline: Pipeline, buffer_rows: usize, seed: u64) -> anyhow::Result<Self> {
-        let feed =
-            StreamFeed::new(pipeline, buffer_rows, 2).context("starting on-the-fly harvesting")?;
-        Ok(Self {
-            reader: ShuffleReader::new(Box::new(feed), seed, Some(1)),
-            kind: "stream",
-            dir: None,
-        })
-    }
-}
-
-impl ActivationSource for BufferedSource {
-    fn d_in(&self) -> usize {
-        self.reader.d()
-    }
-
-    fn next_rows(&mut self, out: &mut [f32]) -> Result<usize, SaeError> {
-        self.reader.next_rows(out).map_err(source_err)
-    }
-
-    fn cursor(&self) -> serde_json::Value {
-        let c = self.reader.cursor();
-        let mut cursor = serde_json::json!({ "kind": self.kind, "epoch": c.epoch, "window": c.window, "offset": c.offset });
-        if let Some(dir) = &self.dir {
-            cursor["path"] = serde_json::json!(dir);
-        }
-        cursor
-    }
-
-    fn seek(&mut self, cursor: &serde_json::Value) -> Result<(), SaeError> {
-        let c = parse_cursor(cursor, self.kind)?;
-        self.reader.seek(c).map_err(source_err)
-    }
-}
-
-/// The harvesting options shared by `harvest` and on-the-fly training.
-#[allow(clippy::too_many_arguments)]
-pub fn harvest_config(
-    hooks: Vec<HookPoint>,
-    ctx: usize,
-    n_tokens: u64,
-    seed: u64,
-    contexts_per_shard: usize,
-    batch_contexts: usize,
-    dtype: StoreDtype,
-    keep_sinks: bool,
-    max_norm_multiple: f32,
-) -> HarvestConfig {
-    let rule = if keep_sinks {
-        ExclusionRule::keep_all()
-    } else {
-        ExclusionRule {
-            max_norm_multiple: Some(max_norm_multiple),
-            ..ExclusionRule::default()
-        }
-    };
-    HarvestConfig {
-        hooks,
-        ctx,
-        n_tokens,
-        seed,
-        shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS,
-        contexts_per_shard,
-        batch_contexts,
-        dtype,
-        rule,
-    }
-}
-
 /// Loads the model and tokenizer of `spec`; returns them with the GGUF path.
 pub fn load_model(
     spec: &str,
@@ -224,22 +116,6 @@ pub fn load_model(
     let tokenizer = zephyra_lm::Tokenizer::from_gguf(&path)
         .with_context(|| format!("loading the tokenizer of {}", path.display()))?;
     Ok((Arc::new(model), Arc::new(tokenizer), path))
-}
-
-/// Tokens to harvest on the fly for `rows` training rows: kept rows are fewer than tokens (position 0,
-/// special tokens, sinks), so one shard more than `rows / (ctx − 1)` contexts, rounded up to whole windows
-/// of the shuffle buffer. The reader shuffles a window as a whole, so a last window cut short would be
-/// permuted differently from the same window of a store: with whole windows, training on the fly reads
-/// exactly the rows, in the same order, as training from any store harvested with the same options and at
-/// least this many tokens.
-pub fn stream_tokens(rows: u64, ctx: usize, shard_contexts: usize, shuffle_buffer: usize) -> u64 {
-    let ctx = ctx.max(2) as u64;
-    let shard_contexts = shard_contexts.max(1) as u64;
-    let contexts = rows.div_ceil(ctx - 1) + shard_contexts;
-    let window_contexts = shards_per_window(shuffle_buffer, shard_contexts as usize, ctx as usize)
-        as u64
-        * shard_contexts;
-    contexts.next_multiple_of(window_contexts) * ctx
 }
 
 fn open_stream(
@@ -260,22 +136,13 @@ fn open_stream(
         args.harvest.shard_contexts,
         args.shuffle_buffer,
     );
-    let config = harvest_config(
-        vec![hook],
-        args.harvest.ctx,
-        n_tokens,
-        opts.seed,
-        args.harvest.shard_contexts,
-        args.harvest.batch.batch_contexts,
-        StoreDtype::Float32,
-        args.harvest.keep_sinks,
-        args.harvest.max_norm_multiple,
-    );
-    let pipeline = Pipeline {
-        model: llama,
-        encoder: tokenizer,
-        corpus,
-        config,
+    let config = HarvestConfig {
+        seed: opts.seed,
+        contexts_per_shard: args.harvest.shard_contexts,
+        batch_contexts: args.harvest.batch.batch_contexts,
+        rule: ExclusionRule::from_flags(args.harvest.keep_sinks, args.harvest.max_norm_multiple),
+        ..HarvestConfig::new(vec![hook], args.harvest.ctx, n_tokens)
     };
-    BufferedSource::stream(pipeline, args.shuffle_buffer, opts.seed)
+    BufferedSource::harvesting(llama, tokenizer, corpus, config, args.shuffle_buffer)
+        .context("starting on-the-fly harvesting")
 }

@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use zephyra_sae::npy::{NpyFile, NpyOrder, NpySource};
 use zephyra_sae::train::{
-    evaluate, ActivationSource, DataOptions, EvalStats, Progress, TrainConfig, TrainSession,
+    evaluate, ActivationSource, Cursor, DataOptions, EvalStats, Progress, TrainConfig,
+    TrainSession,
 };
 use zephyra_sae::{Architecture, SaeConfig};
 
@@ -381,19 +382,25 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
     args.apply_shape(&mut expected);
     args.apply(&mut expected)?;
     let cursor = &state.meta.cursor;
-    let npy = cursor["kind"] == "npy";
+    let npy_cursor = match cursor {
+        Cursor::Npy {
+            path,
+            order,
+            n_rows,
+            end,
+            ..
+        } => Some((path.clone(), *order, *n_rows as usize, *end as usize)),
+        _ => None,
+    };
+    let npy = npy_cursor.is_some();
     // Each data flag given is compared with the checkpoint's record; one that does not apply to this
     // kind of source is refused the same way ("not recorded").
-    if npy {
-        let n = cursor["n_rows"].as_u64().unwrap_or(0) as usize;
-        let end = cursor["end"].as_u64().unwrap_or(0) as usize;
-        let order: Option<NpyOrder> = serde_json::from_value(cursor["order"].clone()).ok();
+    if let Some((_, order, n, end)) = &npy_cursor {
+        let (n, end) = (*n, *end);
         // Runs saved before the data options were recorded: their cursor holds the same facts.
         let data = &mut saved.data.0;
-        if let Some(order) = order {
-            data.entry(NPY_OPTIONS[0].into())
-                .or_insert_with(|| (!order.shuffle).to_string());
-        }
+        data.entry(NPY_OPTIONS[0].into())
+            .or_insert_with(|| (!order.shuffle).to_string());
         data.entry(NPY_OPTIONS[1].into())
             .or_insert_with(|| (n - end.min(n)).to_string());
         expected.data = saved.data.clone();
@@ -422,17 +429,14 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
     // The one comparison (zephyra-sae): every differing option by name, both values; nothing touched.
     zephyra_sae::train::check_resume(&saved, &expected)?;
 
-    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) = if npy {
-        let acts = match &args.source.acts {
-            Some(p) => p.clone(),
-            None => PathBuf::from(
-                cursor["path"]
-                    .as_str()
-                    .context("the checkpoint does not name its activation file: pass --acts")?,
-            ),
-        };
-        let order: NpyOrder = serde_json::from_value(cursor["order"].clone())
-            .context("the checkpoint's data cursor has no order")?;
+    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) = if let Some((
+        path,
+        order,
+        _,
+        _,
+    )) = npy_cursor
+    {
+        let acts = args.source.acts.clone().unwrap_or(path);
         let held = saved.data.get(NPY_OPTIONS[1]).unwrap_or("0");
         let held: f64 = held
             .parse()

@@ -187,6 +187,16 @@ impl Corpus {
         })
     }
 
+    /// The corpus of `specs` ([`from_specs`](Self::from_specs)), or the
+    /// [default](Self::default_rust_docs) when there are none (`--data` omitted).
+    pub fn from_specs_or_default(specs: &[String], options: CorpusOptions) -> Result<Self> {
+        if specs.is_empty() {
+            Self::default_rust_docs()
+        } else {
+            Self::from_specs(specs, options)
+        }
+    }
+
     /// The default corpus: the books of the Rust documentation installed with the toolchain
     /// ([`RUST_DOCS_BOOKS`] under `sysroot/share/doc/rust/html`), as HTML. `print.html` (each book's
     /// single-page copy) and the old `first-edition`/`second-edition`/`2018-edition` redirect trees are left out.

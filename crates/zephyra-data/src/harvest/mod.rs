@@ -26,7 +26,7 @@ use zephyra_lm::{HookPoint, Hooks, Llama};
 use crate::corpus::{Corpus, ReadStats};
 use crate::error::{DataError, Result};
 use crate::exclude::{self, ExclusionCounts, ExclusionRule};
-use crate::pack::{ContextStream, PackOptions, TextEncoder};
+use crate::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
 use crate::store::manifest::{
     Accumulator, CorpusInfo, ExclusionInfo, Manifest, ModelInfo, ShardInfo, Stats, TokenizerInfo,
     FORMAT, MANIFEST_FILE,
@@ -37,7 +37,8 @@ use crate::store::{
 
 mod stream;
 
-pub use stream::{shards_per_window, StreamFeed};
+pub use crate::store::{shards_per_window, store_dirs};
+pub use stream::{stream_tokens, StreamFeed};
 
 /// Default contexts per shard (32,768 rows at ctx 128: 75 MB of float32 at d = 576).
 pub const DEFAULT_CONTEXTS_PER_SHARD: usize = 256;
@@ -76,9 +77,10 @@ impl HookModel for Llama {
         hooks
             .iter()
             .map(|&p| {
-                let t = out.activations.take(p).ok_or_else(|| {
-                    DataError::Pipeline(format!("the forward pass did not capture {p}"))
-                })?;
+                let t = out
+                    .activations
+                    .take(p)
+                    .ok_or(DataError::NotCaptured { hook: p })?;
                 Ok(t.flatten_all()
                     .and_then(|t| t.to_vec1::<f32>())
                     .map_err(zephyra_lm::LmError::from)?)
@@ -122,6 +124,24 @@ pub struct HarvestConfig {
 }
 
 impl HarvestConfig {
+    /// A harvest of `n_tokens` tokens in contexts of `ctx` at `hooks`, with the defaults: seed 0, a
+    /// context shuffle of [`DEFAULT_SHUFFLE_CONTEXTS`], [`DEFAULT_CONTEXTS_PER_SHARD`] contexts per shard,
+    /// [`DEFAULT_BATCH_CONTEXTS`] per forward pass, float32, the default [`ExclusionRule`]. Change them
+    /// with struct update syntax: `HarvestConfig { seed: 3, ..HarvestConfig::new(hooks, 128, 1 << 20) }`.
+    pub fn new(hooks: Vec<HookPoint>, ctx: usize, n_tokens: u64) -> Self {
+        Self {
+            hooks,
+            ctx,
+            n_tokens,
+            seed: 0,
+            shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS,
+            contexts_per_shard: DEFAULT_CONTEXTS_PER_SHARD,
+            batch_contexts: DEFAULT_BATCH_CONTEXTS,
+            dtype: StoreDtype::Float32,
+            rule: ExclusionRule::default(),
+        }
+    }
+
     /// Contexts asked for.
     pub fn target_contexts(&self) -> u64 {
         self.n_tokens.div_ceil(self.ctx.max(1) as u64)
@@ -225,15 +245,6 @@ pub struct HarvestSummary {
     pub seconds: f64,
 }
 
-/// The store directory of each hook: `out` itself for one hook, `out/<hook>` for several.
-pub fn store_dirs(out: &Path, hooks: &[HookPoint]) -> Vec<PathBuf> {
-    if hooks.len() == 1 {
-        vec![out.to_path_buf()]
-    } else {
-        hooks.iter().map(|h| out.join(h.to_string())).collect()
-    }
-}
-
 /// Inputs shared by [`harvest`] and [`StreamFeed`].
 #[derive(Clone)]
 pub struct Pipeline {
@@ -301,7 +312,10 @@ impl ShardProducer {
         let packer = std::thread::Builder::new()
             .name("zephyra-packer".into())
             .spawn(move || pack_thread(stream, target, tx))
-            .map_err(|e| DataError::Pipeline(format!("cannot start the packer thread: {e}")))?;
+            .map_err(|source| DataError::ThreadSpawn {
+                thread: "packer",
+                source,
+            })?;
         let mut producer = Self {
             pipeline,
             rx,
@@ -336,9 +350,7 @@ impl ShardProducer {
                 Ok(None)
             }
             Ok(ContextMsg::Err(e)) => Err(e),
-            Err(_) => Err(DataError::Pipeline(
-                "the packer thread stopped unexpectedly".into(),
-            )),
+            Err(_) => Err(DataError::ThreadStopped { thread: "packer" }),
         }
     }
 
@@ -560,7 +572,10 @@ fn run_harvest(
         std::thread::Builder::new()
             .name("zephyra-writer".into())
             .spawn(move || writer_thread(job_rx, dirs, manifests, cfg, d, encoder, shards_written))
-            .map_err(|e| DataError::Pipeline(format!("cannot start the writer thread: {e}")))?
+            .map_err(|source| DataError::ThreadSpawn {
+                thread: "writer",
+                source,
+            })?
     };
     let mut tokens_done = 0u64;
     let produced: Result<()> = (|| {
@@ -586,7 +601,7 @@ fn run_harvest(
     drop(job_tx);
     let written = writer
         .join()
-        .map_err(|_| DataError::Pipeline("the writer thread panicked".into()))?;
+        .map_err(|_| DataError::ThreadStopped { thread: "writer" })?;
     produced?;
     let mut manifests = written?;
     let n_contexts = manifests[0].n_contexts;

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use super::{select_rows, HarvestConfig, Pipeline, ShardProducer};
 use crate::error::{DataError, Result};
 use crate::pack::TextEncoder;
-use crate::store::WindowFeed;
+use crate::store::{shards_per_window, WindowFeed};
 
 /// Windows of rows harvested on the fly (single hook), for a [`ShuffleReader`](crate::store::ShuffleReader).
 ///
@@ -36,9 +36,20 @@ impl std::fmt::Debug for StreamFeed {
     }
 }
 
-/// Shards per window for a shuffle buffer of `buffer_rows` rows.
-pub fn shards_per_window(buffer_rows: usize, contexts_per_shard: usize, ctx: usize) -> usize {
-    (buffer_rows / (contexts_per_shard * ctx).max(1)).max(1)
+/// Tokens to harvest on the fly for `rows` training rows: kept rows are fewer than tokens (position 0,
+/// special tokens, sinks), so one shard more than `rows / (ctx − 1)` contexts, rounded up to whole windows
+/// of the shuffle buffer. The reader shuffles a window as a whole, so a last window cut short would be
+/// permuted differently from the same window of a store: with whole windows, training on the fly reads
+/// exactly the rows, in the same order, as training from any store harvested with the same options and at
+/// least this many tokens.
+pub fn stream_tokens(rows: u64, ctx: usize, shard_contexts: usize, shuffle_buffer: usize) -> u64 {
+    let ctx = ctx.max(2) as u64;
+    let shard_contexts = shard_contexts.max(1) as u64;
+    let contexts = rows.div_ceil(ctx - 1) + shard_contexts;
+    let window_contexts = shards_per_window(shuffle_buffer, shard_contexts as usize, ctx as usize)
+        as u64
+        * shard_contexts;
+    contexts.next_multiple_of(window_contexts) * ctx
 }
 
 impl StreamFeed {
@@ -78,7 +89,10 @@ impl StreamFeed {
         let thread = std::thread::Builder::new()
             .name("zephyra-harvest".into())
             .spawn(move || stream_thread(producer, cfg, d, encoder, tx))
-            .map_err(|e| DataError::Pipeline(format!("cannot start the harvesting thread: {e}")))?;
+            .map_err(|source| DataError::ThreadSpawn {
+                thread: "harvesting",
+                source,
+            })?;
         self.rx = Some(rx);
         self._thread = Some(thread);
         self.next_window = window;
@@ -121,10 +135,9 @@ impl WindowFeed for StreamFeed {
         if self.rx.is_none() || self.next_window != window {
             self.start_at(window)?;
         }
-        let rx = self
-            .rx
-            .as_ref()
-            .ok_or_else(|| DataError::Pipeline("harvesting thread not running".into()))?;
+        let rx = self.rx.as_ref().ok_or(DataError::ThreadStopped {
+            thread: "harvesting",
+        })?;
         let mut got_any = false;
         for _ in 0..self.shards_per_window {
             match rx.recv() {

@@ -15,17 +15,21 @@
 //! harvest leaves only complete shards listed.
 
 pub mod manifest;
+pub mod merge;
 pub mod reader;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use zephyra_lm::HookPoint;
+
 use safetensors::tensor::{Dtype, TensorView};
 use sha2::{Digest, Sha256};
 
 pub use manifest::{Manifest, ShardInfo, StoreDtype};
-pub use reader::{ReaderCursor, ShuffleReader, WindowFeed};
+pub use merge::{merge_rank_stores, MergedStores};
+pub use reader::{shards_per_window, ReaderCursor, ShuffleReader, WindowFeed};
 
 use crate::error::{DataError, Result};
 
@@ -74,6 +78,16 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
+}
+
+/// The store directory of each hook of a harvest into `out`: `out` itself for one hook, `out/<hook>` for
+/// several.
+pub fn store_dirs(out: &Path, hooks: &[HookPoint]) -> Vec<PathBuf> {
+    if hooks.len() == 1 {
+        vec![out.to_path_buf()]
+    } else {
+        hooks.iter().map(|h| out.join(h.to_string())).collect()
+    }
 }
 
 /// The file name of shard `index`.
@@ -137,8 +151,7 @@ pub fn encode_shard(
     let ci = u32_bytes(&data.context_index);
     let pos = u32_bytes(&data.position);
     let ct = u32_bytes(&data.context_tokens);
-    let err =
-        |e: safetensors::SafeTensorError| DataError::Pipeline(format!("encoding a shard: {e}"));
+    let err = DataError::EncodeShard;
     let tensors = vec![
         (
             "activations",

@@ -41,6 +41,13 @@ pub struct ReaderCursor {
     pub offset: u64,
 }
 
+/// Shards per window for a shuffle buffer of `buffer_rows` rows: `max(1, buffer_rows / (contexts_per_shard
+/// × ctx))`, the grouping shared by stores ([`StoreFeed`]) and on-the-fly harvests, so both serve the
+/// same rows in the same order.
+pub fn shards_per_window(buffer_rows: usize, contexts_per_shard: usize, ctx: usize) -> usize {
+    (buffer_rows / contexts_per_shard.saturating_mul(ctx).max(1)).max(1)
+}
+
 /// Derives the generator for a window.
 fn window_rng(seed: u64, epoch: u64, window: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -167,10 +174,10 @@ impl ShuffleReader {
         if self.rows.len() % self.d != 0 {
             let n_values = self.rows.len();
             self.rows.clear();
-            return Err(DataError::Pipeline(format!(
-                "window of {n_values} values is not a whole number of rows of {}",
-                self.d
-            )));
+            return Err(DataError::RaggedWindow {
+                n_values,
+                d: self.d,
+            });
         }
         let n = self.rows.len() / self.d;
         self.order.extend(0..n as u32);
@@ -238,12 +245,11 @@ pub struct StoreFeed {
 }
 
 impl StoreFeed {
-    /// Windows of `max(1, buffer_rows / (contexts_per_shard × ctx))` shards: at most `buffer_rows` rows
-    /// (or one shard), and the same grouping as [`StreamFeed`](crate::harvest::StreamFeed).
+    /// Windows of [`shards_per_window`] shards: at most `buffer_rows` rows (or one shard), the grouping
+    /// an on-the-fly harvest uses too.
     pub fn new(store: ActivationStore, buffer_rows: usize, seed: u64) -> Self {
         let m = store.manifest();
-        let shards_per_window =
-            crate::harvest::shards_per_window(buffer_rows, m.contexts_per_shard, m.ctx);
+        let shards_per_window = shards_per_window(buffer_rows, m.contexts_per_shard, m.ctx);
         Self {
             store,
             shards_per_window,
@@ -277,7 +283,10 @@ impl WindowFeed for StoreFeed {
             .as_ref()
             .map(|(_, o)| o.as_slice())
             .unwrap_or(&[]);
-        let start = window as usize * self.shards_per_window;
+        // `window` may come from a checkpoint file: no overflow.
+        let start = usize::try_from(window)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(self.shards_per_window);
         if start >= n {
             return Ok(false);
         }
@@ -324,6 +333,31 @@ mod tests {
             }
             Ok(true)
         }
+    }
+
+    /// Three values at width 2.
+    struct RaggedFeed;
+
+    impl WindowFeed for RaggedFeed {
+        fn d(&self) -> usize {
+            2
+        }
+
+        fn load_window(&mut self, _epoch: u64, _window: u64, rows: &mut Vec<f32>) -> Result<bool> {
+            rows.extend_from_slice(&[1.0, 2.0, 3.0]);
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn a_window_of_partial_rows_is_a_typed_error() {
+        let mut reader = ShuffleReader::new(Box::new(RaggedFeed), 0, Some(1));
+        let mut out = vec![0.0; 4];
+        let e = reader.next_rows(&mut out).unwrap_err();
+        assert!(
+            matches!(e, DataError::RaggedWindow { n_values: 3, d: 2 }),
+            "{e}"
+        );
     }
 
     #[test]

@@ -123,9 +123,35 @@ impl HookModel for FailAfter {
     ) -> zephyra_data::Result<Vec<Vec<f32>>> {
         use std::sync::atomic::Ordering;
         if self.ok_batches.load(Ordering::SeqCst) == 0 {
-            return Err(zephyra_data::DataError::Pipeline("simulated crash".into()));
+            return Err(zephyra_data::DataError::io(
+                "running the model on",
+                "simulated-crash",
+                std::io::Error::other("simulated crash"),
+            ));
         }
         self.ok_batches.fetch_sub(1, Ordering::SeqCst);
         self.inner.capture(contexts, hooks)
     }
+}
+
+/// Harvests [`write_corpus`] (written into `root/data`) with the tiny model of seed 3 into `root/<name>`:
+/// contexts of 16 tokens, 4 per shard, `n_contexts` in all. Returns the output directory.
+pub fn tiny_store(
+    root: &Path,
+    name: &str,
+    hooks: Vec<HookPoint>,
+    n_contexts: u64,
+) -> std::path::PathBuf {
+    let t = zephyra_lm::testing::tiny_llama(3).unwrap();
+    let (model, tok) = load(&t.path);
+    let info = zephyra_data::harvest::model_info(&t.path, model.as_ref()).unwrap();
+    let data = root.join("data");
+    if !data.exists() {
+        std::fs::create_dir(&data).unwrap();
+        write_corpus(&data);
+    }
+    let out = root.join(name);
+    let cfg = config(hooks, 16, n_contexts * 16, 4, 2);
+    harvest_corpus(model, &tok, &data, cfg, info, 1, &out).unwrap();
+    out
 }

@@ -10,6 +10,7 @@
 mod batch;
 pub mod collective;
 pub mod config;
+pub mod cursor;
 pub mod eval;
 pub mod resume;
 pub mod session;
@@ -20,6 +21,7 @@ mod trainer;
 pub use batch::fill_batch;
 pub use collective::{Collective, SingleProcess};
 pub use config::{BDecInit, NonFinitePolicy, TrainConfig};
+pub use cursor::Cursor;
 pub use eval::{evaluate, EvalStats};
 pub use resume::{check_resume, DataOptions, Difference};
 pub use session::TrainSession;

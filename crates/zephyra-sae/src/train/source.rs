@@ -3,6 +3,7 @@
 //! A source hands out rows of `d_in` float32 values in a deterministic order and can report and restore its
 //! position (its *cursor*), which is what makes `--resume` reproduce an uninterrupted run bit-for-bit.
 
+use super::Cursor;
 use crate::SaeError;
 
 /// A stream of activation rows `[n, d_in]` (row-major float32) for the trainer.
@@ -22,10 +23,11 @@ pub trait ActivationSource: Send {
     /// Fills `out` (a multiple of `d_in` long) with whole rows and returns how many were written;
     /// `0` means the source is exhausted.
     fn next_rows(&mut self, out: &mut [f32]) -> Result<usize, SaeError>;
-    /// An opaque description of the current position, stored in checkpoints.
-    fn cursor(&self) -> serde_json::Value;
-    /// Returns to a position previously reported by [`cursor`](ActivationSource::cursor).
-    fn seek(&mut self, cursor: &serde_json::Value) -> Result<(), SaeError>;
+    /// The current position, stored in checkpoints.
+    fn cursor(&self) -> Cursor;
+    /// Returns to a position previously reported by [`cursor`](ActivationSource::cursor) (a cursor of
+    /// another kind of source, or one that does not fit this source's data, is an error).
+    fn seek(&mut self, cursor: &Cursor) -> Result<(), SaeError>;
 }
 
 /// Rows held in memory (tests, benchmarks, hold-out sets), read in order and optionally repeated.
@@ -93,15 +95,16 @@ impl ActivationSource for MemorySource {
         Ok(written)
     }
 
-    fn cursor(&self) -> serde_json::Value {
-        serde_json::json!({ "kind": "memory", "pos": self.pos, "epoch": self.epoch })
+    fn cursor(&self) -> Cursor {
+        Cursor::Memory {
+            pos: self.pos as u64,
+            epoch: self.epoch,
+        }
     }
 
-    fn seek(&mut self, cursor: &serde_json::Value) -> Result<(), SaeError> {
-        let pos = cursor.get("pos").and_then(serde_json::Value::as_u64);
-        let epoch = cursor.get("epoch").and_then(serde_json::Value::as_u64);
-        match (pos, epoch) {
-            (Some(pos), Some(epoch)) if pos as usize <= self.n_rows() => {
+    fn seek(&mut self, cursor: &Cursor) -> Result<(), SaeError> {
+        match *cursor {
+            Cursor::Memory { pos, epoch } if pos <= self.n_rows() as u64 => {
                 self.pos = pos as usize;
                 self.epoch = epoch;
                 Ok(())

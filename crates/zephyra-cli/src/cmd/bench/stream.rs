@@ -24,13 +24,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use zephyra_data::harvest::{Pipeline, StreamFeed};
-use zephyra_data::store::StoreDtype;
+use zephyra_data::harvest::{HarvestConfig, Pipeline, StreamFeed};
 use zephyra_data::ShuffleReader;
 use zephyra_lm::HookPoint;
 use zephyra_sae::train::{MemorySource, TrainConfig, TrainSession};
 
-use super::super::source::{harvest_config, load_model, stream_tokens, BufferedSource};
+use super::super::source::{load_model, stream_tokens, BufferedSource};
 use super::super::Global;
 use crate::args::renamed::{OldBatchRows, OldHarvestBatch};
 use crate::args::{ArchArgs, CorpusArgs, ModelArgs};
@@ -113,17 +112,12 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         model: model.clone(),
         encoder: tokenizer,
         corpus,
-        config: harvest_config(
-            vec![args.hook],
-            args.ctx,
-            h_tokens,
-            args.seed,
-            args.shard_contexts,
-            args.batch_contexts,
-            StoreDtype::Float32,
-            false,
-            zephyra_data::exclude::DEFAULT_MAX_NORM_MULTIPLE,
-        ),
+        config: HarvestConfig {
+            seed: args.seed,
+            contexts_per_shard: args.shard_contexts,
+            batch_contexts: args.batch_contexts,
+            ..HarvestConfig::new(vec![args.hook], args.ctx, h_tokens)
+        },
     };
 
     // (a) Harvest only, keeping the first rows for (b).

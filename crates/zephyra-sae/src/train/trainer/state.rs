@@ -30,7 +30,7 @@ pub struct StateMeta {
     /// The run's whole configuration.
     pub config: TrainConfig,
     /// The activation source's position ([`ActivationSource::cursor`]).
-    pub cursor: serde_json::Value,
+    pub cursor: crate::train::Cursor,
     /// [`STATE_FORMAT`].
     pub format: u64,
     /// The training RNG.
@@ -242,7 +242,7 @@ impl Trainer {
     }
 
     /// The complete state as a [`TrainingState`].
-    pub fn state(&self, cursor: serde_json::Value) -> TrainingState {
+    pub fn state(&self, cursor: crate::train::Cursor) -> TrainingState {
         let mut tensors = Vec::new();
         for ((name, value), st) in self.sae.params().into_iter().zip(&self.adam.moments) {
             tensors.push((format!("param.{name}"), value.to_vec()));
@@ -273,7 +273,7 @@ impl Trainer {
     }
 
     /// Writes the training state and the SAELens files (for raw activations) into the run directory.
-    pub(super) fn checkpoint(&self, cursor: serde_json::Value) -> Result<(), SaeError> {
+    pub(super) fn checkpoint(&self, cursor: crate::train::Cursor) -> Result<(), SaeError> {
         let Some(dir) = &self.out_dir else {
             return Ok(());
         };

@@ -15,8 +15,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use zephyra_sae::npy::{NpyFile, NpyOrder, NpySource};
 use zephyra_sae::train::{
-    evaluate, ActivationSource, Cursor, DataOptions, EvalStats, Progress, TrainConfig,
-    TrainSession,
+    evaluate, ActivationSource, Cursor, DataOptions, EvalStats, Progress, TrainConfig, TrainSession,
 };
 use zephyra_sae::{Architecture, SaeConfig};
 
@@ -44,11 +43,17 @@ fn stream_options(s: &super::source::SourceArgs) -> Vec<(&'static str, String)> 
     vec![
         ("--model", s.model.clone().unwrap_or_default()),
         ("--hook", s.hook.map(|h| h.to_string()).unwrap_or_default()),
-        ("--data", serde_json::to_string(&s.corpus.data).unwrap_or_default()),
+        (
+            "--data",
+            serde_json::to_string(&s.corpus.data).unwrap_or_default(),
+        ),
         ("--ctx", s.harvest.ctx.to_string()),
         ("--text-field", s.corpus.text_field.clone()),
         ("--keep-sinks", s.harvest.keep_sinks.to_string()),
-        ("--max-norm-multiple", s.harvest.max_norm_multiple.to_string()),
+        (
+            "--max-norm-multiple",
+            s.harvest.max_norm_multiple.to_string(),
+        ),
         ("--shuffle-buffer", s.shuffle_buffer.to_string()),
         ("--shard-contexts", s.harvest.shard_contexts.to_string()),
         (
@@ -429,24 +434,19 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
     // The one comparison (zephyra-sae): every differing option by name, both values; nothing touched.
     zephyra_sae::train::check_resume(&saved, &expected)?;
 
-    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) = if let Some((
-        path,
-        order,
-        _,
-        _,
-    )) = npy_cursor
-    {
-        let acts = args.source.acts.clone().unwrap_or(path);
-        let held = saved.data.get(NPY_OPTIONS[1]).unwrap_or("0");
-        let held: f64 = held
-            .parse()
-            .with_context(|| format!("the checkpoint's --holdout {held}"))?;
-        let (train, eval) = open_npy(&acts, Some(held), order)?;
-        (Box::new(train), eval)
-    } else {
-        let recorded = recorded_source_args(&args.source, &saved.data)?;
-        (open_other(&recorded, args.no_shuffle, &expected)?, None)
-    };
+    let (mut source, eval): (Box<dyn ActivationSource>, Option<NpySource>) =
+        if let Some((path, order, _, _)) = npy_cursor {
+            let acts = args.source.acts.clone().unwrap_or(path);
+            let held = saved.data.get(NPY_OPTIONS[1]).unwrap_or("0");
+            let held: f64 = held
+                .parse()
+                .with_context(|| format!("the checkpoint's --holdout {held}"))?;
+            let (train, eval) = open_npy(&acts, Some(held), order)?;
+            (Box::new(train), eval)
+        } else {
+            let recorded = recorded_source_args(&args.source, &saved.data)?;
+            (open_other(&recorded, args.no_shuffle, &expected)?, None)
+        };
     let session = TrainSession::resume(
         dir,
         Some(&expected),

@@ -91,6 +91,9 @@ pub enum AnalysisError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing or hashing a file failed (`zephyra_io`).
+    #[error(transparent)]
+    File(#[from] zephyra_io::Error),
     /// JSON (de)serialisation failed.
     #[error("{path}: invalid JSON: {source}")]
     Json {

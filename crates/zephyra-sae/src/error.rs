@@ -58,6 +58,9 @@ pub enum SaeError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Writing or hashing a file failed (`zephyra_io`).
+    #[error(transparent)]
+    File(#[from] zephyra_io::Error),
     /// A `.npy` activation file that cannot be used (trainer).
     #[error("{path}: {reason}")]
     Npy {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::store::FeatureStore;
 use super::{hist_bin_lower, FeatureRecord};
 use crate::error::{AnalysisError, Result};
-use crate::file_io::write_atomic;
+use zephyra_io::write_atomic;
 
 /// Latents per batch file.
 pub const FEATURES_PER_BATCH: usize = 128;

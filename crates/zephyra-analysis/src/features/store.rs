@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{FeatureOptions, FeatureRecord, HIST_BINS, HIST_LOG10_MAX, HIST_LOG10_MIN};
 use crate::error::{AnalysisError, Result};
-use crate::file_io::{read_json, write_atomic};
+use crate::file_io::read_json;
+use zephyra_io::write_atomic;
 
 /// Version of the layout written by this crate.
 pub const FORMAT_VERSION: u32 = 1;

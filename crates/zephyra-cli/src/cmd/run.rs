@@ -165,14 +165,14 @@ fn write_safetensors(
         TensorView::new(Dtype::I64, vec![n_tokens], &id_bytes)?,
     ));
     let bytes = safetensors::tensor::serialize(views, Some(metadata))?;
-    write_atomically(path, &bytes)
+    Ok(zephyra_io::write_atomic(path, &bytes)?)
 }
 
 /// Writes a NumPy `.npy` (format 1.0) little-endian float32 array of `shape`.
 fn write_npy(path: &Path, values: &[f32], shape: [usize; 2]) -> anyhow::Result<()> {
     let mut bytes = npy_header(&shape);
     bytes.extend(f32_bytes(values));
-    write_atomically(path, &bytes)
+    Ok(zephyra_io::write_atomic(path, &bytes)?)
 }
 
 /// The magic, version and header dict of a `.npy` file, padded so the data starts 64-byte aligned.
@@ -194,24 +194,6 @@ fn npy_header(shape: &[usize]) -> Vec<u8> {
     out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
     out.extend_from_slice(dict.as_bytes());
     out
-}
-
-/// Writes `bytes` to a temp file next to `path`, then renames it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".zephyra-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|err| err.error)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

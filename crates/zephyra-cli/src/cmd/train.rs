@@ -376,7 +376,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         "holdout": held,
         "peak_rss_mb": super::bench::peak_rss_mb(),
     });
-    zephyra_sae::checkpoint::write_atomic(
+    zephyra_io::write_atomic(
         &dir.join("summary.json"),
         format!("{summary:#}\n").as_bytes(),
     )?;

@@ -101,6 +101,9 @@ pub enum AnalysisError {
         /// What does not match.
         reason: String,
     },
+    /// Writing or hashing a file failed (`zephyra_io`).
+    #[error(transparent)]
+    File(#[from] zephyra_io::Error),
     /// JSON (de)serialisation failed.
     #[error("{path}: invalid JSON: {source}")]
     Json {

@@ -498,7 +498,7 @@ pub fn check_store(
         return Ok(());
     }
     let manifest = Manifest::read(store_dir).map_err(|e| AnalysisError::Data(e.to_string()))?;
-    let sha = zephyra_lm::fetch::sha256_file(model_path).map_err(model_err)?;
+    let sha = zephyra_io::sha256_file(model_path)?;
     let what = format!(
         "the activation store {} the SAE was trained on",
         store_dir.display()

@@ -17,8 +17,9 @@ use plotters::prelude::*;
 use serde::Deserialize;
 
 use crate::error::{AnalysisError, Result};
-use crate::file_io::{parent_dir, write_atomic};
+use crate::file_io::parent_dir;
 use crate::sparsity::DensityHistogram;
+use zephyra_io::write_atomic;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
 static FONT_INIT: Once = Once::new();

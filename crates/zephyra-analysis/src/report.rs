@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AnalysisError, Result};
 use crate::eval::EvalFigures;
-use crate::file_io::{read_json, write_atomic};
+use crate::file_io::read_json;
+use zephyra_io::write_atomic;
 
 /// Which data an evaluation ran on, and how it is kept apart from the training data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +77,7 @@ impl EvalReport {
                 source,
             })?;
         text.push('\n');
-        write_atomic(path, text.as_bytes())
+        Ok(write_atomic(path, text.as_bytes())?)
     }
 
     /// The figures as an aligned text table.

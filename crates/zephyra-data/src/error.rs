@@ -23,6 +23,9 @@ pub enum DataError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Writing or hashing a file failed (`zephyra_io`).
+    #[error(transparent)]
+    File(#[from] zephyra_io::Error),
     /// A glob pattern could not be parsed.
     #[error("invalid glob pattern `{pattern}`: {reason}")]
     BadGlob {

@@ -20,6 +20,10 @@ pub enum LmError {
         source: std::io::Error,
     },
 
+    /// Writing or hashing a file failed (`zephyra_io`).
+    #[error(transparent)]
+    File(#[from] zephyra_io::Error),
+
     /// The file does not start with the GGUF magic bytes.
     #[error(
         "{} is not a GGUF file ({detail}); pass a llama.cpp `.gguf` model, `smollm2` or `gemma3-270m`",

@@ -343,30 +343,11 @@ pub fn is_verified(path: &Path, expected: &str) -> Result<bool, LmError> {
             }
         }
     }
-    let got = sha256_file(path)?;
+    let got = zephyra_io::sha256_file(path)?;
     if got == expected {
         write_stamp(path, &got)?;
     }
     Ok(got == expected)
-}
-
-/// Hex sha256 of a file's contents.
-pub fn sha256_file(path: &Path) -> Result<String, LmError> {
-    let io_err = |source| LmError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(io_err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
 }
 
 fn stamp_path(path: &Path) -> PathBuf {
@@ -391,18 +372,10 @@ fn stamp_key(path: &Path) -> Result<String, LmError> {
 
 fn write_stamp(path: &Path, hash: &str) -> Result<(), LmError> {
     let stamp = format!("{hash} {}\n", stamp_key(path)?);
-    let stamp_path = stamp_path(path);
-    let dir = stamp_path.parent().unwrap_or_else(|| Path::new("."));
-    let io_err = |source| LmError::Io {
-        path: stamp_path.clone(),
-        source,
-    };
-    let mut tmp = readable_by_all(tempfile::Builder::new().prefix(".stamp-"))
-        .tempfile_in(dir)
-        .map_err(io_err)?;
-    tmp.write_all(stamp.as_bytes()).map_err(io_err)?;
-    tmp.persist(&stamp_path).map_err(|err| io_err(err.error))?;
-    Ok(())
+    Ok(zephyra_io::write_atomic(
+        &stamp_path(path),
+        stamp.as_bytes(),
+    )?)
 }
 
 fn hex(bytes: &[u8]) -> String {

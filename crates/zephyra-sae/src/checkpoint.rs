@@ -1,4 +1,4 @@
-//! Atomic file writes and the training-state file that makes `--resume` exact.
+//! The training-state file that makes `--resume` exact (written atomically with `zephyra_io::write_atomic`).
 //!
 //! `runs/NAME/training_state.safetensors` sits beside the SAELens files (`cfg.json`,
 //! `sae_weights.safetensors`). It is a safetensors file of float32 tensors — the training-space weights
@@ -8,7 +8,6 @@
 //! data cursor, the full training configuration and the format version ([`StateMeta`]).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
@@ -20,23 +19,6 @@ use crate::SaeError;
 /// File name of the training state inside a run directory.
 pub const STATE_FILE: &str = "training_state.safetensors";
 const META_KEY: &str = "zephyra_training_state";
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, then rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SaeError> {
-    let io = |source| SaeError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
-}
 
 /// Everything needed to continue a run: named tensors and their typed description.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +68,10 @@ impl TrainingState {
 
     /// Writes the state to `dir/training_state.safetensors`, atomically.
     pub fn save(&self, dir: &Path) -> Result<(), SaeError> {
-        write_atomic(&dir.join(STATE_FILE), &self.to_bytes()?)
+        Ok(zephyra_io::write_atomic(
+            &dir.join(STATE_FILE),
+            &self.to_bytes()?,
+        )?)
     }
 
     /// Reads `dir/training_state.safetensors`; a missing, truncated or foreign file is a clear error.

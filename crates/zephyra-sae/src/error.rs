@@ -88,6 +88,9 @@ pub enum SaeError {
         /// The parser's error.
         source: serde_json::Error,
     },
+    /// Writing or hashing a file failed (`zephyra_io`).
+    #[error(transparent)]
+    File(#[from] zephyra_io::Error),
     /// A `.npy` activation file that cannot be used (trainer).
     #[error("{path}: {reason}")]
     Npy {

@@ -60,10 +60,10 @@ impl MetricsWriter {
                         kept.push('\n');
                     }
                 }
-                crate::checkpoint::write_atomic(path, kept.as_bytes())?;
+                zephyra_io::write_atomic(path, kept.as_bytes())?;
             }
             Some(_) => {}
-            None => crate::checkpoint::write_atomic(path, b"")?,
+            None => zephyra_io::write_atomic(path, b"")?,
         }
         let file = OpenOptions::new()
             .create(true)

@@ -188,7 +188,7 @@ pub fn write_f32_matrix(path: &Path, rows: &[f32], d_in: usize) -> Result<(), Sa
     for v in rows {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    crate::checkpoint::write_atomic(path, &bytes)
+    Ok(zephyra_io::write_atomic(path, &bytes)?)
 }
 
 /// An opened, validated, memory-mapped float32 `[n, d_in]` file.

@@ -15,11 +15,11 @@
 //! Both files are written atomically (temporary file in the same folder, then rename), the weights first.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
+use zephyra_io::write_atomic;
 
 use crate::error::cause;
 use crate::sae::{Architecture, Sae, SaeConfig, SaeMetadata};
@@ -45,23 +45,6 @@ fn format_err(path: &Path, message: impl Into<String>) -> SaeError {
     SaeError::format(path, message, None)
 }
 
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err(&dir))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| SaeError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
-}
-
 /// Writes named f32 tensors `(name, shape, values)` as a safetensors file, atomically.
 pub fn write_f32_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<()> {
     let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(tensors.len());
@@ -79,7 +62,7 @@ pub fn write_f32_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])]) ->
     }
     let out = safetensors::serialize(views, None)
         .map_err(|e| SaeError::format(path, "serialising", cause(e)))?;
-    write_atomic(path, &out)
+    Ok(write_atomic(path, &out)?)
 }
 
 /// Tensors by name: `(shape, values)`.
@@ -100,7 +83,7 @@ pub fn write_raw_tensors(
     }
     let out = safetensors::serialize(views, metadata)
         .map_err(|e| SaeError::format(path, "serialising", cause(e)))?;
-    write_atomic(path, &out)
+    Ok(write_atomic(path, &out)?)
 }
 
 /// Reads every tensor of a safetensors file as f32 (`F32` as is, `F64` rounded): name → (shape, values).

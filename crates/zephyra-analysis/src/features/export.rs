@@ -30,7 +30,7 @@ use zephyra_lm::Tokenizer;
 use super::store::FeatureStore;
 use super::{hist_bin_lower, FeatureRecord, HIST_BINS};
 use crate::error::{AnalysisError, Result};
-use crate::file_io::write_atomic;
+use zephyra_io::write_atomic;
 
 /// Latents per batch file.
 pub const FEATURES_PER_BATCH: usize = 128;

@@ -318,7 +318,7 @@ fn save_checkpoint(path: &Path, fingerprint: &serde_json::Value, acc: &Accumulat
             path: path.to_path_buf(),
             source,
         })?;
-    crate::file_io::write_atomic(path, &bytes)?;
+    zephyra_io::write_atomic(path, &bytes)?;
     tracing::debug!(n_contexts = acc.n_contexts, "feature checkpoint written");
     Ok(())
 }

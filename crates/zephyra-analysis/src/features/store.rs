@@ -27,7 +27,8 @@ use sha2::{Digest, Sha256};
 
 use super::{FeatureOptions, FeatureRecord, HIST_BINS, HIST_LOG10_MAX, HIST_LOG10_MIN};
 use crate::error::{AnalysisError, Result};
-use crate::file_io::{read_json, write_atomic};
+use crate::file_io::read_json;
+use zephyra_io::write_atomic;
 
 /// Version of the layout written by this crate.
 pub const FORMAT_VERSION: u32 = 1;

@@ -164,7 +164,7 @@ fn write_safetensors(
         TensorView::new(Dtype::I64, vec![n_tokens], &id_bytes)?,
     ));
     let bytes = safetensors::tensor::serialize(views, Some(metadata))?;
-    zephyra_sae::checkpoint::write_atomic(path, &bytes)
+    zephyra_io::write_atomic(path, &bytes)
         .with_context(|| format!("writing --out {}", path.display()))
 }
 

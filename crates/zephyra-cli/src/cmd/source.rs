@@ -91,7 +91,7 @@ fn check_store_matches(
     if let Some(spec) = model {
         let path = zephyra_lm::fetch::resolve_model(spec)
             .with_context(|| format!("resolving --model {spec}"))?;
-        let sha = zephyra_data::store::sha256_file(&path)?;
+        let sha = zephyra_io::sha256_file(&path)?;
         if sha != m.model.sha256 {
             bail!(
                 "the activation store {} was harvested from {} (sha256 {}), not from --model {} (sha256 {sha}): harvest again with this model or drop --model",

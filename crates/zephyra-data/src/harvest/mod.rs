@@ -31,9 +31,8 @@ use crate::store::manifest::{
     Accumulator, CorpusInfo, ExclusionInfo, Manifest, ModelInfo, ShardInfo, Stats, TokenizerInfo,
     FORMAT, MANIFEST_FILE,
 };
-use crate::store::{
-    encode_shard, sha256_hex, shard_file_name, write_atomic, ActivationStore, ShardData, StoreDtype,
-};
+use crate::store::{encode_shard, shard_file_name, ActivationStore, ShardData, StoreDtype};
+use zephyra_io::{sha256_hex, write_atomic};
 
 mod stream;
 
@@ -93,7 +92,7 @@ impl HookModel for Llama {
 pub fn model_info(model_path: &Path, model: &dyn HookModel) -> Result<ModelInfo> {
     Ok(ModelInfo {
         path: model_path.display().to_string(),
-        sha256: crate::store::sha256_file(model_path)?,
+        sha256: zephyra_io::sha256_file(model_path)?,
         n_layers: model.n_layers(),
         d_model: model.d_model(),
         context_length: model.context_length(),

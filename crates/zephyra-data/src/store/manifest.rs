@@ -318,7 +318,10 @@ impl Manifest {
     pub fn write(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| DataError::bad_store(dir, e.to_string()))?;
-        super::write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes())
+        Ok(zephyra_io::write_atomic(
+            &dir.join(MANIFEST_FILE),
+            text.as_bytes(),
+        )?)
     }
 
     /// Recomputes `stats` from the accumulator.

@@ -19,66 +19,17 @@ pub mod merge;
 pub mod reader;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use zephyra_lm::HookPoint;
 
 use safetensors::tensor::{Dtype, TensorView};
-use sha2::{Digest, Sha256};
 
 pub use manifest::{Manifest, ShardInfo, StoreDtype};
 pub use merge::{merge_rank_stores, MergedStores};
 pub use reader::{shards_per_window, ReaderCursor, ShuffleReader, WindowFeed};
 
 use crate::error::{DataError, Result};
-
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| DataError::io("creating a temporary file in", dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| DataError::io("writing", tmp.path().to_path_buf(), e))?;
-    // Readable by others like any ordinary output file (temporary files are created 0600).
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let perms = std::fs::Permissions::from_mode(0o644);
-        tmp.as_file()
-            .set_permissions(perms)
-            .map_err(|e| DataError::io("setting permissions of", tmp.path().to_path_buf(), e))?;
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| DataError::io("syncing", tmp.path().to_path_buf(), e))?;
-    tmp.persist(path)
-        .map_err(|e| DataError::io("renaming into", path, e.error))?;
-    Ok(())
-}
-
-/// sha256 of `bytes`, lower-case hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| DataError::io("opening", path, e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| DataError::io("reading", path, e))?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
 
 /// The store directory of each hook of a harvest into `out`: `out` itself for one hook, `out/<hook>` for
 /// several.
@@ -317,7 +268,7 @@ impl ActivationStore {
     /// Recomputes every shard's sha256 and compares it with the manifest.
     pub fn verify(&self) -> Result<()> {
         for shard in &self.manifest.shards {
-            let got = sha256_file(&self.dir.join(&shard.file))?;
+            let got = zephyra_io::sha256_file(&self.dir.join(&shard.file))?;
             if got != shard.sha256 {
                 return Err(DataError::bad_store(
                     &self.dir,

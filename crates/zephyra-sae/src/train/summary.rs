@@ -72,7 +72,7 @@ impl TrainSummary {
             source,
         })?;
         text.push('\n');
-        crate::checkpoint::write_atomic(&path, text.as_bytes())
+        Ok(zephyra_io::write_atomic(&path, text.as_bytes())?)
     }
 }
 

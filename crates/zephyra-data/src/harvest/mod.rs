@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use zephyra_lm::{HookPoint, Hooks, Llama};
+use zephyra_lm::{HookPoint, Llama};
 
 use crate::corpus::{Corpus, ReadStats};
 use crate::error::{DataError, Result};
@@ -35,9 +35,11 @@ use crate::store::{
     encode_shard, sha256_hex, shard_file_name, write_atomic, ActivationStore, ShardData, StoreDtype,
 };
 
+mod batch;
 mod stream;
 
 pub use crate::store::{shards_per_window, store_dirs};
+pub use batch::{capture_rows, HookBatch};
 pub use stream::{stream_tokens, StreamFeed};
 
 /// Default contexts per shard (32,768 rows at ctx 128: 75 MB of float32 at d = 576).
@@ -72,20 +74,7 @@ impl HookModel for Llama {
     }
 
     fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> Result<Vec<Vec<f32>>> {
-        let mut h = Hooks::capturing(hooks.iter().copied());
-        let mut out = self.forward(contexts, &mut h, zephyra_lm::model::Logits::None)?;
-        hooks
-            .iter()
-            .map(|&p| {
-                let t = out
-                    .activations
-                    .take(p)
-                    .ok_or(DataError::NotCaptured { hook: p })?;
-                Ok(t.flatten_all()
-                    .and_then(|t| t.to_vec1::<f32>())
-                    .map_err(zephyra_lm::LmError::from)?)
-            })
-            .collect()
+        capture_rows(self, contexts, hooks)
     }
 }
 

@@ -5,9 +5,8 @@
 //! sinks) are marked `excluded` and get no latents, exactly as in training and in the feature statistics.
 
 use serde::{Deserialize, Serialize};
-use zephyra_data::{exclude, ExclusionRule};
-use zephyra_lm::model::Logits;
-use zephyra_lm::Hooks;
+use zephyra_data::harvest::HookBatch;
+use zephyra_data::ExclusionRule;
 
 use crate::error::{AnalysisError, Result};
 use crate::steer::Engine;
@@ -52,26 +51,19 @@ impl Engine {
             )));
         }
         let ids = self.encode_checked(text, 0)?;
-        let mut hooks = Hooks::capturing([self.hook]);
-        let mut out = self
-            .llama
-            .forward(std::slice::from_ref(&ids), &mut hooks, Logits::None)
-            .map_err(|e| AnalysisError::Model(e.to_string()))?;
-        let acts = out
-            .activations
-            .take(self.hook)
-            .ok_or_else(|| AnalysisError::Model(format!("nothing captured at {}", self.hook)))?
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| AnalysisError::Model(e.to_string()))?;
-        let d_in = self.sae.cfg.d_in;
-        let d_sae = self.sae.cfg.d_sae;
-        let norms = exclude::row_norms(&acts, d_in);
         let tok = self.tokenizer.clone();
-        let ex = exclude::apply(rule, &ids, ids.len(), &norms, &move |id| tok.is_special(id));
+        let batch = HookBatch::run(
+            self.llama.as_ref(),
+            std::slice::from_ref(&ids),
+            self.hook,
+            rule,
+            &move |id| tok.is_special(id),
+        )
+        .map_err(|e| AnalysisError::Model(e.to_string()))?;
+        let d_sae = self.sae.cfg.d_sae;
         let codes = self
             .sae
-            .encode(&acts, ids.len())
+            .encode(&batch.acts, ids.len())
             .map_err(|e| AnalysisError::Sae(e.to_string()))?;
         let mut result = Vec::with_capacity(ids.len());
         for (p, &id) in ids.iter().enumerate() {
@@ -79,7 +71,7 @@ impl Engine {
                 .tokenizer
                 .decode(&[id])
                 .unwrap_or_else(|_| format!("<{id}>"));
-            let excluded = !ex.keep[p];
+            let excluded = !batch.keep()[p];
             let mut features: Vec<FeatureAct> = Vec::new();
             if !excluded {
                 features = codes[p * d_sae..(p + 1) * d_sae]

@@ -158,7 +158,10 @@ fn the_real_gemma_file_is_fetched_and_verified() {
         path.file_name().and_then(|n| n.to_str()),
         Some("gemma-3-270m-q4_k_m.gguf")
     );
-    assert_eq!(zephyra_io::sha256_file(&path).expect("hash"), GEMMA3_270M.sha256);
+    assert_eq!(
+        zephyra_io::sha256_file(&path).expect("hash"),
+        GEMMA3_270M.sha256
+    );
     let home = fetch::zephyra_home().expect("cache dir");
     let again = Fetcher::new(home, "/nonexistent/bin/python3")
         .fetch(&GEMMA3_270M)

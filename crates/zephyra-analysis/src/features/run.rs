@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use zephyra_data::exclude;
+use zephyra_data::harvest::HookBatch;
 use zephyra_data::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
 use zephyra_data::Corpus;
-use zephyra_lm::model::Logits;
-use zephyra_lm::{HookPoint, Hooks, Llama, Tokenizer};
+use zephyra_lm::{HookPoint, Llama, Tokenizer};
 use zephyra_sae::{Sae, Workspace};
 
 use super::accum::{Accumulators, Batch};
@@ -171,32 +170,19 @@ pub fn compute_features(
             break;
         }
         let rows = contexts.len() * opts.ctx;
-        let mut hooks = Hooks::capturing([job.hook]);
-        let mut out = job
-            .llama
-            .forward(&contexts, &mut hooks, Logits::None)
+        let batch = HookBatch::run(job.llama, &contexts, job.hook, &opts.exclusion, &is_special)
             .map_err(model_err)?;
-        let acts = out
-            .activations
-            .take(job.hook)
-            .ok_or_else(|| model_err(format!("the forward pass captured nothing at {}", job.hook)))?
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(model_err)?;
-        let tokens: Vec<u32> = contexts.concat();
-        let norms = exclude::row_norms(&acts, d_in);
-        let ex = exclude::apply(&opts.exclusion, &tokens, opts.ctx, &norms, &is_special);
         let codes = job
             .sae
-            .encode_with(&acts, rows, &mut ws)
+            .encode_with(&batch.acts, rows, &mut ws)
             .map_err(|e| AnalysisError::Sae(e.to_string()))?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
             opts.seed ^ acc.n_contexts.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
         acc.add(
             &Batch {
-                tokens: &tokens,
-                keep: &ex.keep,
+                tokens: &batch.tokens,
+                keep: batch.keep(),
                 codes,
                 ctx: opts.ctx,
             },

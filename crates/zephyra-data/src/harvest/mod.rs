@@ -10,33 +10,40 @@
 //! with the same options skips (re-packs without running the model) the contexts of the shards already
 //! listed in the manifests and continues with the next one.
 //!
+//! Files: `threads.rs` (packer, forward pass, writer), `resume.rs` (reopening a store, undoing a harvest
+//! that failed before its first shard), `batch.rs` ([`capture_rows`], [`HookBatch`]), `stream.rs`
+//! ([`StreamFeed`]).
+//!
 //! [`StreamFeed`] runs the same pipeline on a background thread without writing anything and hands the
 //! rows of each shard to a [`ShuffleReader`](crate::store::ShuffleReader): training straight from the model.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
-use zephyra_lm::{HookPoint, Hooks, Llama};
+use zephyra_lm::{HookPoint, Llama};
 
-use crate::corpus::{Corpus, ReadStats};
+use crate::corpus::Corpus;
 use crate::error::{DataError, Result};
-use crate::exclude::{self, ExclusionCounts, ExclusionRule};
-use crate::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
+use crate::exclude::{ExclusionCounts, ExclusionRule};
+use crate::pack::{TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
 use crate::store::manifest::{
-    Accumulator, CorpusInfo, ExclusionInfo, Manifest, ModelInfo, ShardInfo, Stats, TokenizerInfo,
-    FORMAT, MANIFEST_FILE,
+    Accumulator, CorpusInfo, ExclusionInfo, Manifest, ModelInfo, Stats, TokenizerInfo, FORMAT,
 };
-use crate::store::{encode_shard, shard_file_name, ActivationStore, ShardData, StoreDtype};
-use zephyra_io::{sha256_hex, write_atomic};
+use crate::store::StoreDtype;
 
+mod batch;
+mod resume;
 mod stream;
+mod threads;
+
+use resume::prepare_store;
+use threads::{writer_thread, RawShard, ShardProducer};
 
 pub use crate::store::{shards_per_window, store_dirs};
+pub use batch::{capture_rows, HookBatch};
 pub use stream::{stream_tokens, StreamFeed};
 
 /// Default contexts per shard (32,768 rows at ctx 128: 75 MB of float32 at d = 576).
@@ -71,20 +78,7 @@ impl HookModel for Llama {
     }
 
     fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> Result<Vec<Vec<f32>>> {
-        let mut h = Hooks::capturing(hooks.iter().copied());
-        let mut out = self.forward(contexts, &mut h, zephyra_lm::model::Logits::None)?;
-        hooks
-            .iter()
-            .map(|&p| {
-                let t = out
-                    .activations
-                    .take(p)
-                    .ok_or(DataError::NotCaptured { hook: p })?;
-                Ok(t.flatten_all()
-                    .and_then(|t| t.to_vec1::<f32>())
-                    .map_err(zephyra_lm::LmError::from)?)
-            })
-            .collect()
+        capture_rows(self, contexts, hooks)
     }
 }
 
@@ -266,193 +260,6 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-enum ContextMsg {
-    Context(Vec<u32>),
-    End(ReadStats),
-    Err(DataError),
-}
-
-/// A raw shard: the tokens of its contexts and the activations at each hook.
-struct RawShard {
-    index: usize,
-    first_context: u64,
-    tokens: Vec<u32>,
-    acts: Vec<Vec<f32>>,
-}
-
-/// Runs the packer thread and the forward pass, shard by shard.
-struct ShardProducer {
-    pipeline: Pipeline,
-    rx: Receiver<ContextMsg>,
-    _packer: JoinHandle<()>,
-    next_index: usize,
-    next_context: u64,
-    read_stats: Option<ReadStats>,
-    exhausted: bool,
-}
-
-impl ShardProducer {
-    /// Starts the packer; the first shard produced is `start_shard` (earlier contexts are packed and dropped).
-    fn start(pipeline: Pipeline, start_shard: usize) -> Result<Self> {
-        let cfg = &pipeline.config;
-        let mut corpus = pipeline.corpus.clone();
-        corpus.shuffle_inputs(cfg.seed);
-        let stream = ContextStream::new(
-            corpus.documents(),
-            pipeline.encoder.clone(),
-            PackOptions {
-                ctx: cfg.ctx,
-                seed: cfg.seed,
-                shuffle_contexts: cfg.shuffle_contexts,
-            },
-        )?;
-        let target = cfg.target_contexts();
-        let (tx, rx) = sync_channel(cfg.batch_contexts * 4 + 16);
-        let packer = std::thread::Builder::new()
-            .name("zephyra-packer".into())
-            .spawn(move || pack_thread(stream, target, tx))
-            .map_err(|source| DataError::ThreadSpawn {
-                thread: "packer",
-                source,
-            })?;
-        let mut producer = Self {
-            pipeline,
-            rx,
-            _packer: packer,
-            next_index: 0,
-            next_context: 0,
-            read_stats: None,
-            exhausted: false,
-        };
-        let skip = start_shard as u64 * producer.pipeline.config.contexts_per_shard as u64;
-        while producer.next_context < skip {
-            if producer.recv_context()?.is_none() {
-                break;
-            }
-        }
-        producer.next_index = start_shard;
-        Ok(producer)
-    }
-
-    fn recv_context(&mut self) -> Result<Option<Vec<u32>>> {
-        if self.exhausted {
-            return Ok(None);
-        }
-        match self.rx.recv() {
-            Ok(ContextMsg::Context(c)) => {
-                self.next_context += 1;
-                Ok(Some(c))
-            }
-            Ok(ContextMsg::End(stats)) => {
-                self.read_stats = Some(stats);
-                self.exhausted = true;
-                Ok(None)
-            }
-            Ok(ContextMsg::Err(e)) => Err(e),
-            Err(_) => Err(DataError::ThreadStopped { thread: "packer" }),
-        }
-    }
-
-    /// The next shard, running the model; `on_batch` gets the tokens of each forward batch.
-    fn next_shard(&mut self, on_batch: &mut dyn FnMut(u64)) -> Result<Option<RawShard>> {
-        let cfg = self.pipeline.config.clone();
-        let first_context = self.next_context;
-        let mut tokens = Vec::with_capacity(cfg.contexts_per_shard * cfg.ctx);
-        let mut acts: Vec<Vec<f32>> = vec![Vec::new(); cfg.hooks.len()];
-        let mut n_contexts = 0;
-        while n_contexts < cfg.contexts_per_shard {
-            let mut batch = Vec::with_capacity(cfg.batch_contexts);
-            while batch.len() < cfg.batch_contexts
-                && n_contexts + batch.len() < cfg.contexts_per_shard
-            {
-                match self.recv_context()? {
-                    Some(c) => batch.push(c),
-                    None => break,
-                }
-            }
-            if batch.is_empty() {
-                break;
-            }
-            let out = self.pipeline.model.capture(&batch, &cfg.hooks)?;
-            for (all, got) in acts.iter_mut().zip(out) {
-                all.extend_from_slice(&got);
-            }
-            for c in &batch {
-                tokens.extend_from_slice(c);
-            }
-            n_contexts += batch.len();
-            on_batch((batch.len() * cfg.ctx) as u64);
-        }
-        if n_contexts == 0 {
-            return Ok(None);
-        }
-        let index = self.next_index;
-        self.next_index += 1;
-        Ok(Some(RawShard {
-            index,
-            first_context,
-            tokens,
-            acts,
-        }))
-    }
-}
-
-fn pack_thread(stream: ContextStream, target: u64, tx: SyncSender<ContextMsg>) {
-    let mut stream = stream;
-    let mut sent = 0u64;
-    while sent < target {
-        match stream.next() {
-            Some(Ok(c)) => {
-                if tx.send(ContextMsg::Context(c)).is_err() {
-                    return;
-                }
-                sent += 1;
-            }
-            Some(Err(e)) => {
-                let _ = tx.send(ContextMsg::Err(e));
-                return;
-            }
-            None => break,
-        }
-    }
-    let _ = tx.send(ContextMsg::End(stream.read_stats().clone()));
-}
-
-/// The kept rows of a raw shard at one hook, with their exclusion record.
-fn select_rows(
-    raw: &RawShard,
-    hook: usize,
-    d: usize,
-    ctx: usize,
-    rule: &ExclusionRule,
-    encoder: &dyn TextEncoder,
-) -> (ShardData, Vec<f32>, exclude::ShardExclusion) {
-    let acts = &raw.acts[hook];
-    let norms = exclude::row_norms(acts, d);
-    let ex = exclude::apply(rule, &raw.tokens, ctx, &norms, &|t| encoder.is_special(t));
-    let n_kept = ex.counts.kept as usize;
-    let mut data = ShardData {
-        activations: Vec::with_capacity(n_kept * d),
-        token_ids: Vec::with_capacity(n_kept),
-        context_index: Vec::with_capacity(n_kept),
-        position: Vec::with_capacity(n_kept),
-        context_tokens: raw.tokens.clone(),
-    };
-    let mut kept_norms = Vec::with_capacity(n_kept);
-    for (i, &keep) in ex.keep.iter().enumerate() {
-        if keep {
-            data.activations
-                .extend_from_slice(&acts[i * d..(i + 1) * d]);
-            data.token_ids.push(raw.tokens[i]);
-            data.context_index
-                .push((raw.first_context + (i / ctx) as u64) as u32);
-            data.position.push((i % ctx) as u32);
-            kept_norms.push(norms[i]);
-        }
-    }
-    (data, kept_norms, ex)
-}
-
 /// Harvests `pipeline` into stores under `out` (see [`store_dirs`]), resuming an interrupted harvest there.
 ///
 /// A harvest that fails before its first shard is written removes the directories and manifests it
@@ -465,32 +272,10 @@ pub fn harvest(
     out: &Path,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<HarvestSummary> {
-    let dirs = store_dirs(out, &pipeline.config.hooks);
-    let out_existed = out.exists();
-    let fresh: Vec<bool> = dirs
-        .iter()
-        .map(|d| !d.join(MANIFEST_FILE).exists())
-        .collect();
-    let existed: Vec<bool> = dirs.iter().map(|d| d.exists()).collect();
+    let before = resume::Before::record(out, &store_dirs(out, &pipeline.config.hooks));
     let result = run_harvest(pipeline, model, vocab_size, out, progress);
     if result.is_err() {
-        for ((dir, &fresh), &existed) in dirs.iter().zip(&fresh).zip(&existed) {
-            // Only a store this call created and wrote no shard into.
-            let untouched = fresh && Manifest::read(dir).is_ok_and(|m| m.shards.is_empty());
-            if !untouched {
-                continue;
-            }
-            // Best effort: the harvest's own error is the one to report.
-            if existed {
-                let _ = std::fs::remove_file(dir.join(MANIFEST_FILE));
-                let _ = clean_temporaries(dir);
-            } else {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-        if !out_existed {
-            let _ = std::fs::remove_dir(out); // only if empty
-        }
+        before.restore();
     }
     result
 }
@@ -637,144 +422,4 @@ fn run_harvest(
         corpus_exhausted,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// Creates `dir` with a fresh manifest, or reopens an interrupted store made with the same settings.
-fn prepare_store(dir: &Path, fresh: Manifest) -> Result<Manifest> {
-    if dir.join(MANIFEST_FILE).exists() {
-        let store = ActivationStore::open_partial(dir)?;
-        let m = store.manifest().clone();
-        let checks: [(&str, String, String); 12] = [
-            (
-                "model sha256",
-                m.model.sha256.clone(),
-                fresh.model.sha256.clone(),
-            ),
-            ("hook", m.hook.clone(), fresh.hook.clone()),
-            ("d", m.d.to_string(), fresh.d.to_string()),
-            ("ctx", m.ctx.to_string(), fresh.ctx.to_string()),
-            ("dtype", m.dtype.to_string(), fresh.dtype.to_string()),
-            ("seed", m.seed.to_string(), fresh.seed.to_string()),
-            (
-                "shuffle contexts",
-                m.shuffle_contexts.to_string(),
-                fresh.shuffle_contexts.to_string(),
-            ),
-            (
-                "contexts per shard",
-                m.contexts_per_shard.to_string(),
-                fresh.contexts_per_shard.to_string(),
-            ),
-            (
-                "target contexts (--tokens)",
-                m.target_contexts.to_string(),
-                fresh.target_contexts.to_string(),
-            ),
-            (
-                "corpus",
-                m.corpus.description.clone(),
-                fresh.corpus.description.clone(),
-            ),
-            (
-                "text field",
-                m.corpus.text_field.clone(),
-                fresh.corpus.text_field.clone(),
-            ),
-            (
-                "exclusion rule",
-                m.exclusion.description.clone(),
-                fresh.exclusion.description.clone(),
-            ),
-        ];
-        for (field, stored, requested) in checks {
-            if stored != requested {
-                return Err(DataError::ResumeMismatch {
-                    dir: dir.to_path_buf(),
-                    field: field.into(),
-                    stored,
-                    requested,
-                });
-            }
-        }
-        clean_temporaries(dir)?;
-        return Ok(m);
-    }
-    if dir.exists() {
-        let entries = std::fs::read_dir(dir).map_err(|e| DataError::io("listing", dir, e))?;
-        let foreign = entries
-            .filter_map(|e| e.ok())
-            .find(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"));
-        if let Some(entry) = foreign {
-            return Err(DataError::bad_store(
-                dir,
-                format!("the directory is not empty (it holds `{}`) and is not an activation store; choose an empty or new --out", entry.file_name().to_string_lossy()),
-            ));
-        }
-    }
-    std::fs::create_dir_all(dir).map_err(|e| DataError::io("creating", dir, e))?;
-    fresh.write(dir)?;
-    Ok(fresh)
-}
-
-/// Removes temporary files left by a killed writer.
-fn clean_temporaries(dir: &Path) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| DataError::io("listing", dir, e))?;
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(".tmp-") {
-            std::fs::remove_file(e.path())
-                .map_err(|err| DataError::io("removing", e.path(), err))?;
-        }
-    }
-    Ok(())
-}
-
-fn writer_thread(
-    rx: Receiver<RawShard>,
-    dirs: Vec<PathBuf>,
-    mut manifests: Vec<Manifest>,
-    cfg: HarvestConfig,
-    d: usize,
-    encoder: Arc<dyn TextEncoder>,
-    shards_written: Arc<AtomicUsize>,
-) -> Result<Vec<Manifest>> {
-    for raw in rx {
-        for (h, (dir, m)) in dirs.iter().zip(manifests.iter_mut()).enumerate() {
-            if m.shards.len() > raw.index {
-                continue; // written before the interruption
-            }
-            let (data, kept_norms, ex) =
-                select_rows(&raw, h, d, cfg.ctx, &cfg.rule, encoder.as_ref());
-            let file = shard_file_name(raw.index);
-            // One metadata key: safetensors writes a map's keys in hash order, which would make identical
-            // shards differ byte-wise between runs.
-            let mut meta = HashMap::new();
-            meta.insert(
-                "zephyra".to_string(),
-                serde_json::json!({ "hook": m.hook, "first_context": raw.first_context })
-                    .to_string(),
-            );
-            let bytes = encode_shard(&data, d, cfg.ctx, cfg.dtype, meta)?;
-            write_atomic(&dir.join(&file), &bytes)?;
-            m.accumulator.add_rows(&data.activations, d, &kept_norms);
-            m.exclusion.counts.add(&ex.counts);
-            let n_contexts = (raw.tokens.len() / cfg.ctx) as u64;
-            m.n_contexts += n_contexts;
-            m.n_rows += data.n_rows() as u64;
-            m.shards.push(ShardInfo {
-                file,
-                n_rows: data.n_rows() as u64,
-                n_contexts,
-                first_context: raw.first_context,
-                bytes: bytes.len() as u64,
-                sha256: sha256_hex(&bytes),
-                median_norm: ex.median_norm,
-                norm_threshold: ex.norm_threshold,
-                counts: ex.counts,
-            });
-            m.refresh_stats();
-            m.write(dir)?;
-        }
-        shards_written.store(raw.index + 1, Ordering::Relaxed);
-    }
-    Ok(manifests)
 }

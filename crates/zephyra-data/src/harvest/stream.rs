@@ -5,7 +5,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::{select_rows, HarvestConfig, Pipeline, ShardProducer};
+use super::threads::{select_rows, ShardProducer};
+use super::{HarvestConfig, Pipeline};
 use crate::error::{DataError, Result};
 use crate::pack::TextEncoder;
 use crate::store::{shards_per_window, WindowFeed};

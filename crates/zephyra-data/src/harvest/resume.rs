@@ -1,0 +1,139 @@
+//! Resuming: a store is reopened only if it was made with the same settings; a harvest that failed before
+//! its first shard leaves no store behind.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{DataError, Result};
+use crate::store::manifest::{Manifest, MANIFEST_FILE};
+use crate::store::ActivationStore;
+
+/// What `out` held before a harvest, to undo a harvest that fails before its first shard.
+pub(super) struct Before {
+    out: PathBuf,
+    out_existed: bool,
+    /// Per store: (directory, had no manifest, existed).
+    dirs: Vec<(PathBuf, bool, bool)>,
+}
+
+impl Before {
+    /// Records the state of `out` and its store directories `dirs`.
+    pub(super) fn record(out: &Path, dirs: &[PathBuf]) -> Self {
+        Self {
+            out: out.to_path_buf(),
+            out_existed: out.exists(),
+            dirs: dirs
+                .iter()
+                .map(|d| (d.clone(), !d.join(MANIFEST_FILE).exists(), d.exists()))
+                .collect(),
+        }
+    }
+
+    /// Removes the stores this harvest created and wrote no shard into (best effort: the harvest's own
+    /// error is the one to report).
+    pub(super) fn restore(&self) {
+        for (dir, fresh, existed) in &self.dirs {
+            let untouched = *fresh && Manifest::read(dir).is_ok_and(|m| m.shards.is_empty());
+            if !untouched {
+                continue;
+            }
+            if *existed {
+                let _ = std::fs::remove_file(dir.join(MANIFEST_FILE));
+                let _ = clean_temporaries(dir);
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        if !self.out_existed {
+            let _ = std::fs::remove_dir(&self.out); // only if empty
+        }
+    }
+}
+
+/// Creates `dir` with a fresh manifest, or reopens an interrupted store made with the same settings.
+pub(super) fn prepare_store(dir: &Path, fresh: Manifest) -> Result<Manifest> {
+    if dir.join(MANIFEST_FILE).exists() {
+        let store = ActivationStore::open_partial(dir)?;
+        let m = store.manifest().clone();
+        let checks: [(&str, String, String); 12] = [
+            (
+                "model sha256",
+                m.model.sha256.clone(),
+                fresh.model.sha256.clone(),
+            ),
+            ("hook", m.hook.clone(), fresh.hook.clone()),
+            ("d", m.d.to_string(), fresh.d.to_string()),
+            ("ctx", m.ctx.to_string(), fresh.ctx.to_string()),
+            ("dtype", m.dtype.to_string(), fresh.dtype.to_string()),
+            ("seed", m.seed.to_string(), fresh.seed.to_string()),
+            (
+                "shuffle contexts",
+                m.shuffle_contexts.to_string(),
+                fresh.shuffle_contexts.to_string(),
+            ),
+            (
+                "contexts per shard",
+                m.contexts_per_shard.to_string(),
+                fresh.contexts_per_shard.to_string(),
+            ),
+            (
+                "target contexts (--tokens)",
+                m.target_contexts.to_string(),
+                fresh.target_contexts.to_string(),
+            ),
+            (
+                "corpus",
+                m.corpus.description.clone(),
+                fresh.corpus.description.clone(),
+            ),
+            (
+                "text field",
+                m.corpus.text_field.clone(),
+                fresh.corpus.text_field.clone(),
+            ),
+            (
+                "exclusion rule",
+                m.exclusion.description.clone(),
+                fresh.exclusion.description.clone(),
+            ),
+        ];
+        for (field, stored, requested) in checks {
+            if stored != requested {
+                return Err(DataError::ResumeMismatch {
+                    dir: dir.to_path_buf(),
+                    field: field.into(),
+                    stored,
+                    requested,
+                });
+            }
+        }
+        clean_temporaries(dir)?;
+        return Ok(m);
+    }
+    if dir.exists() {
+        let entries = std::fs::read_dir(dir).map_err(|e| DataError::io("listing", dir, e))?;
+        let foreign = entries
+            .filter_map(|e| e.ok())
+            .find(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"));
+        if let Some(entry) = foreign {
+            return Err(DataError::bad_store(
+                dir,
+                format!("the directory is not empty (it holds `{}`) and is not an activation store; choose an empty or new --out", entry.file_name().to_string_lossy()),
+            ));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io("creating", dir, e))?;
+    fresh.write(dir)?;
+    Ok(fresh)
+}
+
+/// Removes temporary files left by a killed writer.
+fn clean_temporaries(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::io("listing", dir, e))?;
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            std::fs::remove_file(e.path())
+                .map_err(|err| DataError::io("removing", e.path(), err))?;
+        }
+    }
+    Ok(())
+}

@@ -62,6 +62,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Measure throughput (forward pass, SAE training).
     Bench(cmd::bench::Args),
+    /// Convert an SAE between the SAELens layout and Gemma Scope (`--from gemma-scope`, `--to gemma-scope`).
+    Convert(cmd::convert::Args),
 }
 
 impl Command {
@@ -85,6 +87,7 @@ impl Command {
             Command::Explain(_) => "explain",
             Command::Demo(_) => "demo",
             Command::Bench(_) => "bench",
+            Command::Convert(_) => "convert",
         }
     }
 }
@@ -131,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => cmd::explain::run(args, &global),
         Command::Demo(args) => cmd::demo::run(args, &global),
         Command::Bench(args) => cmd::bench::run(args, &global),
+        Command::Convert(args) => cmd::convert::run(args, &global),
     }
 }
 

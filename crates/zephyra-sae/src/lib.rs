@@ -9,6 +9,7 @@
 //! | [`arch`] | forward + hand-derived backward of every architecture, encode/decode, decoder norm hooks, resampling | [`Workspace`] |
 //! | [`kernels`] | dense GEMM (`gemm` crate), sparse code kernels, top-k selection, the [`kernels::Real`] trait | [`kernels::Codes`] |
 //! | [`saelens`] | `cfg.json` + `sae_weights.safetensors` save/load | [`saelens::save`], [`saelens::load`] |
+//! | [`gemma_scope`] | Gemma Scope `params.safetensors` (+ `config.json`) read/write | [`gemma_scope::read`], [`gemma_scope::write`] |
 //! | [`by_hand`] | the seed article's worksheet, computed with the trainer's code | [`by_hand::Worksheet`] |
 //! | [`error`] | the crate's error type | [`SaeError`], [`Result`] |
 //!
@@ -30,6 +31,7 @@ pub mod arch;
 pub mod by_hand;
 pub mod checkpoint;
 pub mod error;
+pub mod gemma_scope;
 pub mod init;
 pub mod kernels;
 pub mod metrics;

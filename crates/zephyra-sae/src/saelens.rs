@@ -160,7 +160,14 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
     sae.check_shapes()?;
     let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
     let threshold: Vec<f32> = match sae.cfg.architecture {
-        Architecture::JumpRelu => sae.log_threshold.iter().map(|l| l.exp()).collect(),
+        // The stored threshold when `log_threshold` is its logarithm (a loaded file's exact values: `exp(ln
+        // t)` is not always `t` in f32), else `exp(log_threshold)`.
+        Architecture::JumpRelu => sae
+            .log_threshold
+            .iter()
+            .zip(&sae.threshold)
+            .map(|(l, t)| if t.ln() == *l { *t } else { l.exp() })
+            .collect(),
         _ => sae.threshold.clone(),
     };
     let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod by_hand;
+pub mod convert;
 pub mod demo;
 pub mod encode;
 pub mod eval;

@@ -56,6 +56,7 @@ fn record(id: u32) -> FeatureRecord {
                 fraction: 0.1,
             })
             .collect(),
+        correlated: Vec::new(),
     }
 }
 

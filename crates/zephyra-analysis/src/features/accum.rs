@@ -3,7 +3,9 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{hist_bin, Cofire, Example, FeatureOptions, QuantileGroup, HIST_BINS};
+use super::{
+    correlation, hist_bin, Cofire, Correlation, Example, FeatureOptions, QuantileGroup, HIST_BINS,
+};
 
 /// What is accumulated for one latent.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -18,6 +20,13 @@ pub(crate) struct LatentAcc {
     pub samples: Vec<Example>,
     /// Space-saving counters `(latent, count)`.
     pub cofire: Vec<(u32, u64)>,
+    /// `Σx²` over the tokens where it fired (exact).
+    #[serde(default)]
+    pub sum_sq: f64,
+    /// `Σxy` with the latent of the same slot of `cofire`, since that slot last took its latent
+    /// (a checkpoint from before this field resumes with zeros).
+    #[serde(default)]
+    pub cofire_xy: Vec<f64>,
 }
 
 /// All latents' accumulators plus the pass counters; this is what a checkpoint holds.
@@ -87,6 +96,7 @@ impl Accumulators {
                     let acc = &mut self.latents[j as usize];
                     acc.n_fires += 1;
                     acc.sum += f64::from(a);
+                    acc.sum_sq += f64::from(a) * f64::from(a);
                     acc.max = acc.max.max(a);
                     acc.hist[hist_bin(a)] += 1;
                     // Reservoir sampling (Vitter's algorithm R).
@@ -119,11 +129,22 @@ impl Accumulators {
                         active.truncate(opts.cofire_active);
                     }
                     let capacity = opts.n_cofire * 4;
-                    for &(_, j) in &active {
-                        let counters = &mut self.latents[j as usize].cofire;
-                        for &(_, other) in &active {
-                            if other != j {
-                                space_saving(counters, other, capacity);
+                    for &(a, j) in &active {
+                        let acc = &mut self.latents[j as usize];
+                        for &(b, other) in &active {
+                            if other == j {
+                                continue;
+                            }
+                            if let Some((slot, fresh)) =
+                                space_saving(&mut acc.cofire, other, capacity)
+                            {
+                                acc.cofire_xy.resize(acc.cofire.len(), 0.0);
+                                let xy = f64::from(a) * f64::from(b);
+                                if fresh {
+                                    acc.cofire_xy[slot] = xy;
+                                } else {
+                                    acc.cofire_xy[slot] += xy;
+                                }
                             }
                         }
                     }
@@ -171,14 +192,23 @@ fn weakest(examples: &[Example]) -> Option<(usize, f32)> {
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// One space-saving update: count `item`, evicting the smallest counter when full.
-fn space_saving(counters: &mut Vec<(u32, u64)>, item: u32, capacity: usize) {
-    if let Some(c) = counters.iter_mut().find(|c| c.0 == item) {
-        c.1 += 1;
+/// One space-saving update: count `item`, evicting the smallest counter when full. Returns the slot that
+/// counted it and whether that slot has just taken `item` (new or evicted); `None` when `capacity` is 0.
+fn space_saving(
+    counters: &mut Vec<(u32, u64)>,
+    item: u32,
+    capacity: usize,
+) -> Option<(usize, bool)> {
+    if let Some(k) = counters.iter().position(|c| c.0 == item) {
+        counters[k].1 += 1;
+        Some((k, false))
     } else if counters.len() < capacity {
         counters.push((item, 1));
-    } else if let Some(min) = counters.iter_mut().min_by_key(|c| c.1) {
-        *min = (item, min.1 + 1);
+        Some((counters.len() - 1, true))
+    } else {
+        let (k, &(_, min)) = counters.iter().enumerate().min_by_key(|(_, c)| c.1)?;
+        counters[k] = (item, min + 1);
+        Some((k, true))
     }
 }
 
@@ -214,6 +244,35 @@ fn window(
         token_ids,
         tokens: Vec::new(),
         acts,
+    }
+}
+
+impl Accumulators {
+    /// The `n` co-firing candidates of latent `j` with the largest Pearson correlation (ties: smaller id
+    /// first), over the kept tokens; see [`Correlation`] for the formulas and what is exact.
+    pub fn correlated(&self, j: usize, n: usize) -> Vec<Correlation> {
+        let Some(acc) = self.latents.get(j) else {
+            return Vec::new();
+        };
+        let n_tokens = self.n_tokens_kept as f64;
+        let mut out: Vec<Correlation> = acc
+            .cofire
+            .iter()
+            .zip(&acc.cofire_xy)
+            .filter_map(|(&(other, _), &sxy)| {
+                let o = self.latents.get(other as usize)?;
+                let (pearson, cosine) =
+                    correlation(n_tokens, acc.sum, o.sum, acc.sum_sq, o.sum_sq, sxy);
+                Some(Correlation {
+                    id: other,
+                    pearson,
+                    cosine,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| b.pearson.total_cmp(&a.pearson).then(a.id.cmp(&b.id)));
+        out.truncate(n);
+        out
     }
 }
 
@@ -359,6 +418,101 @@ mod tests {
             .map(|e| (e.act, e.context))
             .collect();
         assert_eq!(top, vec![(4.0, 2), (3.0, 0)]);
+    }
+
+    #[test]
+    fn correlations_follow_the_sums_of_the_kept_tokens() {
+        // One context of 5 tokens, position 0 excluded (its codes would spoil every sum). Over the 4 kept
+        // tokens latent 0 = [1, 2, 0, 3], latent 1 = [2, 0, 0, 1], latent 2 never fires: Σx 6, Σx² 14,
+        // Σy 3, Σy² 5, Σxy 1·2 + 3·1 = 5, so Pearson = (4·5 − 18) / √((56 − 36)(20 − 9)) = 2/√220 and
+        // cosine = 5/√70, for both directions; the dead latent is no candidate.
+        let d = 3;
+        let mut codes = vec![0.0f32; 5 * d];
+        codes[0] = 50.0;
+        codes[1] = 50.0;
+        for (pos, (x, y)) in [(1, (1.0, 2.0)), (2, (2.0, 0.0)), (4, (3.0, 1.0))] {
+            codes[pos * d] = x;
+            codes[pos * d + 1] = y;
+        }
+        let mut acc = Accumulators::new(d);
+        acc.add(
+            &Batch {
+                tokens: &[1, 2, 3, 4, 5],
+                keep: &[false, true, true, true, true],
+                codes: &codes,
+                ctx: 5,
+            },
+            &FeatureOptions::default(),
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(0),
+        );
+        let (pearson, cosine) = (2.0 / 220f64.sqrt(), 5.0 / 70f64.sqrt());
+        for (j, other) in [(0, 1), (1, 0)] {
+            let c = acc.correlated(j, 3);
+            assert_eq!(c.len(), 1, "{c:?}");
+            assert_eq!(c[0].id, other);
+            assert!((f64::from(c[0].pearson) - pearson).abs() < 1e-6, "{c:?}");
+            assert!((f64::from(c[0].cosine) - cosine).abs() < 1e-6, "{c:?}");
+        }
+        assert!(acc.correlated(2, 3).is_empty());
+        assert_eq!(acc.latents[0].sum_sq, 14.0);
+    }
+
+    #[test]
+    fn correlations_survive_a_checkpoint_bit_for_bit() {
+        // Random dense codes over two batches; a pass checkpointed (JSON) between them must give the
+        // same correlations, to the bit, as one that was not (resume writes the same bytes).
+        let (d, ctx) = (6, 8);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut codes = || -> Vec<f32> {
+            (0..ctx * d)
+                .map(|_| (rng.random::<f32>() * 3.0 - 1.0).max(0.0))
+                .collect()
+        };
+        let (c1, c2) = (codes(), codes());
+        let tokens: Vec<u32> = (0..ctx as u32).collect();
+        let keep = vec![true; ctx];
+        let opts = FeatureOptions::default();
+        let add = |acc: &mut Accumulators, codes: &[f32]| {
+            let batch = Batch {
+                tokens: &tokens,
+                keep: &keep,
+                codes,
+                ctx,
+            };
+            acc.add(
+                &batch,
+                &opts,
+                &mut rand_chacha::ChaCha8Rng::seed_from_u64(0),
+            );
+        };
+        let mut straight = Accumulators::new(d);
+        add(&mut straight, &c1);
+        add(&mut straight, &c2);
+        let mut first = Accumulators::new(d);
+        add(&mut first, &c1);
+        let json = serde_json::to_string(&first).unwrap();
+        let mut resumed: Accumulators = serde_json::from_str(&json).unwrap();
+        add(&mut resumed, &c2);
+        for j in 0..d {
+            let (a, b) = (straight.correlated(j, 8), resumed.correlated(j, 8));
+            assert!(!a.is_empty(), "latent {j} has candidates");
+            assert_eq!(a, b, "latent {j}");
+            let (x, y) = (&straight.latents[j], &resumed.latents[j]);
+            assert_eq!(
+                (x.sum_sq, &x.cofire_xy),
+                (y.sum_sq, &y.cofire_xy),
+                "latent {j}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_evicted_slot_restarts_its_product_sum() {
+        let mut c = vec![(1, 5), (2, 1)];
+        assert_eq!(space_saving(&mut c, 2, 2), Some((1, false)));
+        assert_eq!(space_saving(&mut c, 9, 2), Some((1, true)));
+        assert_eq!(c, vec![(1, 5), (9, 3)]);
+        assert_eq!(space_saving(&mut Vec::new(), 9, 0), None);
     }
 
     #[test]

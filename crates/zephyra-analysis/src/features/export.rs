@@ -13,9 +13,12 @@
 //!   counts are spread over the linear bins in proportion to overlap (uniform within a log bin); the total
 //!   is exact, and the smallest activation is the lower edge of the lowest occupied log bin;
 //! - `pos_str`/`pos_values`, `neg_str`/`neg_values`: the logit effect, tokens as vocabulary strings;
-//! - `correlated_features_*`: empty. sae-dashboard fills them with the cosine similarity (`_l1`) and
-//!   Pearson correlation of the activations over all tokens, which need per-pair sums the features pass
-//!   does not keep (its co-firing counts are another quantity and are not exported under that name);
+//! - `correlated_features_*`: as sae-dashboard's `RollingCorrCoef.topk_pearson` fills them, the
+//!   [`CORRELATED_ROWS`] latents of largest Pearson correlation of the activations over the tokens
+//!   (`_indices`, `_pearson`), with the cosine similarity of the same pairs under `_l1`, from the record's
+//!   [`Correlation`](super::Correlation)s (so among the co-firing candidates only: sae-dashboard ranks every
+//!   other latent of its batch; fewer rows when there are fewer candidates). The neuron tables
+//!   (`correlated_neurons_*`, `neuron_alignment_*`) stay empty;
 //! - `n_tokens_in_prompt`: the tokens of one example window; `dataset`: the corpus description with every
 //!   path reduced to its file name.
 //!
@@ -37,6 +40,10 @@ pub const FEATURES_PER_BATCH: usize = 128;
 
 /// Bins of the activation histogram (sae-dashboard's default).
 pub const FREQ_HIST_BINS: usize = 50;
+
+/// Rows of the correlated-features table (sae-dashboard's `FeatureTablesConfig.n_rows`, as its
+/// Neuronpedia runner sets it).
+pub const CORRELATED_ROWS: usize = 3;
 
 /// sae-dashboard's replacements of byte-level vocabulary pieces, applied in this order.
 const VOCAB_REPLACEMENTS: [(&str, &str); 10] = [
@@ -197,11 +204,14 @@ pub fn feature_json(
     let logit_ids = |v: &[super::TokenValue]| v.iter().map(|t| t.id).collect::<Vec<_>>();
     let logit_values =
         |v: &[super::TokenValue]| v.iter().map(|t| round3(t.value)).collect::<Vec<_>>();
+    let correlated = &rec.correlated[..rec.correlated.len().min(CORRELATED_ROWS)];
     json!({
         "feature_index": rec.id,
         "neuron_alignment_indices": [], "neuron_alignment_values": [], "neuron_alignment_l1": [],
         "correlated_neurons_indices": [], "correlated_neurons_l1": [], "correlated_neurons_pearson": [],
-        "correlated_features_indices": [], "correlated_features_l1": [], "correlated_features_pearson": [],
+        "correlated_features_indices": correlated.iter().map(|c| c.id).collect::<Vec<_>>(),
+        "correlated_features_l1": correlated.iter().map(|c| round3(c.cosine)).collect::<Vec<_>>(),
+        "correlated_features_pearson": correlated.iter().map(|c| round3(c.pearson)).collect::<Vec<_>>(),
         "neg_str": strings(&logit_ids(&rec.logits_neg)),
         "neg_values": logit_values(&rec.logits_neg),
         "pos_str": strings(&logit_ids(&rec.logits_pos)),

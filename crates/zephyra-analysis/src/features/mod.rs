@@ -11,6 +11,9 @@
 //! - firing density, mean and max activation;
 //! - the latents that fire together with it most often (space-saving heavy hitters, Metwally et al. 2005,
 //!   "Efficient Computation of Frequent and Top-k Elements in Data Streams");
+//! - the latents whose activations correlate most with it over the kept tokens (Pearson correlation and
+//!   cosine similarity, as sae-dashboard's feature tables define them), from exact per-latent sums `Σx`,
+//!   `Σx²` and per-pair sums `Σxy` kept for the co-firing candidates ([`Correlation`]);
 //!
 //! and, from the weights alone, the decoder direction's logit effect ([`logits`]): the tokens it promotes and
 //! suppresses through the unembedding after the final norm's scale (the "direct logit attribution" of the
@@ -139,6 +142,42 @@ pub struct Cofire {
     pub fraction: f32,
 }
 
+/// A latent whose activations correlate with another's, over every kept token of the pass.
+///
+/// With `n` kept tokens and the two activation vectors `x`, `y` (0 where a latent did not fire):
+/// `pearson = (n Σxy − Σx Σy) / √((n Σx² − (Σx)²)(n Σy² − (Σy)²))` and `cosine = Σxy / √(Σx² Σy²)`
+/// (0 where a denominator is 0). `Σx`, `Σx²` are exact; `Σxy` is kept only for the co-firing candidates
+/// (pairs among each token's [`FeatureOptions::cofire_active`] strongest latents, in the bounded co-firing
+/// counters), so a pair's values are exact when it never co-fired outside those and its counter was never
+/// evicted, and an underestimate otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Correlation {
+    /// The other latent.
+    pub id: u32,
+    /// Pearson correlation of the two activation vectors, in [−1, 1].
+    pub pearson: f32,
+    /// Cosine similarity of the two activation vectors, in [0, 1] (activations are non-negative).
+    pub cosine: f32,
+}
+
+/// Pearson correlation and cosine similarity `(pearson, cosine)` of two activation vectors over `n`
+/// tokens, from their sums (see [`Correlation`]); 0 where a denominator is 0, clamped to [−1, 1].
+pub fn correlation(n: f64, sx: f64, sy: f64, sxx: f64, syy: f64, sxy: f64) -> (f32, f32) {
+    let ratio = |num: f64, den2: f64| {
+        if den2 > 0.0 {
+            (num / den2.sqrt()).clamp(-1.0, 1.0) as f32
+        } else {
+            0.0
+        }
+    };
+    let var_x = (n * sxx - sx * sx).max(0.0);
+    let var_y = (n * syy - sy * sy).max(0.0);
+    (
+        ratio(n * sxy - sx * sy, var_x * var_y),
+        ratio(sxy, sxx * syy),
+    )
+}
+
 /// A group of examples from one activation quantile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantileGroup {
@@ -175,6 +214,10 @@ pub struct FeatureRecord {
     pub logits_neg: Vec<TokenValue>,
     /// Latents firing together with this one most often.
     pub cofire: Vec<Cofire>,
+    /// Latents whose activations correlate most with this one's, largest Pearson correlation first
+    /// (absent from stores written before it was computed).
+    #[serde(default)]
+    pub correlated: Vec<Correlation>,
 }
 
 /// Histogram bin of a positive activation.
@@ -206,5 +249,19 @@ mod tests {
         assert_eq!(hist_bin(1.3), 31); // log10 1.3 = 0.114
         assert_eq!(hist_bin(1e9), HIST_BINS - 1);
         assert!((hist_bin_lower(30) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn correlation_matches_the_definitions_by_hand() {
+        // x = [1, 2, 0, 3], y = [2, 0, 0, 1]: Σx 6, Σy 3, Σx² 14, Σy² 5, Σxy 5, n 4.
+        // Pearson = (4·5 − 6·3) / √((4·14 − 36)(4·5 − 9)) = 2 / √220; cosine = 5 / √70.
+        let (p, c) = correlation(4.0, 6.0, 3.0, 14.0, 5.0, 5.0);
+        assert!((f64::from(p) - 2.0 / 220f64.sqrt()).abs() < 1e-6, "{p}");
+        assert!((f64::from(c) - 5.0 / 70f64.sqrt()).abs() < 1e-6, "{c}");
+        // A constant vector has no variance: Pearson 0, never NaN; a dead latent gives 0 for both.
+        assert_eq!(correlation(4.0, 4.0, 6.0, 4.0, 14.0, 6.0).0, 0.0);
+        assert_eq!(correlation(4.0, 6.0, 0.0, 14.0, 0.0, 0.0), (0.0, 0.0));
+        // Perfectly anti-correlated: x = [1, 0], y = [0, 1].
+        assert_eq!(correlation(2.0, 1.0, 1.0, 1.0, 1.0, 0.0), (-1.0, 0.0));
     }
 }

@@ -264,6 +264,7 @@ pub fn compute_features(
                 logits_pos: tv(pos),
                 logits_neg: tv(neg),
                 cofire: l.top_cofire(opts.n_cofire),
+                correlated: acc.correlated(j, opts.n_cofire),
             }
         });
     let index = FeatureIndex {

@@ -5,7 +5,9 @@
 2. Every key that Neuronpedia's `convert-saedashboard-to-neuronpedia-export.py` reads is present, and the
    operations it applies to the values work (`max(values)`, `values.index(max)`, `min(values)`).
 3. The shape sae-dashboard gives them: 50 equally spaced histogram centres, values rounded to 3 decimals,
-   `qualifying_token_index` inside the window, an integer `layer`.
+   `qualifying_token_index` inside the window, an integer `layer`, and `correlated_features_*` as
+   `RollingCorrCoef.topk_pearson` leaves them (at most 3 other latents, Pearson descending, indices /
+   Pearson / cosine of equal length, values in [-1, 1]).
 
 Prints one JSON line of counts; exits non-zero (an assertion) on the first mismatch.
 """
@@ -54,6 +56,11 @@ def check(path):
             assert max(steps) - min(steps) <= 2e-3, steps
             assert all(isinstance(h, int) and h >= 0 for h in heights)
         assert rounded(feat["pos_values"]) and rounded(feat["neg_values"]) and rounded(centres)
+        idx, pearson, cosine = (feat[f"correlated_features_{k}"] for k in ("indices", "pearson", "l1"))
+        assert len(idx) == len(pearson) == len(cosine) <= 3, (idx, pearson, cosine)
+        assert all(isinstance(i, int) and i != feat["feature_index"] for i in idx), idx
+        assert all(-1 <= v <= 1 for v in pearson + cosine) and rounded(pearson) and rounded(cosine)
+        assert pearson == sorted(pearson, reverse=True), pearson
         for act in feat["activations"]:
             for key in CONVERTER_ACTIVATION_KEYS:
                 act[key]

@@ -28,8 +28,9 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use crate::sae::{Architecture, Sae, SaeConfig, SaeMetadata};
-use crate::saelens::{read_f32_tensors, write_atomic, write_f32_tensors, NamedTensors};
+use crate::saelens::{read_f32_tensors, write_f32_tensors, NamedTensors};
 use crate::{Result, SaeError};
+use zephyra_io::write_atomic;
 
 /// The weights file name.
 pub const PARAMS_FILE: &str = "params.safetensors";
@@ -41,10 +42,7 @@ pub const CONFIG_KEY: &str = "gemma_scope_config";
 const TENSORS: [&str; 5] = ["w_enc", "w_dec", "b_enc", "b_dec", "threshold"];
 
 fn format_err(path: &Path, message: impl Into<String>) -> SaeError {
-    SaeError::Format {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
+    SaeError::format(path, message, None)
 }
 
 /// What [`read`] takes besides the weights file.
@@ -265,16 +263,17 @@ fn folded_b_enc(sae: &Sae) -> Vec<f32> {
 pub fn write(sae: &Sae, dir: &Path) -> Result<()> {
     sae.check_shapes()?;
     let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
-    let threshold = match sae.cfg.architecture {
-        Architecture::JumpRelu | Architecture::BatchTopK { .. } => sae.threshold.clone(),
-        Architecture::Relu | Architecture::ReluUnit => vec![0.0; d_sae],
-        other => {
-            return Err(SaeError::InvalidConfig(format!(
-                "a {other} SAE cannot be written as Gemma Scope (JumpReLU): no threshold reproduces it; \
-                 keep it in the SAELens layout"
-            )))
-        }
-    };
+    let threshold =
+        match sae.cfg.architecture {
+            Architecture::JumpRelu | Architecture::BatchTopK { .. } => sae.threshold.clone(),
+            Architecture::Relu | Architecture::ReluUnit => vec![0.0; d_sae],
+            other => return Err(SaeError::invalid(
+                "architecture",
+                other,
+                "a topk or gated SAE cannot be written as Gemma Scope (JumpReLU): no threshold \
+                 reproduces it; keep it in the SAELens layout",
+            )),
+        };
     let b_enc = folded_b_enc(sae);
     if sae.cfg.apply_b_dec_to_input {
         tracing::warn!(

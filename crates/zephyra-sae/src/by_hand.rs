@@ -12,8 +12,6 @@
 //! odd multiples of `2^-l` (so layer `l`'s pre-activations are too), those of the SAE's encoder odd
 //! multiples of ½.
 
-use serde_json::{json, Value};
-
 use crate::kernels::{matmul, MatRef};
 use crate::sae::{Architecture, GradientsOf, Reduction, SaeConfig, SaeOf, StepConfig};
 use crate::{Result, SaeError, WorkspaceOf};
@@ -54,16 +52,6 @@ impl Matrix {
         }
         Self::new(self.cols, self.rows, data)
     }
-
-    /// Nested JSON arrays.
-    pub fn to_json(&self) -> Value {
-        Value::Array(
-            self.data
-                .chunks(self.cols.max(1))
-                .map(|r| json!(r))
-                .collect(),
-        )
-    }
 }
 
 /// A worksheet value: scalar, vector or matrix.
@@ -75,16 +63,6 @@ pub enum Cell {
     Vector(Vec<f64>),
     /// A matrix.
     Matrix(Matrix),
-}
-
-impl Cell {
-    fn to_json(&self) -> Value {
-        match self {
-            Cell::Scalar(v) => json!(v),
-            Cell::Vector(v) => json!(v),
-            Cell::Matrix(m) => m.to_json(),
-        }
-    }
 }
 
 /// One worksheet step: its name, a one-line explanation and its value.
@@ -558,136 +536,4 @@ fn sae_sheet() -> Result<SaeSheet> {
         grad_w_dec,
         grad_b_dec,
     })
-}
-
-fn steps_json(steps: &[Step]) -> Value {
-    Value::Array(
-        steps
-            .iter()
-            .map(|s| json!({"name": s.name, "value": s.value.to_json()}))
-            .collect(),
-    )
-}
-
-impl Worksheet {
-    /// The `--json` object: `{"autoencoder": {...}, "sae": {"X", "W_enc", "b_enc", "W_dec", "b_dec",
-    /// "lambda", "steps", "loss", "grad_W_enc", "grad_b_enc", "grad_W_dec", "grad_b_dec"}}`.
-    pub fn to_json(&self) -> Value {
-        let a = &self.autoencoder;
-        let s = &self.sae;
-        let layer = |(w, b): &(Matrix, Vec<f64>)| json!({"W": w.to_json(), "b": b});
-        json!({
-            "autoencoder": {
-                "X": a.x.to_json(),
-                "layers": a.layers.iter().map(layer).collect::<Vec<_>>(),
-                "lr": a.lr,
-                "steps": steps_json(&a.steps),
-                "loss": a.loss,
-                "grads": a.grads.iter().map(layer).collect::<Vec<_>>(),
-            },
-            "sae": {
-                "X": s.x.to_json(),
-                "W_enc": s.w_enc.to_json(),
-                "b_enc": s.b_enc,
-                "W_dec": s.w_dec.to_json(),
-                "b_dec": s.b_dec,
-                "lambda": s.lambda,
-                "steps": steps_json(&s.steps),
-                "loss": s.loss,
-                "grad_W_enc": s.grad_w_enc.to_json(),
-                "grad_b_enc": s.grad_b_enc,
-                "grad_W_dec": s.grad_w_dec.to_json(),
-                "grad_b_dec": s.grad_b_dec,
-            }
-        })
-    }
-
-    /// Human-readable text: every step's name, explanation and value.
-    pub fn render_text(&self) -> String {
-        let mut out = String::new();
-        let a = &self.autoencoder;
-        out.push_str("(a) AUTOENCODER 4→3→2→3→4, ReLU at every layer, 4 examples\n\n");
-        for (l, (w, b)) in a.layers.iter().enumerate() {
-            out.push_str(&format!(
-                "W{} =\n{}b{} = {}\n\n",
-                l + 1,
-                fmt_matrix(w),
-                l + 1,
-                fmt_vec(b)
-            ));
-        }
-        for s in &a.steps {
-            push_step(&mut out, s);
-        }
-        let s = &self.sae;
-        out.push_str("\n(b) SPARSE AUTOENCODER: 5 activations of dimension 3 → 6 features (relu architecture)\n");
-        out.push_str("L = Σ_samples ‖x′−x‖² + λ Σ_samples Σ_i f_i ‖W_dec[:,i]‖₂\n\n");
-        out.push_str(&format!(
-            "X =\n{}W_enc =\n{}b_enc = {}\n\nW_dec =\n{}b_dec = {}\n\nλ = {}\n\n",
-            fmt_matrix(&s.x),
-            fmt_matrix(&s.w_enc),
-            fmt_vec(&s.b_enc),
-            fmt_matrix(&s.w_dec),
-            fmt_vec(&s.b_dec),
-            s.lambda
-        ));
-        for st in &s.steps[..10] {
-            push_step(&mut out, st);
-        }
-        out.push_str(&format!("loss L = {:.6}\n\n", s.loss));
-        out.push_str(&format!(
-            "dL/dW_enc =\n{}dL/db_enc = {}\n\ndL/dW_dec =\n{}dL/db_dec = {}\n\n",
-            fmt_matrix(&s.grad_w_enc),
-            fmt_vec(&s.grad_b_enc),
-            fmt_matrix(&s.grad_w_dec),
-            fmt_vec(&s.grad_b_dec)
-        ));
-        for st in &s.steps[10..] {
-            push_step(&mut out, st);
-        }
-        out
-    }
-}
-
-fn push_step(out: &mut String, s: &Step) {
-    out.push_str(&format!("{}\n  {}\n", s.name, s.explanation));
-    match &s.value {
-        Cell::Scalar(v) => out.push_str(&format!("  = {v:.6}\n\n")),
-        Cell::Vector(v) => out.push_str(&format!("  = {}\n\n", fmt_vec(v))),
-        Cell::Matrix(m) => out.push_str(&format!("{}\n", fmt_matrix(m))),
-    }
-}
-
-fn fmt_num(v: f64) -> String {
-    let r = (v * 1e4).round() / 1e4;
-    if r == r.trunc() {
-        format!("{:>8}", r as i64)
-    } else {
-        format!("{r:>8.4}")
-    }
-}
-
-fn fmt_vec(v: &[f64]) -> String {
-    format!(
-        "[{}]",
-        v.iter()
-            .map(|x| fmt_num(*x).trim().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
-
-fn fmt_matrix(m: &Matrix) -> String {
-    let mut s = String::new();
-    for row in m.data.chunks(m.cols.max(1)) {
-        s.push_str("  ");
-        s.push_str(
-            &row.iter()
-                .map(|v| fmt_num(*v))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
-        s.push('\n');
-    }
-    s
 }

@@ -6,12 +6,19 @@
 //! | module | responsibility | main types |
 //! |---|---|---|
 //! | [`sae`] | configuration, weights (SAELens names/orientation), gradients, step settings | [`Sae`], [`SaeConfig`], [`Architecture`], [`Gradients`], [`StepConfig`], [`StepStats`] |
-//! | [`arch`] | forward + hand-derived backward of every architecture, encode/decode, decoder norm hooks, resampling | [`Workspace`] |
+//! | [`arch`] | forward + hand-derived backward of every architecture (`arch/codes/` per architecture, `gated.rs`), encode/decode, decoder norm hooks, resampling | [`Workspace`] |
 //! | [`kernels`] | dense GEMM (`gemm` crate), sparse code kernels, top-k selection, the [`kernels::Real`] trait | [`kernels::Codes`] |
-//! | [`saelens`] | `cfg.json` + `sae_weights.safetensors` save/load | [`saelens::save`], [`saelens::load`] |
+//! | [`init`] | data-dependent initialisation: input scale, geometric median, folding the scale into weights | |
+//! | [`optim`] | Adam with decoupled weight decay, global-norm clipping | [`optim::Adam`], [`optim::AdamConfig`] |
+//! | [`schedule`] | learning-rate and sparsity-coefficient schedules | [`schedule::LrSchedule`], [`schedule::Decay`] |
+//! | [`train`] | the trainer: configuration and its validation, the one setup ([`train::TrainSession`]), the loop, checkpoint state and resume comparison, activation sources, hold-out evaluation, `summary.json`, data parallelism | [`train::TrainConfig`], [`train::TrainSession`], [`train::Trainer`], [`train::ActivationSource`], [`train::StateMeta`], [`train::TrainSummary`], [`train::Difference`] |
+//! | [`checkpoint`] | the `training_state.safetensors` file (written through `zephyra_io::write_atomic`) | [`checkpoint::TrainingState`] |
+//! | [`metrics`] | `metrics.jsonl`, one record per line | [`metrics::MetricsRecord`] |
+//! | [`npy`] | float32 `.npy` files: checked header parser, writer, memory-mapped source | [`npy::NpyFile`], [`npy::NpySource`] |
+//! | [`saelens`] | `cfg.json` + `sae_weights.safetensors` save/load (SAELens 6 layout) | [`saelens::save`], [`saelens::load`] |
 //! | [`gemma_scope`] | Gemma Scope `params.safetensors` (+ `config.json`) read/write | [`gemma_scope::read`], [`gemma_scope::write`] |
 //! | [`by_hand`] | the seed article's worksheet, computed with the trainer's code | [`by_hand::Worksheet`] |
-//! | [`error`] | the crate's error type | [`SaeError`], [`Result`] |
+//! | [`error`] | the crate's error type: one variant per kind, causes kept as sources | [`SaeError`], [`Result`] |
 //!
 //! # Example
 //! ```

@@ -1,10 +1,18 @@
-//! The by-hand worksheet: its printed (JSON) loss and gradients against finite differences of the loss
+//! `zephyra by-hand`: its printed (`--json`) loss and gradients against finite differences of the loss
 //! recomputed here from the printed inputs alone, and the worksheet's promises (schema, no ReLU kinks,
 //! non-zero decoder columns, sparse codes).
 
 #![allow(clippy::needless_range_loop)] // index loops mirror the formulas
 
+mod common;
+
+use common::{ok, run};
 use serde_json::Value;
+
+/// What `zephyra by-hand --json` prints.
+fn sheet_json() -> Value {
+    serde_json::from_str(ok(run(["by-hand", "--json"])).trim()).unwrap()
+}
 
 fn mat(v: &Value) -> Vec<Vec<f64>> {
     v.as_array()
@@ -67,7 +75,7 @@ fn close(what: &str, got: f64, want: f64) {
 
 #[test]
 fn sae_gradients_match_finite_differences_of_the_summed_loss() {
-    let json = zephyra_sae::by_hand::worksheet().unwrap().to_json();
+    let json = sheet_json();
     let s = &json["sae"];
     let mut keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
@@ -163,7 +171,7 @@ fn sae_gradients_match_finite_differences_of_the_summed_loss() {
 
 #[test]
 fn sae_steps_follow_the_worksheet_and_avoid_kinks() {
-    let json = zephyra_sae::by_hand::worksheet().unwrap().to_json();
+    let json = sheet_json();
     let s = &json["sae"];
     let steps = s["steps"].as_array().unwrap();
     for (k, step) in steps.iter().take(10).enumerate() {
@@ -206,7 +214,7 @@ fn sae_steps_follow_the_worksheet_and_avoid_kinks() {
 /// Part (a): the autoencoder's printed gradients against finite differences of its summed squared error.
 #[test]
 fn autoencoder_gradients_match_finite_differences() {
-    let json = zephyra_sae::by_hand::worksheet().unwrap().to_json();
+    let json = sheet_json();
     let a = &json["autoencoder"];
     let x = mat(&a["X"]);
     let layers: Vec<(Vec<Vec<f64>>, Vec<f64>)> = a["layers"]
@@ -296,7 +304,7 @@ fn autoencoder_gradients_match_finite_differences() {
 
 #[test]
 fn text_walkthrough_names_every_step() {
-    let text = zephyra_sae::by_hand::worksheet().unwrap().render_text();
+    let text = ok(run(["by-hand"]));
     for k in 1..=10 {
         assert!(
             text.contains(&format!("({k})")),

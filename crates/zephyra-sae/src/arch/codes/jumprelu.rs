@@ -1,0 +1,53 @@
+//! jumprelu: the entries near the threshold and the straight-through gradient of `log θ` (see [`super`]).
+
+use super::*;
+
+/// Entries with `|max(z,0) − θ_i| < ε/2` as `(row, latent, z)`.
+pub(in crate::arch) fn collect_band<T: Real>(
+    z: &[T],
+    d_sae: usize,
+    theta: &[T],
+    half: T,
+    out: &mut Vec<(u32, u32, T)>,
+) {
+    out.clear();
+    let parts: Vec<Vec<(u32, u32, T)>> = z
+        .par_chunks_exact(d_sae)
+        .enumerate()
+        .with_min_len(16)
+        .map(|(r, row)| {
+            row.iter()
+                .enumerate()
+                .filter(|&(i, &v)| (v.max(T::ZERO) - theta[i]).abs() < half)
+                .map(|(i, &v)| (r as u32, i as u32, v))
+                .collect()
+        })
+        .collect();
+    for p in parts {
+        out.extend(p);
+    }
+}
+
+/// JumpReLU's `dL/dlog θ` from the band entries (straight-through estimators).
+pub(in crate::arch) fn jumprelu_threshold_grad<T: Real>(
+    sae: &SaeOf<T>,
+    theta: &[T],
+    step: &StepConfig<'_>,
+    s: T,
+    ws: &WorkspaceOf<T>,
+    grads: &mut GradientsOf<T>,
+) {
+    let d_in = sae.cfg.d_in;
+    let inv_eps = T::from_f64(1.0 / step.bandwidth);
+    let lambda_s = T::from_f64(step.sparsity_coeff) * s;
+    grads.log_threshold.fill(T::ZERO);
+    for &(r, i, _) in &ws.band {
+        let (r, i) = (r as usize, i as usize);
+        let dl_df = dot(
+            &ws.d[r * d_in..(r + 1) * d_in],
+            &sae.w_dec[i * d_in..(i + 1) * d_in],
+        );
+        let d_theta = -(theta[i] * inv_eps) * dl_df - lambda_s * inv_eps;
+        grads.log_threshold[i] += theta[i] * d_theta;
+    }
+}

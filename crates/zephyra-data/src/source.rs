@@ -32,6 +32,8 @@ pub struct BufferedSource {
     reader: ShuffleReader,
     /// The store read; `None` on the fly.
     dir: Option<PathBuf>,
+    /// Rows of one pass over the store (`None` on the fly: a single pass that ends by itself).
+    rows_per_pass: Option<u64>,
 }
 
 impl std::fmt::Debug for BufferedSource {
@@ -58,10 +60,12 @@ impl BufferedSource {
     /// `repeat`.
     pub fn store(store: ActivationStore, buffer_rows: usize, seed: u64, repeat: bool) -> Self {
         let dir = store.dir().to_path_buf();
+        let rows_per_pass = Some(store.n_rows());
         let epochs = if repeat { None } else { Some(1) };
         Self {
             reader: ShuffleReader::from_store(store, buffer_rows, seed, epochs),
             dir: Some(dir),
+            rows_per_pass,
         }
     }
 
@@ -72,6 +76,7 @@ impl BufferedSource {
         Ok(Self {
             reader: ShuffleReader::new(Box::new(feed), seed, Some(1)),
             dir: None,
+            rows_per_pass: None,
         })
     }
 
@@ -102,6 +107,10 @@ impl ActivationSource for BufferedSource {
 
     fn next_rows(&mut self, out: &mut [f32]) -> Result<usize, SaeError> {
         self.reader.next_rows(out).map_err(source_err)
+    }
+
+    fn rows_per_pass(&self) -> Option<u64> {
+        self.rows_per_pass
     }
 
     fn cursor(&self) -> Cursor {

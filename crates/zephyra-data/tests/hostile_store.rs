@@ -128,3 +128,44 @@ fn shard_headers_that_lie_about_sizes_are_refused_at_open() {
     let e = open_err(&sums);
     assert!(e.contains("beyond 2^64"), "{e}");
 }
+
+/// Overwrites every activation of every shard of `dir` with NaN (the header and the manifest stay true).
+fn poison_with_nan(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "safetensors") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+        let acts = &header["activations"];
+        assert_eq!(acts["dtype"], "F32", "the tiny store is float32");
+        let start = 8 + len + acts["data_offsets"][0].as_u64().unwrap() as usize;
+        let end = 8 + len + acts["data_offsets"][1].as_u64().unwrap() as usize;
+        for value in bytes[start..end].chunks_exact_mut(4) {
+            value.copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+    }
+}
+
+/// Issue 12 defect 3 on a store: under `--non-finite skip` a repeating reader over an all-NaN store stops
+/// with `NoUsableRows` after two passes instead of looping forever.
+#[test]
+fn an_all_nan_store_stops_with_no_usable_rows() {
+    use zephyra_sae::train::{fill_batch, NonFinitePolicy};
+    use zephyra_sae::SaeError;
+    let root = tempfile::tempdir().unwrap();
+    let nan = copy(&good_store(root.path()), "nan");
+    poison_with_nan(&nan);
+    let store = ActivationStore::open(&nan).unwrap();
+    let (n_rows, d) = (store.n_rows(), store.d());
+    let mut source = zephyra_data::source::BufferedSource::store(store, 64, 1, true);
+    let mut buf = vec![0.0f32; 32 * d];
+    let err = fill_batch(&mut source, &mut buf, d, NonFinitePolicy::Skip, 0).unwrap_err();
+    assert!(
+        matches!(err, SaeError::NoUsableRows { rows_per_pass } if rows_per_pass == n_rows),
+        "{err}"
+    );
+}

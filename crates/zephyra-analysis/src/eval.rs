@@ -20,6 +20,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use zephyra_data::exclude::{self, ExclusionCounts};
+use zephyra_data::harvest::capture_rows;
 use zephyra_data::ExclusionRule;
 use zephyra_lm::model::{ForwardOutput, Logits, LOGIT_ROWS};
 use zephyra_lm::{HookPoint, Hooks, Llama};
@@ -218,24 +219,26 @@ fn capture_batch(
     final_norm: bool,
 ) -> Result<(Batch, Option<Vec<f32>>)> {
     let d = model.config().d_model;
-    let final_norm = final_norm && cfg.hook != HookPoint::LnFinal;
-    let mut hooks = Hooks::new();
-    hooks.capture(cfg.hook);
-    if final_norm {
-        hooks.capture(HookPoint::LnFinal);
+    let mut hooks = vec![cfg.hook];
+    if final_norm && cfg.hook != HookPoint::LnFinal {
+        hooks.push(HookPoint::LnFinal);
     }
-    let mut out = model
-        .forward(contexts, &mut hooks, Logits::None)
-        .map_err(model_err)?;
-    let x = take_rows(&mut out, cfg.hook)?;
-    let normed = if final_norm {
-        Some(take_rows(&mut out, HookPoint::LnFinal)?)
-    } else if cfg.hook == HookPoint::LnFinal {
-        Some(x.clone())
-    } else {
-        None
+    let mut rows = capture_rows(model, contexts, &hooks)
+        .map_err(|e| AnalysisError::Data(e.to_string()))?
+        .into_iter();
+    let x = rows.next().ok_or_else(|| {
+        AnalysisError::Model(format!(
+            "the forward pass did not capture hook `{}`",
+            cfg.hook
+        ))
+    })?;
+    let normed = match (final_norm, rows.next()) {
+        (false, _) => None,
+        (true, Some(normed)) => Some(normed),
+        (true, None) => Some(x.clone()),
     };
-    let batch = batch_rows(x, contexts, &out.lengths, d, &cfg.rule, is_special)?;
+    let lengths: Vec<usize> = contexts.iter().map(Vec::len).collect();
+    let batch = batch_rows(x, contexts, &lengths, d, &cfg.rule, is_special)?;
     Ok((batch, normed))
 }
 

@@ -6,8 +6,10 @@
 //!    data crate's [`ExclusionRule`] (position 0, special tokens, norm > 10x the batch's median — the same
 //!    rule as harvesting, with the batch as the group whose median is taken) are encoded and decoded, and go
 //!    into the reconstruction and sparsity figures and the mean activation;
-//! 2. **downstream** (the first `downstream_tokens` of those tokens): four forwards with logits — clean, SAE
-//!    spliced, zero-ablated, mean-ablated (the mean of pass 1). Only kept positions are replaced; excluded
+//! 2. **downstream** (the first `downstream_tokens` of those tokens): four forwards — clean, SAE spliced,
+//!    zero-ablated, mean-ablated (the mean of pass 1) — that keep only the final-norm rows; the logits are
+//!    computed from them [`LOGIT_ROWS`] positions at a time (never a `[batch, seq, vocab]` tensor: Gemma 3's
+//!    vocabulary is 262,144 tokens). Only kept positions are replaced; excluded
 //!    positions (attention sinks, specials) keep their clean activation in every run, so the comparison
 //!    measures the SAE on the tokens it was trained for. CE and KL are averaged over the kept positions that
 //!    have a next token (position `t` predicts token `t+1`). A fifth forward zeroes the activation at every
@@ -18,8 +20,10 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use zephyra_data::exclude::{self, ExclusionCounts};
+use zephyra_data::harvest::capture_rows;
 use zephyra_data::ExclusionRule;
-use zephyra_lm::{model::Logits, HookPoint, Hooks, Llama};
+use zephyra_lm::model::{ForwardOutput, Logits, LOGIT_ROWS};
+use zephyra_lm::{HookPoint, Hooks, Llama};
 use zephyra_sae::Sae;
 
 use crate::downstream::{DownstreamStats, LossAccumulator, PositionLogits};
@@ -197,32 +201,45 @@ fn batch_rows(
     })
 }
 
+/// Takes the activation captured at `hook` out of a forward pass's output, as `[batch × seq × d]` rows.
+fn take_rows(out: &mut ForwardOutput, hook: HookPoint) -> Result<Vec<f32>> {
+    let t = out.activations.take(hook).ok_or_else(|| {
+        AnalysisError::Model(format!("the forward pass did not capture hook `{hook}`"))
+    })?;
+    tensor_to_vec(&t)
+}
+
+/// The batch's activations at the hook and, with `final_norm`, its final-norm rows
+/// (`ln_final.hook_normalized`, the input of the unembedding): no logits are computed here.
 fn capture_batch(
     model: &Llama,
     contexts: &[Vec<u32>],
     cfg: &EvalConfig,
     is_special: &dyn Fn(u32) -> bool,
-    logits: Logits,
+    final_norm: bool,
 ) -> Result<(Batch, Option<Vec<f32>>)> {
     let d = model.config().d_model;
-    let mut hooks = Hooks::new();
-    hooks.capture(cfg.hook);
-    let mut out = model
-        .forward(contexts, &mut hooks, logits)
-        .map_err(model_err)?;
-    let t = out.activations.take(cfg.hook).ok_or_else(|| {
+    let mut hooks = vec![cfg.hook];
+    if final_norm && cfg.hook != HookPoint::LnFinal {
+        hooks.push(HookPoint::LnFinal);
+    }
+    let mut rows = capture_rows(model, contexts, &hooks)
+        .map_err(|e| AnalysisError::Data(e.to_string()))?
+        .into_iter();
+    let x = rows.next().ok_or_else(|| {
         AnalysisError::Model(format!(
             "the forward pass did not capture hook `{}`",
             cfg.hook
         ))
     })?;
-    let x = tensor_to_vec(&t)?;
-    let batch = batch_rows(x, contexts, &out.lengths, d, &cfg.rule, is_special)?;
-    let logits = match out.logits {
-        Some(l) => Some(tensor_to_vec(&l)?),
-        None => None,
+    let normed = match (final_norm, rows.next()) {
+        (false, _) => None,
+        (true, Some(normed)) => Some(normed),
+        (true, None) => Some(x.clone()),
     };
-    Ok((batch, logits))
+    let lengths: Vec<usize> = contexts.iter().map(Vec::len).collect();
+    let batch = batch_rows(x, contexts, &lengths, d, &cfg.rule, is_special)?;
+    Ok((batch, normed))
 }
 
 /// Gathers the kept rows of `x` into a dense `[n_kept, d]` matrix.
@@ -275,13 +292,69 @@ fn forward_replaced(
         }
         Ok((*t).clone())
     });
-    let out = model
-        .forward(contexts, &mut hooks, Logits::All)
+    hooks.capture(HookPoint::LnFinal);
+    let mut out = model
+        .forward(contexts, &mut hooks, Logits::None)
         .map_err(model_err)?;
-    let logits = out
-        .logits
-        .ok_or_else(|| AnalysisError::Model("the forward pass returned no logits".into()))?;
-    tensor_to_vec(&logits)
+    take_rows(&mut out, HookPoint::LnFinal)
+}
+
+/// Final-norm rows (`[batch × seq × d]`) of the five runs of one batch, in [`score_positions`]'s order.
+struct FinalNorms {
+    clean: Vec<f32>,
+    sae: Vec<f32>,
+    zero: Vec<f32>,
+    zero_all: Vec<f32>,
+    mean: Vec<f32>,
+}
+
+/// Adds the CE and KL of the five runs at `positions` (`(row, next token)`, in order) to `loss`, computing
+/// the logits [`LOGIT_ROWS`] positions at a time: memory stays `5 × LOGIT_ROWS × vocab` whatever the batch.
+fn score_positions(
+    model: &Llama,
+    runs: &FinalNorms,
+    positions: &[(usize, usize)],
+    loss: &mut LossAccumulator,
+) -> Result<()> {
+    let (d, vocab) = (model.config().d_model, model.config().vocab_size);
+    let runs = [
+        &runs.clean,
+        &runs.sae,
+        &runs.zero,
+        &runs.zero_all,
+        &runs.mean,
+    ];
+    let mut rows = Vec::with_capacity(LOGIT_ROWS * d);
+    let mut logits: [Vec<f32>; 5] = Default::default();
+    for chunk in positions.chunks(LOGIT_ROWS) {
+        for (run, out) in runs.iter().zip(logits.iter_mut()) {
+            rows.clear();
+            for &(r, _) in chunk {
+                let row = run
+                    .get(r * d..(r + 1) * d)
+                    .ok_or(AnalysisError::ShapeMismatch {
+                        what: "final-norm rows of a run",
+                        expected: (r + 1) * d,
+                        got: run.len(),
+                    })?;
+                rows.extend_from_slice(row);
+            }
+            model.unembed_rows(&rows, out).map_err(model_err)?;
+        }
+        let [clean, sae, zero, zero_all, mean] = &logits;
+        for (j, &(_, target)) in chunk.iter().enumerate() {
+            let span = j * vocab..(j + 1) * vocab;
+            let at_position = PositionLogits {
+                clean: &clean[span.clone()],
+                sae: &sae[span.clone()],
+                zero: &zero[span.clone()],
+                mean: &mean[span.clone()],
+            };
+            loss.add(at_position, target)?;
+            loss.add_zero_all(&zero_all[span], target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks that `dict` can read `hook` of `model`.
@@ -341,7 +414,7 @@ pub fn evaluate(
         if batch_ctx.is_empty() {
             break 'outer;
         }
-        let (batch, _) = capture_batch(model, &batch_ctx, cfg, is_special, Logits::None)?;
+        let (batch, _) = capture_batch(model, &batch_ctx, cfg, is_special, false)?;
         counts.add(&batch.counts);
         let rows = kept_rows(&batch, d);
         let n = rows.len() / d;
@@ -380,8 +453,10 @@ pub fn evaluate(
         let mut loss = LossAccumulator::new();
         let mut done = 0u64;
         for batch_ctx in kept_for_downstream.chunks(cfg.batch_contexts) {
-            let (batch, clean) = capture_batch(model, batch_ctx, cfg, is_special, Logits::All)?;
-            let clean = clean.ok_or_else(|| AnalysisError::Model("no logits returned".into()))?;
+            let (batch, clean) = capture_batch(model, batch_ctx, cfg, is_special, true)?;
+            let clean = clean.ok_or_else(|| {
+                AnalysisError::Model("the final norm of the clean run was not captured".into())
+            })?;
             let rows = kept_rows(&batch, d);
             let n = rows.len() / d;
             let x_sae = if n > 0 {
@@ -400,32 +475,26 @@ pub fn evaluate(
             let zeros = vec![0.0f32; d];
             let x_zero = splice(&batch, d, &zeros, true);
             let x_mean = splice(&batch, d, &mean, true);
-            let sae_logits = forward_replaced(model, batch_ctx, cfg.hook, x_sae, batch.seq)?;
-            let zero_logits = forward_replaced(model, batch_ctx, cfg.hook, x_zero, batch.seq)?;
             // SAELens / SAEBench zero ablation: every position, sinks included.
             let x_zero_all = vec![0.0f32; batch.x.len()];
-            let zero_all_logits =
-                forward_replaced(model, batch_ctx, cfg.hook, x_zero_all, batch.seq)?;
-            let mean_logits = forward_replaced(model, batch_ctx, cfg.hook, x_mean, batch.seq)?;
-            let vocab = clean.len() / (batch_ctx.len() * batch.seq).max(1);
+            let runs = FinalNorms {
+                clean,
+                sae: forward_replaced(model, batch_ctx, cfg.hook, x_sae, batch.seq)?,
+                zero: forward_replaced(model, batch_ctx, cfg.hook, x_zero, batch.seq)?,
+                zero_all: forward_replaced(model, batch_ctx, cfg.hook, x_zero_all, batch.seq)?,
+                mean: forward_replaced(model, batch_ctx, cfg.hook, x_mean, batch.seq)?,
+            };
+            let mut positions = Vec::new();
             for (i, c) in batch_ctx.iter().enumerate() {
                 for t in 0..c.len().saturating_sub(1) {
                     let r = i * batch.seq + t;
-                    if !batch.keep[r] {
-                        continue;
+                    if batch.keep[r] {
+                        positions.push((r, c[t + 1] as usize));
                     }
-                    let span = r * vocab..(r + 1) * vocab;
-                    let logits = PositionLogits {
-                        clean: &clean[span.clone()],
-                        sae: &sae_logits[span.clone()],
-                        zero: &zero_logits[span.clone()],
-                        mean: &mean_logits[span.clone()],
-                    };
-                    loss.add(logits, c[t + 1] as usize)?;
-                    loss.add_zero_all(&zero_all_logits[span], c[t + 1] as usize)?;
                 }
                 done += c.len() as u64;
             }
+            score_positions(model, &runs, &positions, &mut loss)?;
             progress(EvalProgress {
                 pass: 2,
                 tokens_done: done,

@@ -181,3 +181,63 @@ fn captures_cover_every_hook_point_with_consistent_sums() {
         assert!(err < 1e-6, "{err:e}");
     }
 }
+
+#[test]
+fn logits_from_final_norm_rows_match_the_full_pass_and_a_hand_dot_product() {
+    let tiny = tiny_llama(7).unwrap();
+    let model = Llama::load_gguf(&tiny.path).unwrap();
+    let (d, vocab) = (model.config().d_model, model.config().vocab_size);
+    // 2 × 40 rows: more than one LOGIT_ROWS chunk, the last one partial.
+    let seqs: Vec<Vec<u32>> = (0..2u32)
+        .map(|s| {
+            (0..40u32)
+                .map(|i| (i * 7 + s * 3 + 1) % vocab as u32)
+                .collect()
+        })
+        .collect();
+    let mut hooks = Hooks::capturing([HookPoint::LnFinal]);
+    let out = model.forward(&seqs, &mut hooks, Logits::All).unwrap();
+    let full = flat(&out.logits.unwrap());
+    let normed = flat(out.activations.get(HookPoint::LnFinal).unwrap());
+    let mut chunked = Vec::new();
+    let mut logits = Vec::new();
+    for chunk in normed.chunks(zephyra_lm::model::LOGIT_ROWS * d) {
+        model.unembed_rows(chunk, &mut logits).unwrap();
+        assert_eq!(logits.len(), chunk.len() / d * vocab);
+        chunked.extend_from_slice(&logits);
+    }
+    assert_eq!(chunked.len(), full.len());
+    let w = model.unembedding();
+    for (r, row) in normed.chunks_exact(d).enumerate() {
+        for v in [0, 1, vocab / 2, vocab - 1] {
+            let hand: f32 = row
+                .iter()
+                .zip(&w[v * d..(v + 1) * d])
+                .map(|(a, b)| a * b)
+                .sum();
+            let got = chunked[r * vocab + v];
+            assert!(
+                (got - hand).abs() <= 1e-4 * (1.0 + hand.abs()),
+                "row {r} v {v}: {got} vs {hand}"
+            );
+            assert!((got - full[r * vocab + v]).abs() <= 1e-5 * (1.0 + hand.abs()));
+        }
+    }
+    // The per-position streaming of one sequence gives the same rows.
+    let mut n = 0;
+    model
+        .for_each_logit_row(&seqs[1], |i, row| {
+            let want = &full[(40 + i) * vocab..(41 + i) * vocab];
+            assert!(row
+                .iter()
+                .zip(want)
+                .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())));
+            n += 1;
+        })
+        .unwrap();
+    assert_eq!(n, 40);
+    let err = model
+        .unembed_rows(&normed[..d + 1], &mut logits)
+        .unwrap_err();
+    assert!(err.to_string().contains("d_model"), "{err}");
+}

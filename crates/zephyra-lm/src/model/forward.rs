@@ -4,12 +4,9 @@
 //! row-major `[batch · seq, d_model]` buffer that hooks see as a `[batch, seq, d_model]` tensor.
 
 use candle_core::{Device, Tensor};
-use gemm::Parallelism;
 
 use super::attention::HeadLayout;
-use super::kernels::{
-    add_assign, geglu_tanh, head_rms_norm, matmul_nt, rms_norm, rope, rope_table, swiglu,
-};
+use super::kernels::{add_assign, geglu_tanh, head_rms_norm, rms_norm, rope, rope_table, swiglu};
 use super::{ForwardOutput, KvCache, Llama, Logits};
 use crate::config::Activation;
 use crate::error::{LmError, Result};
@@ -170,7 +167,6 @@ impl Llama {
             }
         }
         let shape = [batch, seq, d];
-        let par = Parallelism::Rayon(0);
 
         // Applies the hooks at `p` to `data`; true when the pass should stop there.
         let mut at = |p: HookPoint, data: &mut [f32], acts: &mut Activations| -> Result<bool> {
@@ -290,17 +286,8 @@ impl Llama {
             Logits::None => None,
             Logits::Last | Logits::All => {
                 let vocab = cfg.vocab_size;
-                let mut out = vec![0.0; n_rows * vocab];
-                matmul_nt(
-                    &mut out,
-                    &normed,
-                    d,
-                    self.unembedding(),
-                    n_rows,
-                    vocab,
-                    d,
-                    par,
-                );
+                let mut out = Vec::with_capacity(n_rows * vocab);
+                self.unembed_rows(&normed, &mut out)?;
                 let t = if logits == Logits::All {
                     Tensor::from_vec(out, (batch, seq, vocab), &Device::Cpu)?
                 } else {

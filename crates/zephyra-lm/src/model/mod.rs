@@ -18,7 +18,7 @@ mod forward;
 pub(crate) mod kernels;
 mod scoring;
 
-pub use scoring::log_softmax_at;
+pub use scoring::{log_softmax_at, LOGIT_ROWS};
 
 use std::path::{Path, PathBuf};
 

@@ -8,12 +8,13 @@ use super::{Llama, Logits};
 use crate::error::{LmError, Result};
 use crate::hooks::{HookPoint, Hooks};
 
-/// Positions whose logits are computed together (32 × 262,144 × 4 B = 32 MB for Gemma 3).
-const LOGIT_ROWS: usize = 32;
+/// Positions whose logits are computed together (32 × 262,144 × 4 B = 32 MB for Gemma 3): callers of
+/// [`Llama::unembed_rows`] that stream many rows take them this many at a time.
+pub const LOGIT_ROWS: usize = 32;
 
 impl Llama {
     /// Runs `ids` through the model and calls `f(position, logits)` for every position in order,
-    /// computing the logits 32 rows at a time (never a `[seq, vocab]` matrix).
+    /// computing the logits [`LOGIT_ROWS`] rows at a time (never a `[seq, vocab]` matrix).
     pub fn for_each_logit_row(&self, ids: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<()> {
         let mut hooks = Hooks::capturing([HookPoint::LnFinal]);
         let mut out = self.forward(&[ids], &mut hooks, Logits::None)?;
@@ -23,26 +24,44 @@ impl Llama {
             .ok_or_else(|| LmError::InvalidInput("the final norm was not captured".into()))?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let (d, vocab) = (self.config.d_model, self.config.vocab_size);
-        let mut logits = vec![0.0f32; LOGIT_ROWS.min(ids.len()) * vocab];
-        for start in (0..ids.len()).step_by(LOGIT_ROWS) {
-            let rows = LOGIT_ROWS.min(ids.len() - start);
-            let unembed = self.unembedding();
-            let x = &normed[start * d..];
-            matmul_nt(
-                &mut logits,
-                x,
-                d,
-                unembed,
-                rows,
-                vocab,
-                d,
-                Parallelism::Rayon(0),
-            );
-            for (r, row) in logits[..rows * vocab].chunks_exact(vocab).enumerate() {
-                f(start + r, row);
+        let d = self.config.d_model;
+        let mut logits = Vec::new();
+        for (c, chunk) in normed.chunks(LOGIT_ROWS * d).enumerate() {
+            self.unembed_rows(chunk, &mut logits)?;
+            for (r, row) in logits.chunks_exact(self.config.vocab_size).enumerate() {
+                f(c * LOGIT_ROWS + r, row);
             }
         }
+        Ok(())
+    }
+
+    /// The logits of final-norm rows (`ln_final.hook_normalized`, `[rows, d_model]` row-major) into
+    /// `out`, resized to `[rows, vocab]`. `out` grows with `rows`: stream long inputs
+    /// [`LOGIT_ROWS`] rows at a time.
+    ///
+    /// Errors: `normed` is not a whole number of `d_model` rows.
+    pub fn unembed_rows(&self, normed: &[f32], out: &mut Vec<f32>) -> Result<()> {
+        let (d, vocab) = (self.config.d_model, self.config.vocab_size);
+        if normed.len() % d != 0 {
+            return Err(LmError::InvalidInput(format!(
+                "{} final-norm values are not whole rows of d_model {d}",
+                normed.len()
+            )));
+        }
+        let rows = normed.len() / d;
+        out.clear();
+        out.resize(rows * vocab, 0.0);
+        let unembed = self.unembedding();
+        matmul_nt(
+            out,
+            normed,
+            d,
+            unembed,
+            rows,
+            vocab,
+            d,
+            Parallelism::Rayon(0),
+        );
         Ok(())
     }
 

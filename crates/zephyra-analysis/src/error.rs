@@ -113,16 +113,19 @@ pub enum AnalysisError {
         #[source]
         source: serde_json::Error,
     },
-    /// The model runtime failed.
+    /// The model runtime failed (its error, or a tensor operation's, kept as the source).
     #[error("model: {0}")]
-    Model(String),
+    Model(#[source] BoxError),
     /// The SAE failed.
     #[error("SAE: {0}")]
-    Sae(String),
+    Sae(#[from] zephyra_sae::SaeError),
     /// The data layer failed.
     #[error("data: {0}")]
-    Data(String),
+    Data(#[from] zephyra_data::DataError),
 }
+
+/// The source of a [`AnalysisError::Model`]: the runtime's or a tensor operation's error, or a message.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Shorthand for this crate's results.
 pub type Result<T, E = AnalysisError> = std::result::Result<T, E>;

@@ -49,12 +49,10 @@ impl Dictionary for Sae {
         self.cfg.d_sae
     }
     fn encode_decode(&self, x: &[f32], n_rows: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        let codes = self
-            .encode(x, n_rows)
-            .map_err(|e| AnalysisError::Sae(e.to_string()))?;
+        let codes = self.encode(x, n_rows).map_err(|e| AnalysisError::Sae(e))?;
         let x_hat = self
             .decode(&codes, n_rows)
-            .map_err(|e| AnalysisError::Sae(e.to_string()))?;
+            .map_err(|e| AnalysisError::Sae(e))?;
         Ok((codes, x_hat))
     }
 }
@@ -134,8 +132,8 @@ pub struct EvalFigures {
     pub downstream: Option<DownstreamStats>,
 }
 
-fn model_err(e: impl std::fmt::Display) -> AnalysisError {
-    AnalysisError::Model(e.to_string())
+fn model_err(e: impl std::error::Error + Send + Sync + 'static) -> AnalysisError {
+    AnalysisError::Model(Box::new(e))
 }
 
 /// One batch's hook activations and which rows are kept.
@@ -204,7 +202,7 @@ fn batch_rows(
 /// Takes the activation captured at `hook` out of a forward pass's output, as `[batch × seq × d]` rows.
 fn take_rows(out: &mut ForwardOutput, hook: HookPoint) -> Result<Vec<f32>> {
     let t = out.activations.take(hook).ok_or_else(|| {
-        AnalysisError::Model(format!("the forward pass did not capture hook `{hook}`"))
+        AnalysisError::Model(format!("the forward pass did not capture hook `{hook}`").into())
     })?;
     tensor_to_vec(&t)
 }
@@ -224,13 +222,10 @@ fn capture_batch(
         hooks.push(HookPoint::LnFinal);
     }
     let mut rows = capture_rows(model, contexts, &hooks)
-        .map_err(|e| AnalysisError::Data(e.to_string()))?
+        .map_err(|e| AnalysisError::Data(e))?
         .into_iter();
     let x = rows.next().ok_or_else(|| {
-        AnalysisError::Model(format!(
-            "the forward pass did not capture hook `{}`",
-            cfg.hook
-        ))
+        AnalysisError::Model(format!("the forward pass did not capture hook `{}`", cfg.hook).into())
     })?;
     let normed = match (final_norm, rows.next()) {
         (false, _) => None,
@@ -566,7 +561,7 @@ pub fn check_store(
     if !store_dir.join(MANIFEST_FILE).is_file() {
         return Ok(());
     }
-    let manifest = Manifest::read(store_dir).map_err(|e| AnalysisError::Data(e.to_string()))?;
+    let manifest = Manifest::read(store_dir).map_err(|e| AnalysisError::Data(e))?;
     let sha = zephyra_io::sha256_file(model_path)?;
     let what = format!(
         "the activation store {} the SAE was trained on",

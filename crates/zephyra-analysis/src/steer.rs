@@ -87,8 +87,8 @@ pub struct Engine {
     pub hook: HookPoint,
 }
 
-fn model_err(e: impl std::fmt::Display) -> AnalysisError {
-    AnalysisError::Model(e.to_string())
+fn model_err(e: impl std::error::Error + Send + Sync + 'static) -> AnalysisError {
+    AnalysisError::Model(Box::new(e))
 }
 
 impl Engine {

@@ -113,7 +113,7 @@ pub(crate) fn run_steer(
     let stats = state.steer_stats();
     let engine = state
         .engine()
-        .map_err(|e| AnalysisError::Model(e.to_string()))?;
+        .map_err(|e| AnalysisError::Model(Box::new(e)))?;
     stats.queued.fetch_add(1, Ordering::Relaxed);
     let guard = state.lock_model();
     stats.queued.fetch_sub(1, Ordering::Relaxed);

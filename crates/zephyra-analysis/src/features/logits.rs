@@ -30,7 +30,7 @@ impl Unembedding {
     /// Reads `output_norm.weight` and `output.weight` (or `token_embd.weight` when the embeddings are tied)
     /// from a GGUF file, dequantized to `f32`.
     pub fn from_gguf(path: &Path) -> Result<Self> {
-        let model = |e: String| AnalysisError::Model(format!("{}: {e}", path.display()));
+        let model = |e: String| AnalysisError::Model(format!("{}: {e}", path.display()).into());
         let (content, mut file) =
             zephyra_lm::gguf::read_content(path).map_err(|e| model(e.to_string()))?;
         let mut read = |name: &str| -> Result<Option<(Vec<usize>, Vec<f32>)>> {

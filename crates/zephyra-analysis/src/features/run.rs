@@ -60,8 +60,8 @@ struct Checkpoint {
     acc: Accumulators,
 }
 
-fn model_err(e: impl std::fmt::Display) -> AnalysisError {
-    AnalysisError::Model(e.to_string())
+fn model_err(e: impl std::error::Error + Send + Sync + 'static) -> AnalysisError {
+    AnalysisError::Model(Box::new(e))
 }
 
 fn check_options(o: &FeatureOptions, context_length: usize) -> Result<()> {
@@ -144,11 +144,11 @@ pub fn compute_features(
         shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS,
     };
     let mut stream = ContextStream::new(job.corpus.documents(), encoder, pack)
-        .map_err(|e| AnalysisError::Data(e.to_string()))?;
+        .map_err(|e| AnalysisError::Data(e))?;
     for _ in 0..acc.n_contexts {
         match stream.next() {
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(AnalysisError::Data(e.to_string())),
+            Some(Err(e)) => return Err(AnalysisError::Data(e)),
             None => break,
         }
     }
@@ -162,7 +162,7 @@ pub fn compute_features(
         contexts.clear();
         while contexts.len() < opts.batch_contexts.min(remaining) {
             match stream.next() {
-                Some(c) => contexts.push(c.map_err(|e| AnalysisError::Data(e.to_string()))?),
+                Some(c) => contexts.push(c.map_err(|e| AnalysisError::Data(e))?),
                 None => break,
             }
         }
@@ -175,7 +175,7 @@ pub fn compute_features(
         let codes = job
             .sae
             .encode_with(&batch.acts, rows, &mut ws)
-            .map_err(|e| AnalysisError::Sae(e.to_string()))?;
+            .map_err(|e| AnalysisError::Sae(e))?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
             opts.seed ^ acc.n_contexts.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );

@@ -127,5 +127,12 @@ pub enum AnalysisError {
 /// The source of a [`AnalysisError::Model`]: the runtime's or a tensor operation's error, or a message.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+impl AnalysisError {
+    /// A model-runtime failure, keeping `source` (an `LmError`, a tensor operation's error).
+    pub fn model(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        AnalysisError::Model(Box::new(source))
+    }
+}
+
 /// Shorthand for this crate's results.
 pub type Result<T, E = AnalysisError> = std::result::Result<T, E>;

@@ -49,10 +49,8 @@ impl Dictionary for Sae {
         self.cfg.d_sae
     }
     fn encode_decode(&self, x: &[f32], n_rows: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        let codes = self.encode(x, n_rows).map_err(|e| AnalysisError::Sae(e))?;
-        let x_hat = self
-            .decode(&codes, n_rows)
-            .map_err(|e| AnalysisError::Sae(e))?;
+        let codes = self.encode(x, n_rows).map_err(AnalysisError::Sae)?;
+        let x_hat = self.decode(&codes, n_rows).map_err(AnalysisError::Sae)?;
         Ok((codes, x_hat))
     }
 }
@@ -132,10 +130,6 @@ pub struct EvalFigures {
     pub downstream: Option<DownstreamStats>,
 }
 
-fn model_err(e: impl std::error::Error + Send + Sync + 'static) -> AnalysisError {
-    AnalysisError::Model(Box::new(e))
-}
-
 /// One batch's hook activations and which rows are kept.
 struct Batch {
     x: Vec<f32>,
@@ -147,7 +141,7 @@ struct Batch {
 fn tensor_to_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()
         .and_then(|t| t.to_vec1::<f32>())
-        .map_err(model_err)
+        .map_err(AnalysisError::model)
 }
 
 /// Activation at the hook, padded positions marked as not kept, exclusion applied.
@@ -222,7 +216,7 @@ fn capture_batch(
         hooks.push(HookPoint::LnFinal);
     }
     let mut rows = capture_rows(model, contexts, &hooks)
-        .map_err(|e| AnalysisError::Data(e))?
+        .map_err(AnalysisError::Data)?
         .into_iter();
     let x = rows.next().ok_or_else(|| {
         AnalysisError::Model(format!("the forward pass did not capture hook `{}`", cfg.hook).into())
@@ -275,7 +269,7 @@ fn forward_replaced(
 ) -> Result<Vec<f32>> {
     let d = model.config().d_model;
     let shape = (contexts.len(), seq, d);
-    let t = Arc::new(Tensor::from_vec(x, shape, &Device::Cpu).map_err(model_err)?);
+    let t = Arc::new(Tensor::from_vec(x, shape, &Device::Cpu).map_err(AnalysisError::model)?);
     let mut hooks = Hooks::new();
     hooks.replace(hook, move |_, seen: &Tensor| {
         if seen.dims() != t.dims() {
@@ -290,7 +284,7 @@ fn forward_replaced(
     hooks.capture(HookPoint::LnFinal);
     let mut out = model
         .forward(contexts, &mut hooks, Logits::None)
-        .map_err(model_err)?;
+        .map_err(AnalysisError::model)?;
     take_rows(&mut out, HookPoint::LnFinal)
 }
 
@@ -334,7 +328,9 @@ fn score_positions(
                     })?;
                 rows.extend_from_slice(row);
             }
-            model.unembed_rows(&rows, out).map_err(model_err)?;
+            model
+                .unembed_rows(&rows, out)
+                .map_err(AnalysisError::model)?;
         }
         let [clean, sae, zero, zero_all, mean] = &logits;
         for (j, &(_, target)) in chunk.iter().enumerate() {
@@ -362,7 +358,8 @@ pub fn check_width(model: &Llama, hook: HookPoint, dict: &dyn Dictionary) -> Res
             sae_d_in: dict.d_in(),
         });
     }
-    hook.validate(model.config().n_layers).map_err(model_err)?;
+    hook.validate(model.config().n_layers)
+        .map_err(AnalysisError::model)?;
     Ok(())
 }
 
@@ -561,7 +558,7 @@ pub fn check_store(
     if !store_dir.join(MANIFEST_FILE).is_file() {
         return Ok(());
     }
-    let manifest = Manifest::read(store_dir).map_err(|e| AnalysisError::Data(e))?;
+    let manifest = Manifest::read(store_dir).map_err(AnalysisError::Data)?;
     let sha = zephyra_io::sha256_file(model_path)?;
     let what = format!(
         "the activation store {} the SAE was trained on",

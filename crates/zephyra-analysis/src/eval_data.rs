@@ -33,5 +33,5 @@ pub fn held_out_tail(corpus: &Corpus, train_seed: u64) -> Result<Corpus> {
             text_field: corpus.text_field().to_string(),
         },
     )
-    .map_err(|e| AnalysisError::Data(e))
+    .map_err(AnalysisError::Data)
 }

@@ -59,12 +59,12 @@ impl Engine {
             rule,
             &move |id| tok.is_special(id),
         )
-        .map_err(|e| AnalysisError::Model(Box::new(e)))?;
+        .map_err(AnalysisError::model)?;
         let d_sae = self.sae.cfg.d_sae;
         let codes = self
             .sae
             .encode(&batch.acts, ids.len())
-            .map_err(|e| AnalysisError::Sae(e))?;
+            .map_err(AnalysisError::Sae)?;
         let mut result = Vec::with_capacity(ids.len());
         for (p, &id) in ids.iter().enumerate() {
             let token = self

@@ -87,10 +87,6 @@ pub struct Engine {
     pub hook: HookPoint,
 }
 
-fn model_err(e: impl std::error::Error + Send + Sync + 'static) -> AnalysisError {
-    AnalysisError::Model(Box::new(e))
-}
-
 impl Engine {
     /// Checks that the SAE fits the hook and returns the engine.
     pub fn new(
@@ -100,7 +96,7 @@ impl Engine {
         hook: HookPoint,
     ) -> Result<Self> {
         let cfg = llama.config();
-        hook.validate(cfg.n_layers).map_err(model_err)?;
+        hook.validate(cfg.n_layers).map_err(AnalysisError::model)?;
         if sae.cfg.d_in != cfg.d_model {
             return Err(AnalysisError::WidthMismatch {
                 hook: hook.to_string(),
@@ -118,7 +114,7 @@ impl Engine {
 
     /// Token ids of `text`, checked to be non-empty and to fit the context with `extra` more tokens.
     pub fn encode_checked(&self, text: &str, extra: usize) -> Result<Vec<u32>> {
-        let ids = self.tokenizer.encode(text).map_err(model_err)?;
+        let ids = self.tokenizer.encode(text).map_err(AnalysisError::model)?;
         let n_ctx = self.llama.config().context_length;
         if ids.is_empty() {
             return Err(AnalysisError::InvalidArgument(
@@ -284,8 +280,11 @@ impl Engine {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let tokens = result.map_err(model_err)?.tokens;
-        let text = self.tokenizer.decode(&tokens).map_err(model_err)?;
+        let tokens = result.map_err(AnalysisError::model)?.tokens;
+        let text = self
+            .tokenizer
+            .decode(&tokens)
+            .map_err(AnalysisError::model)?;
         match text.strip_prefix(emitted.as_str()) {
             Some("") => {}
             Some(rest) => (job.on_text)(side, rest),

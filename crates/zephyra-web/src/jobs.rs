@@ -111,9 +111,7 @@ pub(crate) fn run_steer(
     on_text: impl Fn(Side, &str) + Sync,
 ) -> Result<Option<SteerOutput>, AnalysisError> {
     let stats = state.steer_stats();
-    let engine = state
-        .engine()
-        .map_err(|e| AnalysisError::Model(Box::new(e)))?;
+    let engine = state.engine().map_err(AnalysisError::model)?;
     stats.queued.fetch_add(1, Ordering::Relaxed);
     let guard = state.lock_model();
     stats.queued.fetch_sub(1, Ordering::Relaxed);

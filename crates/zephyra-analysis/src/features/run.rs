@@ -60,10 +60,6 @@ struct Checkpoint {
     acc: Accumulators,
 }
 
-fn model_err(e: impl std::error::Error + Send + Sync + 'static) -> AnalysisError {
-    AnalysisError::Model(Box::new(e))
-}
-
 fn check_options(o: &FeatureOptions, context_length: usize) -> Result<()> {
     let bad = |what: &str| Err(AnalysisError::InvalidArgument(what.to_string()));
     if o.ctx < 2 || o.ctx > context_length {
@@ -93,7 +89,9 @@ pub fn compute_features(
     let opts = &job.options;
     let cfg = job.llama.config();
     check_options(opts, cfg.context_length)?;
-    job.hook.validate(cfg.n_layers).map_err(model_err)?;
+    job.hook
+        .validate(cfg.n_layers)
+        .map_err(AnalysisError::model)?;
     let (d_in, d_sae) = (job.sae.cfg.d_in, job.sae.cfg.d_sae);
     if d_in != cfg.d_model {
         return Err(AnalysisError::WidthMismatch {
@@ -143,8 +141,8 @@ pub fn compute_features(
         seed: opts.seed,
         shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS,
     };
-    let mut stream = ContextStream::new(job.corpus.documents(), encoder, pack)
-        .map_err(|e| AnalysisError::Data(e))?;
+    let mut stream =
+        ContextStream::new(job.corpus.documents(), encoder, pack).map_err(AnalysisError::Data)?;
     for _ in 0..acc.n_contexts {
         match stream.next() {
             Some(Ok(_)) => {}
@@ -162,7 +160,7 @@ pub fn compute_features(
         contexts.clear();
         while contexts.len() < opts.batch_contexts.min(remaining) {
             match stream.next() {
-                Some(c) => contexts.push(c.map_err(|e| AnalysisError::Data(e))?),
+                Some(c) => contexts.push(c.map_err(AnalysisError::Data)?),
                 None => break,
             }
         }
@@ -171,11 +169,11 @@ pub fn compute_features(
         }
         let rows = contexts.len() * opts.ctx;
         let batch = HookBatch::run(job.llama, &contexts, job.hook, &opts.exclusion, &is_special)
-            .map_err(model_err)?;
+            .map_err(AnalysisError::model)?;
         let codes = job
             .sae
             .encode_with(&batch.acts, rows, &mut ws)
-            .map_err(|e| AnalysisError::Sae(e))?;
+            .map_err(AnalysisError::Sae)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
             opts.seed ^ acc.n_contexts.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );

@@ -128,7 +128,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS.min((args.tokens as usize / ctx).max(1)),
     };
     let mut stream = ContextStream::new(corpus.documents(), encoder, opts)?
-        .map(|c| c.map_err(|e| zephyra_analysis::AnalysisError::Data(e)));
+        .map(|c| c.map_err(zephyra_analysis::AnalysisError::Data));
 
     let cfg = EvalConfig {
         hook,

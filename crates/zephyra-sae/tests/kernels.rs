@@ -56,27 +56,23 @@ fn check_sparse_kernels<T: Real>(tol: f64) {
                 got.to_f64()
             );
         };
-        // `got` `[a, b]` against `Σ_r left[r, a] · right[r, b]` over `n` rows, plus 0.5 when accumulating
-        // onto a buffer that started at 0.5.
-        let check_at_b = |got: &[T],
-                          (left, a_dim): (&[f64], usize),
-                          (right, b_dim): (&[f64], usize),
-                          n: usize,
-                          accumulate: bool,
-                          what: &str| {
-            for a in 0..a_dim {
-                for b in 0..b_dim {
-                    let base = if accumulate { 0.5 } else { 0.0 };
-                    let want = base
-                        + (0..n)
-                            .map(|r| left[r * a_dim + a] * right[r * b_dim + b])
-                            .sum::<f64>();
-                    close(got[a * b_dim + b], want, what);
-                }
-            }
-        };
         for accumulate in [false, true] {
             let start = T::from_f64(0.5);
+            // `got` `[a, b]` against `Σ_r left[r, a] · right[r, b]` over the `n` rows, plus 0.5 when
+            // accumulating onto a buffer that started at 0.5.
+            let check_at_b =
+                |got: &[T], left: &[f64], a_dim: usize, right: &[f64], b_dim: usize, what: &str| {
+                    for a in 0..a_dim {
+                        for b in 0..b_dim {
+                            let base = if accumulate { 0.5 } else { 0.0 };
+                            let want = base
+                                + (0..n)
+                                    .map(|r| left[r * a_dim + a] * right[r * b_dim + b])
+                                    .sum::<f64>();
+                            close(got[a * b_dim + b], want, what);
+                        }
+                    }
+                };
             // decode
             let mut out = vec![start; n * d_in];
             codes.decode(&w_dec, d_in, Some(&b), &mut out, accumulate);
@@ -96,14 +92,7 @@ fn check_sparse_kernels<T: Real>(tol: f64) {
             let mut gw_dec = vec![start; d_sae * d_in];
             codes.grad_w_dec(&d, d_in, &mut gw_dec, accumulate);
             // gw_dec = fᵀ·d (+ 0.5 when accumulating)
-            check_at_b(
-                &gw_dec,
-                (&f[..], d_sae),
-                (&d64[..], d_in),
-                n,
-                accumulate,
-                "grad_w_dec",
-            );
+            check_at_b(&gw_dec, &f, d_sae, &d64, d_in, "grad_w_dec");
             // W_enc gradient from the entry gradients
             let mut gw_enc = vec![start; d_in * d_sae];
             codes.grad_w_enc(&xc, d_in, &mut gw_enc, accumulate);
@@ -117,14 +106,7 @@ fn check_sparse_kernels<T: Real>(tol: f64) {
                 g
             };
             // gw_enc = xcᵀ·g (+ 0.5 when accumulating)
-            check_at_b(
-                &gw_enc,
-                (&xc64[..], d_in),
-                (&g_dense[..], d_sae),
-                n,
-                accumulate,
-                "grad_w_enc",
-            );
+            check_at_b(&gw_enc, &xc64, d_in, &g_dense, d_sae, "grad_w_enc");
         }
         // grad at entries
         for r in 0..n {

@@ -5,7 +5,7 @@
 //! ships with the repository, so a test never passes without it.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `testdata/<rel>` at the repository root, which must exist (file or folder).
 pub fn path(rel: &str) -> PathBuf {
@@ -29,4 +29,20 @@ pub fn read(rel: &str) -> Vec<u8> {
 pub fn json(rel: &str) -> serde_json::Value {
     serde_json::from_slice(&read(rel))
         .unwrap_or_else(|err| panic!("test data testdata/{rel} is not valid JSON: {err}"))
+}
+
+/// Every file directly in `dir` as (name, bytes), sorted by name: compares directories byte for byte
+/// (a resumed run against an uninterrupted one, a store before and after a refused write).
+pub fn dir_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|err| panic!("cannot list {}: {err}", dir.display()))
+        .map(|e| {
+            let e = e.unwrap_or_else(|err| panic!("cannot list {}: {err}", dir.display()));
+            let bytes = std::fs::read(e.path())
+                .unwrap_or_else(|err| panic!("cannot read {}: {err}", e.path().display()));
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    out.sort();
+    out
 }

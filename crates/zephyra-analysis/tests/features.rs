@@ -8,10 +8,8 @@ use std::path::Path;
 
 use zephyra_analysis::features::planted::{planted, Planted};
 use zephyra_analysis::features::{
-    compute_features, export, hist_bin, FeatureIndex, FeatureJob, FeatureOptions, FeatureStore,
-    Provenance,
+    export, hist_bin, FeatureIndex, FeatureOptions, FeatureStore, Provenance,
 };
-use zephyra_data::Corpus;
 
 fn options() -> FeatureOptions {
     FeatureOptions {
@@ -30,23 +28,12 @@ fn run(
     opts: FeatureOptions,
     progress: &mut dyn FnMut(&zephyra_analysis::features::FeatureProgress),
 ) -> zephyra_analysis::Result<FeatureIndex> {
-    let corpus =
-        Corpus::from_specs(&[p.corpus_path.display().to_string()], Default::default()).unwrap();
-    let job = FeatureJob {
-        llama: &p.llama,
-        tokenizer: p.tokenizer.clone(),
-        sae: &p.sae,
-        hook: p.hook,
-        corpus: &corpus,
-        options: opts,
-        out_dir: out,
-        provenance: Provenance {
-            model: "tiny".into(),
-            sae: "planted".into(),
-            ..Default::default()
-        },
+    let provenance = Provenance {
+        model: "tiny".into(),
+        sae: "planted".into(),
+        ..Default::default()
     };
-    compute_features(&job, progress)
+    p.compute_features(&p.sae, opts, out, provenance, progress)
 }
 
 /// Occurrences of `token` outside position 0 of the packed contexts: the text is one document followed by
@@ -164,22 +151,31 @@ fn planted_latent_is_recovered() {
     assert_eq!(batch["features"].as_array().unwrap().len(), 4);
 }
 
+/// Runs a pass into `out` that panics (a simulated kill) at its `kill_at`-th progress report; true when it
+/// was killed rather than finishing first.
+fn killed_after(p: &Planted, out: &Path, kill_at: usize) -> bool {
+    let mut batches = 0;
+    catch_unwind(AssertUnwindSafe(|| {
+        run(p, out, options(), &mut |_| {
+            batches += 1;
+            if batches == kill_at {
+                panic!("simulated kill");
+            }
+        })
+    }))
+    .is_err()
+}
+
 #[test]
 fn an_interrupted_pass_resumes_to_the_same_result() {
     let p = planted(3);
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     run(&p, &a, options(), &mut |_| {}).unwrap();
-    let mut batches = 0;
-    let crashed = catch_unwind(AssertUnwindSafe(|| {
-        run(&p, &b, options(), &mut |_| {
-            batches += 1;
-            if batches == 4 {
-                panic!("simulated kill");
-            }
-        })
-    }));
-    assert!(crashed.is_err());
+    assert!(
+        killed_after(&p, &b, 4),
+        "the pass must be killed at batch 4"
+    );
     assert!(b.join("checkpoint.json").exists());
     let mut resumed = false;
     run(&p, &b, options(), &mut |pr| resumed |= pr.resumed).unwrap();
@@ -193,15 +189,10 @@ fn an_interrupted_pass_resumes_to_the_same_result() {
 
     // A checkpoint from other settings is refused with a message, not silently mixed in.
     let c = dir.path().join("c");
-    let mut n = 0;
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        run(&p, &c, options(), &mut |_| {
-            n += 1;
-            if n == 3 {
-                panic!("kill");
-            }
-        })
-    }));
+    assert!(
+        killed_after(&p, &c, 3),
+        "the pass must be killed at batch 3"
+    );
     let err = run(
         &p,
         &c,

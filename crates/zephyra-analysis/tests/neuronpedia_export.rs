@@ -11,12 +11,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use zephyra_analysis::features::planted::{planted, Planted};
+use zephyra_analysis::features::planted::{planted, quick_options, Planted};
 use zephyra_analysis::features::store::INDEX_FILE;
-use zephyra_analysis::features::{
-    compute_features, export, FeatureJob, FeatureOptions, FeatureStore, Provenance,
-};
-use zephyra_data::Corpus;
+use zephyra_analysis::features::{export, FeatureOptions, FeatureStore, Provenance};
 use zephyra_sae::Sae;
 
 const SAE_DASHBOARD: &str = "sae-dashboard==0.8.0";
@@ -26,24 +23,14 @@ fn features(p: &Planted, out: &Path) -> FeatureStore {
 }
 
 fn features_of(p: &Planted, sae: &Sae, out: &Path) -> FeatureStore {
-    let corpus =
-        Corpus::from_specs(&[p.corpus_path.display().to_string()], Default::default()).unwrap();
-    let job = FeatureJob {
-        llama: &p.llama,
-        tokenizer: p.tokenizer.clone(),
+    p.compute_features(
         sae,
-        hook: p.hook,
-        corpus: &corpus,
-        options: FeatureOptions {
-            ctx: 16,
-            n_top: 5,
-            checkpoint_every: 0,
-            ..Default::default()
-        },
-        out_dir: out,
-        provenance: Provenance::default(),
-    };
-    compute_features(&job, &mut |_| {}).unwrap();
+        quick_options(),
+        out,
+        Provenance::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     FeatureStore::open(out).unwrap()
 }
 

@@ -24,6 +24,11 @@ fn write_metrics(path: &Path, scale: f64) {
     std::fs::write(path, text).unwrap();
 }
 
+/// A plot file of `len` bytes must be over `min` bytes (an empty or stub plot is smaller).
+fn assert_larger_than(path: &Path, len: usize, min: usize) {
+    assert!(len > min, "{} is only {len} bytes", path.display());
+}
+
 fn check_png(path: &Path) {
     let bytes = std::fs::read(path).unwrap();
     assert!(
@@ -31,12 +36,7 @@ fn check_png(path: &Path) {
         "{} is not a PNG",
         path.display()
     );
-    assert!(
-        bytes.len() > 10_000,
-        "{} is only {} bytes",
-        path.display(),
-        bytes.len()
-    );
+    assert_larger_than(path, bytes.len(), 10_000);
 }
 
 fn check_svg(path: &Path, must_contain: &[&str]) {
@@ -46,12 +46,7 @@ fn check_svg(path: &Path, must_contain: &[&str]) {
         "{}",
         path.display()
     );
-    assert!(
-        text.len() > 5_000,
-        "{} is only {} bytes",
-        path.display(),
-        text.len()
-    );
+    assert_larger_than(path, text.len(), 5_000);
     for needle in must_contain {
         assert!(
             text.contains(needle),

@@ -1,6 +1,6 @@
 //! Reconstruction figures against hand-computed values and a plain two-pass recomputation.
 
-use zephyra_analysis::{AnalysisError, ReconAccumulator};
+use zephyra_analysis::{AnalysisError, ReconAccumulator, ReconStats};
 
 fn close(a: f64, b: f64, tol: f64) {
     assert!((a - b).abs() <= tol, "{a} vs {b} (tol {tol})");
@@ -10,11 +10,16 @@ fn close(a: f64, b: f64, tol: f64) {
 const X: [f32; 6] = [1.0, 2.0, 3.0, 4.0, 5.0, 0.0];
 const XH: [f32; 6] = [1.0, 1.0, 3.0, 3.0, 4.0, 0.0];
 
+/// The statistics of one batch of 2-dimensional rows `x` reconstructed as `xh`.
+fn two_dim(x: &[f32], xh: &[f32]) -> ReconStats {
+    let mut acc = ReconAccumulator::new(2);
+    acc.add(x, xh).unwrap();
+    acc.finish().unwrap()
+}
+
 #[test]
 fn hand_computed_three_tokens() {
-    let mut acc = ReconAccumulator::new(2);
-    acc.add(&X, &XH).unwrap();
-    let s = acc.finish().unwrap();
+    let s = two_dim(&X, &XH);
     // Errors (0,1),(0,1),(1,0): SSE = 3 over 3 tokens x 2 dims.
     close(s.mse, 0.5, 1e-12);
     close(s.mse_per_token, 1.0, 1e-12);
@@ -103,15 +108,11 @@ fn large_offset_matches_two_pass_recomputation() {
 
 #[test]
 fn perfect_and_zero_reconstruction() {
-    let mut acc = ReconAccumulator::new(2);
-    acc.add(&X, &X).unwrap();
-    let s = acc.finish().unwrap();
+    let s = two_dim(&X, &X);
     close(s.fve, 1.0, 1e-12);
     close(s.cosine, 1.0, 1e-12);
     close(s.rel_bias, 1.0, 1e-12);
-    let mut acc = ReconAccumulator::new(2);
-    acc.add(&X, &[0.0; 6]).unwrap();
-    let s = acc.finish().unwrap();
+    let s = two_dim(&X, &[0.0; 6]);
     // SSE = Σ‖x‖² = 5 + 25 + 25 = 55 against centred variance 16.
     close(s.fve, 1.0 - 55.0 / 16.0, 1e-12);
     close(s.cosine, 0.0, 1e-12);

@@ -36,6 +36,16 @@ fn vector(v: &Value) -> Vec<f64> {
         .collect()
 }
 
+/// A JSON list of `{"W": matrix, "b": vector}` layers.
+fn weights_and_biases(v: &Value) -> Vec<(Vec<Vec<f64>>, Vec<f64>)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (mat(&l["W"]), vector(&l["b"])))
+        .collect()
+}
+
+#[derive(Clone)]
 struct SaeInputs {
     x: Vec<Vec<f64>>,
     w_enc: Vec<Vec<f64>>, // 6×3
@@ -115,22 +125,8 @@ fn sae_gradients_match_finite_differences_of_the_summed_loss() {
     let g_b_enc = vector(&s["grad_b_enc"]);
     let g_b_dec = vector(&s["grad_b_dec"]);
     let fd = |edit: &dyn Fn(&mut SaeInputs, f64)| {
-        let mut plus = SaeInputs {
-            x: p.x.clone(),
-            w_enc: p.w_enc.clone(),
-            b_enc: p.b_enc.clone(),
-            w_dec: p.w_dec.clone(),
-            b_dec: p.b_dec.clone(),
-            lambda: p.lambda,
-        };
-        let mut minus = SaeInputs {
-            x: p.x.clone(),
-            w_enc: p.w_enc.clone(),
-            b_enc: p.b_enc.clone(),
-            w_dec: p.w_dec.clone(),
-            b_dec: p.b_dec.clone(),
-            lambda: p.lambda,
-        };
+        let mut plus = p.clone();
+        let mut minus = p.clone();
         edit(&mut plus, h);
         edit(&mut minus, -h);
         (sae_loss(&plus) - sae_loss(&minus)) / (2.0 * h)
@@ -217,18 +213,10 @@ fn autoencoder_gradients_match_finite_differences() {
     let json = sheet_json();
     let a = &json["autoencoder"];
     let x = mat(&a["X"]);
-    let layers: Vec<(Vec<Vec<f64>>, Vec<f64>)> = a["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| (mat(&l["W"]), vector(&l["b"])))
-        .collect();
-    let grads: Vec<(Vec<Vec<f64>>, Vec<f64>)> = a["grads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| (mat(&l["W"]), vector(&l["b"])))
-        .collect();
+    let (layers, grads) = (
+        weights_and_biases(&a["layers"]),
+        weights_and_biases(&a["grads"]),
+    );
     let dims: Vec<usize> = layers.iter().map(|(w, _)| w.len()).collect();
     assert_eq!(dims, vec![3, 2, 3, 4]);
     let loss = |ls: &[(Vec<Vec<f64>>, Vec<f64>)]| -> f64 {

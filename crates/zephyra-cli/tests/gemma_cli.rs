@@ -1,6 +1,9 @@
 //! `--model gemma3-270m` through the built binary: fetched by name, tokenized and generated exactly
 //! as Hugging Face transformers does (`testdata/gemma3/tokens.json`).
 
+#[path = "../../../testdata/testdata.rs"]
+mod testdata;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -24,10 +27,7 @@ fn stdout(out: &Output) -> String {
 }
 
 fn reference() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/gemma3/tokens.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{} is missing ({e}); it is committed", path.display()));
-    serde_json::from_str(&text).expect("tokens.json parses")
+    testdata::json("gemma3/tokens.json")
 }
 
 #[test]

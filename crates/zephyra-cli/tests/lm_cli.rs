@@ -159,24 +159,29 @@ fn run_writes_npy_matching_the_reference_residual() {
     assert_eq!(names.len(), 2, "only prompt.txt and resid.npy: {names:?}");
 }
 
+/// `zephyra run` of the model file `model` on `text`, capturing `hooks` into `out`.
+fn run_model(model: &Path, text: &str, hooks: &[&str], out: &Path) -> std::process::Output {
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["run".into(), "--model".into(), model.as_os_str().to_owned()];
+    args.extend(["--text".into(), text.into()]);
+    for hook in hooks {
+        args.extend(["--hook".into(), (*hook).into()]);
+    }
+    args.extend(["--out".into(), out.as_os_str().to_owned()]);
+    run(args)
+}
+
 #[test]
 fn run_writes_safetensors_with_every_hook_and_the_token_ids() {
     let tiny = tiny_llama(3).expect("tiny model");
     let dir = tempfile::tempdir().expect("tempdir");
     let out_path = dir.path().join("acts.safetensors");
-    let out = run([
-        "run",
-        "--model",
-        tiny.path.to_str().expect("utf-8"),
-        "--text",
+    let out = run_model(
+        &tiny.path,
         "the weather in the winter",
-        "--hook",
-        "blocks.1.hook_resid_pre",
-        "--hook",
-        "blocks.0.hook_mlp_out",
-        "--out",
-        out_path.to_str().expect("utf-8"),
-    ]);
+        &["blocks.1.hook_resid_pre", "blocks.0.hook_mlp_out"],
+        &out_path,
+    );
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     let bytes = std::fs::read(&out_path).expect("read");
     let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
@@ -337,19 +342,10 @@ fn truncated_gguf_is_refused() {
     for keep in [64, size / 2] {
         let cut = dir.path().join(format!("cut-{keep}.gguf"));
         write_truncated(&tiny.path, &cut, keep).expect("truncate");
-        let out = run([
-            "run",
-            "--model",
-            cut.to_str().expect("utf-8"),
-            "--text",
-            "the",
-            "--hook",
-            "blocks.0.hook_resid_pre",
-            "--out",
-            dir.path().join("x.npy").to_str().expect("utf-8"),
-        ]);
+        let x = dir.path().join("x.npy");
+        let out = run_model(&cut, "the", &["blocks.0.hook_resid_pre"], &x);
         assert_fails_with(&out, "truncated");
-        assert!(!dir.path().join("x.npy").exists(), "no output on failure");
+        assert!(!x.exists(), "no output on failure");
     }
 }
 
@@ -387,17 +383,7 @@ fn layer_out_of_range_is_refused() {
     let tiny = tiny_llama(1).expect("tiny model");
     let dir = tempfile::tempdir().expect("tempdir");
     let out_path = dir.path().join("x.npy");
-    let out = run([
-        "run",
-        "--model",
-        tiny.path.to_str().expect("utf-8"),
-        "--text",
-        "the",
-        "--hook",
-        "blocks.40.hook_mlp_out",
-        "--out",
-        out_path.to_str().expect("utf-8"),
-    ]);
+    let out = run_model(&tiny.path, "the", &["blocks.40.hook_mlp_out"], &out_path);
     assert_fails_with(&out, "blocks.40.hook_mlp_out");
     assert!(stderr(&out).contains("2 blocks"), "{}", stderr(&out));
     assert!(!out_path.exists());

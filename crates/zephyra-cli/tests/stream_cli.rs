@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{args_with, ok, run, write_babble};
+use common::{args_with, ok, run, tiny_with_babble};
 
 const HOOK: &str = "blocks.1.hook_resid_pre";
 /// Harvest options both routes share (the seed is `train`'s): shards of 8 contexts of 32 tokens.
@@ -37,10 +37,7 @@ fn cfg(dir: &Path) -> serde_json::Value {
 
 #[test]
 fn streaming_from_the_model_trains_the_sae_training_from_the_store_does() {
-    let tiny = zephyra_lm::testing::tiny_llama(4).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let corpus = tmp.path().join("corpus");
-    write_babble(&corpus, 4, 7000, 1);
+    let (tiny, tmp, corpus) = tiny_with_babble();
 
     // The store: more contexts (528) than either training below reads.
     let store = tmp.path().join("store");

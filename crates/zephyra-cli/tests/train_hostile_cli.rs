@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -59,13 +59,16 @@ fn clean_failure(out: &Output, needles: &[&str]) {
     }
 }
 
-/// 200 × 8 finite rows.
-fn write_ramp(acts: &Path) {
-    write_npy(acts, 200, 8, |r, row| {
+/// A temporary directory holding `acts.npy`: 200 × 8 finite rows; returns it and the file's path.
+fn ramp() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let acts = tmp.path().join("acts.npy");
+    write_npy(&acts, 200, 8, |r, row| {
         for (j, v) in row.iter_mut().enumerate() {
             *v = ((r * 8 + j) % 13) as f32 - 6.0;
         }
     });
+    (tmp, acts)
 }
 
 #[test]
@@ -82,9 +85,7 @@ fn all_nan_activations_stop_with_an_error_under_the_default_skip() {
 
 #[test]
 fn a_hundred_thousand_threads_are_refused_before_any_is_started() {
-    let tmp = tempfile::tempdir().unwrap();
-    let acts = tmp.path().join("acts.npy");
-    write_ramp(&acts);
+    let (tmp, acts) = ramp();
     let mut args = train_line(&acts, &tmp.path().join("run"), "");
     let at = args.iter().position(|a| a == "--threads").unwrap();
     args[at + 1] = "100000".into();
@@ -94,9 +95,7 @@ fn a_hundred_thousand_threads_are_refused_before_any_is_started() {
 
 #[test]
 fn nan_or_negative_float_flags_are_refused_by_name() {
-    let tmp = tempfile::tempdir().unwrap();
-    let acts = tmp.path().join("acts.npy");
-    write_ramp(&acts);
+    let (tmp, acts) = ramp();
     // The flag's parser refuses the value (naming the flag, the value and the valid range) before the
     // library's own check (`TrainConfig::validate`, tested in zephyra-sae) is reached.
     for (i, (flag, name, value)) in [

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{arg, args_with, fails, ok, run, tree, write_babble, write_npy, Lcg};
+use common::{arg, args_with, fails, ok, run, tiny_with_babble, tree, write_npy, Lcg};
 
 fn write_acts(path: &Path) {
     let mut rng = Lcg(0x9E37_79B9_7F4A_7C15);
@@ -85,10 +85,7 @@ fn npy_runs_refuse_another_order_or_hold_out_on_resume() {
 
 #[test]
 fn store_and_on_the_fly_runs_refuse_other_data_options_on_resume() {
-    let tiny = zephyra_lm::testing::tiny_llama(4).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("corpus");
-    write_babble(&data, 4, 7000, 1);
+    let (tiny, tmp, data) = tiny_with_babble();
     let store = tmp.path().join("store");
     let harvest =
         "harvest --hook blocks.1.hook_resid_pre --tokens 16896 --ctx 32 --shard-contexts 8 \

@@ -17,6 +17,16 @@ fn corpus(specs: &[&Path]) -> Result<Corpus, DataError> {
     )
 }
 
+/// A corpus of the one file `path` reading its text from `field`.
+fn corpus_with_field(path: &Path, field: &str) -> Result<Corpus, DataError> {
+    Corpus::from_specs(
+        &[path.display().to_string()],
+        CorpusOptions {
+            text_field: field.into(),
+        },
+    )
+}
+
 /// Whole documents (pieces of one file joined).
 fn texts(c: &Corpus) -> Vec<String> {
     let mut out = Vec::new();
@@ -95,13 +105,7 @@ fn jsonl_skips_and_counts_malformed_lines() {
     // Another field name.
     let custom = dir.path().join("e.jsonl");
     std::fs::write(&custom, "{\"body\": \"x\"}\n{\"body\": \"y\"}\n").unwrap();
-    let c = Corpus::from_specs(
-        &[custom.display().to_string()],
-        CorpusOptions {
-            text_field: "body".into(),
-        },
-    )
-    .unwrap();
+    let c = corpus_with_field(&custom, "body").unwrap();
     assert_eq!(texts(&c), vec!["x", "y"]);
     // The default field on that file: every line malformed → a clear error naming --text-field.
     let c = corpus(&[&custom]).unwrap();
@@ -471,21 +475,9 @@ fn parquet_string_column() {
     assert_eq!(got, vec!["alpha", "beta", "gamma"]);
     assert_eq!(docs.stats().n_empty, 1);
     // Another column by name; a missing column is a clear error listing the string columns.
-    let c = Corpus::from_specs(
-        &[path.display().to_string()],
-        CorpusOptions {
-            text_field: "note".into(),
-        },
-    )
-    .unwrap();
+    let c = corpus_with_field(&path, "note").unwrap();
     assert_eq!(texts(&c), vec!["n", "n"]);
-    let c = Corpus::from_specs(
-        &[path.display().to_string()],
-        CorpusOptions {
-            text_field: "body".into(),
-        },
-    )
-    .unwrap();
+    let c = corpus_with_field(&path, "body").unwrap();
     let err = c.documents().find_map(|d| d.err()).expect("error");
     assert!(err.to_string().contains("[text, note]"), "{err}");
 }

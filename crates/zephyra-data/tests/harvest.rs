@@ -4,6 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::testdata::dir_files;
 use common::*;
 use zephyra_data::harvest::model_info;
 use zephyra_data::store::manifest::Manifest;
@@ -189,21 +190,6 @@ fn tiny() -> (
     (t, m, tok)
 }
 
-fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// An interrupted harvest (the model fails mid-way) resumes into the same store as an uninterrupted run,
 /// several hooks at once.
 #[test]
@@ -254,7 +240,7 @@ fn interrupted_harvest_resumes_to_the_same_store() {
     let e = ActivationStore::open(&sub).unwrap_err();
     assert!(e.to_string().contains("resume"), "{e}");
     // Resume with a different seed: refused, nothing touched.
-    let before = files(&sub);
+    let before = dir_files(&sub);
     let mut other = cfg.clone();
     other.seed = 8;
     let e = harvest_corpus(
@@ -268,7 +254,7 @@ fn interrupted_harvest_resumes_to_the_same_store() {
     )
     .unwrap_err();
     assert!(matches!(e, DataError::ResumeMismatch { .. }), "{e}");
-    assert_eq!(files(&sub), before);
+    assert_eq!(dir_files(&sub), before);
     // Resume for real.
     let s = harvest_corpus(
         model.clone(),
@@ -283,8 +269,8 @@ fn interrupted_harvest_resumes_to_the_same_store() {
     assert_eq!(s.resumed_shards, 2);
     for h in &hooks {
         let (a, b) = (
-            files(&part.path().join(h.to_string())),
-            files(&whole.path().join(h.to_string())),
+            dir_files(&part.path().join(h.to_string())),
+            dir_files(&whole.path().join(h.to_string())),
         );
         assert_eq!(
             a.iter().map(|f| &f.0).collect::<Vec<_>>(),
@@ -314,18 +300,17 @@ fn bad_inputs_are_clear_errors() {
     let info = model_info(&t.path, model.as_ref()).unwrap();
     let data = tempfile::tempdir().unwrap();
     write_corpus(data.path());
-    // Harvests the corpus in `corpus` with the tiny model.
-    let run = |corpus: &std::path::Path, cfg, out: &std::path::Path| {
-        harvest_corpus(model.clone(), &tok, corpus, cfg, info.clone(), 1, out)
-    };
+    // Harvests the corpus in `corpus` at the residual stream before each block of `layers` with the tiny
+    // model into `out`; the error it must give.
+    let fails =
+        |corpus: &std::path::Path, layers: &[usize], ctx, n_tokens, out: &std::path::Path| {
+            let hooks = layers.iter().map(|&l| HookPoint::ResidPre(l)).collect();
+            let cfg = config(hooks, ctx, n_tokens, 4, 2);
+            harvest_corpus(model.clone(), &tok, corpus, cfg, info.clone(), 1, out).unwrap_err()
+        };
     // --ctx beyond the model's context length.
     let out = tempfile::tempdir().unwrap();
-    let e = run(
-        data.path(),
-        config(vec![HookPoint::ResidPre(1)], 257, 1000, 4, 2),
-        out.path(),
-    )
-    .unwrap_err();
+    let e = fails(data.path(), &[1], 257, 1000, out.path());
     assert!(
         matches!(
             e,
@@ -342,24 +327,14 @@ fn bad_inputs_are_clear_errors() {
     std::fs::write(empty.path().join("a.txt"), "").unwrap();
     std::fs::write(empty.path().join("b.html"), "<script>only()</script>").unwrap();
     let out = tempfile::tempdir().unwrap();
-    let e = run(
-        empty.path(),
-        config(vec![HookPoint::ResidPre(1)], 16, 1000, 4, 2),
-        &out.path().join("s"),
-    )
-    .unwrap_err();
+    let e = fails(empty.path(), &[1], 16, 1000, &out.path().join("s"));
     assert!(matches!(e, DataError::EmptyCorpus { .. }), "{e}");
     // The failed harvest leaves what it found: no store directory, no `complete: false` manifest.
     assert!(
         !out.path().join("s").exists(),
         "the failed harvest left a store"
     );
-    let e = run(
-        empty.path(),
-        config(vec![HookPoint::ResidPre(1)], 16, 1000, 4, 2),
-        out.path(),
-    )
-    .unwrap_err();
+    let e = fails(empty.path(), &[1], 16, 1000, out.path());
     assert!(matches!(e, DataError::EmptyCorpus { .. }), "{e}");
     assert_eq!(
         std::fs::read_dir(out.path()).unwrap().count(),
@@ -367,18 +342,7 @@ fn bad_inputs_are_clear_errors() {
         "--out was empty"
     );
     // A hook given twice is refused before anything is written.
-    let e = run(
-        data.path(),
-        config(
-            vec![HookPoint::ResidPre(1), HookPoint::ResidPre(1)],
-            16,
-            64,
-            4,
-            2,
-        ),
-        &out.path().join("dup"),
-    )
-    .unwrap_err();
+    let e = fails(data.path(), &[1, 1], 16, 64, &out.path().join("dup"));
     assert!(
         e.to_string().contains("blocks.1.hook_resid_pre") && e.to_string().contains("twice"),
         "{e}"
@@ -387,12 +351,7 @@ fn bad_inputs_are_clear_errors() {
     // An --out directory holding other files is not clobbered.
     let busy = tempfile::tempdir().unwrap();
     std::fs::write(busy.path().join("precious.txt"), "keep me").unwrap();
-    let e = run(
-        data.path(),
-        config(vec![HookPoint::ResidPre(1)], 16, 64, 4, 2),
-        busy.path(),
-    )
-    .unwrap_err();
+    let e = fails(data.path(), &[1], 16, 64, busy.path());
     assert!(e.to_string().contains("precious.txt"), "{e}");
     assert_eq!(
         std::fs::read_to_string(busy.path().join("precious.txt")).unwrap(),
@@ -400,19 +359,19 @@ fn bad_inputs_are_clear_errors() {
     );
     // A hook beyond the model's blocks.
     let out = tempfile::tempdir().unwrap();
-    let e = run(
-        data.path(),
-        config(vec![HookPoint::ResidPre(5)], 16, 64, 4, 2),
-        out.path(),
-    )
-    .unwrap_err();
+    let e = fails(data.path(), &[5], 16, 64, out.path());
     assert!(e.to_string().contains("2 blocks"), "{e}");
 
     // Manifests that disagree with their shards.
     let good = tempfile::tempdir().unwrap();
-    run(
+    let cfg = config(vec![HookPoint::ResidPre(1)], 16, 12 * 16, 4, 2);
+    harvest_corpus(
+        model.clone(),
+        &tok,
         data.path(),
-        config(vec![HookPoint::ResidPre(1)], 16, 12 * 16, 4, 2),
+        cfg,
+        info.clone(),
+        1,
         good.path(),
     )
     .unwrap();
@@ -422,7 +381,7 @@ fn bad_inputs_are_clear_errors() {
             good.path().file_name().unwrap().to_string_lossy()
         ));
         std::fs::create_dir_all(&d).unwrap();
-        for (f, bytes) in files(good.path()) {
+        for (f, bytes) in dir_files(good.path()) {
             std::fs::write(d.join(f), bytes).unwrap();
         }
         d

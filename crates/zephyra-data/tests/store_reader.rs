@@ -17,10 +17,7 @@ fn key(row: &[f32]) -> Vec<u32> {
 
 #[test]
 fn store_and_stream_readers() {
-    let t = zephyra_lm::testing::tiny_llama(5).unwrap();
-    let (model, tok) = load(&t.path);
-    let data = tempfile::tempdir().unwrap();
-    write_corpus(data.path());
+    let (t, model, tok, data) = tiny_with_corpus(5);
     let out = tempfile::tempdir().unwrap();
     let (ctx, per_shard) = (16, 4);
     let cfg = config(vec![HookPoint::ResidPost(1)], ctx, 44 * 16, per_shard, 3);
@@ -128,10 +125,7 @@ fn store_and_stream_readers() {
 /// the activations of `read_shard` (the whole file parsed), for float32 and bfloat16 stores.
 #[test]
 fn streamed_activations_equal_the_parsed_shard() {
-    let t = zephyra_lm::testing::tiny_llama(5).unwrap();
-    let (model, tok) = load(&t.path);
-    let data = tempfile::tempdir().unwrap();
-    write_corpus(data.path());
+    let (t, model, tok, data) = tiny_with_corpus(5);
     let info = model_info(&t.path, model.as_ref()).unwrap();
     for dtype in [StoreDtype::Float32, StoreDtype::Bfloat16] {
         let out = tempfile::tempdir().unwrap();

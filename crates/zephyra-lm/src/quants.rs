@@ -172,16 +172,22 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// Group `g`'s two (scale, min) pairs of a K-quant block, already multiplied by the block's `d` and `dmin`.
+#[inline]
+fn group_scales(g: usize, scales: &[u8], d: f32, dmin: f32) -> [(f32, f32); 2] {
+    [2 * g, 2 * g + 1].map(|j| {
+        let (sc, m) = scale_min_k4(j, scales);
+        (d * f32::from(sc), dmin * f32::from(m))
+    })
+}
+
 fn block_q4_k(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
     let qs = &b[16..144];
     // Four groups of 64 values: 32 from the low nibbles of 32 bytes, 32 from the high nibbles.
     for (g, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-        let (sc1, m1) = scale_min_k4(2 * g, scales);
-        let (sc2, m2) = scale_min_k4(2 * g + 1, scales);
-        let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
-        let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
+        let [(d1, m1), (d2, m2)] = group_scales(g, scales, d, dmin);
         for (l, &q) in q.iter().enumerate() {
             y[l] = d1 * f32::from(q & 0x0f) - m1;
             y[l + 32] = d2 * f32::from(q >> 4) - m2;
@@ -195,10 +201,7 @@ fn block_q5_k(b: &[u8], y: &mut [f32]) {
     let qh = &b[16..48];
     let qs = &b[48..176];
     for (g, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-        let (sc1, m1) = scale_min_k4(2 * g, scales);
-        let (sc2, m2) = scale_min_k4(2 * g + 1, scales);
-        let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
-        let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
+        let [(d1, m1), (d2, m2)] = group_scales(g, scales, d, dmin);
         // Group g takes its fifth bits from bits 2g and 2g + 1 of each `qh` byte.
         for (l, &q) in q.iter().enumerate() {
             let h1 = (qh[l] >> (2 * g)) & 1;

@@ -301,6 +301,16 @@ pub(crate) fn random_matrix(rng: &mut ChaCha8Rng, n_out: usize, n_in: usize) -> 
         .collect()
 }
 
+/// The pieces [`crate::Tokenizer::decode_stream`] yields for `ids`, one per step that completed text.
+pub fn stream_pieces(tok: &crate::Tokenizer, ids: &[u32]) -> Result<Vec<String>> {
+    let mut stream = tok.decode_stream();
+    let mut pieces = Vec::new();
+    for &id in ids {
+        pieces.extend(stream.step(id)?);
+    }
+    Ok(pieces)
+}
+
 /// Copies the first `keep_bytes` bytes of `src` to `dst` (a truncated download).
 pub fn write_truncated(src: &Path, dst: &Path, keep_bytes: usize) -> Result<()> {
     let bytes = std::fs::read(src).map_err(|source| LmError::Io {

@@ -71,6 +71,16 @@ fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
+/// No model at the install path and an empty models directory (`why` names what must have been removed).
+fn assert_nothing_installed(fetcher: &Fetcher, why: &str) {
+    assert!(!fetcher.smollm2_path().exists());
+    assert_eq!(
+        listing(&fetcher.models_dir()),
+        Vec::<String>::new(),
+        "{why}"
+    );
+}
+
 #[test]
 fn missing_python_says_what_to_install() {
     let home = tempfile::tempdir().expect("tempdir");
@@ -102,12 +112,7 @@ fn failed_download_shows_the_command_and_pips_message() {
         "{msg}"
     );
     assert!(msg.contains("No matching distribution"), "{msg}");
-    assert!(!fetcher.smollm2_path().exists());
-    assert_eq!(
-        listing(&fetcher.models_dir()),
-        Vec::<String>::new(),
-        "temp dirs removed"
-    );
+    assert_nothing_installed(&fetcher, "temp dirs removed");
 }
 
 #[test]
@@ -139,12 +144,7 @@ fn wrong_hash_is_refused_and_nothing_is_installed() {
         }
         other => panic!("expected ChecksumMismatch, got {other}"),
     }
-    assert!(!fetcher.smollm2_path().exists());
-    assert_eq!(
-        listing(&fetcher.models_dir()),
-        Vec::<String>::new(),
-        "no partial files"
-    );
+    assert_nothing_installed(&fetcher, "no partial files");
 }
 
 #[test]

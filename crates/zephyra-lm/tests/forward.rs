@@ -166,20 +166,11 @@ fn ragged_batch_pads_without_changing_real_positions() {
     let err = rel_err(&flat(&a), &flat(&b));
     assert!(err < 1e-5, "padded vs alone: {err:.2e}");
     // Logits::Last picks each sequence's own last position.
-    let last = out
-        .logits
-        .unwrap()
-        .get(1)
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let last_alone = alone
-        .logits
-        .unwrap()
-        .get(0)
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let last_row = |out: zephyra_lm::ForwardOutput, i: usize| -> Vec<f32> {
+        let logits = out.logits.expect("Logits::Last returns logits");
+        logits.get(i).unwrap().to_vec1().unwrap()
+    };
+    let (last, last_alone) = (last_row(out, 1), last_row(alone, 0));
     assert!(rel_err(&last, &last_alone) < 1e-5);
 }
 

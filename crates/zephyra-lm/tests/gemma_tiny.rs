@@ -148,15 +148,22 @@ fn sentencepiece_tokenizer_merges_by_score_and_falls_back_to_bytes() {
     assert_eq!(tok.decode(&ids).expect("decode"), "<start_of_turn>aé");
 }
 
+/// The error loading a tiny Gemma written without the tensor `skip_tensor` or the metadata key
+/// `skip_metadata`; panics if it loads.
+fn load_error(skip_tensor: Option<&str>, skip_metadata: Option<&str>) -> LmError {
+    let options = TinyOptions {
+        skip_tensor: skip_tensor.map(String::from),
+        skip_metadata: skip_metadata.map(String::from),
+        ..TinyOptions::default()
+    };
+    let tiny = tiny_gemma_with(3, &options).expect("write");
+    Llama::load_gguf(&tiny.path).expect_err("a tiny Gemma missing a part must not load")
+}
+
 #[test]
 fn missing_tensors_and_keys_are_typed_errors() {
     for name in ["blk.1.post_ffw_norm.weight", "blk.0.attn_q_norm.weight"] {
-        let options = TinyOptions {
-            skip_tensor: Some(name.into()),
-            ..TinyOptions::default()
-        };
-        let tiny = tiny_gemma_with(3, &options).expect("write");
-        let err = Llama::load_gguf(&tiny.path).expect_err("missing tensor");
+        let err = load_error(Some(name), None);
         assert!(
             matches!(&err, LmError::MissingTensor { name: n, .. } if n == name),
             "{err}"
@@ -164,12 +171,7 @@ fn missing_tensors_and_keys_are_typed_errors() {
         assert!(err.to_string().contains(name), "{err}");
     }
     for key in ["gemma3.attention.sliding_window", "gemma3.block_count"] {
-        let options = TinyOptions {
-            skip_metadata: Some(key.into()),
-            ..TinyOptions::default()
-        };
-        let tiny = tiny_gemma_with(3, &options).expect("write");
-        let err = Llama::load_gguf(&tiny.path).expect_err("missing key");
+        let err = load_error(None, Some(key));
         assert!(
             matches!(&err, LmError::MissingMetadata { key: k, .. } if k == key),
             "{err}"

@@ -6,6 +6,7 @@ mod gemma_common;
 use std::sync::OnceLock;
 
 use gemma_common::{gemma_path, reference};
+use zephyra_lm::testing::stream_pieces;
 use zephyra_lm::Tokenizer;
 
 fn tokenizer() -> &'static Tokenizer {
@@ -67,12 +68,6 @@ fn streaming_decode_matches_whole_decode() {
     let tok = tokenizer();
     let text = "tabs\tand  double  spaces, ✓ 𝔽 日本語";
     let ids = tok.encode(text).expect("encode");
-    let mut stream = tok.decode_stream();
-    let mut out = String::new();
-    for &id in &ids[1..] {
-        if let Some(piece) = stream.step(id).expect("step") {
-            out.push_str(&piece);
-        }
-    }
-    assert_eq!(out, text);
+    let pieces = stream_pieces(tok, &ids[1..]).expect("step");
+    assert_eq!(pieces.concat(), text);
 }

@@ -6,13 +6,26 @@ mod common;
 use zephyra_lm::generate::argmax;
 use zephyra_lm::testing::tiny_llama;
 use zephyra_lm::{
-    GenerateConfig, HookPoint, Hooks, Llama, LmError, Logits, Sampling, StopReason, Tokenizer,
+    GenerateConfig, GenerateOutput, HookPoint, Hooks, Llama, LmError, Logits, Sampling, StopReason,
+    Tokenizer,
 };
 
 fn tiny(seed: u64) -> (zephyra_lm::testing::TinyLlama, Llama) {
     let t = tiny_llama(seed).unwrap();
     let m = Llama::load_gguf(&t.path).unwrap();
     (t, m)
+}
+
+/// Greedy generation of up to `n` tokens without hooks, ending early at any of `stop`.
+fn greedy(model: &Llama, prompt: &[u32], n: usize, stop: Vec<u32>) -> GenerateOutput {
+    model
+        .generate(
+            prompt,
+            &GenerateConfig::greedy(n, stop),
+            &mut Hooks::new(),
+            |_| {},
+        )
+        .unwrap()
 }
 
 /// Greedy decoding without a cache: the whole sequence through the model at every step.
@@ -123,39 +136,17 @@ fn seeded_sampling_is_deterministic() {
     };
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));
-    let greedy = model
-        .generate(
-            &prompt,
-            &GenerateConfig::greedy(30, vec![]),
-            &mut Hooks::new(),
-            |_| {},
-        )
-        .unwrap();
-    assert_ne!(run(1), greedy.tokens);
+    assert_ne!(run(1), greedy(&model, &prompt, 30, vec![]).tokens);
 }
 
 #[test]
 fn stops_at_a_stop_token() {
     let (_t, model) = tiny(14);
     let prompt = [9u32, 99, 199];
-    let free = model
-        .generate(
-            &prompt,
-            &GenerateConfig::greedy(10, vec![]),
-            &mut Hooks::new(),
-            |_| {},
-        )
-        .unwrap();
+    let free = greedy(&model, &prompt, 10, vec![]);
     let stop = free.tokens[3];
     let first = free.tokens.iter().position(|&t| t == stop).unwrap();
-    let out = model
-        .generate(
-            &prompt,
-            &GenerateConfig::greedy(10, vec![stop]),
-            &mut Hooks::new(),
-            |_| {},
-        )
-        .unwrap();
+    let out = greedy(&model, &prompt, 10, vec![stop]);
     assert_eq!(out.stop, StopReason::Stop(stop));
     assert_eq!(out.tokens, free.tokens[..first]);
 }

@@ -87,14 +87,18 @@ fn truncated_gguf() {
     }
 }
 
+/// The error loading a one-seed tiny Llama written with `opts` gives; panics if it loads.
+fn load_error(opts: TinyOptions) -> LmError {
+    let tiny = tiny_llama_with(1, &opts).unwrap();
+    Llama::load_gguf(&tiny.path).unwrap_err()
+}
+
 #[test]
 fn unsupported_architecture() {
-    let opts = TinyOptions {
+    let err = load_error(TinyOptions {
         architecture: "mamba".into(),
         ..TinyOptions::default()
-    };
-    let tiny = tiny_llama_with(1, &opts).unwrap();
-    let err = Llama::load_gguf(&tiny.path).unwrap_err();
+    });
     match &err {
         LmError::UnsupportedArchitecture { architecture, .. } => assert_eq!(architecture, "mamba"),
         other => panic!("{other:?}"),
@@ -104,21 +108,17 @@ fn unsupported_architecture() {
 
 #[test]
 fn missing_tensor_and_metadata() {
-    let opts = TinyOptions {
+    match load_error(TinyOptions {
         skip_tensor: Some("blk.1.ffn_up.weight".into()),
         ..TinyOptions::default()
-    };
-    let tiny = tiny_llama_with(1, &opts).unwrap();
-    match Llama::load_gguf(&tiny.path).unwrap_err() {
+    }) {
         LmError::MissingTensor { name, .. } => assert_eq!(name, "blk.1.ffn_up.weight"),
         other => panic!("{other:?}"),
     }
-    let opts = TinyOptions {
+    match load_error(TinyOptions {
         skip_metadata: Some("llama.attention.head_count".into()),
         ..TinyOptions::default()
-    };
-    let tiny = tiny_llama_with(1, &opts).unwrap();
-    match Llama::load_gguf(&tiny.path).unwrap_err() {
+    }) {
         LmError::MissingMetadata { key, .. } => assert_eq!(key, "llama.attention.head_count"),
         other => panic!("{other:?}"),
     }

@@ -1,7 +1,8 @@
 //! Dequantization of the real Gemma 3 270M file, block for block against the `gguf` Python package
 //! (`testdata/gemma3/quants.json`, made by `testdata/gemma3/make_quants_fixture.py`).
 
-use std::path::PathBuf;
+#[path = "../../../testdata/testdata.rs"]
+mod testdata;
 
 use serde::Deserialize;
 use zephyra_lm::gguf;
@@ -28,10 +29,8 @@ struct FixtureBlock {
 }
 
 fn fixture() -> Fixture {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/gemma3/quants.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{} is missing ({e}); it is committed", path.display()));
-    serde_json::from_str(&text).expect("quants.json parses")
+    serde_json::from_value(testdata::json("gemma3/quants.json"))
+        .expect("testdata/gemma3/quants.json has the fixture's fields")
 }
 
 #[test]

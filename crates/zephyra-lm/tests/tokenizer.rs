@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use common::reference_tokens;
 use serde_json::Value;
+use zephyra_lm::testing::stream_pieces;
 use zephyra_lm::Tokenizer;
 
 /// The SmolLM2 tokenizer, built once for all tests of this file.
@@ -149,13 +150,9 @@ fn streaming_decode_waits_for_whole_characters() {
     let tok = smollm2_tokenizer();
     let text = "稀疏 🦀 café";
     let ids = tok.encode(text).expect("encode");
-    let mut stream = tok.decode_stream();
-    let mut out = String::new();
-    for &id in &ids {
-        if let Some(piece) = stream.step(id).expect("step") {
-            assert!(!piece.contains('\u{FFFD}'), "no half characters: {piece:?}");
-            out.push_str(&piece);
-        }
+    let pieces = stream_pieces(tok, &ids).expect("step");
+    for piece in &pieces {
+        assert!(!piece.contains('\u{FFFD}'), "no half characters: {piece:?}");
     }
-    assert_eq!(out, text);
+    assert_eq!(pieces.concat(), text);
 }

@@ -58,6 +58,21 @@ fn check_sparse_kernels<T: Real>(tol: f64) {
         };
         for accumulate in [false, true] {
             let start = T::from_f64(0.5);
+            // `got` `[a, b]` against `Σ_r left[r, a] · right[r, b]` over the `n` rows, plus 0.5 when
+            // accumulating onto a buffer that started at 0.5.
+            let check_at_b =
+                |got: &[T], left: &[f64], a_dim: usize, right: &[f64], b_dim: usize, what: &str| {
+                    for a in 0..a_dim {
+                        for b in 0..b_dim {
+                            let base = if accumulate { 0.5 } else { 0.0 };
+                            let want = base
+                                + (0..n)
+                                    .map(|r| left[r * a_dim + a] * right[r * b_dim + b])
+                                    .sum::<f64>();
+                            close(got[a * b_dim + b], want, what);
+                        }
+                    }
+                };
             // decode
             let mut out = vec![start; n * d_in];
             codes.decode(&w_dec, d_in, Some(&b), &mut out, accumulate);
@@ -76,16 +91,8 @@ fn check_sparse_kernels<T: Real>(tol: f64) {
             codes.index_columns();
             let mut gw_dec = vec![start; d_sae * d_in];
             codes.grad_w_dec(&d, d_in, &mut gw_dec, accumulate);
-            for i in 0..d_sae {
-                for j in 0..d_in {
-                    let base = if accumulate { 0.5 } else { 0.0 };
-                    let want = base
-                        + (0..n)
-                            .map(|r| f[r * d_sae + i] * d64[r * d_in + j])
-                            .sum::<f64>();
-                    close(gw_dec[i * d_in + j], want, "grad_w_dec");
-                }
-            }
+            // gw_dec = fᵀ·d (+ 0.5 when accumulating)
+            check_at_b(&gw_dec, &f, d_sae, &d64, d_in, "grad_w_dec");
             // W_enc gradient from the entry gradients
             let mut gw_enc = vec![start; d_in * d_sae];
             codes.grad_w_enc(&xc, d_in, &mut gw_enc, accumulate);
@@ -98,16 +105,8 @@ fn check_sparse_kernels<T: Real>(tol: f64) {
                 }
                 g
             };
-            for j in 0..d_in {
-                for i in 0..d_sae {
-                    let base = if accumulate { 0.5 } else { 0.0 };
-                    let want = base
-                        + (0..n)
-                            .map(|r| g_dense[r * d_sae + i] * xc64[r * d_in + j])
-                            .sum::<f64>();
-                    close(gw_enc[j * d_sae + i], want, "grad_w_enc");
-                }
-            }
+            // gw_enc = xcᵀ·g (+ 0.5 when accumulating)
+            check_at_b(&gw_enc, &xc64, d_in, &g_dense, d_sae, "grad_w_enc");
         }
         // grad at entries
         for r in 0..n {

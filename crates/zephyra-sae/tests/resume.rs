@@ -1,10 +1,14 @@
 //! Exact resumption: a run stopped right after a checkpoint (as by `kill -9`: nothing more is written)
 //! and resumed produces the same bytes as an uninterrupted run; wrong resumptions are refused untouched.
 
+#[path = "../../../testdata/testdata.rs"]
+mod testdata;
+
 use std::ops::ControlFlow;
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
+use testdata::dir_files;
 use zephyra_sae::npy::{write_f32_matrix, NpyOrder, NpySource};
 use zephyra_sae::train::{TrainConfig, Trainer};
 use zephyra_sae::{Architecture, SaeConfig, SaeError};
@@ -44,21 +48,6 @@ fn config(arch: Architecture) -> TrainConfig {
     cfg.metrics_every_steps = 7;
     cfg.lr = 3e-3;
     cfg
-}
-
-fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 #[test]
@@ -103,7 +92,7 @@ fn stopped_and_resumed_runs_match_uninterrupted_ones_bit_for_bit() {
                 .finished
         );
 
-        let (fa, fb) = (files(&a), files(&b));
+        let (fa, fb) = (dir_files(&a), dir_files(&b));
         assert_eq!(
             fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
             fb.iter().map(|f| &f.0).collect::<Vec<_>>()
@@ -148,7 +137,7 @@ fn resuming_with_another_config_or_a_damaged_checkpoint_fails_untouched() {
         }
     })
     .unwrap();
-    let before = files(&run);
+    let before = dir_files(&run);
 
     let mut other = config(Architecture::TopK { k: 5 });
     other.lr = 1e-3;
@@ -172,7 +161,7 @@ fn resuming_with_another_config_or_a_damaged_checkpoint_fails_untouched() {
     .unwrap();
     assert!(Trainer::resume(&run, None, &mut { wrong }).is_err());
     assert_eq!(
-        files(&run)
+        dir_files(&run)
             .iter()
             .filter(|f| f.0 != "metrics.jsonl")
             .collect::<Vec<_>>(),

@@ -133,15 +133,19 @@ fn copy_reference(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// The error loading reference folder `name` after replacing `from` with `to` in its cfg.json.
+fn load_edited(name: &str, from: &str, to: &str) -> SaeError {
+    let dir = copy_reference(name);
+    let p = dir.path().join("cfg.json");
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains(from), "{name}'s cfg.json has no {from}");
+    std::fs::write(&p, text.replace(from, to)).unwrap();
+    saelens::load(dir.path()).unwrap_err()
+}
+
 #[test]
 fn unknown_architecture_is_a_clear_error() {
-    let dir = copy_reference("standard");
-    let p = dir.path().join("cfg.json");
-    let text = std::fs::read_to_string(&p)
-        .unwrap()
-        .replace("\"standard\"", "\"matryoshka_batchtopk\"");
-    std::fs::write(&p, text).unwrap();
-    let err = saelens::load(dir.path()).unwrap_err();
+    let err = load_edited("standard", "\"standard\"", "\"matryoshka_batchtopk\"");
     assert!(
         matches!(err, SaeError::UnknownArchitecture(ref a) if a == "matryoshka_batchtopk"),
         "{err}"
@@ -163,39 +167,21 @@ fn truncated_weights_file_is_a_clear_error() {
 #[test]
 fn wrong_shapes_and_missing_tensors_are_clear_errors() {
     // d_sae in cfg.json disagrees with the tensors.
-    let dir = copy_reference("jumprelu");
-    let p = dir.path().join("cfg.json");
-    let text = std::fs::read_to_string(&p)
-        .unwrap()
-        .replace("\"d_sae\": 64", "\"d_sae\": 65");
-    std::fs::write(&p, text).unwrap();
-    let err = saelens::load(dir.path()).unwrap_err();
+    let err = load_edited("jumprelu", "\"d_sae\": 64", "\"d_sae\": 65");
     assert!(
         matches!(err, SaeError::ShapeMismatch { ref expected, ref got, .. } if expected == &vec![16, 65] && got == &vec![16, 64]),
         "{err}"
     );
 
     // A gated cfg over standard weights: b_gate missing.
-    let dir = copy_reference("standard");
-    let p = dir.path().join("cfg.json");
-    let text = std::fs::read_to_string(&p)
-        .unwrap()
-        .replace("\"standard\"", "\"gated\"");
-    std::fs::write(&p, text).unwrap();
-    let err = saelens::load(dir.path()).unwrap_err();
+    let err = load_edited("standard", "\"standard\"", "\"gated\"");
     assert!(
         matches!(err, SaeError::MissingTensor { ref name, .. } if name == "b_gate"),
         "{err}"
     );
 
     // topk with k ≥ d_sae.
-    let dir = copy_reference("topk");
-    let p = dir.path().join("cfg.json");
-    let text = std::fs::read_to_string(&p)
-        .unwrap()
-        .replace("\"k\": 4", "\"k\": 64");
-    std::fs::write(&p, text).unwrap();
-    let err = saelens::load(dir.path()).unwrap_err();
+    let err = load_edited("topk", "\"k\": 4", "\"k\": 64");
     assert!(matches!(err, SaeError::InvalidConfig { .. }), "{err}");
 }
 

@@ -7,12 +7,18 @@
 //! scale), so its logit effect `W_U (g ⊙ d_0) = E e_t` is largest at `t` (also checked). Latents 1–3 never
 //! fire (zero encoder, bias −1).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use zephyra_data::Corpus;
 
 use zephyra_lm::testing::{tiny_llama, TinyLlama};
 use zephyra_lm::{HookPoint, Llama, Tokenizer};
 use zephyra_sae::{Architecture, Sae, SaeConfig};
+
+use super::{
+    compute_features, FeatureIndex, FeatureJob, FeatureOptions, FeatureProgress, Provenance,
+};
 
 /// The fixture.
 pub struct Planted {
@@ -34,6 +40,46 @@ pub struct Planted {
     pub corpus_path: PathBuf,
     /// Its text.
     pub text: String,
+}
+
+/// Quick settings for passes over the fixture: 16-token contexts, 5 top examples, no checkpoints.
+pub fn quick_options() -> FeatureOptions {
+    FeatureOptions {
+        ctx: 16,
+        n_top: 5,
+        checkpoint_every: 0,
+        ..Default::default()
+    }
+}
+
+impl Planted {
+    /// Runs the features pass of `sae` (the planted SAE or a variant of it) over the fixture's corpus at
+    /// its hook into `out_dir`. Panics if the fixture's own corpus cannot be opened (a fixture error).
+    pub fn compute_features(
+        &self,
+        sae: &Sae,
+        options: FeatureOptions,
+        out_dir: &Path,
+        provenance: Provenance,
+        progress: &mut dyn FnMut(&FeatureProgress),
+    ) -> crate::Result<FeatureIndex> {
+        let corpus = Corpus::from_specs(
+            &[self.corpus_path.display().to_string()],
+            Default::default(),
+        )
+        .expect("opening the planted corpus");
+        let job = FeatureJob {
+            llama: &self.llama,
+            tokenizer: self.tokenizer.clone(),
+            sae,
+            hook: self.hook,
+            corpus: &corpus,
+            options,
+            out_dir,
+            provenance,
+        };
+        compute_features(&job, progress)
+    }
 }
 
 const WORDS: [&str; 16] = [

@@ -171,6 +171,20 @@ pub fn write_chapters(
     }
 }
 
+/// The tiny Llama of seed 4 and a temp dir whose `corpus` folder holds four files of about 7 kB of babble
+/// (seed 1); returns the model, the temp dir and the corpus folder.
+pub fn tiny_with_babble() -> (
+    zephyra_lm::testing::TinyLlama,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let tiny = zephyra_lm::testing::tiny_llama(4).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    write_babble(&corpus, 4, 7000, 1);
+    (tiny, tmp, corpus)
+}
+
 /// Writes `n_files` text files of about `bytes_per_file` bytes of seeded pseudo-English into `dir`
 /// (created): varied enough that activations differ from token to token.
 pub fn write_babble(dir: &Path, n_files: usize, bytes_per_file: usize, seed: u64) {

@@ -67,6 +67,22 @@ pub fn load(path: &Path) -> (Arc<Llama>, Arc<Tokenizer>) {
     )
 }
 
+/// The tiny Llama of `seed`, loaded, and a temp dir holding [`write_corpus`]'s corpus.
+pub fn tiny_with_corpus(
+    seed: u64,
+) -> (
+    zephyra_lm::testing::TinyLlama,
+    Arc<Llama>,
+    Arc<Tokenizer>,
+    tempfile::TempDir,
+) {
+    let t = zephyra_lm::testing::tiny_llama(seed).unwrap();
+    let (model, tok) = load(&t.path);
+    let data = tempfile::tempdir().unwrap();
+    write_corpus(data.path());
+    (t, model, tok, data)
+}
+
 pub fn pipeline(
     model: Arc<dyn HookModel>,
     tok: Arc<Tokenizer>,

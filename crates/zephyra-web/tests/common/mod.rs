@@ -11,16 +11,13 @@ use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-use zephyra_analysis::features::planted::{planted, Planted};
-use zephyra_analysis::features::{
-    compute_features, FeatureJob, FeatureOptions, FeatureStore, Provenance,
-};
+use zephyra_analysis::features::planted::{planted, quick_options, Planted};
+use zephyra_analysis::features::{FeatureStore, Provenance};
 use zephyra_analysis::plot::{
     plot_density_histogram, plot_training_curves, read_metrics, RunCurve,
 };
 use zephyra_analysis::report::EvalReport;
 use zephyra_analysis::steer::Engine;
-use zephyra_data::Corpus;
 use zephyra_web::{router, AppState};
 
 /// The planted model, its features store and the temp dir holding the store.
@@ -33,24 +30,14 @@ pub struct Fixture {
 pub fn fixture() -> Fixture {
     let p = planted(3);
     let dir = tempfile::tempdir().unwrap();
-    let corpus =
-        Corpus::from_specs(&[p.corpus_path.display().to_string()], Default::default()).unwrap();
-    let job = FeatureJob {
-        llama: &p.llama,
-        tokenizer: p.tokenizer.clone(),
-        sae: &p.sae,
-        hook: p.hook,
-        corpus: &corpus,
-        options: FeatureOptions {
-            ctx: 16,
-            n_top: 5,
-            checkpoint_every: 0,
-            ..Default::default()
-        },
-        out_dir: dir.path(),
-        provenance: Provenance::default(),
-    };
-    compute_features(&job, &mut |_| {}).unwrap();
+    p.compute_features(
+        &p.sae,
+        quick_options(),
+        dir.path(),
+        Provenance::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     let store = FeatureStore::open(dir.path()).unwrap();
     Fixture {
         p,

@@ -10,6 +10,7 @@
 //! | [`eval`] | the driver: model forward, exclusion, splicing, both passes | [`eval::evaluate`], [`eval::Dictionary`], [`eval::EvalFigures`] |
 //! | [`report`] | what was evaluated on which data, JSON and the text table | [`report::EvalReport`] |
 //! | [`eval_data`] | the held-out tail of the training corpus | [`eval_data::held_out_tail`] |
+//! | [`provenance`] | the SAE's (and its store's) model and hook match the ones given | [`provenance::check_model`], [`provenance::check_store`] |
 //! | [`error`] | the crate's error enum | [`AnalysisError`] |
 //!
 //! ```
@@ -29,6 +30,7 @@ pub mod explain;
 pub mod features;
 mod file_io;
 pub mod plot;
+pub mod provenance;
 pub mod recon;
 pub mod report;
 pub mod sparsity;

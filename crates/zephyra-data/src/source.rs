@@ -22,7 +22,7 @@ use crate::store::{ActivationStore, ReaderCursor, ShuffleReader};
 const PREFETCH_SHARDS: usize = 2;
 
 fn source_err(e: crate::DataError) -> SaeError {
-    SaeError::Source(e.to_string())
+    SaeError::Source(Box::new(e))
 }
 
 /// Rows served through a shuffle buffer: from an activation store, or harvested on the fly by a background
@@ -157,7 +157,7 @@ impl ActivationSource for BufferedSource {
                 return Err(SaeError::Source(format!(
                     "the checkpoint's data cursor {cursor} was not written by a `{}` source: resume with the same activations",
                     self.kind()
-                )))
+                ).into()))
             }
         };
         self.reader

@@ -134,9 +134,9 @@ pub enum SaeError {
     /// A training run that cannot proceed (trainer): no usable rows, a diverged loss.
     #[error("training: {0}")]
     Training(String),
-    /// An error from outside the crate (activation sources, other crates), as text.
+    /// An activation source failed: its own error (another crate's, kept as the source) or a message.
     #[error("activation source: {0}")]
-    Source(String),
+    Source(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// An underlying error kept as the source of a [`SaeError`].

@@ -29,7 +29,7 @@ pub fn input_scale(rows: &[f32], d_in: usize) -> Result<f32, SaeError> {
     if n == 0 || sum <= 0.0 {
         return Err(SaeError::Source(format!(
             "cannot estimate the activation scale: {n} finite rows with total norm {sum}; the activations are all zero or empty"
-        )));
+        ).into()));
     }
     Ok(((d_in as f64).sqrt() / (sum / n as f64)) as f32)
 }

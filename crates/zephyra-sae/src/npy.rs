@@ -447,7 +447,7 @@ impl ActivationSource for NpySource {
                 self.file.d_in,
                 self.start,
                 self.end
-            ))),
+            ).into())),
         }
     }
 }

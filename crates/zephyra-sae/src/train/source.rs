@@ -45,10 +45,13 @@ impl MemorySource {
     /// the end is reached (epochs), otherwise the source is exhausted after one pass.
     pub fn new(rows: Vec<f32>, d_in: usize, repeat: bool) -> Result<Self, SaeError> {
         if d_in == 0 || rows.len() % d_in != 0 {
-            return Err(SaeError::Source(format!(
+            return Err(SaeError::Source(
+                format!(
                 "in-memory activations: {} values is not a whole number of rows of width {d_in}",
                 rows.len()
-            )));
+            )
+                .into(),
+            ));
         }
         Ok(Self {
             rows,
@@ -109,10 +112,13 @@ impl ActivationSource for MemorySource {
                 self.epoch = epoch;
                 Ok(())
             }
-            _ => Err(SaeError::Source(format!(
-                "cursor {cursor} does not fit this in-memory source of {} rows",
-                self.n_rows()
-            ))),
+            _ => Err(SaeError::Source(
+                format!(
+                    "cursor {cursor} does not fit this in-memory source of {} rows",
+                    self.n_rows()
+                )
+                .into(),
+            )),
         }
     }
 }

@@ -81,22 +81,19 @@ fn the_sliding_window_hides_exactly_the_far_past() {
     assert!(rel(&row(&a[1], last), &row(&b[1], last)) > 1e-3);
 }
 
-#[test]
-fn kv_cache_generation_matches_full_passes_past_the_window() {
-    let (_tiny, model) = model();
-    let prompt = &IDS[..6];
-    let n_new = 8;
-    let mut hooks = Hooks::capturing([HookPoint::ResidPost(1)]);
+/// Greedy generation with the KV cache capturing `points`, and the same number of tokens chosen
+/// by full forward passes over the growing sequence (prompt included).
+fn generate_and_recompute(
+    model: &Llama,
+    prompt: &[u32],
+    n_new: usize,
+    points: &[HookPoint],
+) -> (zephyra_lm::GenerateOutput, Vec<u32>) {
+    let mut hooks = Hooks::capturing(points.iter().copied());
+    let greedy = GenerateConfig::greedy(n_new, vec![]);
     let out = model
-        .generate(
-            prompt,
-            &GenerateConfig::greedy(n_new, vec![]),
-            &mut hooks,
-            |_| {},
-        )
+        .generate(prompt, &greedy, &mut hooks, |_| {})
         .expect("generate");
-    assert_eq!(out.tokens.len(), n_new);
-    // The same tokens from full forward passes over the growing sequence.
     let mut seq = prompt.to_vec();
     for _ in 0..n_new {
         let o = model
@@ -105,6 +102,16 @@ fn kv_cache_generation_matches_full_passes_past_the_window() {
         let logits = flat(o.logits.as_ref().expect("logits"));
         seq.push(zephyra_lm::generate::argmax(&logits));
     }
+    (out, seq)
+}
+
+#[test]
+fn kv_cache_generation_matches_full_passes_past_the_window() {
+    let (_tiny, model) = model();
+    let prompt = &IDS[..6];
+    let n_new = 8;
+    let (out, seq) = generate_and_recompute(&model, prompt, n_new, &[HookPoint::ResidPost(1)]);
+    assert_eq!(out.tokens.len(), n_new);
     assert_eq!(out.tokens, seq[prompt.len()..]);
     // Cached activations at every fed position equal a full pass (the last token is never fed).
     let fed = &seq[..seq.len() - 1];
@@ -133,24 +140,7 @@ fn sliding_window_cache_generates_far_past_the_window() {
     let prompt = &IDS[..6];
     let n_new = 60;
     let patterns = [HookPoint::AttnPattern(0), HookPoint::AttnPattern(2)];
-    let mut hooks = Hooks::capturing(patterns);
-    let out = model
-        .generate(
-            prompt,
-            &GenerateConfig::greedy(n_new, vec![]),
-            &mut hooks,
-            |_| {},
-        )
-        .expect("generate");
-    let mut seq = prompt.to_vec();
-    for _ in 0..n_new {
-        let o = model
-            .forward(&[&seq], &mut Hooks::new(), Logits::Last)
-            .expect("forward");
-        seq.push(zephyra_lm::generate::argmax(&flat(
-            o.logits.as_ref().expect("logits"),
-        )));
-    }
+    let (out, seq) = generate_and_recompute(&model, prompt, n_new, &patterns);
     assert_eq!(out.tokens, seq[prompt.len()..]);
     // The patterns captured step by step (keys at absolute positions) equal one full pass's.
     let fed = &seq[..seq.len() - 1];

@@ -137,22 +137,27 @@ fn q_k_v_pattern_and_z_recompose_attention() {
             assert!(e < TOL, "{}: z off by {e:e}", case.name);
             // z · W_Oᵀ is attn_out (Gemma: before the post-attention norm, whose scale is hooked).
             let o = matmul_t(&a[&H::AttnZ(l)], w.w_o, n_heads * d_head);
-            let want = match w.ln1_post {
-                None => o,
-                Some(post) => {
-                    let scale = rms(&o, d, cfg.rms_norm_eps);
-                    assert!(
-                        rel64(&a[&H::Ln1PostScale(l)], &scale) < TOL,
-                        "{}",
-                        case.name
-                    );
-                    normalize(&o, &scale, post)
-                }
-            };
+            let want = post_norm(o, w.ln1_post, a.get(&H::Ln1PostScale(l)), cfg.rms_norm_eps);
             let e = rel64(&a[&H::AttnOut(l)], &want);
             assert!(e < TOL, "{}: attn_out off by {e:e}", case.name);
         }
     }
+}
+
+/// Gemma's post-norm of a branch output `x` (checking the captured scale), or `x` for Llama.
+fn post_norm(
+    x: Vec<f64>,
+    weight: Option<&[f32]>,
+    captured: Option<&Vec<f32>>,
+    eps: f32,
+) -> Vec<f64> {
+    let Some(weight) = weight else {
+        return x;
+    };
+    let scale = rms(&x, weight.len(), eps);
+    let e = rel64(captured.expect("post-norm scale captured"), &scale);
+    assert!(e < TOL, "post-norm scale off by {e:e}");
+    normalize(&x, &scale, weight)
 }
 
 /// `silu(g) = g·σ(g)` and the tanh approximation of GELU, in f64.
@@ -195,18 +200,12 @@ fn mlp_post_is_act_gate_times_up_and_feeds_w_down() {
             let e = rel64(&a[&H::MlpPost(l)], &want);
             assert!(e < 1e-4, "{}: mlp.hook_post off by {e:e}", case.name);
             let down = matmul_t(&a[&H::MlpPost(l)], w.w_down, cfg.d_mlp);
-            let want = match w.ln2_post {
-                None => down,
-                Some(post) => {
-                    let scale = rms(&down, d, cfg.rms_norm_eps);
-                    assert!(
-                        rel64(&a[&H::Ln2PostScale(l)], &scale) < TOL,
-                        "{}",
-                        case.name
-                    );
-                    normalize(&down, &scale, post)
-                }
-            };
+            let want = post_norm(
+                down,
+                w.ln2_post,
+                a.get(&H::Ln2PostScale(l)),
+                cfg.rms_norm_eps,
+            );
             let e = rel64(&a[&H::MlpOut(l)], &want);
             assert!(e < TOL, "{}: mlp_out off by {e:e}", case.name);
         }

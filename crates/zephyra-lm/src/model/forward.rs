@@ -186,11 +186,8 @@ impl Llama {
                 return Ok((None, site.acts));
             }
             // Attention.
-            let (scale_hook, norm_hook) = (HookPoint::Ln1Scale(l), HookPoint::Ln1Normalized(l));
-            let (out, x) = (&mut buf.normed, &buf.resid);
-            if site.norm(scale_hook, out, x, &mut buf.scales, &blk.attn_norm)?
-                || site.at(norm_hook, out)?
-            {
+            let hooks = (HookPoint::Ln1Scale(l), HookPoint::Ln1Normalized(l));
+            if site.pre_norm(hooks, buf, &blk.attn_norm)? {
                 return Ok((None, site.acts));
             }
             blk.qkv.forward(&mut buf.qkv, &buf.normed, d, rows);
@@ -247,11 +244,8 @@ impl Llama {
                 return Ok((None, site.acts));
             }
             // MLP.
-            let (scale_hook, norm_hook) = (HookPoint::Ln2Scale(l), HookPoint::Ln2Normalized(l));
-            let (out, x) = (&mut buf.normed, &buf.resid);
-            if site.norm(scale_hook, out, x, &mut buf.scales, &blk.mlp_norm)?
-                || site.at(norm_hook, out)?
-            {
+            let hooks = (HookPoint::Ln2Scale(l), HookPoint::Ln2Normalized(l));
+            if site.pre_norm(hooks, buf, &blk.mlp_norm)? {
                 return Ok((None, site.acts));
             }
             blk.gate_up.forward(&mut buf.gate_up, &buf.normed, d, rows);
@@ -281,15 +275,8 @@ impl Llama {
 
         // Final norm (all rows when hooked or when every position's logits are wanted).
         let (normed, n_rows) = if logits == Logits::All || hook_final {
-            let (out, x) = (&mut buf.normed, &buf.resid);
-            site.norm(
-                HookPoint::LnFinalScale,
-                out,
-                x,
-                &mut buf.scales,
-                &self.final_norm,
-            )?;
-            site.at(HookPoint::LnFinal, &mut buf.normed)?;
+            let hooks = (HookPoint::LnFinalScale, HookPoint::LnFinal);
+            site.pre_norm(hooks, buf, &self.final_norm)?;
             if logits == Logits::Last {
                 let mut sel = Vec::with_capacity(batch * d);
                 for (b, &s) in last.iter().enumerate() {
@@ -371,6 +358,20 @@ impl Site<'_, '_> {
         }
         rms_apply(out, x, scales, weight);
         Ok(false)
+    }
+
+    /// A norm that reads the residual stream: `buf.normed` ← RMSNorm(`buf.resid`), through its
+    /// scale hook and its output hook (`hooks`).
+    fn pre_norm(
+        &mut self,
+        (scale, out): (HookPoint, HookPoint),
+        buf: &mut Buffers,
+        weight: &[f32],
+    ) -> Result<bool> {
+        Ok(
+            self.norm(scale, &mut buf.normed, &buf.resid, &mut buf.scales, weight)?
+                || self.at(out, &mut buf.normed)?,
+        )
     }
 
     /// Gemma's norm of the branch output (`buf.branch`) before it joins the residual stream, with

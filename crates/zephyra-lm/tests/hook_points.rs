@@ -211,3 +211,29 @@ fn mlp_post_is_act_gate_times_up_and_feeds_w_down() {
         }
     }
 }
+
+#[test]
+fn every_hook_point_captures_in_one_pass_with_its_declared_shape() {
+    let (tl, tg) = (
+        zephyra_lm::testing::tiny_llama(3).expect("tiny llama"),
+        zephyra_lm::testing::tiny_gemma(5).expect("tiny gemma"),
+    );
+    for path in [&tl.path, &tg.path] {
+        let model = Llama::load_gguf(path).expect("load");
+        let cfg = model.config();
+        let every = model.every_hook_point();
+        let ids: [&[u32]; 2] = [&[2, 7, 9, 11, 5], &[2, 8, 6]];
+        let mut hooks = zephyra_lm::Hooks::capturing(every.iter().copied());
+        let out = model
+            .forward(&ids, &mut hooks, zephyra_lm::Logits::None)
+            .expect("forward");
+        assert_eq!(out.activations.len(), every.len());
+        for p in every {
+            let t = out.activations.get(p).expect("captured");
+            assert_eq!(t.dims(), p.shape(cfg).dims(2, 5, 5), "{p}");
+            if let Some(width) = p.width(cfg) {
+                assert_eq!(t.elem_count(), 2 * 5 * width, "{p}");
+            }
+        }
+    }
+}

@@ -163,7 +163,7 @@ fn topk_transcoder_learns_a_planted_map_and_the_skip_path_takes_the_linear_part(
         fves.push(fve);
     }
     assert!(
-        fves[0] > 0.85,
+        fves[0] > 0.8,
         "sparse map without a linear part: FVE {}",
         fves[0]
     );

@@ -1,11 +1,11 @@
-//! Every architecture's hand-derived backward against central finite differences of an independent,
-//! naive float64 loss (written here from the formulas, sharing no code with the crate), run on the very
+//! Every architecture's hand-derived backward (SAEs, and transcoders with and without a skip path) against
+//! central finite differences of an independent, naive float64 loss (written here from the formulas, sharing no code with the crate), run on the very
 //! `forward_backward` the trainer calls (instantiated at f64). The f32 instantiation is then checked
 //! against the f64 one, and the sparse and dense paths against each other.
 //!
 //! Piecewise parts: the checks run away from kinks (the activation pattern is asserted unchanged under
 //! the perturbation). TopK/BatchTopK are exact gradients of the loss with the selected set fixed; the
-//! AuxK residual `e = x − x̂` is a constant (stop-gradient), as documented. JumpReLU's `log_threshold`
+//! AuxK residual `e = x − x̂` (a transcoder's `y − ŷ`) is a constant (stop-gradient), as documented. JumpReLU's `log_threshold`
 //! gradient is checked against finite differences of its documented surrogate
 //! `S(log θ) = Σ_{r,i} [(D_r·W_dec[i])·θ⁰_i + λs]·R((max(z_ri,0) − θ_i)/ε)`, `R(u) = clamp(u + ½, 0, 1)`,
 //! with `D` and `θ⁰` frozen at the current point (its derivative is the rectangle-kernel STE).
@@ -22,10 +22,17 @@ type S64 = SaeOf<f64>;
 const N: usize = 7;
 const D_IN: usize = 5;
 const D_SAE: usize = 12;
+/// A transcoder's output width (≠ `D_IN`, so a mixed-up dimension cannot pass).
+const D_OUT: usize = 4;
 
 fn random_sae(arch: Architecture, seed: u64) -> (S64, Vec<f64>) {
+    random_dict(SaeConfig::new(D_IN, D_SAE, arch).unwrap(), seed)
+}
+
+/// A dictionary with random weights and `N` random training rows (`x`, or a transcoder's `[x | y]`).
+fn random_dict(cfg: SaeConfig, seed: u64) -> (S64, Vec<f64>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let cfg = SaeConfig::new(D_IN, D_SAE, arch).unwrap();
+    let width = cfg.row_width();
     let mut sae = S64::zeros(cfg).unwrap();
     let mut fill =
         |v: &mut Vec<f64>, a: f64, b: f64| v.iter_mut().for_each(|x| *x = rng.random_range(a..b));
@@ -37,10 +44,42 @@ fn random_sae(arch: Architecture, seed: u64) -> (S64, Vec<f64>) {
     fill(&mut sae.r_mag, -0.3, 0.3);
     fill(&mut sae.b_mag, -0.3, 0.3);
     fill(&mut sae.log_threshold, (0.2f64).ln(), (0.6f64).ln());
+    fill(&mut sae.w_skip, -0.5, 0.5);
     sae.sync_threshold();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1000);
-    let x: Vec<f64> = (0..N * D_IN).map(|_| rng.random_range(-1.5..1.5)).collect();
-    (sae, x)
+    let rows: Vec<f64> = (0..N * width)
+        .map(|_| rng.random_range(-1.5..1.5))
+        .collect();
+    (sae, rows)
+}
+
+/// Splits training rows into inputs `x` (`n × d_in`) and targets `y` (`n × d_out`; `y = x` for an SAE).
+fn split(sae: &S64, rows: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let (d_in, width) = (sae.cfg.d_in, sae.cfg.row_width());
+    let x: Vec<f64> = rows
+        .chunks(width)
+        .flat_map(|r| &r[..d_in])
+        .copied()
+        .collect();
+    let y: Vec<f64> = rows
+        .chunks(width)
+        .flat_map(|r| &r[width - sae.cfg.d_out()..])
+        .copied()
+        .collect();
+    (x, y)
+}
+
+/// `W_dec f + b_dec + W_skip x_r`: the full prediction of row `r`.
+fn predict_row(sae: &S64, x: &[f64], r: usize, f: &[f64]) -> Vec<f64> {
+    let (d_in, d_out) = (sae.cfg.d_in, sae.cfg.d_out());
+    let mut out = decode_row(sae, f, true);
+    if !sae.w_skip.is_empty() {
+        for (o, w) in out.iter_mut().zip(sae.w_skip.chunks(d_in)) {
+            *o += (0..d_in).map(|j| w[j] * x[r * d_in + j]).sum::<f64>();
+        }
+    }
+    debug_assert_eq!(out.len(), d_out);
+    out
 }
 
 /// What the naive loss needs besides the weights.
@@ -74,12 +113,12 @@ fn row_z(sae: &S64, x: &[f64], r: usize, bias: &[f64]) -> Vec<f64> {
 }
 
 fn decode_row(sae: &S64, f: &[f64], with_bias: bool) -> Vec<f64> {
-    let d_in = sae.cfg.d_in;
-    (0..d_in)
+    let d_out = sae.cfg.d_out();
+    (0..d_out)
         .map(|j| {
             let mut acc = if with_bias { sae.b_dec[j] } else { 0.0 };
             for (i, &fi) in f.iter().enumerate() {
-                acc += fi * sae.w_dec[i * d_in + j];
+                acc += fi * sae.w_dec[i * d_out + j];
             }
             acc
         })
@@ -87,8 +126,8 @@ fn decode_row(sae: &S64, f: &[f64], with_bias: bool) -> Vec<f64> {
 }
 
 fn dec_norm(sae: &S64, i: usize) -> f64 {
-    let d_in = sae.cfg.d_in;
-    sae.w_dec[i * d_in..(i + 1) * d_in]
+    let d_out = sae.cfg.d_out();
+    sae.w_dec[i * d_out..(i + 1) * d_out]
         .iter()
         .map(|v| v * v)
         .sum::<f64>()
@@ -166,14 +205,17 @@ fn naive_codes(sae: &S64, x: &[f64], n: usize) -> (Vec<Vec<f64>>, Vec<bool>) {
     (codes, pattern)
 }
 
-fn naive_loss(sae: &S64, x: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
-    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+fn naive_loss(sae: &S64, rows: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
+    let (d_in, d_sae, d_out) = (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.d_out());
+    let (x, y) = split(sae, rows);
+    let x = &x[..];
     let (codes, mut pattern) = naive_codes(sae, x, n);
     let mut loss = 0.0;
     for r in 0..n {
         let xr = &x[r * d_in..(r + 1) * d_in];
-        let xhat = decode_row(sae, &codes[r], true);
-        loss += c.s * sq_dist(&xhat, xr);
+        let yr = &y[r * d_out..(r + 1) * d_out];
+        let yhat = predict_row(sae, x, r, &codes[r]);
+        loss += c.s * sq_dist(&yhat, yr);
         match sae.cfg.architecture {
             Architecture::Relu => {
                 loss += c.lambda
@@ -209,9 +251,9 @@ fn naive_loss(sae: &S64, x: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
             let m = (n_dead as f64 / c.k_aux as f64).min(1.0);
             let (frozen_codes, _) = naive_codes(c.frozen, x, n);
             for r in 0..n {
-                let xr = &x[r * d_in..(r + 1) * d_in];
-                let xhat0 = decode_row(c.frozen, &frozen_codes[r], true);
-                let e: Vec<f64> = xr.iter().zip(&xhat0).map(|(a, b)| a - b).collect();
+                let yr = &y[r * d_out..(r + 1) * d_out];
+                let yhat0 = predict_row(c.frozen, x, r, &frozen_codes[r]);
+                let e: Vec<f64> = yr.iter().zip(&yhat0).map(|(a, b)| a - b).collect();
                 let z = row_z(sae, x, r, &sae.b_enc);
                 let masked: Vec<f64> = (0..d_sae)
                     .map(|i| if dead[i] { z[i] } else { f64::NEG_INFINITY })
@@ -239,6 +281,7 @@ fn param_mut<'a>(sae: &'a mut S64, name: &str) -> &'a mut Vec<f64> {
         "b_gate" => &mut sae.b_gate,
         "r_mag" => &mut sae.r_mag,
         "b_mag" => &mut sae.b_mag,
+        "W_skip" => &mut sae.w_skip,
         other => panic!("unknown parameter {other}"),
     }
 }
@@ -253,7 +296,20 @@ fn assert_close(what: &str, got: f64, want: f64, tol: f64) {
 /// Runs the crate's backward and compares every parameter entry with central differences of the naive
 /// loss (skipping only `log_threshold`, checked separately). Returns the gradients.
 fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>, GradientsOf<f64>) {
-    let (sae, x) = random_sae(arch, seed);
+    check_dict(SaeConfig::new(D_IN, D_SAE, arch).unwrap(), seed, step)
+}
+
+/// [`check`] for any configuration (SAE or transcoder).
+fn check_dict(
+    cfg: SaeConfig,
+    seed: u64,
+    step: StepConfig<'_>,
+) -> (S64, Vec<f64>, GradientsOf<f64>) {
+    let label = match cfg.transcoder {
+        Some(t) => format!("{} transcoder (skip {})", cfg.architecture, t.skip),
+        None => cfg.architecture.to_string(),
+    };
+    let (sae, x) = random_dict(cfg, seed);
     let mut ws = WorkspaceOf::default();
     let mut grads = GradientsOf::zeros_like(&sae);
     let stats = sae
@@ -267,15 +323,15 @@ fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>,
         lambda: step.sparsity_coeff,
         s,
         dead: step.dead,
-        k_aux: step.k_aux.unwrap_or(D_IN / 2),
+        k_aux: step.k_aux.unwrap_or(sae.cfg.d_out() / 2),
         alpha: step.aux_coeff,
         frozen: &sae,
     };
     let (l0, pattern0) = naive_loss(&sae, &x, N, &ctx);
-    assert_close(&format!("{arch}: loss"), stats.loss, l0, 1e-10);
+    assert_close(&format!("{label}: loss"), stats.loss, l0, 1e-10);
     assert!(
         pattern0.iter().any(|&p| p) && pattern0.iter().any(|&p| !p),
-        "{arch}: degenerate activation pattern"
+        "{label}: degenerate activation pattern"
     );
     let h = 1e-6;
     let mut checked = 0;
@@ -292,10 +348,10 @@ fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>,
             let (lm, pm) = naive_loss(&minus, &x, N, &ctx);
             assert!(
                 pp == pattern0 && pm == pattern0,
-                "{arch}: {name}[{p}] sits on a kink; pick another seed"
+                "{label}: {name}[{p}] sits on a kink; pick another seed"
             );
             assert_close(
-                &format!("{arch}: d{name}[{p}]"),
+                &format!("{label}: d{name}[{p}]"),
                 g[p],
                 (lp - lm) / (2.0 * h),
                 1e-6,
@@ -303,7 +359,7 @@ fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>,
             checked += 1;
         }
     }
-    assert!(checked > 100, "{arch}: only {checked} entries checked");
+    assert!(checked > 100, "{label}: only {checked} entries checked");
     (sae, x, grads)
 }
 
@@ -406,59 +462,120 @@ fn jumprelu_weights_and_straight_through_threshold() {
             dense_above,
             ..StepConfig::default()
         };
-        let (sae, x, grads) = check(Architecture::JumpRelu, 7, step);
-        // Surrogate for log θ, with D = 2s(x̂ − x) and θ⁰ frozen.
-        let s = 1.0 / N as f64;
-        let (codes, _) = naive_codes(&sae, &x, N);
-        let theta0: Vec<f64> = sae.log_threshold.iter().map(|l| l.exp()).collect();
-        let mut coef = vec![vec![0.0; D_SAE]; N];
-        let mut zpos = vec![vec![0.0; D_SAE]; N];
-        for r in 0..N {
-            let xhat = decode_row(&sae, &codes[r], true);
-            let d: Vec<f64> = (0..D_IN)
-                .map(|j| 2.0 * s * (xhat[j] - x[r * D_IN + j]))
-                .collect();
-            let z = row_z(&sae, &x, r, &sae.b_enc);
-            for i in 0..D_SAE {
-                let dw: f64 = (0..D_IN).map(|j| d[j] * sae.w_dec[i * D_IN + j]).sum();
-                coef[r][i] = dw * theta0[i] + 0.3 * s;
-                zpos[r][i] = z[i].max(0.0);
-            }
-        }
-        let surrogate = |log_theta: &[f64]| -> f64 {
-            let mut acc = 0.0;
-            for r in 0..N {
-                for i in 0..D_SAE {
-                    let u = (zpos[r][i] - log_theta[i].exp()) / bandwidth;
-                    acc += coef[r][i] * (u + 0.5).clamp(0.0, 1.0);
-                }
-            }
-            acc
-        };
-        let mut in_band = 0;
-        for r in 0..N {
-            for i in 0..D_SAE {
-                in_band += ((zpos[r][i] - theta0[i]).abs() < bandwidth / 2.0) as usize;
-            }
-        }
-        assert!(
-            in_band >= 5,
-            "only {in_band} entries inside the band: the check would be vacuous"
-        );
-        let h = 1e-6;
+        let (sae, rows, grads) = check(Architecture::JumpRelu, 7, step);
+        check_log_threshold(&sae, &rows, &grads, bandwidth, 0.3);
+    }
+}
+
+/// `dL/dlog θ` against finite differences of the surrogate (module docs), with `D = 2s(ŷ − y)` and `θ⁰`
+/// frozen.
+fn check_log_threshold(
+    sae: &S64,
+    rows: &[f64],
+    grads: &GradientsOf<f64>,
+    bandwidth: f64,
+    lambda: f64,
+) {
+    let d_out = sae.cfg.d_out();
+    let (x, y) = split(sae, rows);
+    let s = 1.0 / N as f64;
+    let (codes, _) = naive_codes(sae, &x, N);
+    let theta0: Vec<f64> = sae.log_threshold.iter().map(|l| l.exp()).collect();
+    let mut coef = vec![vec![0.0; D_SAE]; N];
+    let mut zpos = vec![vec![0.0; D_SAE]; N];
+    for r in 0..N {
+        let yhat = predict_row(sae, &x, r, &codes[r]);
+        let d: Vec<f64> = (0..d_out)
+            .map(|j| 2.0 * s * (yhat[j] - y[r * d_out + j]))
+            .collect();
+        let z = row_z(sae, &x, r, &sae.b_enc);
         for i in 0..D_SAE {
-            let mut p = sae.log_threshold.clone();
-            p[i] += h;
-            let mut m = sae.log_threshold.clone();
-            m[i] -= h;
-            assert_close(
-                &format!("dlog_threshold[{i}]"),
-                grads.log_threshold[i],
-                (surrogate(&p) - surrogate(&m)) / (2.0 * h),
-                1e-6,
-            );
+            let dw: f64 = (0..d_out).map(|j| d[j] * sae.w_dec[i * d_out + j]).sum();
+            coef[r][i] = dw * theta0[i] + lambda * s;
+            zpos[r][i] = z[i].max(0.0);
         }
-        assert!(grads.log_threshold.iter().filter(|&&g| g != 0.0).count() >= 3);
+    }
+    let surrogate = |log_theta: &[f64]| -> f64 {
+        let mut acc = 0.0;
+        for r in 0..N {
+            for i in 0..D_SAE {
+                let u = (zpos[r][i] - log_theta[i].exp()) / bandwidth;
+                acc += coef[r][i] * (u + 0.5).clamp(0.0, 1.0);
+            }
+        }
+        acc
+    };
+    let mut in_band = 0;
+    for r in 0..N {
+        for i in 0..D_SAE {
+            in_band += ((zpos[r][i] - theta0[i]).abs() < bandwidth / 2.0) as usize;
+        }
+    }
+    assert!(
+        in_band >= 5,
+        "only {in_band} entries inside the band: the check would be vacuous"
+    );
+    let h = 1e-6;
+    for i in 0..D_SAE {
+        let mut p = sae.log_threshold.clone();
+        p[i] += h;
+        let mut m = sae.log_threshold.clone();
+        m[i] -= h;
+        assert_close(
+            &format!("dlog_threshold[{i}]"),
+            grads.log_threshold[i],
+            (surrogate(&p) - surrogate(&m)) / (2.0 * h),
+            1e-6,
+        );
+    }
+    assert!(grads.log_threshold.iter().filter(|&&g| g != 0.0).count() >= 3);
+}
+
+/// Transcoders (`d_in` 5 → `d_out` 4) with and without the skip path, every activation of the trainer, on
+/// both code paths where there are two; AuxK on dead latents for topk/batchtopk; the skip gradient
+/// `dL/dW_skip = Dᵀ x` is among the entries checked.
+#[test]
+fn transcoders_with_and_without_skip_every_activation() {
+    let dead: Vec<bool> = (0..D_SAE).map(|i| i % 3 == 1).collect();
+    for skip in [false, true] {
+        let tc = |arch| SaeConfig::transcoder(D_IN, D_OUT, D_SAE, arch, skip).unwrap();
+        for dense_above in [1.0, 0.0] {
+            for (arch, seed) in [(Architecture::Relu, 11), (Architecture::ReluUnit, 12)] {
+                let step = StepConfig {
+                    sparsity_coeff: 0.6,
+                    dense_above,
+                    ..StepConfig::default()
+                };
+                check_dict(tc(arch), seed, step);
+            }
+            let bandwidth = 0.4;
+            let step = StepConfig {
+                sparsity_coeff: 0.3,
+                bandwidth,
+                dense_above,
+                ..StepConfig::default()
+            };
+            let (sae, rows, grads) = check_dict(tc(Architecture::JumpRelu), 13, step);
+            check_log_threshold(&sae, &rows, &grads, bandwidth, 0.3);
+        }
+        for arch in [
+            Architecture::TopK { k: 3 },
+            Architecture::BatchTopK { k: 2 },
+        ] {
+            check_dict(tc(arch), 14, StepConfig::default());
+            let (_, _, grads) = check_dict(
+                tc(arch),
+                14,
+                StepConfig {
+                    dead: Some(&dead),
+                    k_aux: Some(3),
+                    aux_coeff: 0.5,
+                    ..StepConfig::default()
+                },
+            );
+            assert_eq!(grads.w_skip.is_empty(), !skip);
+            assert!(grads.w_skip.iter().all(|&g| g != 0.0));
+        }
     }
 }
 

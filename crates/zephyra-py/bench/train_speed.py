@@ -4,7 +4,8 @@
     python bench/train_speed.py saelens ACTS.npy [TOKENS]     # SAELens 6.54 TopK (torch venv)
 
 Same settings everywhere: TopK k=32, 16x expansion, batch 4096 rows, all cores, no hold-out. The CLI figure
-comes from `zephyra train --acts ACTS.npy --no-shuffle --holdout 0 --json` (its `tokens_per_s`).
+comes from `zephyra train --acts ACTS.npy --out DIR --no-shuffle --holdout 0 --tokens TOKENS --json`
+(its `tokens_per_s`); both write checkpoints every 10 %.
 """
 
 import sys
@@ -21,9 +22,10 @@ def zephyra_figures(path, tokens):
     opts = dict(arch="topk", k=32, expansion=16, tokens=tokens, batch_rows=4096, holdout=0)
     for label, source in [("array", acts), ("npy", path)]:
         extra = {"shuffle": False} if label == "npy" else {}
-        start = time.perf_counter()
-        sae = z.train(source, **opts, **extra)
-        wall = time.perf_counter() - start
+        with tempfile.TemporaryDirectory() as out:  # checkpoints every 10 %, as the CLI writes them
+            start = time.perf_counter()
+            sae = z.train(source, out=f"{out}/run", **opts, **extra)
+            wall = time.perf_counter() - start
         print(f"zephyra from Python ({label}): {sae.training_summary['tokens_per_s']:.0f} tok/s "
               f"(trainer), {tokens / wall:.0f} tok/s (wall, with init)")
 
@@ -44,7 +46,7 @@ def saelens_figures(path, tokens):
                 yield acts[start : start + batch]
 
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=16 * d_in, k=32))
-    cfg = SAETrainerConfig(total_training_samples=tokens, train_batch_size_samples=batch, lr=5e-4,
+    cfg = SAETrainerConfig(total_training_samples=tokens, train_batch_size_samples=batch, lr=5e-4, lr_end=5e-4,
                            n_batches_for_norm_estimate=4)
     with tempfile.TemporaryDirectory():
         trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=rows())

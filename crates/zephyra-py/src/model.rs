@@ -213,7 +213,8 @@ impl PyModel {
     /// ``cache`` maps each of ``names`` to its activations, float32 ``[seq, d_model]``. ``logits="last"``
     /// (the default) gives the next-token logits ``[d_vocab]``, ``"all"`` every position's ``[seq, d_vocab]``
     /// (large: 262144 columns for Gemma 3), ``None`` none (the pass then stops after the deepest hook).
-    #[pyo3(signature = (input, names=None, logits=Some("last")))]
+    #[pyo3(signature = (input, names=None, logits=Some("last")),
+        text_signature = "(self, input, names=None, logits='last')")]
     fn run_with_cache<'py>(
         &self,
         py: Python<'py>,
@@ -231,7 +232,8 @@ impl PyModel {
     /// ``fwd_hooks``: ``[(name, fn)]``; ``fn(activation, hook_name)`` gets float32 ``[1, seq, d_model]`` and
     /// returns ``None`` (keep it) or an array of the same shape (replace it). ``add``: ``{name: vector}``
     /// adds a ``[d_model]`` vector at every position. ``names``: hooks to capture, after the others run.
-    #[pyo3(signature = (input, fwd_hooks=None, add=None, names=None, logits=Some("last")))]
+    #[pyo3(signature = (input, fwd_hooks=None, add=None, names=None, logits=Some("last")),
+        text_signature = "(self, input, fwd_hooks=None, add=None, names=None, logits='last')")]
     fn run_with_hooks<'py>(
         &self,
         py: Python<'py>,

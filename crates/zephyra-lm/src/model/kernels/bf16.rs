@@ -203,7 +203,7 @@ pub(crate) fn matmul_nt_bf16(
         kernel.name()
     );
     let kp = k.div_ceil(2);
-    PACKED.with_borrow_mut(|packed| {
+    let mut run = |packed: &mut Vec<u32>| {
         // Rows past `m` pad the last tile with zeros.
         packed.resize(m.div_ceil(MR) * MR * kp, 0);
         packed[m * kp..].fill(0);
@@ -245,6 +245,12 @@ pub(crate) fn matmul_nt_bf16(
                 }
             }
         });
+    };
+    // A rayon worker waiting inside one product may steal a task that starts another on the same
+    // thread: that one packs into a fresh buffer.
+    PACKED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut packed) => run(&mut packed),
+        Err(_) => run(&mut Vec::new()),
     });
 }
 

@@ -36,6 +36,9 @@ impl HookModel for PartitionedModel {
     fn context_length(&self) -> usize {
         self.inner.context_length()
     }
+    fn precision(&self) -> zephyra_lm::Precision {
+        self.inner.precision()
+    }
     fn capture(
         &self,
         contexts: &[Vec<u32>],

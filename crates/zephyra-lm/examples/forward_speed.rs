@@ -1,12 +1,12 @@
 //! Forward-pass throughput on SmolLM2 or Gemma 3 270M (batch 16 × 128 tokens), for development:
 //! (a) up to `resid_pre` of the middle block, (b) the full pass with logits at every position.
 //!
-//! `RAYON_NUM_THREADS=2 cargo run --release -p zephyra-lm --example forward_speed [-- REPEATS [a|b|ab] [smollm2|gemma3-270m]]`
+//! `RAYON_NUM_THREADS=2 cargo run --release -p zephyra-lm --example forward_speed [-- REPEATS [a|b|ab] [smollm2|gemma3-270m] [f32|bf16]]`
 //! The user-facing benchmark is `zephyra bench forward`.
 
 use std::time::Instant;
 
-use zephyra_lm::{HookPoint, Hooks, Llama, Logits};
+use zephyra_lm::{HookPoint, Hooks, Llama, Logits, Precision};
 
 fn main() -> zephyra_lm::Result<()> {
     let repeats: usize = std::env::args()
@@ -19,8 +19,12 @@ fn main() -> zephyra_lm::Result<()> {
         .unwrap_or_else(|| "smollm2".to_string());
     let path = zephyra_lm::fetch::resolve_model(&name)?;
     let t = Instant::now();
-    let model = Llama::load_gguf(path)?;
-    eprintln!("load: {:.2} s", t.elapsed().as_secs_f64());
+    let precision: Precision = match std::env::args().nth(4) {
+        Some(p) => p.parse()?,
+        None => Precision::F32,
+    };
+    let model = Llama::load_gguf_with_precision(path, precision)?;
+    eprintln!("load ({precision}): {:.2} s", t.elapsed().as_secs_f64());
     let (batch, seq) = (16, 128);
     let seqs: Vec<Vec<u32>> = (0..batch)
         .map(|b| {

@@ -139,14 +139,14 @@ impl LlamaConfig {
     pub fn layer_window(&self, layer: usize) -> Option<usize> {
         self.sliding_window
             .as_ref()
-            .filter(|s| (layer + 1) % s.global_every != 0)
+            .filter(|s| !(layer + 1).is_multiple_of(s.global_every))
             .map(|s| s.window)
     }
 
     /// The RoPE base θ of block `layer`.
     pub fn layer_rope_theta(&self, layer: usize) -> f32 {
         match &self.sliding_window {
-            Some(s) if (layer + 1) % s.global_every != 0 => s.rope_theta,
+            Some(s) if !(layer + 1).is_multiple_of(s.global_every) => s.rope_theta,
             _ => self.rope_theta,
         }
     }

@@ -44,5 +44,5 @@ pub use config::LlamaConfig;
 pub use error::{LmError, Result};
 pub use generate::{GenerateConfig, GenerateOutput, Sampling, StopReason};
 pub use hooks::{Activations, HookPoint, HookShape, Hooks};
-pub use model::{BlockWeights, ForwardOutput, Llama, Logits};
+pub use model::{BlockWeights, ForwardOutput, Llama, Logits, Precision};
 pub use tokenizer::Tokenizer;

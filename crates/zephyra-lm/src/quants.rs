@@ -31,7 +31,7 @@ pub fn is_supported(dtype: GgmlDType) -> bool {
 /// Number of bytes that `n_values` values of `dtype` occupy (`n_values` a multiple of the block size).
 pub fn byte_len(dtype: GgmlDType, n_values: usize) -> Result<usize> {
     let block = dtype.block_size();
-    if n_values % block != 0 {
+    if !n_values.is_multiple_of(block) {
         return Err(LmError::InvalidInput(format!(
             "{n_values} values are not a whole number of {dtype:?} blocks of {block}"
         )));
@@ -45,7 +45,7 @@ pub fn byte_len(dtype: GgmlDType, n_values: usize) -> Result<usize> {
 /// whole number of blocks.
 pub fn dequantize(dtype: GgmlDType, bytes: &[u8]) -> Result<Vec<f32>> {
     let type_size = dtype.type_size();
-    if bytes.len() % type_size != 0 {
+    if !bytes.len().is_multiple_of(type_size) {
         return Err(LmError::InvalidInput(format!(
             "{} bytes are not a whole number of {dtype:?} blocks of {type_size} bytes",
             bytes.len()

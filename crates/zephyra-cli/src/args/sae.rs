@@ -8,7 +8,7 @@ use zephyra_analysis::steer::Engine;
 use zephyra_lm::{HookPoint, Llama, Tokenizer};
 use zephyra_sae::Sae;
 
-use super::model::{load_tokenizer, ModelSpec};
+use super::model::{load_llama, load_tokenizer, ModelSpec, PrecisionArg};
 use super::Global;
 
 /// The SAE and the model it runs on (eval, features, steer, explain, serve).
@@ -22,6 +22,8 @@ pub struct SaeArgs {
     /// else smollm2].
     #[arg(long, value_name = "MODEL")]
     pub model: Option<ModelSpec>,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
     /// Hook point [default: the SAE's `metadata.hook_name`].
     #[arg(long, value_name = "HOOK")]
     pub hook: Option<HookPoint>,
@@ -71,8 +73,7 @@ impl SaeArgs {
         let sae = self.load_sae()?;
         let hook = self.hook_of(&sae)?;
         let model_path = self.model_for(&sae).resolve(global)?;
-        let llama = Llama::load_gguf(&model_path)
-            .with_context(|| format!("loading {}", model_path.display()))?;
+        let llama = load_llama(&model_path, self.precision.precision)?;
         let tokenizer = load_tokenizer(&model_path)?;
         let hook = hook
             .validate(llama.config().n_layers)

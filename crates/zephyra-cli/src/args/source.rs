@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use zephyra_lm::HookPoint;
 
+use super::model::PrecisionArg;
 use super::{CorpusArgs, HarvestArgs};
 
 /// Default shuffle buffer (rows) of the store and on-the-fly readers.
@@ -20,6 +21,9 @@ pub struct SourceArgs {
     /// DIR it is checked against the store's model instead.
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
+    // `--precision` of on-the-fly harvesting.
+    #[command(flatten)]
+    pub precision: PrecisionArg,
     // Corpus for on-the-fly harvesting.
     #[command(flatten)]
     pub corpus: CorpusArgs,

@@ -224,6 +224,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let stack = SaeArgs {
         sae: sae.clone(),
         model: Some(ModelSpec::smollm2()),
+        precision: Default::default(),
         hook: Some(args.hook),
     };
     let engine = stack.engine(global)?;

@@ -49,7 +49,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         .read()
         .context("reading the prompt (--prompt or --file)")?;
 
-    let model = args.model.model.load(global)?;
+    let model = args.model.load(global)?;
     let tokenizer = &model.tokenizer;
     let ids = tokenizer.encode(&prompt).context("tokenizing the prompt")?;
     let mut stop_tokens: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();

@@ -77,7 +77,10 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if let Some(hook) = args.repeated_hook() {
         anyhow::bail!("--hook {hook} is given twice: give each hook once (one store per hook)");
     }
-    let (model, tokenizer, model_path) = load_model(&args.model.model.to_string())?;
+    let (model, tokenizer, model_path) = load_model(
+        &args.model.model.to_string(),
+        args.model.precision.precision,
+    )?;
     let config = HarvestConfig {
         seed: args.seed,
         contexts_per_shard: args.harvest.shard_contexts,

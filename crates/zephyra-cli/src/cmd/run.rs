@@ -68,7 +68,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     }
     let text = args.input.read()?;
 
-    let model = args.model.model.load(global)?;
+    let model = args.model.load(global)?;
     let n_layers = model.llama.config().n_layers;
     for hook in &hooks {
         hook.validate(n_layers)?;

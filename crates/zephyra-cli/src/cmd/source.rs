@@ -105,14 +105,15 @@ fn check_store_matches(
     Ok(())
 }
 
-/// Loads the model and tokenizer of `spec`; returns them with the GGUF path.
+/// Loads the model (linear layers in `precision`) and tokenizer of `spec`; returns them with the GGUF
+/// path.
 pub fn load_model(
     spec: &str,
+    precision: zephyra_lm::Precision,
 ) -> anyhow::Result<(Arc<zephyra_lm::Llama>, Arc<zephyra_lm::Tokenizer>, PathBuf)> {
     let path = zephyra_lm::fetch::resolve_model(spec)
         .with_context(|| format!("resolving --model {spec}"))?;
-    let model = zephyra_lm::Llama::load_gguf(&path)
-        .with_context(|| format!("loading {}", path.display()))?;
+    let model = crate::args::model::load_llama(&path, precision)?;
     let tokenizer = zephyra_lm::Tokenizer::from_gguf(&path)
         .with_context(|| format!("loading the tokenizer of {}", path.display()))?;
     Ok((Arc::new(model), Arc::new(tokenizer), path))
@@ -128,7 +129,7 @@ fn open_stream(
             "--hook HOOK is required to harvest on the fly (e.g. --hook blocks.15.hook_resid_pre)"
         )
     };
-    let (llama, tokenizer, _path) = load_model(model)?;
+    let (llama, tokenizer, _path) = load_model(model, args.precision.precision)?;
     let corpus = load_corpus(&args.corpus.data, &args.corpus.text_field)?;
     let n_tokens = stream_tokens(
         opts.tokens,

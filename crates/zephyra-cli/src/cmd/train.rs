@@ -356,6 +356,7 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
             let meta = &mut cfg.sae.metadata;
             meta.hook_name.get_or_insert_with(|| manifest.hook.clone());
             meta.context_size.get_or_insert(manifest.ctx);
+            record_precision(meta, manifest.model.precision);
             if meta.model_name.is_none() {
                 meta.model_name = Path::new(&manifest.model.path)
                     .file_name()
@@ -370,6 +371,7 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
     if let (None, Some(model)) = (&args.source.acts, &args.source.model) {
         let meta = &mut cfg.sae.metadata;
         meta.context_size.get_or_insert(args.source.harvest.ctx);
+        record_precision(meta, args.source.precision.precision);
         if meta.model_name.is_none() {
             let path = zephyra_lm::fetch::resolve_model(model)
                 .with_context(|| format!("resolving --model {model}"))?;
@@ -383,6 +385,16 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
     let session = TrainSession::start(cfg, source.as_mut(), Some(out), Some(comm))?;
     Ok((out.clone(), session, source, eval))
 }
+
+/// Records the number format of the model's linear layers that made the activations
+/// (`metadata.model_precision`: `"f32"` or `"bf16"`).
+fn record_precision(meta: &mut zephyra_sae::SaeMetadata, precision: zephyra_lm::Precision) {
+    meta.extra
+        .insert(MODEL_PRECISION_KEY.into(), serde_json::json!(precision));
+}
+
+/// The SAE metadata key [`record_precision`] writes.
+pub const MODEL_PRECISION_KEY: &str = "model_precision";
 
 fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
     let state = zephyra_sae::checkpoint::TrainingState::load(dir)?;

@@ -23,7 +23,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Instant;
 
-use zephyra_lm::{HookPoint, Llama};
+use zephyra_lm::{HookPoint, Llama, Precision};
 
 use crate::corpus::Corpus;
 use crate::error::{DataError, Result};
@@ -59,6 +59,10 @@ pub trait HookModel: Send + Sync {
     fn n_layers(&self) -> usize;
     /// Maximum context length.
     fn context_length(&self) -> usize;
+    /// Number format of the linear layers (recorded in the manifest).
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
     /// Runs `contexts` (all the same length) and returns, for each of `hooks` in order, the activations
     /// `[batch × seq × d_model]` row-major. Stops after the deepest hook.
     fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> Result<Vec<Vec<f32>>>;
@@ -77,6 +81,10 @@ impl HookModel for Llama {
         self.config().context_length
     }
 
+    fn precision(&self) -> Precision {
+        Llama::precision(self)
+    }
+
     fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> Result<Vec<Vec<f32>>> {
         capture_rows(self, contexts, hooks)
     }
@@ -90,6 +98,7 @@ pub fn model_info(model_path: &Path, model: &dyn HookModel) -> Result<ModelInfo>
         n_layers: model.n_layers(),
         d_model: model.d_model(),
         context_length: model.context_length(),
+        precision: model.precision(),
     })
 }
 

@@ -54,11 +54,16 @@ pub(super) fn prepare_store(dir: &Path, fresh: Manifest) -> Result<Manifest> {
     if dir.join(MANIFEST_FILE).exists() {
         let store = ActivationStore::open_partial(dir)?;
         let m = store.manifest().clone();
-        let checks: [(&str, String, String); 13] = [
+        let checks: [(&str, String, String); 14] = [
             (
                 "model sha256",
                 m.model.sha256.clone(),
                 fresh.model.sha256.clone(),
+            ),
+            (
+                "model precision (--precision)",
+                m.model.precision.to_string(),
+                fresh.model.precision.to_string(),
             ),
             ("hook", m.hook.clone(), fresh.hook.clone()),
             ("d", m.d.to_string(), fresh.d.to_string()),

@@ -6,7 +6,8 @@
 //! {
 //!   "format": "zephyra-activation-store", "version": 1,
 //!   "complete": bool,                 // false while a harvest is running or was interrupted
-//!   "model": {"path": str, "sha256": str, "n_layers": int, "d_model": int, "context_length": int},
+//!   "model": {"path": str, "sha256": str, "n_layers": int, "d_model": int, "context_length": int,
+//!             "precision": "f32" | "bf16"},   // the forward's linear layers; absent (old stores) = f32
 //!   "hook": "blocks.15.hook_resid_pre", "d": 576, "ctx": 128, "dtype": "float32" | "bfloat16",
 //!   "seed": int, "shuffle_contexts": int, "contexts_per_shard": int,
 //!   "target_contexts": int,           // contexts the harvest was asked for (ceil(--tokens / ctx))
@@ -33,6 +34,8 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use zephyra_lm::Precision;
 
 use crate::corpus::ReadStats;
 use crate::error::{DataError, Result};
@@ -93,6 +96,9 @@ pub struct ModelInfo {
     pub d_model: usize,
     /// Maximum context length.
     pub context_length: usize,
+    /// Number format of the model's linear layers during the harvest (`--precision`).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// The corpus an activation store was harvested from.

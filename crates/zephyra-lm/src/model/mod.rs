@@ -10,17 +10,22 @@
 //! head, GeGLU MLP, and sliding-window attention (local RoPE base 10k) on all blocks but every
 //! sixth. [`crate::config::LlamaConfig`] supplies these per-family pieces; there is one forward pass.
 //!
-//! Weights are `f32`, stored `[n_out, n_in]` as in the GGUF file; Q/K/V and gate/up are fused
+//! Weights are `f32` (or bf16, see [`Precision`]), stored `[n_out, n_in]` as in the GGUF file; Q/K/V and gate/up are fused
 //! into one matrix each so every block runs four large matrix products over all `batch × seq` rows.
 
 mod attention;
 mod forward;
 pub(crate) mod kernels;
+mod linear;
 mod scoring;
 mod weights;
 
+pub use kernels::bf16::{Bf16Kernel, FORCE_PORTABLE_ENV};
+pub use linear::Precision;
 pub use scoring::{log_softmax_at, LOGIT_ROWS};
 pub use weights::BlockWeights;
+
+pub(crate) use linear::Linear;
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +33,7 @@ use candle_core::Tensor;
 
 use crate::config::{Family, LlamaConfig};
 use crate::error::{LmError, Result};
-use crate::gguf::{self, F32Tensor, GgufModel};
+use crate::gguf::{self, GgufModel};
 use crate::hooks::{Activations, HookPoint};
 
 pub(crate) use attention::KvCache;
@@ -54,33 +59,6 @@ pub struct ForwardOutput {
     pub activations: Activations,
     /// The length of each sequence; positions at or beyond it are padding and hold no meaning.
     pub lengths: Vec<usize>,
-}
-
-/// A linear layer `y = x · wᵀ` with `w` stored `[n_out, n_in]`.
-#[derive(Debug)]
-pub(crate) struct Linear {
-    pub(crate) w: Vec<f32>,
-    pub(crate) n_in: usize,
-    pub(crate) n_out: usize,
-}
-
-impl Linear {
-    /// `dst[rows, n_out] = x[rows, n_in] · wᵀ`, with `x` rows `x_stride` apart.
-    pub(crate) fn forward(&self, dst: &mut [f32], x: &[f32], x_stride: usize, rows: usize) {
-        let par = gemm::Parallelism::Rayon(0);
-        kernels::matmul_nt(dst, x, x_stride, &self.w, rows, self.n_out, self.n_in, par);
-    }
-
-    /// Stacks the rows of several `[n_out_i, n_in]` tensors into one layer.
-    fn stack(parts: &[&F32Tensor]) -> Linear {
-        let n_in = parts[0].shape[1];
-        let n_out = parts.iter().map(|t| t.shape[0]).sum();
-        let mut w = Vec::with_capacity(n_in * n_out);
-        for t in parts {
-            w.extend_from_slice(&t.data);
-        }
-        Linear { w, n_in, n_out }
-    }
 }
 
 /// One transformer block's weights.
@@ -132,6 +110,8 @@ pub struct Llama {
     pub(crate) final_norm: Vec<f32>,
     /// `[vocab, d_model]`; `None` when tied to `embed`.
     pub(crate) unembed: Option<Vec<f32>>,
+    /// The format of the linear layers.
+    pub(crate) precision: Precision,
     /// Work buffers reused between passes (one set; concurrent passes allocate their own).
     pub(crate) buffers: std::sync::Mutex<Option<forward::Buffers>>,
 }
@@ -143,8 +123,14 @@ impl Llama {
     /// [`LmError::UnsupportedArchitecture`], [`LmError::MissingMetadata`],
     /// [`LmError::MissingTensor`], [`LmError::TensorShape`], [`LmError::Io`].
     pub fn load_gguf(path: impl AsRef<Path>) -> Result<Llama> {
+        Llama::load_gguf_with_precision(path, Precision::F32)
+    }
+
+    /// Loads a GGUF file like [`Llama::load_gguf`], storing the linear layers in `precision`
+    /// (bf16: re-quantized from the dequantized `f32`, which is then dropped).
+    pub fn load_gguf_with_precision(path: impl AsRef<Path>, precision: Precision) -> Result<Llama> {
         let path = path.as_ref();
-        let _span = tracing::info_span!("load_gguf", path = %path.display()).entered();
+        let _span = tracing::info_span!("load_gguf", path = %path.display(), %precision).entered();
         let GgufModel {
             path,
             config,
@@ -183,11 +169,11 @@ impl Llama {
             };
             blocks.push(Block {
                 attn_norm,
-                qkv: Linear::stack(&[&q, &k, &v]),
-                o: Linear::stack(&[&o]),
+                qkv: Linear::stack(&[&q, &k, &v], precision),
+                o: Linear::stack(&[&o], precision),
                 mlp_norm,
-                gate_up: Linear::stack(&[&gate, &up]),
-                down: Linear::stack(&[&down]),
+                gate_up: Linear::stack(&[&gate, &up], precision),
+                down: Linear::stack(&[&down], precision),
                 extra_norms,
             });
         }
@@ -199,6 +185,7 @@ impl Llama {
             blocks,
             final_norm,
             unembed,
+            precision,
             buffers: Default::default(),
         })
     }
@@ -206,6 +193,15 @@ impl Llama {
     /// The model's hyper-parameters.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// The number format of the linear layers.
+    pub fn precision(&self) -> Precision {
+        debug_assert!(self
+            .blocks
+            .iter()
+            .all(|b| b.down.precision() == self.precision));
+        self.precision
     }
 
     /// The file the model was loaded from.

@@ -42,7 +42,7 @@ impl Llama {
     /// Errors: `normed` is not a whole number of `d_model` rows.
     pub fn unembed_rows(&self, normed: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let (d, vocab) = (self.config.d_model, self.config.vocab_size);
-        if normed.len() % d != 0 {
+        if !normed.len().is_multiple_of(d) {
             return Err(LmError::InvalidInput(format!(
                 "{} final-norm values are not whole rows of d_model {d}",
                 normed.len()

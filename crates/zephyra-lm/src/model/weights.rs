@@ -50,7 +50,8 @@ pub struct BlockWeights<'a> {
 impl Llama {
     /// The weights of block `layer` (orientation and norms: the `model::weights` notes on [`BlockWeights`]).
     ///
-    /// Errors: [`LmError::LayerOutOfRange`] when the model has no such block.
+    /// Errors: [`LmError::LayerOutOfRange`] when the model has no such block, [`LmError::InvalidInput`]
+    /// when it was loaded in bf16 (no f32 copy of the linear layers is kept).
     pub fn block_weights(&self, layer: usize) -> Result<BlockWeights<'_>> {
         let blk = self
             .blocks
@@ -65,9 +66,18 @@ impl Llama {
             cfg.n_kv_heads * cfg.d_head,
             cfg.d_model,
         );
-        let (w_q, rest) = blk.qkv.w.split_at(q * d);
+        // The views are f32: a model loaded in bf16 keeps no f32 copy of its linear layers.
+        fn f32_of(linear: &super::linear::Linear, layer: usize) -> Result<&[f32]> {
+            linear.f32_weights().ok_or_else(|| {
+                LmError::InvalidInput(format!(
+                    "block {layer}'s weights are stored in bf16; reading them (attribution, weight \
+                     accessors) needs the model loaded with --precision f32"
+                ))
+            })
+        }
+        let (w_q, rest) = f32_of(&blk.qkv, layer)?.split_at(q * d);
         let (w_k, w_v) = rest.split_at(kv * d);
-        let (w_gate, w_up) = blk.gate_up.w.split_at(cfg.d_mlp * d);
+        let (w_gate, w_up) = f32_of(&blk.gate_up, layer)?.split_at(cfg.d_mlp * d);
         let extra = blk.extra_norms.as_ref();
         Ok(BlockWeights {
             ln1: &blk.attn_norm,
@@ -79,10 +89,10 @@ impl Llama {
             w_q,
             w_k,
             w_v,
-            w_o: &blk.o.w,
+            w_o: f32_of(&blk.o, layer)?,
             w_gate,
             w_up,
-            w_down: &blk.down.w,
+            w_down: f32_of(&blk.down, layer)?,
         })
     }
 

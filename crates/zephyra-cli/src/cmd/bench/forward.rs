@@ -13,7 +13,10 @@
 //! `--json` prints one line per workload:
 //! `{"bench": "forward", "workload": "resid"|"logits", "hook": "blocks.15.hook_resid_pre"|null,
 //!   "batch", "seq", "threads", "iters", "tokens_per_s", "best_iter_s", "mean_iter_s", "peak_rss_mb",
-//!   "model"}`.
+//!   "model", "precision": "f32"|"bf16", "bf16_kernel": "avx512bf16"|"portable"|null}`.
+//!
+//! `--precision bf16` times the bfloat16 linear layers; `bf16_kernel` says which kernel ran them
+//! (`ZEPHYRA_BF16_PORTABLE=1` forces the portable one for comparison).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,8 +24,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use zephyra_lm::model::Bf16Kernel;
 use zephyra_lm::model::Logits;
-use zephyra_lm::{HookPoint, Hooks, Llama};
+use zephyra_lm::{HookPoint, Hooks, Llama, Precision};
 
 use super::super::Global;
 use crate::args::model::load_tokenizer;
@@ -92,6 +96,8 @@ struct Measurement {
     mean_iter_s: f64,
     peak_rss_mb: Option<f64>,
     model: String,
+    precision: Precision,
+    bf16_kernel: Option<&'static str>,
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
@@ -121,7 +127,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::json!({ "ids": stream }));
         return Ok(ExitCode::SUCCESS);
     }
-    let model = args.model.model.load(global)?;
+    let model = args.model.load(global)?;
     args.hook.validate(model.llama.config().n_layers)?;
     let stream = model
         .tokenizer
@@ -151,8 +157,12 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                 Workload::Resid => format!("(a) up to {}, no logits", args.hook),
                 Workload::Logits => "(b) full forward, logits at every position".to_string(),
             };
+            let precision = match m.bf16_kernel {
+                Some(kernel) => format!("{} ({kernel})", m.precision),
+                None => m.precision.to_string(),
+            };
             println!(
-                "{what}: {:.0} tok/s  (batch {} x {} tokens, {} threads, best {:.3} s, mean {:.3} s over {} iters, peak RSS {})",
+                "{what}, {precision}: {:.0} tok/s  (batch {} x {} tokens, {} threads, best {:.3} s, mean {:.3} s over {} iters, peak RSS {})",
                 m.tokens_per_s,
                 m.batch,
                 m.seq,
@@ -210,6 +220,8 @@ fn measure(
         mean_iter_s: total / args.iters as f64,
         peak_rss_mb: None,
         model: String::new(),
+        precision: llama.precision(),
+        bf16_kernel: (llama.precision() == Precision::Bf16).then(|| Bf16Kernel::active().name()),
     })
 }
 

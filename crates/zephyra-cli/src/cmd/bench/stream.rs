@@ -87,7 +87,10 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     );
     // candle sizes its thread use from the same variable as rayon's global pool (the harvest thread's).
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
-    let (model, tokenizer, path) = load_model(&args.model.model.to_string())?;
+    let (model, tokenizer, path) = load_model(
+        &args.model.model.to_string(),
+        args.model.precision.precision,
+    )?;
     let corpus = args.corpus.open()?;
     let d = model.config().d_model;
     let n_rows = args.steps * args.batch as u64;

@@ -26,6 +26,7 @@ pub mod sae;
 pub mod source;
 pub mod text;
 pub mod train;
+pub mod transcoders;
 pub mod values;
 
 /// Options shared by every subcommand.

@@ -17,8 +17,11 @@ use super::Global;
 use crate::args::renamed::{OldBatchContexts, Renamed};
 use crate::args::{BatchContextsArg, CorpusArgs, SaeArgs};
 
+/// `--sae` when only `--transcoders` is given (clap needs a value for the shared `SaeArgs`).
+const NO_SAE: &str = "<no --sae>";
+
 #[derive(Debug, clap::Args)]
-#[command(mut_arg("sae", |a| a.required(false).default_value("").hide_default_value(true)))]
+#[command(mut_arg("sae", |a| a.required(false).default_value(NO_SAE).hide_default_value(true)))]
 pub struct Args {
     #[command(flatten)]
     pub stack: SaeArgs,
@@ -78,7 +81,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.transcoders.clone() {
         return super::eval_transcoders::run(&args, dir, global);
     }
-    if args.stack.sae.as_os_str().is_empty() {
+    if args.stack.sae.as_os_str() == NO_SAE {
         bail!("give the SAE to evaluate with --sae DIR (or a directory of transcoders with --transcoders DIR)");
     }
     let sae_dir = &args.stack.sae;

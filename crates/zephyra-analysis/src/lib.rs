@@ -8,9 +8,11 @@
 //! | [`downstream`] | next-token CE / KL with the SAE spliced in, CE recovered, KL score | [`LossAccumulator`], [`DownstreamStats`] |
 //! | [`plot`] | training curves, density histogram, L0-vs-FVE scatter (PNG + SVG) | [`plot::RunCurve`] |
 //! | [`eval`] | the driver: model forward, exclusion, splicing, both passes | [`eval::evaluate`], [`eval::Dictionary`], [`eval::EvalFigures`] |
+//! | [`replacement`] | a transcoder per MLP: per-layer FVE / CE / error norm, every MLP replaced vs mean-ablated | [`replacement::evaluate_replacement`] |
 //! | [`report`] | what was evaluated on which data, JSON and the text table | [`report::EvalReport`] |
 //! | [`eval_data`] | the held-out tail of the training corpus | [`eval_data::held_out_tail`] |
 //! | [`provenance`] | the SAE's (and its store's) model and hook match the ones given | [`provenance::check_model`], [`provenance::check_store`] |
+//! | [`attribution`] | attribution graphs through transcoders: frozen model, edges, pruning, graph JSON | [`attribution::attribute`], [`attribution::Graph`] |
 //! | [`error`] | the crate's error enum | [`AnalysisError`] |
 //!
 //! ```
@@ -22,6 +24,7 @@
 //! assert!((s.fve - 0.5).abs() < 1e-12);
 //! ```
 
+pub mod attribution;
 pub mod downstream;
 pub mod error;
 pub mod eval;
@@ -32,6 +35,7 @@ mod file_io;
 pub mod plot;
 pub mod provenance;
 pub mod recon;
+pub mod replacement;
 pub mod report;
 pub mod sparsity;
 pub mod steer;

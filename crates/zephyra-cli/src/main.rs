@@ -62,6 +62,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Measure throughput (forward pass, SAE training).
     Bench(cmd::bench::Args),
+    /// Trace a prompt's attribution graph through per-layer transcoders (circuit-tracer's JSON).
+    Attribute(cmd::attribute::Args),
     /// Convert an SAE between the SAELens layout and Gemma Scope (`--from gemma-scope`, `--to gemma-scope`).
     Convert(cmd::convert::Args),
 }
@@ -88,6 +90,7 @@ impl Command {
             Command::Demo(_) => "demo",
             Command::Bench(_) => "bench",
             Command::Convert(_) => "convert",
+            Command::Attribute(_) => "attribute",
         }
     }
 }
@@ -135,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => cmd::demo::run(args, &global),
         Command::Bench(args) => cmd::bench::run(args, &global),
         Command::Convert(args) => cmd::convert::run(args, &global),
+        Command::Attribute(args) => cmd::attribute::run(args, &global),
     }
 }
 

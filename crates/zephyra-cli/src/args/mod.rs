@@ -28,6 +28,7 @@ pub mod source;
 pub mod text;
 pub mod train;
 pub mod transcoder;
+pub mod transcoders;
 pub mod values;
 
 /// Options shared by every subcommand.

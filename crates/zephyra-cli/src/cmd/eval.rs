@@ -17,10 +17,19 @@ use super::Global;
 use crate::args::renamed::{OldBatchContexts, Renamed};
 use crate::args::{BatchContextsArg, CorpusArgs, SaeArgs};
 
+/// `--sae` when only `--transcoders` is given (clap needs a value for the shared `SaeArgs`).
+const NO_SAE: &str = "<no --sae>";
+
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("sae", |a| a.required(false).default_value(NO_SAE).hide_default_value(true)))]
 pub struct Args {
     #[command(flatten)]
     pub stack: SaeArgs,
+    /// Evaluate a directory of per-layer transcoders (`layer-{l}/`) as a replacement model instead of one SAE:
+    /// per layer FVE of hook_mlp_out, error norm and CE with that MLP replaced; every MLP replaced vs
+    /// every MLP mean-ablated. --ce-tokens costs n_layers + 3 forwards per token.
+    #[arg(long, value_name = "DIR", conflicts_with = "sae")]
+    pub transcoders: Option<PathBuf>,
     // Eval corpus [default: the held-out tail of the default corpus: its files in the reverse of the
     // training order].
     #[command(flatten)]
@@ -68,6 +77,12 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             );
         }
         bail!("unexpected argument `{value}`; see `zephyra eval --help`");
+    }
+    if let Some(dir) = args.transcoders.clone() {
+        return super::eval_transcoders::run(&args, dir, global);
+    }
+    if args.stack.sae.as_os_str() == NO_SAE {
+        bail!("give the SAE to evaluate with --sae DIR (or a directory of transcoders with --transcoders DIR)");
     }
     let sae_dir = &args.stack.sae;
     let sae = args.stack.load_sae()?;
@@ -193,7 +208,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn corpus_description(data: &[String], corpus: &Corpus) -> String {
+pub(super) fn corpus_description(data: &[String], corpus: &Corpus) -> String {
     if data.is_empty() {
         format!("default corpus ({} files)", corpus.inputs().len())
     } else {
@@ -201,7 +216,7 @@ fn corpus_description(data: &[String], corpus: &Corpus) -> String {
     }
 }
 
-fn progress_bar(global: &Global) -> ProgressBar {
+pub(super) fn progress_bar(global: &Global) -> ProgressBar {
     if !global.show_progress() {
         return ProgressBar::hidden();
     }

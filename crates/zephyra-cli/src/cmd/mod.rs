@@ -1,11 +1,13 @@
 //! One module per subcommand: each defines its clap `Args` and a `run` function.
 
+pub mod attribute;
 pub mod bench;
 pub mod by_hand;
 pub mod convert;
 pub mod demo;
 pub mod encode;
 pub mod eval;
+mod eval_transcoders;
 pub mod explain;
 pub mod features;
 pub mod fetch_model;

@@ -98,6 +98,37 @@ impl BufferedSource {
         };
         Self::stream(pipeline, buffer_rows, seed)
     }
+
+    /// Several dictionaries from one forward pass per batch: one source per entry of `dictionaries` (the
+    /// indices of `config.hooks` whose rows it reads side by side — `[h]` for an SAE, `[input, target]`
+    /// for a transcoder), each with its own shuffle buffer of `buffer_rows` rows shuffled from the seed.
+    /// Each source serves exactly what [`harvesting`](Self::harvesting) would for its hooks under the
+    /// shared exclusion verdict ([`crate::exclude::apply_joint`]).
+    pub fn harvesting_many(
+        model: Arc<dyn HookModel>,
+        encoder: Arc<dyn TextEncoder>,
+        corpus: Corpus,
+        config: HarvestConfig,
+        dictionaries: Vec<Vec<usize>>,
+        buffer_rows: usize,
+    ) -> Result<Vec<Self>> {
+        let seed = config.seed;
+        let pipeline = Pipeline {
+            model,
+            encoder,
+            corpus,
+            config,
+        };
+        let feeds = StreamFeed::many(pipeline, dictionaries, buffer_rows, PREFETCH_SHARDS)?;
+        Ok(feeds
+            .into_iter()
+            .map(|feed| Self {
+                reader: ShuffleReader::new(Box::new(feed), seed, Some(1)),
+                dir: None,
+                rows_per_pass: None,
+            })
+            .collect())
+    }
 }
 
 impl ActivationSource for BufferedSource {

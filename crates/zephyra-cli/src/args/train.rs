@@ -2,10 +2,12 @@
 //! defaults (`zephyra_sae::train::TrainConfig::for_sae`), on a resume on top of the saved configuration,
 //! with the SAE-shaping flags compared instead.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::bail;
-use clap::ValueEnum;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, FromArgMatches, ValueEnum};
 use zephyra_sae::schedule::Decay;
 use zephyra_sae::train::{BDecInit, NonFinitePolicy, TrainConfig};
 use zephyra_sae::Architecture;
@@ -49,7 +51,7 @@ pub struct TrainArgs {
     /// Where the activations come from (`--acts FILE.npy | STORE_DIR`, or `--model … --hook …` on the fly).
     /// With a `.npy` file the last --holdout rows are kept out of training for the final FVE/L0.
     #[command(flatten)]
-    pub source: super::source::SourceArgs,
+    pub source: Given<super::source::SourceArgs>,
     /// Run directory for cfg.json, sae_weights.safetensors, training_state.safetensors, metrics.jsonl,
     /// summary.json.
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
@@ -229,5 +231,90 @@ impl TrainArgs {
         if let Some(t) = self.tokens {
             cfg.total_tokens = t;
         }
+    }
+}
+
+/// A flattened group `T` that also remembers which of its flags the command line gave — given means
+/// typed, even when the value typed equals clap's default (`ArgMatches::value_source`). `--resume`
+/// compares exactly the flags given with the checkpoint's record.
+#[derive(Debug, Clone)]
+pub struct Given<T> {
+    /// The parsed flags.
+    pub args: T,
+    /// Ids (field names: `shuffle_buffer`, `hook`) of the flags given on the command line.
+    pub given: BTreeSet<String>,
+}
+
+impl<T> Given<T> {
+    /// Whether `flag` (as spelled on the command line: `--shuffle-buffer`) was given.
+    pub fn was_given(&self, flag: &str) -> bool {
+        self.given
+            .contains(&flag.trim_start_matches('-').replace('-', "_"))
+    }
+}
+
+impl<T> std::ops::Deref for Given<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.args
+    }
+}
+
+fn given_ids(m: &ArgMatches) -> impl Iterator<Item = String> + '_ {
+    m.ids()
+        .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+}
+
+impl<T: FromArgMatches> FromArgMatches for Given<T> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self {
+            args: T::from_arg_matches(m)?,
+            given: given_ids(m).collect(),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        self.args.update_from_arg_matches(m)?;
+        self.given.extend(given_ids(m));
+        Ok(())
+    }
+}
+
+impl<T: clap::Args> clap::Args for Given<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        T::augment_args(cmd)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        T::augment_args_for_update(cmd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::TrainArgs;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    #[test]
+    fn a_flag_given_with_its_default_value_counts_as_given() {
+        let cli =
+            Cli::try_parse_from(["train", "--shuffle-buffer", "262144", "--ctx", "128"]).unwrap();
+        let s = &cli.train.source;
+        // Both values equal clap's defaults, and both were typed.
+        assert_eq!(
+            s.shuffle_buffer,
+            crate::args::source::DEFAULT_SHUFFLE_BUFFER
+        );
+        assert!(s.was_given("--shuffle-buffer") && s.was_given("--ctx"));
+        assert!(!s.was_given("--shard-contexts") && !s.was_given("--keep-sinks"));
+        let none = Cli::try_parse_from(["train"]).unwrap();
+        assert!(none.train.source.given.is_empty());
     }
 }

@@ -1,5 +1,5 @@
-//! Several dictionaries stepped together ([`MultiSession`]): each ends with bit for bit the weights it
-//! trains alone with the same seed and rows (the same step code on the same threads: exact, no rounding
+//! Several dictionaries stepped together ([`MultiSession`]), SAEs and a skip transcoder: each ends with bit
+//! for bit the weights it trains alone with the same seed and rows (the same step code on the same threads: exact, no rounding
 //! to explain), and a multi-dictionary run stopped and resumed equals an uninterrupted one.
 
 use std::ops::ControlFlow;
@@ -17,19 +17,22 @@ fn rows(d: usize, salt: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Three dictionaries of different shapes and architectures, the same rows per step and steps.
+/// Four dictionaries of different shapes and architectures (the last a skip transcoder 6 → 8 reading
+/// rows `[x | y]` of 14), the same rows per step and steps.
 fn configs() -> Vec<(TrainConfig, Vec<f32>)> {
     let shapes = [
-        (6, 24, Architecture::TopK { k: 3 }),
-        (6, 12, Architecture::Relu),
-        (8, 32, Architecture::BatchTopK { k: 4 }),
+        SaeConfig::new(6, 24, Architecture::TopK { k: 3 }),
+        SaeConfig::new(6, 12, Architecture::Relu),
+        SaeConfig::new(8, 32, Architecture::BatchTopK { k: 4 }),
+        SaeConfig::transcoder(6, 8, 16, Architecture::TopK { k: 2 }, true),
     ];
     shapes
         .into_iter()
         .enumerate()
-        .map(|(salt, (d, d_sae, arch))| {
-            let mut cfg =
-                TrainConfig::for_sae(SaeConfig::new(d, d_sae, arch).unwrap(), 40, 40 * 30);
+        .map(|(salt, sae)| {
+            let sae = sae.unwrap();
+            let d = sae.row_width();
+            let mut cfg = TrainConfig::for_sae(sae, 40, 40 * 30);
             cfg.threads = 2;
             cfg.init_rows = 200;
             cfg.seed = 4;
@@ -42,7 +45,7 @@ fn configs() -> Vec<(TrainConfig, Vec<f32>)> {
 fn sources(cfgs: &[(TrainConfig, Vec<f32>)]) -> Vec<Box<dyn ActivationSource>> {
     cfgs.iter()
         .map(|(cfg, r)| {
-            Box::new(MemorySource::new(r.clone(), cfg.sae.d_in, true).unwrap())
+            Box::new(MemorySource::new(r.clone(), cfg.sae.row_width(), true).unwrap())
                 as Box<dyn ActivationSource>
         })
         .collect()
@@ -71,7 +74,7 @@ fn train_together(root: &Path, stop_at: Option<u64>) -> Vec<Sae> {
             }
         })
         .unwrap();
-    assert_eq!(outcomes.len(), 3);
+    assert_eq!(outcomes.len(), 4);
     assert!(outcomes.iter().all(|o| o.finished == stop_at.is_none()));
     session
         .trainers()
@@ -85,7 +88,7 @@ fn each_dictionary_trained_together_equals_it_trained_alone() {
     let root = tempfile::tempdir().unwrap();
     let together = train_together(root.path(), None);
     for (i, (cfg, r)) in configs().into_iter().enumerate() {
-        let mut src = MemorySource::new(r, cfg.sae.d_in, true).unwrap();
+        let mut src = MemorySource::new(r, cfg.sae.row_width(), true).unwrap();
         let dir = root.path().join(format!("alone{i}"));
         let mut alone = TrainSession::start(cfg, &mut src, Some(&dir), None).unwrap();
         let outcome = alone
@@ -223,12 +226,12 @@ fn one_allreduce_carries_every_dictionarys_gradients() {
         .sum();
     let latents: usize = cfgs.iter().map(|(c, _)| c.sae.d_sae).sum();
     let calls = log.lock().unwrap().clone();
-    // Per step, for the three dictionaries together: one gradient sum, one of the stats, one minimum,
-    // one of the fire counts.
+    // Per step, for the four dictionaries together: one gradient sum, one of the stats (8 values and the
+    // row sums of the target, d_out wide, each), one minimum, one of the fire counts.
     let step = vec![
         ("sum_f32", n_params),
-        ("sum_f64", (8 + 6) * 2 + (8 + 8)),
-        ("min_f64", 3),
+        ("sum_f64", (8 + 6) * 2 + (8 + 8) * 2),
+        ("min_f64", 4),
         ("sum_u64", latents),
     ];
     assert_eq!(calls, [step.clone(), step.clone(), step].concat());

@@ -97,11 +97,13 @@ pub(crate) fn check_world(cfg: &super::TrainConfig, comm: &dyn Collective) -> Re
     Ok(())
 }
 
-/// One dictionary's part of a step's reduction: this rank's rows `x` of an `n_global`-row batch, the
+/// One dictionary's part of a step's reduction: this rank's rows `x` (of `width` values, the target its
+/// last `d_out`: all of it for an SAE, `y` of a transcoder's `[x | y]`) of an `n_global`-row batch, the
 /// stats, gradients and fire counts of its local step.
 pub(crate) struct StepReduce<'a> {
     pub(crate) x: &'a [f32],
-    pub(crate) d_in: usize,
+    pub(crate) width: usize,
+    pub(crate) d_out: usize,
     pub(crate) n_global: usize,
     pub(crate) stats: &'a mut crate::StepStats,
     pub(crate) grads: &'a mut crate::Gradients,
@@ -112,7 +114,7 @@ pub(crate) struct StepReduce<'a> {
 /// rows) into the step of the whole `n_global`-row batch, for all the dictionaries at once: the
 /// gradients of every dictionary weighted by `n_local / n_global` and summed in **one** allreduce; loss
 /// terms and L0 averaged the same way; `sse` summed; the centred `sst` rebuilt from each rank's row sums
-/// (`Σ‖x−μ‖² = Σ_r (sst_r + n_r‖μ_r‖²) − ‖Σx‖²/n`) — one f64 sum for all; the batchtopk threshold
+/// (`Σ‖x−μ‖² = Σ_r (sst_r + n_r‖μ_r‖²) − ‖Σx‖²/n`, over the target) — one f64 sum for all; the batchtopk threshold
 /// estimates their minimum (one call); the fire counts summed (one call). Nothing happens in one process.
 pub(crate) fn reduce_steps(
     comm: &dyn Collective,
@@ -123,7 +125,7 @@ pub(crate) fn reduce_steps(
     }
     let mut flat = Vec::new();
     for s in steps.iter() {
-        let weight = (s.x.len() / s.d_in.max(1)) as f32 / s.n_global as f32;
+        let weight = (s.x.len() / s.width.max(1)) as f32 / s.n_global as f32;
         for (_, g) in s.grads.slices() {
             flat.extend(g.iter().map(|v| v * weight));
         }
@@ -140,12 +142,12 @@ pub(crate) fn reduce_steps(
 
     let mut sums = Vec::new();
     for s in steps.iter() {
-        let (d_in, stats) = (s.d_in.max(1), &s.stats);
-        let n_local = s.x.len() / d_in;
+        let (width, stats) = (s.width.max(1), &s.stats);
+        let n_local = s.x.len() / width;
         let nl = n_local as f64;
-        let mut row_sums = vec![0.0f64; d_in];
-        for row in s.x.chunks_exact(d_in) {
-            for (t, &v) in row_sums.iter_mut().zip(row) {
+        let mut row_sums = vec![0.0f64; s.d_out];
+        for row in s.x.chunks_exact(width) {
+            for (t, &v) in row_sums.iter_mut().zip(&row[width - s.d_out..]) {
                 *t += v as f64;
             }
         }
@@ -169,9 +171,8 @@ pub(crate) fn reduce_steps(
     comm.sum_f64(&mut sums)?;
     let mut at = 0;
     for s in steps.iter_mut() {
-        let d_in = s.d_in.max(1);
-        let part = &sums[at..at + 8 + d_in];
-        at += 8 + d_in;
+        let part = &sums[at..at + 8 + s.d_out];
+        at += 8 + s.d_out;
         let ng = s.n_global as f64;
         let total_sq = part[8..].iter().map(|t| t * t).sum::<f64>() / ng;
         let stats = &mut *s.stats;

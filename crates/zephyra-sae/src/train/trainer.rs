@@ -118,11 +118,11 @@ impl Trainer {
     ) -> Result<Self, SaeError> {
         cfg.validate()?;
         check_world(&cfg, comm.as_ref())?;
-        let d_in = cfg.sae.d_in;
-        if source.d_in() != d_in {
+        let (d_in, width) = (cfg.sae.d_in, cfg.sae.row_width());
+        if source.d_in() != width {
             return Err(SaeError::shape(
-                "activation rows (d_in)",
-                &[d_in],
+                row_width_name(&cfg.sae),
+                &[width],
                 &[source.d_in()],
             ));
         }
@@ -148,11 +148,11 @@ impl Trainer {
 
         // Data-dependent initialisation on the first rows, then rewind so training sees them too.
         let start = source.cursor();
-        let mut first = vec![0.0f32; cfg.init_rows.max(1) * d_in];
+        let mut first = vec![0.0f32; cfg.init_rows.max(1) * width];
         let (n, _) = fill_batch(
             source,
             &mut first,
-            d_in,
+            width,
             super::config::NonFinitePolicy::Skip,
             0,
         )?;
@@ -162,17 +162,25 @@ impl Trainer {
                 "the activation source has no finite rows".into(),
             ));
         }
-        first.truncate(n * d_in);
+        first.truncate(n * width);
+        // The scale and b_dec concern the output space: taken from the targets (`y` of a transcoder's
+        // `[x | y]` rows; the rows themselves for an SAE). One scale multiplies inputs and targets alike.
+        let d_out = cfg.sae.d_out();
+        let mut target: Vec<f32> = first
+            .chunks_exact(width)
+            .flat_map(|row| &row[width - d_out..])
+            .copied()
+            .collect();
         let scale = if cfg.normalize_activations {
-            init::input_scale(&first, d_in)?
+            init::input_scale(&target, d_out)?
         } else {
             1.0
         };
-        first.iter_mut().for_each(|v| *v *= scale);
+        target.iter_mut().for_each(|v| *v *= scale);
         let b_dec = match cfg.b_dec_init {
-            BDecInit::GeometricMedian => init::geometric_median(&first, d_in, 100),
-            BDecInit::Mean => init::mean(&first, d_in),
-            BDecInit::Zeros => vec![0.0; d_in],
+            BDecInit::GeometricMedian => init::geometric_median(&target, d_out, 100),
+            BDecInit::Mean => init::mean(&target, d_out),
+            BDecInit::Zeros => vec![0.0; d_out],
         };
         sae.b_dec.copy_from_slice(&b_dec);
         tracing::info!(arch = %cfg.sae.architecture, d_in, d_sae = cfg.sae.d_sae, scale, init_rows = n, "initialised SAE");
@@ -196,7 +204,7 @@ impl Trainer {
             scale,
             tokens_since_fired: vec![0; d_sae],
             dead: vec![false; d_sae],
-            batch: vec![0.0; cfg.batch_size * d_in],
+            batch: vec![0.0; cfg.batch_size * width],
             out_dir: out_dir.map(Path::to_path_buf),
             metrics,
             window,
@@ -301,8 +309,8 @@ impl Trainer {
         if dead.is_empty() {
             return Ok(());
         }
-        let d_in = self.cfg.sae.d_in;
-        let d_sae = self.cfg.sae.d_sae;
+        let width = self.cfg.sae.row_width();
+        let (d_in, d_sae) = (self.cfg.sae.d_in, self.cfg.sae.d_sae);
         // Per-row losses of the whole global batch: each rank fills its rows, the sum gathers them
         // (adding zeros is exact), so every rank resamples identically from the same RNG.
         let mut row_loss = vec![0.0f32; n];
@@ -311,7 +319,7 @@ impl Trainer {
         self.comm.sum_f32(&mut row_loss)?;
         let done =
             self.sae
-                .resample_dead(&self.batch[..n * d_in], n, &row_loss, &dead, &mut self.rng)?;
+                .resample_dead(&self.batch[..n * width], n, &row_loss, &dead, &mut self.rng)?;
         for &i in &done {
             for st in self.adam.moments.iter_mut() {
                 crate::arch::zero_latent(&st.name, &mut st.m, i, d_in, d_sae);
@@ -335,5 +343,18 @@ impl Trainer {
     /// The collective this trainer reduces over (rank 0 of 1 unless built with [`Trainer::new_with`]).
     pub fn collective(&self) -> &dyn Collective {
         self.comm.as_ref()
+    }
+}
+
+/// How a source's row width is named in a mismatch message.
+pub(crate) fn row_width_name(sae: &crate::SaeConfig) -> String {
+    if sae.is_transcoder() {
+        format!(
+            "activation rows [x | y] of a transcoder (d_in {} + d_out {})",
+            sae.d_in,
+            sae.d_out()
+        )
+    } else {
+        "activation rows (d_in)".to_string()
     }
 }

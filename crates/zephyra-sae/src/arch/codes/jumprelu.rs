@@ -37,15 +37,15 @@ pub(in crate::arch) fn jumprelu_threshold_grad<T: Real>(
     ws: &WorkspaceOf<T>,
     grads: &mut GradientsOf<T>,
 ) {
-    let d_in = sae.cfg.d_in;
+    let d_out = sae.cfg.d_out();
     let inv_eps = T::from_f64(1.0 / step.bandwidth);
     let lambda_s = T::from_f64(step.sparsity_coeff) * s;
     grads.log_threshold.fill(T::ZERO);
     for &(r, i, _) in &ws.band {
         let (r, i) = (r as usize, i as usize);
         let dl_df = dot(
-            &ws.d[r * d_in..(r + 1) * d_in],
-            &sae.w_dec[i * d_in..(i + 1) * d_in],
+            &ws.d[r * d_out..(r + 1) * d_out],
+            &sae.w_dec[i * d_out..(i + 1) * d_out],
         );
         let d_theta = -(theta[i] * inv_eps) * dl_df - lambda_s * inv_eps;
         grads.log_threshold[i] += theta[i] * d_theta;

@@ -75,11 +75,11 @@ impl Trainer {
         &mut self,
         source: &mut dyn ActivationSource,
     ) -> Result<Option<Begun>, SaeError> {
-        let d_in = self.cfg.sae.d_in;
+        let width = self.cfg.sae.row_width();
         let (n, skipped) = fill_batch(
             source,
             &mut self.batch,
-            d_in,
+            width,
             self.cfg.non_finite,
             self.tokens + self.skipped_rows,
         )?;
@@ -95,12 +95,12 @@ impl Trainer {
         }
         if self.scale != 1.0 {
             let s = self.scale;
-            self.batch[..n * d_in].iter_mut().for_each(|v| *v *= s);
+            self.batch[..n * width].iter_mut().for_each(|v| *v *= s);
         }
         // This rank's rows of the global batch (all of it in one process).
         let rows = rows_of(self.comm.rank(), world, n);
         let n_local = rows.len();
-        let x = &mut self.batch[rows.start * d_in..rows.end * d_in];
+        let x = &mut self.batch[rows.start * width..rows.end * width];
         let lr = self.cfg.lr_schedule().lr_at(self.step);
         let coeff = sparsity_at(
             self.cfg.sparsity_coeff as f32,
@@ -133,10 +133,11 @@ impl Trainer {
     /// What the reduction over ranks needs of `begun`: this rank's rows, its stats, gradients and fire
     /// counts (fire counts over the global batch: the dead mask must agree on every rank).
     pub(crate) fn reduction<'a>(&'a mut self, begun: &'a mut Begun) -> StepReduce<'a> {
-        let d_in = self.cfg.sae.d_in;
+        let width = self.cfg.sae.row_width();
         StepReduce {
-            x: &self.batch[begun.rows.start * d_in..begun.rows.end * d_in],
-            d_in,
+            x: &self.batch[begun.rows.start * width..begun.rows.end * width],
+            width,
+            d_out: self.cfg.sae.d_out(),
             n_global: begun.n,
             stats: &mut begun.stats,
             grads: &mut self.grads,

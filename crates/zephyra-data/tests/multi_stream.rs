@@ -79,7 +79,7 @@ fn one_forward_pass_feeds_every_dictionary_its_own_rows() {
     let stores: Vec<Vec<f32>> = hooks
         .iter()
         .map(|h| {
-            let store = ActivationStore::open(&out.path().join(h.to_string())).unwrap();
+            let store = ActivationStore::open(out.path().join(h.to_string())).unwrap();
             read_all(
                 &mut BufferedSource::store(store, buffer, cfg.seed, false),
                 50,

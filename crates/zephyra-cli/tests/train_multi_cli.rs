@@ -105,3 +105,53 @@ fn several_hooks_train_the_saes_each_would_train_alone_and_resume_exactly() {
         );
     }
 }
+
+/// `--transcoder --layers all --skip`: one skip transcoder per layer of the tiny model (2 blocks), each
+/// reading `ln2.hook_normalized` and predicting `hook_mlp_out` of its layer, saved in SAELens' layout.
+#[test]
+fn one_transcoder_per_layer_from_one_forward_pass() {
+    let (tiny, tmp, corpus) = tiny_with_babble();
+    let out = tmp.path().join("tc");
+    let text = ok(run(args_with(
+        &format!(
+            "train --transcoder --layers all --skip --arch topk --k 4 --expansion 2 --batch-rows 64 \
+             --tokens 640 --threads 1 --seed 3 --shuffle-buffer 1024 {SHAPE} --quiet --json"
+        ),
+        &[
+            ("--model", &tiny.path),
+            ("--data", &corpus),
+            ("--out", &out),
+        ],
+    )));
+    assert_eq!(text.lines().count(), 2, "one summary per layer: {text}");
+    for l in 0..2 {
+        let dir = out.join(format!("layer-{l}"));
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("cfg.json")).unwrap()).unwrap();
+        assert_eq!(cfg["architecture"], "skip_transcoder", "{cfg}");
+        assert_eq!(cfg["d_in"], cfg["d_out"]);
+        assert_eq!(
+            cfg["metadata"]["hook_name"],
+            format!("blocks.{l}.ln2.hook_normalized")
+        );
+        assert_eq!(
+            cfg["metadata"]["hook_name_out"],
+            format!("blocks.{l}.hook_mlp_out")
+        );
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["finished"], true, "{summary}");
+    }
+    assert!(weights(&out.join("layer-0")) != weights(&out.join("layer-1")));
+    // A layer the model does not have is refused before anything is written.
+    let e = fails(run(args_with(
+        "train --transcoder --layers 0,5 --tokens 640",
+        &[
+            ("--model", &tiny.path),
+            ("--data", &corpus),
+            ("--out", &tmp.path().join("bad")),
+        ],
+    )));
+    assert!(e.contains("layer 5"), "{e}");
+    assert!(!tmp.path().join("bad").exists());
+}

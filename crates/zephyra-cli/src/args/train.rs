@@ -119,6 +119,16 @@ pub struct TrainArgs {
     /// Read rows in file order instead of a fresh permutation each epoch.
     #[arg(long)]
     pub no_shuffle: bool,
+    /// Train one transcoder per layer of --layers instead of SAEs, all from one forward pass: input
+    /// `blocks.{l}.ln2.hook_normalized`, target `blocks.{l}.hook_mlp_out`; `--out DIR` holds `DIR/layer-{l}`.
+    #[arg(long, requires = "layers", conflicts_with_all = ["hook", "acts"])]
+    pub transcoder: bool,
+    /// Layers of --transcoder: `all`, or a list of layers and ranges such as `0,3,5-7`.
+    #[arg(long, value_name = "LAYERS", requires = "transcoder")]
+    pub layers: Option<Layers>,
+    /// Give each transcoder the affine skip path `W_skip x` (skip transcoders).
+    #[arg(long, requires = "transcoder")]
+    pub skip: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -234,6 +244,64 @@ impl TrainArgs {
     }
 }
 
+/// `--layers`: every layer, or some.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layers {
+    /// `all`.
+    All,
+    /// The layers listed, in order, each once.
+    Some(Vec<usize>),
+}
+
+impl std::str::FromStr for Layers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "all" {
+            return Ok(Self::All);
+        }
+        let number = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{t}` is not a layer number: use `all` or e.g. `0,3,5-7`"))
+        };
+        let mut layers = Vec::new();
+        for part in s.split(',') {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (number(a)?, number(b)?),
+                None => (number(part)?, number(part)?),
+            };
+            if a > b {
+                return Err(format!("the range `{part}` is empty: write it low-high"));
+            }
+            for l in a..=b {
+                if !layers.contains(&l) {
+                    layers.push(l);
+                }
+            }
+        }
+        Ok(Self::Some(layers))
+    }
+}
+
+impl Layers {
+    /// The layers of a model with `n_layers` blocks; a layer beyond them is an error.
+    pub fn resolve(&self, n_layers: usize) -> anyhow::Result<Vec<usize>> {
+        match self {
+            Self::All => Ok((0..n_layers).collect()),
+            Self::Some(layers) => {
+                if let Some(l) = layers.iter().find(|&&l| l >= n_layers) {
+                    bail!(
+                        "--layers names layer {l}: the model has {n_layers} blocks (0..={})",
+                        n_layers.saturating_sub(1)
+                    );
+                }
+                Ok(layers.clone())
+            }
+        }
+    }
+}
+
 /// A flattened group `T` that also remembers which of its flags the command line gave — given means
 /// typed, even when the value typed equals clap's default (`ArgMatches::value_source`). `--resume`
 /// compares exactly the flags given with the checkpoint's record.
@@ -300,6 +368,20 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         train: TrainArgs,
+    }
+
+    #[test]
+    fn layers_parse_lists_and_ranges() {
+        use super::Layers;
+        assert_eq!("all".parse(), Ok(Layers::All));
+        assert_eq!("0,3,5-7,3".parse(), Ok(Layers::Some(vec![0, 3, 5, 6, 7])));
+        assert!("7-5".parse::<Layers>().is_err() && "x".parse::<Layers>().is_err());
+        assert_eq!(Layers::All.resolve(3).unwrap(), [0, 1, 2]);
+        let e = Layers::Some(vec![1, 30])
+            .resolve(30)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("layer 30") && e.contains("0..=29"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `zephyra train --model M --hook A --hook B … --out DIR`: one SAE per hook from one forward pass per
-//! batch. `DIR/multi.json` lists the hooks; `DIR/<hook>/` is each SAE's normal run directory (checkpoint,
-//! metrics, weights, summary). `--resume DIR` continues them all. The stepping lives in
+//! batch; `--transcoder --layers L [--skip]`: one transcoder per layer (rows `[ln2.hook_normalized |
+//! hook_mlp_out]`). `DIR/multi.json` lists the hooks harvested and the runs; `DIR/<hook>/` (or
+//! `DIR/layer-{l}/`) is each dictionary's normal run directory (checkpoint, metrics, weights, summary).
+//! `--resume DIR` continues them all. The stepping lives in
 //! `zephyra_sae::train::MultiSession`, the rows in `zephyra_data::source::BufferedSource::harvesting_many`;
 //! this module maps the flags.
 
@@ -28,16 +30,25 @@ use super::{given_source_options, recorded_source_args, stream_options, Args};
 /// The file in a multi-dictionary run's directory that lists its dictionaries.
 pub(super) const MULTI_FILE: &str = "multi.json";
 
-/// `multi.json`: the hooks trained together (TransformerLens names), one run directory each, named by
-/// the hook.
+/// `multi.json`: the hooks harvested (TransformerLens names) and the dictionaries trained on them.
 #[derive(Debug, Serialize, Deserialize)]
 struct MultiRecord {
     hooks: Vec<String>,
+    runs: Vec<RunRecord>,
+}
+
+/// One dictionary: its run directory (inside the multi run's) and the hooks (indices into
+/// [`MultiRecord::hooks`]) whose rows it reads side by side (`[input, target]` for a transcoder).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunRecord {
+    dir: String,
+    hooks: Vec<usize>,
 }
 
 /// Whether this `train` trains several dictionaries: several `--hook`, or resuming such a run.
 pub(super) fn is_multi(args: &Args) -> bool {
     args.source.hook.len() > 1
+        || args.transcoder
         || args
             .resume
             .as_ref()
@@ -47,9 +58,9 @@ pub(super) fn is_multi(args: &Args) -> bool {
 /// Whether the multi-dictionary run in `dir` has a checkpoint to resume (then a failure keeps it).
 pub(super) fn has_checkpoint(dir: &Path) -> bool {
     read_record(dir).is_ok_and(|r| {
-        r.hooks
+        r.runs
             .iter()
-            .any(|h| dir.join(h).join(STATE_FILE).exists())
+            .any(|run| dir.join(&run.dir).join(STATE_FILE).exists())
     })
 }
 
@@ -63,24 +74,45 @@ fn read_record(dir: &Path) -> anyhow::Result<MultiRecord> {
         hook.parse::<HookPoint>()
             .with_context(|| format!("{} names hook `{hook}`", path.display()))?;
     }
+    let n = record.hooks.len();
+    if record.runs.is_empty() || record.runs.iter().any(|r| r.hooks.iter().any(|&h| h >= n)) {
+        bail!(
+            "{} is damaged: its runs do not name its hooks",
+            path.display()
+        );
+    }
     Ok(record)
 }
 
-/// One source per hook from one forward pass, for `tokens` training rows.
+/// The model of `source` (`--model`), loaded.
+fn model_of(source: &SourceArgs) -> anyhow::Result<Loaded> {
+    if source.acts.is_some() {
+        bail!("several dictionaries train from the model on the fly: drop --acts (a store holds one hook)");
+    }
+    let Some(model) = &source.model else {
+        bail!("several --hook (or --transcoder) need --model MODEL to harvest on the fly")
+    };
+    let (llama, tokenizer, _) = load_model(model)?;
+    Ok((llama, tokenizer))
+}
+
+/// The dictionaries to start or resume and their sources, in the same order.
+type Opened = (Vec<Member>, Vec<Box<dyn ActivationSource>>);
+
+type Loaded = (
+    std::sync::Arc<zephyra_lm::Llama>,
+    std::sync::Arc<zephyra_lm::Tokenizer>,
+);
+
+/// One source per run from one forward pass over `hooks`, for `tokens` training rows.
 fn open_sources(
+    (llama, tokenizer): Loaded,
     source: &SourceArgs,
+    hooks: Vec<HookPoint>,
+    runs: &[RunRecord],
     seed: u64,
     tokens: u64,
 ) -> anyhow::Result<Vec<Box<dyn ActivationSource>>> {
-    if source.acts.is_some() {
-        bail!(
-            "several --hook train from the model on the fly: drop --acts (a store holds one hook)"
-        );
-    }
-    let Some(model) = &source.model else {
-        bail!("several --hook need --model MODEL to harvest them on the fly")
-    };
-    let (llama, tokenizer, _) = load_model(model)?;
     let corpus = load_corpus(&source.corpus.data, &source.corpus.text_field)?;
     let h = &source.harvest;
     let config = HarvestConfig {
@@ -89,12 +121,12 @@ fn open_sources(
         batch_contexts: h.batch.batch_contexts,
         rule: ExclusionRule::from_flags(h.keep_sinks, h.max_norm_multiple),
         ..HarvestConfig::new(
-            source.hook.clone(),
+            hooks,
             h.ctx,
             stream_tokens(tokens, h.ctx, h.shard_contexts, source.shuffle_buffer),
         )
     };
-    let dictionaries = (0..source.hook.len()).map(|i| vec![i]).collect();
+    let dictionaries = runs.iter().map(|r| r.hooks.clone()).collect();
     let sources = BufferedSource::harvesting_many(
         llama,
         tokenizer,
@@ -110,39 +142,97 @@ fn open_sources(
         .collect())
 }
 
-/// A new run: one configuration per hook, `DIR/multi.json` written.
-fn start(args: &Args, out: &Path) -> anyhow::Result<(Vec<Member>, Vec<Box<dyn ActivationSource>>)> {
+/// The hooks to harvest and the runs: one SAE per `--hook`, or one transcoder per layer of `--layers`.
+fn plan(args: &Args, n_layers: usize) -> anyhow::Result<(Vec<HookPoint>, Vec<RunRecord>)> {
+    if let (true, Some(layers)) = (args.transcoder, &args.layers) {
+        let layers = layers.resolve(n_layers)?;
+        let hooks = layers
+            .iter()
+            .flat_map(|&l| [HookPoint::Ln2Normalized(l), HookPoint::MlpOut(l)])
+            .collect();
+        let runs = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| RunRecord {
+                dir: format!("layer-{l}"),
+                hooks: vec![2 * i, 2 * i + 1],
+            })
+            .collect();
+        return Ok((hooks, runs));
+    }
+    let runs = args
+        .source
+        .hook
+        .iter()
+        .enumerate()
+        .map(|(i, h)| RunRecord {
+            dir: h.to_string(),
+            hooks: vec![i],
+        })
+        .collect();
+    Ok((args.source.hook.clone(), runs))
+}
+
+/// A new run: one configuration per dictionary, `DIR/multi.json` written.
+fn start(args: &Args, out: &Path) -> anyhow::Result<Opened> {
     let seed = args.seed.unwrap_or(0);
     let tokens = args.tokens.unwrap_or(2_000_000);
     let batch = args.batch.unwrap_or(4096);
+    let loaded = model_of(&args.source)?;
+    let (n_layers, d_model) = (loaded.0.config().n_layers, loaded.0.config().d_model);
+    let (hooks, runs) = plan(args, n_layers)?;
+    // What decides the rows, recorded in every checkpoint: the source flags, the hooks harvested.
+    let mut data = stream_options(&args.source);
+    for (flag, value) in data.iter_mut() {
+        if *flag == "--hook" {
+            *value = hooks
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+        }
+    }
     // On the fly, the rows of the scale and b_dec estimate must exist too (as in a large enough store).
     let init_rows = TrainConfig::new(1, 2, zephyra_sae::Architecture::Relu, 1, 1)?.init_rows;
-    let sources = open_sources(&args.source, seed, tokens.max(init_rows as u64))?;
+    let sources = open_sources(
+        loaded,
+        &args.source,
+        hooks.clone(),
+        &runs,
+        seed,
+        tokens.max(init_rows as u64),
+    )?;
     let model_name = args.source.model.as_deref().and_then(|m| {
         zephyra_lm::fetch::resolve_model(m)
             .ok()?
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
     });
-    let mut members = Vec::with_capacity(sources.len());
-    for (hook, source) in args.source.hook.iter().zip(&sources) {
-        let d_in = source.d_in();
-        let sae = SaeConfig::new(d_in, args.arch.expansion() * d_in, args.arch.architecture())
-            .context("--arch/--k/--expansion")?;
+    let (arch, d_sae) = (args.arch.architecture(), args.arch.expansion() * d_model);
+    let mut members = Vec::with_capacity(runs.len());
+    for run in &runs {
+        let sae = if args.transcoder {
+            SaeConfig::transcoder(d_model, d_model, d_sae, arch, args.skip)
+        } else {
+            SaeConfig::new(d_model, d_sae, arch)
+        }
+        .context("--arch/--k/--expansion")?;
         let mut cfg = TrainConfig::for_sae(sae, batch, tokens);
         cfg.checkpoint_every_tokens = (tokens / 10).max(1);
         args.apply(&mut cfg)?;
-        for (flag, value) in stream_options(&args.source) {
+        for (flag, value) in &data {
             cfg.data.set(flag, value);
         }
         let meta = &mut cfg.sae.metadata;
-        meta.hook_name = Some(hook.to_string());
+        meta.hook_name = Some(hooks[run.hooks[0]].to_string());
+        meta.hook_name_out = run.hooks.get(1).map(|&h| hooks[h].to_string());
         meta.context_size = Some(args.source.harvest.ctx);
         meta.model_name.clone_from(&model_name);
-        members.push(Member::Start(cfg, out.join(hook.to_string())));
+        members.push(Member::Start(cfg, out.join(&run.dir)));
     }
     let record = MultiRecord {
-        hooks: args.source.hook.iter().map(ToString::to_string).collect(),
+        hooks: hooks.iter().map(ToString::to_string).collect(),
+        runs,
     };
     zephyra_io::write_atomic(
         &out.join(MULTI_FILE),
@@ -152,17 +242,14 @@ fn start(args: &Args, out: &Path) -> anyhow::Result<(Vec<Member>, Vec<Box<dyn Ac
 }
 
 /// A resumed run: each dictionary's flags compared with its checkpoint, the recorded source reopened.
-fn resume(
-    args: &Args,
-    dir: &Path,
-) -> anyhow::Result<(Vec<Member>, Vec<Box<dyn ActivationSource>>)> {
+fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
     let record = read_record(dir)?;
-    let mut members = Vec::with_capacity(record.hooks.len());
+    let mut members = Vec::with_capacity(record.runs.len());
     let mut recorded = None;
-    for hook in &record.hooks {
-        let run = dir.join(hook);
+    for r in &record.runs {
+        let (run, name) = (dir.join(&r.dir), &r.dir);
         let state = TrainingState::load(&run)
-            .with_context(|| format!("the checkpoint of `{hook}` in {}", run.display()))?;
+            .with_context(|| format!("the checkpoint of `{name}` in {}", run.display()))?;
         let saved = state.meta.config.clone();
         let mut expected = saved.clone();
         args.apply_shape(&mut expected);
@@ -171,7 +258,7 @@ fn resume(
             expected.data.set(flag, value);
         }
         zephyra_sae::train::check_resume(&saved, &expected)
-            .with_context(|| format!("resuming `{hook}`"))?;
+            .with_context(|| format!("resuming `{name}`"))?;
         if recorded.is_none() {
             recorded = Some(recorded_source_args(&args.source.args, &saved.data)?);
         }
@@ -179,12 +266,20 @@ fn resume(
     }
     let Some((recorded, Member::Resume(_, Some(cfg)))) = recorded.zip(members.first()) else {
         bail!(
-            "{} lists no hooks: nothing to resume",
+            "{} lists no runs: nothing to resume",
             dir.join(MULTI_FILE).display()
         );
     };
+    let hooks = record
+        .hooks
+        .iter()
+        .map(|h| h.parse::<HookPoint>())
+        .collect::<Result<Vec<_>, _>>()?;
     let sources = open_sources(
+        model_of(&recorded)?,
         &recorded,
+        hooks,
+        &record.runs,
         cfg.seed,
         cfg.total_tokens.max(cfg.init_rows as u64),
     )?;

@@ -89,14 +89,18 @@ impl BufferedSource {
         config: HarvestConfig,
         buffer_rows: usize,
     ) -> Result<Self> {
-        let seed = config.seed;
-        let pipeline = Pipeline {
-            model,
-            encoder,
-            corpus,
-            config,
-        };
-        Self::stream(pipeline, buffer_rows, seed)
+        if config.hooks.len() != 1 {
+            return Err(crate::DataError::InvalidOption {
+                name: "--hook",
+                value: format!("{} hooks", config.hooks.len()),
+                reason: "one source reads one hook; use `harvesting_many` for several".into(),
+            });
+        }
+        let mut sources =
+            Self::harvesting_many(model, encoder, corpus, config, vec![vec![0]], buffer_rows)?;
+        sources.pop().ok_or(crate::DataError::ThreadStopped {
+            thread: "harvesting",
+        })
     }
 
     /// Several dictionaries from one forward pass per batch: one source per entry of `dictionaries` (the

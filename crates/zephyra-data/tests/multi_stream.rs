@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::*;
@@ -12,34 +12,8 @@ use zephyra_data::harvest::{model_info, HookModel};
 use zephyra_data::source::BufferedSource;
 use zephyra_data::store::manifest::Manifest;
 use zephyra_data::ActivationStore;
-use zephyra_lm::{HookPoint, Llama};
+use zephyra_lm::HookPoint;
 use zephyra_sae::train::ActivationSource;
-
-/// Counts forward batches.
-struct Counting {
-    inner: Arc<Llama>,
-    batches: AtomicUsize,
-}
-
-impl HookModel for Counting {
-    fn d_model(&self) -> usize {
-        self.inner.d_model()
-    }
-    fn n_layers(&self) -> usize {
-        self.inner.n_layers()
-    }
-    fn context_length(&self) -> usize {
-        self.inner.context_length()
-    }
-    fn capture(
-        &self,
-        contexts: &[Vec<u32>],
-        hooks: &[HookPoint],
-    ) -> zephyra_data::Result<Vec<Vec<f32>>> {
-        self.batches.fetch_add(1, Ordering::SeqCst);
-        self.inner.capture(contexts, hooks)
-    }
-}
 
 /// Every row of `src`, read `chunk` rows at a time.
 fn read_all(src: &mut dyn ActivationSource, chunk: usize) -> Vec<f32> {
@@ -95,9 +69,10 @@ fn one_forward_pass_feeds_every_dictionary_its_own_rows() {
     assert!(manifests[0].n_rows > 0 && manifests[0].n_rows < 24 * 16);
     assert_eq!(stores[0].len(), manifests[0].n_rows as usize * d);
 
-    let counting = Arc::new(Counting {
+    // A model that never fails, counting its forward batches down.
+    let counting = Arc::new(FailAfter {
         inner: model.clone(),
-        batches: AtomicUsize::new(0),
+        ok_batches: usize::MAX.into(),
     });
     let mut sources = BufferedSource::harvesting_many(
         counting.clone(),
@@ -141,5 +116,5 @@ fn one_forward_pass_feeds_every_dictionary_its_own_rows() {
         .collect();
     assert!(got[2] == side_by_side, "the [x | y] rows do not pair up");
     // 24 contexts, 2 per forward pass: 12 batches for all three dictionaries together.
-    assert_eq!(counting.batches.load(Ordering::SeqCst), 12);
+    assert_eq!(usize::MAX - counting.ok_batches.load(Ordering::SeqCst), 12);
 }

@@ -51,6 +51,14 @@ fn sources(cfgs: &[(TrainConfig, Vec<f32>)]) -> Vec<Box<dyn ActivationSource>> {
         .collect()
 }
 
+/// New runs of every dictionary of `cfgs` under `root/d{i}`.
+fn start_members(cfgs: &[(TrainConfig, Vec<f32>)], root: &Path) -> Vec<Member> {
+    cfgs.iter()
+        .enumerate()
+        .map(|(i, (cfg, _))| Member::Start(cfg.clone(), root.join(format!("d{i}"))))
+        .collect()
+}
+
 fn one_process() -> Box<dyn zephyra_sae::train::Collective + Send> {
     Box::new(SingleProcess)
 }
@@ -58,11 +66,7 @@ fn one_process() -> Box<dyn zephyra_sae::train::Collective + Send> {
 /// Trains every dictionary of [`configs`] together under `root`, stopping after `stop_at` steps.
 fn train_together(root: &Path, stop_at: Option<u64>) -> Vec<Sae> {
     let cfgs = configs();
-    let members = cfgs
-        .iter()
-        .enumerate()
-        .map(|(i, (cfg, _))| Member::Start(cfg.clone(), root.join(format!("d{i}"))))
-        .collect();
+    let members = start_members(&cfgs, root);
     let mut src = sources(&cfgs);
     let mut session = MultiSession::new(members, &mut src, &one_process).unwrap();
     let outcomes = session
@@ -145,11 +149,7 @@ fn dictionaries_that_cannot_advance_together_are_refused() {
     let root = tempfile::tempdir().unwrap();
     let mut cfgs = configs();
     cfgs[1].0.batch_size = 20;
-    let members = cfgs
-        .iter()
-        .enumerate()
-        .map(|(i, (cfg, _))| Member::Start(cfg.clone(), root.path().join(format!("d{i}"))))
-        .collect();
+    let members = start_members(&cfgs, root.path());
     let mut src = sources(&cfgs);
     let err = MultiSession::new(members, &mut src, &one_process).unwrap_err();
     assert!(err.to_string().contains("same rows per step"), "{err}");
@@ -197,11 +197,7 @@ fn one_allreduce_carries_every_dictionarys_gradients() {
     let comm =
         || -> Box<dyn zephyra_sae::train::Collective + Send> { Box::new(Recording(log.clone())) };
     let cfgs = configs();
-    let members = cfgs
-        .iter()
-        .enumerate()
-        .map(|(i, (cfg, _))| Member::Start(cfg.clone(), root.path().join(format!("d{i}"))))
-        .collect();
+    let members = start_members(&cfgs, root.path());
     let mut src = sources(&cfgs);
     let mut session = MultiSession::new(members, &mut src, &comm).unwrap();
     session

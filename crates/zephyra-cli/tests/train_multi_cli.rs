@@ -128,7 +128,7 @@ fn one_transcoder_per_layer_from_one_forward_pass() {
         let dir = out.join(format!("layer-{l}"));
         let cfg: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("cfg.json")).unwrap()).unwrap();
-        assert_eq!(cfg["architecture"], "skip_transcoder", "{cfg}");
+        assert_eq!(cfg["architecture"], "topk_skip_transcoder", "{cfg}");
         assert_eq!(cfg["d_in"], cfg["d_out"]);
         assert_eq!(
             cfg["metadata"]["hook_name"],

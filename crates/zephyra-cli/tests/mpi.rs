@@ -313,3 +313,35 @@ fn two_rank_harvest_writes_the_one_process_store() {
         .collect();
     assert!(leftovers.is_empty(), "rank directories left: {leftovers:?}");
 }
+
+/// Several dictionaries under `mpirun -np 2`: each SAE of a two-hook run matches the 1-process run's to
+/// float32 rounding (the same reason and tolerance as one SAE above: two half-batch gradients summed,
+/// here in one allreduce carrying both dictionaries), and only rank 0 prints, once per dictionary.
+#[test]
+fn two_ranks_train_several_dictionaries_like_one_process() {
+    let (tiny, tmp, corpus) = common::tiny_with_babble();
+    let args = |out: &Path| {
+        args_with(
+            "train --hook blocks.1.hook_resid_pre --hook blocks.0.hook_mlp_out --arch topk --k 4 \
+             --expansion 2 --batch-rows 64 --tokens 1920 --threads 1 --seed 5 --ctx 32 \
+             --shard-contexts 8 --batch-contexts 8 --shuffle-buffer 1024 --quiet",
+            &[("--model", &tiny.path), ("--data", &corpus), ("--out", out)],
+        )
+    };
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    ok(run(args(&one)));
+    let text = ok(mpirun(2).args(args(&two)).output().unwrap());
+    assert_eq!(
+        text.trim().lines().count(),
+        2,
+        "rank 0 prints one line per SAE: {text}"
+    );
+    for hook in ["blocks.1.hook_resid_pre", "blocks.0.hook_mlp_out"] {
+        let diff = max_rel_diff(&load(&one.join(hook)), &load(&two.join(hook)));
+        eprintln!("{hook}: 2 ranks vs 1 process, max relative difference {diff:.2e}");
+        assert!(
+            diff < 1e-5,
+            "{hook}: 2 ranks differ from 1 process by {diff}"
+        );
+    }
+}

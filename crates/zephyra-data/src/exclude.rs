@@ -3,12 +3,13 @@
 //! SmolLM2's residual stream has "massive activations" (attention sinks): norms of ≈23,000–27,000 against
 //! ≈160 elsewhere, at position 0 of every context and sometimes at position 1. Kept in, a handful of such rows
 //! dominates the variance, makes explained variance meaningless and wrecks training. The default rule drops,
-//! for each hook separately, in this order (a row is counted under the first clause that drops it):
+//! with one verdict per row for all the hooks read together ([`apply_joint`]), in this order (a row is counted under the first clause that drops it):
 //!
 //! 1. position 0 of every context;
 //! 2. special tokens (the tokenizer's control tokens, e.g. the end-of-sequence token between documents);
 //! 3. any remaining row whose L2 norm (computed in float32 at that hook, before any bfloat16 rounding) exceeds
 //!    `max_norm_multiple` × the median norm of the rows that survived clauses 1–2 **within the same shard**
+//!    at that hook — at *any* of the hooks read together
 //!    (the group of `contexts_per_shard` consecutive contexts written together; on-the-fly harvesting uses
 //!    the same groups, so both give the same rows). The median of an even count is the lower middle value.
 //!
@@ -144,6 +145,29 @@ pub fn apply(
     norms: &[f32],
     is_special: &dyn Fn(u32) -> bool,
 ) -> ShardExclusion {
+    apply_joint(rule, tokens, ctx, &[norms], is_special)
+        .pop()
+        .expect("one verdict per hook, and one hook was given")
+}
+
+/// Applies `rule` to a shard read at several hooks at once (`norms[h]` the row norms at hook `h`) and
+/// returns one [`ShardExclusion`] per hook, all with the **same** `keep` and counts: clauses 1–2 do not
+/// depend on the hook, and the norm clause drops a row when it is an outlier at *any* hook, each hook
+/// measured against its own median (its `median_norm` and `norm_threshold`).
+///
+/// Why one verdict: the dictionaries trained from one forward pass (one SAE per hook, or a transcoder
+/// reading one hook and predicting another) must see the same token positions, or a transcoder's input
+/// and target rows would not pair up and a multi-hook run could not advance all its dictionaries with one
+/// cursor. An attention sink is an outlier of the token, not of one hook (its norm is extreme from the
+/// block where it forms onwards): dropping it everywhere keeps every hook's statistics clean at the cost
+/// of a few rows that were ordinary at an early hook. With one hook this is [`apply`].
+pub fn apply_joint(
+    rule: &ExclusionRule,
+    tokens: &[u32],
+    ctx: usize,
+    norms: &[&[f32]],
+    is_special: &dyn Fn(u32) -> bool,
+) -> Vec<ShardExclusion> {
     let n = tokens.len();
     let mut keep = vec![true; n];
     let mut counts = ExclusionCounts {
@@ -159,29 +183,41 @@ pub fn apply(
             counts.special += 1;
         }
     }
-    let mut candidates: Vec<f32> = (0..n).filter(|&i| keep[i]).map(|i| norms[i]).collect();
-    let median_norm = if candidates.is_empty() {
-        0.0
-    } else {
-        let mid = (candidates.len() - 1) / 2;
-        *candidates.select_nth_unstable_by(mid, f32::total_cmp).1
-    };
-    let norm_threshold = rule.max_norm_multiple.map(|m| m * median_norm);
-    if let Some(t) = norm_threshold {
-        for i in 0..n {
-            if keep[i] && norms[i] > t {
-                keep[i] = false;
-                counts.high_norm += 1;
-            }
+    // Each hook's median over the rows surviving clauses 1–2, and its threshold.
+    let limits: Vec<(f32, Option<f32>)> = norms
+        .iter()
+        .map(|hook_norms| {
+            let mut candidates: Vec<f32> =
+                (0..n).filter(|&i| keep[i]).map(|i| hook_norms[i]).collect();
+            let median_norm = if candidates.is_empty() {
+                0.0
+            } else {
+                let mid = (candidates.len() - 1) / 2;
+                *candidates.select_nth_unstable_by(mid, f32::total_cmp).1
+            };
+            (median_norm, rule.max_norm_multiple.map(|m| m * median_norm))
+        })
+        .collect();
+    for i in 0..n {
+        let outlier = norms
+            .iter()
+            .zip(&limits)
+            .any(|(hook_norms, &(_, t))| t.is_some_and(|t| hook_norms[i] > t));
+        if keep[i] && outlier {
+            keep[i] = false;
+            counts.high_norm += 1;
         }
     }
     counts.kept = keep.iter().filter(|&&k| k).count() as u64;
-    ShardExclusion {
-        keep,
-        counts,
-        median_norm,
-        norm_threshold,
-    }
+    limits
+        .into_iter()
+        .map(|(median_norm, norm_threshold)| ShardExclusion {
+            keep: keep.clone(),
+            counts,
+            median_norm,
+            norm_threshold,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -214,6 +250,29 @@ mod tests {
         let all = apply(&ExclusionRule::keep_all(), &tokens, 4, &norms, &|t| t == 9);
         assert!(all.keep.iter().all(|&k| k));
         assert_eq!(all.counts.kept, 8);
+    }
+
+    #[test]
+    fn several_hooks_share_one_verdict() {
+        // 1 context of 6. Hook a: row 2 is a sink (median of rows 1..6 = 2 → threshold 20);
+        // hook b: row 4 is (median 1 → threshold 10). Both rows go at both hooks.
+        let tokens = [1, 2, 3, 4, 5, 6];
+        let a = [900.0, 1.0, 500.0, 2.0, 3.0, 2.0];
+        let b = [900.0, 1.0, 1.0, 1.0, 50.0, 1.0];
+        let ex = apply_joint(&ExclusionRule::default(), &tokens, 6, &[&a, &b], &|_| false);
+        assert_eq!(ex.len(), 2);
+        let keep = vec![false, true, false, true, false, true];
+        assert_eq!((&ex[0].keep, &ex[1].keep), (&keep, &keep));
+        assert_eq!((ex[0].median_norm, ex[0].norm_threshold), (2.0, Some(20.0)));
+        assert_eq!((ex[1].median_norm, ex[1].norm_threshold), (1.0, Some(10.0)));
+        assert_eq!((ex[0].counts.high_norm, ex[0].counts.kept), (2, 3));
+        assert_eq!(ex[0].counts, ex[1].counts);
+        // One hook: the same as `apply`.
+        let one = apply_joint(&ExclusionRule::default(), &tokens, 6, &[&a], &|_| false);
+        assert_eq!(
+            one[0],
+            apply(&ExclusionRule::default(), &tokens, 6, &a, &|_| false)
+        );
     }
 
     #[test]

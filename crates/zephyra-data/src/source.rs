@@ -89,6 +89,33 @@ impl BufferedSource {
         config: HarvestConfig,
         buffer_rows: usize,
     ) -> Result<Self> {
+        if config.hooks.len() != 1 {
+            return Err(crate::DataError::InvalidOption {
+                name: "--hook",
+                value: format!("{} hooks", config.hooks.len()),
+                reason: "one source reads one hook; use `harvesting_many` for several".into(),
+            });
+        }
+        let mut sources =
+            Self::harvesting_many(model, encoder, corpus, config, vec![vec![0]], buffer_rows)?;
+        sources.pop().ok_or(crate::DataError::ThreadStopped {
+            thread: "harvesting",
+        })
+    }
+
+    /// Several dictionaries from one forward pass per batch: one source per entry of `dictionaries` (the
+    /// indices of `config.hooks` whose rows it reads side by side — `[h]` for an SAE, `[input, target]`
+    /// for a transcoder), each with its own shuffle buffer of `buffer_rows` rows shuffled from the seed.
+    /// Each source serves exactly what [`harvesting`](Self::harvesting) would for its hooks under the
+    /// shared exclusion verdict ([`crate::exclude::apply_joint`]).
+    pub fn harvesting_many(
+        model: Arc<dyn HookModel>,
+        encoder: Arc<dyn TextEncoder>,
+        corpus: Corpus,
+        config: HarvestConfig,
+        dictionaries: Vec<Vec<usize>>,
+        buffer_rows: usize,
+    ) -> Result<Vec<Self>> {
         let seed = config.seed;
         let pipeline = Pipeline {
             model,
@@ -96,7 +123,15 @@ impl BufferedSource {
             corpus,
             config,
         };
-        Self::stream(pipeline, buffer_rows, seed)
+        let feeds = StreamFeed::many(pipeline, dictionaries, buffer_rows, PREFETCH_SHARDS)?;
+        Ok(feeds
+            .into_iter()
+            .map(|feed| Self {
+                reader: ShuffleReader::new(Box::new(feed), seed, Some(1)),
+                dir: None,
+                rows_per_pass: None,
+            })
+            .collect())
     }
 }
 

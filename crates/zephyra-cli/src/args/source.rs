@@ -27,9 +27,10 @@ pub struct SourceArgs {
     // Corpus for on-the-fly harvesting.
     #[command(flatten)]
     pub corpus: CorpusArgs,
-    /// Hook point to harvest on the fly (with --acts DIR: checked against the store's hook).
+    /// Hook point to harvest on the fly (with --acts DIR: checked against the store's hook). Repeat it to
+    /// train one SAE per hook from one forward pass (`--out DIR` then holds one run per hook, `DIR/<hook>`).
     #[arg(long, value_name = "HOOK")]
-    pub hook: Option<HookPoint>,
+    pub hook: Vec<HookPoint>,
     // Contexts, batching and row exclusion of on-the-fly harvesting.
     #[command(flatten)]
     pub harvest: HarvestArgs,

@@ -2,10 +2,12 @@
 //! defaults (`zephyra_sae::train::TrainConfig::for_sae`), on a resume on top of the saved configuration,
 //! with the SAE-shaping flags compared instead.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::bail;
-use clap::ValueEnum;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, FromArgMatches, ValueEnum};
 use zephyra_sae::schedule::Decay;
 use zephyra_sae::train::{BDecInit, NonFinitePolicy, TrainConfig};
 use zephyra_sae::Architecture;
@@ -49,8 +51,9 @@ pub struct TrainArgs {
     /// Where the activations come from (`--acts FILE.npy | STORE_DIR`, or `--model … --hook …` on the fly).
     /// With a `.npy` file the last --holdout rows are kept out of training for the final FVE/L0.
     #[command(flatten)]
-    pub source: super::source::SourceArgs,
-    /// `--target-acts STORE --skip`: train a transcoder predicting those activations from --acts.
+    pub source: Given<super::source::SourceArgs>,
+    /// Transcoders: `--transcoder --layers L` (one per layer, from the model) or `--target-acts STORE`
+    /// (one, from two stores), with `--skip`.
     #[command(flatten)]
     pub transcoder: super::transcoder::TranscoderArgs,
     /// Run directory for cfg.json, sae_weights.safetensors, training_state.safetensors, metrics.jsonl,
@@ -232,5 +235,162 @@ impl TrainArgs {
         if let Some(t) = self.tokens {
             cfg.total_tokens = t;
         }
+    }
+}
+
+/// `--layers`: every layer, or some.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layers {
+    /// `all`.
+    All,
+    /// The layers listed, in order, each once.
+    Some(Vec<usize>),
+}
+
+impl std::str::FromStr for Layers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "all" {
+            return Ok(Self::All);
+        }
+        let number = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{t}` is not a layer number: use `all` or e.g. `0,3,5-7`"))
+        };
+        let mut layers = Vec::new();
+        for part in s.split(',') {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (number(a)?, number(b)?),
+                None => (number(part)?, number(part)?),
+            };
+            if a > b {
+                return Err(format!("the range `{part}` is empty: write it low-high"));
+            }
+            for l in a..=b {
+                if !layers.contains(&l) {
+                    layers.push(l);
+                }
+            }
+        }
+        Ok(Self::Some(layers))
+    }
+}
+
+impl Layers {
+    /// The layers of a model with `n_layers` blocks; a layer beyond them is an error.
+    pub fn resolve(&self, n_layers: usize) -> anyhow::Result<Vec<usize>> {
+        match self {
+            Self::All => Ok((0..n_layers).collect()),
+            Self::Some(layers) => {
+                if let Some(l) = layers.iter().find(|&&l| l >= n_layers) {
+                    bail!(
+                        "--layers names layer {l}: the model has {n_layers} blocks (0..={})",
+                        n_layers.saturating_sub(1)
+                    );
+                }
+                Ok(layers.clone())
+            }
+        }
+    }
+}
+
+/// A flattened group `T` that also remembers which of its flags the command line gave — given means
+/// typed, even when the value typed equals clap's default (`ArgMatches::value_source`). `--resume`
+/// compares exactly the flags given with the checkpoint's record.
+#[derive(Debug, Clone)]
+pub struct Given<T> {
+    /// The parsed flags.
+    pub args: T,
+    /// Ids (field names: `shuffle_buffer`, `hook`) of the flags given on the command line.
+    pub given: BTreeSet<String>,
+}
+
+impl<T> Given<T> {
+    /// Whether `flag` (as spelled on the command line: `--shuffle-buffer`) was given.
+    pub fn was_given(&self, flag: &str) -> bool {
+        self.given
+            .contains(&flag.trim_start_matches('-').replace('-', "_"))
+    }
+}
+
+impl<T> std::ops::Deref for Given<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.args
+    }
+}
+
+fn given_ids(m: &ArgMatches) -> impl Iterator<Item = String> + '_ {
+    m.ids()
+        .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+}
+
+impl<T: FromArgMatches> FromArgMatches for Given<T> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self {
+            args: T::from_arg_matches(m)?,
+            given: given_ids(m).collect(),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        self.args.update_from_arg_matches(m)?;
+        self.given.extend(given_ids(m));
+        Ok(())
+    }
+}
+
+impl<T: clap::Args> clap::Args for Given<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        T::augment_args(cmd)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        T::augment_args_for_update(cmd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::TrainArgs;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    #[test]
+    fn layers_parse_lists_and_ranges() {
+        use super::Layers;
+        assert_eq!("all".parse(), Ok(Layers::All));
+        assert_eq!("0,3,5-7,3".parse(), Ok(Layers::Some(vec![0, 3, 5, 6, 7])));
+        assert!("7-5".parse::<Layers>().is_err() && "x".parse::<Layers>().is_err());
+        assert_eq!(Layers::All.resolve(3).unwrap(), [0, 1, 2]);
+        let e = Layers::Some(vec![1, 30])
+            .resolve(30)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("layer 30") && e.contains("0..=29"), "{e}");
+    }
+
+    #[test]
+    fn a_flag_given_with_its_default_value_counts_as_given() {
+        let cli =
+            Cli::try_parse_from(["train", "--shuffle-buffer", "262144", "--ctx", "128"]).unwrap();
+        let s = &cli.train.source;
+        // Both values equal clap's defaults, and both were typed.
+        assert_eq!(
+            s.shuffle_buffer,
+            crate::args::source::DEFAULT_SHUFFLE_BUFFER
+        );
+        assert!(s.was_given("--shuffle-buffer") && s.was_given("--ctx"));
+        assert!(!s.was_given("--shard-contexts") && !s.was_given("--keep-sinks"));
+        let none = Cli::try_parse_from(["train"]).unwrap();
+        assert!(none.train.source.given.is_empty());
     }
 }

@@ -60,7 +60,12 @@ pub fn open(args: &SourceArgs, opts: &OpenOptions) -> anyhow::Result<Box<dyn Act
             }
             if acts.is_dir() {
                 let store = ActivationStore::open(acts).with_context(|| format!("opening activation store {}", acts.display()))?;
-                check_store_matches(&store, model.as_deref(), args.hook)?;
+                let hook = match args.hook[..] {
+                    [] => None,
+                    [hook] => Some(hook),
+                    _ => bail!("several --hook train one SAE per hook from the model on the fly; a store holds one hook: drop --acts or give one --hook"),
+                };
+                check_store_matches(&store, model.as_deref(), hook)?;
                 Ok(Box::new(BufferedSource::store(store, args.shuffle_buffer, opts.seed, opts.repeat)))
             } else {
                 let order = NpyOrder { shuffle: opts.shuffle, repeat: opts.repeat, seed: opts.seed };
@@ -124,9 +129,9 @@ fn open_stream(
     model: &str,
     opts: &OpenOptions,
 ) -> anyhow::Result<BufferedSource> {
-    let Some(hook) = args.hook else {
+    let [hook] = args.hook[..] else {
         bail!(
-            "--hook HOOK is required to harvest on the fly (e.g. --hook blocks.15.hook_resid_pre)"
+            "one --hook HOOK is required to harvest on the fly (e.g. --hook blocks.15.hook_resid_pre)"
         )
     };
     let (llama, tokenizer, _path) = load_model(model, args.precision.precision)?;

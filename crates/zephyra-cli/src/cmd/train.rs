@@ -24,6 +24,8 @@ use super::Global;
 pub use crate::args::train::TrainArgs as Args;
 use crate::output::OutputDir;
 
+mod multi;
+
 /// Rows held out of `n` for `--holdout` (a count, or a fraction below 1) [default: min(8192, n/5)].
 fn held_rows(holdout: Option<f64>, n: usize) -> anyhow::Result<usize> {
     Ok(match holdout {
@@ -43,7 +45,7 @@ const STORE_OPTIONS: [&str; 1] = ["--shuffle-buffer"];
 fn stream_options(s: &super::source::SourceArgs) -> Vec<(&'static str, String)> {
     vec![
         ("--model", s.model.clone().unwrap_or_default()),
-        ("--hook", s.hook.map(|h| h.to_string()).unwrap_or_default()),
+        ("--hook", hook_list(&s.hook)),
         (
             "--data",
             serde_json::to_string(&s.corpus.data).unwrap_or_default(),
@@ -64,25 +66,20 @@ fn stream_options(s: &super::source::SourceArgs) -> Vec<(&'static str, String)> 
     ]
 }
 
-/// The source flags as clap defaults them (nothing given).
-fn source_defaults() -> anyhow::Result<super::source::SourceArgs> {
-    use clap::{Args as _, FromArgMatches as _};
-    let cmd = super::source::SourceArgs::augment_args(clap::Command::new("train"));
-    let matches = cmd.try_get_matches_from(["train"])?;
-    Ok(super::source::SourceArgs::from_arg_matches(&matches)?)
+/// Hooks as recorded: `a,b` (one hook: its name, as runs of one SAE always recorded it).
+fn hook_list(hooks: &[zephyra_lm::HookPoint]) -> String {
+    let names: Vec<String> = hooks.iter().map(ToString::to_string).collect();
+    names.join(",")
 }
 
-/// The source flags given on the command line: those whose value differs from clap's default.
+/// The source flags given on the command line (typed, even with their default value).
 fn given_source_options(
-    s: &super::source::SourceArgs,
-) -> anyhow::Result<Vec<(&'static str, String)>> {
-    let defaults = stream_options(&source_defaults()?);
-    Ok(stream_options(s)
+    s: &crate::args::train::Given<super::source::SourceArgs>,
+) -> Vec<(&'static str, String)> {
+    stream_options(s)
         .into_iter()
-        .zip(defaults)
-        .filter(|(given, default)| given.1 != default.1)
-        .map(|(given, _)| given)
-        .collect())
+        .filter(|(flag, _)| s.was_given(flag))
+        .collect()
 }
 
 /// `args.source` with the recorded on-the-fly options of `saved` (a resumed run reads what it read).
@@ -105,6 +102,11 @@ fn recorded_source_args(
             "--keep-sinks" if value == "true" => argv.push(flag.into()),
             "--keep-sinks" => {}
             "--model" | "--hook" if value.is_empty() => {}
+            "--hook" => {
+                for hook in value.split(',') {
+                    argv.extend([flag.to_string(), hook.to_string()]);
+                }
+            }
             _ => argv.extend([flag.to_string(), value.to_string()]),
         }
     }
@@ -166,12 +168,17 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         (Some(dir), None) => Some(OutputDir::claim("--out", dir)?),
         _ => None,
     };
-    let result = train(args, global);
+    let result = if multi::is_multi(&args) {
+        multi::run(&args, global)
+    } else {
+        train(args, global)
+    };
     if let (Err(_), Some(out)) = (&result, &out) {
         if !out
             .path()
             .join(zephyra_sae::checkpoint::STATE_FILE)
             .exists()
+            && !multi::has_checkpoint(out.path())
         {
             out.discard_new();
         }
@@ -188,29 +195,9 @@ fn train(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let total = trainer.config().total_steps();
     // Under `mpirun` only rank 0 draws progress, evaluates, writes summary.json and prints.
     let root = trainer.collective().is_root();
-    let bar = if global.show_progress() && root {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_position(trainer.step());
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar(global, root, total, trainer.step());
     let mut on_step = |p: &Progress| {
-        bar.set_position(p.step);
-        bar.set_message(format!(
-            "{:.0} tok/s  loss {:.4}  L0 {:.1}  FVE {:.3}  dead {:.1}%",
-            p.tokens_per_s,
-            p.loss,
-            p.l0,
-            p.fve,
-            100.0 * p.dead_fraction
-        ));
+        show_progress(&bar, p);
         if args.step_delay_ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(args.step_delay_ms));
         }
@@ -267,6 +254,35 @@ fn train(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The step bar (drawn by rank 0 only, when progress is shown), at `step` of `total`.
+fn progress_bar(global: &Global, root: bool, total: u64, step: u64) -> indicatif::ProgressBar {
+    if !(global.show_progress() && root) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(step);
+    bar
+}
+
+/// Shows a step's progress on `bar`.
+fn show_progress(bar: &indicatif::ProgressBar, p: &Progress) {
+    bar.set_position(p.step);
+    bar.set_message(format!(
+        "{:.0} tok/s  loss {:.4}  L0 {:.1}  FVE {:.3}  dead {:.1}%",
+        p.tokens_per_s,
+        p.loss,
+        p.l0,
+        p.fve,
+        100.0 * p.dead_fraction
+    ));
+}
+
 pub(super) type Opened = (
     PathBuf,
     TrainSession,
@@ -320,7 +336,7 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
             let mut cfg = TrainConfig::new(1, 2, Architecture::Relu, 1, 1)?;
             cfg.seed = seed;
             cfg.total_tokens = args.tokens.unwrap_or(2_000_000);
-            (open_other(&args.source, args.no_shuffle, &cfg)?, None)
+            (open_other(&args.source.args, args.no_shuffle, &cfg)?, None)
         }
     };
     let d_in = source.d_in();
@@ -364,7 +380,7 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
             }
         }
     }
-    if let Some(hook) = args.source.hook {
+    if let [hook] = args.source.hook[..] {
         cfg.sae.metadata.hook_name = Some(hook.to_string());
     }
     // Harvesting on the fly: the same record a store gives (model file name, context size).
@@ -441,7 +457,7 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
             expected.data.set(NPY_OPTIONS[1], h);
         }
     }
-    for (flag, value) in given_source_options(&args.source)? {
+    for (flag, value) in given_source_options(&args.source) {
         let checked_by_the_store = !npy && matches!(flag, "--model" | "--hook");
         if !checked_by_the_store {
             expected.data.set(flag, value);
@@ -464,7 +480,7 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
             let zip = super::transcoder_source::reopen(args, input, target, &expected)?;
             (Box::new(zip), None)
         } else {
-            let recorded = recorded_source_args(&args.source, &saved.data)?;
+            let recorded = recorded_source_args(&args.source.args, &saved.data)?;
             (open_other(&recorded, args.no_shuffle, &expected)?, None)
         };
     let session = TrainSession::resume(

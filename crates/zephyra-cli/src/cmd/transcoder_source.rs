@@ -129,7 +129,7 @@ pub(super) fn start(
     let Some(acts) = args.source.acts.as_deref().filter(|p| p.is_dir()) else {
         bail!("--target-acts needs --acts to be an activation store directory of the same harvest (not a .npy file)")
     };
-    if args.source.model.is_some() || args.source.hook.is_some() || args.holdout.is_some() {
+    if args.source.model.is_some() || !args.source.hook.is_empty() || args.holdout.is_some() {
         bail!("--model, --hook and --holdout do not apply with --target-acts: the stores record their model and hooks");
     }
     let seed = args.seed.unwrap_or(0);

@@ -10,12 +10,15 @@
 //! with the same options skips (re-packs without running the model) the contexts of the shards already
 //! listed in the manifests and continues with the next one.
 //!
-//! Files: `threads.rs` (packer, forward pass, writer), `resume.rs` (reopening a store, undoing a harvest
-//! that failed before its first shard), `batch.rs` ([`capture_rows`], [`HookBatch`]), `stream.rs`
-//! ([`StreamFeed`]).
+//! Files: `rows.rs` ([`Activations`], the pipeline iterator every consumer runs on, and its [`ShardRows`]),
+//! `threads.rs` (packer, writer), `resume.rs` (reopening a store, undoing a harvest that failed before its
+//! first shard), `batch.rs` ([`capture_rows`], [`HookBatch`]), `stream.rs` ([`StreamFeed`]).
 //!
-//! [`StreamFeed`] runs the same pipeline on a background thread without writing anything and hands the
-//! rows of each shard to a [`ShuffleReader`](crate::store::ShuffleReader): training straight from the model.
+//! [`StreamFeed`] runs the same iterator on a background thread without writing anything and hands the
+//! rows of each shard to a [`ShuffleReader`](crate::store::ShuffleReader) — one per dictionary when several
+//! are trained from one forward pass: training straight from the model.
+//!
+//! Several hooks read together share one exclusion verdict per row ([`crate::exclude::apply_joint`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,14 +39,16 @@ use crate::store::StoreDtype;
 
 mod batch;
 mod resume;
+mod rows;
 mod stream;
 mod threads;
 
 use resume::prepare_store;
-use threads::{writer_thread, RawShard, ShardProducer};
+use threads::writer_thread;
 
 pub use crate::store::{shards_per_window, store_dirs};
 pub use batch::{capture_rows, HookBatch};
+pub use rows::{Activations, ShardRows};
 pub use stream::{stream_tokens, StreamFeed};
 
 /// Default contexts per shard (32,768 rows at ctx 128: 75 MB of float32 at d = 576).
@@ -356,16 +361,15 @@ fn run_harvest(
         target.saturating_sub((start_shard * cfg.contexts_per_shard) as u64) * cfg.ctx as u64;
     let shards_written = Arc::new(AtomicUsize::new(start_shard));
 
-    let encoder = pipeline.encoder.clone();
-    let mut producer = ShardProducer::start(pipeline, start_shard)?;
-    let (job_tx, job_rx) = sync_channel::<RawShard>(1);
+    let mut producer = Activations::start(pipeline, start_shard)?;
+    let (job_tx, job_rx) = sync_channel::<ShardRows>(1);
     let writer = {
         let dirs = dirs.clone();
         let shards_written = shards_written.clone();
         let cfg = cfg.clone();
         std::thread::Builder::new()
             .name("zephyra-writer".into())
-            .spawn(move || writer_thread(job_rx, dirs, manifests, cfg, d, encoder, shards_written))
+            .spawn(move || writer_thread(job_rx, dirs, manifests, cfg, d, shards_written))
             .map_err(|source| DataError::ThreadSpawn {
                 thread: "writer",
                 source,
@@ -402,7 +406,7 @@ fn run_harvest(
     if n_contexts == 0 {
         return Err(DataError::EmptyCorpus {
             corpus: producer.pipeline.corpus.description().to_string(),
-            n_documents: producer.read_stats.map_or(0, |s| s.n_documents),
+            n_documents: producer.read_stats().map_or(0, |s| s.n_documents),
         });
     }
     let corpus_exhausted = n_contexts < target;
@@ -415,7 +419,7 @@ fn run_harvest(
     }
     for (m, dir) in manifests.iter_mut().zip(&dirs) {
         m.complete = true;
-        m.corpus.read = producer.read_stats.clone();
+        m.corpus.read = producer.read_stats().cloned();
         m.write(dir)?;
     }
     progress(&Progress {

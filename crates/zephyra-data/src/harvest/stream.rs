@@ -1,40 +1,62 @@
 //! On-the-fly harvesting: the shards [`harvest`](super::harvest) would write, kept in memory and served as
-//! windows to a [`ShuffleReader`](crate::store::ShuffleReader).
+//! windows to one [`ShuffleReader`](crate::store::ShuffleReader) per dictionary.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::threads::{select_rows, ShardProducer};
-use super::{HarvestConfig, Pipeline};
+use super::{Activations, Pipeline};
 use crate::error::{DataError, Result};
-use crate::pack::TextEncoder;
 use crate::store::{shards_per_window, WindowFeed};
 
-/// Windows of rows harvested on the fly (single hook), for a [`ShuffleReader`](crate::store::ShuffleReader).
+/// Windows of rows harvested on the fly, for a [`ShuffleReader`](crate::store::ShuffleReader).
 ///
-/// Shards are produced exactly as [`harvest`] would write them (same contexts, same exclusion), and grouped
-/// into windows of `max(1, buffer_rows / (contexts_per_shard × ctx))` shards — the grouping a
-/// [`StoreFeed`](crate::store::reader::StoreFeed) uses for a store made with the same options — so training
-/// on the fly and training from the store see the same rows in the same order for the same seed.
-/// A background thread harvests up to `prefetch_shards` shards ahead of the reader (bounded memory),
-/// overlapping the model forward with the consumer. Only epoch 0 exists.
+/// Shards are produced exactly as [`harvest`](super::harvest) would write them (same contexts, same
+/// exclusion), and grouped into windows of `max(1, buffer_rows / (contexts_per_shard × ctx))` shards — the
+/// grouping a [`StoreFeed`](crate::store::reader::StoreFeed) uses for a store made with the same options —
+/// so training on the fly and training from the store see the same rows in the same order for the same
+/// seed. A background thread runs the pipeline ([`Activations`]) up to `prefetch_shards` shards ahead of the
+/// readers (bounded memory), overlapping the model forward with the consumers. Only epoch 0 exists.
+///
+/// Several dictionaries from one forward pass ([`StreamFeed::many`]): each feed is one dictionary's view of
+/// the same shards — the kept rows of its hooks side by side (one hook for an SAE, input and target for a
+/// transcoder); the rows of every hook share one exclusion verdict, so all the feeds hold the same number of
+/// rows per window. A window is harvested once, when the first feed asks for it, and handed (moved, not
+/// copied) to each other feed when it asks for it: beyond the prefetched shards, the only copy of a
+/// dictionary's rows is its own shuffle buffer, plus at most one window waiting for a feed that is a step
+/// behind.
 pub struct StreamFeed {
-    pipeline: Pipeline,
-    shards_per_window: usize,
-    prefetch_shards: usize,
-    rx: Option<Receiver<Result<Option<Vec<f32>>>>>,
-    next_window: u64,
-    _thread: Option<JoinHandle<()>>,
+    hub: Arc<Mutex<Hub>>,
+    member: usize,
+    d: usize,
 }
 
 impl std::fmt::Debug for StreamFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamFeed")
-            .field("pipeline", &self.pipeline)
-            .field("shards_per_window", &self.shards_per_window)
+            .field("member", &self.member)
+            .field("d", &self.d)
             .finish()
     }
+}
+
+/// Per shard: each dictionary's kept rows.
+type ShardMsg = Result<Option<Vec<Vec<f32>>>>;
+
+/// What the feeds of one forward pass share.
+struct Hub {
+    pipeline: Pipeline,
+    /// Per dictionary: the hooks (indices into the config's hooks) whose rows it reads side by side.
+    dictionaries: Vec<Vec<usize>>,
+    shards_per_window: usize,
+    prefetch_shards: usize,
+    rx: Option<Receiver<ShardMsg>>,
+    next_window: u64,
+    /// The first window with no rows, once seen.
+    end_window: Option<u64>,
+    /// Per dictionary: a harvested window it has not asked for yet.
+    waiting: Vec<Option<(u64, Vec<f32>)>>,
+    _thread: Option<JoinHandle<()>>,
 }
 
 /// Tokens to harvest on the fly for `rows` training rows: kept rows are fewer than tokens (position 0,
@@ -56,12 +78,40 @@ pub fn stream_tokens(rows: u64, ctx: usize, shard_contexts: usize, shuffle_buffe
 impl StreamFeed {
     /// A feed over `pipeline` (its config must name exactly one hook).
     pub fn new(pipeline: Pipeline, buffer_rows: usize, prefetch_shards: usize) -> Result<Self> {
-        pipeline.config.validate(pipeline.model.as_ref())?;
         if pipeline.config.hooks.len() != 1 {
             return Err(DataError::InvalidOption {
                 name: "--hook",
                 value: format!("{} hooks", pipeline.config.hooks.len()),
-                reason: "training on the fly reads one hook".into(),
+                reason: "a single feed reads one hook; use `StreamFeed::many` for several".into(),
+            });
+        }
+        let mut feeds = Self::many(pipeline, vec![vec![0]], buffer_rows, prefetch_shards)?;
+        feeds.pop().ok_or(DataError::ThreadStopped {
+            thread: "harvesting",
+        })
+    }
+
+    /// One feed per entry of `dictionaries` (each a list of indices into `pipeline.config.hooks` whose
+    /// rows it reads side by side), all from one forward pass per batch.
+    pub fn many(
+        pipeline: Pipeline,
+        dictionaries: Vec<Vec<usize>>,
+        buffer_rows: usize,
+        prefetch_shards: usize,
+    ) -> Result<Vec<Self>> {
+        pipeline.config.validate(pipeline.model.as_ref())?;
+        let n_hooks = pipeline.config.hooks.len();
+        if dictionaries.is_empty()
+            || dictionaries
+                .iter()
+                .any(|d| d.is_empty() || d.iter().any(|&h| h >= n_hooks))
+        {
+            return Err(DataError::InvalidOption {
+                name: "--hook",
+                value: format!("{dictionaries:?}"),
+                reason: format!(
+                    "each dictionary reads one or more of the {n_hooks} hooks harvested"
+                ),
             });
         }
         let spw = shards_per_window(
@@ -69,27 +119,41 @@ impl StreamFeed {
             pipeline.config.contexts_per_shard,
             pipeline.config.ctx,
         );
-        Ok(Self {
+        let d_model = pipeline.model.d_model();
+        let widths: Vec<usize> = dictionaries.iter().map(|d| d.len() * d_model).collect();
+        let hub = Arc::new(Mutex::new(Hub {
             pipeline,
+            waiting: vec![None; dictionaries.len()],
+            dictionaries,
             shards_per_window: spw,
             prefetch_shards: prefetch_shards.max(1),
             rx: None,
             next_window: 0,
+            end_window: None,
             _thread: None,
-        })
+        }));
+        Ok(widths
+            .into_iter()
+            .enumerate()
+            .map(|(member, d)| Self {
+                hub: hub.clone(),
+                member,
+                d,
+            })
+            .collect())
     }
+}
 
+impl Hub {
     fn start_at(&mut self, window: u64) -> Result<()> {
         self.rx = None; // the old thread sees its channel closed and stops
         let start_shard = window as usize * self.shards_per_window;
-        let producer = ShardProducer::start(self.pipeline.clone(), start_shard)?;
+        let rows = Activations::start(self.pipeline.clone(), start_shard)?;
         let (tx, rx) = sync_channel(self.prefetch_shards);
-        let cfg = self.pipeline.config.clone();
-        let encoder = self.pipeline.encoder.clone();
-        let d = self.pipeline.model.d_model();
+        let dictionaries = self.dictionaries.clone();
         let thread = std::thread::Builder::new()
             .name("zephyra-harvest".into())
-            .spawn(move || stream_thread(producer, cfg, d, encoder, tx))
+            .spawn(move || stream_thread(rows, dictionaries, tx))
             .map_err(|source| DataError::ThreadSpawn {
                 thread: "harvesting",
                 source,
@@ -99,21 +163,82 @@ impl StreamFeed {
         self.next_window = window;
         Ok(())
     }
+
+    /// Window `window` for dictionary `member`: waiting for it, or harvested now (the other dictionaries'
+    /// rows of it then wait for them).
+    fn load(&mut self, member: usize, window: u64, rows: &mut Vec<f32>) -> Result<bool> {
+        if let Some((w, _)) = &self.waiting[member] {
+            if *w == window {
+                if let Some((_, got)) = self.waiting[member].take() {
+                    give(rows, got);
+                }
+                return Ok(true);
+            }
+        }
+        if self.end_window.is_some_and(|end| window >= end) {
+            return Ok(false);
+        }
+        if self.rx.is_none() || self.next_window != window {
+            self.start_at(window)?;
+        }
+        let rx = self.rx.as_ref().ok_or(DataError::ThreadStopped {
+            thread: "harvesting",
+        })?;
+        let mut per_dict: Vec<Vec<f32>> = vec![Vec::new(); self.dictionaries.len()];
+        // The asking reader's buffer is filled in place (its capacity is reused from window to window).
+        per_dict[member] = std::mem::take(rows);
+        let mut got_any = false;
+        for _ in 0..self.shards_per_window {
+            match rx.recv() {
+                Ok(Ok(Some(shard))) => {
+                    got_any = true;
+                    for (all, got) in per_dict.iter_mut().zip(shard) {
+                        all.extend_from_slice(&got);
+                    }
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    self.rx = None;
+                    *rows = std::mem::take(&mut per_dict[member]);
+                    rows.clear();
+                    return Err(e);
+                }
+                Err(_) => break,
+            }
+        }
+        self.next_window = window + 1;
+        if !got_any {
+            *rows = std::mem::take(&mut per_dict[member]);
+            self.rx = None;
+            self.end_window = Some(window);
+            return Ok(false);
+        }
+        for (m, got) in per_dict.into_iter().enumerate() {
+            if m == member {
+                *rows = got;
+            } else {
+                self.waiting[m] = Some((window, got));
+            }
+        }
+        Ok(true)
+    }
 }
 
-fn stream_thread(
-    mut producer: ShardProducer,
-    cfg: HarvestConfig,
-    d: usize,
-    encoder: Arc<dyn TextEncoder>,
-    tx: SyncSender<Result<Option<Vec<f32>>>>,
-) {
+/// Puts `got` into the reader's buffer `rows`: moved when the buffer is empty (as the reader hands it).
+fn give(rows: &mut Vec<f32>, got: Vec<f32>) {
+    if rows.is_empty() {
+        *rows = got;
+    } else {
+        rows.extend_from_slice(&got);
+    }
+}
+
+fn stream_thread(mut rows: Activations, dictionaries: Vec<Vec<usize>>, tx: SyncSender<ShardMsg>) {
     loop {
-        let msg = match producer.next_shard(&mut |_| {}) {
-            Ok(Some(raw)) => {
-                let (data, _, _) = select_rows(&raw, 0, d, cfg.ctx, &cfg.rule, encoder.as_ref());
-                Ok(Some(data.activations))
-            }
+        let msg = match rows.next_shard(&mut |_| {}) {
+            Ok(Some(shard)) => Ok(Some(
+                dictionaries.iter().map(|d| shard.kept_rows(d)).collect(),
+            )),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
@@ -126,35 +251,16 @@ fn stream_thread(
 
 impl WindowFeed for StreamFeed {
     fn d(&self) -> usize {
-        self.pipeline.model.d_model()
+        self.d
     }
 
     fn load_window(&mut self, epoch: u64, window: u64, rows: &mut Vec<f32>) -> Result<bool> {
         if epoch > 0 {
             return Ok(false);
         }
-        if self.rx.is_none() || self.next_window != window {
-            self.start_at(window)?;
-        }
-        let rx = self.rx.as_ref().ok_or(DataError::ThreadStopped {
+        let mut hub = self.hub.lock().map_err(|_| DataError::ThreadStopped {
             thread: "harvesting",
         })?;
-        let mut got_any = false;
-        for _ in 0..self.shards_per_window {
-            match rx.recv() {
-                Ok(Ok(Some(shard))) => {
-                    got_any = true;
-                    rows.extend_from_slice(&shard);
-                }
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => break,
-            }
-        }
-        self.next_window = window + 1;
-        if !got_any {
-            self.rx = None;
-        }
-        Ok(got_any)
+        hub.load(self.member, window, rows)
     }
 }

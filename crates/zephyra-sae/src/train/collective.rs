@@ -97,69 +97,107 @@ pub(crate) fn check_world(cfg: &super::TrainConfig, comm: &dyn Collective) -> Re
     Ok(())
 }
 
-/// Turns this rank's step (gradients and stats of the mean over its `x` rows) into the step of the whole
-/// `n_global`-row batch: gradients weighted by `n_local / n_global` and summed in one allreduce; loss terms
-/// and L0 averaged the same way; `sse` summed; the centred `sst` rebuilt from each rank's row sums
-/// (`Σ‖x−μ‖² = Σ_r (sst_r + n_r‖μ_r‖²) − ‖Σx‖²/n`, over the target: the last `d_out` of each row of width
-/// `width`); the batchtopk threshold estimate is the minimum.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn reduce_step(
+/// One dictionary's part of a step's reduction: this rank's rows `x` (of `width` values, the target its
+/// last `d_out`: all of it for an SAE, `y` of a transcoder's `[x | y]`) of an `n_global`-row batch, the
+/// stats, gradients and fire counts of its local step.
+pub(crate) struct StepReduce<'a> {
+    pub(crate) x: &'a [f32],
+    pub(crate) width: usize,
+    pub(crate) d_out: usize,
+    pub(crate) n_global: usize,
+    pub(crate) stats: &'a mut crate::StepStats,
+    pub(crate) grads: &'a mut crate::Gradients,
+    pub(crate) fired: &'a mut [u64],
+}
+
+/// Turns each rank's step of every dictionary in `steps` (gradients and stats of the mean over its `x`
+/// rows) into the step of the whole `n_global`-row batch, for all the dictionaries at once: the
+/// gradients of every dictionary weighted by `n_local / n_global` and summed in **one** allreduce; loss
+/// terms and L0 averaged the same way; `sse` summed; the centred `sst` rebuilt from each rank's row sums
+/// (`Σ‖x−μ‖² = Σ_r (sst_r + n_r‖μ_r‖²) − ‖Σx‖²/n`, over the target) — one f64 sum for all; the batchtopk threshold
+/// estimates their minimum (one call); the fire counts summed (one call). Nothing happens in one process.
+pub(crate) fn reduce_steps(
     comm: &dyn Collective,
-    x: &[f32],
-    width: usize,
-    d_out: usize,
-    n_global: usize,
-    stats: &mut crate::StepStats,
-    grads: &mut crate::Gradients,
+    steps: &mut [StepReduce<'_>],
 ) -> Result<(), SaeError> {
-    let n_local = x.len() / width.max(1);
-    let weight = n_local as f32 / n_global as f32;
+    if comm.world_size() <= 1 {
+        return Ok(());
+    }
     let mut flat = Vec::new();
-    for (_, g) in grads.slices() {
-        flat.extend(g.iter().map(|v| v * weight));
+    for s in steps.iter() {
+        let weight = (s.x.len() / s.width.max(1)) as f32 / s.n_global as f32;
+        for (_, g) in s.grads.slices() {
+            flat.extend(g.iter().map(|v| v * weight));
+        }
     }
     comm.sum_f32(&mut flat)?;
     let mut at = 0;
-    for p in grads.slices_mut() {
-        let len = p.value.len();
-        p.value.copy_from_slice(&flat[at..at + len]);
-        at += len;
-    }
-
-    let nl = n_local as f64;
-    let mut sums = vec![0.0f64; 8 + d_out];
-    let mut sq = 0.0f64;
-    for row in x.chunks_exact(width.max(1)) {
-        for (s, &v) in sums[8..].iter_mut().zip(&row[width - d_out..]) {
-            *s += v as f64;
+    for s in steps.iter_mut() {
+        for p in s.grads.slices_mut() {
+            let len = p.value.len();
+            p.value.copy_from_slice(&flat[at..at + len]);
+            at += len;
         }
     }
-    if n_local > 0 {
-        sq = sums[8..].iter().map(|s| s * s).sum::<f64>() / nl;
+
+    let mut sums = Vec::new();
+    for s in steps.iter() {
+        let (width, stats) = (s.width.max(1), &s.stats);
+        let n_local = s.x.len() / width;
+        let nl = n_local as f64;
+        let mut row_sums = vec![0.0f64; s.d_out];
+        for row in s.x.chunks_exact(width) {
+            for (t, &v) in row_sums.iter_mut().zip(&row[width - s.d_out..]) {
+                *t += v as f64;
+            }
+        }
+        let sq = if n_local > 0 {
+            row_sums.iter().map(|t| t * t).sum::<f64>() / nl
+        } else {
+            0.0
+        };
+        sums.extend_from_slice(&[
+            stats.loss * nl,
+            stats.mse_loss * nl,
+            stats.sparsity_loss * nl,
+            stats.aux_loss * nl,
+            stats.l0 * nl,
+            stats.sse,
+            stats.sst + sq,
+            0.0,
+        ]);
+        sums.extend_from_slice(&row_sums);
     }
-    sums[..7].copy_from_slice(&[
-        stats.loss * nl,
-        stats.mse_loss * nl,
-        stats.sparsity_loss * nl,
-        stats.aux_loss * nl,
-        stats.l0 * nl,
-        stats.sse,
-        stats.sst + sq,
-    ]);
     comm.sum_f64(&mut sums)?;
-    let ng = n_global as f64;
-    let total_sq = sums[8..].iter().map(|s| s * s).sum::<f64>() / ng;
-    stats.loss = sums[0] / ng;
-    stats.mse_loss = sums[1] / ng;
-    stats.sparsity_loss = sums[2] / ng;
-    stats.aux_loss = sums[3] / ng;
-    stats.l0 = sums[4] / ng;
-    stats.sse = sums[5];
-    stats.sst = (sums[6] - total_sq).max(0.0);
-    stats.n_rows = n_global;
-    let mut m = [stats.min_active];
-    comm.min_f64(&mut m)?;
-    stats.min_active = m[0];
+    let mut at = 0;
+    for s in steps.iter_mut() {
+        let part = &sums[at..at + 8 + s.d_out];
+        at += 8 + s.d_out;
+        let ng = s.n_global as f64;
+        let total_sq = part[8..].iter().map(|t| t * t).sum::<f64>() / ng;
+        let stats = &mut *s.stats;
+        stats.loss = part[0] / ng;
+        stats.mse_loss = part[1] / ng;
+        stats.sparsity_loss = part[2] / ng;
+        stats.aux_loss = part[3] / ng;
+        stats.l0 = part[4] / ng;
+        stats.sse = part[5];
+        stats.sst = (part[6] - total_sq).max(0.0);
+        stats.n_rows = s.n_global;
+    }
+    let mut mins: Vec<f64> = steps.iter().map(|s| s.stats.min_active).collect();
+    comm.min_f64(&mut mins)?;
+    for (s, m) in steps.iter_mut().zip(mins) {
+        s.stats.min_active = m;
+    }
+    let mut fired: Vec<u64> = steps.iter().flat_map(|s| s.fired.iter().copied()).collect();
+    comm.sum_u64(&mut fired)?;
+    let mut at = 0;
+    for s in steps.iter_mut() {
+        let len = s.fired.len();
+        s.fired.copy_from_slice(&fired[at..at + len]);
+        at += len;
+    }
     Ok(())
 }
 

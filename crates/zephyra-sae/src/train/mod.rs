@@ -6,12 +6,14 @@
 //! (renormalise decoders, refresh thresholds), update the batchtopk threshold estimate, update the
 //! tokens-since-fired counters (the dead mask feeds AuxK and relu-unit resampling), metrics, checkpoint.
 //! Data-parallel runs ([`Collective`]) split each global batch across ranks and sum the gradients.
+//! Several dictionaries from one forward pass step together in a [`MultiTrainer`] ([`MultiSession`]).
 
 mod batch;
 pub mod collective;
 pub mod config;
 pub mod cursor;
 pub mod eval;
+pub mod multi;
 pub mod resume;
 pub mod session;
 pub mod source;
@@ -24,6 +26,7 @@ pub use collective::{Collective, SingleProcess};
 pub use config::{BDecInit, NonFinitePolicy, TrainConfig};
 pub use cursor::Cursor;
 pub use eval::{evaluate, EvalStats};
+pub use multi::{Member, MultiSession, MultiTrainer};
 pub use resume::{check_resume, DataOptions, Difference};
 pub use session::TrainSession;
 pub use source::{ActivationSource, MemorySource};

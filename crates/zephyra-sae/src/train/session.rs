@@ -17,7 +17,7 @@ pub struct TrainSession {
     trainer: Trainer,
 }
 
-fn pool(threads: usize) -> Result<rayon::ThreadPool, SaeError> {
+pub(crate) fn pool(threads: usize) -> Result<rayon::ThreadPool, SaeError> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

@@ -3,26 +3,26 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 mod state;
+mod step;
 mod window;
 
 pub use state::{RngState, StateMeta, STATE_FORMAT};
+pub(crate) use step::Clock;
 use window::Window;
 
 use super::batch::fill_batch;
-use super::collective::{check_world, reduce_step, rows_of, Collective, SingleProcess};
+use super::collective::{check_world, reduce_steps, rows_of, Collective, SingleProcess};
 use super::config::{BDecInit, TrainConfig};
 use super::source::ActivationSource;
 use crate::checkpoint::STATE_FILE;
 use crate::metrics::MetricsWriter;
-use crate::optim::{clip_global_norm, global_norm, Adam};
-use crate::schedule::sparsity_at;
-use crate::{init, Architecture, Gradients, Sae, SaeError, StepConfig, Workspace};
+use crate::optim::Adam;
+use crate::{init, Gradients, Sae, SaeError, Workspace};
 
 /// File name of the metrics log inside a run directory.
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -263,184 +263,36 @@ impl Trainer {
         source: &mut dyn ActivationSource,
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<RunOutcome, SaeError> {
-        let total_steps = self.cfg.total_steps();
-        let sched = self.cfg.lr_schedule();
-        let width = self.cfg.sae.row_width();
-        let started = Instant::now();
-        let start_tokens = self.tokens;
-        let mut window_start = (Instant::now(), self.tokens);
+        let mut clock = Clock::start(self.tokens);
         let mut finished = true;
-        while self.step < total_steps {
-            let (n, skipped) = fill_batch(
-                source,
-                &mut self.batch,
-                width,
-                self.cfg.non_finite,
-                self.tokens + self.skipped_rows,
-            )?;
-            self.skipped_rows += skipped;
-            let world = self.comm.world_size();
-            if n < world.max(1) {
-                tracing::warn!(
-                    step = self.step,
-                    rows = n,
-                    "the activation source ran out before the last step"
-                );
+        while self.step < self.cfg.total_steps() {
+            let Some(mut begun) = self.begin_step(source)? else {
                 finished = false;
                 break;
-            }
-            if self.scale != 1.0 {
-                let s = self.scale;
-                self.batch[..n * width].iter_mut().for_each(|v| *v *= s);
-            }
-            // This rank's rows of the global batch (all of it in one process).
-            let rows = rows_of(self.comm.rank(), world, n);
-            let n_local = rows.len();
-            let x = &mut self.batch[rows.start * width..rows.end * width];
-            let lr = sched.lr_at(self.step);
-            let coeff = sparsity_at(
-                self.cfg.sparsity_coeff as f32,
-                self.cfg.sparsity_warmup_steps,
-                self.step,
-            ) as f64;
-            let any_dead = self.dead.iter().any(|&d| d);
-            let step_cfg = StepConfig {
-                sparsity_coeff: coeff,
-                dead: if any_dead { Some(&self.dead) } else { None },
-                k_aux: self.cfg.k_aux,
-                aux_coeff: self.cfg.aux_coeff,
-                bandwidth: self.cfg.bandwidth,
-                ..StepConfig::default()
             };
-            let mut stats =
-                self.sae
-                    .forward_backward(x, n_local, &step_cfg, &mut self.ws, &mut self.grads)?;
-            if world > 1 {
-                reduce_step(
-                    self.comm.as_ref(),
-                    &self.batch[rows.start * width..rows.end * width],
-                    width,
-                    self.cfg.sae.d_out(),
-                    n,
-                    &mut stats,
-                    &mut self.grads,
-                )?;
-            }
-            // Fire counts over the global batch (the dead mask must agree on every rank).
-            let mut fired: Vec<u64> = self.ws.fire_counts().iter().map(|&c| c as u64).collect();
-            self.comm.sum_u64(&mut fired)?;
-            if !stats.loss.is_finite() {
-                return Err(SaeError::Training(format!(
-                    "the loss became {} at step {}; lower --lr (now {}) and resume from the last checkpoint \
-                     or start again (no non-finite weights were saved)",
-                    stats.loss, self.step, self.cfg.lr
-                )));
-            }
-            self.sae.project_decoder_grad(&mut self.grads);
-            let grad_norm = match self.cfg.max_grad_norm {
-                Some(max) => {
-                    let mut gs: Vec<&mut [f32]> = self
-                        .grads
-                        .slices_mut()
-                        .into_iter()
-                        .map(|p| p.value)
-                        .collect();
-                    clip_global_norm(&mut gs, max)
-                }
-                None => global_norm(
-                    &self
-                        .grads
-                        .slices()
-                        .into_iter()
-                        .map(|(_, g)| g)
-                        .collect::<Vec<_>>(),
-                ),
-            };
-            self.adam.begin_step();
-            for (i, (p, (_, g))) in self
-                .sae
-                .params_mut()
-                .into_iter()
-                .zip(self.grads.slices())
-                .enumerate()
+            let comm = self.take_collective();
+            let reduced = reduce_steps(comm.as_ref(), &mut [self.reduction(&mut begun)]);
+            self.put_collective(comm);
+            reduced?;
+            if self
+                .finish_step(begun, source, &mut clock, progress)?
+                .is_break()
             {
-                self.adam.update(i, p.value, g, lr)?;
-            }
-            self.sae.post_step();
-            self.sae
-                .update_batchtopk_threshold(stats.min_active, self.cfg.threshold_rate);
-
-            for ((t, &c), d) in self
-                .tokens_since_fired
-                .iter_mut()
-                .zip(&fired)
-                .zip(self.dead.iter_mut())
-            {
-                *t = if c > 0 { 0 } else { *t + n as u64 };
-                *d = *t >= self.cfg.dead_after_tokens;
-            }
-            self.step += 1;
-            self.tokens += n as u64;
-            if self.cfg.sae.architecture == Architecture::ReluUnit
-                && self.cfg.resample_every_steps > 0
-                && self.step % self.cfg.resample_every_steps == 0
-                && self.step < total_steps
-            {
-                self.resample(n, rows.start)?;
-            }
-
-            self.window.add(&stats, grad_norm);
-            let fve = 1.0 - stats.sse / stats.sst.max(f64::MIN_POSITIVE);
-            let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-            let p = Progress {
-                step: self.step,
-                total_steps,
-                tokens: self.tokens,
-                loss: stats.loss,
-                l0: stats.l0,
-                fve,
-                dead_fraction: self.dead_fraction(),
-                lr: lr as f64,
-                tokens_per_s: (self.tokens - start_tokens) as f64 / elapsed,
-            };
-            if self.step % self.cfg.metrics_every_steps == 0 || self.step == total_steps {
-                let secs = window_start.0.elapsed().as_secs_f64().max(1e-9);
-                let rec = self.window.record(
-                    self,
-                    lr as f64,
-                    coeff,
-                    (self.tokens - window_start.1) as f64 / secs,
-                );
-                if let Some(m) = self.metrics.as_mut() {
-                    m.write(&rec)?;
-                }
-                self.window = Window::default();
-                window_start = (Instant::now(), self.tokens);
-            }
-            let every = self.cfg.checkpoint_every_tokens;
-            if every > 0
-                && self.step < total_steps
-                && (self.tokens - n as u64) / every != self.tokens / every
-            {
-                self.checkpoint(source.cursor())?;
-            }
-            if progress(&p).is_break() {
-                return Ok(self.outcome(false, start_tokens, started));
+                return Ok(self.outcome(false, &clock));
             }
         }
         self.checkpoint(source.cursor())?;
-        Ok(self.outcome(finished, start_tokens, started))
+        Ok(self.outcome(finished, &clock))
     }
 
-    fn outcome(&self, finished: bool, start_tokens: u64, started: Instant) -> RunOutcome {
+    pub(crate) fn outcome(&self, finished: bool, clock: &Clock) -> RunOutcome {
         RunOutcome {
             finished,
             steps: self.step,
             tokens: self.tokens,
             skipped_rows: self.skipped_rows,
             dead_fraction: self.dead_fraction(),
-            tokens_per_s: (self.tokens - start_tokens) as f64
-                / started.elapsed().as_secs_f64().max(1e-9),
+            tokens_per_s: clock.rate(self.tokens),
         }
     }
 

@@ -273,7 +273,7 @@ impl Trainer {
     }
 
     /// Writes the training state and the SAELens files (for raw activations) into the run directory.
-    pub(super) fn checkpoint(&self, cursor: crate::train::Cursor) -> Result<(), SaeError> {
+    pub(crate) fn checkpoint(&self, cursor: crate::train::Cursor) -> Result<(), SaeError> {
         let Some(dir) = &self.out_dir else {
             return Ok(());
         };

@@ -64,6 +64,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Convert an SAE between the SAELens layout and Gemma Scope (`--from gemma-scope`, `--to gemma-scope`).
     Convert(cmd::convert::Args),
+    /// Write synthetic activations with known true features (SynthSAEBench design) as an activation store.
+    Synth(cmd::synth::Args),
 }
 
 impl Command {
@@ -88,6 +90,7 @@ impl Command {
             Command::Demo(_) => "demo",
             Command::Bench(_) => "bench",
             Command::Convert(_) => "convert",
+            Command::Synth(_) => "synth",
         }
     }
 }
@@ -135,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => cmd::demo::run(args, &global),
         Command::Bench(args) => cmd::bench::run(args, &global),
         Command::Convert(args) => cmd::convert::run(args, &global),
+        Command::Synth(args) => cmd::synth::run(args, &global),
     }
 }
 

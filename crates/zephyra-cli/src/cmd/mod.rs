@@ -6,6 +6,7 @@ pub mod convert;
 pub mod demo;
 pub mod encode;
 pub mod eval;
+pub mod eval_synth;
 pub mod explain;
 pub mod features;
 pub mod fetch_model;
@@ -17,6 +18,7 @@ pub mod run;
 pub mod serve;
 pub mod source;
 pub mod steer;
+pub mod synth;
 pub mod tokenize;
 pub mod train;
 

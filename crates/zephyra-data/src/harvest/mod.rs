@@ -39,7 +39,7 @@ mod resume;
 mod stream;
 mod threads;
 
-use resume::prepare_store;
+pub(crate) use resume::prepare_store;
 use threads::{writer_thread, RawShard, ShardProducer};
 
 pub use crate::store::{shards_per_window, store_dirs};

@@ -14,6 +14,7 @@
 //! output does not depend on threads or chunking. [`TRAIN_STREAM`] makes the training rows,
 //! [`EVAL_STREAM`] held-out rows.
 
+pub mod files;
 pub mod hierarchy;
 pub mod random;
 

@@ -13,9 +13,35 @@ fn score(sae: &Sae, truth: &SynthModel, blocks: u64) -> GroundTruthFigures {
     evaluate_synth(sae, truth, blocks, &mut |_| {}).unwrap()
 }
 
+/// Trains a 64-latent SAE of `arch` on 24 blocks of `truth` for 3,000 steps of 256 rows.
+fn train_orthogonal(truth: &SynthModel, arch: Architecture, sparsity_coeff: f64, seed: u64) -> Sae {
+    let rows: Vec<f32> = (0..24)
+        .flat_map(|b| truth.block(TRAIN_STREAM, b).acts)
+        .collect();
+    let sae_cfg = SaeConfig::new(64, 64, arch).unwrap();
+    let mut cfg = TrainConfig::for_sae(sae_cfg, 256, 256 * 3000);
+    cfg.lr = 1e-3;
+    cfg.sparsity_coeff = sparsity_coeff;
+    cfg.seed = seed;
+    cfg.threads = 1;
+    // Only `relu_unit` resamples; every 500 steps gives it five chances in the run.
+    cfg.resample_every_steps = 500;
+    let mut src = MemorySource::new(rows, 64, true).unwrap();
+    let mut t = Trainer::new(cfg, &mut src, None).unwrap();
+    assert!(
+        t.run(&mut src, &mut |_| ControlFlow::Continue(()))
+            .unwrap()
+            .finished
+    );
+    t.inference_sae()
+}
+
 #[test]
 fn an_sae_trained_on_orthogonal_features_finds_them() {
     // 64 orthonormal features in 64 dimensions: no superposition, so the truth is learnable exactly.
+    // True L0 is about 1.6. A ReLU SAE with exactly 64 latents and a moderate L1 (0.5) lands on L0 1.60
+    // and MCC 1.000 on every seed tried; a TopK/BatchTopK dictionary with k = 2 > L0 stayed near 0.98
+    // (duplicated latents, extra firings) in this budget, so it is not the one this test pins.
     let truth = SynthModel::new(SynthConfig {
         n_features: 64,
         d: 64,
@@ -26,24 +52,27 @@ fn an_sae_trained_on_orthogonal_features_finds_them() {
         ..SynthConfig::default()
     })
     .unwrap();
-    let rows: Vec<f32> = (0..24)
-        .flat_map(|b| truth.block(TRAIN_STREAM, b).acts)
-        .collect();
-    let sae_cfg = SaeConfig::new(64, 64, Architecture::TopK { k: 4 }).unwrap();
-    let mut cfg = TrainConfig::for_sae(sae_cfg, 256, 256 * 1500);
-    cfg.lr = 3e-3;
-    cfg.threads = 1;
-    let mut src = MemorySource::new(rows, 64, true).unwrap();
-    let mut t = Trainer::new(cfg, &mut src, None).unwrap();
-    assert!(
-        t.run(&mut src, &mut |_| ControlFlow::Continue(()))
-            .unwrap()
-            .finished
+    for seed in 0..3 {
+        let f = score(
+            &train_orthogonal(&truth, Architecture::Relu, 0.5, seed),
+            &truth,
+            4,
+        );
+        assert!(f.mcc > 0.99, "seed {seed}: {f:?}");
+        assert!(f.recall > 0.9 && f.precision > 0.9, "seed {seed}: {f:?}");
+        assert!((f.uniqueness - 1.0).abs() < 1e-12, "seed {seed}: {f:?}");
+        assert!((f.l0 - f.true_l0).abs() < 0.1, "seed {seed}: {f:?}");
+    }
+    // A second architecture: unit-norm decoder with plain L1 and dead-latent resampling.
+    let f = score(
+        &train_orthogonal(&truth, Architecture::ReluUnit, 1.0, 0),
+        &truth,
+        4,
     );
-    let f = score(&t.inference_sae(), &truth, 4);
-    assert!(f.mcc > 0.99, "{f:?}");
-    assert!(f.recall > 0.9 && f.precision > 0.9, "{f:?}");
-    assert!((f.uniqueness - 1.0).abs() < 1e-12, "{f:?}");
+    assert!(
+        f.mcc > 0.99 && f.recall > 0.9 && f.precision > 0.9,
+        "relu_unit: {f:?}"
+    );
 }
 
 /// A dictionary of `m` Gaussian (isotropic) rows.

@@ -27,7 +27,7 @@ use zephyra_lm::{HookPoint, Llama};
 
 use crate::corpus::Corpus;
 use crate::error::{DataError, Result};
-use crate::exclude::{ExclusionCounts, ExclusionRule};
+use crate::exclude::ExclusionRule;
 use crate::pack::{TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
 use crate::store::manifest::{
     Accumulator, CorpusInfo, ExclusionInfo, Manifest, ModelInfo, Stats, TokenizerInfo, FORMAT,
@@ -315,11 +315,7 @@ fn run_harvest(
             eos_token_id: pipeline.encoder.eos_token_id(),
             vocab_size,
         },
-        exclusion: ExclusionInfo {
-            rule: cfg.rule,
-            description: cfg.rule.describe(),
-            counts: ExclusionCounts::default(),
-        },
+        exclusion: ExclusionInfo::fresh(cfg.rule),
         n_contexts: 0,
         n_rows: 0,
         stats: Stats::default(),

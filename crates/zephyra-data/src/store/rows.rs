@@ -86,11 +86,7 @@ impl RowStoreWriter {
                 eos_token_id: 0,
                 vocab_size: 1,
             },
-            exclusion: ExclusionInfo {
-                rule,
-                description: rule.describe(),
-                counts: ExclusionCounts::default(),
-            },
+            exclusion: ExclusionInfo::fresh(rule),
             n_contexts: 0,
             n_rows: 0,
             stats: Stats::default(),

@@ -13,6 +13,7 @@
 //! | [`eval_data`] | the held-out tail of the training corpus | [`eval_data::held_out_tail`] |
 //! | [`provenance`] | the SAE's (and its store's) model and hook match the ones given | [`provenance::check_model`], [`provenance::check_store`] |
 //! | [`attribution`] | attribution graphs through transcoders: frozen model, edges, pruning, graph JSON | [`attribution::attribute`], [`attribution::Graph`] |
+//! | [`ground_truth`] | MCC (Hungarian), recall/precision, uniqueness, absorption against synthetic truth; multi-seed 95 % intervals | [`ground_truth::GroundTruthFigures`], [`ground_truth::Interval`] |
 //! | [`error`] | the crate's error enum | [`AnalysisError`] |
 //!
 //! ```
@@ -32,6 +33,7 @@ pub mod eval_data;
 pub mod explain;
 pub mod features;
 mod file_io;
+pub mod ground_truth;
 pub mod plot;
 pub mod provenance;
 pub mod recon;

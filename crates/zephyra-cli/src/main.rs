@@ -66,6 +66,8 @@ enum Command {
     Attribute(cmd::attribute::Args),
     /// Convert an SAE between the SAELens layout and Gemma Scope (`--from gemma-scope`, `--to gemma-scope`).
     Convert(cmd::convert::Args),
+    /// Write synthetic activations with known true features (SynthSAEBench design) as an activation store.
+    Synth(cmd::synth::Args),
 }
 
 impl Command {
@@ -91,6 +93,7 @@ impl Command {
             Command::Bench(_) => "bench",
             Command::Convert(_) => "convert",
             Command::Attribute(_) => "attribute",
+            Command::Synth(_) => "synth",
         }
     }
 }
@@ -139,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => cmd::bench::run(args, &global),
         Command::Convert(args) => cmd::convert::run(args, &global),
         Command::Attribute(args) => cmd::attribute::run(args, &global),
+        Command::Synth(args) => cmd::synth::run(args, &global),
     }
 }
 

@@ -19,6 +19,7 @@
 //! | [`npy`] | float32 `.npy` files: checked header parser, writer, memory-mapped source | [`npy::NpyFile`], [`npy::NpySource`] |
 //! | [`saelens`] | `cfg.json` + `sae_weights.safetensors` save/load (SAELens 6 layout) | [`saelens::save`], [`saelens::load`] |
 //! | [`gemma_scope`] | Gemma Scope `params.safetensors` (+ `config.json`) read/write | [`gemma_scope::read`], [`gemma_scope::write`] |
+//! | [`synth`] | synthetic activations with known true features (SynthSAEBench design): directions, Zipfian firing, hierarchy, correlation, noise | [`synth::SynthModel`], [`synth::SynthConfig`] |
 //! | [`by_hand`] | the seed article's worksheet, computed with the trainer's code | [`by_hand::Worksheet`] |
 //! | [`error`] | the crate's error type: one variant per kind, causes kept as sources | [`SaeError`], [`Result`] |
 //!
@@ -49,6 +50,7 @@ pub mod optim;
 pub mod sae;
 pub mod saelens;
 pub mod schedule;
+pub mod synth;
 pub mod train;
 pub mod transcoder;
 

@@ -62,6 +62,8 @@ pub struct Args {
     stray: Option<String>,
     #[command(flatten)]
     old_batch: OldBatchContexts,
+    #[command(flatten)]
+    pub synth: super::eval_synth::SynthArgs,
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
@@ -85,6 +87,10 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         bail!("give the SAE to evaluate with --sae DIR (or a directory of transcoders with --transcoders DIR)");
     }
     let sae_dir = &args.stack.sae;
+    if let Some(dir) = &args.synth.synth {
+        let out = args.out.as_deref();
+        return super::eval_synth::run(sae_dir, &args.synth, dir, out, args.json, global);
+    }
     let sae = args.stack.load_sae()?;
     let meta = &sae.cfg.metadata;
     let hook = args.stack.hook_of(&sae)?;

@@ -30,7 +30,7 @@ use zephyra_lm::{HookPoint, Llama, Precision};
 
 use crate::corpus::Corpus;
 use crate::error::{DataError, Result};
-use crate::exclude::{ExclusionCounts, ExclusionRule};
+use crate::exclude::ExclusionRule;
 use crate::pack::{TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
 use crate::store::manifest::{
     Accumulator, CorpusInfo, ExclusionInfo, Manifest, ModelInfo, Stats, TokenizerInfo, FORMAT,
@@ -43,7 +43,7 @@ mod rows;
 mod stream;
 mod threads;
 
-use resume::prepare_store;
+pub(crate) use resume::prepare_store;
 use threads::writer_thread;
 
 pub use crate::store::{shards_per_window, store_dirs};
@@ -330,11 +330,7 @@ fn run_harvest(
             vocab_size,
             context_prefix: pipeline.encoder.context_prefix(),
         },
-        exclusion: ExclusionInfo {
-            rule: cfg.rule,
-            description: cfg.rule.describe(),
-            counts: ExclusionCounts::default(),
-        },
+        exclusion: ExclusionInfo::fresh(cfg.rule),
         n_contexts: 0,
         n_rows: 0,
         stats: Stats::default(),

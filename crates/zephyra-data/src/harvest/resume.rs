@@ -50,7 +50,7 @@ impl Before {
 }
 
 /// Creates `dir` with a fresh manifest, or reopens an interrupted store made with the same settings.
-pub(super) fn prepare_store(dir: &Path, fresh: Manifest) -> Result<Manifest> {
+pub(crate) fn prepare_store(dir: &Path, fresh: Manifest) -> Result<Manifest> {
     if dir.join(MANIFEST_FILE).exists() {
         let store = ActivationStore::open_partial(dir)?;
         let m = store.manifest().clone();

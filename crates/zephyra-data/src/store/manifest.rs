@@ -138,6 +138,17 @@ pub struct ExclusionInfo {
     pub counts: ExclusionCounts,
 }
 
+impl ExclusionInfo {
+    /// A store's `rule` before any row was dropped.
+    pub fn fresh(rule: ExclusionRule) -> Self {
+        Self {
+            rule,
+            description: rule.describe(),
+            counts: ExclusionCounts::default(),
+        }
+    }
+}
+
 /// Summary statistics of the kept rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Stats {

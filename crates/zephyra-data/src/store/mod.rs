@@ -17,6 +17,7 @@
 pub mod manifest;
 pub mod merge;
 pub mod reader;
+pub mod rows;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use safetensors::tensor::{Dtype, TensorView};
 pub use manifest::{Manifest, ShardInfo, StoreDtype};
 pub use merge::{merge_rank_stores, MergedStores};
 pub use reader::{shards_per_window, ReaderCursor, ShuffleReader, WindowFeed};
+pub use rows::{RowSource, RowStoreWriter};
 
 use crate::error::{DataError, Result};
 

@@ -49,7 +49,7 @@ pub mod saelens;
 pub mod schedule;
 pub mod train;
 
-pub use arch::{Workspace, WorkspaceOf};
+pub use arch::{MatryoshkaWidths, Workspace, WorkspaceOf};
 pub use error::{Result, SaeError};
 pub use sae::{
     Architecture, Gradients, GradientsOf, Param, Reduction, Sae, SaeConfig, SaeMetadata, SaeOf,

@@ -36,6 +36,15 @@ pub enum Architecture {
     JumpRelu,
     /// Gated SAE (Rajamanoharan et al. 2024): gate and magnitude paths sharing `W_enc`.
     Gated,
+    /// Matryoshka BatchTopK (Bussmann et al. 2025; Nabeshima 2024): BatchTopK over the whole dictionary,
+    /// the reconstruction loss summed over the nested prefixes `0..w_j`; inference as batchtopk.
+    #[serde(rename = "matryoshka")]
+    Matryoshka {
+        /// Mean active latents per row.
+        k: usize,
+        /// Cumulative prefix widths, the last = `d_sae`.
+        groups: crate::arch::MatryoshkaWidths,
+    },
 }
 
 impl Architecture {
@@ -48,6 +57,7 @@ impl Architecture {
             Self::BatchTopK { .. } => "batchtopk",
             Self::JumpRelu => "jumprelu",
             Self::Gated => "gated",
+            Self::Matryoshka { .. } => "matryoshka",
         }
     }
 
@@ -56,14 +66,14 @@ impl Architecture {
     pub fn unit_norm_decoder(&self) -> bool {
         matches!(
             self,
-            Self::ReluUnit | Self::TopK { .. } | Self::BatchTopK { .. }
+            Self::ReluUnit | Self::TopK { .. } | Self::BatchTopK { .. } | Self::Matryoshka { .. }
         )
     }
 
     /// `k` for TopK / BatchTopK.
     pub fn k(&self) -> Option<usize> {
         match self {
-            Self::TopK { k } | Self::BatchTopK { k } => Some(*k),
+            Self::TopK { k } | Self::BatchTopK { k } | Self::Matryoshka { k, .. } => Some(*k),
             _ => None,
         }
     }
@@ -71,9 +81,12 @@ impl Architecture {
 
 impl std::fmt::Display for Architecture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.k() {
-            Some(k) => write!(f, "{}(k={k})", self.name()),
-            None => f.write_str(self.name()),
+        match (self.k(), self) {
+            (Some(k), Self::Matryoshka { groups, .. }) => {
+                write!(f, "{}(k={k}, groups={groups})", self.name())
+            }
+            (Some(k), _) => write!(f, "{}(k={k})", self.name()),
+            (None, _) => f.write_str(self.name()),
         }
     }
 }
@@ -168,6 +181,9 @@ impl SaeConfig {
                 ));
             }
         }
+        if let Architecture::Matryoshka { groups, .. } = self.architecture {
+            groups.check_d_sae(self.d_sae)?;
+        }
         Ok(())
     }
 }
@@ -241,6 +257,9 @@ pub struct StepStats {
     pub min_active: f64,
     /// Whether the dense paths were used.
     pub dense: bool,
+    /// Matryoshka: `Σ_rows ‖x̂⁽ʲ⁾−x‖²` (unscaled) of each nested prefix `j`, the last = `sse`; zeros past the
+    /// last level and for the other architectures.
+    pub prefix_sse: [f64; crate::arch::MAX_LEVELS],
 }
 
 /// One named parameter tensor, mutable (for the optimizer).
@@ -370,7 +389,9 @@ impl<T: Real> SaeOf<T> {
         let gated = arch == Architecture::Gated;
         let has_threshold = matches!(
             arch,
-            Architecture::JumpRelu | Architecture::BatchTopK { .. }
+            Architecture::JumpRelu
+                | Architecture::BatchTopK { .. }
+                | Architecture::Matryoshka { .. }
         );
         Ok(Self {
             w_enc: z(d_in * d_sae),
@@ -480,8 +501,10 @@ impl<T: Real> SaeOf<T> {
     /// the smallest kept activation; the same value for every latent). No-op for other architectures or
     /// when `min_active` is not finite. The first call (threshold still 0) sets it directly.
     pub fn update_batchtopk_threshold(&mut self, min_active: f64, rate: f64) {
-        if !matches!(self.cfg.architecture, Architecture::BatchTopK { .. })
-            || !min_active.is_finite()
+        if !matches!(
+            self.cfg.architecture,
+            Architecture::BatchTopK { .. } | Architecture::Matryoshka { .. }
+        ) || !min_active.is_finite()
         {
             return;
         }

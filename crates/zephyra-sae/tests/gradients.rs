@@ -127,7 +127,7 @@ fn naive_codes(sae: &S64, x: &[f64], n: usize) -> (Vec<Vec<f64>>, Vec<bool>) {
                 }
             }
         }
-        Architecture::BatchTopK { k } => {
+        Architecture::BatchTopK { k } | Architecture::Matryoshka { k, .. } => {
             let flat: Vec<f64> = zs.iter().flatten().map(|v| v.max(0.0)).collect();
             for p in top_indices(&flat, k * n) {
                 codes[p / d_sae][p % d_sae] = flat[p];
@@ -196,12 +196,24 @@ fn naive_loss(sae: &S64, x: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
                 let via_gate = decode_row(c.frozen, &gate, true);
                 loss += c.s * sq_dist(&via_gate, xr);
             }
+            Architecture::Matryoshka { groups, .. } => {
+                // Every inner prefix decodes with its own latents (and b_dec).
+                for &w in &groups.as_slice()[..groups.levels() - 1] {
+                    let mut f = codes[r].clone();
+                    f[w as usize..].iter_mut().for_each(|v| *v = 0.0);
+                    loss += c.s * sq_dist(&decode_row(sae, &f, true), xr);
+                }
+            }
             Architecture::TopK { .. } | Architecture::BatchTopK { .. } => {}
         }
     }
     // AuxK with the residual frozen at the reference point.
-    if let (Architecture::TopK { .. } | Architecture::BatchTopK { .. }, Some(dead)) =
-        (sae.cfg.architecture, c.dead)
+    if let (
+        Architecture::TopK { .. }
+        | Architecture::BatchTopK { .. }
+        | Architecture::Matryoshka { .. },
+        Some(dead),
+    ) = (sae.cfg.architecture, c.dead)
     {
         let n_dead = dead.iter().filter(|&&d| d).count();
         if n_dead > 0 {
@@ -374,6 +386,45 @@ fn batchtopk_with_auxk() {
     );
 }
 
+fn matryoshka(k: usize, widths: &[usize]) -> Architecture {
+    Architecture::Matryoshka {
+        k,
+        groups: zephyra_sae::MatryoshkaWidths::new(widths).unwrap(),
+    }
+}
+
+#[test]
+fn matryoshka_nested_prefix_losses_with_auxk() {
+    // Three levels, two levels, and a single level (which is plain batchtopk).
+    for (seed, widths) in [(4, &[3, 7, 12][..]), (8, &[5, 12][..]), (4, &[12][..])] {
+        let arch = matryoshka(2, widths);
+        check(arch, seed, StepConfig::default());
+        let dead: Vec<bool> = (0..D_SAE).map(|i| i % 3 == 0).collect();
+        check(
+            arch,
+            seed,
+            StepConfig {
+                dead: Some(&dead),
+                k_aux: Some(3),
+                reduction: Reduction::Sum,
+                ..StepConfig::default()
+            },
+        );
+    }
+    // One level reduces to batchtopk exactly.
+    let step = StepConfig::default();
+    let (one, x) = random_sae(matryoshka(2, &[12]), 4);
+    let (bt, _) = random_sae(Architecture::BatchTopK { k: 2 }, 4);
+    let (mut g1, mut g2) = (GradientsOf::zeros_like(&one), GradientsOf::zeros_like(&bt));
+    let s1 = one
+        .forward_backward(&x, N, &step, &mut WorkspaceOf::default(), &mut g1)
+        .unwrap();
+    let s2 = bt
+        .forward_backward(&x, N, &step, &mut WorkspaceOf::default(), &mut g2)
+        .unwrap();
+    assert_eq!((s1.loss, g1.w_dec), (s2.loss, g2.w_dec));
+}
+
 #[test]
 fn gated_with_gate_l1_and_aux_reconstruction() {
     check(
@@ -474,6 +525,7 @@ fn f32_matches_f64_on_larger_batches() {
         Architecture::BatchTopK { k: 9 },
         Architecture::JumpRelu,
         Architecture::Gated,
+        matryoshka(9, &[10, 40, 130]),
     ];
     let dead: Vec<bool> = (0..d_sae).map(|i| i % 4 == 1).collect();
     for arch in archs {

@@ -193,7 +193,9 @@ impl TrainArgs {
                 }
                 Ok(self.l0_coeff)
             }
-            Architecture::TopK { .. } | Architecture::BatchTopK { .. } => {
+            Architecture::TopK { .. }
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. } => {
                 if self.l1.is_some() || self.l0_coeff.is_some() {
                     bail!("{name} has no sparsity coefficient (--k sets its sparsity): drop --l1/--l0-coeff");
                 }
@@ -212,16 +214,28 @@ impl TrainArgs {
     /// comparison ([`zephyra_sae::train::check_resume`]) names each one that differs.
     pub fn apply_shape(&self, cfg: &mut TrainConfig) {
         let arch = cfg.sae.architecture;
+        if let Some(e) = self.arch.expansion {
+            cfg.sae.d_sae = e.saturating_mul(cfg.sae.d_in);
+        }
         if let Some(a) = self.arch.arch {
-            cfg.sae.architecture = a.with_k(self.arch.k.or(arch.k()).unwrap_or(32));
+            cfg.sae.architecture = a.with_k(self.arch.k.or(arch.k()).unwrap_or(32), cfg.sae.d_sae);
+            // Still matryoshka: the saved groups unless --groups is given (below).
+            if let (Architecture::Matryoshka { groups, .. }, Architecture::Matryoshka { k, .. }) =
+                (arch, cfg.sae.architecture)
+            {
+                cfg.sae.architecture = Architecture::Matryoshka { k, groups };
+            }
         } else if let (Some(k), Some(_)) = (self.arch.k, arch.k()) {
             cfg.sae.architecture = match arch {
                 Architecture::BatchTopK { .. } => Architecture::BatchTopK { k },
+                Architecture::Matryoshka { groups, .. } => Architecture::Matryoshka { k, groups },
                 _ => Architecture::TopK { k },
             };
         }
-        if let Some(e) = self.arch.expansion {
-            cfg.sae.d_sae = e.saturating_mul(cfg.sae.d_in);
+        if let (Architecture::Matryoshka { k, .. }, Some(groups)) =
+            (cfg.sae.architecture, self.arch.groups)
+        {
+            cfg.sae.architecture = Architecture::Matryoshka { k, groups };
         }
         if let Some(b) = self.batch {
             cfg.batch_size = b;

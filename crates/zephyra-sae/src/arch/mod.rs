@@ -10,6 +10,8 @@
 //! - `batchtopk`: Bussmann, Leask & Nanda 2024, "BatchTopK Sparse Autoencoders".
 //! - `jumprelu`: Rajamanoharan et al. 2024, "Jumping Ahead: Improving Reconstruction Fidelity with JumpReLU
 //!   Sparse Autoencoders" (rectangle-kernel straight-through estimators, L0 penalty).
+//! - `matryoshka`: Bussmann, Nabeshima, Karvonen & Nanda 2025, "Learning Multi-Level Features with
+//!   Matryoshka Sparse Autoencoders" (BatchTopK codes, reconstruction loss summed over nested prefixes).
 //! - `gated`: Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated Sparse Autoencoders"
 //!   (with SAELens' parameter names and its decoder-norm-weighted gate L1).
 //!
@@ -25,12 +27,14 @@ mod gated;
 #[allow(clippy::needless_range_loop)]
 mod hooks;
 mod infer;
+mod widths;
 
 use crate::kernels::{Codes, Real};
 use crate::sae::{Architecture, GradientsOf, SaeOf, StepConfig, StepStats};
 use crate::{Result, SaeError};
 
 pub use hooks::zero_latent;
+pub use widths::{MatryoshkaWidths, MAX_LEVELS};
 
 /// Buffers reused across steps (no allocation once warm). Sized by the first call; a later batch with
 /// more rows grows them.
@@ -52,6 +56,11 @@ pub struct WorkspaceOf<T> {
     pub(crate) band: Vec<(u32, u32, T)>,
     pub(crate) row_sq_err: Vec<T>,
     pub(crate) fire_counts: Vec<u32>,
+    // Matryoshka: one prefix's codes, and the full dictionary's x̂, D, row errors set aside meanwhile.
+    pub(crate) prefix: Codes<T>,
+    pub(crate) prefix_xhat: Vec<T>,
+    pub(crate) prefix_d: Vec<T>,
+    pub(crate) prefix_row_err: Vec<T>,
 }
 
 /// `f32` workspace.
@@ -89,7 +98,9 @@ impl<T: Real> SaeOf<T> {
         let gated = arch == Architecture::Gated;
         let has_threshold = matches!(
             arch,
-            Architecture::JumpRelu | Architecture::BatchTopK { .. }
+            Architecture::JumpRelu
+                | Architecture::BatchTopK { .. }
+                | Architecture::Matryoshka { .. }
         );
         let per_latent = |on: bool| if on { d_sae } else { 0 };
         [

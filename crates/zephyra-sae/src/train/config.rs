@@ -99,7 +99,9 @@ impl TrainConfig {
         let (lr, sparsity_coeff, resample) = match arch {
             Architecture::Relu => (5e-5, 5.0, 0),
             Architecture::ReluUnit => (1e-4, 1e-3, 1000),
-            Architecture::TopK { .. } | Architecture::BatchTopK { .. } => (5e-4, 0.0, 0),
+            Architecture::TopK { .. }
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. } => (5e-4, 0.0, 0),
             Architecture::JumpRelu => (2e-4, 1e-3, 0),
             Architecture::Gated => (1e-4, 1.0, 0),
         };

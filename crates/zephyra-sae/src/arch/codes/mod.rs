@@ -9,6 +9,7 @@
 //!   top `k_aux` dead latents' `f_aux` reconstruct `ê = f_aux W_dec`, loss `α·m·s Σ_r ‖ê_r − e_r‖²` with
 //!   `m = min(n_dead/k_aux, 1)`; its gradients flow into `W_dec`, `W_enc`, `b_enc`, `b_dec` (via `x_c`).
 //! - batchtopk: the `k·n` largest `max(z,0)` of the whole batch; AuxK as topk.
+//! - matryoshka: batchtopk's codes, the reconstruction loss summed over nested prefixes (`matryoshka.rs`).
 //! - jumprelu: `f = z·H(z − θ)`, `θ = exp(log_threshold)`, sparsity `λ s Σ H(z − θ)` (L0). Straight-through
 //!   (rectangle kernel `K(u) = 1[|u| < ½]`, bandwidth ε): `∂f/∂z = H(z−θ)`, `∂f/∂θ := −(θ/ε)K((z−θ)/ε)`,
 //!   `∂H/∂z := 0`, `∂H/∂θ := −(1/ε)K((z−θ)/ε)`, and `∂/∂log θ = θ ∂/∂θ`. So
@@ -23,8 +24,10 @@
 //! | `paths.rs` | the sparse (per-row lists) and dense (GEMM) decode + backward paths |
 //! | `topk.rs` | topk and batchtopk selection, AuxK |
 //! | `jumprelu.rs` | jumprelu's threshold band and straight-through threshold gradient |
+//! | `matryoshka.rs` | matryoshka's inner-prefix losses and gradients |
 
 mod jumprelu;
+mod matryoshka;
 mod paths;
 mod topk;
 
@@ -265,12 +268,15 @@ pub(super) fn forward_backward<T: Real>(
             Architecture::TopK { k } => {
                 select_topk(z, n_rows, d_sae, k, None, &mut ws.lists, &mut ws.codes)
             }
-            Architecture::BatchTopK { k } => {
+            Architecture::BatchTopK { k } | Architecture::Matryoshka { k, .. } => {
                 select_batchtopk(z, n_rows, d_sae, k, &mut ws.lists, &mut ws.codes)
             }
             Architecture::Gated => unreachable!("gated has its own path"),
         }
         sparse_path(sae, x, n_rows, add.as_deref(), ws, grads, &mut stats, s);
+        if let Architecture::Matryoshka { groups, .. } = arch {
+            inner_prefixes(sae, x, n_rows, groups, s, ws, grads, &mut stats);
+        }
     }
 
     // Sparsity loss and the relu decoder-norm term of dL/dW_dec.
@@ -305,15 +311,23 @@ pub(super) fn forward_backward<T: Real>(
     }
 
     // AuxK.
-    if let (Architecture::TopK { .. } | Architecture::BatchTopK { .. }, Some(dead)) =
-        (arch, step.dead)
+    if let (
+        Architecture::TopK { .. }
+        | Architecture::BatchTopK { .. }
+        | Architecture::Matryoshka { .. },
+        Some(dead),
+    ) = (arch, step.dead)
     {
         stats.aux_loss = auxk(sae, x, n_rows, step, dead, s, ws, grads);
     }
 
     // Decoder bias (after every contribution to dL/db_enc = Σ_r G_r is in).
     b_dec_grad(sae, &ws.d[..n_rows * d_in], &grads.b_enc, &mut grads.b_dec);
-    stats.mse_loss = s.to_f64() * stats.sse;
+    let recon_sse = match arch {
+        Architecture::Matryoshka { .. } => stats.prefix_sse.iter().sum(),
+        _ => stats.sse,
+    };
+    stats.mse_loss = s.to_f64() * recon_sse;
     stats.loss = stats.mse_loss + stats.sparsity_loss + stats.aux_loss;
     Ok(stats)
 }
@@ -326,6 +340,7 @@ fn count_par<T: Real>(z: &[T], pred: impl Fn(usize, T) -> bool + Sync, d_sae: us
 }
 
 use jumprelu::{collect_band, jumprelu_threshold_grad};
+use matryoshka::inner_prefixes;
 use paths::{dense_path, sparse_path};
 pub(super) use topk::select_topk;
 use topk::{auxk, select_batchtopk};

@@ -56,6 +56,10 @@ fn stopped_and_resumed_runs_match_uninterrupted_ones_bit_for_bit() {
         Architecture::TopK { k: 4 },
         Architecture::ReluUnit,
         Architecture::BatchTopK { k: 4 },
+        Architecture::Matryoshka {
+            k: 4,
+            groups: zephyra_sae::MatryoshkaWidths::new(&[6, 20, 48]).unwrap(),
+        },
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let acts = data(tmp.path());

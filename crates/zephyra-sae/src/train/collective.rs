@@ -154,6 +154,7 @@ pub(crate) fn reduce_step(
     stats.sse = sums[5];
     stats.sst = (sums[6] - total_sq).max(0.0);
     stats.n_rows = n_global;
+    comm.sum_f64(&mut stats.prefix_sse)?;
     let mut m = [stats.min_active];
     comm.min_f64(&mut m)?;
     stats.min_active = m[0];

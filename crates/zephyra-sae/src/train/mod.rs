@@ -26,5 +26,5 @@ pub use eval::{evaluate, EvalStats};
 pub use resume::{check_resume, DataOptions, Difference};
 pub use session::TrainSession;
 pub use source::{ActivationSource, MemorySource};
-pub use summary::{TrainSummary, SUMMARY_FILE};
+pub use summary::{PrefixFve, TrainSummary, SUMMARY_FILE};
 pub use trainer::{Progress, RngState, RunOutcome, StateMeta, Trainer, METRICS_FILE, STATE_FORMAT};

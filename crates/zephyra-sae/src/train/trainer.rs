@@ -87,6 +87,8 @@ pub struct Trainer {
     metrics: Option<MetricsWriter>,
     window: Window,
     comm: Box<dyn Collective + Send>,
+    /// Matryoshka: the FVE of each prefix on the last metrics line's steps.
+    pub(in crate::train) last_prefix_fve: Vec<f64>,
 }
 
 fn shapes(sae: &Sae) -> Vec<(String, usize)> {
@@ -203,6 +205,7 @@ impl Trainer {
             sae,
             cfg,
             comm,
+            last_prefix_fve: Vec::new(),
         })
     }
 
@@ -405,6 +408,7 @@ impl Trainer {
                 if let Some(m) = self.metrics.as_mut() {
                     m.write(&rec)?;
                 }
+                self.last_prefix_fve = rec.fve_prefixes;
                 self.window = Window::default();
                 window_start = (Instant::now(), self.tokens);
             }

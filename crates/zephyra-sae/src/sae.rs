@@ -218,6 +218,33 @@ pub struct StepConfig<'a> {
     /// Codes denser than this fraction of `n × d_sae` use the dense GEMM paths (relu, relu-unit, jumprelu).
     /// Default: [`crate::kernels::sparse::dense_cutover`].
     pub dense_above: f64,
+    /// JumpReLU's sparsity penalty, weighted by `sparsity_coeff` (default: L0).
+    pub jumprelu_sparsity: crate::JumpReluSparsity,
+    /// JumpReLU: coefficient λ_p of Anthropic's pre-activation loss `λ_p Σ ReLU(θ_i − z_i)‖W_dec[i]‖`
+    /// (0 = off, the default).
+    pub pre_act_coeff: f64,
+}
+
+impl StepConfig<'_> {
+    /// Checks the JumpReLU recipe's values (positive tanh scale and target L0, λ_p ≥ 0, all finite).
+    pub fn check_jumprelu(&self) -> Result<()> {
+        let (name, v) = match self.jumprelu_sparsity {
+            crate::JumpReluSparsity::Tanh { scale } => ("--tanh-scale", scale),
+            crate::JumpReluSparsity::QuadraticL0 { target } => ("--target-l0", target),
+            crate::JumpReluSparsity::L0 => ("", 1.0),
+        };
+        if !(v.is_finite() && v > 0.0) {
+            return Err(SaeError::invalid(name, v, "it must be a finite number > 0"));
+        }
+        if !(self.pre_act_coeff.is_finite() && self.pre_act_coeff >= 0.0) {
+            return Err(SaeError::invalid(
+                "--pre-act-coeff",
+                self.pre_act_coeff,
+                "it must be a finite number ≥ 0 (0 turns the loss off)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for StepConfig<'_> {
@@ -230,6 +257,8 @@ impl Default for StepConfig<'_> {
             aux_coeff: 1.0 / 32.0,
             bandwidth: 0.001,
             dense_above: crate::kernels::sparse::dense_cutover(),
+            jumprelu_sparsity: crate::JumpReluSparsity::L0,
+            pre_act_coeff: 0.0,
         }
     }
 }
@@ -245,7 +274,8 @@ pub struct StepStats {
     pub mse_loss: f64,
     /// Sparsity term (L1, decoder-norm-weighted L1, or L0), with λ applied.
     pub sparsity_loss: f64,
-    /// Auxiliary term (AuxK for topk/batchtopk, gate reconstruction for gated), with its coefficient.
+    /// Auxiliary term (AuxK for topk/batchtopk/matryoshka, gate reconstruction for gated, the
+    /// pre-activation loss for jumprelu), with its coefficient.
     pub aux_loss: f64,
     /// Mean number of active latents per row.
     pub l0: f64,

@@ -14,7 +14,8 @@
 
 use rand::{Rng, SeedableRng};
 use zephyra_sae::{
-    Architecture, GradientsOf, Reduction, SaeConfig, SaeOf, StepConfig, WorkspaceOf,
+    Architecture, GradientsOf, JumpReluSparsity, Reduction, SaeConfig, SaeOf, StepConfig,
+    WorkspaceOf,
 };
 
 type S64 = SaeOf<f64>;
@@ -52,6 +53,9 @@ struct Ctx<'a> {
     alpha: f64,
     /// Frozen copy for stop-gradient terms (AuxK residual, gated aux decoder).
     frozen: &'a S64,
+    /// JumpReLU's sparsity recipe and pre-activation coefficient.
+    sparsity: JumpReluSparsity,
+    pre_act: f64,
 }
 
 fn row_z(sae: &S64, x: &[f64], r: usize, bias: &[f64]) -> Vec<f64> {
@@ -184,7 +188,25 @@ fn naive_loss(sae: &S64, x: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
             }
             Architecture::ReluUnit => loss += c.lambda * c.s * codes[r].iter().sum::<f64>(),
             Architecture::JumpRelu => {
-                loss += c.lambda * c.s * codes[r].iter().filter(|&&v| v > 0.0).count() as f64
+                let l0 = codes[r].iter().filter(|&&v| v > 0.0).count() as f64;
+                loss += c.lambda
+                    * c.s
+                    * match c.sparsity {
+                        JumpReluSparsity::L0 => l0,
+                        JumpReluSparsity::Tanh { scale } => (0..d_sae)
+                            .map(|i| (scale * codes[r][i] * dec_norm(sae, i)).tanh())
+                            .sum(),
+                        JumpReluSparsity::QuadraticL0 { target } => {
+                            2.0 / target * (l0 - target).powi(2)
+                        }
+                    };
+                // Anthropic's pre-activation loss on the raw pre-activations.
+                let z = row_z(sae, x, r, &sae.b_enc);
+                loss += c.pre_act
+                    * c.s
+                    * (0..d_sae)
+                        .map(|i| (sae.log_threshold[i].exp() - z[i]).max(0.0) * dec_norm(sae, i))
+                        .sum::<f64>();
             }
             Architecture::Gated => {
                 let pre = row_z(sae, x, r, &[]);
@@ -282,6 +304,8 @@ fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>,
         k_aux: step.k_aux.unwrap_or(D_IN / 2),
         alpha: step.aux_coeff,
         frozen: &sae,
+        sparsity: step.jumprelu_sparsity,
+        pre_act: step.pre_act_coeff,
     };
     let (l0, pattern0) = naive_loss(&sae, &x, N, &ctx);
     assert_close(&format!("{arch}: loss"), stats.loss, l0, 1e-10);
@@ -449,68 +473,126 @@ fn gated_with_gate_l1_and_aux_reconstruction() {
 
 #[test]
 fn jumprelu_weights_and_straight_through_threshold() {
-    let bandwidth = 0.4;
     for dense_above in [1.0, 0.0] {
         let step = StepConfig {
             sparsity_coeff: 0.3,
-            bandwidth,
+            bandwidth: 0.4,
             dense_above,
             ..StepConfig::default()
         };
-        let (sae, x, grads) = check(Architecture::JumpRelu, 7, step);
-        // Surrogate for log θ, with D = 2s(x̂ − x) and θ⁰ frozen.
-        let s = 1.0 / N as f64;
-        let (codes, _) = naive_codes(&sae, &x, N);
-        let theta0: Vec<f64> = sae.log_threshold.iter().map(|l| l.exp()).collect();
-        let mut coef = vec![vec![0.0; D_SAE]; N];
-        let mut zpos = vec![vec![0.0; D_SAE]; N];
-        for r in 0..N {
-            let xhat = decode_row(&sae, &codes[r], true);
-            let d: Vec<f64> = (0..D_IN)
-                .map(|j| 2.0 * s * (xhat[j] - x[r * D_IN + j]))
-                .collect();
-            let z = row_z(&sae, &x, r, &sae.b_enc);
-            for i in 0..D_SAE {
-                let dw: f64 = (0..D_IN).map(|j| d[j] * sae.w_dec[i * D_IN + j]).sum();
-                coef[r][i] = dw * theta0[i] + 0.3 * s;
-                zpos[r][i] = z[i].max(0.0);
-            }
-        }
-        let surrogate = |log_theta: &[f64]| -> f64 {
-            let mut acc = 0.0;
-            for r in 0..N {
-                for i in 0..D_SAE {
-                    let u = (zpos[r][i] - log_theta[i].exp()) / bandwidth;
-                    acc += coef[r][i] * (u + 0.5).clamp(0.0, 1.0);
-                }
-            }
-            acc
-        };
-        let mut in_band = 0;
-        for r in 0..N {
-            for i in 0..D_SAE {
-                in_band += ((zpos[r][i] - theta0[i]).abs() < bandwidth / 2.0) as usize;
-            }
-        }
-        assert!(
-            in_band >= 5,
-            "only {in_band} entries inside the band: the check would be vacuous"
-        );
-        let h = 1e-6;
-        for i in 0..D_SAE {
-            let mut p = sae.log_threshold.clone();
-            p[i] += h;
-            let mut m = sae.log_threshold.clone();
-            m[i] -= h;
-            assert_close(
-                &format!("dlog_threshold[{i}]"),
-                grads.log_threshold[i],
-                (surrogate(&p) - surrogate(&m)) / (2.0 * h),
-                1e-6,
-            );
-        }
-        assert!(grads.log_threshold.iter().filter(|&&g| g != 0.0).count() >= 3);
+        check_jumprelu(7, step);
     }
+}
+
+/// Issue 17, part 2: Anthropic's tanh penalty with its pre-activation loss, and Gemma Scope 2's
+/// quadratic L0 penalty (also with the pre-activation loss, and dense-path requests, which these
+/// recipes turn down where they need the codes).
+#[test]
+fn jumprelu_tanh_quadratic_l0_and_pre_activation_recipes() {
+    let recipes = [
+        (JumpReluSparsity::Tanh { scale: 4.0 }, 0.0),
+        (JumpReluSparsity::Tanh { scale: 1.5 }, 0.2),
+        (JumpReluSparsity::QuadraticL0 { target: 3.0 }, 0.0),
+        (JumpReluSparsity::QuadraticL0 { target: 8.0 }, 0.1),
+        (JumpReluSparsity::L0, 0.3),
+    ];
+    for (sparsity, pre_act_coeff) in recipes {
+        for dense_above in [1.0, 0.0] {
+            let step = StepConfig {
+                sparsity_coeff: 0.3,
+                bandwidth: 0.4,
+                dense_above,
+                jumprelu_sparsity: sparsity,
+                pre_act_coeff,
+                ..StepConfig::default()
+            };
+            check_jumprelu(7, step);
+        }
+    }
+    let bad = StepConfig {
+        jumprelu_sparsity: JumpReluSparsity::QuadraticL0 { target: 0.0 },
+        ..StepConfig::default()
+    };
+    let (sae, x) = random_sae(Architecture::JumpRelu, 7);
+    let mut grads = GradientsOf::zeros_like(&sae);
+    assert!(sae
+        .forward_backward(&x, N, &bad, &mut WorkspaceOf::default(), &mut grads)
+        .is_err());
+}
+
+/// [`check`] for jumprelu, then `log_threshold` against finite differences of the documented surrogate:
+/// with `D = 2s(x̂ − x)`, θ⁰, the tanh slopes `c n_i (1 − T²)` and the quadratic row weights
+/// `(4/T)(L0_r − T)` frozen at the current point, `S(log θ) = Σ_{r,i} coef_ri R((max(z,0) − θ)/ε)` with
+/// `coef = θ⁰(D·W_dec[i] + λs·slope) + λs·w_r`, plus the pre-activation loss itself (θ enters it directly).
+fn check_jumprelu(seed: u64, step: StepConfig<'_>) {
+    let (sae, x, grads) = check(Architecture::JumpRelu, seed, step);
+    let bandwidth = step.bandwidth;
+    let s = 1.0 / N as f64;
+    let lambda_s = step.sparsity_coeff * s;
+    let (codes, _) = naive_codes(&sae, &x, N);
+    let theta0: Vec<f64> = sae.log_threshold.iter().map(|l| l.exp()).collect();
+    let mut coef = vec![vec![0.0; D_SAE]; N];
+    let mut zs = vec![vec![0.0; D_SAE]; N];
+    for r in 0..N {
+        let xhat = decode_row(&sae, &codes[r], true);
+        let d: Vec<f64> = (0..D_IN)
+            .map(|j| 2.0 * s * (xhat[j] - x[r * D_IN + j]))
+            .collect();
+        zs[r] = row_z(&sae, &x, r, &sae.b_enc);
+        let l0 = codes[r].iter().filter(|&&v| v > 0.0).count() as f64;
+        let row_weight = match step.jumprelu_sparsity {
+            JumpReluSparsity::L0 => 1.0,
+            JumpReluSparsity::Tanh { .. } => 0.0,
+            JumpReluSparsity::QuadraticL0 { target } => 4.0 / target * (l0 - target),
+        };
+        for i in 0..D_SAE {
+            let dw: f64 = (0..D_IN).map(|j| d[j] * sae.w_dec[i * D_IN + j]).sum();
+            let slope = match step.jumprelu_sparsity {
+                JumpReluSparsity::Tanh { scale } => {
+                    let t = (scale * codes[r][i] * dec_norm(&sae, i)).tanh();
+                    scale * dec_norm(&sae, i) * (1.0 - t * t)
+                }
+                _ => 0.0,
+            };
+            coef[r][i] = theta0[i] * (dw + lambda_s * slope) + lambda_s * row_weight;
+        }
+    }
+    let surrogate = |log_theta: &[f64]| -> f64 {
+        let mut acc = 0.0;
+        for r in 0..N {
+            for i in 0..D_SAE {
+                let theta = log_theta[i].exp();
+                let u = (zs[r][i].max(0.0) - theta) / bandwidth;
+                acc += coef[r][i] * (u + 0.5).clamp(0.0, 1.0);
+                acc += step.pre_act_coeff * s * (theta - zs[r][i]).max(0.0) * dec_norm(&sae, i);
+            }
+        }
+        acc
+    };
+    let mut in_band = 0;
+    for r in 0..N {
+        for i in 0..D_SAE {
+            in_band += ((zs[r][i].max(0.0) - theta0[i]).abs() < bandwidth / 2.0) as usize;
+        }
+    }
+    assert!(
+        in_band >= 5,
+        "only {in_band} entries inside the band: the check would be vacuous"
+    );
+    let h = 1e-6;
+    for i in 0..D_SAE {
+        let mut p = sae.log_threshold.clone();
+        p[i] += h;
+        let mut m = sae.log_threshold.clone();
+        m[i] -= h;
+        assert_close(
+            &format!("{}: dlog_threshold[{i}]", step.jumprelu_sparsity.name()),
+            grads.log_threshold[i],
+            (surrogate(&p) - surrogate(&m)) / (2.0 * h),
+            1e-6,
+        );
+    }
+    assert!(grads.log_threshold.iter().filter(|&&g| g != 0.0).count() >= 3);
 }
 
 /// The f32 instantiation (what the trainer runs) agrees with the f64 one on a batch big enough to take

@@ -1,8 +1,12 @@
-//! `--arch`, `--k`, `--expansion`, `--groups`: the shape of the SAE to train.
+//! `--arch`, `--k`, `--expansion`, `--groups`: the shape of the SAE to train; jumprelu's sparsity recipe
+//! (`--jumprelu-sparsity`, `--target-l0`, `--tanh-coeff`, `--tanh-scale`, `--pre-act-coeff`).
 
 use anyhow::bail;
 use clap::ValueEnum;
-use zephyra_sae::{Architecture, MatryoshkaWidths};
+use zephyra_sae::train::TrainConfig;
+use zephyra_sae::{Architecture, JumpReluSparsity, MatryoshkaWidths};
+
+use super::values;
 
 /// `--arch` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -105,5 +109,122 @@ impl ArchArgs {
     /// `--expansion` or its default.
     pub fn expansion(&self) -> usize {
         self.expansion.unwrap_or(DEFAULT_EXPANSION)
+    }
+}
+
+/// `--jumprelu-sparsity` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SparsityArg {
+    /// λ Σ H(z − θ) (Rajamanoharan et al. 2024); coefficient --l0-coeff.
+    L0,
+    /// λ Σ tanh(c·f_i‖d_i‖) with the pre-activation loss (Anthropic, Jan 2025); --tanh-coeff, --tanh-scale.
+    Tanh,
+    /// λ (2/T)(L0 − T)² per row towards --target-l0 T (Gemma Scope 2); coefficient --l0-coeff.
+    QuadraticL0,
+}
+
+/// JumpReLU's sparsity recipe and its coefficients (`zephyra train --arch jumprelu`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct JumpReluArgs {
+    /// JumpReLU's sparsity penalty [default: l0; quadratic-l0 when --target-l0 is given].
+    #[arg(long, value_enum)]
+    pub jumprelu_sparsity: Option<SparsityArg>,
+    /// Target L0 of the quadratic-l0 penalty, > 0 and ≤ d_sae.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = values::positive::<f64>)]
+    pub target_l0: Option<f64>,
+    /// Coefficient λ of the tanh penalty, ≥ 0 [default: 1].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
+    pub tanh_coeff: Option<f64>,
+    /// Scale c inside the tanh penalty, > 0 [default: 4].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::positive::<f64>)]
+    pub tanh_scale: Option<f64>,
+    /// Coefficient λ_p of the pre-activation loss λ_p Σ ReLU(θ_i − z_i)‖d_i‖, ≥ 0; 0 = off [default: 3e-6
+    /// with tanh, else 0].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
+    pub pre_act_coeff: Option<f64>,
+}
+
+impl JumpReluArgs {
+    fn given(&self) -> bool {
+        self.jumprelu_sparsity.is_some()
+            || self.target_l0.is_some()
+            || self.tanh_coeff.is_some()
+            || self.tanh_scale.is_some()
+            || self.pre_act_coeff.is_some()
+    }
+
+    /// Sets the recipe of `cfg` (with its default coefficients when it changes) and `--tanh-coeff`,
+    /// `--pre-act-coeff`; `l0_coeff_given`: whether `--l0-coeff` was given (it belongs to l0 and
+    /// quadratic-l0, and is applied by the caller after this).
+    pub fn apply(&self, cfg: &mut TrainConfig, l0_coeff_given: bool) -> anyhow::Result<()> {
+        if cfg.sae.architecture != Architecture::JumpRelu {
+            if self.given() {
+                bail!(
+                    "--jumprelu-sparsity, --target-l0, --tanh-coeff, --tanh-scale and --pre-act-coeff \
+                     set jumprelu's sparsity recipe; {} has none: use --arch jumprelu or drop them",
+                    cfg.sae.architecture.name()
+                );
+            }
+            return Ok(());
+        }
+        let saved = cfg.jumprelu_sparsity;
+        let scale = |old: Option<f64>| self.tanh_scale.or(old).unwrap_or(4.0);
+        let recipe = match (self.jumprelu_sparsity, self.target_l0) {
+            (Some(SparsityArg::QuadraticL0) | None, Some(target)) => {
+                JumpReluSparsity::QuadraticL0 { target }
+            }
+            (Some(SparsityArg::QuadraticL0), None) => match saved {
+                JumpReluSparsity::QuadraticL0 { .. } => saved,
+                _ => bail!(
+                    "--jumprelu-sparsity quadratic-l0 needs --target-l0 N (the L0 to aim for)"
+                ),
+            },
+            (Some(other), Some(_)) => bail!(
+                "--target-l0 is the target of --jumprelu-sparsity quadratic-l0, not {}",
+                SparsityArg::to_possible_value(&other)
+                    .map_or("?".into(), |v| v.get_name().to_string())
+            ),
+            (Some(SparsityArg::Tanh), None) => JumpReluSparsity::Tanh {
+                scale: scale(match saved {
+                    JumpReluSparsity::Tanh { scale } => Some(scale),
+                    _ => None,
+                }),
+            },
+            (Some(SparsityArg::L0), None) => JumpReluSparsity::L0,
+            (None, None) => match saved {
+                JumpReluSparsity::Tanh { scale: old } => JumpReluSparsity::Tanh {
+                    scale: scale(Some(old)),
+                },
+                _ => saved,
+            },
+        };
+        let is_tanh = matches!(recipe, JumpReluSparsity::Tanh { .. });
+        if self.tanh_scale.is_some() && !is_tanh {
+            bail!(
+                "--tanh-scale is the scale of --jumprelu-sparsity tanh; this run uses {}",
+                recipe.name()
+            );
+        }
+        if is_tanh && l0_coeff_given {
+            bail!("--l0-coeff weighs the l0 and quadratic-l0 penalties; tanh's coefficient is --tanh-coeff");
+        }
+        if self.tanh_coeff.is_some() && !is_tanh {
+            bail!(
+                "--tanh-coeff weighs the tanh penalty; {} uses --l0-coeff",
+                recipe.name()
+            );
+        }
+        if recipe.name() != saved.name() {
+            cfg.sparsity_coeff = recipe.default_coeff();
+            cfg.pre_act_coeff = recipe.default_pre_act_coeff();
+        }
+        cfg.jumprelu_sparsity = recipe;
+        if let Some(c) = self.tanh_coeff {
+            cfg.sparsity_coeff = c;
+        }
+        if let Some(c) = self.pre_act_coeff {
+            cfg.pre_act_coeff = c;
+        }
+        Ok(())
     }
 }

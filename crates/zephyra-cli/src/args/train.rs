@@ -59,6 +59,8 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub arch: ArchArgs,
+    #[command(flatten)]
+    pub jumprelu: super::arch::JumpReluArgs,
     /// Rows per optimizer step [default: 4096].
     #[arg(long = "batch-rows", value_name = "ROWS")]
     pub batch: Option<usize>,
@@ -71,7 +73,8 @@ pub struct TrainArgs {
     /// L1 coefficient λ of relu, relu-unit and gated, ≥ 0 [default: per architecture].
     #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
     pub l1: Option<f64>,
-    /// L0 coefficient λ of jumprelu, ≥ 0 [default: 1e-3].
+    /// L0 coefficient λ of jumprelu's l0 and quadratic-l0 penalties, ≥ 0 [default: 1e-3 for l0, 1 for
+    /// quadratic-l0].
     #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
     pub l0_coeff: Option<f64>,
     /// Sparsity-coefficient warm-up steps: λ ramps linearly from 0 [default: 5 % of the steps].
@@ -139,6 +142,7 @@ impl TrainArgs {
             }
         }
         set(&mut cfg.lr, self.lr);
+        self.jumprelu.apply(cfg, self.l0_coeff.is_some())?;
         set(
             &mut cfg.sparsity_coeff,
             self.sparsity_coeff(cfg.sae.architecture)?,

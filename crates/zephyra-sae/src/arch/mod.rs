@@ -33,6 +33,7 @@ use crate::kernels::{Codes, Real};
 use crate::sae::{Architecture, GradientsOf, SaeOf, StepConfig, StepStats};
 use crate::{Result, SaeError};
 
+pub use codes::JumpReluSparsity;
 pub use hooks::zero_latent;
 pub use widths::{MatryoshkaWidths, MAX_LEVELS};
 
@@ -186,6 +187,9 @@ impl<T: Real> SaeOf<T> {
                     &[dead.len()],
                 ));
             }
+        }
+        if self.cfg.architecture == Architecture::JumpRelu {
+            step.check_jumprelu()?;
         }
         if (step.bandwidth.is_nan() || step.bandwidth <= 0.0)
             && self.cfg.architecture == Architecture::JumpRelu

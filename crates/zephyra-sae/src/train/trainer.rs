@@ -305,6 +305,8 @@ impl Trainer {
                 k_aux: self.cfg.k_aux,
                 aux_coeff: self.cfg.aux_coeff,
                 bandwidth: self.cfg.bandwidth,
+                jumprelu_sparsity: self.cfg.jumprelu_sparsity,
+                pre_act_coeff: self.cfg.pre_act_coeff,
                 ..StepConfig::default()
             };
             let mut stats =

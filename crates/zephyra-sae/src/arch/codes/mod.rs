@@ -24,9 +24,11 @@
 //! | `paths.rs` | the sparse (per-row lists) and dense (GEMM) decode + backward paths |
 //! | `topk.rs` | topk and batchtopk selection, AuxK |
 //! | `jumprelu.rs` | jumprelu's threshold band and straight-through threshold gradient |
+//! | `jumprelu_recipes.rs` | jumprelu's tanh and quadratic-L0 penalties, the pre-activation loss |
 //! | `matryoshka.rs` | matryoshka's inner-prefix losses and gradients |
 
 mod jumprelu;
+mod jumprelu_recipes;
 mod matryoshka;
 mod paths;
 mod topk;
@@ -199,7 +201,9 @@ pub(super) fn forward_backward<T: Real>(
         Vec::new()
     };
     let half_band = T::from_f64(step.bandwidth / 2.0);
+    let mut row_l0 = Vec::new();
     if arch == Architecture::JumpRelu {
+        row_l0 = jumprelu_recipes::row_l0(step, &ws.z[..n_rows * d_sae], d_sae, &theta);
         collect_band(
             &ws.z[..n_rows * d_sae],
             d_sae,
@@ -221,7 +225,11 @@ pub(super) fn forward_backward<T: Real>(
             let nnz = count_par(z, |_, v| v > T::ZERO, d_sae);
             nnz as f64 > step.dense_above * (n_rows * d_sae) as f64
         }
-        Architecture::JumpRelu => {
+        // The tanh penalty and the pre-activation loss need the codes and z: sparse path only.
+        Architecture::JumpRelu
+            if step.pre_act_coeff == 0.0
+                && !matches!(step.jumprelu_sparsity, JumpReluSparsity::Tanh { .. }) =>
+        {
             let nnz = count_par(z, |i, v| v > T::ZERO && v > theta[i], d_sae);
             nnz as f64 > step.dense_above * (n_rows * d_sae) as f64
         }
@@ -304,8 +312,14 @@ pub(super) fn forward_backward<T: Real>(
             stats.sparsity_loss = step.sparsity_coeff * s.to_f64() * l1;
         }
         Architecture::JumpRelu => {
-            stats.sparsity_loss = step.sparsity_coeff * s.to_f64() * nnz_f64;
-            jumprelu_threshold_grad(sae, &theta, step, s, ws, grads);
+            stats.sparsity_loss =
+                jumprelu_recipes::sparsity_loss(step, s.to_f64(), nnz_f64, &row_l0, ws);
+            jumprelu_threshold_grad(sae, &theta, step, s, &row_l0, ws, grads);
+            if let JumpReluSparsity::Tanh { .. } = step.jumprelu_sparsity {
+                jumprelu_recipes::tanh_grads(sae, step, s, n_rows, ws, grads);
+            }
+            stats.aux_loss =
+                jumprelu_recipes::pre_act_loss(sae, step, s, &theta, n_rows, ws, grads);
         }
         _ => {}
     }
@@ -340,6 +354,7 @@ fn count_par<T: Real>(z: &[T], pred: impl Fn(usize, T) -> bool + Sync, d_sae: us
 }
 
 use jumprelu::{collect_band, jumprelu_threshold_grad};
+pub use jumprelu_recipes::JumpReluSparsity;
 use matryoshka::inner_prefixes;
 use paths::{dense_path, sparse_path};
 pub(super) use topk::select_topk;

@@ -2,7 +2,11 @@
 //!
 //! Every document's tokens are followed by the end-of-sequence token; the resulting stream is cut into
 //! contexts of exactly `ctx` tokens (a document may span contexts; the incomplete tail of the corpus is
-//! dropped). Contexts then pass through a shuffle buffer of [`PackOptions::shuffle_contexts`] contexts driven
+//! dropped). A model whose tokenizer adds BOS (Gemma) gets BOS as the first token of *every* context, as
+//! SAELens' `prepend_bos` does: such models put their attention sink on BOS and are far off their training
+//! distribution without it (Gemma 3 270M's next-token loss on this README, contexts of 64, is 4.74 nats with it and 7.48 without).
+//! The rest of such a context is the next `ctx − 1` tokens of the stream, a document's own leading BOS
+//! dropped when it would come right after the prefix. Contexts then pass through a shuffle buffer of [`PackOptions::shuffle_contexts`] contexts driven
 //! by a ChaCha8 generator seeded with [`PackOptions::seed`]: the output order depends only on the corpus, the
 //! tokenizer and these options, which is what lets an interrupted harvest resume exactly.
 
@@ -23,6 +27,10 @@ pub trait TextEncoder: Send + Sync {
     fn eos_token_id(&self) -> u32;
     /// Whether `id` is a special (control) token.
     fn is_special(&self, id: u32) -> bool;
+    /// The token every context starts with (BOS for models whose tokenizer adds one), if any.
+    fn context_prefix(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl TextEncoder for zephyra_lm::Tokenizer {
@@ -38,6 +46,10 @@ impl TextEncoder for zephyra_lm::Tokenizer {
 
     fn is_special(&self, id: u32) -> bool {
         zephyra_lm::Tokenizer::is_special(self, id)
+    }
+
+    fn context_prefix(&self) -> Option<u32> {
+        self.adds_bos()
     }
 }
 
@@ -131,7 +143,16 @@ impl ContextStream {
                 None => return Ok(None),
             }
         }
-        Ok(Some(self.pending.drain(..ctx).collect()))
+        let Some(prefix) = self.encoder.context_prefix() else {
+            return Ok(Some(self.pending.drain(..ctx).collect()));
+        };
+        if self.pending.front() == Some(&prefix) {
+            self.pending.pop_front();
+        }
+        let mut context = Vec::with_capacity(ctx);
+        context.push(prefix);
+        context.extend(self.pending.drain(..ctx - 1));
+        Ok(Some(context))
     }
 }
 
@@ -226,5 +247,57 @@ mod tests {
         ];
         plain.sort();
         assert_eq!(sorted, plain);
+    }
+
+    /// One token per byte, BOS = 999 before every document and first in every context.
+    struct BytesWithBos;
+    impl TextEncoder for BytesWithBos {
+        fn encode(&self, text: &str) -> Result<Vec<u32>> {
+            Ok(std::iter::once(999)
+                .chain(text.bytes().map(u32::from))
+                .collect())
+        }
+        fn eos_token_id(&self) -> u32 {
+            1000
+        }
+        fn is_special(&self, id: u32) -> bool {
+            id >= 999
+        }
+        fn context_prefix(&self) -> Option<u32> {
+            Some(999)
+        }
+    }
+
+    #[test]
+    fn models_that_add_bos_get_it_first_in_every_context() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "abcde").unwrap();
+        std::fs::write(dir.path().join("b.txt"), "fghij").unwrap();
+        let corpus = Corpus::from_specs(
+            &[dir.path().display().to_string()],
+            CorpusOptions::default(),
+        )
+        .unwrap();
+        let opts = PackOptions {
+            ctx: 4,
+            seed: 0,
+            shuffle_contexts: 1,
+        };
+        let got: Vec<Vec<u32>> =
+            ContextStream::new(corpus.documents(), Arc::new(BytesWithBos), opts)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+        // Stream: BOS a b c d e EOS BOS f g h i j EOS. The first context's prefix replaces the document's
+        // own BOS; later ones take the next three tokens (d e EOS), dropping a document BOS that would
+        // follow the prefix (BOS f g h → f g h); the incomplete tail (i j EOS) is dropped.
+        assert_eq!(
+            got,
+            vec![
+                vec![999, 97, 98, 99],
+                vec![999, 100, 101, 1000],
+                vec![999, 102, 103, 104],
+            ]
+        );
     }
 }

@@ -121,6 +121,26 @@ pub enum LmError {
         n_layers: usize,
     },
 
+    /// A hook without one row per token was given where rows are stored.
+    #[error(
+        "hook `{hook}` is not one row per token (it is `[batch, n_heads, q, k]`); pick a per-token hook such as `blocks.{{l}}.attn.hook_z` or `blocks.{{l}}.hook_resid_post`"
+    )]
+    NotPerToken {
+        /// The hook as written.
+        hook: String,
+    },
+
+    /// A hook the model's family does not compute.
+    #[error(
+        "hook `{hook}` does not exist in a `{architecture}` model: only gemma3 has the post-attention and post-MLP norms; run `zephyra inspect --model …` for the list"
+    )]
+    HookNotInFamily {
+        /// The hook as written.
+        hook: String,
+        /// The model's `general.architecture`.
+        architecture: String,
+    },
+
     /// A token id is not in the vocabulary.
     #[error("token id {id} is out of range: the vocabulary has {vocab_size} tokens")]
     TokenOutOfRange {

@@ -29,8 +29,9 @@ use crate::error::LmError;
 
 mod models;
 pub use models::{
-    known_model, KnownModel, WheelPart, GEMMA3_270M, GEMMA3_270M_NAME, KNOWN_MODELS, SMOLLM2,
-    SMOLLM2_FILE, SMOLLM2_NAME, SMOLLM2_SHA256, SMOLLM2_WHEEL, SMOLLM2_WHEEL_MEMBER,
+    known_model, known_model_recorded, KnownModel, WheelPart, GEMMA3_270M, GEMMA3_270M_NAME,
+    KNOWN_MODELS, SMOLLM2, SMOLLM2_FILE, SMOLLM2_NAME, SMOLLM2_SHA256, SMOLLM2_WHEEL,
+    SMOLLM2_WHEEL_MEMBER,
 };
 
 /// Environment variable that moves the cache (default `~/.cache/zephyra`).

@@ -2,7 +2,8 @@
 //! (Holtzman et al. 2019, "The Curious Case of Neural Text Degeneration", arXiv:1904.09751).
 //!
 //! The prompt runs once; each later step feeds only the newest token, reusing the cached keys
-//! and values. Hooks apply at every step to the new positions, so steering and SAE splicing
+//! and values (sliding-window blocks keep only their window, so their cache stays bounded).
+//! Hooks apply at every step to the new positions, so steering and SAE splicing
 //! work during generation exactly as in [`Llama::forward`].
 
 use rand::{Rng, SeedableRng};
@@ -81,8 +82,8 @@ pub struct GenerateOutput {
     pub tokens: Vec<u32>,
     /// Why generation ended.
     pub stop: StopReason,
-    /// Captures over the prompt and every position fed to the model (`[1, n, d_model]`; the last
-    /// generated token is never fed, so it has no activations).
+    /// Captures over the prompt and every position fed to the model (`[1, n, …]`, a pattern
+    /// `[1, n_heads, n, n]`; the last generated token is never fed, so it has no activations).
     pub activations: Activations,
 }
 

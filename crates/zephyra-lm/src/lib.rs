@@ -9,8 +9,8 @@
 //! |---|---|---|
 //! | [`config`] | model hyper-parameters and per-family pieces read from GGUF metadata | [`LlamaConfig`], [`config::Family`] |
 //! | [`gguf`] | GGUF reading, dequantization, Q/K un-permutation | [`gguf::GgufModel`] |
-//! | [`hooks`] | hook names and what to do there | [`HookPoint`], [`Hooks`], [`Activations`] |
-//! | [`model`] | the forward pass (Llama and Gemma 3), logits a block of rows at a time | [`Llama`], [`ForwardOutput`], [`Llama::next_token_logprobs`] |
+//! | [`hooks`] | hook names, their shapes and what to do there | [`HookPoint`], [`HookShape`], [`Hooks`], [`Activations`] |
+//! | [`model`] | the forward pass (Llama and Gemma 3), logits a block of rows at a time | [`Llama`], [`ForwardOutput`], [`Llama::next_token_logprobs`], [`BlockWeights`] |
 //! | [`generate`] | KV-cache generation, sampling | [`GenerateConfig`], [`Sampling`] |
 //! | [`tokenizer`] | byte-level (`gpt2`) or SentencePiece-style (`llama`) BPE rebuilt from `tokenizer.ggml.*` metadata | [`Tokenizer`] |
 //! | [`quants`] | GGUF block formats (Q4_0 … Q8_K, F16, BF16) dequantized to `f32` | [`quants::dequantize`] |
@@ -43,6 +43,6 @@ pub use candle_core::Tensor;
 pub use config::LlamaConfig;
 pub use error::{LmError, Result};
 pub use generate::{GenerateConfig, GenerateOutput, Sampling, StopReason};
-pub use hooks::{Activations, HookPoint, Hooks};
-pub use model::{ForwardOutput, Llama, Logits};
+pub use hooks::{Activations, HookPoint, HookShape, Hooks};
+pub use model::{BlockWeights, ForwardOutput, Llama, Logits};
 pub use tokenizer::Tokenizer;

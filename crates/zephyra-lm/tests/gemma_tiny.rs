@@ -1,7 +1,8 @@
 //! A tiny Gemma-3-shaped GGUF written by `zephyra_lm::testing::tiny_gemma` (random weights in Q8_0,
 //! Q5_0, Q4_K and Q6_K): it loads and runs, the sliding window hides exactly what it should, KV-cache
 //! generation equals full forward passes past the window, its SentencePiece tokenizer merges by
-//! score, and broken files give typed errors.
+//! score, and broken files give typed errors. The sliding blocks' KV cache keeps only the window
+//! (bounded memory) and generation far past it still equals full passes.
 
 use zephyra_lm::config::Family;
 use zephyra_lm::testing::{tiny_gemma, tiny_gemma_with, TinyOptions, TINY_GEMMA_FIRST_PIECE};
@@ -80,22 +81,19 @@ fn the_sliding_window_hides_exactly_the_far_past() {
     assert!(rel(&row(&a[1], last), &row(&b[1], last)) > 1e-3);
 }
 
-#[test]
-fn kv_cache_generation_matches_full_passes_past_the_window() {
-    let (_tiny, model) = model();
-    let prompt = &IDS[..6];
-    let n_new = 8;
-    let mut hooks = Hooks::capturing([HookPoint::ResidPost(1)]);
+/// Greedy generation with the KV cache capturing `points`, and the same number of tokens chosen
+/// by full forward passes over the growing sequence (prompt included).
+fn generate_and_recompute(
+    model: &Llama,
+    prompt: &[u32],
+    n_new: usize,
+    points: &[HookPoint],
+) -> (zephyra_lm::GenerateOutput, Vec<u32>) {
+    let mut hooks = Hooks::capturing(points.iter().copied());
+    let greedy = GenerateConfig::greedy(n_new, vec![]);
     let out = model
-        .generate(
-            prompt,
-            &GenerateConfig::greedy(n_new, vec![]),
-            &mut hooks,
-            |_| {},
-        )
+        .generate(prompt, &greedy, &mut hooks, |_| {})
         .expect("generate");
-    assert_eq!(out.tokens.len(), n_new);
-    // The same tokens from full forward passes over the growing sequence.
     let mut seq = prompt.to_vec();
     for _ in 0..n_new {
         let o = model
@@ -104,6 +102,16 @@ fn kv_cache_generation_matches_full_passes_past_the_window() {
         let logits = flat(o.logits.as_ref().expect("logits"));
         seq.push(zephyra_lm::generate::argmax(&logits));
     }
+    (out, seq)
+}
+
+#[test]
+fn kv_cache_generation_matches_full_passes_past_the_window() {
+    let (_tiny, model) = model();
+    let prompt = &IDS[..6];
+    let n_new = 8;
+    let (out, seq) = generate_and_recompute(&model, prompt, n_new, &[HookPoint::ResidPost(1)]);
+    assert_eq!(out.tokens.len(), n_new);
     assert_eq!(out.tokens, seq[prompt.len()..]);
     // Cached activations at every fed position equal a full pass (the last token is never fed).
     let fed = &seq[..seq.len() - 1];
@@ -123,6 +131,30 @@ fn kv_cache_generation_matches_full_passes_past_the_window() {
     );
     assert_eq!(cached.len(), full.len());
     assert!(rel(&cached, &full) < 1e-5);
+}
+
+#[test]
+fn sliding_window_cache_generates_far_past_the_window() {
+    // Window 4, 60 new tokens: the sliding blocks' cache drops old positions many times over.
+    let (_tiny, model) = model();
+    let prompt = &IDS[..6];
+    let n_new = 60;
+    let patterns = [HookPoint::AttnPattern(0), HookPoint::AttnPattern(2)];
+    let (out, seq) = generate_and_recompute(&model, prompt, n_new, &patterns);
+    assert_eq!(out.tokens, seq[prompt.len()..]);
+    // The patterns captured step by step (keys at absolute positions) equal one full pass's.
+    let fed = &seq[..seq.len() - 1];
+    let mut h = Hooks::capturing(patterns);
+    let full = model
+        .forward(&[fed], &mut h, Logits::None)
+        .expect("forward");
+    for p in patterns {
+        let cached = out.activations.get(p).expect("captured");
+        let whole = full.activations.get(p).expect("captured");
+        assert_eq!(cached.dims(), whole.dims(), "{p}");
+        let e = rel(&flat(cached), &flat(whole));
+        assert!(e < 1e-5, "{p}: {e}");
+    }
 }
 
 #[test]

@@ -229,10 +229,12 @@ pub fn read(params: &Path, opts: &ReadOptions) -> Result<Sae> {
         architecture: Architecture::JumpRelu,
         apply_b_dec_to_input: false,
         normalization_factor: None,
+        transcoder: None,
         metadata: SaeMetadata {
             model_name,
             hook_name: Some(hook_name),
             context_size: None,
+            hook_name_out: None,
             extra,
         },
     };

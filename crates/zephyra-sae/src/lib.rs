@@ -1,11 +1,13 @@
 //! Sparse autoencoders on any `f32` activation matrix: seven architectures with hand-derived gradients on
 //! fast CPU kernels, a resumable trainer, and SAELens-compatible files. Nothing here knows about language
-//! models: inputs are row-major `[n, d_in]` slices.
+//! models: inputs are row-major `[n, d_in]` slices. Transcoders (predicting one activation from another,
+//! with an optional skip path) are the same dictionaries with an output width `d_out`.
 //!
 //! # Crate map
 //! | module | responsibility | main types |
 //! |---|---|---|
 //! | [`sae`] | configuration, weights (SAELens names/orientation), gradients, step settings | [`Sae`], [`SaeConfig`], [`Architecture`], [`Gradients`], [`StepConfig`], [`StepStats`] |
+//! | [`transcoder`] | transcoders: output width `d_out`, optional skip path `W_skip x`, `transcode`; training rows `[x \| y]` | [`TranscoderShape`] |
 //! | [`arch`] | forward + hand-derived backward of every architecture (`arch/codes/` per architecture, `gated.rs`), encode/decode, decoder norm hooks, resampling | [`Workspace`] |
 //! | [`kernels`] | dense GEMM (`gemm` crate), sparse code kernels, top-k selection, the [`kernels::Real`] trait | [`kernels::Codes`] |
 //! | [`init`] | data-dependent initialisation: input scale, geometric median, folding the scale into weights | |
@@ -48,6 +50,7 @@ pub mod sae;
 pub mod saelens;
 pub mod schedule;
 pub mod train;
+pub mod transcoder;
 
 pub use arch::{JumpReluSparsity, MatryoshkaWidths, Workspace, WorkspaceOf};
 pub use error::{Result, SaeError};
@@ -55,3 +58,4 @@ pub use sae::{
     Architecture, Gradients, GradientsOf, Param, Reduction, Sae, SaeConfig, SaeMetadata, SaeOf,
     StepConfig, StepStats,
 };
+pub use transcoder::TranscoderShape;

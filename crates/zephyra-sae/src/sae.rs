@@ -8,6 +8,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::kernels::Real;
+pub use crate::transcoder::TranscoderShape;
 use crate::{Result, SaeError};
 
 /// The SAE architecture and its architecture-specific hyper-parameters.
@@ -103,12 +104,16 @@ pub struct SaeMetadata {
     /// Tokens per context during harvesting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_size: Option<usize>,
+    /// A transcoder's output hook (the activation it predicts, e.g. `blocks.3.hook_mlp_out`); SAELens 6.54
+    /// keeps it under the same key in `metadata`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_name_out: Option<String>,
     /// Any other keys, kept verbatim.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-/// An SAE's configuration (validated: build with [`SaeConfig::new`]).
+/// An SAE's configuration (validated: build with [`SaeConfig::new`] or [`SaeConfig::transcoder`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SaeConfig {
     /// Input dimension.
@@ -123,6 +128,9 @@ pub struct SaeConfig {
     pub normalization_factor: Option<f32>,
     /// Provenance.
     pub metadata: SaeMetadata,
+    /// `Some` for a transcoder (output width and skip path); `None` for an SAE (output = input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcoder: Option<TranscoderShape>,
 }
 
 impl SaeConfig {
@@ -135,6 +143,7 @@ impl SaeConfig {
             apply_b_dec_to_input: true,
             normalization_factor: None,
             metadata: SaeMetadata::default(),
+            transcoder: None,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -168,6 +177,9 @@ impl SaeConfig {
                 "so many weights cannot be held in memory (the byte size overflows): a corrupt \
                  cfg.json or checkpoint?",
             ));
+        }
+        if let Some(t) = self.transcoder {
+            self.validate_transcoder(t)?;
         }
         if let Some(k) = self.architecture.k() {
             if k == 0 || k >= self.d_sae {
@@ -325,6 +337,8 @@ pub struct SaeOf<T> {
     pub r_mag: Vec<T>,
     /// Gated: magnitude bias `[d_sae]`.
     pub b_mag: Vec<T>,
+    /// Skip transcoder: `W_skip` `[d_out, d_in]` row-major (`ŷ += W_skip x`); empty without a skip path.
+    pub w_skip: Vec<T>,
 }
 
 /// The `f32` SAE the trainer and the CLI use.
@@ -349,6 +363,8 @@ pub struct GradientsOf<T> {
     pub r_mag: Vec<T>,
     /// dL/db_mag (gated).
     pub b_mag: Vec<T>,
+    /// dL/dW_skip (skip transcoders).
+    pub w_skip: Vec<T>,
 }
 
 /// `f32` gradients.
@@ -367,12 +383,13 @@ impl<T: Real> GradientsOf<T> {
             b_gate: z(&sae.b_gate),
             r_mag: z(&sae.r_mag),
             b_mag: z(&sae.b_mag),
+            w_skip: z(&sae.w_skip),
         }
     }
 
     /// `(name, values)` in the order of [`SaeOf::params_mut`].
     pub fn slices(&self) -> Vec<(&'static str, &[T])> {
-        let all: [(&'static str, &[T]); 8] = [
+        let all: [(&'static str, &[T]); 9] = [
             ("W_enc", &self.w_enc),
             ("b_enc", &self.b_enc),
             ("W_dec", &self.w_dec),
@@ -381,6 +398,7 @@ impl<T: Real> GradientsOf<T> {
             ("b_gate", &self.b_gate),
             ("r_mag", &self.r_mag),
             ("b_mag", &self.b_mag),
+            ("W_skip", &self.w_skip),
         ];
         all.into_iter().filter(|(_, v)| !v.is_empty()).collect()
     }
@@ -396,6 +414,7 @@ impl<T: Real> GradientsOf<T> {
             ("b_gate", &mut self.b_gate),
             ("r_mag", &mut self.r_mag),
             ("b_mag", &mut self.b_mag),
+            ("W_skip", &mut self.w_skip),
         ];
         present_params(all)
     }
@@ -413,7 +432,7 @@ impl<T: Real> SaeOf<T> {
     /// An SAE with every parameter zero (threshold zero) — the shapes for `cfg.architecture`.
     pub fn zeros(cfg: SaeConfig) -> Result<Self> {
         cfg.validate()?;
-        let (d_in, d_sae) = (cfg.d_in, cfg.d_sae);
+        let (d_in, d_sae, d_out) = (cfg.d_in, cfg.d_sae, cfg.d_out());
         let z = |n: usize| vec![T::ZERO; n];
         let arch = cfg.architecture;
         let gated = arch == Architecture::Gated;
@@ -426,8 +445,8 @@ impl<T: Real> SaeOf<T> {
         Ok(Self {
             w_enc: z(d_in * d_sae),
             b_enc: if gated { Vec::new() } else { z(d_sae) },
-            w_dec: z(d_sae * d_in),
-            b_dec: z(d_in),
+            w_dec: z(d_sae * d_out),
+            b_dec: z(d_out),
             threshold: if has_threshold { z(d_sae) } else { Vec::new() },
             log_threshold: if arch == Architecture::JumpRelu {
                 z(d_sae)
@@ -437,6 +456,11 @@ impl<T: Real> SaeOf<T> {
             b_gate: if gated { z(d_sae) } else { Vec::new() },
             r_mag: if gated { z(d_sae) } else { Vec::new() },
             b_mag: if gated { z(d_sae) } else { Vec::new() },
+            w_skip: if cfg.has_skip() {
+                z(d_out * d_in)
+            } else {
+                Vec::new()
+            },
             cfg,
         })
     }
@@ -444,38 +468,36 @@ impl<T: Real> SaeOf<T> {
     /// The standard initialisation: decoder directions uniformly random on the sphere with norm 0.1 (relu,
     /// the April-2024 recipe) or 1 (every other architecture), `W_enc = W_decᵀ`, biases 0, JumpReLU
     /// threshold 0.001. The trainer may then set `b_dec` from the data.
+    ///
+    /// A transcoder with `d_out = d_in` starts exactly like the SAE of the same seed; with `d_out ≠ d_in`
+    /// the encoder columns are drawn as further random directions of the same norm (after the decoder). The
+    /// skip matrix starts at zero, as in SAELens and sparsify: the initial transcoder is then exactly the
+    /// one without a skip path, and a random `W_skip` would add an output of the input's size, uncorrelated
+    /// with the target, that dominates the first steps' loss.
     pub fn init<R: Rng + ?Sized>(cfg: SaeConfig, rng: &mut R) -> Result<Self> {
         let mut sae = Self::zeros(cfg)?;
-        let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+        let (d_in, d_sae, d_out) = (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.d_out());
         let norm = if sae.cfg.architecture == Architecture::Relu {
             0.1
         } else {
             1.0
         };
-        for row in sae.w_dec.chunks_exact_mut(d_in) {
-            // Gaussian directions via Box–Muller, then scaled to `norm`.
-            loop {
-                for v in row.iter_mut() {
-                    let u1: f64 = rng.random::<f64>().max(1e-300);
-                    let u2: f64 = rng.random::<f64>();
-                    *v = T::from_f64((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos());
-                }
-                let n = row
-                    .iter()
-                    .map(|v| v.to_f64() * v.to_f64())
-                    .sum::<f64>()
-                    .sqrt();
-                if n > 1e-12 {
-                    for v in row.iter_mut() {
-                        *v = T::from_f64(v.to_f64() * norm / n);
-                    }
-                    break;
+        for row in sae.w_dec.chunks_exact_mut(d_out) {
+            random_direction(row, norm, rng);
+        }
+        if d_out == d_in {
+            for i in 0..d_sae {
+                for j in 0..d_in {
+                    sae.w_enc[j * d_sae + i] = sae.w_dec[i * d_in + j];
                 }
             }
-        }
-        for i in 0..d_sae {
-            for j in 0..d_in {
-                sae.w_enc[j * d_sae + i] = sae.w_dec[i * d_in + j];
+        } else {
+            let mut col = vec![T::ZERO; d_in];
+            for i in 0..d_sae {
+                random_direction(&mut col, norm, rng);
+                for (j, &v) in col.iter().enumerate() {
+                    sae.w_enc[j * d_sae + i] = v;
+                }
             }
         }
         if sae.cfg.architecture == Architecture::JumpRelu {
@@ -498,13 +520,14 @@ impl<T: Real> SaeOf<T> {
             ("b_gate", &mut self.b_gate),
             ("r_mag", &mut self.r_mag),
             ("b_mag", &mut self.b_mag),
+            ("W_skip", &mut self.w_skip),
         ];
         present_params(all)
     }
 
     /// Read-only `(name, values)` of the trainable parameters, same order as [`SaeOf::params_mut`].
     pub fn params(&self) -> Vec<(&'static str, &[T])> {
-        let all: [(&'static str, &[T]); 8] = [
+        let all: [(&'static str, &[T]); 9] = [
             ("W_enc", &self.w_enc),
             ("b_enc", &self.b_enc),
             ("W_dec", &self.w_dec),
@@ -513,6 +536,7 @@ impl<T: Real> SaeOf<T> {
             ("b_gate", &self.b_gate),
             ("r_mag", &self.r_mag),
             ("b_mag", &self.b_mag),
+            ("W_skip", &self.w_skip),
         ];
         all.into_iter().filter(|(_, v)| !v.is_empty()).collect()
     }
@@ -550,8 +574,30 @@ impl<T: Real> SaeOf<T> {
     }
 }
 
+/// Fills `row` with a Gaussian direction (Box–Muller) scaled to norm `norm`.
+fn random_direction<T: Real, R: Rng + ?Sized>(row: &mut [T], norm: f64, rng: &mut R) {
+    loop {
+        for v in row.iter_mut() {
+            let u1: f64 = rng.random::<f64>().max(1e-300);
+            let u2: f64 = rng.random::<f64>();
+            *v = T::from_f64((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos());
+        }
+        let n = row
+            .iter()
+            .map(|v| v.to_f64() * v.to_f64())
+            .sum::<f64>()
+            .sqrt();
+        if n > 1e-12 {
+            for v in row.iter_mut() {
+                *v = T::from_f64(v.to_f64() * norm / n);
+            }
+            return;
+        }
+    }
+}
+
 /// The named buffers an architecture actually has (empty ones are absent), as [`Param`]s in the given order.
-fn present_params<'a, T>(all: [(&'static str, &'a mut Vec<T>); 8]) -> Vec<Param<'a, T>> {
+fn present_params<'a, T>(all: [(&'static str, &'a mut Vec<T>); 9]) -> Vec<Param<'a, T>> {
     all.into_iter()
         .filter(|(_, v)| !v.is_empty())
         .map(|(name, v)| Param {

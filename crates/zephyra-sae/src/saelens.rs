@@ -16,6 +16,13 @@
 //! `metadata.training_architecture_details`; both that and SAELens' training save (`architecture:
 //! matryoshka_batchtopk`, a scalar `topk_threshold` tensor) load as `matryoshka`.
 //!
+//! Transcoders ([`SaeConfig::transcoder`]) use SAELens 6.54's transcoder layout: `W_dec` `[d_sae, d_out]`,
+//! `b_dec` `[d_out]`, `W_skip` `[d_out, d_in]` (skip transcoders), `d_out` in `cfg.json`, the output hook as
+//! `metadata.hook_name_out`, `apply_b_dec_to_input: false`, and the architectures `transcoder`,
+//! `skip_transcoder`, `jumprelu_transcoder`, `jumprelu_skip_transcoder` (relu/relu-unit, jumprelu and
+//! batchtopk as for SAEs). TopK transcoders, which SAELens has no class for, are written in the same layout
+//! with `k` under the names `topk_transcoder` / `topk_skip_transcoder` (SAELens refuses to load them).
+//!
 //! Both files are written atomically (temporary file in the same folder, then rename), the weights first.
 
 use std::collections::BTreeMap;
@@ -27,6 +34,7 @@ use zephyra_io::write_atomic;
 
 use crate::error::cause;
 use crate::sae::{Architecture, Sae, SaeConfig, SaeMetadata};
+use crate::transcoder::TranscoderShape;
 use crate::{Result, SaeError};
 
 /// The config file name.
@@ -122,13 +130,28 @@ pub fn read_f32_tensors(path: &Path) -> Result<NamedTensors> {
 pub fn cfg_json(cfg: &SaeConfig) -> Value {
     let mut metadata = serde_json::to_value(&cfg.metadata).unwrap_or_else(|_| json!({}));
     let arch = cfg.architecture;
-    let saelens_arch = match arch {
-        Architecture::Relu | Architecture::ReluUnit => "standard",
-        Architecture::TopK { .. } => "topk",
-        Architecture::JumpRelu
-        | Architecture::BatchTopK { .. }
-        | Architecture::Matryoshka { .. } => "jumprelu",
-        Architecture::Gated => "gated",
+    let saelens_arch = match (arch, cfg.transcoder) {
+        (Architecture::Relu | Architecture::ReluUnit, None) => "standard",
+        (Architecture::TopK { .. }, None) => "topk",
+        (
+            Architecture::JumpRelu
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. },
+            None,
+        ) => "jumprelu",
+        (Architecture::Gated, _) => "gated",
+        (Architecture::Relu | Architecture::ReluUnit, Some(t)) => {
+            pick(t.skip, "skip_transcoder", "transcoder")
+        }
+        (Architecture::TopK { .. }, Some(t)) => {
+            pick(t.skip, "topk_skip_transcoder", "topk_transcoder")
+        }
+        (
+            Architecture::JumpRelu
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. },
+            Some(t),
+        ) => pick(t.skip, "jumprelu_skip_transcoder", "jumprelu_transcoder"),
     };
     if let Some(m) = metadata.as_object_mut() {
         // SAELens 6 reads `metadata` only when `sae_lens_version` is present (otherwise it takes the file
@@ -169,13 +192,24 @@ pub fn cfg_json(cfg: &SaeConfig) -> Value {
         o.insert("k".into(), json!(k));
         o.insert("rescale_acts_by_decoder_norm".into(), json!(false));
     }
+    if let (Some(t), Some(o)) = (cfg.transcoder, v.as_object_mut()) {
+        o.insert("d_out".into(), json!(t.d_out));
+    }
     v
+}
+
+fn pick(skip: bool, with: &'static str, without: &'static str) -> &'static str {
+    if skip {
+        with
+    } else {
+        without
+    }
 }
 
 /// Saves `sae` into folder `dir` (created if needed) as SAELens files.
 pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
     sae.check_shapes()?;
-    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+    let (d_in, d_sae, d_out) = (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.d_out());
     let threshold: Vec<f32> = match sae.cfg.architecture {
         // The stored threshold when `log_threshold` is its logarithm (a loaded file's exact values: `exp(ln
         // t)` is not always `t` in f32), else `exp(log_threshold)`.
@@ -189,9 +223,12 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
     };
     let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
         ("W_enc", vec![d_in, d_sae], &sae.w_enc),
-        ("W_dec", vec![d_sae, d_in], &sae.w_dec),
-        ("b_dec", vec![d_in], &sae.b_dec),
+        ("W_dec", vec![d_sae, d_out], &sae.w_dec),
+        ("b_dec", vec![d_out], &sae.b_dec),
     ];
+    if sae.cfg.has_skip() {
+        tensors.push(("W_skip", vec![d_out, d_in], &sae.w_skip));
+    }
     for (name, v) in [
         ("b_enc", &sae.b_enc),
         ("threshold", &threshold),
@@ -251,6 +288,22 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
         .extra
         .remove("zephyra_normalization_factor_folded")
         .and_then(|v| v.as_f64());
+    let (arch_name, transcoder) = match arch_name {
+        "transcoder" => ("standard", Some(false)),
+        "skip_transcoder" => ("standard", Some(true)),
+        "topk_transcoder" => ("topk", Some(false)),
+        "topk_skip_transcoder" => ("topk", Some(true)),
+        "jumprelu_transcoder" => ("jumprelu", Some(false)),
+        "jumprelu_skip_transcoder" => ("jumprelu", Some(true)),
+        other => (other, None),
+    };
+    if metadata.hook_name_out.is_none() {
+        // Older SAELens configs keep the output hook at the top level.
+        metadata.hook_name_out = obj
+            .get("hook_name_out")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
     let training_arch = metadata
         .extra
         .get("training_architecture")
@@ -321,9 +374,16 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
         apply_b_dec_to_input: obj
             .get("apply_b_dec_to_input")
             .and_then(Value::as_bool)
-            .unwrap_or(true),
+            .unwrap_or(transcoder.is_none()),
         normalization_factor: folded.map(|f| f as f32),
         metadata,
+        transcoder: match transcoder {
+            Some(skip) => Some(TranscoderShape {
+                d_out: get_usize("d_out")?,
+                skip,
+            }),
+            None => None,
+        },
     };
     cfg.validate()?;
     Ok(cfg)
@@ -388,8 +448,8 @@ pub fn load(dir: &Path) -> Result<Sae> {
     let mut tensors = read_f32_tensors(&weights_path)?;
     // The weights file bounds the sizes: a cfg.json promising more than it holds is refused before
     // anything of that size is allocated.
-    let (d_in, d_sae) = (cfg.d_in, cfg.d_sae);
-    for (name, shape) in [("W_enc", [d_in, d_sae]), ("W_dec", [d_sae, d_in])] {
+    let (d_in, d_sae, d_out) = (cfg.d_in, cfg.d_sae, cfg.d_out());
+    for (name, shape) in [("W_enc", [d_in, d_sae]), ("W_dec", [d_sae, d_out])] {
         let (got, _) = tensors.get(name).ok_or_else(|| SaeError::MissingTensor {
             path: weights_path.clone(),
             name: name.to_string(),
@@ -398,7 +458,7 @@ pub fn load(dir: &Path) -> Result<Sae> {
         if got.as_slice() != shape {
             return Err(SaeError::shape(
                 format!(
-                    "{} tensor {name} (cfg.json: d_in {d_in}, d_sae {d_sae})",
+                    "{} tensor {name} (cfg.json: d_in {d_in}, d_sae {d_sae}, d_out {d_out})",
                     weights_path.display()
                 ),
                 &shape,
@@ -428,8 +488,11 @@ pub fn load(dir: &Path) -> Result<Sae> {
         Ok(())
     };
     take("W_enc", &[d_in, d_sae], &mut sae.w_enc)?;
-    take("W_dec", &[d_sae, d_in], &mut sae.w_dec)?;
-    take("b_dec", &[d_in], &mut sae.b_dec)?;
+    take("W_dec", &[d_sae, d_out], &mut sae.w_dec)?;
+    take("b_dec", &[d_out], &mut sae.b_dec)?;
+    if sae.cfg.has_skip() {
+        take("W_skip", &[d_out, d_in], &mut sae.w_skip)?;
+    }
     if arch == Architecture::Gated {
         take("b_gate", &[d_sae], &mut sae.b_gate)?;
         take("r_mag", &[d_sae], &mut sae.r_mag)?;

@@ -1,11 +1,11 @@
-//! Every architecture's hand-derived backward against central finite differences of an independent,
-//! naive float64 loss (written here from the formulas, sharing no code with the crate), run on the very
+//! Every architecture's hand-derived backward (SAEs, and transcoders with and without a skip path) against
+//! central finite differences of an independent, naive float64 loss (written here from the formulas, sharing no code with the crate), run on the very
 //! `forward_backward` the trainer calls (instantiated at f64). The f32 instantiation is then checked
 //! against the f64 one, and the sparse and dense paths against each other.
 //!
 //! Piecewise parts: the checks run away from kinks (the activation pattern is asserted unchanged under
 //! the perturbation). TopK/BatchTopK are exact gradients of the loss with the selected set fixed; the
-//! AuxK residual `e = x − x̂` is a constant (stop-gradient), as documented. JumpReLU's `log_threshold`
+//! AuxK residual `e = x − x̂` (a transcoder's `y − ŷ`) is a constant (stop-gradient), as documented. JumpReLU's `log_threshold`
 //! gradient is checked against finite differences of its documented surrogate
 //! `S(log θ) = Σ_{r,i} [(D_r·W_dec[i])·θ⁰_i + λs]·R((max(z_ri,0) − θ_i)/ε)`, `R(u) = clamp(u + ½, 0, 1)`,
 //! with `D` and `θ⁰` frozen at the current point (its derivative is the rectangle-kernel STE).
@@ -23,10 +23,17 @@ type S64 = SaeOf<f64>;
 const N: usize = 7;
 const D_IN: usize = 5;
 const D_SAE: usize = 12;
+/// A transcoder's output width (≠ `D_IN`, so a mixed-up dimension cannot pass).
+const D_OUT: usize = 4;
 
 fn random_sae(arch: Architecture, seed: u64) -> (S64, Vec<f64>) {
+    random_dict(SaeConfig::new(D_IN, D_SAE, arch).unwrap(), seed)
+}
+
+/// A dictionary with random weights and `N` random training rows (`x`, or a transcoder's `[x | y]`).
+fn random_dict(cfg: SaeConfig, seed: u64) -> (S64, Vec<f64>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let cfg = SaeConfig::new(D_IN, D_SAE, arch).unwrap();
+    let width = cfg.row_width();
     let mut sae = S64::zeros(cfg).unwrap();
     let mut fill =
         |v: &mut Vec<f64>, a: f64, b: f64| v.iter_mut().for_each(|x| *x = rng.random_range(a..b));
@@ -38,10 +45,42 @@ fn random_sae(arch: Architecture, seed: u64) -> (S64, Vec<f64>) {
     fill(&mut sae.r_mag, -0.3, 0.3);
     fill(&mut sae.b_mag, -0.3, 0.3);
     fill(&mut sae.log_threshold, (0.2f64).ln(), (0.6f64).ln());
+    fill(&mut sae.w_skip, -0.5, 0.5);
     sae.sync_threshold();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1000);
-    let x: Vec<f64> = (0..N * D_IN).map(|_| rng.random_range(-1.5..1.5)).collect();
-    (sae, x)
+    let rows: Vec<f64> = (0..N * width)
+        .map(|_| rng.random_range(-1.5..1.5))
+        .collect();
+    (sae, rows)
+}
+
+/// Splits training rows into inputs `x` (`n × d_in`) and targets `y` (`n × d_out`; `y = x` for an SAE).
+fn split(sae: &S64, rows: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let (d_in, width) = (sae.cfg.d_in, sae.cfg.row_width());
+    let x: Vec<f64> = rows
+        .chunks(width)
+        .flat_map(|r| &r[..d_in])
+        .copied()
+        .collect();
+    let y: Vec<f64> = rows
+        .chunks(width)
+        .flat_map(|r| &r[width - sae.cfg.d_out()..])
+        .copied()
+        .collect();
+    (x, y)
+}
+
+/// `W_dec f + b_dec + W_skip x_r`: the full prediction of row `r`.
+fn predict_row(sae: &S64, x: &[f64], r: usize, f: &[f64]) -> Vec<f64> {
+    let (d_in, d_out) = (sae.cfg.d_in, sae.cfg.d_out());
+    let mut out = decode_row(sae, f, true);
+    if !sae.w_skip.is_empty() {
+        for (o, w) in out.iter_mut().zip(sae.w_skip.chunks(d_in)) {
+            *o += (0..d_in).map(|j| w[j] * x[r * d_in + j]).sum::<f64>();
+        }
+    }
+    debug_assert_eq!(out.len(), d_out);
+    out
 }
 
 /// What the naive loss needs besides the weights.
@@ -51,11 +90,11 @@ struct Ctx<'a> {
     dead: Option<&'a [bool]>,
     k_aux: usize,
     alpha: f64,
-    /// Frozen copy for stop-gradient terms (AuxK residual, gated aux decoder).
-    frozen: &'a S64,
     /// JumpReLU's sparsity recipe and pre-activation coefficient.
     sparsity: JumpReluSparsity,
     pre_act: f64,
+    /// Frozen copy for stop-gradient terms (AuxK residual, gated aux decoder).
+    frozen: &'a S64,
 }
 
 fn row_z(sae: &S64, x: &[f64], r: usize, bias: &[f64]) -> Vec<f64> {
@@ -78,12 +117,12 @@ fn row_z(sae: &S64, x: &[f64], r: usize, bias: &[f64]) -> Vec<f64> {
 }
 
 fn decode_row(sae: &S64, f: &[f64], with_bias: bool) -> Vec<f64> {
-    let d_in = sae.cfg.d_in;
-    (0..d_in)
+    let d_out = sae.cfg.d_out();
+    (0..d_out)
         .map(|j| {
             let mut acc = if with_bias { sae.b_dec[j] } else { 0.0 };
             for (i, &fi) in f.iter().enumerate() {
-                acc += fi * sae.w_dec[i * d_in + j];
+                acc += fi * sae.w_dec[i * d_out + j];
             }
             acc
         })
@@ -91,8 +130,8 @@ fn decode_row(sae: &S64, f: &[f64], with_bias: bool) -> Vec<f64> {
 }
 
 fn dec_norm(sae: &S64, i: usize) -> f64 {
-    let d_in = sae.cfg.d_in;
-    sae.w_dec[i * d_in..(i + 1) * d_in]
+    let d_out = sae.cfg.d_out();
+    sae.w_dec[i * d_out..(i + 1) * d_out]
         .iter()
         .map(|v| v * v)
         .sum::<f64>()
@@ -170,14 +209,17 @@ fn naive_codes(sae: &S64, x: &[f64], n: usize) -> (Vec<Vec<f64>>, Vec<bool>) {
     (codes, pattern)
 }
 
-fn naive_loss(sae: &S64, x: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
-    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+fn naive_loss(sae: &S64, rows: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
+    let (d_in, d_sae, d_out) = (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.d_out());
+    let (x, y) = split(sae, rows);
+    let x = &x[..];
     let (codes, mut pattern) = naive_codes(sae, x, n);
     let mut loss = 0.0;
     for r in 0..n {
         let xr = &x[r * d_in..(r + 1) * d_in];
-        let xhat = decode_row(sae, &codes[r], true);
-        loss += c.s * sq_dist(&xhat, xr);
+        let yr = &y[r * d_out..(r + 1) * d_out];
+        let yhat = predict_row(sae, x, r, &codes[r]);
+        loss += c.s * sq_dist(&yhat, yr);
         match sae.cfg.architecture {
             Architecture::Relu => {
                 loss += c.lambda
@@ -218,15 +260,15 @@ fn naive_loss(sae: &S64, x: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
                 let via_gate = decode_row(c.frozen, &gate, true);
                 loss += c.s * sq_dist(&via_gate, xr);
             }
+            Architecture::TopK { .. } | Architecture::BatchTopK { .. } => {}
             Architecture::Matryoshka { groups, .. } => {
                 // Every inner prefix decodes with its own latents (and b_dec).
                 for &w in &groups.as_slice()[..groups.levels() - 1] {
                     let mut f = codes[r].clone();
                     f[w as usize..].iter_mut().for_each(|v| *v = 0.0);
-                    loss += c.s * sq_dist(&decode_row(sae, &f, true), xr);
+                    loss += c.s * sq_dist(&predict_row(sae, x, r, &f), yr);
                 }
             }
-            Architecture::TopK { .. } | Architecture::BatchTopK { .. } => {}
         }
     }
     // AuxK with the residual frozen at the reference point.
@@ -243,9 +285,9 @@ fn naive_loss(sae: &S64, x: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>) {
             let m = (n_dead as f64 / c.k_aux as f64).min(1.0);
             let (frozen_codes, _) = naive_codes(c.frozen, x, n);
             for r in 0..n {
-                let xr = &x[r * d_in..(r + 1) * d_in];
-                let xhat0 = decode_row(c.frozen, &frozen_codes[r], true);
-                let e: Vec<f64> = xr.iter().zip(&xhat0).map(|(a, b)| a - b).collect();
+                let yr = &y[r * d_out..(r + 1) * d_out];
+                let yhat0 = predict_row(c.frozen, x, r, &frozen_codes[r]);
+                let e: Vec<f64> = yr.iter().zip(&yhat0).map(|(a, b)| a - b).collect();
                 let z = row_z(sae, x, r, &sae.b_enc);
                 let masked: Vec<f64> = (0..d_sae)
                     .map(|i| if dead[i] { z[i] } else { f64::NEG_INFINITY })
@@ -273,6 +315,7 @@ fn param_mut<'a>(sae: &'a mut S64, name: &str) -> &'a mut Vec<f64> {
         "b_gate" => &mut sae.b_gate,
         "r_mag" => &mut sae.r_mag,
         "b_mag" => &mut sae.b_mag,
+        "W_skip" => &mut sae.w_skip,
         other => panic!("unknown parameter {other}"),
     }
 }
@@ -287,7 +330,20 @@ fn assert_close(what: &str, got: f64, want: f64, tol: f64) {
 /// Runs the crate's backward and compares every parameter entry with central differences of the naive
 /// loss (skipping only `log_threshold`, checked separately). Returns the gradients.
 fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>, GradientsOf<f64>) {
-    let (sae, x) = random_sae(arch, seed);
+    check_dict(SaeConfig::new(D_IN, D_SAE, arch).unwrap(), seed, step)
+}
+
+/// [`check`] for any configuration (SAE or transcoder).
+fn check_dict(
+    cfg: SaeConfig,
+    seed: u64,
+    step: StepConfig<'_>,
+) -> (S64, Vec<f64>, GradientsOf<f64>) {
+    let label = match cfg.transcoder {
+        Some(t) => format!("{} transcoder (skip {})", cfg.architecture, t.skip),
+        None => cfg.architecture.to_string(),
+    };
+    let (sae, x) = random_dict(cfg, seed);
     let mut ws = WorkspaceOf::default();
     let mut grads = GradientsOf::zeros_like(&sae);
     let stats = sae
@@ -301,17 +357,17 @@ fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>,
         lambda: step.sparsity_coeff,
         s,
         dead: step.dead,
-        k_aux: step.k_aux.unwrap_or(D_IN / 2),
+        k_aux: step.k_aux.unwrap_or(sae.cfg.d_out() / 2),
         alpha: step.aux_coeff,
-        frozen: &sae,
         sparsity: step.jumprelu_sparsity,
         pre_act: step.pre_act_coeff,
+        frozen: &sae,
     };
     let (l0, pattern0) = naive_loss(&sae, &x, N, &ctx);
-    assert_close(&format!("{arch}: loss"), stats.loss, l0, 1e-10);
+    assert_close(&format!("{label}: loss"), stats.loss, l0, 1e-10);
     assert!(
         pattern0.iter().any(|&p| p) && pattern0.iter().any(|&p| !p),
-        "{arch}: degenerate activation pattern"
+        "{label}: degenerate activation pattern"
     );
     let h = 1e-6;
     let mut checked = 0;
@@ -328,10 +384,10 @@ fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>,
             let (lm, pm) = naive_loss(&minus, &x, N, &ctx);
             assert!(
                 pp == pattern0 && pm == pattern0,
-                "{arch}: {name}[{p}] sits on a kink; pick another seed"
+                "{label}: {name}[{p}] sits on a kink; pick another seed"
             );
             assert_close(
-                &format!("{arch}: d{name}[{p}]"),
+                &format!("{label}: d{name}[{p}]"),
                 g[p],
                 (lp - lm) / (2.0 * h),
                 1e-6,
@@ -339,7 +395,7 @@ fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>,
             checked += 1;
         }
     }
-    assert!(checked > 100, "{arch}: only {checked} entries checked");
+    assert!(checked > 100, "{label}: only {checked} entries checked");
     (sae, x, grads)
 }
 
@@ -410,6 +466,28 @@ fn batchtopk_with_auxk() {
     );
 }
 
+#[test]
+fn gated_with_gate_l1_and_aux_reconstruction() {
+    check(
+        Architecture::Gated,
+        5,
+        StepConfig {
+            sparsity_coeff: 0.4,
+            ..StepConfig::default()
+        },
+    );
+    let (_, _, grads) = check(
+        Architecture::Gated,
+        6,
+        StepConfig {
+            sparsity_coeff: 0.0,
+            reduction: Reduction::Sum,
+            ..StepConfig::default()
+        },
+    );
+    assert!(grads.r_mag.iter().any(|&g| g != 0.0) && grads.b_gate.iter().any(|&g| g != 0.0));
+}
+
 fn matryoshka(k: usize, widths: &[usize]) -> Architecture {
     Architecture::Matryoshka {
         k,
@@ -447,28 +525,6 @@ fn matryoshka_nested_prefix_losses_with_auxk() {
         .forward_backward(&x, N, &step, &mut WorkspaceOf::default(), &mut g2)
         .unwrap();
     assert_eq!((s1.loss, g1.w_dec), (s2.loss, g2.w_dec));
-}
-
-#[test]
-fn gated_with_gate_l1_and_aux_reconstruction() {
-    check(
-        Architecture::Gated,
-        5,
-        StepConfig {
-            sparsity_coeff: 0.4,
-            ..StepConfig::default()
-        },
-    );
-    let (_, _, grads) = check(
-        Architecture::Gated,
-        6,
-        StepConfig {
-            sparsity_coeff: 0.0,
-            reduction: Reduction::Sum,
-            ..StepConfig::default()
-        },
-    );
-    assert!(grads.r_mag.iter().any(|&g| g != 0.0) && grads.b_gate.iter().any(|&g| g != 0.0));
 }
 
 #[test]
@@ -520,25 +576,32 @@ fn jumprelu_tanh_quadratic_l0_and_pre_activation_recipes() {
         .is_err());
 }
 
-/// [`check`] for jumprelu, then `log_threshold` against finite differences of the documented surrogate:
-/// with `D = 2s(x̂ − x)`, θ⁰, the tanh slopes `c n_i (1 − T²)` and the quadratic row weights
-/// `(4/T)(L0_r − T)` frozen at the current point, `S(log θ) = Σ_{r,i} coef_ri R((max(z,0) − θ)/ε)` with
-/// `coef = θ⁰(D·W_dec[i] + λs·slope) + λs·w_r`, plus the pre-activation loss itself (θ enters it directly).
+/// [`check`] for jumprelu, then [`check_log_threshold`].
 fn check_jumprelu(seed: u64, step: StepConfig<'_>) {
-    let (sae, x, grads) = check(Architecture::JumpRelu, seed, step);
+    let (sae, rows, grads) = check(Architecture::JumpRelu, seed, step);
+    check_log_threshold(&sae, &rows, &grads, &step);
+}
+
+/// `dL/dlog θ` against finite differences of the documented surrogate: with `D = 2s(ŷ − y)`, θ⁰, the tanh
+/// slopes `c n_i (1 − T²)` and the quadratic row weights `(4/T)(L0_r − T)` frozen at the current point,
+/// `S(log θ) = Σ_{r,i} coef_ri R((max(z,0) − θ)/ε)` with `coef = θ⁰(D·W_dec[i] + λs·slope) + λs·w_r`, plus
+/// the pre-activation loss itself (θ enters it directly). `step` is the one the gradients were taken with.
+fn check_log_threshold(sae: &S64, rows: &[f64], grads: &GradientsOf<f64>, step: &StepConfig<'_>) {
+    let d_out = sae.cfg.d_out();
+    let (x, y) = split(sae, rows);
     let bandwidth = step.bandwidth;
     let s = 1.0 / N as f64;
     let lambda_s = step.sparsity_coeff * s;
-    let (codes, _) = naive_codes(&sae, &x, N);
+    let (codes, _) = naive_codes(sae, &x, N);
     let theta0: Vec<f64> = sae.log_threshold.iter().map(|l| l.exp()).collect();
     let mut coef = vec![vec![0.0; D_SAE]; N];
     let mut zs = vec![vec![0.0; D_SAE]; N];
     for r in 0..N {
-        let xhat = decode_row(&sae, &codes[r], true);
-        let d: Vec<f64> = (0..D_IN)
-            .map(|j| 2.0 * s * (xhat[j] - x[r * D_IN + j]))
+        let yhat = predict_row(sae, &x, r, &codes[r]);
+        let d: Vec<f64> = (0..d_out)
+            .map(|j| 2.0 * s * (yhat[j] - y[r * d_out + j]))
             .collect();
-        zs[r] = row_z(&sae, &x, r, &sae.b_enc);
+        zs[r] = row_z(sae, &x, r, &sae.b_enc);
         let l0 = codes[r].iter().filter(|&&v| v > 0.0).count() as f64;
         let row_weight = match step.jumprelu_sparsity {
             JumpReluSparsity::L0 => 1.0,
@@ -546,11 +609,11 @@ fn check_jumprelu(seed: u64, step: StepConfig<'_>) {
             JumpReluSparsity::QuadraticL0 { target } => 4.0 / target * (l0 - target),
         };
         for i in 0..D_SAE {
-            let dw: f64 = (0..D_IN).map(|j| d[j] * sae.w_dec[i * D_IN + j]).sum();
+            let dw: f64 = (0..d_out).map(|j| d[j] * sae.w_dec[i * d_out + j]).sum();
             let slope = match step.jumprelu_sparsity {
                 JumpReluSparsity::Tanh { scale } => {
-                    let t = (scale * codes[r][i] * dec_norm(&sae, i)).tanh();
-                    scale * dec_norm(&sae, i) * (1.0 - t * t)
+                    let t = (scale * codes[r][i] * dec_norm(sae, i)).tanh();
+                    scale * dec_norm(sae, i) * (1.0 - t * t)
                 }
                 _ => 0.0,
             };
@@ -564,7 +627,7 @@ fn check_jumprelu(seed: u64, step: StepConfig<'_>) {
                 let theta = log_theta[i].exp();
                 let u = (zs[r][i].max(0.0) - theta) / bandwidth;
                 acc += coef[r][i] * (u + 0.5).clamp(0.0, 1.0);
-                acc += step.pre_act_coeff * s * (theta - zs[r][i]).max(0.0) * dec_norm(&sae, i);
+                acc += step.pre_act_coeff * s * (theta - zs[r][i]).max(0.0) * dec_norm(sae, i);
             }
         }
         acc
@@ -593,6 +656,76 @@ fn check_jumprelu(seed: u64, step: StepConfig<'_>) {
         );
     }
     assert!(grads.log_threshold.iter().filter(|&&g| g != 0.0).count() >= 3);
+}
+
+/// Transcoders (`d_in` 5 → `d_out` 4) with and without the skip path, every activation of the trainer, on
+/// both code paths where there are two; AuxK on dead latents for topk/batchtopk; the skip gradient
+/// `dL/dW_skip = Dᵀ x` is among the entries checked.
+#[test]
+fn transcoders_with_and_without_skip_every_activation() {
+    let dead: Vec<bool> = (0..D_SAE).map(|i| i % 3 == 1).collect();
+    for skip in [false, true] {
+        let tc = |arch| SaeConfig::transcoder(D_IN, D_OUT, D_SAE, arch, skip).unwrap();
+        for dense_above in [1.0, 0.0] {
+            for (arch, seed) in [(Architecture::Relu, 11), (Architecture::ReluUnit, 12)] {
+                let step = StepConfig {
+                    sparsity_coeff: 0.6,
+                    dense_above,
+                    ..StepConfig::default()
+                };
+                check_dict(tc(arch), seed, step);
+            }
+            let step = StepConfig {
+                sparsity_coeff: 0.3,
+                bandwidth: 0.4,
+                dense_above,
+                ..StepConfig::default()
+            };
+            let (sae, rows, grads) = check_dict(tc(Architecture::JumpRelu), 13, step);
+            check_log_threshold(&sae, &rows, &grads, &step);
+        }
+        for arch in [
+            Architecture::TopK { k: 3 },
+            Architecture::BatchTopK { k: 2 },
+        ] {
+            check_dict(tc(arch), 14, StepConfig::default());
+            let (_, _, grads) = check_dict(
+                tc(arch),
+                14,
+                StepConfig {
+                    dead: Some(&dead),
+                    k_aux: Some(3),
+                    aux_coeff: 0.5,
+                    ..StepConfig::default()
+                },
+            );
+            assert_eq!(grads.w_skip.is_empty(), !skip);
+            assert!(grads.w_skip.iter().all(|&g| g != 0.0));
+        }
+    }
+}
+
+/// The jumprelu recipes (tanh, quadratic L0, pre-activation loss) on transcoders: the tanh and
+/// pre-activation terms reach `W_dec` through its `d_out`-wide row norms.
+#[test]
+fn jumprelu_recipes_on_transcoders() {
+    for skip in [false, true] {
+        let cfg = SaeConfig::transcoder(D_IN, D_OUT, D_SAE, Architecture::JumpRelu, skip).unwrap();
+        for (sparsity, pre_act_coeff) in [
+            (JumpReluSparsity::Tanh { scale: 1.5 }, 0.2),
+            (JumpReluSparsity::QuadraticL0 { target: 3.0 }, 0.1),
+        ] {
+            let step = StepConfig {
+                sparsity_coeff: 0.3,
+                bandwidth: 0.4,
+                jumprelu_sparsity: sparsity,
+                pre_act_coeff,
+                ..StepConfig::default()
+            };
+            let (sae, rows, grads) = check_dict(cfg.clone(), 13, step);
+            check_log_threshold(&sae, &rows, &grads, &step);
+        }
+    }
 }
 
 /// The f32 instantiation (what the trainer runs) agrees with the f64 one on a batch big enough to take

@@ -38,7 +38,12 @@ fn source(p: &Path) -> NpySource {
 }
 
 fn config(arch: Architecture) -> TrainConfig {
-    let sae = SaeConfig::new(D_IN, 48, arch).unwrap();
+    config_for(SaeConfig::new(D_IN, 48, arch).unwrap())
+}
+
+/// The test's settings for any dictionary whose training rows are `D_IN` wide (a transcoder reads the
+/// first 8 columns as `x` and predicts the last 4 as `y`).
+fn config_for(sae: SaeConfig) -> TrainConfig {
     let mut cfg = TrainConfig::for_sae(sae, 64, 64 * 120);
     cfg.init_rows = 500;
     cfg.threads = 1;
@@ -52,21 +57,38 @@ fn config(arch: Architecture) -> TrainConfig {
 
 #[test]
 fn stopped_and_resumed_runs_match_uninterrupted_ones_bit_for_bit() {
-    for arch in [
-        Architecture::TopK { k: 4 },
-        Architecture::ReluUnit,
-        Architecture::BatchTopK { k: 4 },
-        Architecture::Matryoshka {
-            k: 4,
-            groups: zephyra_sae::MatryoshkaWidths::new(&[6, 20, 48]).unwrap(),
-        },
+    let transcoder = |arch| SaeConfig::transcoder(8, D_IN - 8, 48, arch, true).unwrap();
+    for sae in [
+        SaeConfig::new(D_IN, 48, Architecture::TopK { k: 4 }).unwrap(),
+        SaeConfig::new(D_IN, 48, Architecture::ReluUnit).unwrap(),
+        SaeConfig::new(D_IN, 48, Architecture::BatchTopK { k: 4 }).unwrap(),
+        SaeConfig::new(
+            D_IN,
+            48,
+            Architecture::Matryoshka {
+                k: 4,
+                groups: zephyra_sae::MatryoshkaWidths::new(&[6, 20, 48]).unwrap(),
+            },
+        )
+        .unwrap(),
+        transcoder(Architecture::TopK { k: 4 }),
+        transcoder(Architecture::ReluUnit),
     ] {
+        let arch = format!(
+            "{}{}",
+            sae.architecture,
+            if sae.is_transcoder() {
+                " transcoder"
+            } else {
+                ""
+            }
+        );
         let tmp = tempfile::tempdir().unwrap();
         let acts = data(tmp.path());
         let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
 
         let mut src = source(&acts);
-        let mut t = Trainer::new(config(arch), &mut src, Some(&a)).unwrap();
+        let mut t = Trainer::new(config_for(sae.clone()), &mut src, Some(&a)).unwrap();
         assert!(
             t.run(&mut src, &mut |_| ControlFlow::Continue(()))
                 .unwrap()
@@ -75,7 +97,7 @@ fn stopped_and_resumed_runs_match_uninterrupted_ones_bit_for_bit() {
 
         // Stop at step 60: the last checkpoint is at 50 (every 25 steps), so 10 steps are lost and redone.
         let mut src = source(&acts);
-        let mut t = Trainer::new(config(arch), &mut src, Some(&b)).unwrap();
+        let mut t = Trainer::new(config_for(sae.clone()), &mut src, Some(&b)).unwrap();
         let out = t
             .run(&mut src, &mut |p| {
                 if p.step == 60 {
@@ -88,7 +110,7 @@ fn stopped_and_resumed_runs_match_uninterrupted_ones_bit_for_bit() {
         assert!(!out.finished);
         drop(t);
         let mut src = source(&acts);
-        let mut t = Trainer::resume(&b, Some(&config(arch)), &mut src).unwrap();
+        let mut t = Trainer::resume(&b, Some(&config_for(sae.clone())), &mut src).unwrap();
         assert_eq!(t.step(), 50);
         assert!(
             t.run(&mut src, &mut |_| ControlFlow::Continue(()))

@@ -11,6 +11,7 @@
 //! | [`arch`]    | [`ArchArgs`] (`--arch --k --expansion`)      | train, bench                              |
 //! | [`source`]  | [`source::SourceArgs`] (`--acts`, or `--model --hook` on the fly) | train                |
 //! | [`train`]   | [`train::TrainArgs`]: `train`'s flags, mapped onto a `TrainConfig` | train               |
+//! | [`transcoder`] | [`transcoder::TranscoderArgs`] (`--target-acts --skip`)      | train               |
 //! | [`values`]  | the range-checked parser of every float flag, the `--max-tokens` bound                   |
 //! | [`renamed`] | hidden old spellings that fail naming the new flag                                       |
 //!
@@ -26,6 +27,7 @@ pub mod sae;
 pub mod source;
 pub mod text;
 pub mod train;
+pub mod transcoder;
 pub mod values;
 
 /// Options shared by every subcommand.

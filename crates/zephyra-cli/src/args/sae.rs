@@ -17,9 +17,11 @@ pub struct SaeArgs {
     /// SAE directory (SAELens layout: cfg.json + sae_weights.safetensors), e.g. runs/l15-topk32.
     #[arg(long, value_name = "DIR")]
     pub sae: PathBuf,
-    /// `smollm2` (downloaded into the cache on first use) or the path of a llama.cpp .gguf file.
-    #[arg(long, default_value = "smollm2", value_name = "MODEL")]
-    pub model: ModelSpec,
+    /// `smollm2` or `gemma3-270m` (downloaded into the cache on first use) or the path of a llama.cpp
+    /// .gguf file [default: the model the SAE records (`metadata.model_name`) when it is one of these,
+    /// else smollm2].
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<ModelSpec>,
     /// Hook point [default: the SAE's `metadata.hook_name`].
     #[arg(long, value_name = "HOOK")]
     pub hook: Option<HookPoint>,
@@ -46,6 +48,19 @@ impl SaeArgs {
             .with_context(|| format!("loading the SAE from {}", self.sae.display()))
     }
 
+    /// `--model`, else the known model `sae` records, else SmolLM2: an SAE trained on Gemma needs no
+    /// `--model`.
+    pub fn model_for(&self, sae: &Sae) -> ModelSpec {
+        self.model.clone().unwrap_or_else(|| {
+            sae.cfg
+                .metadata
+                .model_name
+                .as_deref()
+                .and_then(zephyra_lm::fetch::known_model_recorded)
+                .map_or_else(ModelSpec::smollm2, ModelSpec::Known)
+        })
+    }
+
     /// `--hook`, else the hook `sae` records.
     pub fn hook_of(&self, sae: &Sae) -> anyhow::Result<HookPoint> {
         hook_of(&self.sae, sae, self.hook)
@@ -55,7 +70,7 @@ impl SaeArgs {
     pub fn load(&self, global: &Global) -> anyhow::Result<Stack> {
         let sae = self.load_sae()?;
         let hook = self.hook_of(&sae)?;
-        let model_path = self.model.resolve(global)?;
+        let model_path = self.model_for(&sae).resolve(global)?;
         let llama = Llama::load_gguf(&model_path)
             .with_context(|| format!("loading {}", model_path.display()))?;
         let tokenizer = load_tokenizer(&model_path)?;

@@ -50,6 +50,9 @@ pub struct TrainArgs {
     /// With a `.npy` file the last --holdout rows are kept out of training for the final FVE/L0.
     #[command(flatten)]
     pub source: super::source::SourceArgs,
+    /// `--target-acts STORE --skip`: train a transcoder predicting those activations from --acts.
+    #[command(flatten)]
+    pub transcoder: super::transcoder::TranscoderArgs,
     /// Run directory for cfg.json, sae_weights.safetensors, training_state.safetensors, metrics.jsonl,
     /// summary.json.
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]

@@ -223,7 +223,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     eprintln!("[7/{total}] serve the app (Ctrl-C to stop)");
     let stack = SaeArgs {
         sae: sae.clone(),
-        model: ModelSpec::smollm2(),
+        model: Some(ModelSpec::smollm2()),
         hook: Some(args.hook),
     };
     let engine = stack.engine(global)?;

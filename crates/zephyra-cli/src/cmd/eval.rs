@@ -73,7 +73,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sae = args.stack.load_sae()?;
     let meta = &sae.cfg.metadata;
     let hook = args.stack.hook_of(&sae)?;
-    let (model, tokenizer, model_path) = load_model(&args.stack.model.to_string())?;
+    let (model, tokenizer, model_path) = load_model(&args.stack.model_for(&sae).to_string())?;
     let file_name = model_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

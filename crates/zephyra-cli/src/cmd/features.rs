@@ -54,7 +54,8 @@ pub struct Args {
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sae_dir = &args.stack.sae;
-    let model = args.stack.model.to_string();
+    // The model's name for the export (the SAE is read twice: once here for its recorded model).
+    let model = args.stack.model_for(&args.stack.load_sae()?).to_string();
     let out = args.out.clone().unwrap_or_else(|| sae_dir.join("features"));
     OutputDir::claim("--out", &out)?;
     if args.export_only {
@@ -152,10 +153,11 @@ fn export_to(features_dir: &Path, dir: &Path, model: &str) -> anyhow::Result<Exi
             features_dir.display()
         )
     })?;
-    let model_id = if model == "smollm2" {
-        "smollm2-135m-instruct"
-    } else {
-        model
+    // Neuronpedia's model ids for the known models.
+    let model_id = match model {
+        "smollm2" => "smollm2-135m-instruct",
+        "gemma3-270m" => "gemma-3-270m",
+        other => other,
     };
     let set = format!("zephyra-{}", store.index().hook.replace('.', "-"));
     let model_path = zephyra_lm::fetch::resolve_model(model)

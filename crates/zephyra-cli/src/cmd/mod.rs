@@ -19,5 +19,6 @@ pub mod source;
 pub mod steer;
 pub mod tokenize;
 pub mod train;
+pub mod transcoder_source;
 
 pub use crate::args::Global;

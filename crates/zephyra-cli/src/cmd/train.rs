@@ -1,4 +1,5 @@
-//! `zephyra train`: train a sparse autoencoder on activations, resumably.
+//! `zephyra train`: train a sparse autoencoder on activations, resumably (or, with `--target-acts`, a
+//! transcoder: `transcoder_source.rs`).
 //!
 //! Defaults per architecture (peak learning rate, sparsity coefficient λ; see the README's trainer table):
 //! topk/batchtopk lr 5e-4 (no λ), relu lr 5e-5 λ 5 (Anthropic April 2024), relu-unit lr 1e-4 λ 1e-3 with
@@ -266,7 +267,7 @@ fn train(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-type Opened = (
+pub(super) type Opened = (
     PathBuf,
     TrainSession,
     Box<dyn ActivationSource>,
@@ -295,6 +296,9 @@ fn open_other(
 }
 
 fn start(args: &Args) -> anyhow::Result<Opened> {
+    if let Some(target) = &args.transcoder.target_acts {
+        return super::transcoder_source::start(args, target);
+    }
     let Some(out) = &args.out else {
         bail!("--out DIR is required (where the SAE and its checkpoints go)")
     };
@@ -431,6 +435,7 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
             expected.data.set(flag, value);
         }
     }
+    super::transcoder_source::apply_resume_flags(args, &mut expected);
     // The one comparison (zephyra-sae): every differing option by name, both values; nothing touched.
     zephyra_sae::train::check_resume(&saved, &expected)?;
 
@@ -443,6 +448,9 @@ fn resume(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
                 .with_context(|| format!("the checkpoint's --holdout {held}"))?;
             let (train, eval) = open_npy(&acts, Some(held), order)?;
             (Box::new(train), eval)
+        } else if let Cursor::Zip { input, target } = cursor {
+            let zip = super::transcoder_source::reopen(args, input, target, &expected)?;
+            (Box::new(zip), None)
         } else {
             let recorded = recorded_source_args(&args.source, &saved.data)?;
             (open_other(&recorded, args.no_shuffle, &expected)?, None)

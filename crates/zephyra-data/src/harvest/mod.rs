@@ -314,6 +314,7 @@ fn run_harvest(
         tokenizer: TokenizerInfo {
             eos_token_id: pipeline.encoder.eos_token_id(),
             vocab_size,
+            context_prefix: pipeline.encoder.context_prefix(),
         },
         exclusion: ExclusionInfo {
             rule: cfg.rule,

@@ -54,7 +54,7 @@ pub(super) fn prepare_store(dir: &Path, fresh: Manifest) -> Result<Manifest> {
     if dir.join(MANIFEST_FILE).exists() {
         let store = ActivationStore::open_partial(dir)?;
         let m = store.manifest().clone();
-        let checks: [(&str, String, String); 12] = [
+        let checks: [(&str, String, String); 13] = [
             (
                 "model sha256",
                 m.model.sha256.clone(),
@@ -94,6 +94,11 @@ pub(super) fn prepare_store(dir: &Path, fresh: Manifest) -> Result<Manifest> {
                 "exclusion rule",
                 m.exclusion.description.clone(),
                 fresh.exclusion.description.clone(),
+            ),
+            (
+                "context prefix (BOS first in every context)",
+                format!("{:?}", m.tokenizer.context_prefix),
+                format!("{:?}", fresh.tokenizer.context_prefix),
             ),
         ];
         for (field, stored, requested) in checks {

@@ -115,6 +115,10 @@ pub struct TokenizerInfo {
     pub eos_token_id: u32,
     /// Vocabulary size.
     pub vocab_size: usize,
+    /// The token every context starts with (BOS for Gemma), if any; absent in stores of earlier versions,
+    /// whose contexts had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_prefix: Option<u32>,
 }
 
 /// The exclusion rule and what it dropped.

@@ -97,3 +97,18 @@ pub fn known_model(name: &str) -> Option<&'static KnownModel> {
         .iter()
         .find(|m| m.name.eq_ignore_ascii_case(name))
 }
+
+/// The known model an SAE or store records as its model (`metadata.model_name`: the `--model` name or the
+/// GGUF file name a harvest writes, e.g. `gemma-3-270m-q4_k_m.gguf`), if it is one.
+pub fn known_model_recorded(recorded: &str) -> Option<&'static KnownModel> {
+    let recorded = recorded.trim();
+    let file_name = recorded.rsplit(['/', '\\']).next().unwrap_or(recorded);
+    known_model(recorded).or_else(|| {
+        KNOWN_MODELS.iter().find(|m| {
+            m.file.eq_ignore_ascii_case(file_name)
+                || m.file
+                    .strip_suffix(".gguf")
+                    .is_some_and(|stem| stem.eq_ignore_ascii_case(file_name))
+        })
+    })
+}

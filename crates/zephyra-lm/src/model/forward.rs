@@ -5,10 +5,13 @@
 
 use candle_core::{Device, Tensor};
 
-use super::attention::HeadLayout;
-use super::kernels::{add_assign, geglu_tanh, head_rms_norm, rms_norm, rope, rope_table, swiglu};
+use super::attention::{HeadLayout, Pattern};
+use super::kernels::{
+    add_assign, geglu_tanh, head_rms_norm, rms_apply, rms_norm, rms_scales, rope, rope_table,
+    swiglu,
+};
 use super::{ForwardOutput, KvCache, Llama, Logits};
-use crate::config::Activation;
+use crate::config::{Activation, LlamaConfig};
 use crate::error::{LmError, Result};
 use crate::hooks::{Activations, HookPoint, Hooks};
 
@@ -24,6 +27,8 @@ pub(crate) struct Buffers {
     branch: Vec<f32>,
     gate_up: Vec<f32>,
     act: Vec<f32>,
+    /// RMSNorm divisors, one per row.
+    scales: Vec<f32>,
 }
 
 impl Llama {
@@ -97,7 +102,7 @@ impl Llama {
         logits: Logits,
     ) -> Result<(Option<Tensor>, Activations)> {
         let cfg = &self.config;
-        hooks.validate(cfg.n_layers)?;
+        hooks.validate_for(cfg)?;
         let batch = cache.batch();
         let rows = batch * seq;
         debug_assert_eq!(ids.len(), rows);
@@ -114,12 +119,11 @@ impl Llama {
                 vocab_size: cfg.vocab_size,
             });
         }
-        let mut acts = Activations::default();
-        let hook_final = hooks.has(HookPoint::LnFinal);
+        let hook_final = hooks.has(HookPoint::LnFinal) || hooks.has(HookPoint::LnFinalScale);
         let need_final = logits != Logits::None || hook_final;
         let stop = if need_final { None } else { hooks.deepest() };
         if !need_final && stop.is_none() {
-            return Ok((None, acts));
+            return Ok((None, Activations::default()));
         }
         let _span = tracing::debug_span!("forward", batch, seq, pos0 = cache.len()).entered();
 
@@ -146,6 +150,7 @@ impl Llama {
             (&mut buf.branch, rows * d),
             (&mut buf.gate_up, rows * 2 * d_mlp),
             (&mut buf.act, rows * d_mlp),
+            (&mut buf.scales, rows),
         ] {
             v.resize(n, 0.0);
         }
@@ -166,32 +171,39 @@ impl Llama {
                 rope_tables.push((theta, cos, sin));
             }
         }
-        let shape = [batch, seq, d];
-
-        // Applies the hooks at `p` to `data`; true when the pass should stop there.
-        let mut at = |p: HookPoint, data: &mut [f32], acts: &mut Activations| -> Result<bool> {
-            if hooks.has(p) {
-                hooks.apply(p, data, shape, acts)?;
-            }
-            Ok(stop == Some(p))
+        let mut site = Site {
+            hooks,
+            acts: Activations::default(),
+            stop,
+            cfg,
+            dims: (batch, seq, cache.len() + seq),
         };
+        let eps = cfg.rms_norm_eps;
 
         for (l, blk) in self.blocks.iter().enumerate() {
             let _span = tracing::trace_span!("block", layer = l).entered();
-            if at(HookPoint::ResidPre(l), &mut buf.resid, &mut acts)? {
-                return Ok((None, acts));
+            if site.at(HookPoint::ResidPre(l), &mut buf.resid)? {
+                return Ok((None, site.acts));
             }
             // Attention.
-            rms_norm(
-                &mut buf.normed,
-                &buf.resid,
-                &blk.attn_norm,
-                cfg.rms_norm_eps,
-            );
+            let hooks = (HookPoint::Ln1Scale(l), HookPoint::Ln1Normalized(l));
+            if site.pre_norm(hooks, buf, &blk.attn_norm)? {
+                return Ok((None, site.acts));
+            }
             blk.qkv.forward(&mut buf.qkv, &buf.normed, d, rows);
+            let parts = [
+                (HookPoint::AttnQ(l), 0, q_width),
+                (HookPoint::AttnK(l), q_width, kv_width),
+                (HookPoint::AttnV(l), q_width + kv_width, kv_width),
+            ];
+            for (p, col, width) in parts {
+                if site.columns(p, &mut buf.qkv, qkv_width, col, width)? {
+                    return Ok((None, site.acts));
+                }
+            }
             if let Some(extra) = &blk.extra_norms {
                 let (q, k) = (&extra.q_norm, &extra.k_norm);
-                let (n_q, n_kv, eps) = (cfg.n_heads, cfg.n_kv_heads, cfg.rms_norm_eps);
+                let (n_q, n_kv) = (cfg.n_heads, cfg.n_kv_heads);
                 head_rms_norm(&mut buf.qkv, qkv_width, n_q, q, n_kv, k, eps);
             }
             let n_rot = cfg.n_heads + cfg.n_kv_heads; // q and k heads are adjacent in each row
@@ -207,56 +219,64 @@ impl Llama {
                 scale: cfg.attention_scale(),
                 window: cfg.layer_window(l),
             };
-            cache.attend(
-                l,
-                &buf.qkv,
-                qkv_width,
-                seq,
-                heads,
-                &mut buf.attn,
-                &mut buf.scratch,
-            );
+            let (attn, scratch) = (&mut buf.attn, &mut buf.scratch);
+            let qkv = &buf.qkv;
+            if site.pattern(HookPoint::AttnPattern(l), |pattern| {
+                cache.attend(l, qkv, qkv_width, seq, heads, attn, scratch, pattern)
+            })? {
+                return Ok((None, site.acts));
+            }
+            if site.at(HookPoint::AttnZ(l), &mut buf.attn)? {
+                return Ok((None, site.acts));
+            }
             blk.o.forward(&mut buf.branch, &buf.attn, q_width, rows);
             if let Some(extra) = &blk.extra_norms {
-                post_norm(buf, &extra.post_attn, cfg.rms_norm_eps);
+                let p = HookPoint::Ln1PostScale(l);
+                if site.post_norm(p, buf, &extra.post_attn)? {
+                    return Ok((None, site.acts));
+                }
             }
-            if at(HookPoint::AttnOut(l), &mut buf.branch, &mut acts)? {
-                return Ok((None, acts));
+            if site.at(HookPoint::AttnOut(l), &mut buf.branch)? {
+                return Ok((None, site.acts));
             }
             add_assign(&mut buf.resid, &buf.branch);
-            if at(HookPoint::ResidMid(l), &mut buf.resid, &mut acts)? {
-                return Ok((None, acts));
+            if site.at(HookPoint::ResidMid(l), &mut buf.resid)? {
+                return Ok((None, site.acts));
             }
             // MLP.
-            rms_norm(&mut buf.normed, &buf.resid, &blk.mlp_norm, cfg.rms_norm_eps);
+            let hooks = (HookPoint::Ln2Scale(l), HookPoint::Ln2Normalized(l));
+            if site.pre_norm(hooks, buf, &blk.mlp_norm)? {
+                return Ok((None, site.acts));
+            }
             blk.gate_up.forward(&mut buf.gate_up, &buf.normed, d, rows);
             match cfg.activation() {
                 Activation::Silu => swiglu(&mut buf.act, &buf.gate_up, d_mlp),
                 Activation::GeluTanh => geglu_tanh(&mut buf.act, &buf.gate_up, d_mlp),
             }
+            if site.at(HookPoint::MlpPost(l), &mut buf.act)? {
+                return Ok((None, site.acts));
+            }
             blk.down.forward(&mut buf.branch, &buf.act, d_mlp, rows);
             if let Some(extra) = &blk.extra_norms {
-                post_norm(buf, &extra.post_mlp, cfg.rms_norm_eps);
+                let p = HookPoint::Ln2PostScale(l);
+                if site.post_norm(p, buf, &extra.post_mlp)? {
+                    return Ok((None, site.acts));
+                }
             }
-            if at(HookPoint::MlpOut(l), &mut buf.branch, &mut acts)? {
-                return Ok((None, acts));
+            if site.at(HookPoint::MlpOut(l), &mut buf.branch)? {
+                return Ok((None, site.acts));
             }
             add_assign(&mut buf.resid, &buf.branch);
-            if at(HookPoint::ResidPost(l), &mut buf.resid, &mut acts)? {
-                return Ok((None, acts));
+            if site.at(HookPoint::ResidPost(l), &mut buf.resid)? {
+                return Ok((None, site.acts));
             }
         }
         cache.advance(seq);
 
         // Final norm (all rows when hooked or when every position's logits are wanted).
         let (normed, n_rows) = if logits == Logits::All || hook_final {
-            rms_norm(
-                &mut buf.normed,
-                &buf.resid,
-                &self.final_norm,
-                cfg.rms_norm_eps,
-            );
-            at(HookPoint::LnFinal, &mut buf.normed, &mut acts)?;
+            let hooks = (HookPoint::LnFinalScale, HookPoint::LnFinal);
+            site.pre_norm(hooks, buf, &self.final_norm)?;
             if logits == Logits::Last {
                 let mut sel = Vec::with_capacity(batch * d);
                 for (b, &s) in last.iter().enumerate() {
@@ -276,7 +296,7 @@ impl Llama {
                 sel.extend_from_slice(&buf.resid[r * d..(r + 1) * d]);
             }
             let mut normed = vec![0.0; batch * d];
-            rms_norm(&mut normed, &sel, &self.final_norm, cfg.rms_norm_eps);
+            rms_norm(&mut normed, &sel, &self.final_norm, eps);
             (normed, batch)
         } else {
             (Vec::new(), 0)
@@ -296,15 +316,112 @@ impl Llama {
                 Some(t)
             }
         };
-        Ok((logits, acts))
+        Ok((logits, site.acts))
     }
 }
 
-/// Normalizes the branch output (`buf.branch`) before it joins the residual stream (Gemma's
-/// post-attention and post-feedforward norms), using `buf.normed` as scratch.
-fn post_norm(buf: &mut Buffers, weight: &[f32], eps: f32) {
-    rms_norm(&mut buf.normed, &buf.branch, weight, eps);
-    std::mem::swap(&mut buf.normed, &mut buf.branch);
+/// The hooks of one pass and where they apply: each method runs a piece of the pass through its
+/// hook points and returns true when the pass should stop there (the deepest hook was reached).
+struct Site<'h, 'a> {
+    hooks: &'h mut Hooks<'a>,
+    acts: Activations,
+    stop: Option<HookPoint>,
+    cfg: &'h LlamaConfig,
+    /// (batch, new positions, positions in all).
+    dims: (usize, usize, usize),
+}
+
+impl Site<'_, '_> {
+    /// Applies the hooks at `p` to `data`.
+    fn at(&mut self, p: HookPoint, data: &mut [f32]) -> Result<bool> {
+        if self.hooks.has(p) {
+            let (batch, seq, t) = self.dims;
+            let dims = p.shape(self.cfg).dims(batch, seq, t);
+            self.hooks.apply(p, data, &dims, &mut self.acts)?;
+        }
+        Ok(self.stop == Some(p))
+    }
+
+    /// RMSNorm of `x` into `out` with the scale hook `p` in between (its replacement freezes
+    /// the divisors).
+    fn norm(
+        &mut self,
+        p: HookPoint,
+        out: &mut [f32],
+        x: &[f32],
+        scales: &mut [f32],
+        weight: &[f32],
+    ) -> Result<bool> {
+        rms_scales(scales, x, weight.len(), self.cfg.rms_norm_eps);
+        if self.at(p, scales)? {
+            return Ok(true);
+        }
+        rms_apply(out, x, scales, weight);
+        Ok(false)
+    }
+
+    /// A norm that reads the residual stream: `buf.normed` ← RMSNorm(`buf.resid`), through its
+    /// scale hook and its output hook (`hooks`).
+    fn pre_norm(
+        &mut self,
+        (scale, out): (HookPoint, HookPoint),
+        buf: &mut Buffers,
+        weight: &[f32],
+    ) -> Result<bool> {
+        Ok(
+            self.norm(scale, &mut buf.normed, &buf.resid, &mut buf.scales, weight)?
+                || self.at(out, &mut buf.normed)?,
+        )
+    }
+
+    /// Gemma's norm of the branch output (`buf.branch`) before it joins the residual stream, with
+    /// its scale hook `p`; `buf.normed` serves as scratch.
+    fn post_norm(&mut self, p: HookPoint, buf: &mut Buffers, weight: &[f32]) -> Result<bool> {
+        let stop = self.norm(p, &mut buf.normed, &buf.branch, &mut buf.scales, weight)?;
+        std::mem::swap(&mut buf.normed, &mut buf.branch);
+        Ok(stop)
+    }
+
+    /// Applies the hooks at `p` to columns `col..col + width` of every `stride`-wide row.
+    fn columns(
+        &mut self,
+        p: HookPoint,
+        data: &mut [f32],
+        stride: usize,
+        col: usize,
+        width: usize,
+    ) -> Result<bool> {
+        if !self.hooks.has(p) {
+            return Ok(self.stop == Some(p));
+        }
+        let mut part: Vec<f32> = data
+            .chunks_exact(stride)
+            .flat_map(|row| &row[col..col + width])
+            .copied()
+            .collect();
+        let stop = self.at(p, &mut part)?;
+        for (row, new) in data.chunks_exact_mut(stride).zip(part.chunks_exact(width)) {
+            row[col..col + width].copy_from_slice(new);
+        }
+        Ok(stop)
+    }
+
+    /// Runs attention (`attend`) through the pattern hook `p`: when hooked, the pattern is
+    /// computed, passed through the hooks, and attention reruns with the result.
+    fn pattern(&mut self, p: HookPoint, mut attend: impl FnMut(Pattern<'_>)) -> Result<bool> {
+        if !self.hooks.has(p) {
+            attend(Pattern::Compute);
+            return Ok(self.stop == Some(p));
+        }
+        let (batch, seq, t) = self.dims;
+        let mut probs = vec![0.0; batch * self.cfg.n_heads * seq * t];
+        attend(Pattern::Record(&mut probs));
+        if self.at(p, &mut probs)? {
+            return Ok(true);
+        }
+        attend(Pattern::Use(&mut probs));
+        Ok(false)
+    }
 }
 
 /// Returns the work buffers to the model when a pass ends (early returns and errors included).

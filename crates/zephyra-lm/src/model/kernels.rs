@@ -86,13 +86,33 @@ pub(crate) fn matmul_strided(
 
 /// RMSNorm: `out[r] = x[r] / sqrt(mean(x[r]²) + eps) * weight` for every row.
 pub(crate) fn rms_norm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    let mut scales = vec![0.0; x.len() / weight.len()];
+    rms_scales(&mut scales, x, weight.len(), eps);
+    rms_apply(out, x, &scales, weight);
+}
+
+/// The RMSNorm divisor of every `d`-wide row (TransformerLens' `hook_scale`):
+/// `scales[r] = sqrt(mean(x[r]²) + eps)`.
+pub(crate) fn rms_scales(scales: &mut [f32], x: &[f32], d: usize, eps: f32) {
+    scales
+        .par_chunks_mut(ROWS_PER_TASK)
+        .zip(x.par_chunks(d * ROWS_PER_TASK))
+        .for_each(|(scales, x)| {
+            for (s, x) in scales.iter_mut().zip(x.chunks_exact(d)) {
+                *s = (sum_of_squares(x) / d as f32 + eps).sqrt();
+            }
+        });
+}
+
+/// `out[r] = x[r] · (1 / scales[r]) · weight` for every row: RMSNorm with given divisors.
+pub(crate) fn rms_apply(out: &mut [f32], x: &[f32], scales: &[f32], weight: &[f32]) {
     let d = weight.len();
     out.par_chunks_mut(d * ROWS_PER_TASK)
         .zip(x.par_chunks(d * ROWS_PER_TASK))
-        .for_each(|(out, x)| {
-            for (o, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                let ss = sum_of_squares(x);
-                let inv = 1.0 / (ss / d as f32 + eps).sqrt();
+        .zip(scales.par_chunks(ROWS_PER_TASK))
+        .for_each(|((out, x), scales)| {
+            for ((o, x), s) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(scales) {
+                let inv = 1.0 / s;
                 for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
                     *o = x * inv * w;
                 }

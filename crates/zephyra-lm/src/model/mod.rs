@@ -17,8 +17,10 @@ mod attention;
 mod forward;
 pub(crate) mod kernels;
 mod scoring;
+mod weights;
 
 pub use scoring::{log_softmax_at, LOGIT_ROWS};
+pub use weights::BlockWeights;
 
 use std::path::{Path, PathBuf};
 
@@ -216,14 +218,20 @@ impl Llama {
         self.n_tensors
     }
 
-    /// Every hook point of this model, in forward-pass order.
+    /// The residual-stream hook points of this model (`[batch, seq, d_model]`), in forward-pass
+    /// order; [`Llama::every_hook_point`] adds the hooks inside the blocks.
     pub fn hook_points(&self) -> Vec<HookPoint> {
         HookPoint::all(self.config.n_layers)
     }
 
+    /// Every hook point of this model, in forward-pass order.
+    pub fn every_hook_point(&self) -> Vec<HookPoint> {
+        HookPoint::all_for(&self.config)
+    }
+
     /// Parses a hook name and checks it exists in this model.
     pub fn hook_point(&self, name: &str) -> Result<HookPoint> {
-        HookPoint::parse_for(name, self.config.n_layers)
+        name.parse::<HookPoint>()?.validate_for(&self.config)
     }
 
     /// The unembedding matrix `[vocab, d_model]`, row-major: logits = `ln_final.hook_normalized · Wᵀ`
@@ -237,7 +245,8 @@ impl Llama {
         &self.embed
     }
 
-    /// The weight of the final RMSNorm, `[d_model]`.
+    /// The weight of the final RMSNorm, `[d_model]`: `ln_final.hook_normalized =
+    /// hook_resid_post / ln_final.hook_scale · w` (Gemma: `1 + w` of Hugging Face, as stored).
     pub fn final_norm_weight(&self) -> &[f32] {
         &self.final_norm
     }

@@ -16,11 +16,11 @@ impl<T: Real> SaeOf<T> {
         if !self.cfg.architecture.unit_norm_decoder() {
             return;
         }
-        let d_in = self.cfg.d_in;
+        let d_out = self.cfg.d_out();
         for (g, w) in grads
             .w_dec
-            .chunks_exact_mut(d_in)
-            .zip(self.w_dec.chunks_exact(d_in))
+            .chunks_exact_mut(d_out)
+            .zip(self.w_dec.chunks_exact(d_out))
         {
             let nn = dot(w, w);
             if nn > T::ZERO {
@@ -36,8 +36,8 @@ impl<T: Real> SaeOf<T> {
     /// architectures) and refreshes the JumpReLU `threshold` from `log_threshold`.
     pub fn post_step(&mut self) {
         if self.cfg.architecture.unit_norm_decoder() {
-            let d_in = self.cfg.d_in;
-            for w in self.w_dec.chunks_exact_mut(d_in) {
+            let d_out = self.cfg.d_out();
+            for w in self.w_dec.chunks_exact_mut(d_out) {
                 let n = dot(w, w).sqrt();
                 if n > T::ZERO {
                     for v in w.iter_mut() {
@@ -49,27 +49,29 @@ impl<T: Real> SaeOf<T> {
         self.sync_threshold();
     }
 
-    /// Resamples the `dead` latents (Towards Monosemanticity): for each, draws a row of `x`
-    /// (`n_rows × d_in`) with probability ∝ `row_loss²` (`row_loss` = each row's `‖x̂−x‖²`, e.g.
+    /// Resamples the `dead` latents (Towards Monosemanticity): for each, draws a training row of `rows`
+    /// (`n_rows × row_width`: `x`, or a transcoder's `[x | y]`) with probability ∝ `row_loss²` (`row_loss` = each row's `‖x̂−x‖²`, e.g.
     /// [`crate::WorkspaceOf::row_sq_err`]), sets the decoder direction to the row's unit vector (times the
-    /// latent's current decoder norm convention: unit norm for unit-norm architectures, else 0.1), the
-    /// encoder column to the same unit vector times `0.2 ×` the mean encoder norm of the alive latents,
+    /// latent's current decoder norm convention: unit norm for unit-norm architectures, else 0.1; a
+    /// transcoder's decoder takes the row's target `y`, its encoder the input `x`), the
+    /// encoder column to the input's unit vector times `0.2 ×` the mean encoder norm of the alive latents,
     /// and the encoder bias to 0. Returns the resampled latents: the caller must also reset their
     /// optimizer state ([`zero_latent`] on each Adam moment).
     pub fn resample_dead<R: Rng + ?Sized>(
         &mut self,
-        x: &[T],
+        rows: &[T],
         n_rows: usize,
         row_loss: &[T],
         dead: &[usize],
         rng: &mut R,
     ) -> Result<Vec<usize>> {
-        let (d_in, d_sae) = (self.cfg.d_in, self.cfg.d_sae);
-        if x.len() != n_rows * d_in || row_loss.len() != n_rows || n_rows == 0 {
+        let (d_in, d_sae, d_out) = (self.cfg.d_in, self.cfg.d_sae, self.cfg.d_out());
+        let width = self.cfg.row_width();
+        if rows.len() != n_rows * width || row_loss.len() != n_rows || n_rows == 0 {
             return Err(SaeError::shape(
                 "resampling batch / losses",
-                &[n_rows, d_in],
-                &[x.len(), row_loss.len()],
+                &[n_rows, width],
+                &[rows.len(), row_loss.len()],
             ));
         }
         if let Some(&bad) = dead.iter().find(|&&i| i >= d_sae) {
@@ -121,15 +123,18 @@ impl<T: Real> SaeOf<T> {
             } else {
                 rng.random_range(0..n_rows)
             };
-            let row = &x[r * d_in..(r + 1) * d_in];
-            let n = row.iter().map(|v| v.to_f64().powi(2)).sum::<f64>().sqrt();
-            if n <= 0.0 {
+            let row = &rows[r * width..(r + 1) * width];
+            let (x, y) = (&row[..d_in], &row[width - d_out..]);
+            let norm = |v: &[T]| v.iter().map(|v| v.to_f64().powi(2)).sum::<f64>().sqrt();
+            let (nx, ny) = (norm(x), norm(y));
+            if nx <= 0.0 || ny <= 0.0 {
                 continue;
             }
-            for j in 0..d_in {
-                let u = row[j].to_f64() / n;
-                self.w_dec[i * d_in + j] = T::from_f64(u * dec_norm);
-                self.w_enc[j * d_sae + i] = T::from_f64(u * 0.2 * mean_alive);
+            for (j, &v) in y.iter().enumerate() {
+                self.w_dec[i * d_out + j] = T::from_f64(v.to_f64() / ny * dec_norm);
+            }
+            for (j, &v) in x.iter().enumerate() {
+                self.w_enc[j * d_sae + i] = T::from_f64(v.to_f64() / nx * 0.2 * mean_alive);
             }
             if !self.b_enc.is_empty() {
                 self.b_enc[i] = T::ZERO;
@@ -146,8 +151,8 @@ impl<T: Real> SaeOf<T> {
 }
 
 /// Zeros latent `latent`'s entries in a buffer laid out like parameter `name` (an Adam moment, a
-/// gradient): column `latent` of `W_enc`, row `latent` of `W_dec`, entry `latent` of the per-latent vectors;
-/// `b_dec` has none.
+/// gradient): column `latent` of `W_enc`, row `latent` of `W_dec` (its width is `buf.len() / d_sae`: `d_in`,
+/// or a transcoder's `d_out`), entry `latent` of the per-latent vectors; `b_dec` and `W_skip` have none.
 pub fn zero_latent<T: Real>(name: &str, buf: &mut [T], latent: usize, d_in: usize, d_sae: usize) {
     match name {
         "W_enc" => {
@@ -158,11 +163,12 @@ pub fn zero_latent<T: Real>(name: &str, buf: &mut [T], latent: usize, d_in: usiz
             }
         }
         "W_dec" => {
-            if let Some(row) = buf.get_mut(latent * d_in..(latent + 1) * d_in) {
+            let width = buf.len() / d_sae.max(1);
+            if let Some(row) = buf.get_mut(latent * width..(latent + 1) * width) {
                 row.fill(T::ZERO);
             }
         }
-        "b_dec" => {}
+        "b_dec" | "W_skip" => {}
         _ => {
             if let Some(v) = buf.get_mut(latent) {
                 *v = T::ZERO;

@@ -16,7 +16,7 @@ use crate::Result;
 type TopKScratch<T> = (Vec<(T, u32)>, Vec<(u32, T)>);
 
 impl<T: Real> SaeOf<T> {
-    /// Dense feature activations `[n_rows, d_sae]` of `x` (`n_rows × d_in`).
+    /// Dense feature activations `[n_rows, d_sae]` of `x` (`n_rows × d_in`; a transcoder's input).
     pub fn encode(&self, x: &[T], n_rows: usize) -> Result<Vec<T>> {
         let mut ws = WorkspaceOf::default();
         self.encode_with(x, n_rows, &mut ws)?;
@@ -31,7 +31,7 @@ impl<T: Real> SaeOf<T> {
         n_rows: usize,
         ws: &'w mut WorkspaceOf<T>,
     ) -> Result<&'w [T]> {
-        self.check_batch(x, n_rows)?;
+        self.check_batch(x, n_rows, self.cfg.d_in)?;
         self.check_shapes()?;
         let d_sae = self.cfg.d_sae;
         let arch = self.cfg.architecture;
@@ -90,9 +90,10 @@ impl<T: Real> SaeOf<T> {
         Ok(&ws.z[..n_rows * d_sae])
     }
 
-    /// Reconstruction `f W_dec + b_dec` of dense codes `[n_rows, d_sae]`.
+    /// Reconstruction `f W_dec + b_dec` (`[n_rows, d_out]`) of dense codes `[n_rows, d_sae]`; without a
+    /// transcoder's skip term (see [`SaeOf::transcode`]).
     pub fn decode(&self, codes: &[T], n_rows: usize) -> Result<Vec<T>> {
-        let (d_in, d_sae) = (self.cfg.d_in, self.cfg.d_sae);
+        let (d_in, d_sae) = (self.cfg.d_out(), self.cfg.d_sae);
         if codes.len() != n_rows * d_sae {
             return Err(crate::SaeError::shape(
                 "codes",

@@ -57,6 +57,8 @@ pub struct WorkspaceOf<T> {
     pub(crate) band: Vec<(u32, u32, T)>,
     pub(crate) row_sq_err: Vec<T>,
     pub(crate) fire_counts: Vec<u32>,
+    pub(crate) split_x: Vec<T>,
+    pub(crate) split_y: Vec<T>,
     // Matryoshka: one prefix's codes, and the full dictionary's x̂, D, row errors set aside meanwhile.
     pub(crate) prefix: Codes<T>,
     pub(crate) prefix_xhat: Vec<T>,
@@ -93,8 +95,9 @@ pub(crate) fn sized<T: Real>(v: &mut Vec<T>, n: usize) -> &mut [T] {
 impl<T: Real> SaeOf<T> {
     /// Lengths of every tensor for this configuration, in the order of [`SaeOf::params`] plus
     /// `threshold` (no allocation).
-    fn expected_lengths(&self) -> [(&'static str, usize, usize, Vec<usize>); 9] {
-        let (d_in, d_sae) = (self.cfg.d_in, self.cfg.d_sae);
+    fn expected_lengths(&self) -> [(&'static str, usize, usize, Vec<usize>); 10] {
+        let (d_in, d_sae, d_out) = (self.cfg.d_in, self.cfg.d_sae, self.cfg.d_out());
+        let skip = if self.cfg.has_skip() { d_out * d_in } else { 0 };
         let arch = self.cfg.architecture;
         let gated = arch == Architecture::Gated;
         let has_threshold = matches!(
@@ -107,8 +110,8 @@ impl<T: Real> SaeOf<T> {
         [
             ("W_enc", self.w_enc.len(), d_in * d_sae, vec![d_in, d_sae]),
             ("b_enc", self.b_enc.len(), per_latent(!gated), vec![d_sae]),
-            ("W_dec", self.w_dec.len(), d_sae * d_in, vec![d_sae, d_in]),
-            ("b_dec", self.b_dec.len(), d_in, vec![d_in]),
+            ("W_dec", self.w_dec.len(), d_sae * d_out, vec![d_sae, d_out]),
+            ("b_dec", self.b_dec.len(), d_out, vec![d_out]),
             (
                 "log_threshold",
                 self.log_threshold.len(),
@@ -124,6 +127,7 @@ impl<T: Real> SaeOf<T> {
                 per_latent(has_threshold),
                 vec![d_sae],
             ),
+            ("W_skip", self.w_skip.len(), skip, vec![d_out, d_in]),
         ]
     }
 
@@ -139,28 +143,27 @@ impl<T: Real> SaeOf<T> {
         Ok(())
     }
 
-    fn check_batch(&self, x: &[T], n_rows: usize) -> Result<()> {
-        if n_rows == 0 || x.len() != n_rows * self.cfg.d_in {
-            return Err(SaeError::shape(
-                "input batch",
-                &[n_rows, self.cfg.d_in],
-                &[x.len()],
-            ));
+    /// Checks that `x` holds `n_rows > 0` rows of `width` values.
+    fn check_batch(&self, x: &[T], n_rows: usize, width: usize) -> Result<()> {
+        if n_rows == 0 || x.len() != n_rows * width {
+            return Err(SaeError::shape("input batch", &[n_rows, width], &[x.len()]));
         }
         Ok(())
     }
 
-    /// One forward and backward pass on `x` (`n_rows × d_in`, row-major): writes every gradient into
-    /// `grads` (overwriting) and returns the loss terms. `&self`: the weights are not changed.
+    /// One forward and backward pass on `rows` (`n_rows × row_width`, row-major: `x` for an SAE, `[x | y]`
+    /// for a transcoder, see [`crate::SaeConfig::row_width`]): writes every gradient into `grads`
+    /// (overwriting) and returns the loss terms, the reconstruction term being that of the target (`x` for
+    /// an SAE, `y` for a transcoder). `&self`: the weights are not changed.
     pub fn forward_backward(
         &self,
-        x: &[T],
+        rows: &[T],
         n_rows: usize,
         step: &StepConfig<'_>,
         ws: &mut WorkspaceOf<T>,
         grads: &mut GradientsOf<T>,
     ) -> Result<StepStats> {
-        self.check_batch(x, n_rows)?;
+        self.check_batch(rows, n_rows, self.cfg.row_width())?;
         self.check_shapes()?;
         let want = GradientsOf::zeros_like(self);
         for ((name, g), (_, w)) in grads.slices().into_iter().zip(want.slices()) {
@@ -206,9 +209,25 @@ impl<T: Real> SaeOf<T> {
             n_rows
         )
         .entered();
-        match self.cfg.architecture {
-            Architecture::Gated => gated::forward_backward(self, x, n_rows, step, ws, grads),
-            _ => codes::forward_backward(self, x, n_rows, step, ws, grads),
+        if !self.cfg.is_transcoder() {
+            return match self.cfg.architecture {
+                Architecture::Gated => gated::forward_backward(self, rows, n_rows, step, ws, grads),
+                _ => codes::forward_backward(self, rows, rows, n_rows, step, ws, grads),
+            };
         }
+        // Transcoder: split `[x | y]` into two contiguous matrices (buffers kept in `ws` across steps).
+        let (d_in, d_out) = (self.cfg.d_in, self.cfg.d_out());
+        let mut x = std::mem::take(&mut ws.split_x);
+        let mut y = std::mem::take(&mut ws.split_y);
+        x.clear();
+        y.clear();
+        for row in rows.chunks_exact(d_in + d_out) {
+            x.extend_from_slice(&row[..d_in]);
+            y.extend_from_slice(&row[d_in..]);
+        }
+        let out = codes::forward_backward(self, &x, &y, n_rows, step, ws, grads);
+        ws.split_x = x;
+        ws.split_y = y;
+        out
     }
 }

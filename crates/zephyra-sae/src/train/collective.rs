@@ -100,16 +100,19 @@ pub(crate) fn check_world(cfg: &super::TrainConfig, comm: &dyn Collective) -> Re
 /// Turns this rank's step (gradients and stats of the mean over its `x` rows) into the step of the whole
 /// `n_global`-row batch: gradients weighted by `n_local / n_global` and summed in one allreduce; loss terms
 /// and L0 averaged the same way; `sse` summed; the centred `sst` rebuilt from each rank's row sums
-/// (`Σ‖x−μ‖² = Σ_r (sst_r + n_r‖μ_r‖²) − ‖Σx‖²/n`); the batchtopk threshold estimate is the minimum.
+/// (`Σ‖x−μ‖² = Σ_r (sst_r + n_r‖μ_r‖²) − ‖Σx‖²/n`, over the target: the last `d_out` of each row of width
+/// `width`); the batchtopk threshold estimate is the minimum.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn reduce_step(
     comm: &dyn Collective,
     x: &[f32],
-    d_in: usize,
+    width: usize,
+    d_out: usize,
     n_global: usize,
     stats: &mut crate::StepStats,
     grads: &mut crate::Gradients,
 ) -> Result<(), SaeError> {
-    let n_local = x.len() / d_in.max(1);
+    let n_local = x.len() / width.max(1);
     let weight = n_local as f32 / n_global as f32;
     let mut flat = Vec::new();
     for (_, g) in grads.slices() {
@@ -124,10 +127,10 @@ pub(crate) fn reduce_step(
     }
 
     let nl = n_local as f64;
-    let mut sums = vec![0.0f64; 8 + d_in];
+    let mut sums = vec![0.0f64; 8 + d_out];
     let mut sq = 0.0f64;
-    for row in x.chunks_exact(d_in.max(1)) {
-        for (s, &v) in sums[8..].iter_mut().zip(row) {
+    for row in x.chunks_exact(width.max(1)) {
+        for (s, &v) in sums[8..].iter_mut().zip(&row[width - d_out..]) {
             *s += v as f64;
         }
     }

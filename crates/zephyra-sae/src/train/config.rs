@@ -57,7 +57,8 @@ pub struct TrainConfig {
     pub sparsity_warmup_steps: u64,
     /// Clip gradients to this global L2 norm (`None` = no clipping).
     pub max_grad_norm: Option<f64>,
-    /// Scale inputs so that E‖x‖ = √d_in during training (folded into the saved weights).
+    /// Scale inputs so that E‖x‖ = √d_in during training (folded into the saved weights); a transcoder's
+    /// inputs and targets are multiplied by the one scale that gives its targets E‖y‖ = √d_out.
     pub normalize_activations: bool,
     /// How `b_dec` starts.
     pub b_dec_init: BDecInit,
@@ -67,7 +68,7 @@ pub struct TrainConfig {
     pub dead_after_tokens: u64,
     /// relu-unit: resample dead latents every this many steps (0 = never).
     pub resample_every_steps: u64,
-    /// AuxK latents per row (`None` = d_in / 2).
+    /// AuxK latents per row (`None` = d_out / 2, i.e. d_in / 2 for an SAE).
     pub k_aux: Option<usize>,
     /// AuxK coefficient α.
     pub aux_coeff: f64,
@@ -189,7 +190,7 @@ impl TrainConfig {
         }
         if self
             .batch_size
-            .checked_mul(self.sae.d_in)
+            .checked_mul(self.sae.row_width())
             .and_then(|n| n.checked_mul(4))
             .is_none()
         {
@@ -198,7 +199,7 @@ impl TrainConfig {
                 self.batch_size,
                 format!(
                     "a batch of rows of width {} does not fit in memory",
-                    self.sae.d_in
+                    self.sae.row_width()
                 ),
             );
         }

@@ -9,6 +9,7 @@
 //!  "order": {"shuffle": bool, "repeat": bool, "seed": int}, "epoch": int, "pos": int}
 //! {"kind": "store", "path": str, "epoch": int, "window": int, "offset": int}
 //! {"kind": "stream", "epoch": int, "window": int, "offset": int}
+//! {"kind": "zip", "input": cursor, "target": cursor}
 //! ```
 
 use std::path::PathBuf;
@@ -67,16 +68,24 @@ pub enum Cursor {
         /// Rows of that window already served.
         offset: u64,
     },
+    /// A transcoder's [`ZipSource`](super::ZipSource): the input's and the target's cursors.
+    Zip {
+        /// The input source's position.
+        input: Box<Cursor>,
+        /// The target source's position.
+        target: Box<Cursor>,
+    },
 }
 
 impl Cursor {
-    /// The `kind` tag: `memory`, `npy`, `store` or `stream`.
+    /// The `kind` tag: `memory`, `npy`, `store`, `stream` or `zip`.
     pub fn kind(&self) -> &'static str {
         match self {
             Cursor::Memory { .. } => "memory",
             Cursor::Npy { .. } => "npy",
             Cursor::Store { .. } => "store",
             Cursor::Stream { .. } => "stream",
+            Cursor::Zip { .. } => "zip",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Held-out evaluation: L0 and centred FVE of an SAE on rows it was not trained on.
+//! Held-out evaluation: L0 and centred FVE of an SAE on rows it was not trained on (a transcoder: of its
+//! prediction of `y` from `x`, on `[x | y]` rows).
 
 use super::source::ActivationSource;
 use crate::{Sae, SaeError, Workspace};
@@ -24,40 +25,48 @@ pub fn evaluate(
     chunk_rows: usize,
     max_rows: u64,
 ) -> Result<EvalStats, SaeError> {
-    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
-    if source.d_in() != d_in {
+    let (d_in, d_sae, d_out) = (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.d_out());
+    let width = sae.cfg.row_width();
+    if source.d_in() != width {
         return Err(SaeError::shape(
-            "evaluation rows (d_in)",
-            &[d_in],
+            format!("evaluation {}", super::trainer::row_width_name(&sae.cfg)),
+            &[width],
             &[source.d_in()],
         ));
     }
-    let mut buf = vec![0.0f32; chunk_rows.max(1) * d_in];
+    let mut buf = vec![0.0f32; chunk_rows.max(1) * width];
     let mut ws = Workspace::default();
     let (mut n, mut active, mut sse, mut sum_sq) = (0u64, 0u64, 0.0f64, 0.0f64);
-    let mut sum = vec![0.0f64; d_in];
+    let mut sum = vec![0.0f64; d_out];
+    let (mut x, mut y) = (Vec::new(), Vec::new());
     while n < max_rows {
         let want = ((max_rows - n) as usize).min(chunk_rows.max(1));
         let (rows, _) = super::batch::fill_batch(
             source,
-            &mut buf[..want * d_in],
-            d_in,
+            &mut buf[..want * width],
+            width,
             super::config::NonFinitePolicy::Skip,
             0,
         )?;
         if rows == 0 {
             break;
         }
-        let x = &buf[..rows * d_in];
-        let codes = sae.encode_with(x, rows, &mut ws)?;
+        x.clear();
+        y.clear();
+        for row in buf[..rows * width].chunks_exact(width) {
+            x.extend_from_slice(&row[..d_in]);
+            y.extend_from_slice(&row[width - d_out..]);
+        }
+        let codes = sae.encode_with(&x, rows, &mut ws)?;
         active += codes.iter().filter(|&&v| v != 0.0).count() as u64;
-        let xhat = sae.decode(codes, rows)?;
+        let mut yhat = sae.decode(codes, rows)?;
+        sae.add_skip(&x, rows, &mut yhat);
         for r in 0..rows {
             let (row, rec) = (
-                &x[r * d_in..(r + 1) * d_in],
-                &xhat[r * d_in..(r + 1) * d_in],
+                &y[r * d_out..(r + 1) * d_out],
+                &yhat[r * d_out..(r + 1) * d_out],
             );
-            for j in 0..d_in {
+            for j in 0..d_out {
                 let v = row[j] as f64;
                 sse += (v - rec[j] as f64).powi(2);
                 sum_sq += v * v;

@@ -17,6 +17,7 @@ pub mod session;
 pub mod source;
 pub mod summary;
 mod trainer;
+pub mod zip;
 
 pub use batch::fill_batch;
 pub use collective::{Collective, SingleProcess};
@@ -28,3 +29,4 @@ pub use session::TrainSession;
 pub use source::{ActivationSource, MemorySource};
 pub use summary::{PrefixFve, TrainSummary, SUMMARY_FILE};
 pub use trainer::{Progress, RngState, RunOutcome, StateMeta, Trainer, METRICS_FILE, STATE_FORMAT};
+pub use zip::ZipSource;

@@ -137,6 +137,7 @@ pub fn differences(saved: &TrainConfig, requested: &TrainConfig) -> Vec<Differen
         apply_b_dec_to_input: _,
         normalization_factor: _,
         metadata: _,
+        transcoder: _,
     } = &saved.sae;
     let (s, r) = (saved, requested);
     let mut d = Diff::default();
@@ -158,6 +159,8 @@ pub fn differences(saved: &TrainConfig, requested: &TrainConfig) -> Vec<Differen
         "metadata.model_name" => sae.metadata.model_name,
         "metadata.hook_name" => sae.metadata.hook_name,
         "metadata.context_size" => sae.metadata.context_size,
+        "metadata.hook_name_out" => sae.metadata.hook_name_out,
+        "transcoder (--target-acts width, --skip)" => sae.transcoder,
         "metadata" => sae.metadata.extra,
         "--batch-rows" => batch_size,
         "--tokens" => total_tokens,

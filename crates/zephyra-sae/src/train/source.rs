@@ -31,24 +31,27 @@ pub trait ActivationSource: Send {
 }
 
 /// Rows held in memory (tests, benchmarks, hold-out sets), read in order and optionally repeated.
+///
+/// The rows are any `AsRef<[f32]>`: an owned `Vec<f32>` (the default) or a borrowed slice (the Python
+/// package trains on a numpy array without copying it).
 #[derive(Debug, Clone)]
-pub struct MemorySource {
-    rows: Vec<f32>,
+pub struct MemorySource<R = Vec<f32>> {
+    rows: R,
     d_in: usize,
     pos: usize,
     epoch: u64,
     repeat: bool,
 }
 
-impl MemorySource {
+impl<R: AsRef<[f32]>> MemorySource<R> {
     /// Wraps `rows` (`n × d_in`, row-major). With `repeat`, the rows are served again from the start when
     /// the end is reached (epochs), otherwise the source is exhausted after one pass.
-    pub fn new(rows: Vec<f32>, d_in: usize, repeat: bool) -> Result<Self, SaeError> {
-        if d_in == 0 || rows.len() % d_in != 0 {
+    pub fn new(rows: R, d_in: usize, repeat: bool) -> Result<Self, SaeError> {
+        let n_values = rows.as_ref().len();
+        if d_in == 0 || n_values % d_in != 0 {
             return Err(SaeError::Source(
                 format!(
-                "in-memory activations: {} values is not a whole number of rows of width {d_in}",
-                rows.len()
+                "in-memory activations: {n_values} values is not a whole number of rows of width {d_in}"
             )
                 .into(),
             ));
@@ -64,11 +67,11 @@ impl MemorySource {
 
     /// Number of rows held.
     pub fn n_rows(&self) -> usize {
-        self.rows.len() / self.d_in
+        self.rows.as_ref().len() / self.d_in
     }
 }
 
-impl ActivationSource for MemorySource {
+impl<R: AsRef<[f32]> + Send> ActivationSource for MemorySource<R> {
     fn d_in(&self) -> usize {
         self.d_in
     }
@@ -90,8 +93,9 @@ impl ActivationSource for MemorySource {
                 self.epoch += 1;
             }
             let take = (want - written).min(n - self.pos);
-            out[written * self.d_in..(written + take) * self.d_in]
-                .copy_from_slice(&self.rows[self.pos * self.d_in..(self.pos + take) * self.d_in]);
+            out[written * self.d_in..(written + take) * self.d_in].copy_from_slice(
+                &self.rows.as_ref()[self.pos * self.d_in..(self.pos + take) * self.d_in],
+            );
             written += take;
             self.pos += take;
         }
@@ -144,5 +148,19 @@ mod tests {
         let mut once = MemorySource::new(vec![1.0; 4], 2, false).unwrap();
         assert_eq!(once.next_rows(&mut out).unwrap(), 2);
         assert_eq!(once.next_rows(&mut out).unwrap(), 0);
+    }
+
+    #[test]
+    fn memory_source_reads_a_borrowed_slice_like_an_owned_one() {
+        let rows: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let mut owned = MemorySource::new(rows.clone(), 3, true).unwrap();
+        let mut borrowed = MemorySource::new(rows.as_slice(), 3, true).unwrap();
+        let (mut a, mut b) = (vec![0.0; 15], vec![0.0; 15]);
+        assert_eq!(owned.next_rows(&mut a).unwrap(), 5);
+        assert_eq!(borrowed.next_rows(&mut b).unwrap(), 5);
+        assert_eq!(a, b);
+        assert_eq!(&b[9..], &[9., 10., 11., 0., 1., 2.]);
+        assert_eq!(borrowed.cursor(), Cursor::Memory { pos: 1, epoch: 1 });
+        assert!(MemorySource::new(&rows[..11], 3, false).is_err());
     }
 }

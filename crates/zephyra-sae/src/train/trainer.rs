@@ -120,11 +120,11 @@ impl Trainer {
     ) -> Result<Self, SaeError> {
         cfg.validate()?;
         check_world(&cfg, comm.as_ref())?;
-        let d_in = cfg.sae.d_in;
-        if source.d_in() != d_in {
+        let (d_in, width) = (cfg.sae.d_in, cfg.sae.row_width());
+        if source.d_in() != width {
             return Err(SaeError::shape(
-                "activation rows (d_in)",
-                &[d_in],
+                row_width_name(&cfg.sae),
+                &[width],
                 &[source.d_in()],
             ));
         }
@@ -150,11 +150,11 @@ impl Trainer {
 
         // Data-dependent initialisation on the first rows, then rewind so training sees them too.
         let start = source.cursor();
-        let mut first = vec![0.0f32; cfg.init_rows.max(1) * d_in];
+        let mut first = vec![0.0f32; cfg.init_rows.max(1) * width];
         let (n, _) = fill_batch(
             source,
             &mut first,
-            d_in,
+            width,
             super::config::NonFinitePolicy::Skip,
             0,
         )?;
@@ -164,17 +164,25 @@ impl Trainer {
                 "the activation source has no finite rows".into(),
             ));
         }
-        first.truncate(n * d_in);
+        first.truncate(n * width);
+        // The scale and b_dec concern the output space: taken from the targets (`y` of a transcoder's
+        // `[x | y]` rows; the rows themselves for an SAE). One scale multiplies inputs and targets alike.
+        let d_out = cfg.sae.d_out();
+        let mut target: Vec<f32> = first
+            .chunks_exact(width)
+            .flat_map(|row| &row[width - d_out..])
+            .copied()
+            .collect();
         let scale = if cfg.normalize_activations {
-            init::input_scale(&first, d_in)?
+            init::input_scale(&target, d_out)?
         } else {
             1.0
         };
-        first.iter_mut().for_each(|v| *v *= scale);
+        target.iter_mut().for_each(|v| *v *= scale);
         let b_dec = match cfg.b_dec_init {
-            BDecInit::GeometricMedian => init::geometric_median(&first, d_in, 100),
-            BDecInit::Mean => init::mean(&first, d_in),
-            BDecInit::Zeros => vec![0.0; d_in],
+            BDecInit::GeometricMedian => init::geometric_median(&target, d_out, 100),
+            BDecInit::Mean => init::mean(&target, d_out),
+            BDecInit::Zeros => vec![0.0; d_out],
         };
         sae.b_dec.copy_from_slice(&b_dec);
         tracing::info!(arch = %cfg.sae.architecture, d_in, d_sae = cfg.sae.d_sae, scale, init_rows = n, "initialised SAE");
@@ -198,7 +206,7 @@ impl Trainer {
             scale,
             tokens_since_fired: vec![0; d_sae],
             dead: vec![false; d_sae],
-            batch: vec![0.0; cfg.batch_size * d_in],
+            batch: vec![0.0; cfg.batch_size * width],
             out_dir: out_dir.map(Path::to_path_buf),
             metrics,
             window,
@@ -260,7 +268,7 @@ impl Trainer {
     ) -> Result<RunOutcome, SaeError> {
         let total_steps = self.cfg.total_steps();
         let sched = self.cfg.lr_schedule();
-        let d_in = self.cfg.sae.d_in;
+        let width = self.cfg.sae.row_width();
         let started = Instant::now();
         let start_tokens = self.tokens;
         let mut window_start = (Instant::now(), self.tokens);
@@ -269,7 +277,7 @@ impl Trainer {
             let (n, skipped) = fill_batch(
                 source,
                 &mut self.batch,
-                d_in,
+                width,
                 self.cfg.non_finite,
                 self.tokens + self.skipped_rows,
             )?;
@@ -286,12 +294,12 @@ impl Trainer {
             }
             if self.scale != 1.0 {
                 let s = self.scale;
-                self.batch[..n * d_in].iter_mut().for_each(|v| *v *= s);
+                self.batch[..n * width].iter_mut().for_each(|v| *v *= s);
             }
             // This rank's rows of the global batch (all of it in one process).
             let rows = rows_of(self.comm.rank(), world, n);
             let n_local = rows.len();
-            let x = &mut self.batch[rows.start * d_in..rows.end * d_in];
+            let x = &mut self.batch[rows.start * width..rows.end * width];
             let lr = sched.lr_at(self.step);
             let coeff = sparsity_at(
                 self.cfg.sparsity_coeff as f32,
@@ -315,8 +323,9 @@ impl Trainer {
             if world > 1 {
                 reduce_step(
                     self.comm.as_ref(),
-                    &self.batch[rows.start * d_in..rows.end * d_in],
-                    d_in,
+                    &self.batch[rows.start * width..rows.end * width],
+                    width,
+                    self.cfg.sae.d_out(),
                     n,
                     &mut stats,
                     &mut self.grads,
@@ -454,8 +463,8 @@ impl Trainer {
         if dead.is_empty() {
             return Ok(());
         }
-        let d_in = self.cfg.sae.d_in;
-        let d_sae = self.cfg.sae.d_sae;
+        let width = self.cfg.sae.row_width();
+        let (d_in, d_sae) = (self.cfg.sae.d_in, self.cfg.sae.d_sae);
         // Per-row losses of the whole global batch: each rank fills its rows, the sum gathers them
         // (adding zeros is exact), so every rank resamples identically from the same RNG.
         let mut row_loss = vec![0.0f32; n];
@@ -464,7 +473,7 @@ impl Trainer {
         self.comm.sum_f32(&mut row_loss)?;
         let done =
             self.sae
-                .resample_dead(&self.batch[..n * d_in], n, &row_loss, &dead, &mut self.rng)?;
+                .resample_dead(&self.batch[..n * width], n, &row_loss, &dead, &mut self.rng)?;
         for &i in &done {
             for st in self.adam.moments.iter_mut() {
                 crate::arch::zero_latent(&st.name, &mut st.m, i, d_in, d_sae);
@@ -488,5 +497,18 @@ impl Trainer {
     /// The collective this trainer reduces over (rank 0 of 1 unless built with [`Trainer::new_with`]).
     pub fn collective(&self) -> &dyn Collective {
         self.comm.as_ref()
+    }
+}
+
+/// How a source's row width is named in a mismatch message.
+pub(crate) fn row_width_name(sae: &crate::SaeConfig) -> String {
+    if sae.is_transcoder() {
+        format!(
+            "activation rows [x | y] of a transcoder (d_in {} + d_out {})",
+            sae.d_in,
+            sae.d_out()
+        )
+    } else {
+        "activation rows (d_in)".to_string()
     }
 }

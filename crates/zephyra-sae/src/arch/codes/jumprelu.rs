@@ -40,7 +40,7 @@ pub(in crate::arch) fn jumprelu_threshold_grad<T: Real>(
     ws: &WorkspaceOf<T>,
     grads: &mut GradientsOf<T>,
 ) {
-    let d_in = sae.cfg.d_in;
+    let d_out = sae.cfg.d_out();
     let inv_eps = T::from_f64(1.0 / step.bandwidth);
     let lambda_s = T::from_f64(step.sparsity_coeff) * s;
     grads.log_threshold.fill(T::ZERO);
@@ -53,8 +53,8 @@ pub(in crate::arch) fn jumprelu_threshold_grad<T: Real>(
         };
         let slope = tanh_slope(step, f.to_f64(), ws.dec_norms[i].to_f64());
         let dl_df = dot(
-            &ws.d[r * d_in..(r + 1) * d_in],
-            &sae.w_dec[i * d_in..(i + 1) * d_in],
+            &ws.d[r * d_out..(r + 1) * d_out],
+            &sae.w_dec[i * d_out..(i + 1) * d_out],
         ) + lambda_s * T::from_f64(slope);
         let step_w = T::from_f64(step_weight(step, row_l0, r));
         let d_theta = -(theta[i] * inv_eps) * dl_df - lambda_s * step_w * inv_eps;

@@ -171,11 +171,11 @@ pub(in crate::arch) fn tanh_grads<T: Real>(
 
 /// `dL/dW_dec[i] += (c_i / n_i²) W_dec[i]` for `c_i = n_i ∂L/∂n_i` (the chain rule through `‖W_dec[i]‖`).
 fn add_norm_grad<T: Real>(sae: &SaeOf<T>, n_dl_dn: &[T], norms: &[T], grads: &mut GradientsOf<T>) {
-    let d_in = sae.cfg.d_in;
+    let d_out = sae.cfg.d_out();
     for (i, &c) in n_dl_dn.iter().enumerate() {
         let n = norms[i];
         if c != T::ZERO && n > T::ZERO {
-            let row = i * d_in..(i + 1) * d_in;
+            let row = i * d_out..(i + 1) * d_out;
             crate::kernels::sparse::axpy(
                 &mut grads.w_dec[row.clone()],
                 c / (n * n),

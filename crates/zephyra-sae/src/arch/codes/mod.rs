@@ -91,16 +91,16 @@ pub(super) fn encoder_preact<T: Real>(
     }
 }
 
-/// `out = b_dec + F W_dec` for dense codes `F` (`n_rows × d_sae`); `out` is `n_rows × d_in`.
+/// `out = b_dec + F W_dec` for dense codes `F` (`n_rows × d_sae`); `out` is `n_rows × d_out`.
 pub(super) fn decode_dense<T: Real>(sae: &SaeOf<T>, f: &[T], n_rows: usize, out: &mut [T]) {
-    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
-    for row in out.chunks_exact_mut(d_in) {
+    let (d_out, d_sae) = (sae.cfg.d_out(), sae.cfg.d_sae);
+    for row in out.chunks_exact_mut(d_out) {
         row.copy_from_slice(&sae.b_dec);
     }
     matmul(
         out,
         MatRef::row_major(f, n_rows, d_sae),
-        MatRef::row_major(&sae.w_dec, d_sae, d_in),
+        MatRef::row_major(&sae.w_dec, d_sae, d_out),
         true,
         T::ONE,
     );
@@ -108,11 +108,11 @@ pub(super) fn decode_dense<T: Real>(sae: &SaeOf<T>, f: &[T], n_rows: usize, out:
 
 /// `‖W_dec[i]‖` into `ws.dec_norms`.
 pub(super) fn decoder_norms<T: Real>(sae: &SaeOf<T>, ws: &mut WorkspaceOf<T>) {
-    let d_in = sae.cfg.d_in;
+    let d_out = sae.cfg.d_out();
     let norms = sized(&mut ws.dec_norms, sae.cfg.d_sae);
     norms
         .par_iter_mut()
-        .zip(sae.w_dec.par_chunks_exact(d_in))
+        .zip(sae.w_dec.par_chunks_exact(d_out))
         .with_min_len(256)
         .for_each(|(n, row)| {
             *n = dot(row, row).sqrt();
@@ -165,9 +165,9 @@ pub(super) fn total_variance<T: Real>(x: &[T], n_rows: usize, d_in: usize) -> f6
 
 /// `out = Σ_r D_r − (apply_b_dec ? W_enc·g_b_enc : 0)`: the decoder-bias gradient.
 pub(super) fn b_dec_grad<T: Real>(sae: &SaeOf<T>, d: &[T], g_pre_sum: &[T], out: &mut [T]) {
-    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+    let (d_sae, d_out) = (sae.cfg.d_sae, sae.cfg.d_out());
     out.fill(T::ZERO);
-    for row in d.chunks_exact(d_in) {
+    for row in d.chunks_exact(d_out) {
         for (o, &v) in out.iter_mut().zip(row) {
             *o += v;
         }
@@ -179,15 +179,18 @@ pub(super) fn b_dec_grad<T: Real>(sae: &SaeOf<T>, d: &[T], g_pre_sum: &[T], out:
     }
 }
 
+/// The shared pipeline on inputs `x` (`n × d_in`) and targets `y` (`n × d_out`; the same slice as `x`
+/// for an SAE).
 pub(super) fn forward_backward<T: Real>(
     sae: &SaeOf<T>,
     x: &[T],
+    y: &[T],
     n_rows: usize,
     step: &StepConfig<'_>,
     ws: &mut WorkspaceOf<T>,
     grads: &mut GradientsOf<T>,
 ) -> Result<StepStats> {
-    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+    let (d_in, d_sae, d_out) = (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.d_out());
     let arch = sae.cfg.architecture;
     let s: T = scale_of(step, n_rows);
     let lambda = T::from_f64(step.sparsity_coeff);
@@ -253,6 +256,7 @@ pub(super) fn forward_backward<T: Real>(
         dense_path(
             sae,
             x,
+            y,
             n_rows,
             &theta,
             add.as_deref(),
@@ -281,9 +285,10 @@ pub(super) fn forward_backward<T: Real>(
             }
             Architecture::Gated => unreachable!("gated has its own path"),
         }
-        sparse_path(sae, x, n_rows, add.as_deref(), ws, grads, &mut stats, s);
+        sparse_path(sae, x, y, n_rows, add.as_deref(), ws, grads, &mut stats, s);
         if let Architecture::Matryoshka { groups, .. } = arch {
-            inner_prefixes(sae, x, n_rows, groups, s, ws, grads, &mut stats);
+            // Matryoshka transcoders are refused by the config: here the target y is the input x.
+            inner_prefixes(sae, y, n_rows, groups, s, ws, grads, &mut stats);
         }
     }
 
@@ -299,9 +304,9 @@ pub(super) fn forward_backward<T: Real>(
                 if f_sums[i] != T::ZERO && n > T::ZERO {
                     let c = lambda * s * f_sums[i] / n;
                     crate::kernels::sparse::axpy(
-                        &mut grads.w_dec[i * d_in..(i + 1) * d_in],
+                        &mut grads.w_dec[i * d_out..(i + 1) * d_out],
                         c,
-                        &sae.w_dec[i * d_in..(i + 1) * d_in],
+                        &sae.w_dec[i * d_out..(i + 1) * d_out],
                     );
                 }
             }
@@ -332,11 +337,21 @@ pub(super) fn forward_backward<T: Real>(
         Some(dead),
     ) = (arch, step.dead)
     {
-        stats.aux_loss = auxk(sae, x, n_rows, step, dead, s, ws, grads);
+        stats.aux_loss = auxk(sae, y, n_rows, step, dead, s, ws, grads);
     }
 
+    // Skip path: ŷ_r += W_skip x_r ⇒ dL/dW_skip = Σ_r D_r x_rᵀ = Dᵀ X (AuxK's residual is a constant).
+    if !grads.w_skip.is_empty() {
+        matmul(
+            &mut grads.w_skip,
+            MatRef::row_major(&ws.d[..n_rows * d_out], n_rows, d_out).t(),
+            MatRef::row_major(x, n_rows, d_in),
+            false,
+            T::ONE,
+        );
+    }
     // Decoder bias (after every contribution to dL/db_enc = Σ_r G_r is in).
-    b_dec_grad(sae, &ws.d[..n_rows * d_in], &grads.b_enc, &mut grads.b_dec);
+    b_dec_grad(sae, &ws.d[..n_rows * d_out], &grads.b_enc, &mut grads.b_dec);
     let recon_sse = match arch {
         Architecture::Matryoshka { .. } => stats.prefix_sse.iter().sum(),
         _ => stats.sse,

@@ -1,4 +1,5 @@
 //! The two code paths: sparse (per-row active lists) and dense (GEMM over `f`), decode and backward.
+//! `x` is the input (`n × d_in`), `y` the target (`n × d_out`; `y = x` for an SAE).
 
 use super::*;
 
@@ -7,6 +8,7 @@ use super::*;
 pub(in crate::arch) fn sparse_path<T: Real>(
     sae: &SaeOf<T>,
     x: &[T],
+    y: &[T],
     n_rows: usize,
     add: Option<&[T]>,
     ws: &mut WorkspaceOf<T>,
@@ -14,11 +16,12 @@ pub(in crate::arch) fn sparse_path<T: Real>(
     stats: &mut StepStats,
     s: T,
 ) {
-    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
-    let xhat = sized(&mut ws.xhat, n_rows * d_in);
+    let (d_in, d_sae, d_out) = (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.d_out());
+    let xhat = sized(&mut ws.xhat, n_rows * d_out);
     ws.codes
-        .decode(&sae.w_dec, d_in, Some(&sae.b_dec), xhat, false);
-    let (sse, sst) = output_grad(x, n_rows, d_in, s, ws);
+        .decode(&sae.w_dec, d_out, Some(&sae.b_dec), xhat, false);
+    sae.add_skip(x, n_rows, xhat);
+    let (sse, sst) = output_grad(y, n_rows, d_out, s, ws);
     stats.sse = sse;
     stats.sst = sst;
     let codes = &mut ws.codes;
@@ -29,9 +32,9 @@ pub(in crate::arch) fn sparse_path<T: Real>(
         .map(|v| v.to_f64())
         .filter(|&v| v > 0.0)
         .fold(f64::INFINITY, f64::min);
-    codes.set_grad_from_output(&ws.d[..n_rows * d_in], &sae.w_dec, d_in, add);
+    codes.set_grad_from_output(&ws.d[..n_rows * d_out], &sae.w_dec, d_out, add);
     codes.index_columns();
-    codes.grad_w_dec(&ws.d[..n_rows * d_in], d_in, &mut grads.w_dec, false);
+    codes.grad_w_dec(&ws.d[..n_rows * d_out], d_out, &mut grads.w_dec, false);
     codes.column_sums(true, &mut grads.b_enc, false);
     codes.grad_w_enc(&ws.xc[..n_rows * d_in], d_in, &mut grads.w_enc, false);
     let f_sums = sized(&mut ws.latent_tmp, d_sae);
@@ -49,6 +52,7 @@ pub(in crate::arch) fn sparse_path<T: Real>(
 pub(in crate::arch) fn dense_path<T: Real>(
     sae: &SaeOf<T>,
     x: &[T],
+    y: &[T],
     n_rows: usize,
     theta: &[T],
     add: Option<&[T]>,
@@ -57,7 +61,7 @@ pub(in crate::arch) fn dense_path<T: Real>(
     grads: &mut GradientsOf<T>,
     stats: &mut StepStats,
 ) {
-    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+    let (d_in, d_sae, d_out) = (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.d_out());
     ws.codes.build_from_lists(&[], d_sae);
     // F in place of z.
     let f = &mut ws.z[..n_rows * d_sae];
@@ -79,9 +83,10 @@ pub(in crate::arch) fn dense_path<T: Real>(
         sae,
         &ws.z[..n_rows * d_sae],
         n_rows,
-        sized(&mut ws.xhat, n_rows * d_in),
+        sized(&mut ws.xhat, n_rows * d_out),
     );
-    let (sse, sst) = output_grad(x, n_rows, d_in, s, ws);
+    sae.add_skip(x, n_rows, &mut ws.xhat[..n_rows * d_out]);
+    let (sse, sst) = output_grad(y, n_rows, d_out, s, ws);
     let f = &ws.z[..n_rows * d_sae];
     stats.sse = sse;
     stats.sst = sst;
@@ -118,12 +123,12 @@ pub(in crate::arch) fn dense_path<T: Real>(
         .reduce(|| (0, f64::INFINITY), |a, b| (a.0 + b.0, a.1.min(b.1)));
     stats.l0 = nnz as f64 / n_rows as f64;
     stats.min_active = min_active;
-    let d = &ws.d[..n_rows * d_in];
+    let d = &ws.d[..n_rows * d_out];
     // dL/dW_dec = Fᵀ D.
     matmul(
         &mut grads.w_dec,
         MatRef::row_major(f, n_rows, d_sae).t(),
-        MatRef::row_major(d, n_rows, d_in),
+        MatRef::row_major(d, n_rows, d_out),
         false,
         T::ONE,
     );
@@ -135,8 +140,8 @@ pub(in crate::arch) fn dense_path<T: Real>(
         let tmp = sized(&mut ws.chunk, rows * d_sae);
         matmul(
             tmp,
-            MatRef::row_major(&d[r0 * d_in..(r0 + rows) * d_in], rows, d_in),
-            MatRef::row_major(&sae.w_dec, d_sae, d_in).t(),
+            MatRef::row_major(&d[r0 * d_out..(r0 + rows) * d_out], rows, d_out),
+            MatRef::row_major(&sae.w_dec, d_sae, d_out).t(),
             false,
             T::ONE,
         );

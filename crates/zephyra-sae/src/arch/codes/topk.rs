@@ -105,11 +105,12 @@ pub(in crate::arch) fn select_batchtopk<T: Real>(
     codes.build_from_lists(&lists[..n_rows], d_sae);
 }
 
-/// AuxK (topk/batchtopk): adds its gradients and returns its loss.
+/// AuxK (topk/batchtopk): adds its gradients and returns its loss. `y` is the target (`n × d_out`): the
+/// dead latents predict the residual `y − ŷ` of the whole prediction (skip path included).
 #[allow(clippy::too_many_arguments)]
 pub(in crate::arch) fn auxk<T: Real>(
     sae: &SaeOf<T>,
-    x: &[T],
+    y: &[T],
     n_rows: usize,
     step: &StepConfig<'_>,
     dead: &[bool],
@@ -117,9 +118,9 @@ pub(in crate::arch) fn auxk<T: Real>(
     ws: &mut WorkspaceOf<T>,
     grads: &mut GradientsOf<T>,
 ) -> f64 {
-    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+    let (d_in, d_sae, d_out) = (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.d_out());
     let n_dead = dead.iter().filter(|&&d| d).count();
-    let k_aux = step.k_aux.unwrap_or(d_in / 2).min(d_sae);
+    let k_aux = step.k_aux.unwrap_or(d_out / 2).min(d_sae);
     if n_dead == 0 || k_aux == 0 || step.aux_coeff == 0.0 {
         return 0.0;
     }
@@ -136,19 +137,19 @@ pub(in crate::arch) fn auxk<T: Real>(
         &mut ws.lists,
         &mut ws.aux_codes,
     );
-    let out = sized(&mut ws.aux_out, n_rows * d_in);
-    ws.aux_codes.decode(&sae.w_dec, d_in, None, out, false);
+    let out = sized(&mut ws.aux_out, n_rows * d_out);
+    ws.aux_codes.decode(&sae.w_dec, d_out, None, out, false);
     // out ← D_aux = 2·coeff·(ê − e), e = x − x̂ (constant).
     let mut loss = 0.0f64;
-    for ((o, &xv), &xh) in out.iter_mut().zip(x).zip(&ws.xhat[..n_rows * d_in]) {
+    for ((o, &xv), &xh) in out.iter_mut().zip(y).zip(&ws.xhat[..n_rows * d_out]) {
         let diff = *o - (xv - xh);
         loss += diff.to_f64() * diff.to_f64();
         *o = (coeff + coeff) * diff;
     }
     let codes = &mut ws.aux_codes;
-    codes.set_grad_from_output(out, &sae.w_dec, d_in, None);
+    codes.set_grad_from_output(out, &sae.w_dec, d_out, None);
     codes.index_columns();
-    codes.grad_w_dec(out, d_in, &mut grads.w_dec, true);
+    codes.grad_w_dec(out, d_out, &mut grads.w_dec, true);
     codes.column_sums(true, &mut grads.b_enc, true);
     codes.grad_w_enc(&ws.xc[..n_rows * d_in], d_in, &mut grads.w_enc, true);
     coeff.to_f64() * loss

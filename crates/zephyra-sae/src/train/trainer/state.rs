@@ -129,10 +129,10 @@ impl Trainer {
                 }],
             });
         }
-        if source.d_in() != cfg.sae.d_in {
+        if source.d_in() != cfg.sae.row_width() {
             return Err(SaeError::shape(
-                "activation rows (d_in)",
-                &[cfg.sae.d_in],
+                super::row_width_name(&cfg.sae),
+                &[cfg.sae.row_width()],
                 &[source.d_in()],
             ));
         }
@@ -149,7 +149,7 @@ impl Trainer {
         let (d_in, d_sae) = (cfg.sae.d_in, cfg.sae.d_sae);
         for (name, need) in [
             ("param.W_enc", d_in.checked_mul(d_sae)),
-            ("param.b_dec", Some(d_in)),
+            ("param.b_dec", Some(cfg.sae.d_out())),
         ] {
             let got = state.tensor(name).map(<[f32]>::len);
             if got.is_none() || got != need {
@@ -231,7 +231,7 @@ impl Trainer {
             scale,
             tokens_since_fired: tsf,
             dead,
-            batch: vec![0.0; cfg.batch_size * cfg.sae.d_in],
+            batch: vec![0.0; cfg.batch_size * cfg.sae.row_width()],
             out_dir: Some(dir.to_path_buf()),
             metrics,
             window,

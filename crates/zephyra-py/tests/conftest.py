@@ -1,0 +1,71 @@
+"""Shared fixtures: the real SmolLM2 model, the Hugging Face oracle in testdata/, planted activations."""
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import zephyra as z
+
+REPO = Path(__file__).resolve().parents[3]
+TESTDATA = REPO / "testdata"
+HOOK = "blocks.15.hook_resid_pre"
+
+
+def read_safetensors(path):
+    """Every tensor of a safetensors file as a numpy array (F32 and I64 only: what testdata holds)."""
+    raw = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    body = raw[8 + n :]
+    dtypes = {"F32": np.float32, "I64": np.int64}
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        out[name] = np.frombuffer(body[start:end], dtype=dtypes[info["dtype"]]).reshape(info["shape"])
+    return out
+
+
+def rel_err(got, want):
+    """‖got − want‖ / ‖want‖ in float64 (the Rust forward tests' measure)."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+@pytest.fixture(scope="session")
+def model():
+    return z.Model.load("smollm2")
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    return read_safetensors(TESTDATA / "smollm2" / "activations.safetensors")
+
+
+@pytest.fixture(scope="session")
+def oracle_tokens():
+    return json.loads((TESTDATA / "smollm2" / "tokens.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def small_corpus():
+    """A few thousand tokens of English prose committed in the repository."""
+    return [str(REPO / "README.md"), str(TESTDATA / "README.md")]
+
+
+def planted(n_rows, d_in=16, n_dirs=32, active=3, seed=0):
+    """Rows that are sums of `active` of `n_dirs` fixed unit directions with positive weights: a dictionary
+    a sparse autoencoder can recover (float32, C-contiguous), and the directions."""
+    rng = np.random.default_rng(seed)
+    dirs = rng.normal(size=(n_dirs, d_in))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    rows = np.zeros((n_rows, d_in))
+    for i in range(n_rows):
+        pick = rng.choice(n_dirs, size=active, replace=False)
+        rows[i] = rng.uniform(0.5, 2.0, size=active) @ dirs[pick]
+    return rows.astype(np.float32), dirs

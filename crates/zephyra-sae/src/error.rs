@@ -40,7 +40,7 @@ pub enum SaeError {
     /// `cfg.json` names an architecture Zephyra does not know.
     #[error(
         "unknown SAE architecture `{0}` in cfg.json: supported are `standard`, `topk`, `jumprelu` and `gated` \
-         (SAELens names) and Zephyra's `relu`, `relu-unit`, `batchtopk`"
+         (SAELens names), `matryoshka_batchtopk` and Zephyra's `relu`, `relu-unit`, `batchtopk`"
     )]
     UnknownArchitecture(String),
     /// A file could not be parsed (JSON, safetensors): what is wrong and where.

@@ -267,7 +267,9 @@ pub fn write(sae: &Sae, dir: &Path) -> Result<()> {
     let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
     let threshold =
         match sae.cfg.architecture {
-            Architecture::JumpRelu | Architecture::BatchTopK { .. } => sae.threshold.clone(),
+            Architecture::JumpRelu
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. } => sae.threshold.clone(),
             Architecture::Relu | Architecture::ReluUnit => vec![0.0; d_sae],
             other => return Err(SaeError::invalid(
                 "architecture",

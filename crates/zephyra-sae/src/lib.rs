@@ -1,4 +1,4 @@
-//! Sparse autoencoders on any `f32` activation matrix: six architectures with hand-derived gradients on
+//! Sparse autoencoders on any `f32` activation matrix: seven architectures with hand-derived gradients on
 //! fast CPU kernels, a resumable trainer, and SAELens-compatible files. Nothing here knows about language
 //! models: inputs are row-major `[n, d_in]` slices. Transcoders (predicting one activation from another,
 //! with an optional skip path) are the same dictionaries with an output width `d_out`.
@@ -54,7 +54,7 @@ pub mod synth;
 pub mod train;
 pub mod transcoder;
 
-pub use arch::{Workspace, WorkspaceOf};
+pub use arch::{JumpReluSparsity, MatryoshkaWidths, Workspace, WorkspaceOf};
 pub use error::{Result, SaeError};
 pub use sae::{
     Architecture, Gradients, GradientsOf, Param, Reduction, Sae, SaeConfig, SaeMetadata, SaeOf,

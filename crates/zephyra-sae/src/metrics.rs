@@ -5,7 +5,8 @@
 //! none), `l0` (mean active latents per row), `fve` (centred, over the batch:
 //! 1 − Σ‖x−x̂‖²/Σ‖x−mean(x)‖²), `dead_fraction` (latents that have not fired for the dead window),
 //! `lr`, `sparsity_coeff`, `grad_norm` (before clipping), `skipped_rows` (non-finite rows dropped so
-//! far), `tokens_per_s` (since the previous line).
+//! far), `tokens_per_s` (since the previous line), and for matryoshka only `fve_prefixes` (the FVE of each
+//! nested prefix `0..w_j`, decoded with its own latents, in `--groups` order; the last is `fve`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -31,6 +32,8 @@ pub struct MetricsRecord {
     pub grad_norm: f64,
     pub skipped_rows: u64,
     pub tokens_per_s: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fve_prefixes: Vec<f64>,
 }
 
 /// Appends records to a JSONL file.

@@ -37,6 +37,15 @@ pub enum Architecture {
     JumpRelu,
     /// Gated SAE (Rajamanoharan et al. 2024): gate and magnitude paths sharing `W_enc`.
     Gated,
+    /// Matryoshka BatchTopK (Bussmann et al. 2025; Nabeshima 2024): BatchTopK over the whole dictionary,
+    /// the reconstruction loss summed over the nested prefixes `0..w_j`; inference as batchtopk.
+    #[serde(rename = "matryoshka")]
+    Matryoshka {
+        /// Mean active latents per row.
+        k: usize,
+        /// Cumulative prefix widths, the last = `d_sae`.
+        groups: crate::arch::MatryoshkaWidths,
+    },
 }
 
 impl Architecture {
@@ -49,6 +58,7 @@ impl Architecture {
             Self::BatchTopK { .. } => "batchtopk",
             Self::JumpRelu => "jumprelu",
             Self::Gated => "gated",
+            Self::Matryoshka { .. } => "matryoshka",
         }
     }
 
@@ -57,14 +67,14 @@ impl Architecture {
     pub fn unit_norm_decoder(&self) -> bool {
         matches!(
             self,
-            Self::ReluUnit | Self::TopK { .. } | Self::BatchTopK { .. }
+            Self::ReluUnit | Self::TopK { .. } | Self::BatchTopK { .. } | Self::Matryoshka { .. }
         )
     }
 
     /// `k` for TopK / BatchTopK.
     pub fn k(&self) -> Option<usize> {
         match self {
-            Self::TopK { k } | Self::BatchTopK { k } => Some(*k),
+            Self::TopK { k } | Self::BatchTopK { k } | Self::Matryoshka { k, .. } => Some(*k),
             _ => None,
         }
     }
@@ -72,9 +82,12 @@ impl Architecture {
 
 impl std::fmt::Display for Architecture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.k() {
-            Some(k) => write!(f, "{}(k={k})", self.name()),
-            None => f.write_str(self.name()),
+        match (self.k(), self) {
+            (Some(k), Self::Matryoshka { groups, .. }) => {
+                write!(f, "{}(k={k}, groups={groups})", self.name())
+            }
+            (Some(k), _) => write!(f, "{}(k={k})", self.name()),
+            (None, _) => f.write_str(self.name()),
         }
     }
 }
@@ -180,6 +193,9 @@ impl SaeConfig {
                 ));
             }
         }
+        if let Architecture::Matryoshka { groups, .. } = self.architecture {
+            groups.check_d_sae(self.d_sae)?;
+        }
         Ok(())
     }
 }
@@ -214,6 +230,33 @@ pub struct StepConfig<'a> {
     /// Codes denser than this fraction of `n × d_sae` use the dense GEMM paths (relu, relu-unit, jumprelu).
     /// Default: [`crate::kernels::sparse::dense_cutover`].
     pub dense_above: f64,
+    /// JumpReLU's sparsity penalty, weighted by `sparsity_coeff` (default: L0).
+    pub jumprelu_sparsity: crate::JumpReluSparsity,
+    /// JumpReLU: coefficient λ_p of Anthropic's pre-activation loss `λ_p Σ ReLU(θ_i − z_i)‖W_dec[i]‖`
+    /// (0 = off, the default).
+    pub pre_act_coeff: f64,
+}
+
+impl StepConfig<'_> {
+    /// Checks the JumpReLU recipe's values (positive tanh scale and target L0, λ_p ≥ 0, all finite).
+    pub fn check_jumprelu(&self) -> Result<()> {
+        let (name, v) = match self.jumprelu_sparsity {
+            crate::JumpReluSparsity::Tanh { scale } => ("--tanh-scale", scale),
+            crate::JumpReluSparsity::QuadraticL0 { target } => ("--target-l0", target),
+            crate::JumpReluSparsity::L0 => ("", 1.0),
+        };
+        if !(v.is_finite() && v > 0.0) {
+            return Err(SaeError::invalid(name, v, "it must be a finite number > 0"));
+        }
+        if !(self.pre_act_coeff.is_finite() && self.pre_act_coeff >= 0.0) {
+            return Err(SaeError::invalid(
+                "--pre-act-coeff",
+                self.pre_act_coeff,
+                "it must be a finite number ≥ 0 (0 turns the loss off)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for StepConfig<'_> {
@@ -226,6 +269,8 @@ impl Default for StepConfig<'_> {
             aux_coeff: 1.0 / 32.0,
             bandwidth: 0.001,
             dense_above: crate::kernels::sparse::dense_cutover(),
+            jumprelu_sparsity: crate::JumpReluSparsity::L0,
+            pre_act_coeff: 0.0,
         }
     }
 }
@@ -241,7 +286,8 @@ pub struct StepStats {
     pub mse_loss: f64,
     /// Sparsity term (L1, decoder-norm-weighted L1, or L0), with λ applied.
     pub sparsity_loss: f64,
-    /// Auxiliary term (AuxK for topk/batchtopk, gate reconstruction for gated), with its coefficient.
+    /// Auxiliary term (AuxK for topk/batchtopk/matryoshka, gate reconstruction for gated, the
+    /// pre-activation loss for jumprelu), with its coefficient.
     pub aux_loss: f64,
     /// Mean number of active latents per row.
     pub l0: f64,
@@ -253,6 +299,9 @@ pub struct StepStats {
     pub min_active: f64,
     /// Whether the dense paths were used.
     pub dense: bool,
+    /// Matryoshka: `Σ_rows ‖x̂⁽ʲ⁾−x‖²` (unscaled) of each nested prefix `j`, the last = `sse`; zeros past the
+    /// last level and for the other architectures.
+    pub prefix_sse: [f64; crate::arch::MAX_LEVELS],
 }
 
 /// One named parameter tensor, mutable (for the optimizer).
@@ -389,7 +438,9 @@ impl<T: Real> SaeOf<T> {
         let gated = arch == Architecture::Gated;
         let has_threshold = matches!(
             arch,
-            Architecture::JumpRelu | Architecture::BatchTopK { .. }
+            Architecture::JumpRelu
+                | Architecture::BatchTopK { .. }
+                | Architecture::Matryoshka { .. }
         );
         Ok(Self {
             w_enc: z(d_in * d_sae),
@@ -504,8 +555,10 @@ impl<T: Real> SaeOf<T> {
     /// the smallest kept activation; the same value for every latent). No-op for other architectures or
     /// when `min_active` is not finite. The first call (threshold still 0) sets it directly.
     pub fn update_batchtopk_threshold(&mut self, min_active: f64, rate: f64) {
-        if !matches!(self.cfg.architecture, Architecture::BatchTopK { .. })
-            || !min_active.is_finite()
+        if !matches!(
+            self.cfg.architecture,
+            Architecture::BatchTopK { .. } | Architecture::Matryoshka { .. }
+        ) || !min_active.is_finite()
         {
             return;
         }

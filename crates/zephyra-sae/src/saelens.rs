@@ -11,6 +11,10 @@
 //! them SAELens 6 drops the block —, `model_name`, `hook_name`, `context_size`, …). Zephyra's own architectures
 //! are recorded in `metadata.zephyra_architecture` (`relu`, `relu-unit`, `batchtopk` with
 //! `metadata.zephyra_k`) so they load back as themselves, while SAELens sees `standard`/`jumprelu`.
+//! `matryoshka` is saved as SAELens' `save_inference_model` saves its Matryoshka BatchTopK: `jumprelu`, with
+//! `metadata.training_architecture: matryoshka_batchtopk` and `k`, `matryoshka_widths` in
+//! `metadata.training_architecture_details`; both that and SAELens' training save (`architecture:
+//! matryoshka_batchtopk`, a scalar `topk_threshold` tensor) load as `matryoshka`.
 //!
 //! Transcoders ([`SaeConfig::transcoder`]) use SAELens 6.54's transcoder layout: `W_dec` `[d_sae, d_out]`,
 //! `b_dec` `[d_out]`, `W_skip` `[d_out, d_in]` (skip transcoders), `d_out` in `cfg.json`, the output hook as
@@ -129,7 +133,12 @@ pub fn cfg_json(cfg: &SaeConfig) -> Value {
     let saelens_arch = match (arch, cfg.transcoder) {
         (Architecture::Relu | Architecture::ReluUnit, None) => "standard",
         (Architecture::TopK { .. }, None) => "topk",
-        (Architecture::JumpRelu | Architecture::BatchTopK { .. }, None) => "jumprelu",
+        (
+            Architecture::JumpRelu
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. },
+            None,
+        ) => "jumprelu",
         (Architecture::Gated, _) => "gated",
         (Architecture::Relu | Architecture::ReluUnit, Some(t)) => {
             pick(t.skip, "skip_transcoder", "transcoder")
@@ -137,9 +146,12 @@ pub fn cfg_json(cfg: &SaeConfig) -> Value {
         (Architecture::TopK { .. }, Some(t)) => {
             pick(t.skip, "topk_skip_transcoder", "topk_transcoder")
         }
-        (Architecture::JumpRelu | Architecture::BatchTopK { .. }, Some(t)) => {
-            pick(t.skip, "jumprelu_skip_transcoder", "jumprelu_transcoder")
-        }
+        (
+            Architecture::JumpRelu
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. },
+            Some(t),
+        ) => pick(t.skip, "jumprelu_skip_transcoder", "jumprelu_transcoder"),
     };
     if let Some(m) = metadata.as_object_mut() {
         // SAELens 6 reads `metadata` only when `sae_lens_version` is present (otherwise it takes the file
@@ -149,6 +161,17 @@ pub fn cfg_json(cfg: &SaeConfig) -> Value {
         m.insert("zephyra_architecture".into(), json!(arch.name()));
         if let Architecture::BatchTopK { k } = arch {
             m.insert("zephyra_k".into(), json!(k));
+        }
+        if let Architecture::Matryoshka { k, groups } = arch {
+            // As SAELens' `save_inference_model` records its training class.
+            m.insert("training_architecture".into(), json!(MATRYOSHKA_SAELENS));
+            let details = json!({
+                "k": k,
+                "matryoshka_widths": Vec::<usize>::from(groups),
+                "rescale_acts_by_decoder_norm": false,
+                "use_matryoshka_aux_loss": false,
+            });
+            m.insert("training_architecture_details".into(), details);
         }
         if let Some(f) = cfg.normalization_factor {
             m.insert("zephyra_normalization_factor_folded".into(), json!(f));
@@ -281,7 +304,25 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
             .and_then(Value::as_str)
             .map(str::to_owned);
     }
+    let training_arch = metadata
+        .extra
+        .get("training_architecture")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let architecture = match (arch_name, zephyra_arch.as_deref()) {
+        ("jumprelu", _) if training_arch.as_deref() == Some(MATRYOSHKA_SAELENS) => {
+            let details = metadata
+                .extra
+                .get("training_architecture_details")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            let arch = matryoshka_from(&details, get_usize("d_sae")?, path)?;
+            // Written again by `cfg_json` on save.
+            metadata.extra.remove("training_architecture");
+            metadata.extra.remove("training_architecture_details");
+            arch
+        }
+        (MATRYOSHKA_SAELENS, _) => matryoshka_from(v, get_usize("d_sae")?, path)?,
         ("standard", Some("relu-unit")) => Architecture::ReluUnit,
         ("standard", _) => Architecture::Relu,
         ("topk", _) => {
@@ -348,6 +389,54 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
     Ok(cfg)
 }
 
+/// SAELens' name of the Matryoshka BatchTopK training class (its `cfg.json` `architecture` in a training
+/// save, `metadata.training_architecture` in an inference save, where `architecture` is `jumprelu`).
+pub const MATRYOSHKA_SAELENS: &str = "matryoshka_batchtopk";
+
+/// [`Architecture::Matryoshka`] from an object holding SAELens' `k` and `matryoshka_widths` (a width
+/// `d_sae` is appended when the list stops short, as SAELens does).
+fn matryoshka_from(obj: &Value, d_sae: usize, path: &Path) -> Result<Architecture> {
+    let k = obj.get("k").and_then(Value::as_f64).unwrap_or(f64::NAN);
+    if !(k.fract() == 0.0 && k >= 1.0) {
+        return Err(format_err(
+            path,
+            format!(
+                "matryoshka_batchtopk needs an integer `k` ≥ 1, found {}",
+                obj.get("k").unwrap_or(&Value::Null)
+            ),
+        ));
+    }
+    if obj
+        .get("rescale_acts_by_decoder_norm")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        return Err(format_err(
+            path,
+            "matryoshka_batchtopk with `rescale_acts_by_decoder_norm: true` is not supported",
+        ));
+    }
+    let mut widths: Vec<usize> = obj
+        .get("matryoshka_widths")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_u64)
+                .map(|w| w as usize)
+                .collect()
+        })
+        .unwrap_or_default();
+    if widths.last() != Some(&d_sae) {
+        widths.push(d_sae);
+    }
+    let groups = crate::MatryoshkaWidths::new(&widths)
+        .map_err(|e| format_err(path, format!("`matryoshka_widths` {widths:?}: {e}")))?;
+    Ok(Architecture::Matryoshka {
+        k: k as usize,
+        groups,
+    })
+}
+
 /// Loads the SAE in folder `dir`.
 pub fn load(dir: &Path) -> Result<Sae> {
     let cfg_path = dir.join(CFG_FILE);
@@ -411,7 +500,13 @@ pub fn load(dir: &Path) -> Result<Sae> {
     } else {
         take("b_enc", &[d_sae], &mut sae.b_enc)?;
     }
-    if needs_threshold {
+    if needs_threshold && v.get("architecture").and_then(Value::as_str) == Some(MATRYOSHKA_SAELENS)
+    {
+        // SAELens' training file: one running threshold for every latent.
+        let mut scalar = Vec::new();
+        take("topk_threshold", &[], &mut scalar)?;
+        sae.threshold = vec![scalar.first().copied().unwrap_or(0.0); d_sae];
+    } else if needs_threshold {
         take("threshold", &[d_sae], &mut sae.threshold)?;
     }
     if arch == Architecture::JumpRelu {

@@ -28,7 +28,7 @@ pub struct TranscoderShape {
 impl SaeConfig {
     /// A transcoder reading `d_in`-wide inputs and predicting `d_out`-wide outputs through `d_sae` latents,
     /// with the skip path `W_skip x` when `skip`. `apply_b_dec_to_input` is false: `b_dec` lives in the
-    /// output space. Gated transcoders are refused.
+    /// output space. Gated and matryoshka transcoders are refused.
     pub fn transcoder(
         d_in: usize,
         d_out: usize,
@@ -95,6 +95,15 @@ impl SaeConfig {
                 "--arch",
                 "gated",
                 "gated transcoders are not supported; use relu, relu-unit, topk, batchtopk or jumprelu",
+            ));
+        }
+        if let Architecture::Matryoshka { .. } = self.architecture {
+            // The nested-prefix losses (`arch/codes/matryoshka.rs`) reconstruct the input, not a target.
+            return Err(SaeError::invalid(
+                "--arch",
+                "matryoshka",
+                "matryoshka transcoders are not supported; use batchtopk (the same codes without the \
+                 nested prefixes), relu, relu-unit, topk or jumprelu",
             ));
         }
         Ok(())

@@ -14,7 +14,8 @@
 
 use rand::{Rng, SeedableRng};
 use zephyra_sae::{
-    Architecture, GradientsOf, Reduction, SaeConfig, SaeOf, StepConfig, WorkspaceOf,
+    Architecture, GradientsOf, JumpReluSparsity, Reduction, SaeConfig, SaeOf, StepConfig,
+    WorkspaceOf,
 };
 
 type S64 = SaeOf<f64>;
@@ -89,6 +90,9 @@ struct Ctx<'a> {
     dead: Option<&'a [bool]>,
     k_aux: usize,
     alpha: f64,
+    /// JumpReLU's sparsity recipe and pre-activation coefficient.
+    sparsity: JumpReluSparsity,
+    pre_act: f64,
     /// Frozen copy for stop-gradient terms (AuxK residual, gated aux decoder).
     frozen: &'a S64,
 }
@@ -166,7 +170,7 @@ fn naive_codes(sae: &S64, x: &[f64], n: usize) -> (Vec<Vec<f64>>, Vec<bool>) {
                 }
             }
         }
-        Architecture::BatchTopK { k } => {
+        Architecture::BatchTopK { k } | Architecture::Matryoshka { k, .. } => {
             let flat: Vec<f64> = zs.iter().flatten().map(|v| v.max(0.0)).collect();
             for p in top_indices(&flat, k * n) {
                 codes[p / d_sae][p % d_sae] = flat[p];
@@ -226,7 +230,25 @@ fn naive_loss(sae: &S64, rows: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>
             }
             Architecture::ReluUnit => loss += c.lambda * c.s * codes[r].iter().sum::<f64>(),
             Architecture::JumpRelu => {
-                loss += c.lambda * c.s * codes[r].iter().filter(|&&v| v > 0.0).count() as f64
+                let l0 = codes[r].iter().filter(|&&v| v > 0.0).count() as f64;
+                loss += c.lambda
+                    * c.s
+                    * match c.sparsity {
+                        JumpReluSparsity::L0 => l0,
+                        JumpReluSparsity::Tanh { scale } => (0..d_sae)
+                            .map(|i| (scale * codes[r][i] * dec_norm(sae, i)).tanh())
+                            .sum(),
+                        JumpReluSparsity::QuadraticL0 { target } => {
+                            2.0 / target * (l0 - target).powi(2)
+                        }
+                    };
+                // Anthropic's pre-activation loss on the raw pre-activations.
+                let z = row_z(sae, x, r, &sae.b_enc);
+                loss += c.pre_act
+                    * c.s
+                    * (0..d_sae)
+                        .map(|i| (sae.log_threshold[i].exp() - z[i]).max(0.0) * dec_norm(sae, i))
+                        .sum::<f64>();
             }
             Architecture::Gated => {
                 let pre = row_z(sae, x, r, &[]);
@@ -239,11 +261,23 @@ fn naive_loss(sae: &S64, rows: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>
                 loss += c.s * sq_dist(&via_gate, xr);
             }
             Architecture::TopK { .. } | Architecture::BatchTopK { .. } => {}
+            Architecture::Matryoshka { groups, .. } => {
+                // Every inner prefix decodes with its own latents (and b_dec).
+                for &w in &groups.as_slice()[..groups.levels() - 1] {
+                    let mut f = codes[r].clone();
+                    f[w as usize..].iter_mut().for_each(|v| *v = 0.0);
+                    loss += c.s * sq_dist(&predict_row(sae, x, r, &f), yr);
+                }
+            }
         }
     }
     // AuxK with the residual frozen at the reference point.
-    if let (Architecture::TopK { .. } | Architecture::BatchTopK { .. }, Some(dead)) =
-        (sae.cfg.architecture, c.dead)
+    if let (
+        Architecture::TopK { .. }
+        | Architecture::BatchTopK { .. }
+        | Architecture::Matryoshka { .. },
+        Some(dead),
+    ) = (sae.cfg.architecture, c.dead)
     {
         let n_dead = dead.iter().filter(|&&d| d).count();
         if n_dead > 0 {
@@ -325,6 +359,8 @@ fn check_dict(
         dead: step.dead,
         k_aux: step.k_aux.unwrap_or(sae.cfg.d_out() / 2),
         alpha: step.aux_coeff,
+        sparsity: step.jumprelu_sparsity,
+        pre_act: step.pre_act_coeff,
         frozen: &sae,
     };
     let (l0, pattern0) = naive_loss(&sae, &x, N, &ctx);
@@ -452,55 +488,146 @@ fn gated_with_gate_l1_and_aux_reconstruction() {
     assert!(grads.r_mag.iter().any(|&g| g != 0.0) && grads.b_gate.iter().any(|&g| g != 0.0));
 }
 
-#[test]
-fn jumprelu_weights_and_straight_through_threshold() {
-    let bandwidth = 0.4;
-    for dense_above in [1.0, 0.0] {
-        let step = StepConfig {
-            sparsity_coeff: 0.3,
-            bandwidth,
-            dense_above,
-            ..StepConfig::default()
-        };
-        let (sae, rows, grads) = check(Architecture::JumpRelu, 7, step);
-        check_log_threshold(&sae, &rows, &grads, bandwidth, 0.3);
+fn matryoshka(k: usize, widths: &[usize]) -> Architecture {
+    Architecture::Matryoshka {
+        k,
+        groups: zephyra_sae::MatryoshkaWidths::new(widths).unwrap(),
     }
 }
 
-/// `dL/dlog θ` against finite differences of the surrogate (module docs), with `D = 2s(ŷ − y)` and `θ⁰`
-/// frozen.
-fn check_log_threshold(
-    sae: &S64,
-    rows: &[f64],
-    grads: &GradientsOf<f64>,
-    bandwidth: f64,
-    lambda: f64,
-) {
+#[test]
+fn matryoshka_nested_prefix_losses_with_auxk() {
+    // Three levels, two levels, and a single level (which is plain batchtopk).
+    for (seed, widths) in [(4, &[3, 7, 12][..]), (8, &[5, 12][..]), (4, &[12][..])] {
+        let arch = matryoshka(2, widths);
+        check(arch, seed, StepConfig::default());
+        let dead: Vec<bool> = (0..D_SAE).map(|i| i % 3 == 0).collect();
+        check(
+            arch,
+            seed,
+            StepConfig {
+                dead: Some(&dead),
+                k_aux: Some(3),
+                reduction: Reduction::Sum,
+                ..StepConfig::default()
+            },
+        );
+    }
+    // One level reduces to batchtopk exactly.
+    let step = StepConfig::default();
+    let (one, x) = random_sae(matryoshka(2, &[12]), 4);
+    let (bt, _) = random_sae(Architecture::BatchTopK { k: 2 }, 4);
+    let (mut g1, mut g2) = (GradientsOf::zeros_like(&one), GradientsOf::zeros_like(&bt));
+    let s1 = one
+        .forward_backward(&x, N, &step, &mut WorkspaceOf::default(), &mut g1)
+        .unwrap();
+    let s2 = bt
+        .forward_backward(&x, N, &step, &mut WorkspaceOf::default(), &mut g2)
+        .unwrap();
+    assert_eq!((s1.loss, g1.w_dec), (s2.loss, g2.w_dec));
+}
+
+#[test]
+fn jumprelu_weights_and_straight_through_threshold() {
+    for dense_above in [1.0, 0.0] {
+        let step = StepConfig {
+            sparsity_coeff: 0.3,
+            bandwidth: 0.4,
+            dense_above,
+            ..StepConfig::default()
+        };
+        check_jumprelu(7, step);
+    }
+}
+
+/// Issue 17, part 2: Anthropic's tanh penalty with its pre-activation loss, and Gemma Scope 2's
+/// quadratic L0 penalty (also with the pre-activation loss, and dense-path requests, which these
+/// recipes turn down where they need the codes).
+#[test]
+fn jumprelu_tanh_quadratic_l0_and_pre_activation_recipes() {
+    let recipes = [
+        (JumpReluSparsity::Tanh { scale: 4.0 }, 0.0),
+        (JumpReluSparsity::Tanh { scale: 1.5 }, 0.2),
+        (JumpReluSparsity::QuadraticL0 { target: 3.0 }, 0.0),
+        (JumpReluSparsity::QuadraticL0 { target: 8.0 }, 0.1),
+        (JumpReluSparsity::L0, 0.3),
+    ];
+    for (sparsity, pre_act_coeff) in recipes {
+        for dense_above in [1.0, 0.0] {
+            let step = StepConfig {
+                sparsity_coeff: 0.3,
+                bandwidth: 0.4,
+                dense_above,
+                jumprelu_sparsity: sparsity,
+                pre_act_coeff,
+                ..StepConfig::default()
+            };
+            check_jumprelu(7, step);
+        }
+    }
+    let bad = StepConfig {
+        jumprelu_sparsity: JumpReluSparsity::QuadraticL0 { target: 0.0 },
+        ..StepConfig::default()
+    };
+    let (sae, x) = random_sae(Architecture::JumpRelu, 7);
+    let mut grads = GradientsOf::zeros_like(&sae);
+    assert!(sae
+        .forward_backward(&x, N, &bad, &mut WorkspaceOf::default(), &mut grads)
+        .is_err());
+}
+
+/// [`check`] for jumprelu, then [`check_log_threshold`].
+fn check_jumprelu(seed: u64, step: StepConfig<'_>) {
+    let (sae, rows, grads) = check(Architecture::JumpRelu, seed, step);
+    check_log_threshold(&sae, &rows, &grads, &step);
+}
+
+/// `dL/dlog θ` against finite differences of the documented surrogate: with `D = 2s(ŷ − y)`, θ⁰, the tanh
+/// slopes `c n_i (1 − T²)` and the quadratic row weights `(4/T)(L0_r − T)` frozen at the current point,
+/// `S(log θ) = Σ_{r,i} coef_ri R((max(z,0) − θ)/ε)` with `coef = θ⁰(D·W_dec[i] + λs·slope) + λs·w_r`, plus
+/// the pre-activation loss itself (θ enters it directly). `step` is the one the gradients were taken with.
+fn check_log_threshold(sae: &S64, rows: &[f64], grads: &GradientsOf<f64>, step: &StepConfig<'_>) {
     let d_out = sae.cfg.d_out();
     let (x, y) = split(sae, rows);
+    let bandwidth = step.bandwidth;
     let s = 1.0 / N as f64;
+    let lambda_s = step.sparsity_coeff * s;
     let (codes, _) = naive_codes(sae, &x, N);
     let theta0: Vec<f64> = sae.log_threshold.iter().map(|l| l.exp()).collect();
     let mut coef = vec![vec![0.0; D_SAE]; N];
-    let mut zpos = vec![vec![0.0; D_SAE]; N];
+    let mut zs = vec![vec![0.0; D_SAE]; N];
     for r in 0..N {
         let yhat = predict_row(sae, &x, r, &codes[r]);
         let d: Vec<f64> = (0..d_out)
             .map(|j| 2.0 * s * (yhat[j] - y[r * d_out + j]))
             .collect();
-        let z = row_z(sae, &x, r, &sae.b_enc);
+        zs[r] = row_z(sae, &x, r, &sae.b_enc);
+        let l0 = codes[r].iter().filter(|&&v| v > 0.0).count() as f64;
+        let row_weight = match step.jumprelu_sparsity {
+            JumpReluSparsity::L0 => 1.0,
+            JumpReluSparsity::Tanh { .. } => 0.0,
+            JumpReluSparsity::QuadraticL0 { target } => 4.0 / target * (l0 - target),
+        };
         for i in 0..D_SAE {
             let dw: f64 = (0..d_out).map(|j| d[j] * sae.w_dec[i * d_out + j]).sum();
-            coef[r][i] = dw * theta0[i] + lambda * s;
-            zpos[r][i] = z[i].max(0.0);
+            let slope = match step.jumprelu_sparsity {
+                JumpReluSparsity::Tanh { scale } => {
+                    let t = (scale * codes[r][i] * dec_norm(sae, i)).tanh();
+                    scale * dec_norm(sae, i) * (1.0 - t * t)
+                }
+                _ => 0.0,
+            };
+            coef[r][i] = theta0[i] * (dw + lambda_s * slope) + lambda_s * row_weight;
         }
     }
     let surrogate = |log_theta: &[f64]| -> f64 {
         let mut acc = 0.0;
         for r in 0..N {
             for i in 0..D_SAE {
-                let u = (zpos[r][i] - log_theta[i].exp()) / bandwidth;
+                let theta = log_theta[i].exp();
+                let u = (zs[r][i].max(0.0) - theta) / bandwidth;
                 acc += coef[r][i] * (u + 0.5).clamp(0.0, 1.0);
+                acc += step.pre_act_coeff * s * (theta - zs[r][i]).max(0.0) * dec_norm(sae, i);
             }
         }
         acc
@@ -508,7 +635,7 @@ fn check_log_threshold(
     let mut in_band = 0;
     for r in 0..N {
         for i in 0..D_SAE {
-            in_band += ((zpos[r][i] - theta0[i]).abs() < bandwidth / 2.0) as usize;
+            in_band += ((zs[r][i].max(0.0) - theta0[i]).abs() < bandwidth / 2.0) as usize;
         }
     }
     assert!(
@@ -522,7 +649,7 @@ fn check_log_threshold(
         let mut m = sae.log_threshold.clone();
         m[i] -= h;
         assert_close(
-            &format!("dlog_threshold[{i}]"),
+            &format!("{}: dlog_threshold[{i}]", step.jumprelu_sparsity.name()),
             grads.log_threshold[i],
             (surrogate(&p) - surrogate(&m)) / (2.0 * h),
             1e-6,
@@ -548,15 +675,14 @@ fn transcoders_with_and_without_skip_every_activation() {
                 };
                 check_dict(tc(arch), seed, step);
             }
-            let bandwidth = 0.4;
             let step = StepConfig {
                 sparsity_coeff: 0.3,
-                bandwidth,
+                bandwidth: 0.4,
                 dense_above,
                 ..StepConfig::default()
             };
             let (sae, rows, grads) = check_dict(tc(Architecture::JumpRelu), 13, step);
-            check_log_threshold(&sae, &rows, &grads, bandwidth, 0.3);
+            check_log_threshold(&sae, &rows, &grads, &step);
         }
         for arch in [
             Architecture::TopK { k: 3 },
@@ -579,6 +705,29 @@ fn transcoders_with_and_without_skip_every_activation() {
     }
 }
 
+/// The jumprelu recipes (tanh, quadratic L0, pre-activation loss) on transcoders: the tanh and
+/// pre-activation terms reach `W_dec` through its `d_out`-wide row norms.
+#[test]
+fn jumprelu_recipes_on_transcoders() {
+    for skip in [false, true] {
+        let cfg = SaeConfig::transcoder(D_IN, D_OUT, D_SAE, Architecture::JumpRelu, skip).unwrap();
+        for (sparsity, pre_act_coeff) in [
+            (JumpReluSparsity::Tanh { scale: 1.5 }, 0.2),
+            (JumpReluSparsity::QuadraticL0 { target: 3.0 }, 0.1),
+        ] {
+            let step = StepConfig {
+                sparsity_coeff: 0.3,
+                bandwidth: 0.4,
+                jumprelu_sparsity: sparsity,
+                pre_act_coeff,
+                ..StepConfig::default()
+            };
+            let (sae, rows, grads) = check_dict(cfg.clone(), 13, step);
+            check_log_threshold(&sae, &rows, &grads, &step);
+        }
+    }
+}
+
 /// The f32 instantiation (what the trainer runs) agrees with the f64 one on a batch big enough to take
 /// the parallel code paths, for every architecture.
 #[test]
@@ -591,6 +740,7 @@ fn f32_matches_f64_on_larger_batches() {
         Architecture::BatchTopK { k: 9 },
         Architecture::JumpRelu,
         Architecture::Gated,
+        matryoshka(9, &[10, 40, 130]),
     ];
     let dead: Vec<bool> = (0..d_sae).map(|i| i % 4 == 1).collect();
     for arch in archs {

@@ -62,6 +62,15 @@ fn stopped_and_resumed_runs_match_uninterrupted_ones_bit_for_bit() {
         SaeConfig::new(D_IN, 48, Architecture::TopK { k: 4 }).unwrap(),
         SaeConfig::new(D_IN, 48, Architecture::ReluUnit).unwrap(),
         SaeConfig::new(D_IN, 48, Architecture::BatchTopK { k: 4 }).unwrap(),
+        SaeConfig::new(
+            D_IN,
+            48,
+            Architecture::Matryoshka {
+                k: 4,
+                groups: zephyra_sae::MatryoshkaWidths::new(&[6, 20, 48]).unwrap(),
+            },
+        )
+        .unwrap(),
         transcoder(Architecture::TopK { k: 4 }),
         transcoder(Architecture::ReluUnit),
     ] {

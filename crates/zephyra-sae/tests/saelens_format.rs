@@ -66,6 +66,10 @@ fn save_then_load_round_trips_every_architecture() {
         Architecture::BatchTopK { k: 3 },
         Architecture::JumpRelu,
         Architecture::Gated,
+        Architecture::Matryoshka {
+            k: 3,
+            groups: zephyra_sae::MatryoshkaWidths::new(&[2, 6, 12]).unwrap(),
+        },
     ];
     for arch in archs {
         let mut cfg = SaeConfig::new(5, 12, arch).unwrap();
@@ -107,7 +111,9 @@ fn save_then_load_round_trips_every_architecture() {
         let want = match arch {
             Architecture::Relu | Architecture::ReluUnit => "standard",
             Architecture::TopK { .. } => "topk",
-            Architecture::BatchTopK { .. } | Architecture::JumpRelu => "jumprelu",
+            Architecture::BatchTopK { .. }
+            | Architecture::JumpRelu
+            | Architecture::Matryoshka { .. } => "jumprelu",
             Architecture::Gated => "gated",
         };
         assert_eq!(cfg["architecture"], want);
@@ -145,9 +151,10 @@ fn load_edited(name: &str, from: &str, to: &str) -> SaeError {
 
 #[test]
 fn unknown_architecture_is_a_clear_error() {
-    let err = load_edited("standard", "\"standard\"", "\"matryoshka_batchtopk\"");
+    // (`matryoshka_batchtopk`, the example here before issue 17, is now supported.)
+    let err = load_edited("standard", "\"standard\"", "\"matching_pursuit\"");
     assert!(
-        matches!(err, SaeError::UnknownArchitecture(ref a) if a == "matryoshka_batchtopk"),
+        matches!(err, SaeError::UnknownArchitecture(ref a) if a == "matching_pursuit"),
         "{err}"
     );
     assert!(err.to_string().contains("supported are"), "{err}");

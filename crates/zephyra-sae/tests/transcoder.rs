@@ -43,6 +43,17 @@ fn config_of_a_transcoder() {
 fn invalid_transcoders_are_refused_with_reasons() {
     let gated = SaeConfig::transcoder(4, 6, 16, Architecture::Gated, false).unwrap_err();
     assert!(gated.to_string().contains("gated"), "{gated}");
+    // Matryoshka's nested-prefix losses reconstruct the input: refused, whether built or loaded.
+    let matryoshka = Architecture::Matryoshka {
+        k: 2,
+        groups: zephyra_sae::MatryoshkaWidths::new(&[4, 16]).unwrap(),
+    };
+    let err = SaeConfig::transcoder(4, 6, 16, matryoshka, true).unwrap_err();
+    assert!(err.to_string().contains("matryoshka"), "{err}");
+    let mut cfg = SaeConfig::transcoder(4, 6, 16, Architecture::BatchTopK { k: 2 }, false).unwrap();
+    cfg.architecture = matryoshka;
+    let err = cfg.validate().unwrap_err();
+    assert!(err.to_string().contains("matryoshka"), "{err}");
     assert!(SaeConfig::transcoder(4, 0, 16, Architecture::Relu, false).is_err());
     let mut cfg = SaeConfig::transcoder(4, 6, 16, Architecture::Relu, false).unwrap();
     cfg.apply_b_dec_to_input = true;

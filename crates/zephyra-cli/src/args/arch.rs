@@ -1,7 +1,12 @@
-//! `--arch`, `--k`, `--expansion`: the shape of the SAE to train.
+//! `--arch`, `--k`, `--expansion`, `--groups`: the shape of the SAE to train; jumprelu's sparsity recipe
+//! (`--jumprelu-sparsity`, `--target-l0`, `--tanh-coeff`, `--tanh-scale`, `--pre-act-coeff`).
 
+use anyhow::bail;
 use clap::ValueEnum;
-use zephyra_sae::Architecture;
+use zephyra_sae::train::TrainConfig;
+use zephyra_sae::{Architecture, JumpReluSparsity, MatryoshkaWidths};
+
+use super::values;
 
 /// `--arch` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -18,11 +23,14 @@ pub enum Arch {
     Jumprelu,
     /// Gated (Rajamanoharan et al. 2024).
     Gated,
+    /// Matryoshka BatchTopK: nested prefixes (--groups), saved as JumpReLU (Bussmann et al. 2025).
+    Matryoshka,
 }
 
 impl Arch {
-    /// The SAE architecture (with `k` for topk/batchtopk).
-    pub fn with_k(self, k: usize) -> Architecture {
+    /// The SAE architecture (with `k` for topk/batchtopk/matryoshka; matryoshka gets
+    /// [`default_groups`] of `d_sae`).
+    pub fn with_k(self, k: usize, d_sae: usize) -> Architecture {
         match self {
             Arch::Relu => Architecture::Relu,
             Arch::ReluUnit => Architecture::ReluUnit,
@@ -30,8 +38,22 @@ impl Arch {
             Arch::Batchtopk => Architecture::BatchTopK { k },
             Arch::Jumprelu => Architecture::JumpRelu,
             Arch::Gated => Architecture::Gated,
+            Arch::Matryoshka => Architecture::Matryoshka {
+                k,
+                groups: default_groups(d_sae),
+            },
         }
     }
+}
+
+/// Default `--groups` for `d_sae` latents: `d_sae/64, d_sae/16, d_sae/4, d_sae` (the ×4 steps of Bussmann
+/// et al. 2025's widths), dropping repeats and zeros for small dictionaries.
+pub fn default_groups(d_sae: usize) -> MatryoshkaWidths {
+    let mut widths: Vec<usize> = [64, 16, 4, 1].iter().map(|q| d_sae / q).collect();
+    widths.retain(|&w| w > 0);
+    widths.dedup();
+    MatryoshkaWidths::new(&widths)
+        .unwrap_or_else(|_| MatryoshkaWidths::new(&[d_sae.max(1)]).expect("one positive width"))
 }
 
 /// Default `--arch`.
@@ -54,18 +76,155 @@ pub struct ArchArgs {
     /// d_sae = expansion × d_in [default: 16].
     #[arg(long)]
     pub expansion: Option<usize>,
+    /// Matryoshka: cumulative prefix widths, the last = d_sae, e.g. 128,512,2048,9216 (SAELens'
+    /// matryoshka_widths) [default: d_sae/64, d_sae/16, d_sae/4, d_sae].
+    #[arg(long, value_name = "W1,W2,…")]
+    pub groups: Option<MatryoshkaWidths>,
 }
 
 impl ArchArgs {
-    /// The architecture, with the defaults for unset flags.
-    pub fn architecture(&self) -> Architecture {
-        self.arch
+    /// The architecture of a `d_sae`-latent SAE, with the defaults for unset flags.
+    pub fn architecture(&self, d_sae: usize) -> anyhow::Result<Architecture> {
+        let arch = self
+            .arch
             .unwrap_or(DEFAULT_ARCH)
-            .with_k(self.k.unwrap_or(DEFAULT_K))
+            .with_k(self.k.unwrap_or(DEFAULT_K), d_sae);
+        self.with_groups(arch)
+    }
+
+    /// `arch` with `--groups` applied (an error for an architecture without groups).
+    pub fn with_groups(&self, arch: Architecture) -> anyhow::Result<Architecture> {
+        match (arch, self.groups) {
+            (Architecture::Matryoshka { k, .. }, Some(groups)) => {
+                Ok(Architecture::Matryoshka { k, groups })
+            }
+            (_, Some(_)) => bail!(
+                "--groups sets the nested prefixes of --arch matryoshka; {} has none: drop --groups",
+                arch.name()
+            ),
+            (arch, None) => Ok(arch),
+        }
     }
 
     /// `--expansion` or its default.
     pub fn expansion(&self) -> usize {
         self.expansion.unwrap_or(DEFAULT_EXPANSION)
+    }
+}
+
+/// `--jumprelu-sparsity` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SparsityArg {
+    /// λ Σ H(z − θ) (Rajamanoharan et al. 2024); coefficient --l0-coeff.
+    L0,
+    /// λ Σ tanh(c·f_i‖d_i‖) with the pre-activation loss (Anthropic, Jan 2025); --tanh-coeff, --tanh-scale.
+    Tanh,
+    /// λ (2/T)(L0 − T)² per row towards --target-l0 T (Gemma Scope 2); coefficient --l0-coeff.
+    QuadraticL0,
+}
+
+/// JumpReLU's sparsity recipe and its coefficients (`zephyra train --arch jumprelu`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct JumpReluArgs {
+    /// JumpReLU's sparsity penalty [default: l0; quadratic-l0 when --target-l0 is given].
+    #[arg(long, value_enum)]
+    pub jumprelu_sparsity: Option<SparsityArg>,
+    /// Target L0 of the quadratic-l0 penalty, > 0 and ≤ d_sae.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = values::positive::<f64>)]
+    pub target_l0: Option<f64>,
+    /// Coefficient λ of the tanh penalty, ≥ 0 [default: 1].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
+    pub tanh_coeff: Option<f64>,
+    /// Scale c inside the tanh penalty, > 0 [default: 4].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::positive::<f64>)]
+    pub tanh_scale: Option<f64>,
+    /// Coefficient λ_p of the pre-activation loss λ_p Σ ReLU(θ_i − z_i)‖d_i‖, ≥ 0; 0 = off [default: 3e-6
+    /// with tanh, else 0].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
+    pub pre_act_coeff: Option<f64>,
+}
+
+impl JumpReluArgs {
+    fn given(&self) -> bool {
+        self.jumprelu_sparsity.is_some()
+            || self.target_l0.is_some()
+            || self.tanh_coeff.is_some()
+            || self.tanh_scale.is_some()
+            || self.pre_act_coeff.is_some()
+    }
+
+    /// Sets the recipe of `cfg` (with its default coefficients when it changes) and `--tanh-coeff`,
+    /// `--pre-act-coeff`; `l0_coeff_given`: whether `--l0-coeff` was given (it belongs to l0 and
+    /// quadratic-l0, and is applied by the caller after this).
+    pub fn apply(&self, cfg: &mut TrainConfig, l0_coeff_given: bool) -> anyhow::Result<()> {
+        if cfg.sae.architecture != Architecture::JumpRelu {
+            if self.given() {
+                bail!(
+                    "--jumprelu-sparsity, --target-l0, --tanh-coeff, --tanh-scale and --pre-act-coeff \
+                     set jumprelu's sparsity recipe; {} has none: use --arch jumprelu or drop them",
+                    cfg.sae.architecture.name()
+                );
+            }
+            return Ok(());
+        }
+        let saved = cfg.jumprelu_sparsity;
+        let scale = |old: Option<f64>| self.tanh_scale.or(old).unwrap_or(4.0);
+        let recipe = match (self.jumprelu_sparsity, self.target_l0) {
+            (Some(SparsityArg::QuadraticL0) | None, Some(target)) => {
+                JumpReluSparsity::QuadraticL0 { target }
+            }
+            (Some(SparsityArg::QuadraticL0), None) => match saved {
+                JumpReluSparsity::QuadraticL0 { .. } => saved,
+                _ => bail!(
+                    "--jumprelu-sparsity quadratic-l0 needs --target-l0 N (the L0 to aim for)"
+                ),
+            },
+            (Some(other), Some(_)) => bail!(
+                "--target-l0 is the target of --jumprelu-sparsity quadratic-l0, not {}",
+                SparsityArg::to_possible_value(&other)
+                    .map_or("?".into(), |v| v.get_name().to_string())
+            ),
+            (Some(SparsityArg::Tanh), None) => JumpReluSparsity::Tanh {
+                scale: scale(match saved {
+                    JumpReluSparsity::Tanh { scale } => Some(scale),
+                    _ => None,
+                }),
+            },
+            (Some(SparsityArg::L0), None) => JumpReluSparsity::L0,
+            (None, None) => match saved {
+                JumpReluSparsity::Tanh { scale: old } => JumpReluSparsity::Tanh {
+                    scale: scale(Some(old)),
+                },
+                _ => saved,
+            },
+        };
+        let is_tanh = matches!(recipe, JumpReluSparsity::Tanh { .. });
+        if self.tanh_scale.is_some() && !is_tanh {
+            bail!(
+                "--tanh-scale is the scale of --jumprelu-sparsity tanh; this run uses {}",
+                recipe.name()
+            );
+        }
+        if is_tanh && l0_coeff_given {
+            bail!("--l0-coeff weighs the l0 and quadratic-l0 penalties; tanh's coefficient is --tanh-coeff");
+        }
+        if self.tanh_coeff.is_some() && !is_tanh {
+            bail!(
+                "--tanh-coeff weighs the tanh penalty; {} uses --l0-coeff",
+                recipe.name()
+            );
+        }
+        if recipe.name() != saved.name() {
+            cfg.sparsity_coeff = recipe.default_coeff();
+            cfg.pre_act_coeff = recipe.default_pre_act_coeff();
+        }
+        cfg.jumprelu_sparsity = recipe;
+        if let Some(c) = self.tanh_coeff {
+            cfg.sparsity_coeff = c;
+        }
+        if let Some(c) = self.pre_act_coeff {
+            cfg.pre_act_coeff = c;
+        }
+        Ok(())
     }
 }

@@ -65,6 +65,8 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub arch: ArchArgs,
+    #[command(flatten)]
+    pub jumprelu: super::arch::JumpReluArgs,
     /// Rows per optimizer step [default: 4096].
     #[arg(long = "batch-rows", value_name = "ROWS")]
     pub batch: Option<usize>,
@@ -77,7 +79,8 @@ pub struct TrainArgs {
     /// L1 coefficient λ of relu, relu-unit and gated, ≥ 0 [default: per architecture].
     #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
     pub l1: Option<f64>,
-    /// L0 coefficient λ of jumprelu, ≥ 0 [default: 1e-3].
+    /// L0 coefficient λ of jumprelu's l0 and quadratic-l0 penalties, ≥ 0 [default: 1e-3 for l0, 1 for
+    /// quadratic-l0].
     #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
     pub l0_coeff: Option<f64>,
     /// Sparsity-coefficient warm-up steps: λ ramps linearly from 0 [default: 5 % of the steps].
@@ -145,6 +148,7 @@ impl TrainArgs {
             }
         }
         set(&mut cfg.lr, self.lr);
+        self.jumprelu.apply(cfg, self.l0_coeff.is_some())?;
         set(
             &mut cfg.sparsity_coeff,
             self.sparsity_coeff(cfg.sae.architecture)?,
@@ -199,7 +203,9 @@ impl TrainArgs {
                 }
                 Ok(self.l0_coeff)
             }
-            Architecture::TopK { .. } | Architecture::BatchTopK { .. } => {
+            Architecture::TopK { .. }
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. } => {
                 if self.l1.is_some() || self.l0_coeff.is_some() {
                     bail!("{name} has no sparsity coefficient (--k sets its sparsity): drop --l1/--l0-coeff");
                 }
@@ -218,16 +224,28 @@ impl TrainArgs {
     /// comparison ([`zephyra_sae::train::check_resume`]) names each one that differs.
     pub fn apply_shape(&self, cfg: &mut TrainConfig) {
         let arch = cfg.sae.architecture;
+        if let Some(e) = self.arch.expansion {
+            cfg.sae.d_sae = e.saturating_mul(cfg.sae.d_in);
+        }
         if let Some(a) = self.arch.arch {
-            cfg.sae.architecture = a.with_k(self.arch.k.or(arch.k()).unwrap_or(32));
+            cfg.sae.architecture = a.with_k(self.arch.k.or(arch.k()).unwrap_or(32), cfg.sae.d_sae);
+            // Still matryoshka: the saved groups unless --groups is given (below).
+            if let (Architecture::Matryoshka { groups, .. }, Architecture::Matryoshka { k, .. }) =
+                (arch, cfg.sae.architecture)
+            {
+                cfg.sae.architecture = Architecture::Matryoshka { k, groups };
+            }
         } else if let (Some(k), Some(_)) = (self.arch.k, arch.k()) {
             cfg.sae.architecture = match arch {
                 Architecture::BatchTopK { .. } => Architecture::BatchTopK { k },
+                Architecture::Matryoshka { groups, .. } => Architecture::Matryoshka { k, groups },
                 _ => Architecture::TopK { k },
             };
         }
-        if let Some(e) = self.arch.expansion {
-            cfg.sae.d_sae = e.saturating_mul(cfg.sae.d_in);
+        if let (Architecture::Matryoshka { k, .. }, Some(groups)) =
+            (cfg.sae.architecture, self.arch.groups)
+        {
+            cfg.sae.architecture = Architecture::Matryoshka { k, groups };
         }
         if let Some(b) = self.batch {
             cfg.batch_size = b;

@@ -318,7 +318,6 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
     let Some(out) = &args.out else {
         bail!("--out DIR is required (where the SAE and its checkpoints go)")
     };
-    let arch = args.arch.architecture();
     let seed = args.seed.unwrap_or(0);
     let order = NpyOrder {
         shuffle: !args.no_shuffle,
@@ -341,6 +340,7 @@ fn start(args: &Args) -> anyhow::Result<Opened> {
     };
     let d_in = source.d_in();
     let expansion = args.arch.expansion();
+    let arch = args.arch.architecture(expansion * d_in)?;
     let sae = SaeConfig::new(d_in, expansion * d_in, arch).context("--arch/--k/--expansion")?;
     let tokens = args.tokens.unwrap_or(2_000_000);
     let mut cfg = TrainConfig::for_sae(sae, args.batch.unwrap_or(4096), tokens);

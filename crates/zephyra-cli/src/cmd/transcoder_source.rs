@@ -134,15 +134,11 @@ pub(super) fn start(
     }
     let seed = args.seed.unwrap_or(0);
     let (source, input, output) = open(acts, target, args.source.shuffle_buffer, seed)?;
-    let arch = args.arch.architecture();
-    let sae = zephyra_sae::SaeConfig::transcoder(
-        input.d,
-        output.d,
-        args.arch.expansion() * input.d,
-        arch,
-        args.transcoder.skip,
-    )
-    .context("--arch/--k/--expansion")?;
+    let d_sae = args.arch.expansion() * input.d;
+    let arch = args.arch.architecture(d_sae)?;
+    let sae =
+        zephyra_sae::SaeConfig::transcoder(input.d, output.d, d_sae, arch, args.transcoder.skip)
+            .context("--arch/--k/--expansion")?;
     let tokens = args.tokens.unwrap_or(2_000_000);
     let mut cfg = zephyra_sae::train::TrainConfig::for_sae(sae, args.batch.unwrap_or(4096), tokens);
     cfg.checkpoint_every_tokens = (tokens / 10).max(1);

@@ -60,7 +60,9 @@ impl<T: Real> SaeOf<T> {
                 .par_iter_mut()
                 .with_min_len(4096)
                 .for_each(|v| *v = v.max(T::ZERO)),
-            Architecture::JumpRelu | Architecture::BatchTopK { .. } => {
+            Architecture::JumpRelu
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. } => {
                 let th = &self.threshold;
                 z.par_chunks_exact_mut(d_sae)
                     .with_min_len(16)

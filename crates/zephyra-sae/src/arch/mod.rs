@@ -10,6 +10,8 @@
 //! - `batchtopk`: Bussmann, Leask & Nanda 2024, "BatchTopK Sparse Autoencoders".
 //! - `jumprelu`: Rajamanoharan et al. 2024, "Jumping Ahead: Improving Reconstruction Fidelity with JumpReLU
 //!   Sparse Autoencoders" (rectangle-kernel straight-through estimators, L0 penalty).
+//! - `matryoshka`: Bussmann, Nabeshima, Karvonen & Nanda 2025, "Learning Multi-Level Features with
+//!   Matryoshka Sparse Autoencoders" (BatchTopK codes, reconstruction loss summed over nested prefixes).
 //! - `gated`: Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated Sparse Autoencoders"
 //!   (with SAELens' parameter names and its decoder-norm-weighted gate L1).
 //!
@@ -25,12 +27,15 @@ mod gated;
 #[allow(clippy::needless_range_loop)]
 mod hooks;
 mod infer;
+mod widths;
 
 use crate::kernels::{Codes, Real};
 use crate::sae::{Architecture, GradientsOf, SaeOf, StepConfig, StepStats};
 use crate::{Result, SaeError};
 
+pub use codes::JumpReluSparsity;
 pub use hooks::zero_latent;
+pub use widths::{MatryoshkaWidths, MAX_LEVELS};
 
 /// Buffers reused across steps (no allocation once warm). Sized by the first call; a later batch with
 /// more rows grows them.
@@ -54,6 +59,11 @@ pub struct WorkspaceOf<T> {
     pub(crate) fire_counts: Vec<u32>,
     pub(crate) split_x: Vec<T>,
     pub(crate) split_y: Vec<T>,
+    // Matryoshka: one prefix's codes, and the full dictionary's x̂, D, row errors set aside meanwhile.
+    pub(crate) prefix: Codes<T>,
+    pub(crate) prefix_xhat: Vec<T>,
+    pub(crate) prefix_d: Vec<T>,
+    pub(crate) prefix_row_err: Vec<T>,
 }
 
 /// `f32` workspace.
@@ -92,7 +102,9 @@ impl<T: Real> SaeOf<T> {
         let gated = arch == Architecture::Gated;
         let has_threshold = matches!(
             arch,
-            Architecture::JumpRelu | Architecture::BatchTopK { .. }
+            Architecture::JumpRelu
+                | Architecture::BatchTopK { .. }
+                | Architecture::Matryoshka { .. }
         );
         let per_latent = |on: bool| if on { d_sae } else { 0 };
         [
@@ -178,6 +190,9 @@ impl<T: Real> SaeOf<T> {
                     &[dead.len()],
                 ));
             }
+        }
+        if self.cfg.architecture == Architecture::JumpRelu {
+            step.check_jumprelu()?;
         }
         if (step.bandwidth.is_nan() || step.bandwidth <= 0.0)
             && self.cfg.architecture == Architecture::JumpRelu

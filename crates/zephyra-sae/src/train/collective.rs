@@ -185,6 +185,20 @@ pub(crate) fn reduce_steps(
         stats.sst = (part[6] - total_sq).max(0.0);
         stats.n_rows = s.n_global;
     }
+    // Matryoshka's per-prefix squared errors (empty for other architectures, on every rank alike).
+    let mut prefix: Vec<f64> = steps
+        .iter()
+        .flat_map(|s| s.stats.prefix_sse.iter().copied())
+        .collect();
+    if !prefix.is_empty() {
+        comm.sum_f64(&mut prefix)?;
+        let mut at = 0;
+        for s in steps.iter_mut() {
+            let len = s.stats.prefix_sse.len();
+            s.stats.prefix_sse.copy_from_slice(&prefix[at..at + len]);
+            at += len;
+        }
+    }
     let mut mins: Vec<f64> = steps.iter().map(|s| s.stats.min_active).collect();
     comm.min_f64(&mut mins)?;
     for (s, m) in steps.iter_mut().zip(mins) {

@@ -76,6 +76,12 @@ pub struct TrainConfig {
     pub bandwidth: f64,
     /// BatchTopK: rate of the running estimate of the inference threshold.
     pub threshold_rate: f64,
+    /// JumpReLU's sparsity penalty (weighted by `sparsity_coeff`).
+    #[serde(default)]
+    pub jumprelu_sparsity: crate::JumpReluSparsity,
+    /// JumpReLU: Anthropic's pre-activation loss coefficient λ_p (0 = off).
+    #[serde(default)]
+    pub pre_act_coeff: f64,
     /// Rows with NaN/Inf.
     pub non_finite: NonFinitePolicy,
     /// Seed of the initialisation and of every random choice during training.
@@ -100,7 +106,9 @@ impl TrainConfig {
         let (lr, sparsity_coeff, resample) = match arch {
             Architecture::Relu => (5e-5, 5.0, 0),
             Architecture::ReluUnit => (1e-4, 1e-3, 1000),
-            Architecture::TopK { .. } | Architecture::BatchTopK { .. } => (5e-4, 0.0, 0),
+            Architecture::TopK { .. }
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. } => (5e-4, 0.0, 0),
             Architecture::JumpRelu => (2e-4, 1e-3, 0),
             Architecture::Gated => (1e-4, 1.0, 0),
         };
@@ -132,6 +140,8 @@ impl TrainConfig {
             aux_coeff: 1.0 / 32.0,
             bandwidth: 0.001,
             threshold_rate: 0.01,
+            jumprelu_sparsity: crate::JumpReluSparsity::L0,
+            pre_act_coeff: 0.0,
             non_finite: NonFinitePolicy::Skip,
             seed: 0,
             threads: rayon::current_num_threads(),
@@ -224,6 +234,7 @@ impl TrainConfig {
         check_f64("aux_coeff", self.aux_coeff, Range::NonNegative)?;
         check_f64("bandwidth", self.bandwidth, Range::Positive)?;
         check_f64("threshold_rate", self.threshold_rate, Range::Unit)?;
+        self.validate_jumprelu_recipe()?;
         if let Some(k_aux) = self.k_aux {
             if k_aux == 0 || k_aux > self.sae.d_sae {
                 return out_of_range(
@@ -247,6 +258,42 @@ impl TrainConfig {
         }
         if self.metrics_every_steps == 0 {
             return out_of_range("--metrics-every", 0, "it must be at least 1 step");
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    /// The JumpReLU recipe: only on jumprelu, with valid values and a target L0 within `d_sae`.
+    fn validate_jumprelu_recipe(&self) -> Result<(), SaeError> {
+        let recipe = self.jumprelu_sparsity;
+        if self.sae.architecture != Architecture::JumpRelu {
+            if recipe != crate::JumpReluSparsity::L0 || self.pre_act_coeff != 0.0 {
+                return out_of_range(
+                    "--jumprelu-sparsity/--pre-act-coeff",
+                    recipe.name(),
+                    format!(
+                        "they apply to --arch jumprelu, not {}",
+                        self.sae.architecture.name()
+                    ),
+                );
+            }
+            return Ok(());
+        }
+        let step = crate::StepConfig {
+            jumprelu_sparsity: recipe,
+            pre_act_coeff: self.pre_act_coeff,
+            ..crate::StepConfig::default()
+        };
+        step.check_jumprelu()?;
+        if let crate::JumpReluSparsity::QuadraticL0 { target } = recipe {
+            if target > self.sae.d_sae as f64 {
+                return out_of_range(
+                    "--target-l0",
+                    target,
+                    format!("it must be at most d_sae = {}", self.sae.d_sae),
+                );
+            }
         }
         Ok(())
     }

@@ -30,6 +30,6 @@ pub use multi::{Member, MultiSession, MultiTrainer};
 pub use resume::{check_resume, DataOptions, Difference};
 pub use session::TrainSession;
 pub use source::{ActivationSource, MemorySource};
-pub use summary::{TrainSummary, SUMMARY_FILE};
+pub use summary::{PrefixFve, TrainSummary, SUMMARY_FILE};
 pub use trainer::{Progress, RngState, RunOutcome, StateMeta, Trainer, METRICS_FILE, STATE_FORMAT};
 pub use zip::ZipSource;

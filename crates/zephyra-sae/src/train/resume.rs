@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
-use crate::{SaeConfig, SaeError};
+use crate::{Architecture, SaeConfig, SaeError};
 
 /// The options outside [`TrainConfig`]'s own fields that decide which rows a run reads and in what order
 /// (`--no-shuffle`, `--holdout`, `--shuffle-buffer`, the on-the-fly harvest settings …): flag → value as
@@ -120,6 +120,8 @@ pub fn differences(saved: &TrainConfig, requested: &TrainConfig) -> Vec<Differen
         aux_coeff: _,
         bandwidth: _,
         threshold_rate: _,
+        jumprelu_sparsity: _,
+        pre_act_coeff: _,
         non_finite: _,
         seed: _,
         threads: _,
@@ -144,6 +146,11 @@ pub fn differences(saved: &TrainConfig, requested: &TrainConfig) -> Vec<Differen
     d.cmp("--arch", &arch.name(), &r_arch.name());
     if arch.name() == r_arch.name() {
         d.cmp("--k", &arch.k(), &r_arch.k());
+    }
+    if let (Architecture::Matryoshka { groups, .. }, Architecture::Matryoshka { groups: r_g, .. }) =
+        (arch, r_arch)
+    {
+        d.cmp("--groups", &groups.to_string(), &r_g.to_string());
     }
     compare!(d, s, r;
         "d_sae (--expansion × d_in)" => sae.d_sae,
@@ -178,6 +185,8 @@ pub fn differences(saved: &TrainConfig, requested: &TrainConfig) -> Vec<Differen
         "aux_coeff" => aux_coeff,
         "bandwidth" => bandwidth,
         "threshold_rate" => threshold_rate,
+        "--jumprelu-sparsity" => jumprelu_sparsity,
+        "--pre-act-coeff" => pre_act_coeff,
         "--non-finite" => non_finite,
         "--seed" => seed,
         "--threads" => threads,

@@ -48,6 +48,19 @@ pub struct TrainSummary {
     pub tokens: u64,
     /// Rows per second in the last call of [`Trainer::run`].
     pub tokens_per_s: f64,
+    /// Matryoshka: the FVE of each nested prefix over the steps of the last metrics line (training
+    /// batches), smallest width first; absent for other architectures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefix_fve: Vec<PrefixFve>,
+}
+
+/// The FVE of one nested prefix of a Matryoshka SAE.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PrefixFve {
+    /// The prefix width `w_j` (latents `0..w_j`).
+    pub width: usize,
+    /// `1 − Σ‖x − x̂⁽ʲ⁾‖² / Σ‖x − mean(x)‖²`.
+    pub fve: f64,
 }
 
 impl TrainSummary {
@@ -77,6 +90,23 @@ impl TrainSummary {
 }
 
 impl Trainer {
+    /// Matryoshka: `(width, FVE)` of each prefix on the last metrics line's steps (empty otherwise, and
+    /// before the first line of this process).
+    pub fn prefix_fve(&self) -> Vec<PrefixFve> {
+        match self.config().sae.architecture {
+            crate::Architecture::Matryoshka { groups, .. } => groups
+                .as_slice()
+                .iter()
+                .zip(&self.last_prefix_fve)
+                .map(|(&w, &fve)| PrefixFve {
+                    width: w as usize,
+                    fve,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The summary of a run that ended with `outcome`, with its held-out figures (`peak_rss_mb` is left
     /// for the caller, which knows its process).
     pub fn summary(&self, outcome: &RunOutcome, holdout: Option<EvalStats>) -> TrainSummary {
@@ -97,6 +127,7 @@ impl Trainer {
             threads: cfg.threads,
             tokens: outcome.tokens,
             tokens_per_s: outcome.tokens_per_s,
+            prefix_fve: self.prefix_fve(),
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct Trainer {
     metrics: Option<MetricsWriter>,
     window: Window,
     comm: Box<dyn Collective + Send>,
+    /// Matryoshka: the FVE of each prefix on the last metrics line's steps.
+    pub(in crate::train) last_prefix_fve: Vec<f64>,
 }
 
 fn shapes(sae: &Sae) -> Vec<(String, usize)> {
@@ -211,6 +213,7 @@ impl Trainer {
             sae,
             cfg,
             comm,
+            last_prefix_fve: Vec::new(),
         })
     }
 

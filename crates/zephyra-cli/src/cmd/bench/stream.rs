@@ -97,7 +97,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     let mut cfg = TrainConfig::new(
         d,
         args.arch.expansion() * d,
-        args.arch.architecture(),
+        args.arch.architecture(args.arch.expansion() * d)?,
         args.batch,
         n_rows,
     )

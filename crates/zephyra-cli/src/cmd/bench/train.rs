@@ -92,7 +92,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     for &arch in &args.arch {
         let mut src = source(&args)?;
         let d_in = src.d_in();
-        let architecture = arch.with_k(args.k);
+        let architecture = arch.with_k(args.k, args.expansion * d_in);
         let total = (args.warmup + args.steps) * args.batch as u64;
         let mut cfg =
             TrainConfig::new(d_in, args.expansion * d_in, architecture, args.batch, total)?;

@@ -208,7 +208,8 @@ fn start(args: &Args, out: &Path) -> anyhow::Result<Opened> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
     });
-    let (arch, d_sae) = (args.arch.architecture(), args.arch.expansion() * d_model);
+    let d_sae = args.arch.expansion() * d_model;
+    let arch = args.arch.architecture(d_sae)?;
     let mut members = Vec::with_capacity(runs.len());
     for run in &runs {
         let sae = if args.transcoder.per_layer {

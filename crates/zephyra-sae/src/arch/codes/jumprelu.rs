@@ -1,5 +1,6 @@
 //! jumprelu: the entries near the threshold and the straight-through gradient of `log θ` (see [`super`]).
 
+use super::jumprelu_recipes::{step_weight, tanh_slope};
 use super::*;
 
 /// Entries with `|max(z,0) − θ_i| < ε/2` as `(row, latent, z)`.
@@ -28,12 +29,14 @@ pub(in crate::arch) fn collect_band<T: Real>(
     }
 }
 
-/// JumpReLU's `dL/dlog θ` from the band entries (straight-through estimators).
+/// JumpReLU's `dL/dlog θ` from the band entries (straight-through estimators), for every sparsity
+/// recipe (`row_l0`: each row's L0, for quadratic-L0; see `jumprelu_recipes.rs`).
 pub(in crate::arch) fn jumprelu_threshold_grad<T: Real>(
     sae: &SaeOf<T>,
     theta: &[T],
     step: &StepConfig<'_>,
     s: T,
+    row_l0: &[f64],
     ws: &WorkspaceOf<T>,
     grads: &mut GradientsOf<T>,
 ) {
@@ -41,13 +44,20 @@ pub(in crate::arch) fn jumprelu_threshold_grad<T: Real>(
     let inv_eps = T::from_f64(1.0 / step.bandwidth);
     let lambda_s = T::from_f64(step.sparsity_coeff) * s;
     grads.log_threshold.fill(T::ZERO);
-    for &(r, i, _) in &ws.band {
+    for &(r, i, z) in &ws.band {
         let (r, i) = (r as usize, i as usize);
+        let f = if z > T::ZERO && z > theta[i] {
+            z
+        } else {
+            T::ZERO
+        };
+        let slope = tanh_slope(step, f.to_f64(), ws.dec_norms[i].to_f64());
         let dl_df = dot(
             &ws.d[r * d_out..(r + 1) * d_out],
             &sae.w_dec[i * d_out..(i + 1) * d_out],
-        );
-        let d_theta = -(theta[i] * inv_eps) * dl_df - lambda_s * inv_eps;
+        ) + lambda_s * T::from_f64(slope);
+        let step_w = T::from_f64(step_weight(step, row_l0, r));
+        let d_theta = -(theta[i] * inv_eps) * dl_df - lambda_s * step_w * inv_eps;
         grads.log_threshold[i] += theta[i] * d_theta;
     }
 }

@@ -9,6 +9,7 @@
 //!   top `k_aux` dead latents' `f_aux` reconstruct `ê = f_aux W_dec`, loss `α·m·s Σ_r ‖ê_r − e_r‖²` with
 //!   `m = min(n_dead/k_aux, 1)`; its gradients flow into `W_dec`, `W_enc`, `b_enc`, `b_dec` (via `x_c`).
 //! - batchtopk: the `k·n` largest `max(z,0)` of the whole batch; AuxK as topk.
+//! - matryoshka: batchtopk's codes, the reconstruction loss summed over nested prefixes (`matryoshka.rs`).
 //! - jumprelu: `f = z·H(z − θ)`, `θ = exp(log_threshold)`, sparsity `λ s Σ H(z − θ)` (L0). Straight-through
 //!   (rectangle kernel `K(u) = 1[|u| < ½]`, bandwidth ε): `∂f/∂z = H(z−θ)`, `∂f/∂θ := −(θ/ε)K((z−θ)/ε)`,
 //!   `∂H/∂z := 0`, `∂H/∂θ := −(1/ε)K((z−θ)/ε)`, and `∂/∂log θ = θ ∂/∂θ`. So
@@ -23,8 +24,12 @@
 //! | `paths.rs` | the sparse (per-row lists) and dense (GEMM) decode + backward paths |
 //! | `topk.rs` | topk and batchtopk selection, AuxK |
 //! | `jumprelu.rs` | jumprelu's threshold band and straight-through threshold gradient |
+//! | `jumprelu_recipes.rs` | jumprelu's tanh and quadratic-L0 penalties, the pre-activation loss |
+//! | `matryoshka.rs` | matryoshka's inner-prefix losses and gradients |
 
 mod jumprelu;
+mod jumprelu_recipes;
+mod matryoshka;
 mod paths;
 mod topk;
 
@@ -199,7 +204,9 @@ pub(super) fn forward_backward<T: Real>(
         Vec::new()
     };
     let half_band = T::from_f64(step.bandwidth / 2.0);
+    let mut row_l0 = Vec::new();
     if arch == Architecture::JumpRelu {
+        row_l0 = jumprelu_recipes::row_l0(step, &ws.z[..n_rows * d_sae], d_sae, &theta);
         collect_band(
             &ws.z[..n_rows * d_sae],
             d_sae,
@@ -221,7 +228,11 @@ pub(super) fn forward_backward<T: Real>(
             let nnz = count_par(z, |_, v| v > T::ZERO, d_sae);
             nnz as f64 > step.dense_above * (n_rows * d_sae) as f64
         }
-        Architecture::JumpRelu => {
+        // The tanh penalty and the pre-activation loss need the codes and z: sparse path only.
+        Architecture::JumpRelu
+            if step.pre_act_coeff == 0.0
+                && !matches!(step.jumprelu_sparsity, JumpReluSparsity::Tanh { .. }) =>
+        {
             let nnz = count_par(z, |i, v| v > T::ZERO && v > theta[i], d_sae);
             nnz as f64 > step.dense_above * (n_rows * d_sae) as f64
         }
@@ -269,12 +280,16 @@ pub(super) fn forward_backward<T: Real>(
             Architecture::TopK { k } => {
                 select_topk(z, n_rows, d_sae, k, None, &mut ws.lists, &mut ws.codes)
             }
-            Architecture::BatchTopK { k } => {
+            Architecture::BatchTopK { k } | Architecture::Matryoshka { k, .. } => {
                 select_batchtopk(z, n_rows, d_sae, k, &mut ws.lists, &mut ws.codes)
             }
             Architecture::Gated => unreachable!("gated has its own path"),
         }
         sparse_path(sae, x, y, n_rows, add.as_deref(), ws, grads, &mut stats, s);
+        if let Architecture::Matryoshka { groups, .. } = arch {
+            // Matryoshka transcoders are refused by the config: here the target y is the input x.
+            inner_prefixes(sae, y, n_rows, groups, s, ws, grads, &mut stats);
+        }
     }
 
     // Sparsity loss and the relu decoder-norm term of dL/dW_dec.
@@ -302,15 +317,25 @@ pub(super) fn forward_backward<T: Real>(
             stats.sparsity_loss = step.sparsity_coeff * s.to_f64() * l1;
         }
         Architecture::JumpRelu => {
-            stats.sparsity_loss = step.sparsity_coeff * s.to_f64() * nnz_f64;
-            jumprelu_threshold_grad(sae, &theta, step, s, ws, grads);
+            stats.sparsity_loss =
+                jumprelu_recipes::sparsity_loss(step, s.to_f64(), nnz_f64, &row_l0, ws);
+            jumprelu_threshold_grad(sae, &theta, step, s, &row_l0, ws, grads);
+            if let JumpReluSparsity::Tanh { .. } = step.jumprelu_sparsity {
+                jumprelu_recipes::tanh_grads(sae, step, s, n_rows, ws, grads);
+            }
+            stats.aux_loss =
+                jumprelu_recipes::pre_act_loss(sae, step, s, &theta, n_rows, ws, grads);
         }
         _ => {}
     }
 
     // AuxK.
-    if let (Architecture::TopK { .. } | Architecture::BatchTopK { .. }, Some(dead)) =
-        (arch, step.dead)
+    if let (
+        Architecture::TopK { .. }
+        | Architecture::BatchTopK { .. }
+        | Architecture::Matryoshka { .. },
+        Some(dead),
+    ) = (arch, step.dead)
     {
         stats.aux_loss = auxk(sae, y, n_rows, step, dead, s, ws, grads);
     }
@@ -327,7 +352,11 @@ pub(super) fn forward_backward<T: Real>(
     }
     // Decoder bias (after every contribution to dL/db_enc = Σ_r G_r is in).
     b_dec_grad(sae, &ws.d[..n_rows * d_out], &grads.b_enc, &mut grads.b_dec);
-    stats.mse_loss = s.to_f64() * stats.sse;
+    let recon_sse = match arch {
+        Architecture::Matryoshka { .. } => stats.prefix_sse.iter().sum(),
+        _ => stats.sse,
+    };
+    stats.mse_loss = s.to_f64() * recon_sse;
     stats.loss = stats.mse_loss + stats.sparsity_loss + stats.aux_loss;
     Ok(stats)
 }
@@ -340,6 +369,8 @@ fn count_par<T: Real>(z: &[T], pred: impl Fn(usize, T) -> bool + Sync, d_sae: us
 }
 
 use jumprelu::{collect_band, jumprelu_threshold_grad};
+pub use jumprelu_recipes::JumpReluSparsity;
+use matryoshka::inner_prefixes;
 use paths::{dense_path, sparse_path};
 pub(super) use topk::select_topk;
 use topk::{auxk, select_batchtopk};

@@ -238,6 +238,7 @@ impl Trainer {
             sae,
             cfg,
             comm,
+            last_prefix_fve: Vec::new(),
         })
     }
 

@@ -114,6 +114,8 @@ impl Trainer {
             k_aux: self.cfg.k_aux,
             aux_coeff: self.cfg.aux_coeff,
             bandwidth: self.cfg.bandwidth,
+            jumprelu_sparsity: self.cfg.jumprelu_sparsity,
+            pre_act_coeff: self.cfg.pre_act_coeff,
             ..StepConfig::default()
         };
         let stats =
@@ -247,6 +249,7 @@ impl Trainer {
             if let Some(m) = self.metrics.as_mut() {
                 m.write(&rec)?;
             }
+            self.last_prefix_fve = rec.fve_prefixes;
             self.window = Window::default();
             clock.window_start = (Instant::now(), self.tokens);
         }

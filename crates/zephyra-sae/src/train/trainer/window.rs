@@ -16,6 +16,9 @@ pub struct Window {
     sse: f64,
     sst: f64,
     grad_norm: f64,
+    /// Matryoshka: Σ sse of each nested prefix (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    prefix_sse: Vec<f64>,
 }
 
 impl Window {
@@ -29,6 +32,22 @@ impl Window {
         self.sse += s.sse;
         self.sst += s.sst;
         self.grad_norm = grad_norm;
+        if s.prefix_sse.iter().any(|&v| v != 0.0) {
+            self.prefix_sse.resize(s.prefix_sse.len(), 0.0);
+            for (a, &b) in self.prefix_sse.iter_mut().zip(&s.prefix_sse) {
+                *a += b;
+            }
+        }
+    }
+
+    /// FVE of each nested prefix (matryoshka with `levels` levels; empty otherwise).
+    pub(super) fn prefix_fve(&self, levels: usize) -> Vec<f64> {
+        let sst = self.sst.max(f64::MIN_POSITIVE);
+        self.prefix_sse
+            .iter()
+            .take(levels)
+            .map(|sse| 1.0 - sse / sst)
+            .collect()
     }
 
     pub(super) fn record(
@@ -54,6 +73,10 @@ impl Window {
             grad_norm: self.grad_norm,
             skipped_rows: t.skipped_rows,
             tokens_per_s,
+            fve_prefixes: self.prefix_fve(match t.cfg.sae.architecture {
+                crate::Architecture::Matryoshka { groups, .. } => groups.levels(),
+                _ => 0,
+            }),
         }
     }
 }

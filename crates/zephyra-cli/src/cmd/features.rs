@@ -54,10 +54,10 @@ pub struct Args {
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sae_dir = &args.stack.sae;
-    // The model's name for the export (the SAE is read twice: once here for its recorded model).
-    let model = args.stack.model_for(&args.stack.load_sae()?).to_string();
     let out = args.out.clone().unwrap_or_else(|| sae_dir.join("features"));
     OutputDir::claim("--out", &out)?;
+    // The model's name for the export (the SAE is read twice: once here for its recorded model).
+    let model = args.stack.model_for(&args.stack.load_sae()?).to_string();
     if args.export_only {
         let dir = args
             .export_neuronpedia

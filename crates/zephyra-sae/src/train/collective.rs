@@ -104,6 +104,8 @@ pub(crate) struct StepReduce<'a> {
     pub(crate) x: &'a [f32],
     pub(crate) width: usize,
     pub(crate) d_out: usize,
+    /// Matryoshka's levels (their squared errors ride in the stats sum), 0 for other architectures.
+    pub(crate) prefix_levels: usize,
     pub(crate) n_global: usize,
     pub(crate) stats: &'a mut crate::StepStats,
     pub(crate) grads: &'a mut crate::Gradients,
@@ -113,7 +115,7 @@ pub(crate) struct StepReduce<'a> {
 /// Turns each rank's step of every dictionary in `steps` (gradients and stats of the mean over its `x`
 /// rows) into the step of the whole `n_global`-row batch, for all the dictionaries at once: the
 /// gradients of every dictionary weighted by `n_local / n_global` and summed in **one** allreduce; loss
-/// terms and L0 averaged the same way; `sse` summed; the centred `sst` rebuilt from each rank's row sums
+/// terms and L0 averaged the same way; `sse` (and Matryoshka's per-prefix squared errors) summed; the centred `sst` rebuilt from each rank's row sums
 /// (`Σ‖x−μ‖² = Σ_r (sst_r + n_r‖μ_r‖²) − ‖Σx‖²/n`, over the target) — one f64 sum for all; the batchtopk threshold
 /// estimates their minimum (one call); the fire counts summed (one call). Nothing happens in one process.
 pub(crate) fn reduce_steps(
@@ -167,14 +169,16 @@ pub(crate) fn reduce_steps(
             0.0,
         ]);
         sums.extend_from_slice(&row_sums);
+        sums.extend_from_slice(&stats.prefix_sse[..s.prefix_levels]);
     }
     comm.sum_f64(&mut sums)?;
     let mut at = 0;
     for s in steps.iter_mut() {
-        let part = &sums[at..at + 8 + s.d_out];
-        at += 8 + s.d_out;
+        let part = &sums[at..at + 8 + s.d_out + s.prefix_levels];
+        at += 8 + s.d_out + s.prefix_levels;
         let ng = s.n_global as f64;
-        let total_sq = part[8..].iter().map(|t| t * t).sum::<f64>() / ng;
+        let (row_sums, prefix) = part[8..].split_at(s.d_out);
+        let total_sq = row_sums.iter().map(|t| t * t).sum::<f64>() / ng;
         let stats = &mut *s.stats;
         stats.loss = part[0] / ng;
         stats.mse_loss = part[1] / ng;
@@ -184,20 +188,7 @@ pub(crate) fn reduce_steps(
         stats.sse = part[5];
         stats.sst = (part[6] - total_sq).max(0.0);
         stats.n_rows = s.n_global;
-    }
-    // Matryoshka's per-prefix squared errors (empty for other architectures, on every rank alike).
-    let mut prefix: Vec<f64> = steps
-        .iter()
-        .flat_map(|s| s.stats.prefix_sse.iter().copied())
-        .collect();
-    if !prefix.is_empty() {
-        comm.sum_f64(&mut prefix)?;
-        let mut at = 0;
-        for s in steps.iter_mut() {
-            let len = s.stats.prefix_sse.len();
-            s.stats.prefix_sse.copy_from_slice(&prefix[at..at + len]);
-            at += len;
-        }
+        stats.prefix_sse[..prefix.len()].copy_from_slice(prefix);
     }
     let mut mins: Vec<f64> = steps.iter().map(|s| s.stats.min_active).collect();
     comm.min_f64(&mut mins)?;

@@ -140,6 +140,10 @@ impl Trainer {
             x: &self.batch[begun.rows.start * width..begun.rows.end * width],
             width,
             d_out: self.cfg.sae.d_out(),
+            prefix_levels: match &self.cfg.sae.architecture {
+                Architecture::Matryoshka { groups, .. } => groups.levels(),
+                _ => 0,
+            },
             n_global: begun.n,
             stats: &mut begun.stats,
             grads: &mut self.grads,

@@ -201,25 +201,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn packs_with_eos_and_shuffles_deterministically() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.txt"), "abcde").unwrap();
-        std::fs::write(dir.path().join("b.txt"), "fgh").unwrap();
-        let corpus = Corpus::from_specs(
-            &[dir.path().display().to_string()],
-            CorpusOptions::default(),
-        )
-        .unwrap();
+    /// A corpus of two files, `a.txt` = "abcde" and `b.txt` = `b`, in `dir`.
+    fn two_files(dir: &std::path::Path, b: &str) -> Corpus {
+        std::fs::write(dir.join("a.txt"), "abcde").unwrap();
+        std::fs::write(dir.join("b.txt"), b).unwrap();
+        Corpus::from_specs(&[dir.display().to_string()], CorpusOptions::default()).unwrap()
+    }
+
+    /// Every context of `corpus` in corpus order (no shuffle), `ctx` tokens each.
+    fn unshuffled(corpus: &Corpus, encoder: Arc<dyn TextEncoder>, ctx: usize) -> Vec<Vec<u32>> {
         let opts = PackOptions {
-            ctx: 4,
+            ctx,
             seed: 0,
             shuffle_contexts: 1,
         };
-        let got: Vec<Vec<u32>> = ContextStream::new(corpus.documents(), Arc::new(Bytes), opts)
+        ContextStream::new(corpus.documents(), encoder, opts)
             .unwrap()
             .map(|c| c.unwrap())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn packs_with_eos_and_shuffles_deterministically() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = two_files(dir.path(), "fgh");
+        let got = unshuffled(&corpus, Arc::new(Bytes), 4);
         // a b c d | e EOS f g | (h EOS dropped: incomplete)
         assert_eq!(got, vec![vec![97, 98, 99, 100], vec![101, 1000, 102, 103]]);
         let shuffled = |seed| -> Vec<Vec<u32>> {
@@ -271,23 +277,8 @@ mod tests {
     #[test]
     fn models_that_add_bos_get_it_first_in_every_context() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.txt"), "abcde").unwrap();
-        std::fs::write(dir.path().join("b.txt"), "fghij").unwrap();
-        let corpus = Corpus::from_specs(
-            &[dir.path().display().to_string()],
-            CorpusOptions::default(),
-        )
-        .unwrap();
-        let opts = PackOptions {
-            ctx: 4,
-            seed: 0,
-            shuffle_contexts: 1,
-        };
-        let got: Vec<Vec<u32>> =
-            ContextStream::new(corpus.documents(), Arc::new(BytesWithBos), opts)
-                .unwrap()
-                .map(|c| c.unwrap())
-                .collect();
+        let corpus = two_files(dir.path(), "fghij");
+        let got = unshuffled(&corpus, Arc::new(BytesWithBos), 4);
         // Stream: BOS a b c d e EOS BOS f g h i j EOS. The first context's prefix replaces the document's
         // own BOS; later ones take the next three tokens (d e EOS), dropping a document BOS that would
         // follow the prefix (BOS f g h → f g h); the incomplete tail (i j EOS) is dropped.

@@ -1,7 +1,8 @@
 //! The evaluation driver: runs the model over eval contexts, splices a dictionary's reconstruction in at the
 //! hook, and accumulates every figure of [`crate::recon`], [`crate::sparsity`] and [`crate::downstream`].
 //!
-//! Two passes over the same contexts, `batch_contexts` at a time:
+//! Two passes over the same contexts, `batch_contexts` at a time, each a consumer of the data crate's
+//! pipeline iterator ([`Activations`], one shard per forward batch):
 //! 1. **reconstruction** (up to `max_tokens` tokens): one forward that stops at the hook; the rows kept by the
 //!    data crate's [`ExclusionRule`] (position 0, special tokens, norm > 10x the batch's median — the same
 //!    rule as harvesting, with the batch as the group whose median is taken) are encoded and decoded, and go
@@ -15,12 +16,13 @@
 //!    have a next token (position `t` predicts token `t+1`). A fifth forward zeroes the activation at every
 //!    position, sinks included, for the SAELens / SAEBench zero-ablation figure (see [`crate::downstream`]).
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use zephyra_data::exclude::{self, ExclusionCounts};
-use zephyra_data::harvest::capture_rows;
+use zephyra_data::exclude::ExclusionCounts;
+use zephyra_data::harvest::{Activations, RowPlan, ShardRows};
 use zephyra_data::ExclusionRule;
 use zephyra_lm::model::{ForwardOutput, Logits, LOGIT_ROWS};
 use zephyra_lm::{HookPoint, Hooks, Llama};
@@ -131,123 +133,51 @@ pub struct EvalFigures {
     pub downstream: Option<DownstreamStats>,
 }
 
-/// One batch's hook activations and which rows are kept.
-struct Batch {
-    x: Vec<f32>,
-    keep: Vec<bool>,
-    counts: ExclusionCounts,
-    seq: usize,
-}
-
-fn tensor_to_vec(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(AnalysisError::model)
-}
-
-/// Activation at the hook, padded positions marked as not kept, exclusion applied.
-fn batch_rows(
-    x: Vec<f32>,
-    contexts: &[Vec<u32>],
-    lengths: &[usize],
-    d: usize,
-    rule: &ExclusionRule,
-    is_special: &dyn Fn(u32) -> bool,
-) -> Result<Batch> {
-    let b = contexts.len();
-    let seq = x.len() / (b * d).max(1);
-    if x.len() != b * seq * d {
-        return Err(AnalysisError::ShapeMismatch {
-            what: "hook activation [batch, seq, d]",
-            expected: b * seq * d,
-            got: x.len(),
-        });
-    }
-    // Pad token ids to `seq` so the rule sees a rectangular shard; padded rows are dropped after.
-    let mut tokens = Vec::with_capacity(b * seq);
-    for c in contexts {
-        tokens.extend_from_slice(c);
-        tokens.extend(std::iter::repeat_n(
-            c.last().copied().unwrap_or(0),
-            seq - c.len(),
-        ));
-    }
-    let norms = exclude::row_norms(&x, d);
-    let ex = exclude::apply(rule, &tokens, seq, &norms, is_special);
-    let mut keep = ex.keep;
-    let mut counts = ex.counts;
-    for (i, &len) in lengths.iter().enumerate() {
-        for p in len..seq {
-            let r = i * seq + p;
-            if keep[r] {
-                keep[r] = false;
-                counts.kept -= 1;
-            }
-            counts.total -= 1;
-        }
-    }
-    Ok(Batch {
-        x,
-        keep,
-        counts,
-        seq,
-    })
-}
-
 /// Takes the activation captured at `hook` out of a forward pass's output, as `[batch × seq × d]` rows.
 fn take_rows(out: &mut ForwardOutput, hook: HookPoint) -> Result<Vec<f32>> {
     let t = out.activations.take(hook).ok_or_else(|| {
         AnalysisError::Model(format!("the forward pass did not capture hook `{hook}`").into())
     })?;
-    tensor_to_vec(&t)
+    t.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(AnalysisError::model)
 }
 
-/// The batch's activations at the hook and, with `final_norm`, its final-norm rows
-/// (`ln_final.hook_normalized`, the input of the unembedding): no logits are computed here.
-fn capture_batch(
-    model: &Llama,
-    contexts: &[Vec<u32>],
-    cfg: &EvalConfig,
-    is_special: &dyn Fn(u32) -> bool,
-    final_norm: bool,
-) -> Result<(Batch, Option<Vec<f32>>)> {
-    let d = model.config().d_model;
-    let mut hooks = vec![cfg.hook];
-    if final_norm && cfg.hook != HookPoint::LnFinal {
-        hooks.push(HookPoint::LnFinal);
-    }
-    let mut rows = capture_rows(model, contexts, &hooks)
-        .map_err(AnalysisError::Data)?
-        .into_iter();
-    let x = rows.next().ok_or_else(|| {
-        AnalysisError::Model(format!("the forward pass did not capture hook `{}`", cfg.hook).into())
-    })?;
-    let normed = match (final_norm, rows.next()) {
-        (false, _) => None,
-        (true, Some(normed)) => Some(normed),
-        (true, None) => Some(x.clone()),
-    };
-    let lengths: Vec<usize> = contexts.iter().map(Vec::len).collect();
-    let batch = batch_rows(x, contexts, &lengths, d, &cfg.rule, is_special)?;
-    Ok((batch, normed))
+/// The eval contexts as the pipeline reads them: empty ones skipped, none after `max_tokens` tokens
+/// have been read; an error of the caller's iterator ends it and waits in `failed`.
+struct TokenBudget<'c> {
+    contexts: &'c mut dyn Iterator<Item = Result<Vec<u32>>>,
+    read: u64,
+    max_tokens: u64,
+    failed: &'c Cell<Option<AnalysisError>>,
 }
 
-/// Gathers the kept rows of `x` into a dense `[n_kept, d]` matrix.
-fn kept_rows(batch: &Batch, d: usize) -> Vec<f32> {
-    let mut rows = Vec::new();
-    for (r, &k) in batch.keep.iter().enumerate() {
-        if k {
-            rows.extend_from_slice(&batch.x[r * d..(r + 1) * d]);
+impl Iterator for TokenBudget<'_> {
+    type Item = zephyra_data::Result<Vec<u32>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.read < self.max_tokens {
+            match self.contexts.next()? {
+                Ok(c) if c.is_empty() => {}
+                Ok(c) => {
+                    self.read += c.len() as u64;
+                    return Some(Ok(c));
+                }
+                Err(e) => {
+                    self.failed.set(Some(e));
+                    return None;
+                }
+            }
         }
+        None
     }
-    rows
 }
 
 /// `x` with the kept rows replaced by consecutive rows of `replacement` (`[n_kept, d]`, or one row for all).
-fn splice(batch: &Batch, d: usize, replacement: &[f32], broadcast: bool) -> Vec<f32> {
-    let mut out = batch.x.clone();
+fn splice(x: &[f32], keep: &[bool], d: usize, replacement: &[f32], broadcast: bool) -> Vec<f32> {
+    let mut out = x.to_vec();
     let mut j = 0;
-    for (r, &k) in batch.keep.iter().enumerate() {
+    for (r, &k) in keep.iter().enumerate() {
         if k {
             let src = if broadcast {
                 replacement
@@ -388,36 +318,31 @@ pub fn evaluate(
     let mut down_tokens = 0u64;
 
     // Pass 1: reconstruction and sparsity.
-    'outer: while seen < cfg.max_tokens {
-        let mut batch_ctx = Vec::with_capacity(cfg.batch_contexts);
-        let mut batch_tokens = 0u64;
-        while batch_ctx.len() < cfg.batch_contexts && seen + batch_tokens < cfg.max_tokens {
-            match contexts.next() {
-                Some(c) => {
-                    let c = c?;
-                    if c.is_empty() {
-                        continue;
-                    }
-                    batch_tokens += c.len() as u64;
-                    batch_ctx.push(c);
-                }
-                None => break,
-            }
+    let failed = Cell::new(None);
+    let budget = TokenBudget {
+        contexts,
+        read: 0,
+        max_tokens: cfg.max_tokens,
+        failed: &failed,
+    };
+    let plan = RowPlan::per_batch(vec![cfg.hook], cfg.batch_contexts, cfg.rule);
+    let mut pass = Activations::over(Arc::new(model), is_special, budget, plan);
+    loop {
+        let shard = pass.next_shard(&mut |_| {});
+        if let Some(e) = failed.take() {
+            return Err(e);
         }
-        if batch_ctx.is_empty() {
-            break 'outer;
-        }
-        let (batch, _) = capture_batch(model, &batch_ctx, cfg, is_special, false)?;
-        counts.add(&batch.counts);
-        let rows = kept_rows(&batch, d);
+        let Some(shard) = shard? else { break };
+        counts.add(&shard.exclusion[0].counts);
+        let rows = shard.kept_rows(&[0]);
         let n = rows.len() / d;
         if n > 0 {
             let (codes, x_hat) = dict.encode_decode(&rows, n)?;
             recon.add(&rows, &x_hat)?;
             sparsity.add(&codes)?;
         }
-        seen += batch_tokens;
-        for c in batch_ctx {
+        seen += shard.n_tokens();
+        for c in shard.contexts() {
             if down_tokens < cfg.downstream_tokens {
                 down_tokens += c.len() as u64;
                 kept_for_downstream.push(c);
@@ -445,48 +370,29 @@ pub fn evaluate(
     } else {
         let mut loss = LossAccumulator::new();
         let mut done = 0u64;
-        for batch_ctx in kept_for_downstream.chunks(cfg.batch_contexts) {
-            let (batch, clean) = capture_batch(model, batch_ctx, cfg, is_special, true)?;
-            let clean = clean.ok_or_else(|| {
-                AnalysisError::Model("the final norm of the clean run was not captured".into())
-            })?;
-            let rows = kept_rows(&batch, d);
-            let n = rows.len() / d;
-            let x_sae = if n > 0 {
-                let (_, x_hat) = dict.encode_decode(&rows, n)?;
-                if x_hat.len() != rows.len() {
-                    return Err(AnalysisError::ShapeMismatch {
-                        what: "reconstruction",
-                        expected: rows.len(),
-                        got: x_hat.len(),
-                    });
-                }
-                splice(&batch, d, &x_hat, false)
-            } else {
-                batch.x.clone()
-            };
-            let zeros = vec![0.0f32; d];
-            let x_zero = splice(&batch, d, &zeros, true);
-            let x_mean = splice(&batch, d, &mean, true);
-            // SAELens / SAEBench zero ablation: every position, sinks included.
-            let x_zero_all = vec![0.0f32; batch.x.len()];
-            let runs = FinalNorms {
-                clean,
-                sae: forward_replaced(model, batch_ctx, cfg.hook, x_sae, batch.seq)?,
-                zero: forward_replaced(model, batch_ctx, cfg.hook, x_zero, batch.seq)?,
-                zero_all: forward_replaced(model, batch_ctx, cfg.hook, x_zero_all, batch.seq)?,
-                mean: forward_replaced(model, batch_ctx, cfg.hook, x_mean, batch.seq)?,
-            };
+        // The hook's rows decide the verdict; the final-norm rows (the clean run) ride along.
+        let mut hooks = vec![cfg.hook];
+        if cfg.hook != HookPoint::LnFinal {
+            hooks.push(HookPoint::LnFinal);
+        }
+        let plan = RowPlan {
+            voting: 1,
+            ..RowPlan::per_batch(hooks, cfg.batch_contexts, cfg.rule)
+        };
+        let contexts = kept_for_downstream.into_iter().map(Ok);
+        for shard in Activations::over(Arc::new(model), is_special, contexts, plan) {
+            let shard = shard?;
+            let runs = spliced_runs(model, dict, cfg.hook, &shard, &mean)?;
             let mut positions = Vec::new();
-            for (i, c) in batch_ctx.iter().enumerate() {
-                for t in 0..c.len().saturating_sub(1) {
-                    let r = i * batch.seq + t;
-                    if batch.keep[r] {
-                        positions.push((r, c[t + 1] as usize));
+            for (i, &len) in shard.lengths.iter().enumerate() {
+                for t in 0..len.saturating_sub(1) {
+                    let r = i * shard.ctx + t;
+                    if shard.keep()[r] {
+                        positions.push((r, shard.tokens[r + 1] as usize));
                     }
                 }
-                done += c.len() as u64;
             }
+            done += shard.n_tokens();
             score_positions(model, &runs, &positions, &mut loss)?;
             progress(EvalProgress {
                 pass: 2,
@@ -507,5 +413,47 @@ pub fn evaluate(
         reconstruction,
         sparsity: sparsity_stats,
         downstream,
+    })
+}
+
+/// The five runs of one shard of pass 2: clean (captured with the shard), the dictionary's reconstruction,
+/// zero and mean ablation spliced in at the kept rows, and zero at every row.
+fn spliced_runs(
+    model: &Llama,
+    dict: &dyn Dictionary,
+    hook: HookPoint,
+    shard: &ShardRows,
+    mean: &[f32],
+) -> Result<FinalNorms> {
+    let d = dict.d_in();
+    let (x, keep, seq) = (&shard.acts[0], shard.keep(), shard.ctx);
+    let rows = shard.kept_rows(&[0]);
+    let n = rows.len() / d;
+    let x_sae = if n > 0 {
+        let (_, x_hat) = dict.encode_decode(&rows, n)?;
+        if x_hat.len() != rows.len() {
+            return Err(AnalysisError::ShapeMismatch {
+                what: "reconstruction",
+                expected: rows.len(),
+                got: x_hat.len(),
+            });
+        }
+        splice(x, keep, d, &x_hat, false)
+    } else {
+        x.clone()
+    };
+    let zeros = vec![0.0f32; d];
+    let x_zero = splice(x, keep, d, &zeros, true);
+    let x_mean = splice(x, keep, d, mean, true);
+    // SAELens / SAEBench zero ablation: every position, sinks included.
+    let x_zero_all = vec![0.0f32; x.len()];
+    let contexts = shard.contexts();
+    let clean = shard.acts.last().cloned().unwrap_or_default();
+    Ok(FinalNorms {
+        clean,
+        sae: forward_replaced(model, &contexts, hook, x_sae, seq)?,
+        zero: forward_replaced(model, &contexts, hook, x_zero, seq)?,
+        zero_all: forward_replaced(model, &contexts, hook, x_zero_all, seq)?,
+        mean: forward_replaced(model, &contexts, hook, x_mean, seq)?,
     })
 }

@@ -1,11 +1,15 @@
 //! Explain a text: which latents fire on each of its tokens.
 //!
-//! The model runs to the SAE's hook (and stops there), the activations are encoded, and each token gets its
-//! strongest latents. Rows the data crate's [`ExclusionRule`] drops (position 0, special tokens, attention
+//! The text is one context through the data crate's pipeline iterator ([`Activations`]: the model runs to
+//! the SAE's hook and stops there), the activations are encoded, and each token gets its strongest latents. Rows the data crate's [`ExclusionRule`] drops (position 0, special tokens, attention
 //! sinks) are marked `excluded` and get no latents, exactly as in training and in the feature statistics.
 
+use std::iter::once;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
-use zephyra_data::harvest::HookBatch;
+use zephyra_data::harvest::{Activations, RowPlan};
+use zephyra_data::pack::TextEncoder;
 use zephyra_data::ExclusionRule;
 
 use crate::error::{AnalysisError, Result};
@@ -51,27 +55,21 @@ impl Engine {
             )));
         }
         let ids = self.encode_checked(text, 0)?;
-        let tok = self.tokenizer.clone();
-        let batch = HookBatch::run(
-            self.llama.as_ref(),
-            std::slice::from_ref(&ids),
-            self.hook,
-            rule,
-            &move |id| tok.is_special(id),
-        )
-        .map_err(AnalysisError::model)?;
+        let encoder: Arc<dyn TextEncoder> = self.tokenizer.clone();
+        let plan = RowPlan::per_batch(vec![self.hook], 1, *rule);
+        let mut pass = Activations::over(self.llama.clone(), encoder, once(Ok(ids.clone())), plan);
+        let shard = pass
+            .next_shard(&mut |_| {})?
+            .ok_or(AnalysisError::NoTokens { seen: 0 })?;
         let d_sae = self.sae.cfg.d_sae;
-        let codes = self
-            .sae
-            .encode(&batch.acts, ids.len())
-            .map_err(AnalysisError::Sae)?;
+        let codes = self.sae.encode(&shard.acts[0], ids.len())?;
         let mut result = Vec::with_capacity(ids.len());
         for (p, &id) in ids.iter().enumerate() {
             let token = self
                 .tokenizer
                 .decode(&[id])
                 .unwrap_or_else(|_| format!("<{id}>"));
-            let excluded = !batch.keep()[p];
+            let excluded = !shard.keep()[p];
             let mut features: Vec<FeatureAct> = Vec::new();
             if !excluded {
                 features = codes[p * d_sae..(p + 1) * d_sae]

@@ -87,16 +87,7 @@ impl ReconAccumulator {
     /// Adds a batch: `x` and `x_hat` are row-major `[rows, d_in]` with the same length.
     pub fn add(&mut self, x: &[f32], x_hat: &[f32]) -> Result<()> {
         let d = self.d_in;
-        if d == 0 {
-            return Err(AnalysisError::InvalidArgument("d_in is 0".into()));
-        }
-        if x.len() % d != 0 {
-            return Err(AnalysisError::ShapeMismatch {
-                what: "activations (a multiple of d_in)",
-                expected: x.len() / d * d,
-                got: x.len(),
-            });
-        }
+        let rows = check_rows(x, d, "d_in", "activations (a multiple of d_in)")?;
         if x_hat.len() != x.len() {
             return Err(AnalysisError::ShapeMismatch {
                 what: "reconstruction",
@@ -104,7 +95,6 @@ impl ReconAccumulator {
                 got: x_hat.len(),
             });
         }
-        let rows = x.len() / d;
         if rows == 0 {
             return Ok(());
         }
@@ -188,6 +178,26 @@ impl ReconAccumulator {
         }
         Ok(stats)
     }
+}
+
+/// Checks that `values` is whole rows of `width` (named `width_name`, non-zero) and returns their number.
+pub(crate) fn check_rows(
+    values: &[f32],
+    width: usize,
+    width_name: &str,
+    what: &'static str,
+) -> Result<usize> {
+    if width == 0 {
+        return Err(AnalysisError::InvalidArgument(format!("{width_name} is 0")));
+    }
+    if values.len() % width != 0 {
+        return Err(AnalysisError::ShapeMismatch {
+            what,
+            expected: values.len() / width * width,
+            got: values.len(),
+        });
+    }
+    Ok(values.len() / width)
 }
 
 #[cfg(test)]

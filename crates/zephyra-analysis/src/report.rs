@@ -59,8 +59,13 @@ pub struct EvalReport {
     pub figures: EvalFigures,
 }
 
+/// A figure to four decimals, as the table prints most of them.
+fn f4(v: f64) -> String {
+    format!("{v:.4}")
+}
+
 fn opt(v: Option<f64>) -> String {
-    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"))
+    v.map_or_else(|| "n/a".to_string(), f4)
 }
 
 impl EvalReport {
@@ -126,10 +131,10 @@ impl EvalReport {
             ("L0 (active latents/token)", format!("{:.2}", s.l0)),
             ("L1 (per token)", format!("{:.3}", s.l1)),
             ("MSE (per element)", format!("{:.6}", r.mse)),
-            ("MSE (per token, summed)", format!("{:.4}", r.mse_per_token)),
-            ("FVE (centred)", format!("{:.4}", r.fve)),
-            ("cosine similarity", format!("{:.4}", r.cosine)),
-            ("relative reconstruction bias", format!("{:.4}", r.rel_bias)),
+            ("MSE (per token, summed)", f4(r.mse_per_token)),
+            ("FVE (centred)", f4(r.fve)),
+            ("cosine similarity", f4(r.cosine)),
+            ("relative reconstruction bias", f4(r.rel_bias)),
             (
                 "dead latents",
                 format!(
@@ -147,10 +152,10 @@ impl EvalReport {
         if let Some(d) = &f.downstream {
             rows.extend([
                 ("CE positions", d.n_positions.to_string()),
-                ("CE clean (nats)", format!("{:.4}", d.ce_clean)),
-                ("CE with SAE", format!("{:.4}", d.ce_sae)),
-                ("CE zero-ablated", format!("{:.4}", d.ce_zero_abl)),
-                ("CE mean-ablated", format!("{:.4}", d.ce_mean_abl)),
+                ("CE clean (nats)", f4(d.ce_clean)),
+                ("CE with SAE", f4(d.ce_sae)),
+                ("CE zero-ablated", f4(d.ce_zero_abl)),
+                ("CE mean-ablated", f4(d.ce_mean_abl)),
                 ("CE loss recovered (zero)", opt(d.ce_recovered_zero)),
                 ("CE loss recovered (mean)", opt(d.ce_recovered_mean)),
                 (
@@ -161,10 +166,10 @@ impl EvalReport {
                     "CE loss recovered (zero, all positions; SAELens/SAEBench)",
                     opt(d.ce_recovered_zero_all_positions),
                 ),
-                ("delta LM loss (nats)", format!("{:.4}", d.delta_lm_loss)),
-                ("KL(clean || SAE)", format!("{:.4}", d.kl_sae)),
-                ("KL(clean || zero-abl)", format!("{:.4}", d.kl_zero_abl)),
-                ("KL(clean || mean-abl)", format!("{:.4}", d.kl_mean_abl)),
+                ("delta LM loss (nats)", f4(d.delta_lm_loss)),
+                ("KL(clean || SAE)", f4(d.kl_sae)),
+                ("KL(clean || zero-abl)", f4(d.kl_zero_abl)),
+                ("KL(clean || mean-abl)", f4(d.kl_mean_abl)),
                 ("KL score (zero)", opt(d.kl_score_zero)),
                 ("KL score (mean)", opt(d.kl_score_mean)),
             ]);

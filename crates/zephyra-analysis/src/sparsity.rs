@@ -80,16 +80,7 @@ impl SparsityAccumulator {
     /// Adds a batch of codes, row-major `[rows, d_sae]`.
     pub fn add(&mut self, codes: &[f32]) -> Result<()> {
         let d = self.d_sae;
-        if d == 0 {
-            return Err(AnalysisError::InvalidArgument("d_sae is 0".into()));
-        }
-        if codes.len() % d != 0 {
-            return Err(AnalysisError::ShapeMismatch {
-                what: "codes (a multiple of d_sae)",
-                expected: codes.len() / d * d,
-                got: codes.len(),
-            });
-        }
+        crate::recon::check_rows(codes, d, "d_sae", "codes (a multiple of d_sae)")?;
         for row in codes.chunks_exact(d) {
             let mut l1 = 0.0f64;
             for (count, &f) in self.fire_counts.iter_mut().zip(row) {

@@ -1,12 +1,13 @@
-//! The feature-statistics pass: corpus → contexts → model to the hook → exclusion → SAE codes → accumulators,
-//! with checkpoints, then logit effects and the written store.
+//! The feature-statistics pass: corpus → contexts → the data crate's pipeline iterator
+//! ([`Activations`]: model to the hook, exclusion per batch) → SAE codes → accumulators, with checkpoints
+//! (the iterator's position is the accumulators' context count), then logit effects and the written store.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use zephyra_data::harvest::HookBatch;
+use zephyra_data::harvest::{Activations, RowPlan};
 use zephyra_data::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
 use zephyra_data::Corpus;
 use zephyra_lm::{HookPoint, Llama, Tokenizer};
@@ -141,52 +142,28 @@ pub fn compute_features(
         seed: opts.seed,
         shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS,
     };
-    let mut stream =
-        ContextStream::new(job.corpus.documents(), encoder, pack).map_err(AnalysisError::Data)?;
-    for _ in 0..acc.n_contexts {
-        match stream.next() {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(AnalysisError::Data(e)),
-            None => break,
-        }
-    }
-    let tok = job.tokenizer.clone();
-    let is_special = move |id: u32| tok.is_special(id);
+    let stream = ContextStream::new(job.corpus.documents(), encoder.clone(), pack)?;
+    let n_contexts = opts.max_tokens.div_ceil(opts.ctx as u64);
+    let plan = RowPlan::per_batch(vec![job.hook], opts.batch_contexts, opts.exclusion);
+    let contexts = stream.take(usize::try_from(n_contexts).unwrap_or(usize::MAX));
+    let mut pass = Activations::over(Arc::new(job.llama), encoder, contexts, plan);
+    pass.skip_contexts(acc.n_contexts)?;
     let mut ws = Workspace::default();
     let mut n_batches = 0usize;
-    let mut contexts: Vec<Vec<u32>> = Vec::with_capacity(opts.batch_contexts);
-    while acc.n_tokens_read < opts.max_tokens {
-        let remaining = (opts.max_tokens - acc.n_tokens_read).div_ceil(opts.ctx as u64) as usize;
-        contexts.clear();
-        while contexts.len() < opts.batch_contexts.min(remaining) {
-            match stream.next() {
-                Some(c) => contexts.push(c.map_err(AnalysisError::Data)?),
-                None => break,
-            }
-        }
-        if contexts.is_empty() {
-            break;
-        }
-        let rows = contexts.len() * opts.ctx;
-        let batch = HookBatch::run(job.llama, &contexts, job.hook, &opts.exclusion, &is_special)
-            .map_err(AnalysisError::model)?;
+    while let Some(shard) = pass.next_shard(&mut |_| {})? {
         let codes = job
             .sae
-            .encode_with(&batch.acts, rows, &mut ws)
-            .map_err(AnalysisError::Sae)?;
+            .encode_with(&shard.acts[0], shard.tokens.len(), &mut ws)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
             opts.seed ^ acc.n_contexts.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
-        acc.add(
-            &Batch {
-                tokens: &batch.tokens,
-                keep: batch.keep(),
-                codes,
-                ctx: opts.ctx,
-            },
-            opts,
-            &mut rng,
-        );
+        let batch = Batch {
+            tokens: &shard.tokens,
+            keep: shard.keep(),
+            codes,
+            ctx: shard.ctx,
+        };
+        acc.add(&batch, opts, &mut rng);
         n_batches += 1;
         if opts.checkpoint_every > 0 && n_batches % opts.checkpoint_every == 0 {
             save_checkpoint(&ckpt_path, &fingerprint, &acc)?;

@@ -12,7 +12,7 @@
 //!
 //! Files: `rows.rs` ([`Activations`], the pipeline iterator every consumer runs on, and its [`ShardRows`]),
 //! `threads.rs` (packer, writer), `resume.rs` (reopening a store, undoing a harvest that failed before its
-//! first shard), `batch.rs` ([`capture_rows`], [`HookBatch`]), `stream.rs` ([`StreamFeed`]).
+//! first shard), `batch.rs` ([`capture_rows`]), `stream.rs` ([`StreamFeed`]).
 //!
 //! [`StreamFeed`] runs the same iterator on a background thread without writing anything and hands the
 //! rows of each shard to a [`ShuffleReader`](crate::store::ShuffleReader) — one per dictionary when several
@@ -47,9 +47,10 @@ pub(crate) use resume::prepare_store;
 use threads::writer_thread;
 
 pub use crate::store::{shards_per_window, store_dirs};
-pub use batch::{capture_rows, HookBatch};
-pub use rows::{Activations, ShardRows};
+pub use batch::capture_rows;
+pub use rows::{Activations, RowPlan, ShardRows, SpecialTokens};
 pub use stream::{stream_tokens, StreamFeed};
+pub use threads::Packer;
 
 /// Default contexts per shard (32,768 rows at ctx 128: 75 MB of float32 at d = 576).
 pub const DEFAULT_CONTEXTS_PER_SHARD: usize = 256;
@@ -71,6 +72,28 @@ pub trait HookModel: Send + Sync {
     /// Runs `contexts` (all the same length) and returns, for each of `hooks` in order, the activations
     /// `[batch × seq × d_model]` row-major. Stops after the deepest hook.
     fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> Result<Vec<Vec<f32>>>;
+}
+
+impl<T: HookModel + ?Sized> HookModel for &T {
+    fn d_model(&self) -> usize {
+        (**self).d_model()
+    }
+
+    fn n_layers(&self) -> usize {
+        (**self).n_layers()
+    }
+
+    fn context_length(&self) -> usize {
+        (**self).context_length()
+    }
+
+    fn precision(&self) -> Precision {
+        (**self).precision()
+    }
+
+    fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> Result<Vec<Vec<f32>>> {
+        (**self).capture(contexts, hooks)
+    }
 }
 
 impl HookModel for Llama {
@@ -357,6 +380,7 @@ fn run_harvest(
         target.saturating_sub((start_shard * cfg.contexts_per_shard) as u64) * cfg.ctx as u64;
     let shards_written = Arc::new(AtomicUsize::new(start_shard));
 
+    let corpus_description = pipeline.corpus.description().to_string();
     let mut producer = Activations::start(pipeline, start_shard)?;
     let (job_tx, job_rx) = sync_channel::<ShardRows>(1);
     let writer = {
@@ -401,7 +425,7 @@ fn run_harvest(
     let n_contexts = manifests[0].n_contexts;
     if n_contexts == 0 {
         return Err(DataError::EmptyCorpus {
-            corpus: producer.pipeline.corpus.description().to_string(),
+            corpus: corpus_description,
             n_documents: producer.read_stats().map_or(0, |s| s.n_documents),
         });
     }

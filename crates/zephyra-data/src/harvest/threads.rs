@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use super::{HarvestConfig, ShardRows};
 use crate::corpus::ReadStats;
@@ -43,6 +44,48 @@ pub(super) fn pack_thread(stream: ContextStream, target: u64, tx: SyncSender<Con
         }
     }
     let _ = tx.send(ContextMsg::End(stream.read_stats().clone()));
+}
+
+/// The contexts of a harvest, read from the [`pack_thread`] ahead of the model: the source of
+/// [`Activations::start`](super::Activations::start).
+pub struct Packer {
+    pub(super) rx: Receiver<ContextMsg>,
+    pub(super) _thread: JoinHandle<()>,
+    pub(super) read_stats: Option<ReadStats>,
+    pub(super) exhausted: bool,
+}
+
+impl Packer {
+    /// What the corpus reader saw, once the corpus has been read to its end or the target.
+    pub fn read_stats(&self) -> Option<&ReadStats> {
+        self.read_stats.as_ref()
+    }
+}
+
+impl Iterator for Packer {
+    type Item = Result<Vec<u32>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.exhausted {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(ContextMsg::Context(c)) => Some(Ok(c)),
+            Ok(ContextMsg::End(stats)) => {
+                self.read_stats = Some(stats);
+                self.exhausted = true;
+                None
+            }
+            Ok(ContextMsg::Err(e)) => {
+                self.exhausted = true;
+                Some(Err(e))
+            }
+            Err(_) => {
+                self.exhausted = true;
+                Some(Err(DataError::ThreadStopped { thread: "packer" }))
+            }
+        }
+    }
 }
 
 /// The kept rows of a shard at hook `hook`, with their norms and exclusion record.

@@ -118,3 +118,70 @@ fn one_forward_pass_feeds_every_dictionary_its_own_rows() {
     // 24 contexts, 2 per forward pass: 12 batches for all three dictionaries together.
     assert_eq!(usize::MAX - counting.ok_batches.load(Ordering::SeqCst), 12);
 }
+
+fn one_process() -> Box<dyn zephyra_sae::train::Collective + Send> {
+    Box::new(zephyra_sae::train::SingleProcess)
+}
+
+/// Forward batches the model ran to train `dictionaries` (hook lists) together from one forward pass
+/// until the harvest runs out, each dictionary first reading every row for its scale and `b_dec`.
+fn batches_to_train(dictionaries: Vec<Vec<usize>>) -> usize {
+    use std::ops::ControlFlow;
+    use zephyra_sae::train::{Member, MultiSession, TrainConfig};
+    use zephyra_sae::{Architecture, SaeConfig};
+
+    let (_t, model, tok, data) = tiny_with_corpus(5);
+    let hooks = vec![HookPoint::ResidPre(1), HookPoint::MlpOut(0)];
+    // 24 contexts of 16 in shards of 4, 2 per forward pass (12 batches); windows of 2 shards.
+    let cfg = config(hooks, 16, 24 * 16, 4, 2);
+    let d = model.d_model();
+    let counting = Arc::new(FailAfter {
+        inner: model.clone(),
+        ok_batches: usize::MAX.into(),
+    });
+    let mut sources: Vec<Box<dyn ActivationSource>> = BufferedSource::harvesting_many(
+        counting.clone(),
+        tok.clone(),
+        corpus_of(data.path()),
+        cfg,
+        dictionaries.clone(),
+        128,
+    )
+    .unwrap()
+    .into_iter()
+    .map(|s| Box::new(s) as Box<dyn ActivationSource>)
+    .collect();
+    let root = tempfile::tempdir().unwrap();
+    let members = dictionaries
+        .iter()
+        .enumerate()
+        .map(|(i, hooks)| {
+            let arch = Architecture::TopK { k: 4 };
+            let sae = match hooks[..] {
+                [_, _] => SaeConfig::transcoder(d, d, 4 * d, arch, true),
+                _ => SaeConfig::new(d, 4 * d, arch),
+            };
+            let mut c = TrainConfig::for_sae(sae.unwrap(), 40, 1 << 20);
+            // More than the harvest holds: the first rows are all of them, the harvest runs to its end
+            // (no prefetching cut short), so the count is exact.
+            c.init_rows = 10_000;
+            c.threads = 1;
+            Member::Start(c, root.path().join(format!("d{i}")))
+        })
+        .collect();
+    let mut session = MultiSession::new(members, &mut sources, &one_process).unwrap();
+    let outcomes = session
+        .run(&mut sources, &mut |_, _| ControlFlow::Continue(()))
+        .unwrap();
+    assert!(outcomes.iter().all(|o| o.steps > 0 && !o.finished));
+    usize::MAX - counting.ok_batches.load(Ordering::SeqCst)
+}
+
+#[test]
+fn dictionaries_started_together_harvest_their_first_rows_once() {
+    // One dictionary: 12 batches read for its first rows, 12 again after the rewind, for training.
+    assert_eq!(batches_to_train(vec![vec![0]]), 24);
+    // Three read their first rows in lockstep: each window is harvested once for all of them (read one
+    // after the other, each would harvest the whole corpus again).
+    assert_eq!(batches_to_train(vec![vec![0], vec![1], vec![0, 1]]), 24);
+}

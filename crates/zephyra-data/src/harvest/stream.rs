@@ -1,9 +1,11 @@
 //! On-the-fly harvesting: the shards [`harvest`](super::harvest) would write, kept in memory and served as
 //! windows to one [`ShuffleReader`](crate::store::ShuffleReader) per dictionary.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::{Activations, Pipeline};
 use crate::error::{DataError, Result};
@@ -23,8 +25,9 @@ use crate::store::{shards_per_window, WindowFeed};
 /// transcoder); the rows of every hook share one exclusion verdict, so all the feeds hold the same number of
 /// rows per window. A window is harvested once, when the first feed asks for it, and handed (moved, not
 /// copied) to each other feed when it asks for it: beyond the prefetched shards, the only copy of a
-/// dictionary's rows is its own shuffle buffer, plus at most one window waiting for a feed that is a step
-/// behind.
+/// dictionary's rows is its own shuffle buffer, plus the windows waiting for a feed that is behind (one
+/// while the feeds read in lockstep, as a `MultiTrainer` reads them: a batch each in turn). A feed that
+/// asks for a window no longer waiting for it (after a seek back) restarts the harvest there.
 pub struct StreamFeed {
     hub: Arc<Mutex<Hub>>,
     member: usize,
@@ -54,8 +57,8 @@ struct Hub {
     next_window: u64,
     /// The first window with no rows, once seen.
     end_window: Option<u64>,
-    /// Per dictionary: a harvested window it has not asked for yet.
-    waiting: Vec<Option<(u64, Vec<f32>)>>,
+    /// Per dictionary: the harvested windows it has not asked for yet, by window index.
+    waiting: Vec<BTreeMap<u64, Vec<f32>>>,
     _thread: Option<JoinHandle<()>>,
 }
 
@@ -123,7 +126,7 @@ impl StreamFeed {
         let widths: Vec<usize> = dictionaries.iter().map(|d| d.len() * d_model).collect();
         let hub = Arc::new(Mutex::new(Hub {
             pipeline,
-            waiting: vec![None; dictionaries.len()],
+            waiting: vec![BTreeMap::new(); dictionaries.len()],
             dictionaries,
             shards_per_window: spw,
             prefetch_shards: prefetch_shards.max(1),
@@ -167,13 +170,12 @@ impl Hub {
     /// Window `window` for dictionary `member`: waiting for it, or harvested now (the other dictionaries'
     /// rows of it then wait for them).
     fn load(&mut self, member: usize, window: u64, rows: &mut Vec<f32>) -> Result<bool> {
-        if let Some((w, _)) = &self.waiting[member] {
-            if *w == window {
-                if let Some((_, got)) = self.waiting[member].take() {
-                    give(rows, got);
-                }
-                return Ok(true);
-            }
+        let waiting = &mut self.waiting[member];
+        // Windows before this one will not be asked for (the reader moved past them or seeked ahead).
+        *waiting = waiting.split_off(&window);
+        if let Some(got) = waiting.remove(&window) {
+            give(rows, got);
+            return Ok(true);
         }
         if self.end_window.is_some_and(|end| window >= end) {
             return Ok(false);
@@ -217,7 +219,7 @@ impl Hub {
             if m == member {
                 *rows = got;
             } else {
-                self.waiting[m] = Some((window, got));
+                self.waiting[m].entry(window).or_insert(got);
             }
         }
         Ok(true)
@@ -234,16 +236,33 @@ fn give(rows: &mut Vec<f32>, got: Vec<f32>) {
 }
 
 fn stream_thread(mut rows: Activations, dictionaries: Vec<Vec<usize>>, tx: SyncSender<ShardMsg>) {
+    let (mut model, mut split, mut shards) = (Duration::ZERO, Duration::ZERO, 0u64);
     loop {
-        let msg = match rows.next_shard(&mut |_| {}) {
-            Ok(Some(shard)) => Ok(Some(
-                dictionaries.iter().map(|d| shard.kept_rows(d)).collect(),
-            )),
+        let started = Instant::now();
+        let shard = rows.next_shard(&mut |_| {});
+        model += started.elapsed();
+        let started = Instant::now();
+        let msg = match shard {
+            Ok(Some(shard)) => {
+                shards += 1;
+                Ok(Some(
+                    dictionaries.iter().map(|d| shard.kept_rows(d)).collect(),
+                ))
+            }
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
+        split += started.elapsed();
         let stop = !matches!(msg, Ok(Some(_)));
         if tx.send(msg).is_err() || stop {
+            // Where the harvest thread's time went: the model (tokens, forward, capture of every hook,
+            // exclusion) and splitting each shard into the dictionaries' rows.
+            tracing::info!(
+                shards,
+                model_s = model.as_secs_f64(),
+                split_s = split.as_secs_f64(),
+                "on-the-fly harvest stopped"
+            );
             return;
         }
     }

@@ -26,7 +26,7 @@ pub use collective::{Collective, SingleProcess};
 pub use config::{BDecInit, NonFinitePolicy, TrainConfig};
 pub use cursor::Cursor;
 pub use eval::{evaluate, EvalStats};
-pub use multi::{Member, MultiSession, MultiTrainer};
+pub use multi::{Member, MultiSession, MultiTrainer, StepTimes};
 pub use resume::{check_resume, DataOptions, Difference};
 pub use session::TrainSession;
 pub use source::{ActivationSource, MemorySource};

@@ -13,10 +13,11 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::collective::reduce_steps;
 use super::session::pool;
-use super::trainer::Clock;
+use super::trainer::{Clock, InitRows};
 use super::{ActivationSource, Collective, Progress, RunOutcome, TrainConfig, Trainer};
 use crate::checkpoint::TrainingState;
 use crate::SaeError;
@@ -25,6 +26,37 @@ use crate::SaeError;
 #[derive(Debug)]
 pub struct MultiTrainer {
     trainers: Vec<Trainer>,
+    times: StepTimes,
+}
+
+/// Where a [`MultiTrainer`]'s wall time went, in seconds: the breakdown of a step of every dictionary.
+/// Rows include waiting for the model (on the fly, the forward pass runs on its own thread, ahead of the
+/// trainers) and copying them out of each dictionary's shuffle buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct StepTimes {
+    /// Starting: each new run's first rows read (in lockstep), its scale and `b_dec`, its state allocated.
+    pub init_s: f64,
+    /// Steps taken (of every dictionary).
+    pub steps: u64,
+    /// Filling every dictionary's batch.
+    pub rows_s: f64,
+    /// Forward/backward of every dictionary.
+    pub forward_backward_s: f64,
+    /// The reduction over ranks (one for all dictionaries).
+    pub reduce_s: f64,
+    /// Clipping, Adam, post-step, dead latents and metrics of every dictionary.
+    pub update_s: f64,
+    /// Writing checkpoints (every dictionary's, and the last).
+    pub checkpoint_s: f64,
+}
+
+impl StepTimes {
+    /// The training time per step of one dictionary (forward/backward, reduction and update over the
+    /// dictionaries and steps), in seconds.
+    pub fn train_step_s(&self, dictionaries: usize) -> f64 {
+        (self.forward_backward_s + self.reduce_s + self.update_s)
+            / (self.steps.max(1) as f64 * dictionaries.max(1) as f64)
+    }
 }
 
 /// A new or resumed run of one dictionary inside a [`MultiTrainer`].
@@ -53,14 +85,46 @@ impl MultiTrainer {
                 "give one source per dictionary, at least one",
             ));
         }
-        let mut trainers = Vec::with_capacity(members.len());
-        for (member, source) in members.into_iter().zip(sources.iter_mut()) {
-            let trainer = match member {
+        // New runs read their first rows (the scale and b_dec estimate) in lockstep, one batch each in
+        // turn, then rewind together: from one forward pass, each window is harvested once for all of
+        // them (read one after the other, every dictionary would harvest the first windows again).
+        let started = Instant::now();
+        let mut inits = Vec::with_capacity(members.len());
+        for (member, source) in members.iter().zip(sources.iter_mut()) {
+            let comm = comm();
+            let rows = match member {
                 Member::Start(cfg, dir) => {
-                    Trainer::new_with(cfg, source.as_mut(), Some(&dir), comm())?
+                    Trainer::prepare(cfg, source.as_ref(), Some(dir), comm.as_ref())?;
+                    Some((InitRows::new(cfg), source.cursor(), cfg.batch_size))
                 }
-                Member::Resume(dir, expected) => {
-                    Trainer::resume_with(&dir, expected.as_ref(), source.as_mut(), comm())?
+                Member::Resume(..) => None,
+            };
+            inits.push((comm, rows));
+        }
+        let mut reading = true;
+        while reading {
+            reading = false;
+            for ((_, init), source) in inits.iter_mut().zip(sources.iter_mut()) {
+                if let Some((rows, _, batch)) = init {
+                    reading |= rows.read(source.as_mut(), *batch)?;
+                }
+            }
+        }
+        let mut trainers = Vec::with_capacity(members.len());
+        for ((member, source), (comm, init)) in
+            members.into_iter().zip(sources.iter_mut()).zip(inits)
+        {
+            let trainer = match (member, init) {
+                (Member::Start(cfg, dir), Some((rows, start, _))) => {
+                    source.seek(&start)?;
+                    Trainer::from_init(cfg, rows, Some(&dir), comm)?
+                }
+                // Not reached: every new run has read its rows above.
+                (Member::Start(cfg, dir), None) => {
+                    Trainer::new_with(cfg, source.as_mut(), Some(&dir), comm)?
+                }
+                (Member::Resume(dir, expected), _) => {
+                    Trainer::resume_with(&dir, expected.as_ref(), source.as_mut(), comm)?
                 }
             };
             trainers.push(trainer);
@@ -86,7 +150,18 @@ impl MultiTrainer {
                 ));
             }
         }
-        Ok(Self { trainers })
+        Ok(Self {
+            trainers,
+            times: StepTimes {
+                init_s: started.elapsed().as_secs_f64(),
+                ..StepTimes::default()
+            },
+        })
+    }
+
+    /// Where the time went so far ([`run`](Self::run) adds to it).
+    pub fn times(&self) -> StepTimes {
+        self.times
     }
 
     /// The trainers, in member order.
@@ -116,7 +191,13 @@ impl MultiTrainer {
         let total = self.trainers[0].config().total_steps();
         let mut finished = true;
         let mut stop = false;
+        let checkpoints_before: Duration = self.trainers.iter().map(|t| t.checkpoint_time).sum();
+        let mut fb = Duration::ZERO;
+        let mut read = Duration::ZERO;
+        let mut reduce = Duration::ZERO;
+        let mut update = Duration::ZERO;
         while self.trainers[0].step() < total && !stop {
+            let started = Instant::now();
             let mut begun = Vec::with_capacity(self.trainers.len());
             for (t, s) in self.trainers.iter_mut().zip(sources.iter_mut()) {
                 begun.push(t.begin_step(s.as_mut())?);
@@ -125,6 +206,10 @@ impl MultiTrainer {
                 finished = false;
                 break;
             };
+            let read_now: Duration = begun.iter().map(|b| b.read_time).sum();
+            read += read_now;
+            fb += started.elapsed() - read_now;
+            let started = Instant::now();
             // The first trainer's collective carries every dictionary's reduction.
             let comm = self.trainers[0].take_collective();
             let mut parts: Vec<_> = self
@@ -137,6 +222,8 @@ impl MultiTrainer {
             drop(parts);
             self.trainers[0].put_collective(comm);
             reduced?;
+            reduce += started.elapsed();
+            let started = Instant::now();
             for (i, ((t, b), (s, clock))) in self
                 .trainers
                 .iter_mut()
@@ -148,13 +235,25 @@ impl MultiTrainer {
                     t.finish_step(b, s.as_ref(), clock, &mut |p: &Progress| progress(i, p))?;
                 stop |= flow.is_break();
             }
+            update += started.elapsed();
+            self.times.steps += 1;
         }
+        let mut checkpoints: Duration = self.trainers.iter().map(|t| t.checkpoint_time).sum();
+        checkpoints -= checkpoints_before;
+        let times = &mut self.times;
+        times.rows_s += read.as_secs_f64();
+        times.forward_backward_s += fb.as_secs_f64();
+        times.reduce_s += reduce.as_secs_f64();
+        times.update_s += update.saturating_sub(checkpoints).as_secs_f64();
+        times.checkpoint_s += checkpoints.as_secs_f64();
         if stop {
             return Ok(self.outcomes(false, &clocks));
         }
+        let started = Instant::now();
         for (t, s) in self.trainers.iter().zip(sources.iter()) {
             t.checkpoint(s.cursor())?;
         }
+        self.times.checkpoint_s += started.elapsed().as_secs_f64();
         Ok(self.outcomes(finished, &clocks))
     }
 
@@ -213,5 +312,10 @@ impl MultiSession {
     /// The trainers, in member order.
     pub fn trainers(&self) -> &[Trainer] {
         self.multi.trainers()
+    }
+
+    /// Where the time went ([`MultiTrainer::times`]).
+    pub fn times(&self) -> StepTimes {
+        self.multi.times()
     }
 }

@@ -7,17 +7,19 @@ use std::path::{Path, PathBuf};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+mod first_rows;
 mod state;
 mod step;
 mod window;
 
+pub(crate) use first_rows::InitRows;
 pub use state::{RngState, StateMeta, STATE_FORMAT};
 pub(crate) use step::Clock;
 use window::Window;
 
 use super::batch::fill_batch;
 use super::collective::{check_world, reduce_steps, rows_of, Collective, SingleProcess};
-use super::config::{BDecInit, TrainConfig};
+use super::config::TrainConfig;
 use super::source::ActivationSource;
 use crate::checkpoint::STATE_FILE;
 use crate::metrics::MetricsWriter;
@@ -89,6 +91,8 @@ pub struct Trainer {
     comm: Box<dyn Collective + Send>,
     /// Matryoshka: the FVE of each prefix on the last metrics line's steps.
     pub(in crate::train) last_prefix_fve: Vec<f64>,
+    /// Wall time spent writing checkpoints during steps, since the trainer was made.
+    pub(in crate::train) checkpoint_time: std::time::Duration,
 }
 
 fn shapes(sae: &Sae) -> Vec<(String, usize)> {
@@ -118,9 +122,26 @@ impl Trainer {
         out_dir: Option<&Path>,
         comm: Box<dyn Collective + Send>,
     ) -> Result<Self, SaeError> {
+        Self::prepare(&cfg, source, out_dir, comm.as_ref())?;
+        // Data-dependent initialisation on the first rows, then rewind so training sees them too.
+        let start = source.cursor();
+        let mut init = InitRows::new(&cfg);
+        while init.read(source, cfg.batch_size)? {}
+        source.seek(&start)?;
+        Self::from_init(cfg, init, out_dir, comm)
+    }
+
+    /// What a new run checks before reading any row: the configuration, the world, the source's row
+    /// width, and a run directory that holds no run yet (created).
+    pub(crate) fn prepare(
+        cfg: &TrainConfig,
+        source: &dyn ActivationSource,
+        out_dir: Option<&Path>,
+        comm: &dyn Collective,
+    ) -> Result<(), SaeError> {
         cfg.validate()?;
-        check_world(&cfg, comm.as_ref())?;
-        let (d_in, width) = (cfg.sae.d_in, cfg.sae.row_width());
+        check_world(cfg, comm)?;
+        let width = cfg.sae.row_width();
         if source.d_in() != width {
             return Err(SaeError::shape(
                 row_width_name(&cfg.sae),
@@ -145,46 +166,22 @@ impl Trainer {
                 source,
             })?;
         }
+        Ok(())
+    }
+
+    /// A new run ([`prepare`](Self::prepare)d) initialised from the first rows read into `init`.
+    pub(crate) fn from_init(
+        cfg: TrainConfig,
+        init: InitRows,
+        out_dir: Option<&Path>,
+        comm: Box<dyn Collective + Send>,
+    ) -> Result<Self, SaeError> {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let mut sae = Sae::init(cfg.sae.clone(), &mut rng)?;
-
-        // Data-dependent initialisation on the first rows, then rewind so training sees them too.
-        let start = source.cursor();
-        let mut first = vec![0.0f32; cfg.init_rows.max(1) * width];
-        let (n, _) = fill_batch(
-            source,
-            &mut first,
-            width,
-            super::config::NonFinitePolicy::Skip,
-            0,
-        )?;
-        source.seek(&start)?;
-        if n == 0 {
-            return Err(SaeError::Training(
-                "the activation source has no finite rows".into(),
-            ));
-        }
-        first.truncate(n * width);
-        // The scale and b_dec concern the output space: taken from the targets (`y` of a transcoder's
-        // `[x | y]` rows; the rows themselves for an SAE). One scale multiplies inputs and targets alike.
-        let d_out = cfg.sae.d_out();
-        let mut target: Vec<f32> = first
-            .chunks_exact(width)
-            .flat_map(|row| &row[width - d_out..])
-            .copied()
-            .collect();
-        let scale = if cfg.normalize_activations {
-            init::input_scale(&target, d_out)?
-        } else {
-            1.0
-        };
-        target.iter_mut().for_each(|v| *v *= scale);
-        let b_dec = match cfg.b_dec_init {
-            BDecInit::GeometricMedian => init::geometric_median(&target, d_out, 100),
-            BDecInit::Mean => init::mean(&target, d_out),
-            BDecInit::Zeros => vec![0.0; d_out],
-        };
+        let n = init.n_rows();
+        let (scale, b_dec) = init.finish(&cfg)?;
         sae.b_dec.copy_from_slice(&b_dec);
+        let (d_in, width) = (cfg.sae.d_in, cfg.sae.row_width());
         tracing::info!(arch = %cfg.sae.architecture, d_in, d_sae = cfg.sae.d_sae, scale, init_rows = n, "initialised SAE");
 
         let window = Window::default();
@@ -214,6 +211,7 @@ impl Trainer {
             cfg,
             comm,
             last_prefix_fve: Vec::new(),
+            checkpoint_time: std::time::Duration::ZERO,
         })
     }
 

@@ -327,6 +327,20 @@ pub(super) fn run(args: &Args, global: &Global) -> anyhow::Result<ExitCode> {
         .run(&mut sources, &mut on_step)
         .context("training")?;
     bar.finish_and_clear();
+    let t = session.times();
+    let n = outcomes.len();
+    tracing::info!(
+        dictionaries = n,
+        steps = t.steps,
+        init_s = t.init_s,
+        rows_s = t.rows_s,
+        forward_backward_s = t.forward_backward_s,
+        reduce_s = t.reduce_s,
+        update_s = t.update_s,
+        checkpoint_s = t.checkpoint_s,
+        train_step_ms_per_dictionary = 1e3 * t.train_step_s(n),
+        "where the time went (seconds; rows: waiting for the model and the shuffle copies)"
+    );
     if !root_rank {
         return Ok(ExitCode::SUCCESS);
     }

@@ -239,6 +239,7 @@ impl Trainer {
             cfg,
             comm,
             last_prefix_fve: Vec::new(),
+            checkpoint_time: std::time::Duration::ZERO,
         })
     }
 

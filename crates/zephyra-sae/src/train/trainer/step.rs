@@ -50,6 +50,8 @@ pub(crate) struct Begun {
     stats: StepStats,
     /// Fire counts of this rank's rows (summed over ranks by the reduction).
     fired: Vec<u64>,
+    /// Wall time spent filling the batch (reading the source).
+    pub(crate) read_time: std::time::Duration,
 }
 
 impl Trainer {
@@ -76,6 +78,7 @@ impl Trainer {
         source: &mut dyn ActivationSource,
     ) -> Result<Option<Begun>, SaeError> {
         let width = self.cfg.sae.row_width();
+        let started = Instant::now();
         let (n, skipped) = fill_batch(
             source,
             &mut self.batch,
@@ -84,6 +87,7 @@ impl Trainer {
             self.tokens + self.skipped_rows,
         )?;
         self.skipped_rows += skipped;
+        let read_time = started.elapsed();
         let world = self.comm.world_size();
         if n < world.max(1) {
             tracing::warn!(
@@ -129,6 +133,7 @@ impl Trainer {
             coeff,
             stats,
             fired,
+            read_time,
         }))
     }
 
@@ -167,6 +172,7 @@ impl Trainer {
             coeff,
             stats,
             fired,
+            ..
         } = begun;
         let total_steps = self.cfg.total_steps();
         if !stats.loss.is_finite() {
@@ -262,7 +268,9 @@ impl Trainer {
             && self.step < total_steps
             && (self.tokens - n as u64) / every != self.tokens / every
         {
+            let started = Instant::now();
             self.checkpoint(source.cursor())?;
+            self.checkpoint_time += started.elapsed();
         }
         Ok(progress(&p))
     }

@@ -4,15 +4,19 @@
 //! logit) comes out as the graph's top path.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use zephyra_analysis::attribution::graph::demeaned_logits;
 use zephyra_analysis::attribution::paths::top_paths;
 use zephyra_analysis::attribution::prune::{prune, scores};
-use zephyra_analysis::attribution::{attribute, capture, AttributionConfig};
+use zephyra_analysis::attribution::{
+    attribute, capture, AttributionConfig, TraceOptions, Tracer, Transcoder,
+};
 use zephyra_lm::testing::{tiny_gemma, tiny_llama};
-use zephyra_lm::{HookPoint, Hooks, Llama};
+use zephyra_lm::{HookPoint, Hooks, Llama, Tokenizer};
 use zephyra_sae::{Architecture, Sae, SaeConfig, SaeOf};
 
 fn random_transcoders(model: &Llama, k: usize, seed: u64) -> Vec<(HookPoint, Sae)> {
@@ -262,4 +266,41 @@ fn a_circuit_planted_in_the_weights_is_the_top_path_of_its_graph() {
     assert_eq!(paths[0].nodes, vec![tok, fi, t], "{paths:?}");
     let s = scores(&g, Some(&pruned)).unwrap();
     assert!(s.completeness > 0.9 && s.replacement > 0.9, "{s:?}");
+
+    // The real-model check: ablating the most influential feature (the planted one) in the model, attention
+    // recomputed, lowers the target logit by about what its edge into the target predicts.
+    let transcoders = tcs
+        .into_iter()
+        .enumerate()
+        .map(|(layer, (input, sae))| Transcoder {
+            layer,
+            input,
+            name: format!("layer-{layer}"),
+            sae,
+        })
+        .collect();
+    let tracer = Tracer::new(
+        Arc::new(Llama::load_gguf(&tiny.path).unwrap()),
+        Arc::new(Tokenizer::from_gguf(&tiny.path).unwrap()),
+        transcoders,
+    )
+    .unwrap();
+    let opts = TraceOptions {
+        n_ablate: 1,
+        ..TraceOptions::default()
+    };
+    let traced = tracer
+        .trace_tokens(&tokens, "planted", "planted", &opts, &mut |_, _| {})
+        .unwrap();
+    let check = traced.summary.check.expect("a check");
+    assert_eq!(check.ablated.len(), 1);
+    let a = check.ablated[0];
+    assert_eq!((a.layer, a.pos, a.feature), (0, last_pos, 3));
+    let edge = f64::from(g.edge(t, fi));
+    assert!((check.predicted_direct + edge).abs() < 1e-9 * edge.abs().max(1.0));
+    assert!(
+        check.real_change < 0.0
+            && (check.real_change - check.predicted_direct).abs() < 0.5 * edge.abs(),
+        "{check:?}"
+    );
 }

@@ -135,16 +135,19 @@ function logitTable(title, rows) {
 
 async function feature() {
   const id = location.pathname.split("/").pop();
+  // A transcoder feature lives at /layer/L/feature/ID and reads that layer's store.
+  const layer = (location.pathname.match(/^\/layer\/(\d+)\//) || [])[1];
+  const base = layer === undefined ? "" : `/layer/${layer}`;
   try {
-    const [f, info] = await Promise.all([api(`/api/feature/${id}`), api("/api/info")]);
-    $("#title").textContent = `Feature ${f.id}`;
+    const [f, info] = await Promise.all([api(`/api${base}/feature/${id}`), api(`/api${base}/info`)]);
+    $("#title").textContent = layer === undefined ? `Feature ${f.id}` : `Layer ${layer} feature ${f.id}`;
     const stats = el("p", { id: "stats", text: `density ${fmt(f.density, 5)} · fires on ${f.n_fires} tokens · mean ${fmt(f.mean_act)} · max ${fmt(f.max_act)}` });
-    const steerLink = el("a", { href: `/steer?feature=${f.id}`, id: "steer-link", text: "steer with this feature →" });
+    const steerLink = layer === undefined ? el("a", { href: `/steer?feature=${f.id}`, id: "steer-link", text: "steer with this feature →" }) : null;
     const top = el("div", { id: "top-contexts" }, ...f.top.map((ex) => contextRow(ex, f.max_act)));
     const quant = el("div", { id: "quantiles" }, ...f.quantiles.map((g) => el("div", {},
       el("h2", { text: `activations ${fmt(g.min_act, 2)} – ${fmt(g.max_act, 2)}` }), ...g.examples.map((ex) => contextRow(ex, f.max_act)))));
     const cof = el("div", { id: "cofire" }, ...f.cofire.map((c) =>
-      el("span", { class: "pill" }, el("a", { href: `/feature/${c.id}`, text: String(c.id) }), ` ${(100 * c.fraction).toFixed(1)}%`)));
+      el("span", { class: "pill" }, el("a", { href: `${base}/feature/${c.id}`, text: String(c.id) }), ` ${(100 * c.fraction).toFixed(1)}%`)));
     main().append(stats, steerLink,
       el("h2", { text: "Activation histogram (log10 bins)" }), histogram(f.histogram, info),
       el("div", { class: "grid2", id: "logits" }, logitTable("Promoted tokens", f.logits_pos), logitTable("Suppressed tokens", f.logits_neg)),
@@ -294,9 +297,158 @@ async function run() {
   status("");
 }
 
+// ---------------------------------------------------------------- graphs
+const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
+async function graphs() {
+  let j;
+  try { j = await api("/api/graphs"); } catch (e) { status(e.message, true); return; }
+  const list = el("ul", { id: "graph-list" });
+  if (!j.graphs.length) list.append(el("li", { class: "muted", text: "No graphs yet: make one below, or with zephyra attribute --out DIR/NAME.json." }));
+  j.graphs.forEach((g) => list.append(el("li", {}, el("a", { href: `/graph/${g.name}`, text: g.name }), " ",
+    el("span", { class: "muted", text: `${Math.ceil(g.bytes / 1024)} KiB` }))));
+  main().append(list, el("h2", { text: "Make a graph" }));
+  if (!j.can_make) {
+    main().append(el("p", { class: "muted", text: "The server runs without a model: start it with --model and --transcoders to make graphs." }));
+    status(""); return;
+  }
+  const name = el("input", { id: "graph-name", placeholder: "name: letters, digits, _ or -" });
+  const prompt = el("input", { id: "graph-prompt", placeholder: "The capital of France is", size: "60" });
+  const go = el("button", { id: "make", text: "Make graph" });
+  const progress = el("p", { id: "job", class: "muted" });
+  go.addEventListener("click", async () => {
+    go.disabled = true; status("");
+    try {
+      const { job } = await api("/api/graphs", { name: name.value, prompt: prompt.value });
+      for (;;) {
+        const s = await api(`/api/graph-jobs/${job}`);
+        progress.textContent = `${s.state}${s.total ? ` · ${s.done}/${s.total} feature rows` : ""}`;
+        if (s.state === "done") { location.href = `/graph/${s.name}`; return; }
+        if (s.state === "failed") throw new Error(s.error);
+        await sleep(1000);
+      }
+    } catch (e) { status(e.message, true); } finally { go.disabled = false; }
+  });
+  main().append(el("div", { class: "controls" }, name, prompt, go), progress);
+  status("");
+}
+
+// Rows: embeddings at the bottom, then layer 0 … L−1, logits on top; columns: prompt positions.
+function graphLayout(g) {
+  const nLayers = Math.max(0, ...g.nodes.filter((n) => n.feature_type === "logit").map((n) => +n.layer - 1));
+  const row = (n) => (n.layer === "E" ? 0 : n.feature_type === "logit" ? nLayers + 1 : +n.layer + 1);
+  const nPos = g.metadata.prompt_tokens.length;
+  const colW = Math.max(70, Math.min(160, 1100 / Math.max(1, nPos))), rowH = 46, padL = 60, padT = 20;
+  const cells = new Map();
+  g.nodes.forEach((n) => { const k = `${row(n)}:${n.ctx_idx}`; (cells.get(k) || cells.set(k, []).get(k)).push(n); });
+  const pos = new Map();
+  for (const [k, list] of cells) {
+    const [r, c] = k.split(":").map(Number);
+    list.sort((a, b) => (b.influence == null ? 0 : 1) - (a.influence == null ? 0 : 1) || (a.influence || 0) - (b.influence || 0));
+    list.forEach((n, i) => pos.set(n.node_id, { x: padL + c * colW + colW / 2 + (i - (list.length - 1) / 2) * Math.min(14, (colW - 10) / list.length), y: padT + (nLayers + 1 - r) * rowH + rowH / 2 }));
+  }
+  return { pos, width: padL + nPos * colW + 10, height: padT + (nLayers + 2) * rowH + 30, nLayers, colW, rowH, padL, padT, nPos };
+}
+
+function nodeLabel(n, tokens) {
+  if (n.feature_type === "embedding") return `token ${JSON.stringify(tokens[n.ctx_idx] || "")} @${n.ctx_idx}`;
+  if (n.feature_type === "logit") return n.clerp;
+  if (n.feature_type === "mlp reconstruction error") return `error L${n.layer} @${n.ctx_idx}`;
+  return `L${n.layer} feature ${n.feature} @${n.ctx_idx} (activation ${fmt(n.activation || 0)})`;
+}
+
+async function graphPage() {
+  const name = decodeURIComponent(location.pathname.split("/").pop());
+  let g;
+  try { g = await api(`/api/graph/${encodeURIComponent(name)}`); } catch (e) { status(e.message, true); return; }
+  $("#title").textContent = `Graph ${g.metadata.slug}`;
+  const tokens = g.metadata.prompt_tokens;
+  const L = graphLayout(g), ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("id", "graph-svg"); svg.setAttribute("width", L.width); svg.setAttribute("height", L.height);
+  const mk = (tag, attrs) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); return e; };
+  for (let r = 0; r <= L.nLayers + 1; r++) {
+    const y = L.padT + (L.nLayers + 1 - r) * L.rowH + L.rowH / 2;
+    const t = mk("text", { x: 4, y: y + 4, class: "row-label" }); t.textContent = r === 0 ? "emb" : r === L.nLayers + 1 ? "logits" : `L${r - 1}`; svg.append(t);
+  }
+  tokens.forEach((tok, c) => {
+    const t = mk("text", { x: L.padL + c * L.colW + L.colW / 2, y: L.height - 8, "text-anchor": "middle", class: "tok-label" });
+    t.textContent = visible(tok); svg.append(t);
+  });
+  const maxW = Math.max(1e-12, ...g.links.map((l) => Math.abs(l.weight)));
+  const edges = el("span");
+  g.links.forEach((l) => {
+    const a = L.pos.get(l.source), b = L.pos.get(l.target);
+    if (!a || !b) return;
+    const line = mk("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y, class: l.weight >= 0 ? "edge pos" : "edge neg",
+      "stroke-width": (0.3 + 4 * Math.abs(l.weight) / maxW).toFixed(2), "data-source": l.source, "data-target": l.target });
+    const t = mk("title", {}); t.textContent = `${l.source} → ${l.target}: ${fmt(l.weight)}`; line.append(t);
+    svg.append(line);
+  });
+  const card = el("div", { id: "hover-card", class: "card" }, el("p", { class: "muted", text: "Hover a node for its top contexts; click a feature to open its page; shift-click to add it to the intervention." }));
+  const edits = [];
+  const editList = el("ul", { id: "edits" });
+  const renderEdits = () => {
+    editList.replaceChildren(...edits.map((e, i) => {
+      const scale = el("input", { type: "number", step: "0.5", value: String(e.scale), class: "scale" });
+      scale.addEventListener("change", () => { e.scale = Number(scale.value); });
+      return el("li", {}, `${e.label} × `, scale, " ", el("button", { text: "remove", onclick: () => { edits.splice(i, 1); renderEdits(); } }));
+    }));
+  };
+  const addEdit = (n, scale) => { if (!edits.some((e) => e.node_id === n.node_id)) edits.push({ node_id: n.node_id, scale, label: nodeLabel(n, tokens) }); renderEdits(); };
+  const cache = new Map();
+  async function hover(n) {
+    card.replaceChildren(el("h2", { text: nodeLabel(n, tokens) }));
+    if (n.feature_type !== "cross layer transcoder") return;
+    const key = `${n.layer}/${n.feature}`;
+    try {
+      if (!cache.has(key)) cache.set(key, api(`/api/layer/${n.layer}/feature/${n.feature}`));
+      const f = await cache.get(key);
+      card.append(el("p", { class: "muted", text: `density ${fmt(f.density, 5)} · max ${fmt(f.max_act)}` }),
+        ...f.top.slice(0, 5).map((ex) => contextRow(ex, f.max_act)));
+    } catch (e) { card.append(el("p", { class: "muted", text: e.message })); }
+  }
+  g.nodes.forEach((n) => {
+    const p = L.pos.get(n.node_id);
+    const kind = { "cross layer transcoder": "feature", "mlp reconstruction error": "error", embedding: "embedding", logit: "logit" }[n.feature_type] || "feature";
+    const shape = kind === "error" ? mk("rect", { x: p.x - 5, y: p.y - 5, width: 10, height: 10 }) : mk("circle", { cx: p.x, cy: p.y, r: kind === "logit" ? 8 : 6 });
+    shape.setAttribute("class", `node ${kind}`); shape.setAttribute("data-node", n.node_id);
+    const t = mk("title", {}); t.textContent = nodeLabel(n, tokens); shape.append(t);
+    shape.addEventListener("mouseenter", () => hover(n));
+    if (kind === "feature") {
+      shape.addEventListener("click", (ev) => {
+        if (ev.shiftKey) addEdit(n, 0); else location.href = `/layer/${n.layer}/feature/${n.feature}`;
+      });
+    }
+    svg.append(shape);
+  });
+  const features = g.nodes.filter((n) => n.feature_type === "cross layer transcoder");
+  const pick = el("select", { id: "pick" }, ...features.map((n) => el("option", { value: n.node_id, text: nodeLabel(n, tokens) })));
+  const pickScale = el("input", { type: "number", step: "0.5", value: "0", id: "pick-scale", class: "scale" });
+  const add = el("button", { text: "add", onclick: () => { const n = features.find((f) => f.node_id === pick.value); if (n) addEdit(n, Number(pickScale.value)); } });
+  const runBtn = el("button", { id: "intervene", text: "Run the model" });
+  const result = el("div", { id: "intervention", class: "grid2" });
+  runBtn.addEventListener("click", async () => {
+    runBtn.disabled = true; status("");
+    try {
+      const r = await api(`/api/graph/${encodeURIComponent(name)}/intervene`, { edits: edits.map((e) => ({ node_id: e.node_id, scale: e.scale })), top_k: 10 });
+      const table = (title, rows) => el("div", {}, el("h2", { text: title }), el("table", {}, el("tbody", {},
+        ...rows.map((t) => el("tr", {}, el("td", { class: "tok", text: visible(t.token) }), el("td", { class: "num", text: fmt(t.prob) }))))));
+      const target = r.target ? el("p", { id: "target-change", text: `${JSON.stringify(r.target.token)}: logit − mean ${fmt(r.target.before)} → ${fmt(r.target.after)}` }) : null;
+      result.replaceChildren(table("Top tokens before", r.before), table("Top tokens after", r.after));
+      if (target) result.prepend(target);
+    } catch (e) { status(e.message, true); } finally { runBtn.disabled = false; }
+  });
+  main().append(el("p", { id: "prompt", class: "muted", text: `${g.metadata.prompt} · ${g.nodes.length} nodes, ${g.links.length} edges` }),
+    el("div", { id: "graph-wrap" }, svg), card,
+    el("h2", { text: "Ablate or steer (the real model, attention recomputed)" }),
+    el("div", { class: "controls" }, pick, "×", pickScale, add), editList, runBtn, result);
+  status("");
+}
+
 async function start() {
   api("/api/info").then((i) => { $("#info").textContent = `${i.hook} · ${i.d_sae} latents · ${i.n_tokens_kept} tokens`; }).catch(() => {});
-  const pages = { browser, feature, explain, steer, run };
+  const pages = { browser, feature, explain, steer, run, graphs, graph: graphPage };
   const page = pages[document.body.dataset.page];
   if (page) await page(); else status("Nothing here. Go back to the feature list.", true);
   document.body.dataset.ready = "1";

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use zephyra_analysis::features::FeatureSummary;
+use zephyra_analysis::features::{FeatureStore, FeatureSummary};
 
 use zephyra_analysis::steer::{SteerMode, SteerRequest, MAX_STEER_TOKENS};
 
@@ -103,15 +103,20 @@ impl<'a> From<&'a FeatureSummary> for SummaryRow<'a> {
 }
 
 /// `GET /api/info`.
-pub async fn info(State(state): State<AppState>) -> Json<Value> {
-    let ix = state.store().index();
-    Json(json!({
+pub async fn info(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(info_of(state.features()?, &state)))
+}
+
+/// The `/api/info` object of `store`.
+pub(crate) fn info_of(store: &FeatureStore, state: &AppState) -> Value {
+    let ix = store.index();
+    json!({
         "model": ix.model, "hook": ix.hook, "sae": ix.sae, "corpus": ix.corpus, "d_sae": ix.d_sae,
         "n_contexts": ix.n_contexts, "n_tokens_read": ix.n_tokens_read, "n_tokens_kept": ix.n_tokens_kept,
         "n_alive": ix.features.iter().filter(|f| f.n_fires > 0).count(),
         "hist_log10_min": ix.hist_log10_min, "hist_log10_max": ix.hist_log10_max, "hist_bins": ix.hist_bins,
         "steer": state.steer_counts(),
-    }))
+    })
 }
 
 /// `GET /api/features`.
@@ -127,7 +132,7 @@ pub async fn features(
             "limit {limit} must be in 1..={MAX_LIMIT}"
         )));
     }
-    let all = &state.store().index().features;
+    let all = &state.features()?.index().features;
     let needle =
         q.q.as_deref()
             .map(str::trim)
@@ -174,7 +179,12 @@ pub async fn features(
 
 /// Parses a latent index from a path segment; anything else is a 404.
 pub(crate) fn parse_id(state: &AppState, raw: &str) -> Result<u32, ApiError> {
-    let d_sae = state.store().index().features.len();
+    parse_id_in(state.features()?, raw)
+}
+
+/// Parses a latent index of `store` from a path segment; anything else is a 404.
+pub(crate) fn parse_id_in(store: &FeatureStore, raw: &str) -> Result<u32, ApiError> {
+    let d_sae = store.index().features.len();
     match raw.parse::<u32>() {
         Ok(id) if (id as usize) < d_sae => Ok(id),
         _ => Err(ApiError::NotFound(format!(
@@ -188,13 +198,25 @@ pub async fn feature(
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&state, &raw)?;
-    let store = state.store().clone();
+    record(state.features()?.clone(), &raw).await
+}
+
+/// Feature `raw`'s stored record in `store`, as a JSON response.
+pub(crate) async fn record(store: FeatureStore, raw: &str) -> Result<Response, ApiError> {
+    let id = parse_id_in(&store, raw)?;
     let bytes = tokio::task::spawn_blocking(move || store.record_bytes(id))
         .await
         .map_err(|e| ApiError::Internal(format!("reading feature {id}: {e}")))??;
     let bytes = bytes.ok_or_else(|| ApiError::NotFound(format!("no feature {id}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// `top_k`, else `default`, checked to be in 1..=50.
+pub(crate) fn top_k_or(top_k: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    match top_k.unwrap_or(default) {
+        k @ 1..=50 => Ok(k),
+        k => Err(ApiError::BadRequest(format!("top_k {k} must be in 1..=50"))),
+    }
 }
 
 /// Body of `POST /api/explain`.
@@ -214,12 +236,7 @@ pub async fn explain(
     body: Result<Json<ExplainBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) = body?;
-    let top_k = body.top_k.unwrap_or(5);
-    if top_k == 0 || top_k > 50 {
-        return Err(ApiError::BadRequest(format!(
-            "top_k {top_k} must be in 1..=50"
-        )));
-    }
+    let top_k = top_k_or(body.top_k, 5)?;
     let tokens = state
         .with_engine(move |engine, rule| Ok(engine.explain(&body.text, top_k, rule)?))
         .await?;
@@ -256,7 +273,7 @@ pub(crate) fn steer_request(
     body: Result<Json<SteerBody>, JsonRejection>,
 ) -> Result<SteerRequest, ApiError> {
     let Json(b) = body?;
-    let d_sae = state.store().index().d_sae;
+    let d_sae = state.features()?.index().d_sae;
     if b.feature as usize >= d_sae {
         return Err(ApiError::BadRequest(format!(
             "feature {} does not exist: the SAE has {d_sae} latents",

@@ -15,6 +15,7 @@
 //! | [`pages`] | the HTML pages and embedded assets | — |
 //! | [`error`] | errors as HTTP responses (4xx with a message, 5xx logged and generic) | [`ApiError`] |
 //! | [`jobs`] | steering jobs: work bound, model queue, cancellation when the client leaves, counters | [`jobs::DEFAULT_STEER_WORK`] |
+//! | [`graph`] | attribution graphs: files, per-layer feature stores, interventions, graph jobs | [`graph::GraphSite`] |
 //! | [`limits`] | limits checked from the request head (413, 414); JSON bodies for axum's own errors | [`limits::MAX_URI_BYTES`] |
 //!
 //! # Routes (stable)
@@ -32,6 +33,14 @@
 //! | `POST /api/explain` `{"text", "top_k"?}` | tokens with their top features |
 //! | `POST /api/steer` `{"prompt", "feature", "strength", "mode", "max_tokens", "seed", "temperature"?}` | steered and unsteered text |
 //! | `POST /api/steer/stream` (same body) | NDJSON: `{"side", "token"}` lines, then `{"done": true, …}` or `{"error"}` |
+//! | `GET /graphs`, `GET /graph/{name}` | the graph list and form; one graph drawn (HTML) |
+//! | `GET /layer/{layer}/feature/{id}` | a transcoder feature's page (HTML) |
+//! | `GET /api/graphs` | `{"graphs": [{"name", "bytes"}], "can_make"}` |
+//! | `POST /api/graphs` `{"name", "prompt", "node_threshold"?, "edge_threshold"?, "max_feature_nodes"?}` | 202 `{"job"}`: a graph job |
+//! | `GET /api/graph-jobs/{id}` | `{"state": "queued"\|"running"\|"done"\|"failed", "done", "total", "name", "error"?}` |
+//! | `GET /api/graph/{name}` | the graph file (circuit-tracer's JSON) |
+//! | `POST /api/graph/{name}/intervene` `{"edits": [{"node_id", "scale"}], "top_k"?}` | the real model's top tokens before and after |
+//! | `GET /api/layer/{layer}/info`, `GET /api/layer/{layer}/feature/{id}` | a layer's features store, as `/api/info` and `/api/feature/{id}` |
 //!
 //! ```
 //! assert_eq!(zephyra_web::DEFAULT_ADDR, "127.0.0.1:7878");
@@ -41,6 +50,8 @@
 
 pub mod api;
 pub mod error;
+pub mod graph;
+mod graph_jobs;
 pub mod jobs;
 pub mod limits;
 pub mod pages;
@@ -70,10 +81,11 @@ pub struct AppState {
     inner: Arc<Inner>,
     run_dir: Option<Arc<PathBuf>>,
     steer_work: u64,
+    graphs: Option<Arc<graph::GraphSite>>,
 }
 
 struct Inner {
-    store: FeatureStore,
+    store: Option<FeatureStore>,
     engine: Option<Engine>,
     rule: ExclusionRule,
     /// Serialises model access: one forward pass or generation at a time.
@@ -84,6 +96,16 @@ struct Inner {
 impl AppState {
     /// A state serving `store`; with an `engine`, explain and steer work too (otherwise they answer 503).
     pub fn new(store: FeatureStore, engine: Option<Engine>) -> Self {
+        Self::with_store(Some(store), engine)
+    }
+
+    /// A state serving only attribution graphs (no SAE features store: the feature browser, explain and
+    /// steer answer 404/503 saying so).
+    pub fn graphs_only(site: graph::GraphSite) -> Self {
+        Self::with_store(None, None).with_graphs(site)
+    }
+
+    fn with_store(store: Option<FeatureStore>, engine: Option<Engine>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -94,7 +116,23 @@ impl AppState {
             }),
             run_dir: None,
             steer_work: jobs::DEFAULT_STEER_WORK,
+            graphs: None,
         }
+    }
+
+    /// Also serves the attribution graphs of `site` (`/graphs`, `/graph/{name}`, per-layer feature pages).
+    pub fn with_graphs(mut self, site: graph::GraphSite) -> Self {
+        self.graphs = Some(Arc::new(site));
+        self
+    }
+
+    /// The graphs, or 404 when the server has none.
+    pub(crate) fn graphs(&self) -> Result<&Arc<graph::GraphSite>, ApiError> {
+        self.graphs.as_ref().ok_or_else(|| {
+            ApiError::NotFound(
+                "this server has no attribution graphs: start it with `zephyra serve --transcoders DIR`".into(),
+            )
+        })
     }
 
     /// Bounds the work of one steering request to `max_work` token steps
@@ -147,9 +185,20 @@ impl AppState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The features store.
-    pub fn store(&self) -> &FeatureStore {
-        &self.inner.store
+    /// The features store (`None`: a server of graphs only).
+    pub fn store(&self) -> Option<&FeatureStore> {
+        self.inner.store.as_ref()
+    }
+
+    /// The features store, or 404 when the server has none.
+    pub(crate) fn features(&self) -> Result<&FeatureStore, ApiError> {
+        self.store().ok_or_else(|| {
+            ApiError::NotFound(
+                "this server has no SAE features (it serves graphs): start it with `zephyra serve --sae DIR`, \
+                 or open a layer's features from a graph"
+                    .into(),
+            )
+        })
     }
 
     /// Runs `f` on the engine on a blocking thread, one call at a time.
@@ -189,6 +238,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/steer", post(api::steer))
         .route("/api/steer/stream", post(stream::steer_stream))
         .route("/api/run", get(run::run_json))
+        .route("/graphs", get(pages::graphs))
+        .route("/graph/{name}", get(pages::graph))
+        .route("/layer/{layer}/feature/{id}", get(pages::layer_feature))
+        .route("/api/graphs", get(graph::list).post(graph_jobs::make))
+        .route("/api/graph-jobs/{id}", get(graph_jobs::status))
+        .route("/api/graph/{name}", get(graph::file))
+        .route("/api/graph/{name}/intervene", post(graph::intervene))
+        .route("/api/layer/{layer}/info", get(graph::layer_info))
+        .route("/api/layer/{layer}/feature/{id}", get(graph::layer_feature))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);

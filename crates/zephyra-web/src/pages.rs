@@ -46,6 +46,31 @@ pub async fn run() -> Html<String> {
     page("run", "Run")
 }
 
+/// `GET /graphs`: the graph list and the form that makes one.
+pub async fn graphs() -> Html<String> {
+    page("graphs", "Attribution graphs")
+}
+
+/// `GET /graph/{name}`: one graph drawn (404 for an unknown graph).
+pub async fn graph(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    match state.graphs() {
+        Ok(site) if site.exists(&name) => page("graph", "Attribution graph").into_response(),
+        _ => (StatusCode::NOT_FOUND, page("missing", "Not found")).into_response(),
+    }
+}
+
+/// `GET /layer/{layer}/feature/{id}`: a transcoder feature (404 without that layer's store or feature).
+pub async fn layer_feature(
+    State(state): State<AppState>,
+    Path((layer, id)): Path<(String, String)>,
+) -> Response {
+    if crate::graph::layer_feature_exists(&state, &layer, &id) {
+        page("feature", &format!("Layer {layer} feature {id}")).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, page("missing", "Not found")).into_response()
+    }
+}
+
 /// `GET /assets/app.css`.
 pub async fn css() -> impl IntoResponse {
     (

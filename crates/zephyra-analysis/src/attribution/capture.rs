@@ -33,7 +33,7 @@ fn take(acts: &mut zephyra_lm::Activations, hook: HookPoint) -> Result<Vec<f32>>
         .map_err(AnalysisError::model)
 }
 
-/// Checks a dictionary can stand in an attribution graph (linear encoder, no input normalisation).
+/// Checks a dictionary can stand in an attribution graph (linear encoder, widths of the residual stream).
 fn check_dictionary(hook: HookPoint, sae: &Sae, d: usize) -> Result<()> {
     if sae.cfg.architecture == Architecture::Gated {
         return Err(AnalysisError::InvalidArgument(format!(
@@ -41,12 +41,8 @@ fn check_dictionary(hook: HookPoint, sae: &Sae, d: usize) -> Result<()> {
              batchtopk or jumprelu transcoders"
         )));
     }
-    if sae.cfg.normalization_factor.is_some() {
-        return Err(AnalysisError::InvalidArgument(format!(
-            "the transcoder at `{hook}` rescales its input (normalization_factor): attribution needs the raw \
-             input; retrain without input normalisation"
-        )));
-    }
+    // `normalization_factor` is provenance only: `zephyra train` folds the input scale into the saved
+    // weights, so the dictionary reads the raw input either way.
     if sae.cfg.d_in != d || sae.cfg.d_out() != d {
         return Err(AnalysisError::WidthMismatch {
             hook: hook.to_string(),

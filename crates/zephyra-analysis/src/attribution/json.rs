@@ -203,7 +203,7 @@ pub fn graph_file(g: &Graph, pruned: &Pruned, labels: &GraphLabels<'_>) -> Graph
     let mut connected = vec![false; n];
     for t in 0..n {
         for s in 0..n {
-            if !pruned.edge_mask[t * n + s] {
+            if !pruned.edge_mask.contains(t, s) {
                 continue;
             }
             if let (Some(src), Some(dst)) = (&nodes[s], &nodes[t]) {

@@ -9,21 +9,26 @@
 //! | [`graph`] | edges by batched backward passes, logit and feature selection | [`attribute`], [`Graph`] |
 //! | [`prune`] | influence, pruning, replacement and completeness scores | [`prune::prune`], [`GraphScores`] |
 //! | [`paths`] | the strongest paths into a node, for printing | [`paths::top_paths`] |
+//! | [`intervene`] | features ablated or scaled in the real model (attention free) | [`intervene::FeatureEdit`] |
+//! | [`trace`] | prompt → pruned graph, summary and real-model check | [`Tracer`], [`trace::Traced`] |
 //! | [`json`] | circuit-tracer's frontend graph JSON | [`GraphFile`] |
 
 pub mod capture;
 pub mod frozen;
 pub mod graph;
+pub mod intervene;
 pub mod json;
 pub mod local;
 pub mod paths;
 pub mod prune;
+pub mod trace;
 
 pub use frozen::{FrozenLayer, FrozenPrompt, FrozenWeights};
 pub use graph::{attribute, AttributionConfig, Graph};
 pub use json::GraphFile;
 pub use local::{ActiveFeature, LocalReplacement, Sources, TranscoderView};
 pub use prune::{GraphScores, Pruned};
+pub use trace::{TraceOptions, Tracer, Transcoder};
 
 #[cfg(test)]
 mod tests;

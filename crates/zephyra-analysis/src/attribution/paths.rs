@@ -27,7 +27,7 @@ pub fn top_paths(
     let inputs = |t: usize| -> Vec<(usize, f64)> {
         let row = &g.adjacency[t * n..(t + 1) * n];
         let kept: Vec<(usize, f64)> = (0..n)
-            .filter(|&s| pruned.edge_mask[t * n + s] && row[s] != 0.0)
+            .filter(|&s| pruned.edge_mask.contains(t, s) && row[s] != 0.0)
             .map(|s| (s, f64::from(row[s].abs())))
             .collect();
         let total: f64 = kept.iter().map(|x| x.1).sum();
@@ -104,7 +104,9 @@ mod tests {
         };
         let pruned = Pruned {
             node_mask: vec![true; 4],
-            edge_mask: g.adjacency.iter().map(|&a| a != 0.0).collect(),
+            edge_mask: crate::attribution::prune::EdgeSet::from_fn(4, |t, s| {
+                g.adjacency[t * 4 + s] != 0.0
+            }),
             cumulative: vec![0.0; 4],
         };
         let paths = top_paths(&g, &pruned, 3, 5, 10);

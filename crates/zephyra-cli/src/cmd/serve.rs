@@ -1,4 +1,6 @@
-//! `zephyra serve`: the feature browser, explainer, steering playground and run page on 127.0.0.1.
+//! `zephyra serve`: the feature browser, explainer, steering playground and run page on 127.0.0.1; with
+//! `--transcoders DIR`, the attribution graphs too (`/graphs`, `/graph/{name}`), and without `--sae`, only
+//! them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -7,12 +9,20 @@ use std::process::ExitCode;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use zephyra_analysis::features::FeatureStore;
+use zephyra_web::graph::GraphSite;
 use zephyra_web::{router, AppState};
 
 use super::Global;
+use crate::args::transcoders::TranscodersArgs;
 use crate::args::SaeArgs;
 
+/// What `--sae` holds when it is not given.
+const NO_SAE: &str = "\u{0}";
+
 #[derive(Debug, clap::Args)]
+// `--sae` is optional here (`--transcoders` alone serves the graphs): absent, it holds `NO_SAE`, a path no
+// command line can give (argv cannot hold a NUL byte).
+#[command(mut_arg("sae", |a| a.required(false).default_value(NO_SAE).hide_default_value(true)))]
 pub struct Args {
     // The SAE's directory is also the run shown on /run (eval.json, metrics.jsonl, plots/).
     #[command(flatten)]
@@ -34,10 +44,84 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = zephyra_web::jobs::DEFAULT_STEER_WORK,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steer_work: u64,
+    /// Per-layer transcoders (`layer-{l}/`, each with its `features/` from `zephyra features --sae
+    /// DIR/layer-{l}`): serves the attribution graphs, runs interventions and makes graphs.
+    #[arg(long, value_name = "DIR")]
+    pub transcoders: Option<PathBuf>,
+    /// Directory of the graphs (`zephyra attribute --out DIR/NAME.json`; graphs made in the app go
+    /// there too) [default: TRANSCODERS/graphs].
+    #[arg(long, value_name = "DIR", requires = "transcoders")]
+    pub graphs: Option<PathBuf>,
+}
+
+/// The graph pages over `--transcoders` (with the model unless `--no-model`).
+fn graph_site(args: &Args, dir: &std::path::Path) -> anyhow::Result<GraphSite> {
+    let graphs = args.graphs.clone().unwrap_or_else(|| dir.join("graphs"));
+    let n_layers = (0..)
+        .take_while(|l| dir.join(format!("layer-{l}")).join("cfg.json").is_file())
+        .count();
+    if n_layers == 0 {
+        anyhow::bail!(
+            "--transcoders {} holds no layer-0/cfg.json: give the directory `zephyra train --transcoder --layers all --out` wrote",
+            dir.display()
+        );
+    }
+    let layers = (0..n_layers)
+        .map(|l| {
+            let store = dir.join(format!("layer-{l}")).join("features");
+            if !store.is_dir() {
+                tracing::info!(
+                    layer = l,
+                    "no features store: hover cards and feature pages are off for this layer"
+                );
+                return Ok(None);
+            }
+            FeatureStore::open(&store).map(Some).with_context(|| {
+                format!(
+                    "opening {} (rerun `zephyra features --sae {}`)",
+                    store.display(),
+                    dir.join(format!("layer-{l}")).display()
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tracer = if args.no_model {
+        None
+    } else {
+        let model = args
+            .stack
+            .model
+            .clone()
+            .unwrap_or_else(crate::args::model::ModelSpec::smollm2);
+        let (llama, tokenizer, _) =
+            super::source::load_model(&model.to_string(), args.stack.precision.precision)?;
+        let tcs = TranscodersArgs {
+            transcoders: dir.to_path_buf(),
+        };
+        Some(std::sync::Arc::new(super::attribute::tracer(
+            llama, tokenizer, &tcs,
+        )?))
+    };
+    Ok(GraphSite::new(graphs, tracer, layers))
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sae = &args.stack.sae;
+    let site = match &args.transcoders {
+        Some(dir) => Some(graph_site(&args, dir)?),
+        None => None,
+    };
+    if sae.as_os_str() == NO_SAE {
+        let Some(site) = site else {
+            anyhow::bail!("give --sae DIR (an SAE and its features) or --transcoders DIR (attribution graphs)");
+        };
+        serve(
+            AppState::graphs_only(site),
+            SocketAddr::new(args.host, args.port),
+            |url| println!("{url}/graphs"),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = args
         .features
         .clone()
@@ -54,13 +138,15 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     } else {
         Some(args.stack.engine(global)?)
     };
-    serve(
-        AppState::new(store, engine)
-            .with_run_dir(sae)
-            .with_steer_work_limit(args.max_steer_work),
-        SocketAddr::new(args.host, args.port),
-        |url| println!("{url}"),
-    )?;
+    let mut state = AppState::new(store, engine)
+        .with_run_dir(sae)
+        .with_steer_work_limit(args.max_steer_work);
+    if let Some(site) = site {
+        state = state.with_graphs(site);
+    }
+    serve(state, SocketAddr::new(args.host, args.port), |url| {
+        println!("{url}")
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

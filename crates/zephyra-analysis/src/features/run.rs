@@ -2,6 +2,7 @@
 //! with checkpoints, then logit effects and the written store.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rand::SeedableRng;
@@ -86,6 +87,17 @@ pub fn compute_features(
     job: &FeatureJob<'_>,
     progress: &mut dyn FnMut(&FeatureProgress),
 ) -> Result<FeatureIndex> {
+    compute_features_until(job, &AtomicBool::new(false), progress)
+}
+
+/// [`compute_features`], stopping between batches once `cancel` is set (from another thread: Ctrl-C in the
+/// Python package). What was accumulated is then checkpointed, so that a pass with
+/// [`FeatureOptions::resume`] continues from it, and the result is [`AnalysisError::Interrupted`].
+pub fn compute_features_until(
+    job: &FeatureJob<'_>,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(&FeatureProgress),
+) -> Result<FeatureIndex> {
     let opts = &job.options;
     let cfg = job.llama.config();
     check_options(opts, cfg.context_length)?;
@@ -156,6 +168,13 @@ pub fn compute_features(
     let mut n_batches = 0usize;
     let mut contexts: Vec<Vec<u32>> = Vec::with_capacity(opts.batch_contexts);
     while acc.n_tokens_read < opts.max_tokens {
+        if cancel.load(Ordering::Relaxed) {
+            save_checkpoint(&ckpt_path, &fingerprint, &acc)?;
+            return Err(AnalysisError::Interrupted {
+                n_tokens: acc.n_tokens_read,
+                checkpoint: ckpt_path,
+            });
+        }
         let remaining = (opts.max_tokens - acc.n_tokens_read).div_ceil(opts.ctx as u64) as usize;
         contexts.clear();
         while contexts.len() < opts.batch_contexts.min(remaining) {

@@ -58,6 +58,17 @@ pub enum AnalysisError {
         /// Its value.
         value: f64,
     },
+    /// A long pass was stopped by its caller between batches; what it had done is kept.
+    #[error(
+        "interrupted after {n_tokens} tokens; {} holds the pass so far: run it again to continue",
+        checkpoint.display()
+    )]
+    Interrupted {
+        /// Tokens read before the stop.
+        n_tokens: u64,
+        /// The checkpoint written on the way out.
+        checkpoint: PathBuf,
+    },
     /// A bad argument (empty inputs, zero sizes, …).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -5,11 +5,15 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use zephyra_analysis::features::planted::{planted, Planted};
 use zephyra_analysis::features::{
-    export, hist_bin, FeatureIndex, FeatureOptions, FeatureStore, Provenance,
+    compute_features_until, export, hist_bin, FeatureIndex, FeatureJob, FeatureOptions,
+    FeatureStore, Provenance,
 };
+use zephyra_analysis::AnalysisError;
+use zephyra_data::Corpus;
 
 fn options() -> FeatureOptions {
     FeatureOptions {
@@ -204,6 +208,59 @@ fn an_interrupted_pass_resumes_to_the_same_result() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("other settings"), "{err}");
+}
+
+#[test]
+fn a_cancelled_pass_checkpoints_and_resumes_to_the_same_result() {
+    let p = planted(3);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // No periodic checkpoints: the one found after the stop is the cancellation's.
+    let opts = FeatureOptions {
+        checkpoint_every: 0,
+        ..options()
+    };
+    run(&p, &a, opts.clone(), &mut |_| {}).unwrap();
+    let corpus =
+        Corpus::from_specs(&[p.corpus_path.display().to_string()], Default::default()).unwrap();
+    let job = FeatureJob {
+        llama: &p.llama,
+        tokenizer: p.tokenizer.clone(),
+        sae: &p.sae,
+        hook: p.hook,
+        corpus: &corpus,
+        options: opts.clone(),
+        out_dir: &b,
+        provenance: Provenance {
+            model: "tiny".into(),
+            sae: "planted".into(),
+            ..Default::default()
+        },
+    };
+    let cancel = AtomicBool::new(false);
+    let mut reports = 0;
+    // The first report comes before any batch; the third, after two batches, asks to stop.
+    let err = compute_features_until(&job, &cancel, &mut |_| {
+        reports += 1;
+        if reports == 3 {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    })
+    .unwrap_err();
+    match err {
+        AnalysisError::Interrupted { n_tokens, .. } => assert_eq!(n_tokens, 2 * 4 * 16),
+        other => panic!("expected Interrupted, got {other}"),
+    }
+    assert!(b.join("checkpoint.json").exists());
+    assert!(!b.join("features.jsonl").exists(), "no store half-written");
+    let mut resumed = false;
+    run(&p, &b, opts, &mut |pr| resumed |= pr.resumed).unwrap();
+    assert!(resumed, "the second run must start from the checkpoint");
+    assert!(
+        std::fs::read(a.join("features.jsonl")).unwrap()
+            == std::fs::read(b.join("features.jsonl")).unwrap(),
+        "a resumed pass must write the same records as an uninterrupted one"
+    );
 }
 
 #[test]

@@ -1,39 +1,45 @@
-//! The Rust calls `model.run_with_cache(prompt, names=[hook])` makes, timed alone (tokenize, forward with
-//! one capture and the last position's logits, both copied out), for `bench/run_with_cache_overhead.py`:
+//! The Rust calls `model.run_with_cache(prompt, names=[hook], logits=…)` makes, timed alone (tokenize,
+//! forward with one capture, the capture and the logits copied out), for `bench/python_run_with_cache.sh`:
 //!
-//! `RAYON_NUM_THREADS=2 cargo run --release -p zephyra-py --example short_prompt [-- REPEATS]`
+//! `cargo run --release -p zephyra-py --example short_prompt -- MODE REPEATS`
 //! (with `LD_LIBRARY_PATH` naming the folder of libpython, which the crate links outside a wheel).
+//!
+//! MODE `embed`: capture `blocks.0.hook_resid_pre`, no logits (the pass stops after the embedding);
+//! `full`: capture `blocks.15.hook_resid_pre` and the last position's logits. Prints the median and
+//! minimum microseconds per call over REPEATS calls (after 3 warm-up calls).
 
 use std::time::Instant;
 
 use zephyra_lm::{HookPoint, Hooks, Llama, Logits, Tokenizer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let repeats: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "full".into());
+    let repeats: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let (hook, logits) = match mode.as_str() {
+        "embed" => (HookPoint::ResidPre(0), Logits::None),
+        "full" => (HookPoint::ResidPre(15), Logits::Last),
+        other => return Err(format!("mode {other:?}: use `embed` or `full`").into()),
+    };
     let path = zephyra_lm::fetch::resolve_model("smollm2")?;
     let model = Llama::load_gguf(&path)?;
     let tokenizer = Tokenizer::from_gguf(&path)?;
-    let hook = HookPoint::ResidPre(15);
     let prompt = "The capital of France is";
     let once = || -> Result<usize, Box<dyn std::error::Error>> {
         let ids = tokenizer.encode(prompt)?;
         let mut hooks = Hooks::capturing([hook]);
-        let out = model.forward(&[ids.as_slice()], &mut hooks, Logits::Last)?;
+        let out = model.forward(&[ids.as_slice()], &mut hooks, logits)?;
         let acts = out
             .activations
             .get(hook)
             .ok_or("not captured")?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let logits = out
-            .logits
-            .ok_or("no logits")?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        Ok(acts.len() + logits.len())
+        let n_logits = match out.logits {
+            Some(t) => t.flatten_all()?.to_vec1::<f32>()?.len(),
+            None => 0,
+        };
+        Ok(acts.len() + n_logits)
     };
     for _ in 0..3 {
         once()?;
@@ -46,9 +52,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "Rust forward ({prompt:?}, {hook}): median {:.2} ms, min {:.2} ms over {repeats}",
-        1e3 * times[times.len() / 2],
-        1e3 * times[0]
+        "rust {mode}: median {:.1} us, min {:.1} us over {repeats}",
+        1e6 * times[times.len() / 2],
+        1e6 * times[0]
     );
     Ok(())
 }

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use zephyra_analysis::eval::{check_model, check_store, check_width, evaluate, EvalConfig};
+use zephyra_analysis::eval::{self, check_model, check_store, check_width, EvalConfig};
 use zephyra_analysis::eval_data::held_out_tail;
-use zephyra_analysis::features::{self, FeatureOptions, Provenance};
+use zephyra_analysis::features::{self as stats, FeatureOptions, Provenance};
 use zephyra_analysis::report::{EvalData, EvalReport};
 use zephyra_analysis::steer::{SteerMode, SteerRequest};
 use zephyra_analysis::AnalysisError;
+use zephyra_data::harvest::DEFAULT_BATCH_CONTEXTS;
 use zephyra_data::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
 use zephyra_data::ExclusionRule;
 use zephyra_lm::HookPoint;
@@ -35,29 +36,33 @@ fn hook_of(model: &PyModel, sae: &PySae, hook: Option<String>) -> PyResult<HookP
     }
 }
 
-/// The options of `evaluate`.
-pub struct EvalOptions {
-    pub tokens: u64,
-    pub ce_tokens: u64,
-    pub batch_contexts: usize,
-    pub ctx: Option<usize>,
-    pub seed: u64,
-    pub train_seed: u64,
-    pub data: Vec<String>,
-    pub text_field: String,
-    pub hook: Option<String>,
-    pub out: Option<PathBuf>,
-    pub progress: bool,
-}
-
-/// Every standard SAE figure on held-out text, as `zephyra eval` computes them; the report as a dict.
-pub fn eval<'py>(
+/// Every standard SAE figure (reconstruction, sparsity, CE / KL with the SAE spliced in) on held-out text,
+/// as ``zephyra eval``; returns its report as a dict (``out=path`` also writes it as JSON).
+///
+/// ``hook`` defaults to the SAE's recorded one, ``ctx`` to its context size (else 128). Without ``data``
+/// the default corpus's held-out tail is read (the reverse of harvest seed ``train_seed``'s file order).
+#[pyfunction]
+#[pyo3(signature = (sae, model, *, tokens=200_000, ce_tokens=16_384, batch_contexts=DEFAULT_BATCH_CONTEXTS,
+    ctx=None, seed=1, train_seed=0, data=None, text_field="text", hook=None, out=None, progress=false))]
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate<'py>(
     py: Python<'py>,
     sae: &PySae,
     model: &PyModel,
-    o: EvalOptions,
+    tokens: u64,
+    ce_tokens: u64,
+    batch_contexts: usize,
+    ctx: Option<usize>,
+    seed: u64,
+    train_seed: u64,
+    data: Option<Vec<String>>,
+    text_field: &str,
+    hook: Option<String>,
+    out: Option<PathBuf>,
+    progress: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let hook = hook_of(model, sae, o.hook.clone())?;
+    let data = data.unwrap_or_default();
+    let hook = hook_of(model, sae, hook)?;
     let (llama, meta) = (&model.llama, &sae.inner.cfg.metadata);
     let file_name = model
         .path
@@ -81,31 +86,31 @@ pub fn eval<'py>(
         check_store(Path::new(acts), &model.path, hook)
             .py_context(|| "checking the SAE's data".into())?;
     }
-    if o.tokens == 0 {
+    if tokens == 0 {
         return Err(PyValueError::new_err(
             "tokens=0 leaves nothing to evaluate: use e.g. tokens=200_000",
         ));
     }
-    let ctx = o.ctx.or(meta.context_size).unwrap_or(128);
+    let ctx = ctx.or(meta.context_size).unwrap_or(128);
     if ctx < 2 || ctx > llama.config().context_length {
         return Err(PyValueError::new_err(format!(
             "ctx={ctx} must be between 2 and the model's context length {}",
             llama.config().context_length
         )));
     }
-    let base = corpus(&o.data, &o.text_field)?;
-    let (corpus, selection, train_seed) = if o.data.is_empty() {
-        let tail = held_out_tail(&base, o.train_seed)
-            .py_context(|| "choosing the held-out files".into())?;
+    let base = corpus(&data, text_field)?;
+    let (corpus, selection, train_seed) = if data.is_empty() {
+        let tail =
+            held_out_tail(&base, train_seed).py_context(|| "choosing the held-out files".into())?;
         let sel = format!(
             "held-out tail: files in reverse of the training order (harvest seed {})",
-            o.train_seed
+            train_seed
         );
-        (tail, sel, Some(o.train_seed))
+        (tail, sel, Some(train_seed))
     } else {
         (base, "the given corpus, read as is".to_string(), None)
     };
-    let description = if o.data.is_empty() {
+    let description = if data.is_empty() {
         format!("default corpus ({} files)", corpus.inputs().len())
     } else {
         corpus.description().to_string()
@@ -113,27 +118,27 @@ pub fn eval<'py>(
     let data = EvalData {
         corpus: description,
         selection,
-        seed: o.seed,
+        seed,
         train_seed,
         ctx,
     };
     let encoder: Arc<dyn TextEncoder> = model.tokenizer.clone();
     let opts = PackOptions {
         ctx,
-        seed: o.seed,
-        shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS.min((o.tokens as usize / ctx).max(1)),
+        seed,
+        shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS.min((tokens as usize / ctx).max(1)),
     };
     let stream = ContextStream::new(corpus.documents(), encoder, opts)
         .py_context(|| "packing the corpus".into())?;
     let cfg = EvalConfig {
         hook,
-        batch_contexts: o.batch_contexts,
-        max_tokens: o.tokens,
-        downstream_tokens: o.ce_tokens.min(o.tokens),
+        batch_contexts,
+        max_tokens: tokens,
+        downstream_tokens: ce_tokens.min(tokens),
         rule: ExclusionRule::default(),
     };
     let bar = interrupt::bar(
-        o.progress,
+        progress,
         0,
         "{msg:>20} [{bar:40}] {pos}/{len} tokens ({per_sec}, eta {eta})",
     );
@@ -158,7 +163,7 @@ pub fn eval<'py>(
             bar.set_position(p.tokens_done);
         };
         let is_special = move |id: u32| tokenizer.is_special(id);
-        evaluate(
+        eval::evaluate(
             llama,
             dict.as_ref(),
             &is_special,
@@ -179,12 +184,12 @@ pub fn eval<'py>(
         d_in: sae.inner.cfg.d_in,
         d_sae: sae.inner.cfg.d_sae,
         data,
-        tokens: o.tokens,
+        tokens,
         ce_tokens: cfg.downstream_tokens,
-        batch_contexts: o.batch_contexts,
+        batch_contexts,
         figures,
     };
-    if let Some(out) = &o.out {
+    if let Some(out) = &out {
         report
             .write(out)
             .py_context(|| format!("writing {}", out.display()))?;
@@ -192,57 +197,61 @@ pub fn eval<'py>(
     json::to_py(py, &report)
 }
 
-/// The options of `features`.
-pub struct FeatureArgs {
-    pub out: PathBuf,
-    pub tokens: u64,
-    pub ctx: usize,
-    pub batch_contexts: usize,
-    pub top: usize,
-    pub seed: u64,
-    pub data: Vec<String>,
-    pub text_field: String,
-    pub keep_sinks: bool,
-    pub restart: bool,
-    pub hook: Option<String>,
-    pub progress: bool,
-}
-
-/// Per-feature statistics into the store at `out` (the one `zephyra serve` reads), as `zephyra features`;
-/// resumes an interrupted pass unless `restart`. Returns the counts the CLI prints.
+/// Per-feature statistics (top contexts, activation histograms, logit effects, co-firing) into the feature
+/// store ``out`` that ``zephyra serve`` reads, as ``zephyra features``. Resumes an interrupted pass unless
+/// ``restart``; Ctrl-C stops it between batches with a checkpoint there. Returns ``{"out", "d_sae",
+/// "n_tokens_read", "n_tokens_kept", "n_alive", "features"}``. (``_batch_delay_ms`` sleeps after each
+/// batch: tests interrupt a pass mid-way with it.)
+#[pyfunction]
+#[pyo3(signature = (sae, model, out, *, tokens=1_000_000, ctx=128, batch_contexts=DEFAULT_BATCH_CONTEXTS,
+    top=20, seed=0, data=None, text_field="text", keep_sinks=false, restart=false, hook=None, progress=false,
+    _batch_delay_ms=0))]
+#[allow(clippy::too_many_arguments)]
 pub fn features<'py>(
     py: Python<'py>,
     sae: &PySae,
     model: &PyModel,
-    a: FeatureArgs,
+    out: PathBuf,
+    tokens: u64,
+    ctx: usize,
+    batch_contexts: usize,
+    top: usize,
+    seed: u64,
+    data: Option<Vec<String>>,
+    text_field: &str,
+    keep_sinks: bool,
+    restart: bool,
+    hook: Option<String>,
+    progress: bool,
+    _batch_delay_ms: u64,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let hook = hook_of(model, sae, a.hook.clone())?;
+    let hook = hook_of(model, sae, hook)?;
     check_width(&model.llama, hook, sae.inner.as_ref())
         .py_context(|| "checking the SAE's width".into())?;
-    let mut corpus = corpus(&a.data, &a.text_field)?;
-    corpus.shuffle_inputs(a.seed);
+    let mut corpus = corpus(&data.unwrap_or_default(), text_field)?;
+    corpus.shuffle_inputs(seed);
     let options = FeatureOptions {
-        ctx: a.ctx,
-        batch_contexts: a.batch_contexts,
-        max_tokens: a.tokens,
-        n_top: a.top,
-        seed: a.seed,
-        exclusion: if a.keep_sinks {
+        ctx,
+        batch_contexts,
+        max_tokens: tokens,
+        n_top: top,
+        seed,
+        exclusion: if keep_sinks {
             ExclusionRule::keep_all()
         } else {
             ExclusionRule::default()
         },
-        resume: !a.restart,
+        resume: !restart,
         ..FeatureOptions::default()
     };
-    let job = features::FeatureJob {
+    let job = stats::FeatureJob {
         llama: &model.llama,
         tokenizer: model.tokenizer.clone(),
         sae: &sae.inner,
         hook,
         corpus: &corpus,
         options,
-        out_dir: &a.out,
+        out_dir: &out,
         provenance: Provenance {
             model: model.path.display().to_string(),
             hook: hook.to_string(),
@@ -251,20 +260,21 @@ pub fn features<'py>(
         },
     };
     let bar = interrupt::bar(
-        a.progress,
-        a.tokens,
+        progress,
+        tokens,
         "features {bar:40} {pos}/{len} tokens {per_sec} eta {eta}",
     );
-    let index = py
-        .detach(|| {
-            features::compute_features(&job, &mut |p| {
-                bar.set_position(p.n_tokens_read.min(p.max_tokens))
-            })
+    let index = interrupt::run(py, |cancel| {
+        stats::compute_features_until(&job, cancel.flag(), &mut |p| {
+            bar.set_position(p.n_tokens_read.min(p.max_tokens));
+            std::thread::sleep(std::time::Duration::from_millis(_batch_delay_ms));
         })
-        .py_context(|| format!("computing feature statistics into {}", a.out.display()))?;
+        .py_context(|| format!("computing feature statistics into {}", out.display()))
+    });
     bar.finish_and_clear();
+    let index = index??;
     let d = PyDict::new(py);
-    d.set_item("out", &a.out)?;
+    d.set_item("out", &out)?;
     d.set_item("d_sae", index.d_sae)?;
     d.set_item("n_tokens_read", index.n_tokens_read)?;
     d.set_item("n_tokens_kept", index.n_tokens_kept)?;

@@ -71,27 +71,41 @@ pub fn raise(kind: Kind, message: impl Into<String>) -> PyErr {
     })
 }
 
-fn lm_kind(e: &LmError) -> Kind {
-    match e {
-        LmError::Io { .. } | LmError::File(_) | LmError::ModelNotFound { .. } => Kind::Os,
-        LmError::UnknownHook { .. }
-        | LmError::LayerOutOfRange { .. }
-        | LmError::TokenOutOfRange { .. }
-        | LmError::InvalidInput(_)
-        | LmError::HookShape { .. } => Kind::Value,
-        _ => Kind::Model,
+/// `Os` for a path that could not be read or written, `Value` for a wrong argument, `otherwise` else.
+fn pick(os: bool, value: bool, otherwise: Kind) -> Kind {
+    if os {
+        Kind::Os
+    } else if value {
+        Kind::Value
+    } else {
+        otherwise
     }
 }
 
+fn lm_kind(e: &LmError) -> Kind {
+    use LmError as E;
+    let os = matches!(e, E::Io { .. } | E::File(_) | E::ModelNotFound { .. });
+    let value = matches!(
+        e,
+        E::UnknownHook { .. }
+            | E::LayerOutOfRange { .. }
+            | E::TokenOutOfRange { .. }
+            | E::InvalidInput(_)
+            | E::HookShape { .. }
+    );
+    pick(os, value, Kind::Model)
+}
+
 fn sae_kind(e: &SaeError) -> Kind {
-    match e {
-        SaeError::Io { .. } | SaeError::File(_) => Kind::Os,
-        SaeError::ShapeMismatch { .. }
-        | SaeError::InvalidConfig { .. }
-        | SaeError::UnknownArchitecture(_)
-        | SaeError::ConfigMismatch { .. } => Kind::Value,
-        _ => Kind::Sae,
-    }
+    use SaeError as E;
+    let value = matches!(
+        e,
+        E::ShapeMismatch { .. }
+            | E::InvalidConfig { .. }
+            | E::UnknownArchitecture(_)
+            | E::ConfigMismatch { .. }
+    );
+    pick(matches!(e, E::Io { .. } | E::File(_)), value, Kind::Sae)
 }
 
 fn data_kind(e: &DataError) -> Kind {

@@ -10,11 +10,14 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use zephyra_data::corpus::CorpusOptions;
-use zephyra_data::harvest::{self, HarvestConfig, HookModel, Pipeline};
+use zephyra_data::harvest::{
+    self as pipeline, HarvestConfig, HookModel, Pipeline, DEFAULT_BATCH_CONTEXTS,
+    DEFAULT_CONTEXTS_PER_SHARD,
+};
 use zephyra_data::source::BufferedSource;
 use zephyra_data::store::StoreDtype;
 use zephyra_data::{Corpus, DataError, ExclusionRule};
-use zephyra_lm::{HookPoint, Llama, LmError};
+use zephyra_lm::{HookPoint, Llama, LmError, Precision};
 use zephyra_sae::train::ActivationSource;
 
 use crate::arrays;
@@ -22,6 +25,7 @@ use crate::errors::ToPy;
 use crate::hooks::hook_point;
 use crate::interrupt::{self, Cancel, INTERRUPTED};
 use crate::model::PyModel;
+use crate::SHUFFLE_BUFFER;
 
 /// The model, refusing the next batch once the caller was interrupted (the harvest then stops the way it
 /// stops on any error: complete shards kept, nothing half-written).
@@ -30,18 +34,15 @@ struct Interruptible {
     cancel: Cancel,
 }
 
+/// [`HookModel`] methods answered by the wrapped model.
+macro_rules! delegate {
+    ($($name:ident -> $ty:ty),*) => {
+        $(fn $name(&self) -> $ty { HookModel::$name(self.llama.as_ref()) })*
+    };
+}
+
 impl HookModel for Interruptible {
-    fn d_model(&self) -> usize {
-        self.llama.d_model()
-    }
-
-    fn n_layers(&self) -> usize {
-        self.llama.n_layers()
-    }
-
-    fn context_length(&self) -> usize {
-        self.llama.context_length()
-    }
+    delegate!(d_model -> usize, n_layers -> usize, context_length -> usize, precision -> Precision);
 
     fn capture(
         &self,
@@ -55,23 +56,6 @@ impl HookModel for Interruptible {
     }
 }
 
-/// The corpus and context options of a harvest.
-pub struct HarvestOptions {
-    pub hooks: Vec<String>,
-    pub tokens: u64,
-    pub data: Vec<String>,
-    pub text_field: String,
-    pub ctx: usize,
-    pub batch_contexts: usize,
-    pub shard_contexts: usize,
-    pub keep_sinks: bool,
-    pub max_norm_multiple: f32,
-    pub seed: u64,
-    pub dtype: String,
-    pub shuffle_buffer: usize,
-    pub progress: bool,
-}
-
 /// The corpus of `data` (files, folders, globs; default: the Rust documentation), as the CLI's `--data`.
 pub fn corpus(data: &[String], text_field: &str) -> PyResult<Corpus> {
     let options = CorpusOptions {
@@ -80,13 +64,51 @@ pub fn corpus(data: &[String], text_field: &str) -> PyResult<Corpus> {
     Corpus::from_specs_or_default(data, options).py_context(|| "reading the corpus (data=)".into())
 }
 
-fn config(model: &PyModel, o: &HarvestOptions) -> PyResult<HarvestConfig> {
-    let hooks = o
-        .hooks
+/// Runs ``model`` over a corpus and keeps the activations at ``hook``.
+///
+/// ``out=None``: returns float32 ``[n_rows, d_model]`` (rows shuffled through a buffer of
+/// ``shuffle_buffer`` rows, as a store read back by ``train`` would be). ``out=folder``: writes activation
+/// stores there (``hook`` may then be a list: one store per hook) and returns the summary dict of
+/// ``zephyra harvest --json``; an interrupted harvest resumes when called again.
+///
+/// ``tokens`` run through the model (``ceil(tokens / ctx)`` contexts), ``data`` (files, folders, globs;
+/// default: the Rust documentation), ``text_field``, ``ctx``, ``batch_contexts``, ``shard_contexts``,
+/// ``keep_sinks``, ``max_norm_multiple``, ``seed`` and ``dtype`` (``"float32"``, ``"bfloat16"``, stores
+/// only) are ``zephyra harvest``'s options. Position 0, special tokens and attention-sink rows are dropped
+/// unless ``keep_sinks``.
+#[pyfunction]
+#[pyo3(signature = (model, hook, tokens=2_000_000, out=None, *, data=None, text_field="text", ctx=128,
+    batch_contexts=DEFAULT_BATCH_CONTEXTS, shard_contexts=DEFAULT_CONTEXTS_PER_SHARD, keep_sinks=false,
+    max_norm_multiple=zephyra_data::exclude::DEFAULT_MAX_NORM_MULTIPLE, seed=0, dtype="float32",
+    shuffle_buffer=SHUFFLE_BUFFER, progress=false))]
+#[allow(clippy::too_many_arguments)]
+pub fn harvest<'py>(
+    py: Python<'py>,
+    model: &PyModel,
+    hook: &Bound<'py, PyAny>,
+    tokens: u64,
+    out: Option<PathBuf>,
+    data: Option<Vec<String>>,
+    text_field: &str,
+    ctx: usize,
+    batch_contexts: usize,
+    shard_contexts: usize,
+    keep_sinks: bool,
+    max_norm_multiple: f32,
+    seed: u64,
+    dtype: &str,
+    shuffle_buffer: usize,
+    progress: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let names: Vec<String> = match hook.extract::<String>() {
+        Ok(one) => vec![one],
+        Err(_) => hook.extract()?,
+    };
+    let hooks = names
         .iter()
         .map(|h| hook_point(&model.llama, h))
         .collect::<PyResult<Vec<_>>>()?;
-    let dtype = match o.dtype.as_str() {
+    let dtype = match dtype {
         "float32" => StoreDtype::Float32,
         "bfloat16" => StoreDtype::Bfloat16,
         other => {
@@ -95,39 +117,45 @@ fn config(model: &PyModel, o: &HarvestOptions) -> PyResult<HarvestConfig> {
             )))
         }
     };
-    Ok(HarvestConfig {
-        seed: o.seed,
-        contexts_per_shard: o.shard_contexts,
-        batch_contexts: o.batch_contexts,
+    let cfg = HarvestConfig {
+        seed,
+        contexts_per_shard: shard_contexts,
+        batch_contexts,
         dtype,
-        rule: ExclusionRule::from_flags(o.keep_sinks, o.max_norm_multiple),
-        ..HarvestConfig::new(hooks, o.ctx, o.tokens)
-    })
+        rule: ExclusionRule::from_flags(keep_sinks, max_norm_multiple),
+        ..HarvestConfig::new(hooks, ctx, tokens)
+    };
+    let corpus = corpus(&data.unwrap_or_default(), text_field)?;
+    match out {
+        None => Ok(to_array(py, model, cfg, corpus, shuffle_buffer, progress)?.into_any()),
+        Some(dir) => Ok(to_store(py, model, cfg, corpus, dir, progress)?.into_any()),
+    }
 }
 
 /// Harvests into memory: float32 `[n_rows, d_model]`, rows shuffled through the buffer as a store read
 /// back with the same `shuffle_buffer` would be.
-pub fn to_array<'py>(
+fn to_array<'py>(
     py: Python<'py>,
     model: &PyModel,
-    o: &HarvestOptions,
+    cfg: HarvestConfig,
+    corpus: Corpus,
+    shuffle_buffer: usize,
+    progress: bool,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    if o.hooks.len() != 1 {
+    if cfg.hooks.len() != 1 {
         return Err(PyValueError::new_err(format!(
             "an in-memory harvest keeps one hook, not {}: give one hook, or out= for a store per hook",
-            o.hooks.len()
+            cfg.hooks.len()
         )));
     }
-    let cfg = config(model, o)?;
-    let corpus = corpus(&o.data, &o.text_field)?;
     let d = model.llama.config().d_model;
-    let buffer = o
-        .shuffle_buffer
-        .min(usize::try_from(o.tokens).unwrap_or(usize::MAX))
+    let tokens = cfg.n_tokens;
+    let buffer = shuffle_buffer
+        .min(usize::try_from(tokens).unwrap_or(usize::MAX))
         .max(1);
     let bar = interrupt::bar(
-        o.progress,
-        o.tokens,
+        progress,
+        tokens,
         "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}",
     );
     let (llama, tokenizer) = (model.llama.clone(), model.tokenizer.clone());
@@ -164,26 +192,26 @@ pub fn to_array<'py>(
 
 /// Harvests into activation stores under `out` (one store per hook; resumes an interrupted harvest there)
 /// and returns the summary `zephyra harvest --json` prints (less `peak_rss_mb`).
-pub fn to_store<'py>(
+fn to_store<'py>(
     py: Python<'py>,
     model: &PyModel,
-    o: &HarvestOptions,
+    cfg: HarvestConfig,
+    corpus: Corpus,
     out: PathBuf,
+    progress: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let cfg = config(model, o)?;
     let hooks: Vec<String> = cfg.hooks.iter().map(ToString::to_string).collect();
-    let corpus = corpus(&o.data, &o.text_field)?;
     let (llama, tokenizer, path) = (
         model.llama.clone(),
         model.tokenizer.clone(),
         model.path.clone(),
     );
     let info = py
-        .detach(|| harvest::model_info(&path, llama.as_ref()))
+        .detach(|| pipeline::model_info(&path, llama.as_ref()))
         .py_context(|| "hashing the model file".into())?;
     let vocab_size = tokenizer.vocab_size();
     let bar = interrupt::bar(
-        o.progress,
+        progress,
         0,
         "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} tokens  {per_sec}  ETA {eta}  {msg}",
     );
@@ -197,12 +225,12 @@ pub fn to_store<'py>(
             corpus,
             config: cfg,
         };
-        let mut on_progress = |p: &harvest::Progress| {
+        let mut on_progress = |p: &pipeline::Progress| {
             bar.set_length(p.tokens_total);
             bar.set_position(p.tokens_done);
             bar.set_message(format!("{} shards", p.shards_written));
         };
-        harvest::harvest(pipeline, info, vocab_size, &out, &mut on_progress)
+        pipeline::harvest(pipeline, info, vocab_size, &out, &mut on_progress)
             .py_context(|| format!("harvesting into {}", out.display()))
     });
     bar.finish_and_clear();

@@ -5,7 +5,8 @@
 //! their worker threads, so the calling thread polls `Python::check_signals` every 50 ms (with the GIL
 //! released in between, so that a Python hook called by the work can run). On a signal it raises the cancel
 //! flag, which the work polls (a training step's progress callback returns `Break`, a harvest's model
-//! refuses the next batch), waits for the work to stop cleanly, and raises the signal's exception
+//! refuses the next batch, a generation's [`Cancel::guard`] hook aborts the next forward pass, a feature
+//! pass checkpoints and stops), waits for the work to stop cleanly, and raises the signal's exception
 //! (`KeyboardInterrupt` for SIGINT).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use zephyra_lm::{HookPoint, Hooks, LmError, Tensor};
 
 /// Set when the caller was interrupted: the work should stop at its next check.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +31,18 @@ impl Cancel {
     /// The flag itself, for library calls that take one.
     pub fn flag(&self) -> &AtomicBool {
         &self.0
+    }
+
+    /// Adds to `hooks` a check that aborts the model's next forward pass once the flag is set (a generation
+    /// then stops before its next token); otherwise the identity.
+    pub fn guard<'a>(&'a self, hooks: &mut Hooks<'a>) {
+        hooks.replace(HookPoint::ResidPre(0), move |_, x: &Tensor| {
+            if self.is_set() {
+                Err(LmError::InvalidInput(INTERRUPTED.into()))
+            } else {
+                Ok(x.clone())
+            }
+        });
     }
 
     fn set(&self) {

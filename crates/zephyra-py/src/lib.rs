@@ -26,7 +26,6 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use zephyra_analysis::steer::{SteerMode, SteerRequest};
-use zephyra_data::harvest::{DEFAULT_BATCH_CONTEXTS, DEFAULT_CONTEXTS_PER_SHARD};
 
 pub mod analysis;
 pub mod arrays;
@@ -44,14 +43,15 @@ use model::PyModel;
 use sae::PySae;
 
 /// Rows of the shuffle buffer of store and on-the-fly sources (the CLI's `--shuffle-buffer` default).
-const SHUFFLE_BUFFER: usize = 1 << 18;
+pub(crate) const SHUFFLE_BUFFER: usize = 1 << 18;
 
 /// Trains a sparse autoencoder and returns it as an ``SAE``.
 ///
-/// ``acts``: a float32 array ``[n, d_in]`` (read in place, rows in the given order: ``harvest`` returns
-/// them shuffled), a ``.npy`` file, or an activation store folder made by ``harvest(out=…)``. The last
-/// ``holdout`` rows of an array or ``.npy`` (a count, or a fraction below 1; default min(8192, n/5)) are
-/// kept for the final FVE / L0 in ``sae.training_summary``.
+/// ``acts``: a float32 array ``[n, d_in]`` (read in place), a ``.npy`` file, or an activation store folder
+/// made by ``harvest(out=…)``. The last ``holdout`` rows of an array or ``.npy`` (a count, or a fraction
+/// below 1; default min(8192, n/5)) are kept for the final FVE / L0 in ``sae.training_summary``; the others
+/// are read in a new shuffled order each pass, drawn from ``seed`` as ``zephyra train`` reads a ``.npy``
+/// (``shuffle=False`` keeps the given order).
 ///
 /// Options are ``zephyra train``'s flags (``None`` = its default, or the saved value on ``resume``):
 /// ``arch`` (``"topk"``, ``"batchtopk"``, ``"relu"``, ``"relu-unit"``, ``"jumprelu"``, ``"gated"``), ``k``,
@@ -59,7 +59,7 @@ const SHUFFLE_BUFFER: usize = 1 << 18;
 /// ``l0_coeff``, ``l1_warmup``, ``lr_warmup``, ``lr_decay`` (``"constant"``, ``"linear"``, ``"cosine"``),
 /// ``max_grad_norm`` (0 = off), ``normalize``, ``b_dec_init`` (``"geometric-median"``, ``"mean"``,
 /// ``"zeros"``), ``dead_after``, ``non_finite`` (``"skip"``, ``"error"``), ``seed``, ``threads``,
-/// ``checkpoint_every``, ``metrics_every``, ``shuffle`` (``.npy``), ``shuffle_buffer`` (stores).
+/// ``checkpoint_every``, ``metrics_every``, ``shuffle`` (arrays, ``.npy``), ``shuffle_buffer`` (stores).
 ///
 /// ``out``: a run folder for checkpoints, metrics and the final SAE; ``resume``: continue the run in that
 /// folder (after Ctrl-C or a kill), with the same ``acts``. ``hook``, ``model_name``, ``context_size`` are
@@ -132,11 +132,12 @@ fn train_py(
         metrics_every,
     };
     let job = train::Job {
-        out,
-        resume,
-        holdout,
-        shuffle,
-        shuffle_buffer,
+        folder: train::Folder::new(out, resume)?,
+        reading: train::Reading {
+            holdout,
+            shuffle,
+            shuffle_buffer,
+        },
         provenance: train::Provenance {
             hook,
             model_name,
@@ -146,150 +147,6 @@ fn train_py(
         step_delay_ms: _step_delay_ms,
     };
     train::train(py, acts, opts, job)
-}
-
-/// Runs ``model`` over a corpus and keeps the activations at ``hook``.
-///
-/// ``out=None``: returns float32 ``[n_rows, d_model]`` (rows shuffled through a buffer of
-/// ``shuffle_buffer`` rows, as a store read back by ``train`` would be). ``out=folder``: writes activation
-/// stores there (``hook`` may then be a list: one store per hook) and returns the summary dict of
-/// ``zephyra harvest --json``; an interrupted harvest resumes when called again.
-///
-/// ``tokens`` run through the model (``ceil(tokens / ctx)`` contexts), ``data`` (files, folders, globs;
-/// default: the Rust documentation), ``text_field``, ``ctx``, ``batch_contexts``, ``shard_contexts``,
-/// ``keep_sinks``, ``max_norm_multiple``, ``seed`` and ``dtype`` (``"float32"``, ``"bfloat16"``, stores
-/// only) are ``zephyra harvest``'s options. Position 0, special tokens and attention-sink rows are dropped
-/// unless ``keep_sinks``.
-#[pyfunction]
-#[pyo3(signature = (model, hook, tokens=2_000_000, out=None, *, data=None, text_field="text", ctx=128,
-    batch_contexts=DEFAULT_BATCH_CONTEXTS, shard_contexts=DEFAULT_CONTEXTS_PER_SHARD, keep_sinks=false,
-    max_norm_multiple=zephyra_data::exclude::DEFAULT_MAX_NORM_MULTIPLE, seed=0, dtype="float32",
-    shuffle_buffer=SHUFFLE_BUFFER, progress=false))]
-#[pyo3(name = "harvest")]
-#[allow(clippy::too_many_arguments)]
-fn harvest_py<'py>(
-    py: Python<'py>,
-    model: &PyModel,
-    hook: &Bound<'py, PyAny>,
-    tokens: u64,
-    out: Option<PathBuf>,
-    data: Option<Vec<String>>,
-    text_field: &str,
-    ctx: usize,
-    batch_contexts: usize,
-    shard_contexts: usize,
-    keep_sinks: bool,
-    max_norm_multiple: f32,
-    seed: u64,
-    dtype: &str,
-    shuffle_buffer: usize,
-    progress: bool,
-) -> PyResult<Bound<'py, PyAny>> {
-    let hooks: Vec<String> = match hook.extract::<String>() {
-        Ok(one) => vec![one],
-        Err(_) => hook.extract()?,
-    };
-    let o = harvest::HarvestOptions {
-        hooks,
-        tokens,
-        data: data.unwrap_or_default(),
-        text_field: text_field.to_string(),
-        ctx,
-        batch_contexts,
-        shard_contexts,
-        keep_sinks,
-        max_norm_multiple,
-        seed,
-        dtype: dtype.to_string(),
-        shuffle_buffer,
-        progress,
-    };
-    match out {
-        None => Ok(harvest::to_array(py, model, &o)?.into_any()),
-        Some(dir) => Ok(harvest::to_store(py, model, &o, dir)?.into_any()),
-    }
-}
-
-/// Every standard SAE figure (reconstruction, sparsity, CE / KL with the SAE spliced in) on held-out text,
-/// as ``zephyra eval``; returns its report as a dict (``out=path`` also writes it as JSON).
-///
-/// ``hook`` defaults to the SAE's recorded one, ``ctx`` to its context size (else 128). Without ``data``
-/// the default corpus's held-out tail is read (the reverse of harvest seed ``train_seed``'s file order).
-#[pyfunction]
-#[pyo3(signature = (sae, model, *, tokens=200_000, ce_tokens=16_384, batch_contexts=DEFAULT_BATCH_CONTEXTS,
-    ctx=None, seed=1, train_seed=0, data=None, text_field="text", hook=None, out=None, progress=false))]
-#[allow(clippy::too_many_arguments)]
-fn evaluate<'py>(
-    py: Python<'py>,
-    sae: &PySae,
-    model: &PyModel,
-    tokens: u64,
-    ce_tokens: u64,
-    batch_contexts: usize,
-    ctx: Option<usize>,
-    seed: u64,
-    train_seed: u64,
-    data: Option<Vec<String>>,
-    text_field: &str,
-    hook: Option<String>,
-    out: Option<PathBuf>,
-    progress: bool,
-) -> PyResult<Bound<'py, PyAny>> {
-    let o = analysis::EvalOptions {
-        tokens,
-        ce_tokens,
-        batch_contexts,
-        ctx,
-        seed,
-        train_seed,
-        data: data.unwrap_or_default(),
-        text_field: text_field.to_string(),
-        hook,
-        out,
-        progress,
-    };
-    analysis::eval(py, sae, model, o)
-}
-
-/// Per-feature statistics (top contexts, activation histograms, logit effects, co-firing) into the feature
-/// store ``out`` that ``zephyra serve`` reads, as ``zephyra features``. Resumes an interrupted pass unless
-/// ``restart``. Returns ``{"out", "d_sae", "n_tokens_read", "n_tokens_kept", "n_alive", "features"}``.
-#[pyfunction]
-#[pyo3(signature = (sae, model, out, *, tokens=1_000_000, ctx=128, batch_contexts=DEFAULT_BATCH_CONTEXTS,
-    top=20, seed=0, data=None, text_field="text", keep_sinks=false, restart=false, hook=None, progress=false))]
-#[allow(clippy::too_many_arguments)]
-fn features<'py>(
-    py: Python<'py>,
-    sae: &PySae,
-    model: &PyModel,
-    out: PathBuf,
-    tokens: u64,
-    ctx: usize,
-    batch_contexts: usize,
-    top: usize,
-    seed: u64,
-    data: Option<Vec<String>>,
-    text_field: &str,
-    keep_sinks: bool,
-    restart: bool,
-    hook: Option<String>,
-    progress: bool,
-) -> PyResult<Bound<'py, PyDict>> {
-    let a = analysis::FeatureArgs {
-        out,
-        tokens,
-        ctx,
-        batch_contexts,
-        top,
-        seed,
-        data: data.unwrap_or_default(),
-        text_field: text_field.to_string(),
-        keep_sinks,
-        restart,
-        hook,
-        progress,
-    };
-    analysis::features(py, sae, model, a)
 }
 
 /// Generates from ``prompt`` with latent ``feature``'s decoder direction added (``mode="add"``: strength ×
@@ -331,9 +188,9 @@ fn _zephyra(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;
     m.add_class::<PySae>()?;
     m.add_function(wrap_pyfunction!(train_py, m)?)?;
-    m.add_function(wrap_pyfunction!(harvest_py, m)?)?;
-    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
-    m.add_function(wrap_pyfunction!(features, m)?)?;
+    m.add_function(wrap_pyfunction!(harvest::harvest, m)?)?;
+    m.add_function(wrap_pyfunction!(analysis::evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(analysis::features, m)?)?;
     m.add_function(wrap_pyfunction!(steer, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

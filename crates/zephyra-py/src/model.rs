@@ -13,6 +13,7 @@ use zephyra_lm::{GenerateConfig, Hooks, Llama, Logits, Sampling, Tokenizer};
 use crate::arrays;
 use crate::errors::{Raise, ToPy};
 use crate::hooks::{hook_point, take_error, HookError, PyHooks};
+use crate::interrupt;
 use crate::sae::PySae;
 
 /// A language model loaded from a llama.cpp GGUF file (every tensor dequantized to float32), with the
@@ -57,16 +58,11 @@ impl PyModel {
     /// The stop tokens of generation: EOS, and `<|endoftext|>` (the end of a document in SmolLM2's
     /// pre-training data), as `zephyra generate` stops.
     fn stop_tokens(&self) -> Vec<u32> {
-        let tokenizer = &self.tokenizer;
-        let mut stop: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();
-        if let Some(id) = (0..tokenizer.vocab_size() as u32)
-            .take(64)
-            .find(|&id| tokenizer.token_str(id) == Some("<|endoftext|>"))
-        {
-            if !stop.contains(&id) {
-                stop.push(id);
-            }
-        }
+        let t = &self.tokenizer;
+        let end_of_text =
+            (0..64.min(t.vocab_size() as u32)).find(|&id| t.token_str(id) == Some("<|endoftext|>"));
+        let mut stop: Vec<u32> = t.eos_token_id().into_iter().chain(end_of_text).collect();
+        stop.dedup(); // at most two ids: EOS may be `<|endoftext|>` itself
         stop
     }
 
@@ -222,9 +218,7 @@ impl PyModel {
         names: Option<Vec<String>>,
         logits: Option<&str>,
     ) -> PyResult<(Option<Bound<'py, PyAny>>, Bound<'py, PyDict>)> {
-        let hooks = PyHooks::parse(&self.llama, names, None, None)?;
-        let ids = self.ids(input)?;
-        self.forward(py, ids, hooks, logits)
+        self.run_with_hooks(py, input, None, None, names, logits)
     }
 
     /// Runs ``input`` with hooks and returns ``(logits, cache)`` as ``run_with_cache`` does.
@@ -248,7 +242,8 @@ impl PyModel {
         self.forward(py, ids, hooks, logits)
     }
 
-    /// Continues ``prompt`` and returns the new text (the prompt not included).
+    /// Continues ``prompt`` and returns the new text (the prompt not included). Ctrl-C stops it before the
+    /// next token (``KeyboardInterrupt``).
     ///
     /// Greedy at ``temperature=0`` (the default), else top-p sampling seeded by ``seed``. ``fwd_hooks`` and
     /// ``add`` apply at every step as in ``run_with_hooks``. ``steer={"sae": sae, "feature": 1704,
@@ -278,10 +273,13 @@ impl PyModel {
             req.max_tokens = max_tokens;
             req.temperature = temperature;
             req.seed = seed;
-            let out = py
-                .detach(|| engine.steer(&req))
-                .py_context(|| "steering".into())?;
-            return Ok(out.steered);
+            let out = interrupt::run(py, |cancel| {
+                engine.steer_streaming(&req, cancel.flag(), |_, _| {})
+            })?
+            .py_context(|| "steering".into())?;
+            return out
+                .map(|o| o.steered)
+                .ok_or_else(|| PyValueError::new_err(interrupt::INTERRUPTED));
         }
         let hooks = PyHooks::parse(&self.llama, None, fwd_hooks, add)?;
         let ids = self.ids(TextOrTokens::Text(prompt.to_string()))?;
@@ -293,10 +291,11 @@ impl PyModel {
         };
         let errors = HookError::default();
         let llama = &self.llama;
-        let result = py.detach(|| {
+        let result = interrupt::run(py, |cancel| {
             let mut built: Hooks<'_> = hooks.build(&errors);
+            cancel.guard(&mut built);
             llama.generate(&ids, &cfg, &mut built, |_| {})
-        });
+        })?;
         let out = match result {
             Ok(out) => out,
             Err(e) => return Err(take_error(&errors, e.raise("generating"))),

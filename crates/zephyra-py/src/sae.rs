@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use numpy::PyArray2;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use zephyra_sae::Sae;
+use zephyra_sae::{Sae, SaeError};
 
 use crate::arrays;
 use crate::errors::ToPy;
@@ -33,6 +33,25 @@ impl PySae {
             dir: Mutex::new(dir),
             summary: Mutex::new(None),
         }
+    }
+
+    /// `f(sae, rows, n)` without the GIL on the rows of the array `x` (`name`, `width` values each, read in
+    /// place), as a float32 array of rows of `width_out` values.
+    fn map_rows<'py>(
+        &self,
+        x: &Bound<'py, PyAny>,
+        (name, width, width_out): (&str, usize, usize),
+        doing: &str,
+        f: impl Fn(&Sae, &[f32], usize) -> Result<Vec<f32>, SaeError> + Sync,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let rows = arrays::rows(x, name, Some(width))?;
+        let (values, n) = (rows.as_slice()?, rows.n);
+        let sae: &Sae = &self.inner;
+        let out = x
+            .py()
+            .detach(|| f(sae, values, n))
+            .py_context(|| doing.into())?;
+        arrays::owned_rows(x.py(), out, width_out)
     }
 
     pub(crate) fn set_summary(&self, summary: serde_json::Value) {
@@ -74,26 +93,14 @@ impl PySae {
 
     /// Codes ``[n, d_sae]`` (float32) of the activations ``x`` (float32 ``[n, d_in]``).
     fn encode<'py>(&self, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let py = x.py();
-        let rows = arrays::rows(x, "x", Some(self.inner.cfg.d_in))?;
-        let (values, n) = (rows.as_slice()?, rows.n);
-        let sae = &self.inner;
-        let codes = py
-            .detach(|| sae.encode(values, n))
-            .py_context(|| "encoding".into())?;
-        arrays::owned_rows(py, codes, sae.cfg.d_sae)
+        let d = &self.inner.cfg;
+        self.map_rows(x, ("x", d.d_in, d.d_sae), "encoding", Sae::encode)
     }
 
     /// Reconstructions ``[n, d_in]`` (float32) of the codes ``codes`` (float32 ``[n, d_sae]``).
     fn decode<'py>(&self, codes: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let py = codes.py();
-        let rows = arrays::rows(codes, "codes", Some(self.inner.cfg.d_sae))?;
-        let (values, n) = (rows.as_slice()?, rows.n);
-        let sae = &self.inner;
-        let recon = py
-            .detach(|| sae.decode(values, n))
-            .py_context(|| "decoding".into())?;
-        arrays::owned_rows(py, recon, sae.cfg.d_in)
+        let d = &self.inner.cfg;
+        self.map_rows(codes, ("codes", d.d_sae, d.d_in), "decoding", Sae::decode)
     }
 
     /// Width of the activations it reads.

@@ -26,6 +26,9 @@ use crate::train_options::{TrainOptions, DEFAULT_BATCH_ROWS, DEFAULT_EXPANSION, 
 /// The `.npy` / in-memory record of the rows held out, under the CLI's name (runs resume across both).
 const HOLDOUT: &str = "--holdout";
 const NO_SHUFFLE: &str = "--no-shuffle";
+/// Mixed into `seed` for the order of the rows, as `zephyra train` mixes it for a `.npy` file (an array and
+/// the same rows saved as `.npy` train alike).
+const SHUFFLE_SEED: u64 = 0x5EED_DA7A;
 
 /// Where the rows come from.
 enum Data<'py> {
@@ -90,13 +93,12 @@ type Sources<'a> = (
 );
 
 /// The training and held-out sources of `data`.
-fn open<'a>(
-    data: View<'a>,
-    holdout: Option<f64>,
-    shuffle: bool,
-    seed: u64,
-    shuffle_buffer: usize,
-) -> PyResult<(Sources<'a>, usize)> {
+fn open<'a>(data: View<'a>, reading: Reading, seed: u64) -> PyResult<(Sources<'a>, usize)> {
+    let Reading {
+        holdout,
+        shuffle,
+        shuffle_buffer,
+    } = reading;
     let split = |n: usize| -> PyResult<usize> {
         let held = held_rows(holdout, n)?;
         if n == 0 || held >= n {
@@ -113,6 +115,13 @@ fn open<'a>(
             let cut = (n - held) * width;
             let train =
                 MemorySource::new(&values[..cut], width, true).py_context(|| "acts".into())?;
+            let train = if shuffle {
+                train
+                    .shuffled(seed ^ SHUFFLE_SEED)
+                    .py_context(|| "acts".into())?
+            } else {
+                train
+            };
             let eval =
                 MemorySource::new(&values[cut..], width, false).py_context(|| "acts".into())?;
             (
@@ -127,7 +136,7 @@ fn open<'a>(
             let order = NpyOrder {
                 shuffle,
                 repeat: true,
-                seed: seed ^ 0x5EED_DA7A,
+                seed: seed ^ SHUFFLE_SEED,
             };
             let train = NpySource::new(open()?, 0..n - held, order)
                 .py_context(|| path.display().to_string())?;
@@ -238,13 +247,51 @@ fn record(cfg: &mut TrainConfig, data: View<'_>, prov: &Provenance) -> PyResult<
     Ok(())
 }
 
+/// How the rows are read.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    /// Rows held out at the end of an array or `.npy` (a count, or a fraction below 1).
+    pub holdout: Option<f64>,
+    /// Each pass over an array or `.npy` in its own shuffled order.
+    pub shuffle: bool,
+    /// Rows of a store's shuffle buffer.
+    pub shuffle_buffer: usize,
+}
+
+/// The run folder: none (the SAE is only returned), a new run's, or the one of a run to resume.
+#[derive(Debug, Clone)]
+pub enum Folder {
+    Unsaved,
+    New(PathBuf),
+    Resume(PathBuf),
+}
+
+impl Folder {
+    /// From `train`'s `out=` and `resume=`.
+    pub fn new(out: Option<PathBuf>, resume: Option<PathBuf>) -> PyResult<Self> {
+        match (out, resume) {
+            (Some(_), Some(_)) => Err(PyValueError::new_err(
+                "give out= for a new run or resume= to continue one, not both",
+            )),
+            (Some(dir), None) => Ok(Folder::New(dir)),
+            (None, Some(dir)) => Ok(Folder::Resume(dir)),
+            (None, None) => Ok(Folder::Unsaved),
+        }
+    }
+
+    /// The folder of a new run.
+    fn new_run(&self) -> Option<&Path> {
+        match self {
+            Folder::New(dir) => Some(dir),
+            _ => None,
+        }
+    }
+}
+
 /// Everything `train` was given besides the training options.
 pub struct Job {
-    pub out: Option<PathBuf>,
-    pub resume: Option<PathBuf>,
-    pub holdout: Option<f64>,
-    pub shuffle: bool,
-    pub shuffle_buffer: usize,
+    pub folder: Folder,
+    pub reading: Reading,
     pub provenance: Provenance,
     pub progress: bool,
     /// Sleep after each step (tests interrupt a run mid-way with it).
@@ -259,15 +306,7 @@ pub fn train(
     job: Job,
 ) -> PyResult<PySae> {
     let data = Data::from_py(acts)?;
-    let fresh = match (&job.out, &job.resume) {
-        (Some(_), Some(_)) => {
-            return Err(PyValueError::new_err(
-                "give out= for a new run or resume= to continue one, not both",
-            ))
-        }
-        (Some(dir), None) => Some(Fresh::claim(dir)?),
-        _ => None,
-    };
+    let fresh = job.folder.new_run().map(Fresh::claim).transpose()?;
     let bar = interrupt::bar(
         job.progress,
         0,
@@ -297,8 +336,8 @@ fn run(
     cancel: &Cancel,
     bar: &indicatif::ProgressBar,
 ) -> PyResult<Trained> {
-    let (mut session, (mut source, eval), dir) = match &job.resume {
-        Some(dir) => {
+    let (mut session, (mut source, eval), dir) = match &job.folder {
+        Folder::Resume(dir) => {
             let state =
                 TrainingState::load(dir).py_context(|| format!("resuming {}", dir.display()))?;
             let saved = state.meta.config.clone();
@@ -307,17 +346,21 @@ fn run(
             opts.apply(&mut expected)?;
             let held: Option<f64> = saved.data.get(HOLDOUT).and_then(|h| h.parse().ok());
             let shuffle = saved.data.get(NO_SHUFFLE) != Some("true");
-            let (sources, _) = open(data, held, shuffle, saved.seed, job.shuffle_buffer)?;
+            let reading = Reading {
+                holdout: held,
+                shuffle,
+                ..job.reading
+            };
+            let (sources, _) = open(data, reading, saved.seed)?;
             check_resume(&saved, &expected).py_context(|| format!("resuming {}", dir.display()))?;
             let mut sources = sources;
             let session = TrainSession::resume(dir, Some(&expected), sources.0.as_mut(), None)
                 .py_context(|| format!("resuming {}", dir.display()))?;
             (session, sources, Some(dir.clone()))
         }
-        None => {
+        _ => {
             let seed = opts.seed.unwrap_or(0);
-            let (mut sources, held) =
-                open(data, job.holdout, job.shuffle, seed, job.shuffle_buffer)?;
+            let (mut sources, held) = open(data, job.reading, seed)?;
             let d_in = sources.0.d_in();
             let expansion = opts.expansion.unwrap_or(DEFAULT_EXPANSION);
             let sae = SaeConfig::new(
@@ -332,16 +375,14 @@ fn run(
             cfg.checkpoint_every_tokens = (tokens / 10).max(1);
             opts.apply(&mut cfg)?;
             if !matches!(data, View::Store(_)) {
-                cfg.data.set(
-                    NO_SHUFFLE,
-                    !job.shuffle || matches!(data, View::Memory { .. }),
-                );
+                cfg.data.set(NO_SHUFFLE, !job.reading.shuffle);
                 cfg.data.set(HOLDOUT, held);
             }
             record(&mut cfg, data, &job.provenance)?;
-            let session = TrainSession::start(cfg, sources.0.as_mut(), job.out.as_deref(), None)
+            let out = job.folder.new_run();
+            let session = TrainSession::start(cfg, sources.0.as_mut(), out, None)
                 .py_context(|| "starting the training run".into())?;
-            (session, sources, job.out.clone())
+            (session, sources, out.map(Path::to_path_buf))
         }
     };
     let total = session.trainer().config().total_steps();

@@ -4,8 +4,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use zephyra_sae::schedule::Decay;
-use zephyra_sae::train::{BDecInit, NonFinitePolicy, TrainConfig};
+use zephyra_sae::train::TrainConfig;
 use zephyra_sae::Architecture;
 
 /// Default `arch`, `k`, `expansion`, `batch_rows` and `tokens`: the CLI's.
@@ -60,6 +59,12 @@ pub fn architecture(arch: &str, k: usize) -> PyResult<Architecture> {
             ))
         }
     })
+}
+
+/// `value` as the variant of `T` that serde names so (`"cosine"` → `Decay::Cosine`: the names of the
+/// configuration files), or an error listing the `allowed` names.
+fn named<T: serde::de::DeserializeOwned>(name: &str, value: &str, allowed: &str) -> PyResult<T> {
+    serde_json::from_value(serde_json::Value::from(value)).map_err(|_| bad(name, value, allowed))
 }
 
 fn positive(name: &str, v: f64) -> PyResult<()> {
@@ -161,18 +166,7 @@ impl TrainOptions {
         set(&mut cfg.sparsity_warmup_steps, self.l1_warmup);
         set(&mut cfg.lr_warmup_steps, self.lr_warmup);
         if let Some(d) = &self.lr_decay {
-            cfg.lr_decay = match d.as_str() {
-                "constant" => Decay::Constant,
-                "linear" => Decay::Linear,
-                "cosine" => Decay::Cosine,
-                other => {
-                    return Err(bad(
-                        "lr_decay",
-                        other,
-                        "\"constant\", \"linear\", \"cosine\"",
-                    ))
-                }
-            };
+            cfg.lr_decay = named("lr_decay", d, "\"constant\", \"linear\", \"cosine\"")?;
         }
         set(
             &mut cfg.max_grad_norm,
@@ -182,26 +176,12 @@ impl TrainOptions {
             cfg.normalize_activations = false;
         }
         if let Some(b) = &self.b_dec_init {
-            cfg.b_dec_init = match b.as_str() {
-                "geometric-median" => BDecInit::GeometricMedian,
-                "mean" => BDecInit::Mean,
-                "zeros" => BDecInit::Zeros,
-                other => {
-                    return Err(bad(
-                        "b_dec_init",
-                        other,
-                        "\"geometric-median\", \"mean\", \"zeros\"",
-                    ))
-                }
-            };
+            let allowed = "\"geometric-median\", \"mean\", \"zeros\"";
+            cfg.b_dec_init = named("b_dec_init", b, allowed)?;
         }
         set(&mut cfg.dead_after_tokens, self.dead_after);
         if let Some(p) = &self.non_finite {
-            cfg.non_finite = match p.as_str() {
-                "skip" => NonFinitePolicy::Skip,
-                "error" => NonFinitePolicy::Error,
-                other => return Err(bad("non_finite", other, "\"skip\", \"error\"")),
-            };
+            cfg.non_finite = named("non_finite", p, "\"skip\", \"error\"")?;
         }
         set(&mut cfg.seed, self.seed);
         set(&mut cfg.threads, self.threads);

@@ -1,7 +1,11 @@
 """Shared fixtures: the real SmolLM2 model, the Hugging Face oracle in testdata/, planted activations."""
 
 import json
+import os
+import signal
 import struct
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +73,27 @@ def planted(n_rows, d_in=16, n_dirs=32, active=3, seed=0):
         pick = rng.choice(n_dirs, size=active, replace=False)
         rows[i] = rng.uniform(0.5, 2.0, size=active) @ dirs[pick]
     return rows.astype(np.float32), dirs
+
+
+def interrupt_when(condition, timeout=120):
+    """Sends SIGINT to this process once `condition()` holds (polled from a thread)."""
+
+    def watch():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def assert_missing_is_an_os_error(load, path):
+    """`load(path)` of a path that does not exist raises an `OSError` that is a `ZephyraError` naming it."""
+    with pytest.raises(OSError) as err:
+        load(path)
+    assert isinstance(err.value, z.ZephyraError)
+    assert path.name in str(err.value)

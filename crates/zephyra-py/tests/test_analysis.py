@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import zephyra as z
-from conftest import HOOK
+from conftest import HOOK, interrupt_when
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,22 @@ def test_features_writes_the_feature_store(model, sae, small_corpus, tmp_path):
     assert out["d_sae"] == sae.d_sae and out["n_tokens_read"] >= 64 * 8
     assert 0 < out["n_alive"] <= sae.d_sae and len(out["features"]) == sae.d_sae
     assert any((tmp_path / "features").iterdir())
+
+
+def test_ctrl_c_stops_features_with_a_checkpoint_and_the_pass_resumes(model, sae, small_corpus, tmp_path):
+    opts = dict(tokens=32 * 2 * 10, ctx=32, batch_contexts=2, data=small_corpus, top=5)
+    whole = z.features(sae, model, tmp_path / "whole", **opts)
+    out = tmp_path / "stopped"
+    watcher = interrupt_when(out.exists)  # the pass makes its folder first; ten batches take 5 s or more
+    with pytest.raises(KeyboardInterrupt):
+        z.features(sae, model, out, _batch_delay_ms=500, **opts)
+    watcher.join()
+    # Stopped before the end, with what it had done checkpointed (and no half-written store) ...
+    assert (out / "checkpoint.json").is_file() and not (out / "index.json").exists()
+    # ... from which the pass finishes as the uninterrupted one did.
+    resumed = z.features(sae, model, out, **opts)
+    assert resumed["n_tokens_read"] == whole["n_tokens_read"]
+    assert resumed["features"] == whole["features"]
 
 
 def test_steering_with_strength_zero_changes_nothing(model, sae):

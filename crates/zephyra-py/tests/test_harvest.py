@@ -1,15 +1,12 @@
 """harvest: activations into numpy arrays and activation stores; bad options; Ctrl-C and resume."""
 
 import os
-import signal
-import threading
-import time
 
 import numpy as np
 import pytest
 
 import zephyra as z
-from conftest import HOOK, REPO
+from conftest import HOOK, REPO, interrupt_when
 
 
 def test_rows_are_the_models_activations(model, small_corpus):
@@ -69,14 +66,7 @@ def test_ctrl_c_during_a_store_harvest_keeps_whole_shards_and_resumes(model, sma
     def first_shard_written():
         return any(p.suffix == ".safetensors" for p in out.rglob("*")) if out.exists() else False
 
-    def watch():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not first_shard_written():
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    watcher = interrupt_when(first_shard_written, timeout=300)
     options = dict(tokens=64 * 4 * 40, out=out, ctx=64, shard_contexts=4, data=small_corpus)
     with pytest.raises(KeyboardInterrupt):
         z.harvest(model, HOOK, **options)

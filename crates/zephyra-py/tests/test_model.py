@@ -1,10 +1,13 @@
 """Model: loading, tokenization, run_with_cache against the Hugging Face oracle, hooks, generation."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 
 import zephyra as z
-from conftest import HOOK, rel_err
+from conftest import HOOK, assert_missing_is_an_os_error, rel_err
 
 
 def test_load_reports_the_smollm2_shape(model):
@@ -17,10 +20,7 @@ def test_load_reports_the_smollm2_shape(model):
 
 
 def test_load_of_a_missing_file_is_an_os_error(tmp_path):
-    with pytest.raises(OSError) as err:
-        z.Model.load(tmp_path / "nope.gguf")
-    assert isinstance(err.value, z.ZephyraError)
-    assert "nope.gguf" in str(err.value)
+    assert_missing_is_an_os_error(z.Model.load, tmp_path / "nope.gguf")
 
 
 def test_to_tokens_matches_hugging_face_and_round_trips(model, oracle_tokens):
@@ -144,3 +144,22 @@ def test_generation_with_a_hook_and_sampling(model):
     assert a == b
     with pytest.raises(ValueError, match="top_p"):
         model.generate(prompt, temperature=0.5, top_p=1.5)
+
+
+def test_ctrl_c_stops_generation_before_its_next_token(model):
+    # A prompt greedy decoding keeps counting from: without the stop the hook would run ~300 times.
+    prompt = "1, 2, 3, 4, 5, 6, 7, 8,"
+    calls = []
+
+    def hook(x, name):
+        calls.append(x.shape[1])
+        if len(calls) == 3:  # the prompt's pass and two new tokens
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        model.generate(prompt, max_tokens=300, fwd_hooks=[("blocks.0.hook_resid_pre", hook)])
+    # The call returned only once the generation had stopped: a few more tokens at most, no more calls.
+    stopped_at = len(calls)
+    assert 3 <= stopped_at < 40, stopped_at
+    assert model.generate(prompt, max_tokens=2)  # the model is still usable
+    assert len(calls) == stopped_at

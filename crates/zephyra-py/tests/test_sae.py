@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import zephyra as z
-from conftest import TESTDATA, planted, read_safetensors
+from conftest import TESTDATA, assert_missing_is_an_os_error, planted, read_safetensors
 
 SAELENS = TESTDATA / "saelens"
 
@@ -78,10 +78,7 @@ def test_inputs_are_read_in_place_and_left_unchanged(relu_sae):
 
 
 def test_loading_a_missing_folder_is_an_os_error(tmp_path):
-    with pytest.raises(OSError) as err:
-        z.SAE.load(tmp_path / "missing")
-    assert isinstance(err.value, z.ZephyraError)
-    assert "missing" in str(err.value)
+    assert_missing_is_an_os_error(z.SAE.load, tmp_path / "missing")
 
 
 def test_a_zephyra_sae_loads_in_sae_lens_with_the_same_codes(tmp_path, relu_sae):

@@ -278,6 +278,16 @@ impl NpyFile {
     }
 }
 
+/// Fills `perm` with the order of pass `epoch` over `n` shuffled rows (`n` must fit a `u32`): a permutation
+/// drawn from `seed` and the pass number. Every shuffling source uses it, so a `.npy` file and the same rows
+/// in memory are read in the same order.
+pub(crate) fn epoch_permutation(n: usize, seed: u64, epoch: u64, perm: &mut Vec<u32>) {
+    perm.clear();
+    perm.extend(0..n as u32);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    perm.shuffle(&mut rng);
+}
+
 /// How an [`NpySource`] walks its rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NpyOrder {
@@ -355,11 +365,12 @@ impl NpySource {
     fn make_perm(&mut self) {
         self.perm.clear();
         if self.order.shuffle {
-            self.perm.extend(0..(self.end - self.start) as u32);
-            let mut rng = ChaCha8Rng::seed_from_u64(
-                self.order.seed ^ self.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            epoch_permutation(
+                self.end - self.start,
+                self.order.seed,
+                self.epoch,
+                &mut self.perm,
             );
-            self.perm.shuffle(&mut rng);
         }
     }
 }

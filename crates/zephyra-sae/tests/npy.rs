@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use zephyra_sae::npy::{read_f32_matrix, write_f32_matrix, NpyFile, NpyOrder, NpySource};
-use zephyra_sae::train::ActivationSource;
+use zephyra_sae::train::{ActivationSource, MemorySource};
 use zephyra_sae::SaeError;
 
 fn fixture(name: &str) -> PathBuf {
@@ -75,17 +75,23 @@ fn big_file(dir: &Path, n: usize, d: usize) -> PathBuf {
     p
 }
 
-#[test]
-fn shuffled_epochs_are_permutations_and_seek_replays_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let (n, d) = (50, 3);
-    let p = big_file(dir.path(), n, d);
+/// A 50 × 3 file of distinct values, and a shuffled, repeating source over it (seed 9).
+fn shuffled_big_file(dir: &Path) -> (PathBuf, NpyOrder, NpySource) {
+    let p = big_file(dir, 50, 3);
     let order = NpyOrder {
         shuffle: true,
         repeat: true,
         seed: 9,
     };
-    let mut src = NpySource::open(&p, order).unwrap();
+    let src = NpySource::open(&p, order).unwrap();
+    (p, order, src)
+}
+
+#[test]
+fn shuffled_epochs_are_permutations_and_seek_replays_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, d) = (50, 3);
+    let (p, order, mut src) = shuffled_big_file(dir.path());
     let mut epoch = vec![0.0; n * d];
     assert_eq!(src.next_rows(&mut epoch).unwrap(), n);
     let mut firsts: Vec<usize> = epoch.chunks(d).map(|r| r[0] as usize / d).collect();
@@ -119,6 +125,24 @@ fn shuffled_epochs_are_permutations_and_seek_replays_exactly() {
     let mut other = NpySource::open(&p, NpyOrder { seed: 10, ..order }).unwrap();
     let e = other.seek(&cursor).unwrap_err().to_string();
     assert!(e.contains("does not match"), "{e}");
+}
+
+#[test]
+fn shuffled_rows_in_memory_are_read_as_the_same_npy_file_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _, mut file) = shuffled_big_file(dir.path());
+    let (rows, _, d) = read_f32_matrix(&p).unwrap();
+    let mut memory = MemorySource::new(rows, d, true)
+        .unwrap()
+        .shuffled(9)
+        .unwrap();
+    // Three passes, read in batches that straddle the pass boundaries.
+    for _ in 0..10 {
+        let (mut a, mut b) = (vec![0.0; 17 * d], vec![0.0; 17 * d]);
+        assert_eq!(file.next_rows(&mut a).unwrap(), 17);
+        assert_eq!(memory.next_rows(&mut b).unwrap(), 17);
+        assert_eq!(a, b);
+    }
 }
 
 #[test]

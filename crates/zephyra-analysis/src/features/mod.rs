@@ -33,7 +33,7 @@ pub mod store;
 use serde::{Deserialize, Serialize};
 use zephyra_data::ExclusionRule;
 
-pub use run::{compute_features, FeatureJob, FeatureProgress};
+pub use run::{compute_features, compute_features_until, FeatureJob, FeatureProgress};
 pub use store::{FeatureIndex, FeatureStore, FeatureSummary, Provenance};
 
 /// Lower edge of the activation histogram, as log10 of the activation.

@@ -3,6 +3,7 @@
 //! (the iterator's position is the accumulators' context count), then logit effects and the written store.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rand::SeedableRng;
@@ -87,6 +88,17 @@ pub fn compute_features(
     job: &FeatureJob<'_>,
     progress: &mut dyn FnMut(&FeatureProgress),
 ) -> Result<FeatureIndex> {
+    compute_features_until(job, &AtomicBool::new(false), progress)
+}
+
+/// [`compute_features`], stopping between batches once `cancel` is set (from another thread: Ctrl-C in the
+/// Python package). What was accumulated is then checkpointed, so that a pass with
+/// [`FeatureOptions::resume`] continues from it, and the result is [`AnalysisError::Interrupted`].
+pub fn compute_features_until(
+    job: &FeatureJob<'_>,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(&FeatureProgress),
+) -> Result<FeatureIndex> {
     let opts = &job.options;
     let cfg = job.llama.config();
     check_options(opts, cfg.context_length)?;
@@ -150,7 +162,17 @@ pub fn compute_features(
     pass.skip_contexts(acc.n_contexts)?;
     let mut ws = Workspace::default();
     let mut n_batches = 0usize;
-    while let Some(shard) = pass.next_shard(&mut |_| {})? {
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            save_checkpoint(&ckpt_path, &fingerprint, &acc)?;
+            return Err(AnalysisError::Interrupted {
+                n_tokens: acc.n_tokens_read,
+                checkpoint: ckpt_path,
+            });
+        }
+        let Some(shard) = pass.next_shard(&mut |_| {})? else {
+            break;
+        };
         let codes = job
             .sae
             .encode_with(&shard.acts[0], shard.tokens.len(), &mut ws)?;

@@ -30,7 +30,8 @@ pub trait ActivationSource: Send {
     fn seek(&mut self, cursor: &Cursor) -> Result<(), SaeError>;
 }
 
-/// Rows held in memory (tests, benchmarks, hold-out sets), read in order and optionally repeated.
+/// Rows held in memory (tests, benchmarks, hold-out sets), read in order or shuffled per pass
+/// ([`MemorySource::shuffled`]), and optionally repeated.
 ///
 /// The rows are any `AsRef<[f32]>`: an owned `Vec<f32>` (the default) or a borrowed slice (the Python
 /// package trains on a numpy array without copying it).
@@ -41,6 +42,10 @@ pub struct MemorySource<R = Vec<f32>> {
     pos: usize,
     epoch: u64,
     repeat: bool,
+    /// Seed of the per-pass permutations when shuffled.
+    shuffle: Option<u64>,
+    /// This pass's order (empty when not shuffled).
+    perm: Vec<u32>,
 }
 
 impl<R: AsRef<[f32]>> MemorySource<R> {
@@ -62,7 +67,34 @@ impl<R: AsRef<[f32]>> MemorySource<R> {
             pos: 0,
             epoch: 0,
             repeat,
+            shuffle: None,
+            perm: Vec::new(),
         })
+    }
+
+    /// Serves each pass in its own shuffled order, drawn from `seed` and the pass number as
+    /// [`NpySource`](crate::npy::NpySource) draws it (the same rows in memory and in a `.npy` file are read
+    /// alike). Fails when there are more rows than a permutation can index (`u32`).
+    pub fn shuffled(mut self, seed: u64) -> Result<Self, SaeError> {
+        if u32::try_from(self.n_rows()).is_err() {
+            return Err(SaeError::Source(
+                format!(
+                    "in-memory activations: {} rows are too many to shuffle (at most {}); read them in order",
+                    self.n_rows(),
+                    u32::MAX
+                )
+                .into(),
+            ));
+        }
+        self.shuffle = Some(seed);
+        self.make_perm();
+        Ok(self)
+    }
+
+    fn make_perm(&mut self) {
+        if let Some(seed) = self.shuffle {
+            crate::npy::epoch_permutation(self.n_rows(), seed, self.epoch, &mut self.perm);
+        }
     }
 
     /// Number of rows held.
@@ -91,11 +123,20 @@ impl<R: AsRef<[f32]> + Send> ActivationSource for MemorySource<R> {
                 }
                 self.pos = 0;
                 self.epoch += 1;
+                self.make_perm();
             }
-            let take = (want - written).min(n - self.pos);
-            out[written * self.d_in..(written + take) * self.d_in].copy_from_slice(
-                &self.rows.as_ref()[self.pos * self.d_in..(self.pos + take) * self.d_in],
-            );
+            let d = self.d_in;
+            let rows = self.rows.as_ref();
+            let take = if self.perm.is_empty() {
+                let take = (want - written).min(n - self.pos);
+                out[written * d..(written + take) * d]
+                    .copy_from_slice(&rows[self.pos * d..(self.pos + take) * d]);
+                take
+            } else {
+                let row = self.perm[self.pos] as usize;
+                out[written * d..(written + 1) * d].copy_from_slice(&rows[row * d..(row + 1) * d]);
+                1
+            };
             written += take;
             self.pos += take;
         }
@@ -114,6 +155,7 @@ impl<R: AsRef<[f32]> + Send> ActivationSource for MemorySource<R> {
             Cursor::Memory { pos, epoch } if pos <= self.n_rows() as u64 => {
                 self.pos = pos as usize;
                 self.epoch = epoch;
+                self.make_perm();
                 Ok(())
             }
             _ => Err(SaeError::Source(
@@ -162,5 +204,41 @@ mod tests {
         assert_eq!(&b[9..], &[9., 10., 11., 0., 1., 2.]);
         assert_eq!(borrowed.cursor(), Cursor::Memory { pos: 1, epoch: 1 });
         assert!(MemorySource::new(&rows[..11], 3, false).is_err());
+    }
+
+    /// Reads `n` rows of `src`, one value per row (rows of width 1).
+    fn drain(src: &mut impl ActivationSource, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0; n];
+        assert_eq!(src.next_rows(&mut out).unwrap(), n);
+        out
+    }
+
+    #[test]
+    fn a_shuffled_memory_source_permutes_each_pass_and_seeks_into_it() {
+        let rows: Vec<f32> = (0..50).map(|v| v as f32).collect();
+        let mut src = MemorySource::new(rows.as_slice(), 1, true)
+            .unwrap()
+            .shuffled(7)
+            .unwrap();
+        let first = drain(&mut src, 50);
+        let mut sorted = first.clone();
+        sorted.sort_by(f32::total_cmp);
+        assert_eq!(sorted, rows, "a pass serves every row once");
+        assert_ne!(first, rows, "the pass is shuffled");
+        let c = src.cursor();
+        let second = drain(&mut src, 30);
+        assert_ne!(&second[..], &first[..30], "each pass has its own order");
+        src.seek(&c).unwrap();
+        assert_eq!(drain(&mut src, 30), second);
+        let mut same_seed = MemorySource::new(rows.clone(), 1, true)
+            .unwrap()
+            .shuffled(7)
+            .unwrap();
+        assert_eq!(drain(&mut same_seed, 50), first);
+        let mut other_seed = MemorySource::new(rows.clone(), 1, true)
+            .unwrap()
+            .shuffled(8)
+            .unwrap();
+        assert_ne!(drain(&mut other_seed, 50), first);
     }
 }

@@ -71,10 +71,10 @@ fn npy_runs_refuse_another_order_or_hold_out_on_resume() {
     );
     refused(
         &run_dir,
-        &words("--k 5 --lr 0.02 --max-grad-norm 0"),
+        &words("--k 5 --lr 0.01 --max-grad-norm 0"),
         &[
             "--k: 4 → 5",
-            "--lr: 0.01 → 0.02",
+            "--lr: 0.0005 → 0.01",
             "--max-grad-norm: 1.0 → none",
         ],
     );

@@ -103,24 +103,12 @@ impl TrainConfig {
     pub fn for_sae(sae: SaeConfig, batch_size: usize, total_tokens: u64) -> Self {
         let arch = sae.architecture;
         let steps = (total_tokens / batch_size.max(1) as u64).max(1);
-        // The TopK family: lr 1e-2, constant, no warm-up (issue 17; bench/README.md "Ground truth"). Its
-        // decoder rows are unit vectors and Adam moves each element by ≈ lr per step, so a direction turns
-        // by ≈ lr·√d_in radians per step: at the former 5e-4 (with warm-up and decay) a 200-step run never
-        // left its random start (ground-truth MCC 0.236, chance ≈ 0.23, on the SynthSAEBench-style set;
-        // 0.498 now). SAELens gets the same effect from decoder rows initialised at norm 0.1 and treated
-        // as unit vectors (`rescale_acts_by_decoder_norm`): ten times the turn per step at its lr 3e-3.
-        let topk_family = matches!(
-            arch,
-            Architecture::TopK { .. }
-                | Architecture::BatchTopK { .. }
-                | Architecture::Matryoshka { .. }
-        );
         let (lr, sparsity_coeff, resample) = match arch {
             Architecture::Relu => (5e-5, 5.0, 0),
             Architecture::ReluUnit => (1e-4, 1e-3, 1000),
             Architecture::TopK { .. }
             | Architecture::BatchTopK { .. }
-            | Architecture::Matryoshka { .. } => (1e-2, 0.0, 0),
+            | Architecture::Matryoshka { .. } => (5e-4, 0.0, 0),
             Architecture::JumpRelu => (2e-4, 1e-3, 0),
             Architecture::Gated => (1e-4, 1.0, 0),
         };
@@ -129,16 +117,8 @@ impl TrainConfig {
             batch_size,
             total_tokens,
             lr,
-            lr_warmup_steps: if topk_family {
-                0
-            } else {
-                (steps / 100).min(1000)
-            },
-            lr_decay: if topk_family {
-                Decay::Constant
-            } else {
-                Decay::Linear
-            },
+            lr_warmup_steps: (steps / 100).min(1000),
+            lr_decay: Decay::Linear,
             lr_decay_start: 0.8,
             lr_final_fraction: 0.0,
             adam: AdamConfig::default(),

@@ -343,7 +343,7 @@ impl Site<'_, '_> {
     }
 
     /// RMSNorm of `x` into `out` with the scale hook `p` in between (its replacement freezes
-    /// the divisors).
+    /// the divisors); one fused pass over each row when `p` is not hooked.
     fn norm(
         &mut self,
         p: HookPoint,
@@ -352,6 +352,10 @@ impl Site<'_, '_> {
         scales: &mut [f32],
         weight: &[f32],
     ) -> Result<bool> {
+        if !self.hooks.has(p) {
+            rms_norm(out, x, weight, self.cfg.rms_norm_eps);
+            return Ok(self.stop == Some(p));
+        }
         rms_scales(scales, x, weight.len(), self.cfg.rms_norm_eps);
         if self.at(p, scales)? {
             return Ok(true);

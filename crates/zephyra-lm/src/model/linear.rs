@@ -10,9 +10,10 @@ use super::kernels::matmul_nt;
 use crate::error::LmError;
 use crate::gguf::F32Tensor;
 
-/// The number format of the linear layers (attention Q/K/V/O and the MLP): weights are stored and
-/// multiplied in it, with `f32` accumulation. Embeddings, norms, RoPE, attention scores, softmax,
-/// residual sums and the unembedding stay `f32` in both.
+/// The number format of the linear layers (attention Q/K/V/O and the MLP) and of the unembedding:
+/// weights are stored and multiplied in it, with `f32` accumulation (the unembedding in bf16 is a
+/// packed copy; the `f32` matrix stays for the embedding lookup and the weight accessors).
+/// Embeddings, norms, RoPE, attention scores, softmax and residual sums stay `f32` in both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {

@@ -27,6 +27,8 @@ pub use weights::BlockWeights;
 
 pub(crate) use linear::Linear;
 
+use kernels::bf16::Bf16Matrix;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
@@ -110,6 +112,9 @@ pub struct Llama {
     pub(crate) final_norm: Vec<f32>,
     /// `[vocab, d_model]`; `None` when tied to `embed`.
     pub(crate) unembed: Option<Vec<f32>>,
+    /// The unembedding packed once in bf16 when the linear layers are bf16 (logits are then
+    /// bf16 products with `f32` accumulation); `None` in f32.
+    pub(crate) unembed_bf16: Option<Bf16Matrix>,
     /// The format of the linear layers.
     pub(crate) precision: Precision,
     /// Work buffers reused between passes (one set; concurrent passes allocate their own).
@@ -177,6 +182,10 @@ impl Llama {
                 extra_norms,
             });
         }
+        let unembed_bf16 = (precision == Precision::Bf16).then(|| {
+            let w = unembed.as_deref().unwrap_or(&embed);
+            Bf16Matrix::from_f32(w, config.vocab_size, config.d_model)
+        });
         Ok(Llama {
             config,
             path,
@@ -185,6 +194,7 @@ impl Llama {
             blocks,
             final_norm,
             unembed,
+            unembed_bf16,
             precision,
             buffers: Default::default(),
         })

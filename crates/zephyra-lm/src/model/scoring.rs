@@ -3,6 +3,7 @@
 
 use gemm::Parallelism;
 
+use super::kernels::bf16::{matmul_nt_bf16, Bf16Kernel};
 use super::kernels::matmul_nt;
 use super::{Llama, Logits};
 use crate::error::{LmError, Result};
@@ -36,7 +37,8 @@ impl Llama {
     }
 
     /// The logits of final-norm rows (`ln_final.hook_normalized`, `[rows, d_model]` row-major) into
-    /// `out`, resized to `[rows, vocab]`. `out` grows with `rows`: stream long inputs
+    /// `out`, resized to `[rows, vocab]`: `f32` products, or with [`super::Precision::Bf16`] bf16
+    /// products of the unembedding packed once at load (`f32` accumulation). `out` grows with `rows`: stream long inputs
     /// [`LOGIT_ROWS`] rows at a time.
     ///
     /// Errors: `normed` is not a whole number of `d_model` rows.
@@ -51,17 +53,19 @@ impl Llama {
         let rows = normed.len() / d;
         out.clear();
         out.resize(rows * vocab, 0.0);
-        let unembed = self.unembedding();
-        matmul_nt(
-            out,
-            normed,
-            d,
-            unembed,
-            rows,
-            vocab,
-            d,
-            Parallelism::Rayon(0),
-        );
+        match &self.unembed_bf16 {
+            Some(w) => matmul_nt_bf16(out, normed, d, w, rows, Bf16Kernel::active()),
+            None => matmul_nt(
+                out,
+                normed,
+                d,
+                self.unembedding(),
+                rows,
+                vocab,
+                d,
+                Parallelism::Rayon(0),
+            ),
+        }
         Ok(())
     }
 

@@ -218,9 +218,11 @@ pub(crate) fn matmul_nt_bf16(
             });
         let packed: &[u32] = packed;
         let out = OutPtr(dst.as_mut_ptr());
+        // Column blocks outermost: each slice of the weights is loaded once and reused by every
+        // row block while it is in cache (the unembedding is far larger than the activations).
         let (row_blocks, col_blocks) = (m.div_ceil(MC), n.div_ceil(NC));
         (0..row_blocks * col_blocks).into_par_iter().for_each(|t| {
-            let (r0, c0) = ((t / col_blocks) * MC, (t % col_blocks) * NC);
+            let (r0, c0) = ((t % row_blocks) * MC, (t / row_blocks) * NC);
             let (r1, c1) = ((r0 + MC).min(m), (c0 + NC).min(n));
             let mut tile = [[0f32; NR]; MR];
             for g0 in (c0..c1).step_by(NR) {

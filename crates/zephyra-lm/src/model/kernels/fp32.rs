@@ -1,9 +1,12 @@
 //! Row-parallel `f32` kernels of the forward pass: matrix products (via the `gemm` crate),
-//! RMSNorm, rotary embeddings, SwiGLU and softmax. Each works on row-major `&[f32]` buffers and
-//! splits rows across rayon threads; none allocates in its inner loop.
+//! RMSNorm, rotary embeddings, SwiGLU/GeGLU and softmax. Each works on row-major `&[f32]` buffers
+//! and splits rows across rayon threads; none allocates in its inner loop. The elementwise loops run
+//! through [`vectorized`] (AVX-512 or AVX2 code where the CPU has it, same results).
 
 use gemm::Parallelism;
 use rayon::prelude::*;
+
+use super::simd::vectorized;
 
 /// Rows per rayon task for the elementwise kernels (keeps tasks ≳ 10 µs).
 const ROWS_PER_TASK: usize = 16;
@@ -84,11 +87,25 @@ pub(crate) fn matmul_strided(
     }
 }
 
-/// RMSNorm: `out[r] = x[r] / sqrt(mean(x[r]²) + eps) * weight` for every row.
+/// RMSNorm: `out[r] = x[r] / sqrt(mean(x[r]²) + eps) * weight` for every row, in one pass over
+/// each row (the same arithmetic as [`rms_scales`] then [`rms_apply`], so the same bits).
 pub(crate) fn rms_norm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
-    let mut scales = vec![0.0; x.len() / weight.len()];
-    rms_scales(&mut scales, x, weight.len(), eps);
-    rms_apply(out, x, &scales, weight);
+    let d = weight.len();
+    out.par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(x.par_chunks(d * ROWS_PER_TASK))
+        .for_each(|(out, x)| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (o, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                        let inv = 1.0 / (sum_of_squares(x) / d as f32 + eps).sqrt();
+                        for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
+                            *o = x * inv * w;
+                        }
+                    }
+                },
+            )
+        });
 }
 
 /// The RMSNorm divisor of every `d`-wide row (TransformerLens' `hook_scale`):
@@ -98,9 +115,14 @@ pub(crate) fn rms_scales(scales: &mut [f32], x: &[f32], d: usize, eps: f32) {
         .par_chunks_mut(ROWS_PER_TASK)
         .zip(x.par_chunks(d * ROWS_PER_TASK))
         .for_each(|(scales, x)| {
-            for (s, x) in scales.iter_mut().zip(x.chunks_exact(d)) {
-                *s = (sum_of_squares(x) / d as f32 + eps).sqrt();
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (s, x) in scales.iter_mut().zip(x.chunks_exact(d)) {
+                        *s = (sum_of_squares(x) / d as f32 + eps).sqrt();
+                    }
+                },
+            )
         });
 }
 
@@ -111,12 +133,17 @@ pub(crate) fn rms_apply(out: &mut [f32], x: &[f32], scales: &[f32], weight: &[f3
         .zip(x.par_chunks(d * ROWS_PER_TASK))
         .zip(scales.par_chunks(ROWS_PER_TASK))
         .for_each(|((out, x), scales)| {
-            for ((o, x), s) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(scales) {
-                let inv = 1.0 / s;
-                for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
-                    *o = x * inv * w;
-                }
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ((o, x), s) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(scales) {
+                        let inv = 1.0 / s;
+                        for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
+                            *o = x * inv * w;
+                        }
+                    }
+                },
+            )
         });
 }
 
@@ -133,22 +160,31 @@ pub(crate) fn head_rms_norm(
     eps: f32,
 ) {
     let d_head = weight_a.len();
-    x.par_chunks_mut(row_stride).for_each(|row| {
-        for (h, head) in row[..(n_a + n_b) * d_head]
-            .chunks_exact_mut(d_head)
-            .enumerate()
-        {
-            let w = if h < n_a { weight_a } else { weight_b };
-            let inv = 1.0 / (sum_of_squares(head) / d_head as f32 + eps).sqrt();
-            head.iter_mut().zip(w).for_each(|(v, w)| *v = *v * inv * w);
-        }
-    });
+    x.par_chunks_mut(row_stride * ROWS_PER_TASK)
+        .for_each(|rows| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for row in rows.chunks_exact_mut(row_stride) {
+                        for (h, head) in row[..(n_a + n_b) * d_head]
+                            .chunks_exact_mut(d_head)
+                            .enumerate()
+                        {
+                            let w = if h < n_a { weight_a } else { weight_b };
+                            let inv = 1.0 / (sum_of_squares(head) / d_head as f32 + eps).sqrt();
+                            head.iter_mut().zip(w).for_each(|(v, w)| *v = *v * inv * w);
+                        }
+                    }
+                },
+            )
+        });
 }
 
 /// Number of independent accumulators in reductions: lets the compiler vectorize them.
 const LANES: usize = 16;
 
 /// `Σ x²` with [`LANES`] partial sums.
+#[inline(always)]
 fn sum_of_squares(x: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -196,7 +232,12 @@ pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
     const CHUNK: usize = 1 << 14;
     x.par_chunks_mut(CHUNK)
         .zip(y.par_chunks(CHUNK))
-        .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x += y));
+        .for_each(|(x, y)| {
+            vectorized(
+                #[inline(always)]
+                || x.iter_mut().zip(y).for_each(|(x, y)| *x += y),
+            )
+        });
 }
 
 /// SwiGLU: `out[r, i] = silu(gu[r, i]) * gu[r, d_mlp + i]`, where each row of `gu` holds the gate
@@ -205,30 +246,47 @@ pub(crate) fn swiglu(out: &mut [f32], gu: &[f32], d_mlp: usize) {
     out.par_chunks_mut(d_mlp * ROWS_PER_TASK)
         .zip(gu.par_chunks(2 * d_mlp * ROWS_PER_TASK))
         .for_each(|(out, gu)| {
-            for (o, gu) in out.chunks_exact_mut(d_mlp).zip(gu.chunks_exact(2 * d_mlp)) {
-                let (gate, up) = gu.split_at(d_mlp);
-                for ((o, g), u) in o.iter_mut().zip(gate).zip(up) {
-                    *o = g / (1.0 + fast_exp(-g)) * u;
-                }
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (o, gu) in out.chunks_exact_mut(d_mlp).zip(gu.chunks_exact(2 * d_mlp)) {
+                        let (gate, up) = gu.split_at(d_mlp);
+                        for ((o, g), u) in o.iter_mut().zip(gate).zip(up) {
+                            *o = g / (1.0 + fast_exp(-g)) * u;
+                        }
+                    }
+                },
+            )
         });
 }
 
 /// GeGLU: `out[r, i] = gelu_tanh(gu[r, i]) * gu[r, d_mlp + i]` (Hendrycks & Gimpel 2016,
 /// arXiv:1606.08415, tanh approximation; Shazeer 2020, arXiv:2002.05202).
 pub(crate) fn geglu_tanh(out: &mut [f32], gu: &[f32], d_mlp: usize) {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     out.par_chunks_mut(d_mlp * ROWS_PER_TASK)
         .zip(gu.par_chunks(2 * d_mlp * ROWS_PER_TASK))
         .for_each(|(out, gu)| {
-            for (o, gu) in out.chunks_exact_mut(d_mlp).zip(gu.chunks_exact(2 * d_mlp)) {
-                let (gate, up) = gu.split_at(d_mlp);
-                for ((o, &g), u) in o.iter_mut().zip(gate).zip(up) {
-                    let t = (SQRT_2_OVER_PI * (g + 0.044_715 * g * g * g)).tanh();
-                    *o = 0.5 * g * (1.0 + t) * u;
-                }
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (o, gu) in out.chunks_exact_mut(d_mlp).zip(gu.chunks_exact(2 * d_mlp)) {
+                        let (gate, up) = gu.split_at(d_mlp);
+                        for ((o, &g), u) in o.iter_mut().zip(gate).zip(up) {
+                            *o = gelu_tanh(g) * u;
+                        }
+                    }
+                },
+            )
         });
+}
+
+/// `gelu_tanh(g) = ½ g (1 + tanh(u))`, `u = √(2/π) (g + 0.044715 g³)`, computed as the equal
+/// `g / (1 + e^(−2u))` (since `½ (1 + tanh u) = 1 / (1 + e^(−2u))`) with [`fast_exp`], so loops over
+/// it vectorize (libm's `tanhf` does not). Relative error below 1e-6 where the value is not tiny.
+#[inline(always)]
+fn gelu_tanh(g: f32) -> f32 {
+    const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
+    g / (1.0 + fast_exp(-TWO_SQRT_2_OVER_PI * (g + 0.044_715 * g * g * g)))
 }
 
 /// Cosine/sine table for rotary embeddings at positions `pos0..pos0 + n_pos`:
@@ -269,36 +327,49 @@ pub(crate) fn rope(
     sin: &[f32],
 ) {
     let half = d_head / 2;
-    x.par_chunks_mut(row_stride)
+    x.par_chunks_mut(row_stride * ROWS_PER_TASK)
         .enumerate()
-        .for_each(|(r, row)| {
-            let s = r % seq;
-            let (c, sn) = (
-                &cos[s * half..(s + 1) * half],
-                &sin[s * half..(s + 1) * half],
-            );
-            for head in row[..n_rot_heads * d_head].chunks_exact_mut(d_head) {
-                let (x1, x2) = head.split_at_mut(half);
-                for i in 0..half {
-                    let (a, b) = (x1[i], x2[i]);
-                    x1[i] = a * c[i] - b * sn[i];
-                    x2[i] = b * c[i] + a * sn[i];
-                }
-            }
+        .for_each(|(task, rows)| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (i, row) in rows.chunks_exact_mut(row_stride).enumerate() {
+                        let s = (task * ROWS_PER_TASK + i) % seq;
+                        let (c, sn) = (
+                            &cos[s * half..(s + 1) * half],
+                            &sin[s * half..(s + 1) * half],
+                        );
+                        for head in row[..n_rot_heads * d_head].chunks_exact_mut(d_head) {
+                            let (x1, x2) = head.split_at_mut(half);
+                            for (((a, b), c), sn) in x1.iter_mut().zip(x2).zip(c).zip(sn) {
+                                let (x, y) = (*a, *b);
+                                *a = x * c - y * sn;
+                                *b = y * c + x * sn;
+                            }
+                        }
+                    }
+                },
+            )
         });
 }
 
 /// In-place softmax of one row, after multiplying it by `scale`.
 pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
-    let max = lane_max(row);
-    // Three separate passes so each one vectorizes.
-    row.iter_mut()
-        .for_each(|v| *v = fast_exp((*v - max) * scale));
-    let inv = 1.0 / lane_sum(row);
-    row.iter_mut().for_each(|v| *v *= inv);
+    vectorized(
+        #[inline(always)]
+        || {
+            let max = lane_max(row);
+            // Three separate passes so each one vectorizes.
+            row.iter_mut()
+                .for_each(|v| *v = fast_exp((*v - max) * scale));
+            let inv = 1.0 / lane_sum(row);
+            row.iter_mut().for_each(|v| *v *= inv);
+        },
+    )
 }
 
 /// `max(x)` with [`LANES`] partial maxima (−∞ for an empty slice).
+#[inline(always)]
 fn lane_max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -316,6 +387,7 @@ fn lane_max(x: &[f32]) -> f32 {
 }
 
 /// `Σ x` with [`LANES`] partial sums.
+#[inline(always)]
 fn lane_sum(x: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -419,6 +491,55 @@ mod tests {
         assert!((out[0] - 2.0 * 0.841_192).abs() < 1e-5, "{out:?}");
         assert!((out[1] + 3.0 * 0.158_808).abs() < 1e-5, "{out:?}");
         assert_eq!(out[2], 0.0);
+    }
+
+    #[test]
+    fn gelu_tanh_matches_the_tanh_form_in_f64() {
+        let sqrt_2_over_pi = (2.0 / std::f64::consts::PI).sqrt();
+        let u = |x: f64| sqrt_2_over_pi * (x + 0.044_715 * x.powi(3));
+        // The definition in f64, ½x(1 + tanh u): exact enough where 1 + tanh u does not cancel.
+        let by_tanh = |x: f64| 0.5 * x * (1.0 + u(x).tanh());
+        // The same function as x / (1 + e^(−2u)) in f64: no cancellation anywhere.
+        let by_exp = |x: f64| x / (1.0 + (-2.0 * u(x)).exp());
+        let mut worst = 0.0f64;
+        for i in -20_000..20_000 {
+            let g = i as f32 * 5e-4 + 1.3e-5;
+            let x = f64::from(g);
+            if x > -3.0 {
+                let (a, b) = (by_tanh(x), by_exp(x));
+                assert!(
+                    (a - b).abs() <= 1e-12 * b.abs().max(1e-3),
+                    "{x}: {a} vs {b}"
+                );
+            }
+            let want = by_exp(x);
+            let err = (f64::from(gelu_tanh(g)) - want).abs() / want.abs();
+            // Far left the f32 argument 2u (up to 88) carries its own rounding, ≈ |2u|·2⁻²⁴
+            // relative in e^(−2u); there the value is below 1e-6 and the error is still < 2e-5.
+            let bound = if x.abs() <= 2.0 { 1e-6 } else { 2e-5 };
+            assert!(err < bound, "gelu_tanh({x}): relative error {err:e}");
+            worst = worst.max(err);
+        }
+        assert!(worst > 0.0, "the grid reached no inexact value");
+        assert_eq!(gelu_tanh(0.0), 0.0);
+        assert!(gelu_tanh(-30.0).abs() < 1e-30);
+        assert_eq!(gelu_tanh(30.0), 30.0);
+    }
+
+    #[test]
+    fn fused_rms_norm_equals_scales_then_apply() {
+        for d in [1, 7, 16, 33, 640] {
+            let x: Vec<f32> = (0..3 * d)
+                .map(|i| ((i * 37) % 23) as f32 * 0.37 - 4.0)
+                .collect();
+            let w: Vec<f32> = (0..d).map(|i| 0.5 + (i % 5) as f32 * 0.25).collect();
+            let mut fused = vec![f32::NAN; 3 * d];
+            rms_norm(&mut fused, &x, &w, 1e-6);
+            let (mut scales, mut two) = (vec![0.0; 3], vec![f32::NAN; 3 * d]);
+            rms_scales(&mut scales, &x, d, 1e-6);
+            rms_apply(&mut two, &x, &scales, &w);
+            assert_eq!(fused, two, "d = {d}");
+        }
     }
 
     #[test]

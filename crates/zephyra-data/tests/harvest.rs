@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use common::testdata::dir_files;
 use common::*;
-use zephyra_data::harvest::model_info;
+use zephyra_data::harvest::{model_info, HarvestConfig};
 use zephyra_data::store::manifest::Manifest;
 use zephyra_data::{ActivationStore, DataError, ExclusionRule};
 use zephyra_lm::{HookPoint, Hooks, Llama};
@@ -200,33 +200,31 @@ fn interrupted_harvest_resumes_to_the_same_store() {
     let hooks = vec![HookPoint::ResidPre(1), HookPoint::MlpOut(0)];
     let cfg = config(hooks.clone(), 16, 40 * 16, 6, 2);
     let info = model_info(&t.path, model.as_ref()).unwrap();
+    // The tiny model's harvest of the corpus with `cfg` into `out` (a new store, or a resumed one).
+    let harvest_into = |cfg: &HarvestConfig, out: &std::path::Path| {
+        harvest_corpus(
+            model.clone(),
+            &tok,
+            data.path(),
+            cfg.clone(),
+            info.clone(),
+            1,
+            out,
+        )
+    };
     let whole = tempfile::tempdir().unwrap();
-    harvest_corpus(
-        model.clone(),
-        &tok,
-        data.path(),
-        cfg.clone(),
-        info.clone(),
-        1,
-        whole.path(),
-    )
-    .unwrap();
+    harvest_into(&cfg, whole.path()).unwrap();
 
     let part = tempfile::tempdir().unwrap();
-    let failing = Arc::new(FailAfter {
-        inner: model.clone(),
-        ok_batches: 7.into(),
-    });
-    let err = harvest_corpus(
-        failing,
+    let err = interrupted_harvest(
+        model.clone(),
+        7,
         &tok,
         data.path(),
         cfg.clone(),
         info.clone(),
-        1,
         part.path(),
-    )
-    .unwrap_err();
+    );
     assert!(err.to_string().contains("simulated crash"), "{err}");
     let sub = part.path().join("blocks.1.hook_resid_pre");
     let m = Manifest::read(&sub).unwrap();
@@ -243,29 +241,11 @@ fn interrupted_harvest_resumes_to_the_same_store() {
     let before = dir_files(&sub);
     let mut other = cfg.clone();
     other.seed = 8;
-    let e = harvest_corpus(
-        model.clone(),
-        &tok,
-        data.path(),
-        other,
-        info.clone(),
-        1,
-        part.path(),
-    )
-    .unwrap_err();
+    let e = harvest_into(&other, part.path()).unwrap_err();
     assert!(matches!(e, DataError::ResumeMismatch { .. }), "{e}");
     assert_eq!(dir_files(&sub), before);
     // Resume for real.
-    let s = harvest_corpus(
-        model.clone(),
-        &tok,
-        data.path(),
-        cfg.clone(),
-        info.clone(),
-        1,
-        part.path(),
-    )
-    .unwrap();
+    let s = harvest_into(&cfg, part.path()).unwrap();
     assert_eq!(s.resumed_shards, 2);
     for h in &hooks {
         let (a, b) = (
@@ -289,8 +269,7 @@ fn interrupted_harvest_resumes_to_the_same_store() {
         }
     }
     // Harvesting into a complete store is refused.
-    let e =
-        harvest_corpus(model.clone(), &tok, data.path(), cfg, info, 1, part.path()).unwrap_err();
+    let e = harvest_into(&cfg, part.path()).unwrap_err();
     assert!(matches!(e, DataError::StoreComplete { .. }), "{e}");
 }
 

@@ -51,20 +51,15 @@ fn bf16_harvest_records_its_precision_and_resume_checks_it() {
     let f32_model = Arc::new(Llama::load_gguf(&t.path).unwrap());
     let info = model_info(&t.path, f32_model.as_ref()).unwrap();
     let part = tempfile::tempdir().unwrap();
-    let failing = Arc::new(FailAfter {
-        inner: f32_model,
-        ok_batches: 2.into(),
-    });
-    harvest_corpus(
-        failing,
+    interrupted_harvest(
+        f32_model,
+        2,
         &tok,
         data.path(),
         cfg.clone(),
-        info.clone(),
-        1,
+        info,
         part.path(),
-    )
-    .unwrap_err();
+    );
     let bf16_model = Arc::new(Llama::load_gguf_with_precision(&t.path, Precision::Bf16).unwrap());
     let bf16_info = model_info(&t.path, bf16_model.as_ref()).unwrap();
     let e = harvest_corpus(

@@ -102,13 +102,18 @@ pub fn tiny_llama(seed: u64) -> Result<TinyLlama> {
 
 /// Like [`tiny_llama`], with options.
 pub fn tiny_llama_with(seed: u64, options: &TinyOptions) -> Result<TinyLlama> {
-    let dir = tempfile::tempdir().map_err(|source| LmError::Io {
-        path: std::env::temp_dir(),
-        source,
-    })?;
+    let dir = fresh_temp_dir()?;
     let path = dir.path().join("tiny-llama.gguf");
     let config = write_tiny_llama(&path, seed, options)?;
     Ok(TinyLlama { dir, path, config })
+}
+
+/// A new temporary directory for a tiny model file (removed when dropped).
+fn fresh_temp_dir() -> Result<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|source| LmError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })
 }
 
 /// The tiny model's configuration (`tied_embeddings` as given).

@@ -280,6 +280,21 @@ impl Tokenizer {
         self.eos_token_id
     }
 
+    /// The tokens that end generation: the end-of-sequence token, and `<|endoftext|>` (among the first
+    /// 64 ids) where the vocabulary has it, since it ends a document in SmolLM2's pre-training data.
+    pub fn stop_tokens(&self) -> Vec<u32> {
+        let mut stop: Vec<u32> = self.eos_token_id.into_iter().collect();
+        if let Some(id) = (0..self.vocab_size() as u32)
+            .take(64)
+            .find(|&id| self.token_str(id) == Some("<|endoftext|>"))
+        {
+            if !stop.contains(&id) {
+                stop.push(id);
+            }
+        }
+        stop
+    }
+
     /// The beginning-of-sequence token, if the GGUF names one (it is never added by [`Self::encode`]).
     pub fn bos_token_id(&self) -> Option<u32> {
         self.bos_token_id
@@ -479,6 +494,7 @@ mod tests {
         assert_eq!(tok.token_str(7), Some("Ġab"));
         assert_eq!(tok.token_str(9), None);
         assert_eq!(tok.eos_token_id(), Some(0));
+        assert_eq!(tok.stop_tokens(), [0], "no `<|endoftext|>`: EOS alone");
         assert_eq!(tok.vocab_size(), 9);
     }
 
@@ -502,16 +518,28 @@ mod tests {
         );
         assert!(tok.is_special(1) && !tok.is_special(byte(b'h')));
         assert_eq!(tok.eos_token_id(), Some(TINY_EOS_ID));
+        // `<|endoftext|>` is id 0: generation stops at it as well as at EOS.
+        assert_eq!(tok.stop_tokens(), [TINY_EOS_ID, 0]);
         assert_eq!(tok.vocab_size(), tiny.config.vocab_size);
         // Digits are split one by one even where a merge could join them (none here, but no crash).
         assert_eq!(tok.encode("42").expect("encode"), [byte(b'4'), byte(b'2')]);
     }
 
+    /// The error of building from the fixture metadata with `changes` applied (`None` removes the key).
+    fn refusal(changes: &[(&str, Option<Value>)]) -> LmError {
+        let mut meta = fixture();
+        for (key, value) in changes {
+            match value {
+                Some(v) => meta.insert(key.to_string(), v.clone()),
+                None => meta.remove(*key),
+            };
+        }
+        Tokenizer::from_gguf_metadata(&meta).expect_err("the changed metadata must be refused")
+    }
+
     #[test]
     fn missing_tokens_key_is_named() {
-        let mut meta = fixture();
-        meta.remove("tokenizer.ggml.tokens");
-        let err = Tokenizer::from_gguf_metadata(&meta).expect_err("no vocabulary");
+        let err = refusal(&[("tokenizer.ggml.tokens", None)]);
         assert!(
             matches!(&err, LmError::MissingMetadata { key, .. } if key == "tokenizer.ggml.tokens")
         );
@@ -519,28 +547,24 @@ mod tests {
 
     #[test]
     fn unknown_pre_tokenizer_is_refused() {
-        let mut meta = fixture();
-        meta.insert("tokenizer.ggml.pre".into(), Value::String("qwen2".into()));
-        let err = Tokenizer::from_gguf_metadata(&meta).expect_err("unsupported pre-tokenizer");
-        let msg = err.to_string();
+        let msg =
+            refusal(&[("tokenizer.ggml.pre", Some(Value::String("qwen2".into())))]).to_string();
         assert!(msg.contains("qwen2") && msg.contains("smollm"), "{msg}");
     }
 
     #[test]
     fn unknown_tokenizer_model_is_refused() {
-        let mut meta = fixture();
-        meta.insert("tokenizer.ggml.model".into(), Value::String("bert".into()));
-        let err = Tokenizer::from_gguf_metadata(&meta).expect_err("not a BPE vocabulary");
-        let msg = err.to_string();
+        let msg =
+            refusal(&[("tokenizer.ggml.model", Some(Value::String("bert".into())))]).to_string();
         assert!(msg.contains("`bert`") && msg.contains("`llama`"), "{msg}");
     }
 
     #[test]
     fn sentencepiece_without_scores_is_refused() {
-        let mut meta = fixture();
-        meta.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
-        meta.insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(false));
-        let err = Tokenizer::from_gguf_metadata(&meta).expect_err("no scores");
+        let err = refusal(&[
+            ("tokenizer.ggml.model", Some(Value::String("llama".into()))),
+            ("tokenizer.ggml.add_bos_token", Some(Value::Bool(false))),
+        ]);
         assert!(
             matches!(&err, LmError::MissingMetadata { key, .. } if key == "tokenizer.ggml.scores"),
             "{err}"
@@ -549,12 +573,8 @@ mod tests {
 
     #[test]
     fn token_type_length_mismatch_is_refused() {
-        let mut meta = fixture();
-        meta.insert(
-            "tokenizer.ggml.token_type".into(),
-            Value::Array(vec![Value::I32(1)]),
-        );
-        let err = Tokenizer::from_gguf_metadata(&meta).expect_err("lengths differ");
+        let types = Value::Array(vec![Value::I32(1)]);
+        let err = refusal(&[("tokenizer.ggml.token_type", Some(types))]);
         assert!(
             matches!(&err, LmError::BadMetadata { key, .. } if key == "tokenizer.ggml.token_type")
         );
@@ -562,20 +582,14 @@ mod tests {
 
     #[test]
     fn malformed_merge_is_refused() {
-        let mut meta = fixture();
-        meta.insert(
-            "tokenizer.ggml.merges".into(),
-            Value::Array(vec![Value::String("ab".into())]),
-        );
-        let err = Tokenizer::from_gguf_metadata(&meta).expect_err("merge without a space");
+        let merges = Value::Array(vec![Value::String("ab".into())]);
+        let err = refusal(&[("tokenizer.ggml.merges", Some(merges))]);
         assert!(err.to_string().contains("merge 0"), "{err}");
     }
 
     #[test]
     fn eos_outside_vocabulary_is_refused() {
-        let mut meta = fixture();
-        meta.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(99));
-        let err = Tokenizer::from_gguf_metadata(&meta).expect_err("eos out of range");
+        let err = refusal(&[("tokenizer.ggml.eos_token_id", Some(Value::U32(99)))]);
         assert!(err.to_string().contains("99"), "{err}");
     }
 

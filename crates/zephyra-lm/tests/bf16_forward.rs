@@ -118,30 +118,9 @@ fn gemma3_bf16_hooks_and_ce_within_bounds() {
     let oracle = gemma_common::tensors();
     let (mut worst_tensor, mut worst_ce) = ((0.0f64, String::new()), 0.0f64);
     for (p, prompt) in gemma_common::reference().prompts.iter().enumerate() {
-        let prefix = format!("prompt{p}.");
-        let positions: Vec<usize> = gemma_common::i64s(&oracle[&format!("{prefix}positions")])
-            .iter()
-            .map(|&i| i as usize)
-            .collect();
-        let hooks: Vec<(String, HookPoint)> = oracle
-            .keys()
-            .filter_map(|k| k.strip_prefix(&prefix))
-            .filter(|k| k.starts_with("blocks."))
-            .map(|k| (k.to_string(), model.hook_point(k).expect("known hook")))
-            .collect();
-        assert!(hooks.len() >= 5, "prompt {p}: {} hooks", hooks.len());
-        let mut capture = Hooks::capturing(hooks.iter().map(|h| h.1));
-        let out = model
-            .forward(&[&prompt.ids], &mut capture, Logits::None)
-            .expect("forward");
-        for (name, hook) in &hooks {
-            let all = gemma_common::f32s(out.activations.get(*hook).expect("captured"));
-            let got: Vec<f32> = positions
-                .iter()
-                .flat_map(|&s| all[s * d..(s + 1) * d].iter().copied())
-                .collect();
-            let want = gemma_common::f32s(&oracle[&format!("{prefix}{name}")]);
-            let (rel, _) = gemma_common::rel_errs(&got, &want, d);
+        let (rows, _) = gemma_common::kept_hook_rows(&model, &oracle, p, &prompt.ids, Logits::None);
+        for gemma_common::HookRows { name, got, want } in &rows {
+            let (rel, _) = gemma_common::rel_errs(got, want, d);
             if rel > worst_tensor.0 {
                 worst_tensor = (rel, format!("prompt {p} {name}"));
             }

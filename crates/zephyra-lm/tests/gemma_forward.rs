@@ -4,8 +4,8 @@
 
 mod gemma_common;
 
-use gemma_common::{f32s, gemma, i64s, reference, rel_errs, tensors};
-use zephyra_lm::{GenerateConfig, HookPoint, Hooks, Logits};
+use gemma_common::{f32s, gemma, i64s, kept_hook_rows, reference, rel_errs, tensors, HookRows};
+use zephyra_lm::{GenerateConfig, Hooks, Logits};
 
 const TOL: f64 = 1e-4;
 
@@ -15,30 +15,10 @@ fn every_kept_hook_tensor_and_last_logits_match() {
     let d = model.config().d_model;
     let oracle = tensors();
     for (p, prompt) in reference().prompts.iter().enumerate() {
+        let (rows, out) = kept_hook_rows(model, &oracle, p, &prompt.ids, Logits::Last);
         let prefix = format!("prompt{p}.");
-        let positions: Vec<usize> = i64s(&oracle[&format!("{prefix}positions")])
-            .iter()
-            .map(|&i| i as usize)
-            .collect();
-        let hooks: Vec<(String, HookPoint)> = oracle
-            .keys()
-            .filter_map(|k| k.strip_prefix(&prefix))
-            .filter(|k| k.starts_with("blocks."))
-            .map(|k| (k.to_string(), model.hook_point(k).expect("known hook")))
-            .collect();
-        assert!(hooks.len() >= 5, "prompt {p}: {} hooks", hooks.len());
-        let mut capture = Hooks::capturing(hooks.iter().map(|h| h.1));
-        let out = model
-            .forward(&[&prompt.ids], &mut capture, Logits::Last)
-            .expect("forward");
-        for (name, hook) in &hooks {
-            let all = f32s(out.activations.get(*hook).expect("captured"));
-            let got: Vec<f32> = positions
-                .iter()
-                .flat_map(|&s| all[s * d..(s + 1) * d].iter().copied())
-                .collect();
-            let want = f32s(&oracle[&format!("{prefix}{name}")]);
-            let (rel, worst_row) = rel_errs(&got, &want, d);
+        for HookRows { name, got, want } in &rows {
+            let (rel, worst_row) = rel_errs(got, want, d);
             assert!(
                 rel < TOL && worst_row < TOL,
                 "prompt {p} {name}: relative error {rel:e}, worst row {worst_row:e}"

@@ -38,13 +38,7 @@ fn greedy_by_recompute(
     let mut seq = prompt.to_vec();
     for _ in 0..n {
         let out = model.forward(&[&seq], &mut hooks(), Logits::Last).unwrap();
-        let logits = out
-            .logits
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let logits = common::flat(&out.logits.unwrap());
         seq.push(argmax(&logits));
     }
     seq[prompt.len()..].to_vec()
@@ -103,15 +97,8 @@ fn hooks_apply_during_generation() {
     all.extend_from_slice(&out.tokens[..out.tokens.len() - 1]);
     let mut full = Hooks::capturing([hook]);
     let full = model.forward(&[&all], &mut full, Logits::None).unwrap();
-    let a = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = full
-        .activations
-        .get(hook)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let a = common::flat(got);
+    let b = common::flat(full.activations.get(hook).unwrap());
     assert!(common::rel_err(&a, &b) < 1e-5);
 }
 

@@ -28,7 +28,7 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use crate::sae::{Architecture, Sae, SaeConfig, SaeMetadata};
-use crate::saelens::{read_f32_tensors, write_f32_tensors, NamedTensors};
+use crate::saelens::{read_f32_tensors, take_tensor, write_f32_tensors, NamedTensors};
 use crate::{Result, SaeError};
 use zephyra_io::write_atomic;
 
@@ -116,21 +116,7 @@ fn read_config(path: &Path) -> Result<Map<String, Value>> {
 
 /// Takes tensor `name` from `tensors`, checking its shape.
 fn take(tensors: &mut NamedTensors, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-    let (got, values) = tensors
-        .remove(name)
-        .ok_or_else(|| SaeError::MissingTensor {
-            path: path.to_path_buf(),
-            name: name.to_string(),
-            architecture: "Gemma Scope jumprelu".to_string(),
-        })?;
-    if got != shape {
-        return Err(SaeError::shape(
-            format!("{} tensor {name}", path.display()),
-            shape,
-            &got,
-        ));
-    }
-    Ok(values)
+    take_tensor(tensors, path, "Gemma Scope jumprelu", name, shape)
 }
 
 /// Reads a Gemma Scope `params.safetensors` (and its `config.json`) as a jumprelu [`Sae`].

@@ -71,6 +71,15 @@ impl Architecture {
         )
     }
 
+    /// Whether inference compares pre-activations against a per-latent `threshold` (JumpReLU's trained
+    /// one, BatchTopK's and Matryoshka's learned estimate).
+    pub fn has_threshold(&self) -> bool {
+        matches!(
+            self,
+            Self::JumpRelu | Self::BatchTopK { .. } | Self::Matryoshka { .. }
+        )
+    }
+
     /// `k` for TopK / BatchTopK.
     pub fn k(&self) -> Option<usize> {
         match self {
@@ -370,6 +379,24 @@ pub struct GradientsOf<T> {
 /// `f32` gradients.
 pub type Gradients = GradientsOf<f32>;
 
+/// The trainable tensors of an SAE or its gradients (the field names are the same) with their SAELens
+/// names, in the canonical order, borrowed with `&` or `&mut`: `named_params!(self, &mut)`.
+macro_rules! named_params {
+    ($s:ident, $($borrow:tt)+) => {
+        [
+            ("W_enc", $($borrow)+ $s.w_enc),
+            ("b_enc", $($borrow)+ $s.b_enc),
+            ("W_dec", $($borrow)+ $s.w_dec),
+            ("b_dec", $($borrow)+ $s.b_dec),
+            ("log_threshold", $($borrow)+ $s.log_threshold),
+            ("b_gate", $($borrow)+ $s.b_gate),
+            ("r_mag", $($borrow)+ $s.r_mag),
+            ("b_mag", $($borrow)+ $s.b_mag),
+            ("W_skip", $($borrow)+ $s.w_skip),
+        ]
+    };
+}
+
 impl<T: Real> GradientsOf<T> {
     /// Zero gradients shaped like `sae`'s parameters.
     pub fn zeros_like(sae: &SaeOf<T>) -> Self {
@@ -389,34 +416,12 @@ impl<T: Real> GradientsOf<T> {
 
     /// `(name, values)` in the order of [`SaeOf::params_mut`].
     pub fn slices(&self) -> Vec<(&'static str, &[T])> {
-        let all: [(&'static str, &[T]); 9] = [
-            ("W_enc", &self.w_enc),
-            ("b_enc", &self.b_enc),
-            ("W_dec", &self.w_dec),
-            ("b_dec", &self.b_dec),
-            ("log_threshold", &self.log_threshold),
-            ("b_gate", &self.b_gate),
-            ("r_mag", &self.r_mag),
-            ("b_mag", &self.b_mag),
-            ("W_skip", &self.w_skip),
-        ];
-        all.into_iter().filter(|(_, v)| !v.is_empty()).collect()
+        present(named_params!(self, &))
     }
 
     /// Mutable views, same order as [`GradientsOf::slices`] (e.g. for clipping).
     pub fn slices_mut(&mut self) -> Vec<Param<'_, T>> {
-        let all = [
-            ("W_enc", &mut self.w_enc),
-            ("b_enc", &mut self.b_enc),
-            ("W_dec", &mut self.w_dec),
-            ("b_dec", &mut self.b_dec),
-            ("log_threshold", &mut self.log_threshold),
-            ("b_gate", &mut self.b_gate),
-            ("r_mag", &mut self.r_mag),
-            ("b_mag", &mut self.b_mag),
-            ("W_skip", &mut self.w_skip),
-        ];
-        present_params(all)
+        present_params(named_params!(self, &mut))
     }
 
     /// The gradient with this SAELens name.
@@ -436,12 +441,7 @@ impl<T: Real> SaeOf<T> {
         let z = |n: usize| vec![T::ZERO; n];
         let arch = cfg.architecture;
         let gated = arch == Architecture::Gated;
-        let has_threshold = matches!(
-            arch,
-            Architecture::JumpRelu
-                | Architecture::BatchTopK { .. }
-                | Architecture::Matryoshka { .. }
-        );
+        let has_threshold = arch.has_threshold();
         Ok(Self {
             w_enc: z(d_in * d_sae),
             b_enc: if gated { Vec::new() } else { z(d_sae) },
@@ -511,34 +511,12 @@ impl<T: Real> SaeOf<T> {
     /// `r_mag`, `b_mag`, skipping those the architecture does not have). The batchtopk `threshold` is not a
     /// parameter: it is a running estimate ([`SaeOf::update_batchtopk_threshold`]).
     pub fn params_mut(&mut self) -> Vec<Param<'_, T>> {
-        let all = [
-            ("W_enc", &mut self.w_enc),
-            ("b_enc", &mut self.b_enc),
-            ("W_dec", &mut self.w_dec),
-            ("b_dec", &mut self.b_dec),
-            ("log_threshold", &mut self.log_threshold),
-            ("b_gate", &mut self.b_gate),
-            ("r_mag", &mut self.r_mag),
-            ("b_mag", &mut self.b_mag),
-            ("W_skip", &mut self.w_skip),
-        ];
-        present_params(all)
+        present_params(named_params!(self, &mut))
     }
 
     /// Read-only `(name, values)` of the trainable parameters, same order as [`SaeOf::params_mut`].
     pub fn params(&self) -> Vec<(&'static str, &[T])> {
-        let all: [(&'static str, &[T]); 9] = [
-            ("W_enc", &self.w_enc),
-            ("b_enc", &self.b_enc),
-            ("W_dec", &self.w_dec),
-            ("b_dec", &self.b_dec),
-            ("log_threshold", &self.log_threshold),
-            ("b_gate", &self.b_gate),
-            ("r_mag", &self.r_mag),
-            ("b_mag", &self.b_mag),
-            ("W_skip", &self.w_skip),
-        ];
-        all.into_iter().filter(|(_, v)| !v.is_empty()).collect()
+        present(named_params!(self, &))
     }
 
     /// Sets `threshold = exp(log_threshold)` for jumprelu (call after each optimizer step, before encoding
@@ -594,6 +572,14 @@ fn random_direction<T: Real, R: Rng + ?Sized>(row: &mut [T], norm: f64, rng: &mu
             return;
         }
     }
+}
+
+/// The named buffers an architecture actually has (empty ones are absent), read-only, in the given order.
+fn present<'a, T>(all: [(&'static str, &'a Vec<T>); 9]) -> Vec<(&'static str, &'a [T])> {
+    all.into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(name, v)| (name, v.as_slice()))
+        .collect()
 }
 
 /// The named buffers an architecture actually has (empty ones are absent), as [`Param`]s in the given order.

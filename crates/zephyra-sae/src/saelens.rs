@@ -80,6 +80,32 @@ pub fn write_f32_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])]) ->
 /// Tensors by name: `(shape, values)`.
 pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
+/// Removes tensor `name` from `tensors` (read from `path`, a file of an `architecture` SAE), checking its
+/// shape.
+pub(crate) fn take_tensor(
+    tensors: &mut NamedTensors,
+    path: &Path,
+    architecture: &str,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>> {
+    let (got, values) = tensors
+        .remove(name)
+        .ok_or_else(|| SaeError::MissingTensor {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            architecture: architecture.to_string(),
+        })?;
+    if got != shape {
+        return Err(SaeError::shape(
+            format!("{} tensor {name}", path.display()),
+            shape,
+            &got,
+        ));
+    }
+    Ok(values)
+}
+
 /// Writes tensors of any dtype `(name, dtype, shape, little-endian bytes)` plus optional string metadata as
 /// a safetensors file, atomically.
 pub fn write_raw_tensors(
@@ -326,16 +352,7 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
         ("standard", Some("relu-unit")) => Architecture::ReluUnit,
         ("standard", _) => Architecture::Relu,
         ("topk", _) => {
-            if obj
-                .get("rescale_acts_by_decoder_norm")
-                .and_then(Value::as_bool)
-                == Some(true)
-            {
-                return Err(format_err(
-                    path,
-                    "topk with `rescale_acts_by_decoder_norm: true` is not supported",
-                ));
-            }
+            refuse_rescaled(v, "topk", path)?;
             Architecture::TopK { k: get_usize("k")? }
         }
         ("jumprelu", Some("batchtopk")) => Architecture::BatchTopK {
@@ -393,6 +410,22 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
 /// save, `metadata.training_architecture` in an inference save, where `architecture` is `jumprelu`).
 pub const MATRYOSHKA_SAELENS: &str = "matryoshka_batchtopk";
 
+/// Refuses an `architecture` config with `rescale_acts_by_decoder_norm: true`, which zephyra does not
+/// implement.
+fn refuse_rescaled(obj: &Value, architecture: &str, path: &Path) -> Result<()> {
+    if obj
+        .get("rescale_acts_by_decoder_norm")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        return Err(format_err(
+            path,
+            format!("{architecture} with `rescale_acts_by_decoder_norm: true` is not supported"),
+        ));
+    }
+    Ok(())
+}
+
 /// [`Architecture::Matryoshka`] from an object holding SAELens' `k` and `matryoshka_widths` (a width
 /// `d_sae` is appended when the list stops short, as SAELens does).
 fn matryoshka_from(obj: &Value, d_sae: usize, path: &Path) -> Result<Architecture> {
@@ -406,16 +439,7 @@ fn matryoshka_from(obj: &Value, d_sae: usize, path: &Path) -> Result<Architectur
             ),
         ));
     }
-    if obj
-        .get("rescale_acts_by_decoder_norm")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
-        return Err(format_err(
-            path,
-            "matryoshka_batchtopk with `rescale_acts_by_decoder_norm: true` is not supported",
-        ));
-    }
+    refuse_rescaled(obj, "matryoshka_batchtopk", path)?;
     let mut widths: Vec<usize> = obj
         .get("matryoshka_widths")
         .and_then(Value::as_array)
@@ -470,21 +494,7 @@ pub fn load(dir: &Path) -> Result<Sae> {
     let arch = sae.cfg.architecture;
     let needs_threshold = !sae.threshold.is_empty();
     let mut take = |name: &str, shape: &[usize], dst: &mut Vec<f32>| -> Result<()> {
-        let (got_shape, values) = tensors
-            .remove(name)
-            .ok_or_else(|| SaeError::MissingTensor {
-                path: weights_path.clone(),
-                name: name.to_string(),
-                architecture: arch.name().to_string(),
-            })?;
-        if got_shape != shape {
-            return Err(SaeError::shape(
-                format!("{} tensor {name}", weights_path.display()),
-                shape,
-                &got_shape,
-            ));
-        }
-        *dst = values;
+        *dst = take_tensor(&mut tensors, &weights_path, arch.name(), name, shape)?;
         Ok(())
     };
     take("W_enc", &[d_in, d_sae], &mut sae.w_enc)?;

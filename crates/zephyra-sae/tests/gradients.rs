@@ -13,10 +13,14 @@
 #![allow(clippy::needless_range_loop)] // index loops mirror the formulas
 
 use rand::{Rng, SeedableRng};
+use zephyra_sae::kernels::Real;
 use zephyra_sae::{
     Architecture, GradientsOf, JumpReluSparsity, Reduction, SaeConfig, SaeOf, StepConfig,
-    WorkspaceOf,
+    StepStats, WorkspaceOf,
 };
+
+mod common;
+use common::{every_architecture, matryoshka};
 
 type S64 = SaeOf<f64>;
 
@@ -25,6 +29,20 @@ const D_IN: usize = 5;
 const D_SAE: usize = 12;
 /// A transcoder's output width (≠ `D_IN`, so a mixed-up dimension cannot pass).
 const D_OUT: usize = 4;
+
+/// One forward/backward on a fresh workspace: the step's statistics and gradients.
+fn step_once<T: Real>(
+    sae: &SaeOf<T>,
+    x: &[T],
+    n: usize,
+    step: &StepConfig<'_>,
+) -> (StepStats, GradientsOf<T>) {
+    let mut grads = GradientsOf::zeros_like(sae);
+    let stats = sae
+        .forward_backward(x, n, step, &mut WorkspaceOf::default(), &mut grads)
+        .unwrap();
+    (stats, grads)
+}
 
 fn random_sae(arch: Architecture, seed: u64) -> (S64, Vec<f64>) {
     random_dict(SaeConfig::new(D_IN, D_SAE, arch).unwrap(), seed)
@@ -344,11 +362,7 @@ fn check_dict(
         None => cfg.architecture.to_string(),
     };
     let (sae, x) = random_dict(cfg, seed);
-    let mut ws = WorkspaceOf::default();
-    let mut grads = GradientsOf::zeros_like(&sae);
-    let stats = sae
-        .forward_backward(&x, N, &step, &mut ws, &mut grads)
-        .unwrap();
+    let (stats, grads) = step_once(&sae, &x, N, &step);
     let s = match step.reduction {
         Reduction::Mean => 1.0 / N as f64,
         Reduction::Sum => 1.0,
@@ -488,13 +502,6 @@ fn gated_with_gate_l1_and_aux_reconstruction() {
     assert!(grads.r_mag.iter().any(|&g| g != 0.0) && grads.b_gate.iter().any(|&g| g != 0.0));
 }
 
-fn matryoshka(k: usize, widths: &[usize]) -> Architecture {
-    Architecture::Matryoshka {
-        k,
-        groups: zephyra_sae::MatryoshkaWidths::new(widths).unwrap(),
-    }
-}
-
 #[test]
 fn matryoshka_nested_prefix_losses_with_auxk() {
     // Three levels, two levels, and a single level (which is plain batchtopk).
@@ -517,13 +524,8 @@ fn matryoshka_nested_prefix_losses_with_auxk() {
     let step = StepConfig::default();
     let (one, x) = random_sae(matryoshka(2, &[12]), 4);
     let (bt, _) = random_sae(Architecture::BatchTopK { k: 2 }, 4);
-    let (mut g1, mut g2) = (GradientsOf::zeros_like(&one), GradientsOf::zeros_like(&bt));
-    let s1 = one
-        .forward_backward(&x, N, &step, &mut WorkspaceOf::default(), &mut g1)
-        .unwrap();
-    let s2 = bt
-        .forward_backward(&x, N, &step, &mut WorkspaceOf::default(), &mut g2)
-        .unwrap();
+    let (s1, g1) = step_once(&one, &x, N, &step);
+    let (s2, g2) = step_once(&bt, &x, N, &step);
     assert_eq!((s1.loss, g1.w_dec), (s2.loss, g2.w_dec));
 }
 
@@ -733,17 +735,8 @@ fn jumprelu_recipes_on_transcoders() {
 #[test]
 fn f32_matches_f64_on_larger_batches() {
     let (n, d_in, d_sae) = (150, 37, 130);
-    let archs = [
-        Architecture::Relu,
-        Architecture::ReluUnit,
-        Architecture::TopK { k: 9 },
-        Architecture::BatchTopK { k: 9 },
-        Architecture::JumpRelu,
-        Architecture::Gated,
-        matryoshka(9, &[10, 40, 130]),
-    ];
     let dead: Vec<bool> = (0..d_sae).map(|i| i % 4 == 1).collect();
-    for arch in archs {
+    for arch in every_architecture(9, &[10, 40, 130]) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
         let cfg = SaeConfig::new(d_in, d_sae, arch).unwrap();
         let mut s64 = S64::init(cfg, &mut rng).unwrap();
@@ -789,14 +782,8 @@ fn f32_matches_f64_on_larger_batches() {
                 dense_above,
                 ..StepConfig::default()
             };
-            let mut g64 = GradientsOf::zeros_like(&s64);
-            let mut g32 = GradientsOf::zeros_like(&s32);
-            let st64 = s64
-                .forward_backward(&x64, n, &step, &mut WorkspaceOf::default(), &mut g64)
-                .unwrap();
-            let st32 = s32
-                .forward_backward(&x32, n, &step, &mut WorkspaceOf::default(), &mut g32)
-                .unwrap();
+            let (st64, g64) = step_once(&s64, &x64, n, &step);
+            let (st32, g32) = step_once(&s32, &x32, n, &step);
             assert!(
                 (st64.loss - st32.loss).abs() <= 1e-4 * st64.loss.abs().max(1e-3),
                 "{arch}: loss {} vs {}",

@@ -2,18 +2,14 @@
 //! save → load round-trips; bad files give clear errors.
 
 use rand::SeedableRng;
-use zephyra_sae::saelens::{self, read_f32_tensors};
+use zephyra_sae::saelens;
 use zephyra_sae::{Architecture, Sae, SaeConfig, SaeError};
 
 #[path = "../../../testdata/testdata.rs"]
 mod testdata;
 
-fn tensor(path: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
-    read_f32_tensors(path)
-        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-        .remove(name)
-        .unwrap_or_else(|| panic!("{} has no tensor `{name}`", path.display()))
-}
+mod common;
+use common::{assert_codes_and_output_match, every_architecture, tensor};
 
 #[test]
 fn loading_saelens_folders_reproduces_saelens_codes_and_reconstructions() {
@@ -35,43 +31,14 @@ fn loading_saelens_folders_reproduces_saelens_codes_and_reconstructions() {
         assert_eq!(cs, vec![n, sae.cfg.d_sae]);
         let codes = sae.encode(&x, n).unwrap();
         let rec = sae.decode(&codes, n).unwrap();
-        let mut active = 0;
-        for (i, (g, w)) in codes.iter().zip(&want_codes).enumerate() {
-            assert!(
-                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                "{name}: code {i}: got {g}, SAELens {w}"
-            );
-            active += (*w != 0.0) as usize;
-        }
-        assert!(
-            active > 0 && active < codes.len(),
-            "{name}: the oracle should have both active and inactive codes"
-        );
-        for (i, (g, w)) in rec.iter().zip(&want_rec).enumerate() {
-            assert!(
-                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                "{name}: reconstruction {i}: got {g}, SAELens {w}"
-            );
-        }
+        assert_codes_and_output_match(name, (&codes, &want_codes), (&rec, &want_rec), 1e-4);
     }
 }
 
 #[test]
 fn save_then_load_round_trips_every_architecture() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let archs = [
-        Architecture::Relu,
-        Architecture::ReluUnit,
-        Architecture::TopK { k: 3 },
-        Architecture::BatchTopK { k: 3 },
-        Architecture::JumpRelu,
-        Architecture::Gated,
-        Architecture::Matryoshka {
-            k: 3,
-            groups: zephyra_sae::MatryoshkaWidths::new(&[2, 6, 12]).unwrap(),
-        },
-    ];
-    for arch in archs {
+    for arch in every_architecture(3, &[2, 6, 12]) {
         let mut cfg = SaeConfig::new(5, 12, arch).unwrap();
         cfg.metadata.model_name = Some("smollm2".into());
         cfg.metadata.hook_name = Some("blocks.3.hook_resid_post".into());

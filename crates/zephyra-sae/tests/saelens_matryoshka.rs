@@ -5,21 +5,16 @@
 //! codes we compute.
 
 use rand::{Rng, SeedableRng};
-use zephyra_sae::saelens::{self, read_f32_tensors};
-use zephyra_sae::{
-    Architecture, Gradients, MatryoshkaWidths, Sae, SaeConfig, StepConfig, Workspace,
-};
+use zephyra_sae::saelens;
+use zephyra_sae::{Architecture, Gradients, Sae, SaeConfig, StepConfig, Workspace};
 
 #[path = "../../../testdata/testdata.rs"]
 mod testdata;
 
+mod common;
+
 fn tensor(rel: &str, name: &str) -> Vec<f32> {
-    let path = testdata::path(rel);
-    read_f32_tensors(&path)
-        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-        .remove(name)
-        .unwrap_or_else(|| panic!("{} has no tensor `{name}`", path.display()))
-        .1
+    common::tensor(&testdata::path(rel), name).1
 }
 
 fn inputs() -> Vec<f32> {
@@ -27,20 +22,11 @@ fn inputs() -> Vec<f32> {
 }
 
 fn assert_all_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-            "{what}[{i}]: got {g}, SAELens {w}"
-        );
-    }
+    common::assert_matches_oracle(what, got, want, 1e-4);
 }
 
 fn saelens_arch() -> Architecture {
-    Architecture::Matryoshka {
-        k: 4,
-        groups: MatryoshkaWidths::new(&[8, 24, 64]).unwrap(),
-    }
+    common::matryoshka(4, &[8, 24, 64])
 }
 
 #[test]

@@ -19,12 +19,8 @@ const D_IN: usize = 8;
 const D_OUT: usize = 6;
 const D_SAE: usize = 32;
 
-fn tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
-    read_f32_tensors(path)
-        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-        .remove(name)
-        .unwrap_or_else(|| panic!("{} has no tensor `{name}`", path.display()))
-}
+mod common;
+use common::{assert_codes_and_output_match, tensor};
 
 /// Compares `sae`'s codes and outputs on the oracle inputs with SAELens' in `folder/expected.safetensors`.
 fn assert_matches_saelens(sae: &Sae, folder: &Path) {
@@ -39,25 +35,9 @@ fn assert_matches_saelens(sae: &Sae, folder: &Path) {
     assert_eq!(os, vec![n, D_OUT]);
     let codes = sae.encode(&x, n).unwrap();
     let out = sae.transcode(&x, n).unwrap();
-    let name = folder.display();
+    let name = folder.display().to_string();
     assert_eq!(codes.len(), want_codes.len(), "{name}");
-    for (i, (g, w)) in codes.iter().zip(&want_codes).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
-            "{name}: code {i}: got {g}, SAELens {w}"
-        );
-    }
-    let active = want_codes.iter().filter(|&&w| w != 0.0).count();
-    assert!(
-        active > 0 && active < want_codes.len(),
-        "{name}: degenerate codes"
-    );
-    for (i, (g, w)) in out.iter().zip(&want_out).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
-            "{name}: output {i}: got {g}, SAELens {w}"
-        );
-    }
+    assert_codes_and_output_match(&name, (&codes, &want_codes), (&out, &want_out), 1e-5);
 }
 
 #[test]

@@ -18,18 +18,20 @@ pub mod manifest;
 pub mod merge;
 pub mod reader;
 pub mod rows;
+mod shard;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use zephyra_lm::HookPoint;
 
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 
 pub use manifest::{Manifest, ShardInfo, StoreDtype};
 pub use merge::{merge_rank_stores, MergedStores};
 pub use reader::{shards_per_window, ReaderCursor, ShuffleReader, WindowFeed};
 pub use rows::{RowSource, RowStoreWriter};
+use shard::{activations_entry, extend_f32, read_header};
+pub use shard::{encode_shard, shard_file_name, ShardData};
 
 use crate::error::{DataError, Result};
 
@@ -41,93 +43,6 @@ pub fn store_dirs(out: &Path, hooks: &[HookPoint]) -> Vec<PathBuf> {
     } else {
         hooks.iter().map(|h| out.join(h.to_string())).collect()
     }
-}
-
-/// The file name of shard `index`.
-pub fn shard_file_name(index: usize) -> String {
-    format!("shard-{index:05}.safetensors")
-}
-
-/// The rows of one shard, in memory (activations as f32 whatever the stored dtype).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ShardData {
-    /// `[n, d]` row-major.
-    pub activations: Vec<f32>,
-    /// `[n]`.
-    pub token_ids: Vec<u32>,
-    /// `[n]`.
-    pub context_index: Vec<u32>,
-    /// `[n]`.
-    pub position: Vec<u32>,
-    /// `[n_contexts, ctx]`.
-    pub context_tokens: Vec<u32>,
-}
-
-impl ShardData {
-    /// Rows held.
-    pub fn n_rows(&self) -> usize {
-        self.token_ids.len()
-    }
-}
-
-fn u32_bytes(v: &[u32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Serializes a shard to safetensors bytes.
-pub fn encode_shard(
-    data: &ShardData,
-    d: usize,
-    ctx: usize,
-    dtype: StoreDtype,
-    metadata: HashMap<String, String>,
-) -> Result<Vec<u8>> {
-    let n = data.n_rows();
-    let n_contexts = data.context_tokens.len() / ctx.max(1);
-    let (act_dtype, act_bytes): (Dtype, Vec<u8>) = match dtype {
-        StoreDtype::Float32 => (
-            Dtype::F32,
-            data.activations
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect(),
-        ),
-        StoreDtype::Bfloat16 => (
-            Dtype::BF16,
-            data.activations
-                .iter()
-                .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
-                .collect(),
-        ),
-    };
-    let tok = u32_bytes(&data.token_ids);
-    let ci = u32_bytes(&data.context_index);
-    let pos = u32_bytes(&data.position);
-    let ct = u32_bytes(&data.context_tokens);
-    let err = DataError::EncodeShard;
-    let tensors = vec![
-        (
-            "activations",
-            TensorView::new(act_dtype, vec![n, d], &act_bytes).map_err(err)?,
-        ),
-        (
-            "token_ids",
-            TensorView::new(Dtype::U32, vec![n], &tok).map_err(err)?,
-        ),
-        (
-            "context_index",
-            TensorView::new(Dtype::U32, vec![n], &ci).map_err(err)?,
-        ),
-        (
-            "position",
-            TensorView::new(Dtype::U32, vec![n], &pos).map_err(err)?,
-        ),
-        (
-            "context_tokens",
-            TensorView::new(Dtype::U32, vec![n_contexts, ctx], &ct).map_err(err)?,
-        ),
-    ];
-    safetensors::tensor::serialize(tensors, Some(metadata)).map_err(err)
 }
 
 /// An activation store opened for reading.
@@ -173,37 +88,28 @@ impl ActivationStore {
 
     fn check_shards(&self) -> Result<()> {
         let m = &self.manifest;
-        let overflow = |what: &str| {
-            DataError::bad_store(
-                &self.dir,
-                format!("corrupt manifest: its shards' {what} add up beyond 2^64; harvest again"),
-            )
+        // The shards' `count`s must add up to the manifest's `total` (`what`: "rows", "contexts").
+        let check_total = |what: &str, total: u64, count: fn(&ShardInfo) -> u64| -> Result<()> {
+            let sum = m
+                .shards
+                .iter()
+                .try_fold(0u64, |n, s| n.checked_add(count(s)))
+                .ok_or_else(|| {
+                    DataError::bad_store(
+                        &self.dir,
+                        format!("corrupt manifest: its shards' {what} add up beyond 2^64; harvest again"),
+                    )
+                })?;
+            if sum != total {
+                return Err(DataError::bad_store(
+                    &self.dir,
+                    format!("manifest says {total} {what} but its shards list {sum}; the manifest was edited or is corrupt: harvest again"),
+                ));
+            }
+            Ok(())
         };
-        let rows = m
-            .shards
-            .iter()
-            .try_fold(0u64, |n, s| n.checked_add(s.n_rows))
-            .ok_or_else(|| overflow("row counts"))?;
-        if rows != m.n_rows {
-            return Err(DataError::bad_store(
-                &self.dir,
-                format!("manifest says {} rows but its shards list {rows}; the manifest was edited or is corrupt: harvest again", m.n_rows),
-            ));
-        }
-        let contexts = m
-            .shards
-            .iter()
-            .try_fold(0u64, |n, s| n.checked_add(s.n_contexts))
-            .ok_or_else(|| overflow("context counts"))?;
-        if contexts != m.n_contexts {
-            return Err(DataError::bad_store(
-                &self.dir,
-                format!(
-                    "manifest says {} contexts but its shards list {contexts}; harvest again",
-                    m.n_contexts
-                ),
-            ));
-        }
+        check_total("rows", m.n_rows, |s| s.n_rows)?;
+        check_total("contexts", m.n_contexts, |s| s.n_contexts)?;
         for shard in &m.shards {
             self.check_shard_header(shard)?;
         }
@@ -416,19 +322,7 @@ impl ActivationStore {
                     }
                     _ => DataError::io("reading", &path, e),
                 })?;
-            if width == 4 {
-                out.extend(
-                    chunk[..take]
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                );
-            } else {
-                out.extend(
-                    chunk[..take]
-                        .chunks_exact(2)
-                        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-                );
-            }
+            extend_f32(out, &chunk[..take], width == 2);
             left -= take as u64;
         }
         Ok(n)
@@ -490,16 +384,8 @@ impl ActivationStore {
             ));
         }
         match act.dtype() {
-            Dtype::F32 => out.extend(
-                act.data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            ),
-            Dtype::BF16 => out.extend(
-                act.data()
-                    .chunks_exact(2)
-                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-            ),
+            Dtype::F32 => extend_f32(out, act.data(), false),
+            Dtype::BF16 => extend_f32(out, act.data(), true),
             other => {
                 return Err(self.bad_shard(
                     info,
@@ -509,103 +395,4 @@ impl ActivationStore {
         }
         Ok(())
     }
-}
-
-/// The `activations` entry of a safetensors header.
-struct ActivationsEntry {
-    shape: Vec<u64>,
-    dtype: String,
-    start: u64,
-    end: u64,
-    /// Length of the JSON header (the data starts at `8 + header_bytes`).
-    header_bytes: u64,
-}
-
-impl ActivationsEntry {
-    /// Bytes per element: 4 for F32, 2 for BF16.
-    fn width(&self) -> Option<u64> {
-        match self.dtype.as_str() {
-            "F32" => Some(4),
-            "BF16" => Some(2),
-            _ => None,
-        }
-    }
-
-    /// Bytes the shape holds (`None` on overflow or an unknown dtype).
-    fn n_bytes(&self) -> Option<u64> {
-        self.shape
-            .iter()
-            .try_fold(self.width()?, |n, &dim| n.checked_mul(dim))
-    }
-}
-
-/// Reads the `activations` entry of a parsed header; the error is the reason, for the caller to wrap.
-fn activations_entry(header: &Header) -> std::result::Result<ActivationsEntry, String> {
-    let act = header
-        .map
-        .get("activations")
-        .ok_or_else(|| "has no `activations` tensor".to_string())?;
-    let u64s = |key: &str| -> Vec<u64> {
-        act.get(key)
-            .and_then(|s| s.as_array())
-            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
-            .unwrap_or_default()
-    };
-    let offsets = u64s("data_offsets");
-    let [start, end] = offsets[..] else {
-        return Err(format!(
-            "has activation offsets {offsets:?}, expected [start, end]"
-        ));
-    };
-    if end < start {
-        return Err(format!(
-            "has activation offsets {start}..{end} that end before they start"
-        ));
-    }
-    Ok(ActivationsEntry {
-        shape: u64s("shape"),
-        dtype: act
-            .get("dtype")
-            .and_then(|d| d.as_str())
-            .unwrap_or("?")
-            .to_string(),
-        start,
-        end,
-        header_bytes: header.len,
-    })
-}
-
-/// A safetensors JSON header and its length in bytes.
-struct Header {
-    map: serde_json::Map<String, serde_json::Value>,
-    len: u64,
-}
-
-/// Parses the JSON header of a safetensors file.
-fn read_header(path: &Path) -> Result<Header> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| DataError::io("opening", path, e))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len)
-        .map_err(|e| DataError::io("reading the header of", path, e))?;
-    let len = u64::from_le_bytes(len);
-    let file_len = file
-        .metadata()
-        .map_err(|e| DataError::io("reading the header of", path, e))?
-        .len();
-    if len > 100 << 20 || len.saturating_add(8) > file_len {
-        return Err(DataError::io(
-            "reading the header of",
-            path,
-            std::io::Error::other(format!(
-                "the header claims {len} bytes in a {file_len}-byte file"
-            )),
-        ));
-    }
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact(&mut buf)
-        .map_err(|e| DataError::io("reading the header of", path, e))?;
-    let map = serde_json::from_slice(&buf)
-        .map_err(|e| DataError::io("parsing the header of", path, std::io::Error::other(e)))?;
-    Ok(Header { map, len })
 }

@@ -116,6 +116,27 @@ pub fn harvest_corpus(
     )
 }
 
+/// [`harvest_corpus`] (vocabulary size 1) through `inner` made to fail after `ok_batches` forward batches
+/// ([`FailAfter`]): the error of the interrupted harvest, which leaves a partial store in `out`.
+pub fn interrupted_harvest(
+    inner: Arc<Llama>,
+    ok_batches: usize,
+    tok: &Arc<Tokenizer>,
+    corpus_dir: &Path,
+    config: HarvestConfig,
+    info: ModelInfo,
+    out: &Path,
+) -> zephyra_data::DataError {
+    let failing = Arc::new(FailAfter {
+        inner,
+        ok_batches: ok_batches.into(),
+    });
+    match harvest_corpus(failing, tok, corpus_dir, config, info, 1, out) {
+        Ok(_) => panic!("the harvest should have failed after {ok_batches} batches"),
+        Err(e) => e,
+    }
+}
+
 /// A model that fails after `ok_batches` forward batches (to simulate an interrupted harvest).
 pub struct FailAfter {
     pub inner: Arc<Llama>,

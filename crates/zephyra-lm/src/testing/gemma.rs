@@ -16,9 +16,11 @@ use candle_core::quantized::GgmlDType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{random_matrix, write_gguf, TensorSpec, TinyDType, TinyLlama, TinyOptions};
+use super::{
+    fresh_temp_dir, random_matrix, write_gguf, TensorSpec, TinyDType, TinyLlama, TinyOptions,
+};
 use crate::config::{Family, LlamaConfig, SlidingWindow};
-use crate::error::{LmError, Result};
+use crate::error::Result;
 
 /// Control pieces, ids 0–5.
 pub const TINY_GEMMA_CONTROL: [&str; 6] = [
@@ -66,10 +68,7 @@ pub fn tiny_gemma_config() -> LlamaConfig {
 /// Writes a tiny random Gemma 3 GGUF into a fresh temp dir (`options.architecture` is ignored; the
 /// skip options build broken files). The same `seed` gives the same weights.
 pub fn tiny_gemma_with(seed: u64, options: &TinyOptions) -> Result<TinyLlama> {
-    let dir = tempfile::tempdir().map_err(|source| LmError::Io {
-        path: std::env::temp_dir(),
-        source,
-    })?;
+    let dir = fresh_temp_dir()?;
     let path = dir.path().join("tiny-gemma.gguf");
     let config = tiny_gemma_config();
     let cfg = &config;

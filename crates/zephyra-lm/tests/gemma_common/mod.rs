@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use serde::Deserialize;
-use zephyra_lm::{Llama, Tensor};
+use zephyra_lm::{ForwardOutput, HookPoint, Hooks, Llama, Logits, Tensor};
 
 /// `testdata/gemma3` at the repository root.
 pub fn testdata() -> PathBuf {
@@ -104,4 +104,52 @@ pub fn rel_errs(a: &[f32], b: &[f32], width: usize) -> (f64, f64) {
         })
         .fold(0.0, f64::max);
     ((num / den).sqrt(), worst)
+}
+
+/// One kept hook of an oracle prompt: our activations at the oracle's positions and the oracle's.
+pub struct HookRows {
+    pub name: String,
+    pub got: Vec<f32>,
+    pub want: Vec<f32>,
+}
+
+/// Runs `model` on oracle prompt `p` (`ids`) capturing every hook the oracle kept for it (at least 5),
+/// and pairs our rows at the oracle's positions with the oracle's; also returns the forward's output.
+pub fn kept_hook_rows(
+    model: &Llama,
+    oracle: &HashMap<String, Tensor>,
+    p: usize,
+    ids: &[u32],
+    logits: Logits,
+) -> (Vec<HookRows>, ForwardOutput) {
+    let d = model.config().d_model;
+    let prefix = format!("prompt{p}.");
+    let positions: Vec<usize> = i64s(&oracle[&format!("{prefix}positions")])
+        .iter()
+        .map(|&i| i as usize)
+        .collect();
+    let hooks: Vec<(String, HookPoint)> = oracle
+        .keys()
+        .filter_map(|k| k.strip_prefix(&prefix))
+        .filter(|k| k.starts_with("blocks."))
+        .map(|k| (k.to_string(), model.hook_point(k).expect("known hook")))
+        .collect();
+    assert!(hooks.len() >= 5, "prompt {p}: {} hooks", hooks.len());
+    let mut capture = Hooks::capturing(hooks.iter().map(|h| h.1));
+    let out = model
+        .forward(&[ids], &mut capture, logits)
+        .expect("forward");
+    let rows = hooks
+        .into_iter()
+        .map(|(name, hook)| {
+            let all = f32s(out.activations.get(hook).expect("captured"));
+            let got = positions
+                .iter()
+                .flat_map(|&s| all[s * d..(s + 1) * d].iter().copied())
+                .collect();
+            let want = f32s(&oracle[&format!("{prefix}{name}")]);
+            HookRows { name, got, want }
+        })
+        .collect();
+    (rows, out)
 }

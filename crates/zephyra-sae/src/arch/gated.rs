@@ -20,7 +20,7 @@ use super::codes::{
 };
 use super::{sized, WorkspaceOf};
 use crate::kernels::sparse::axpy;
-use crate::kernels::{matmul, MatRef, Real};
+use crate::kernels::{matmul, matmul_at_b, MatRef, Real};
 use crate::sae::{GradientsOf, SaeOf, StepConfig, StepStats};
 use crate::Result;
 
@@ -115,13 +115,7 @@ pub(super) fn forward_backward<T: Real>(
             .sum::<f64>();
     // dW_dec.
     let d = &ws.d[..n_rows * d_in];
-    matmul(
-        &mut grads.w_dec,
-        MatRef::row_major(&ws.mag[..n_rows * d_sae], n_rows, d_sae).t(),
-        MatRef::row_major(d, n_rows, d_in),
-        false,
-        T::ONE,
-    );
+    matmul_at_b(&mut grads.w_dec, &ws.mag, d_sae, d, d_in, n_rows);
     for i in 0..d_sae {
         let (gs, n) = (ws.latent_tmp[i], norms[i]);
         if gs != T::ZERO && n > T::ZERO {
@@ -179,13 +173,7 @@ pub(super) fn forward_backward<T: Real>(
         }
     }
     let dpre = &ws.mag[..n_rows * d_sae];
-    matmul(
-        &mut grads.w_enc,
-        MatRef::row_major(&ws.xc[..n_rows * d_in], n_rows, d_in).t(),
-        MatRef::row_major(dpre, n_rows, d_sae),
-        false,
-        T::ONE,
-    );
+    matmul_at_b(&mut grads.w_enc, &ws.xc, d_in, dpre, d_sae, n_rows);
     let dpre_sum = sized(&mut ws.chunk, d_sae);
     dpre_sum.fill(T::ZERO);
     for row in dpre.chunks_exact(d_sae) {

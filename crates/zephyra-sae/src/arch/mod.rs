@@ -100,12 +100,7 @@ impl<T: Real> SaeOf<T> {
         let skip = if self.cfg.has_skip() { d_out * d_in } else { 0 };
         let arch = self.cfg.architecture;
         let gated = arch == Architecture::Gated;
-        let has_threshold = matches!(
-            arch,
-            Architecture::JumpRelu
-                | Architecture::BatchTopK { .. }
-                | Architecture::Matryoshka { .. }
-        );
+        let has_threshold = arch.has_threshold();
         let per_latent = |on: bool| if on { d_sae } else { 0 };
         [
             ("W_enc", self.w_enc.len(), d_in * d_sae, vec![d_in, d_sae]),

@@ -60,6 +60,28 @@ impl<'a, T> MatRef<'a, T> {
 /// Below this many multiply-adds a product runs on one thread.
 const PARALLEL_MIN_FLOPS: usize = 1 << 20;
 
+/// `dst = aᵀ·b` over the first `n_rows` rows of the row-major `a` (`a_cols` wide) and `b` (`b_cols` wide):
+/// a weight gradient summed over a batch, `dst` row-major `a_cols × b_cols`.
+///
+/// # Panics
+/// When `a` or `b` hold fewer than `n_rows` rows, or `dst` is not `a_cols × b_cols` (caller bug).
+pub fn matmul_at_b<T: Real>(
+    dst: &mut [T],
+    a: &[T],
+    a_cols: usize,
+    b: &[T],
+    b_cols: usize,
+    n_rows: usize,
+) {
+    matmul(
+        dst,
+        MatRef::row_major(&a[..n_rows * a_cols], n_rows, a_cols).t(),
+        MatRef::row_major(&b[..n_rows * b_cols], n_rows, b_cols),
+        false,
+        T::ONE,
+    );
+}
+
 /// `dst = (accumulate ? dst : 0) + scale · a·b`, with `dst` row-major `a.rows × b.cols`.
 ///
 /// # Panics

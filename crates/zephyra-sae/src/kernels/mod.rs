@@ -11,6 +11,6 @@ pub mod simd;
 pub mod sliced;
 pub mod sparse;
 
-pub use dense::{matmul, MatRef};
+pub use dense::{matmul, matmul_at_b, MatRef};
 pub use real::Real;
 pub use sparse::Codes;

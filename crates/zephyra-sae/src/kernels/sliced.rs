@@ -326,7 +326,6 @@ unsafe fn transpose_sum(v: &[__m256; 8]) -> __m256 {
 }
 
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn sampled_dot_slice<const R: usize>(
     csr: Csr<'_>,
     d_out: &[f32],

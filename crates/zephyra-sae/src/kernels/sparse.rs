@@ -176,6 +176,32 @@ impl<T: Real> Codes<T> {
         }
     }
 
+    /// The sliced AVX2 weight gradient `out (+)= Σ coef·src` over the per-latent index, `out` in `layout`,
+    /// when it applies: `true` if it ran, `false`
+    /// (nothing written) for a non-f32 `T`, a CPU without AVX2 + FMA or `d_in` below
+    /// [`sliced::MIN_COLS`], where the portable loop must run instead.
+    #[cfg(target_arch = "x86_64")]
+    fn sliced_weight_grad(
+        &self,
+        coef: &[T],
+        src: &[T],
+        d_in: usize,
+        out: &mut [T],
+        layout: sliced::Layout,
+        accumulate: bool,
+    ) -> bool {
+        let (Some(coef), Some(src), Some(out)) =
+            (T::as_f32(coef), T::as_f32(src), T::as_f32_mut(out))
+        else {
+            return false;
+        };
+        if !(sliced::available() && d_in >= sliced::MIN_COLS) {
+            return false;
+        }
+        sliced::weight_grad(self.csc(), coef, src, d_in, out, layout, accumulate);
+        true
+    }
+
     /// Builds the per-latent index (`col_ptr`) and the column-order copies of rows, values and gradients
     /// with a counting sort, one chunk of rows per thread (each chunk gets its own run of slots in every
     /// column, so rows stay ascending): call it after [`Codes::set_grad_from_output`].
@@ -318,16 +344,15 @@ impl<T: Real> Codes<T> {
     /// [`Codes::index_columns`]. Latents with no entry get zero (or are left alone when accumulating).
     pub fn grad_w_dec(&self, d: &[T], d_in: usize, gw_dec: &mut [T], accumulate: bool) {
         #[cfg(target_arch = "x86_64")]
-        if let (Some(val), Some(src), Some(out)) = (
-            T::as_f32(&self.col_val),
-            T::as_f32(d),
-            T::as_f32_mut(gw_dec),
+        if self.sliced_weight_grad(
+            &self.col_val,
+            d,
+            d_in,
+            gw_dec,
+            sliced::Layout::LatentMajor,
+            accumulate,
         ) {
-            if sliced::available() && d_in >= sliced::MIN_COLS {
-                let layout = sliced::Layout::LatentMajor;
-                sliced::weight_grad(self.csc(), val, src, d_in, out, layout, accumulate);
-                return;
-            }
+            return;
         }
         let body = |(i, g): (usize, &mut [T])| {
             if !accumulate {
@@ -355,16 +380,15 @@ impl<T: Real> Codes<T> {
             "grad_w_enc: gradient buffer length"
         );
         #[cfg(target_arch = "x86_64")]
-        if let (Some(grad), Some(src), Some(out)) = (
-            T::as_f32(&self.col_grad),
-            T::as_f32(xc),
-            T::as_f32_mut(gw_enc),
+        if self.sliced_weight_grad(
+            &self.col_grad,
+            xc,
+            d_in,
+            gw_enc,
+            sliced::Layout::Transposed,
+            accumulate,
         ) {
-            if sliced::available() && d_in >= sliced::MIN_COLS {
-                let layout = sliced::Layout::Transposed;
-                sliced::weight_grad(self.csc(), grad, src, d_in, out, layout, accumulate);
-                return;
-            }
+            return;
         }
         let out = SharedMut(gw_enc.as_mut_ptr());
         let n_blocks = d_sae.div_ceil(BLOCK);

@@ -38,7 +38,7 @@ use rayon::prelude::*;
 use super::{sized, WorkspaceOf};
 use crate::kernels::select::top_k;
 use crate::kernels::sparse::dot;
-use crate::kernels::{matmul, MatRef, Real};
+use crate::kernels::{matmul, matmul_at_b, MatRef, Real};
 use crate::sae::{Architecture, GradientsOf, Reduction, SaeOf, StepConfig, StepStats};
 use crate::Result;
 
@@ -342,13 +342,7 @@ pub(super) fn forward_backward<T: Real>(
 
     // Skip path: ŷ_r += W_skip x_r ⇒ dL/dW_skip = Σ_r D_r x_rᵀ = Dᵀ X (AuxK's residual is a constant).
     if !grads.w_skip.is_empty() {
-        matmul(
-            &mut grads.w_skip,
-            MatRef::row_major(&ws.d[..n_rows * d_out], n_rows, d_out).t(),
-            MatRef::row_major(x, n_rows, d_in),
-            false,
-            T::ONE,
-        );
+        matmul_at_b(&mut grads.w_skip, &ws.d, d_out, x, d_in, n_rows);
     }
     // Decoder bias (after every contribution to dL/db_enc = Σ_r G_r is in).
     b_dec_grad(sae, &ws.d[..n_rows * d_out], &grads.b_enc, &mut grads.b_dec);

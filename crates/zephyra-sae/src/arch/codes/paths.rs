@@ -125,13 +125,7 @@ pub(in crate::arch) fn dense_path<T: Real>(
     stats.min_active = min_active;
     let d = &ws.d[..n_rows * d_out];
     // dL/dW_dec = Fᵀ D.
-    matmul(
-        &mut grads.w_dec,
-        MatRef::row_major(f, n_rows, d_sae).t(),
-        MatRef::row_major(d, n_rows, d_out),
-        false,
-        T::ONE,
-    );
+    matmul_at_b(&mut grads.w_dec, f, d_sae, d, d_out, n_rows);
     // G = (D W_decᵀ + add) ⊙ 1[F > 0], written over F, by blocks of rows.
     let z = &mut ws.z[..n_rows * d_sae];
     for (c, zc) in z.chunks_mut(DENSE_CHUNK_ROWS * d_sae).enumerate() {
@@ -174,11 +168,5 @@ pub(in crate::arch) fn dense_path<T: Real>(
                 }
             }
         });
-    matmul(
-        &mut grads.w_enc,
-        MatRef::row_major(&ws.xc[..n_rows * d_in], n_rows, d_in).t(),
-        MatRef::row_major(g, n_rows, d_sae),
-        false,
-        T::ONE,
-    );
+    matmul_at_b(&mut grads.w_enc, &ws.xc, d_in, g, d_sae, n_rows);
 }

@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
@@ -338,6 +339,32 @@ pub fn plot_training_curves(runs: &[RunCurve], out_dir: &Path) -> Result<Vec<Pat
     )
 }
 
+/// The chart of a one-panel figure: `title` over the `x` × `y` ranges, its mesh drawn with the axes
+/// described as `x_desc` and `y_desc`.
+fn single_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    (x_desc, y_desc): (&str, &str),
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x, y)
+        .map_err(s)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .draw()
+        .map_err(s)?;
+    Ok(chart)
+}
+
 struct HistogramFigure<'a> {
     hist: &'a DensityHistogram,
     title: &'a str,
@@ -348,21 +375,15 @@ impl Figure for HistogramFigure<'_> {
         let h = self.hist;
         let x_lo = h.edges.first().copied().unwrap_or(-1.0);
         let y_hi = h.counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
-        let mut chart = ChartBuilder::on(area)
-            .caption(self.title, ("sans-serif", 22))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x_lo..0.0, 0.0..y_hi)
-            .map_err(s)?;
-        chart
-            .configure_mesh()
-            .x_desc("log10(feature density)  (density = share of eval tokens on which the latent fires)")
-            .y_desc("latents")
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 16))
-            .draw()
-            .map_err(s)?;
+        let mut chart = single_chart(
+            area,
+            self.title,
+            (x_lo..0.0, 0.0..y_hi),
+            (
+                "log10(feature density)  (density = share of eval tokens on which the latent fires)",
+                "latents",
+            ),
+        )?;
         let bars = h.counts.iter().enumerate().map(|(i, &c)| {
             Rectangle::new(
                 [(h.edges[i], 0.0), (h.edges[i + 1], c as f64)],
@@ -403,21 +424,15 @@ impl Figure for ScatterFigure<'_> {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let (x0, x1) = range_of(self.points.iter().map(|p| p.l0)).unwrap_or((0.0, 1.0));
         let (y0, y1) = range_of(self.points.iter().map(|p| p.fve)).unwrap_or((0.0, 1.0));
-        let mut chart = ChartBuilder::on(area)
-            .caption("Sparsity vs fidelity", ("sans-serif", 22))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x0.min(0.0)..x1 * 1.1, y0..y1)
-            .map_err(s)?;
-        chart
-            .configure_mesh()
-            .x_desc("L0 (active latents per token)")
-            .y_desc("FVE (fraction of variance explained)")
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 16))
-            .draw()
-            .map_err(s)?;
+        let mut chart = single_chart(
+            area,
+            "Sparsity vs fidelity",
+            (x0.min(0.0)..x1 * 1.1, y0..y1),
+            (
+                "L0 (active latents per token)",
+                "FVE (fraction of variance explained)",
+            ),
+        )?;
         for (i, p) in self.points.iter().enumerate() {
             if !(p.l0.is_finite() && p.fve.is_finite()) {
                 continue;

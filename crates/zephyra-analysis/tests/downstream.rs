@@ -9,6 +9,20 @@ fn close(a: f64, b: f64) {
 
 const LN2: f64 = std::f64::consts::LN_2;
 
+/// Adds one position whose logits are `[clean, sae, zero, mean]` and whose next token is `target`.
+fn add(acc: &mut LossAccumulator, [clean, sae, zero, mean]: [&[f32]; 4], target: usize) {
+    acc.add(
+        PositionLogits {
+            clean,
+            sae,
+            zero,
+            mean,
+        },
+        target,
+    )
+    .unwrap();
+}
+
 #[test]
 fn one_position_by_hand() {
     // vocab 3, target 0. clean: uniform -> CE ln 3. sae: p = (1/2,1/4,1/4) -> CE ln 2.
@@ -18,16 +32,7 @@ fn one_position_by_hand() {
     let zero = [0.0f32, 4f64.ln() as f32, 0.0];
     let mean = [0.0f32, LN2 as f32, 0.0];
     let mut acc = LossAccumulator::new();
-    acc.add(
-        PositionLogits {
-            clean: &clean,
-            sae: &sae,
-            zero: &zero,
-            mean: &mean,
-        },
-        0,
-    )
-    .unwrap();
+    add(&mut acc, [&clean, &sae, &zero, &mean], 0);
     let s = acc.finish().unwrap();
     close(s.ce_clean, 3f64.ln());
     close(s.ce_sae, LN2);
@@ -54,26 +59,8 @@ fn averages_over_positions() {
     let sae = [LN2 as f32, 0.0, 0.0];
     let same = [1.0f32, 2.0, 3.0];
     let mut acc = LossAccumulator::new();
-    acc.add(
-        PositionLogits {
-            clean: &clean,
-            sae: &sae,
-            zero: &clean,
-            mean: &clean,
-        },
-        0,
-    )
-    .unwrap();
-    acc.add(
-        PositionLogits {
-            clean: &same,
-            sae: &same,
-            zero: &same,
-            mean: &same,
-        },
-        2,
-    )
-    .unwrap();
+    add(&mut acc, [&clean, &sae, &clean, &clean], 0);
+    add(&mut acc, [&same, &same, &same, &same], 2);
     let s = acc.finish().unwrap();
     assert_eq!(s.n_positions, 2);
     let ce2 = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln() - 3.0;
@@ -90,16 +77,7 @@ fn identity_gives_full_recovery_and_zero_kl() {
     let clean = [0.3f32, -1.0, 2.0, 0.5];
     let zero = [0.0f32, 0.0, 0.0, 0.0];
     let mut acc = LossAccumulator::new();
-    acc.add(
-        PositionLogits {
-            clean: &clean,
-            sae: &clean,
-            zero: &zero,
-            mean: &zero,
-        },
-        1,
-    )
-    .unwrap();
+    add(&mut acc, [&clean, &clean, &zero, &zero], 1);
     let s = acc.finish().unwrap();
     assert_eq!(s.kl_sae, 0.0);
     assert_eq!(s.delta_lm_loss, 0.0);

@@ -76,6 +76,17 @@ fn an_sae_trained_on_orthogonal_features_finds_them() {
 }
 
 /// A dictionary of `m` Gaussian (isotropic) rows.
+/// A generator with `n_features` true features in `d` dimensions and the default settings otherwise.
+fn default_truth(n_features: usize, d: usize, seed: u64) -> SynthModel {
+    SynthModel::new(SynthConfig {
+        n_features,
+        d,
+        seed,
+        ..SynthConfig::default()
+    })
+    .unwrap()
+}
+
 fn random_sae(d: usize, m: usize, seed: u64) -> Sae {
     let mut sae = Sae::zeros(SaeConfig::new(d, m, Architecture::TopK { k: 1 }).unwrap()).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -89,13 +100,7 @@ fn random_sae(d: usize, m: usize, seed: u64) -> Sae {
 fn a_random_dictionary_scores_chance() {
     // In 3 dimensions |cos| between independent uniform directions is Uniform(0, 1) (Archimedes), so the
     // best of m = 9 random rows has expectation m/(m+1) = 0.9 for every true feature.
-    let truth = SynthModel::new(SynthConfig {
-        n_features: 400,
-        d: 3,
-        seed: 5,
-        ..SynthConfig::default()
-    })
-    .unwrap();
+    let truth = default_truth(400, 3, 5);
     let n_dicts = 40;
     let mut mean = 0.0;
     for s in 0..n_dicts {
@@ -110,13 +115,7 @@ fn a_random_dictionary_scores_chance() {
     assert!((mean - 0.9).abs() < 0.01, "{mean}");
     // And in the benchmark's shape a random dictionary is far from a learned one: 256 true features in 64
     // dimensions against 256 random rows, each |cos| ~ 1/8 wide.
-    let truth = SynthModel::new(SynthConfig {
-        n_features: 256,
-        d: 64,
-        seed: 6,
-        ..SynthConfig::default()
-    })
-    .unwrap();
+    let truth = default_truth(256, 64, 6);
     let f = score(&random_sae(64, 256, 7), &truth, 1);
     assert!(f.mcc < 0.4 && f.mcc_best_match < 0.5, "{f:?}");
     assert!(f.mcc <= f.mcc_best_match, "{f:?}");

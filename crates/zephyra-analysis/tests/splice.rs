@@ -69,11 +69,17 @@ fn tiny() -> (zephyra_lm::testing::TinyLlama, Llama) {
     (tiny, model)
 }
 
+/// Evaluates the tiny model with the dictionary `make(d_model)` spliced in, on `n` random contexts of
+/// `len` tokens.
+fn splice_tiny<D: Dictionary>(make: impl FnOnce(usize) -> D, n: usize, len: usize) -> EvalFigures {
+    let (_t, model) = tiny();
+    let ctxs = contexts(model.config().vocab_size, n, len);
+    run(&model, &make(model.config().d_model), &ctxs)
+}
+
 #[test]
 fn identity_splice_recovers_everything() {
-    let (_t, model) = tiny();
-    let ctxs = contexts(model.config().vocab_size, 7, 24);
-    let f = run(&model, &IdentityDictionary(model.config().d_model), &ctxs);
+    let f = splice_tiny(IdentityDictionary, 7, 24);
     let d = f.downstream.unwrap();
     assert_eq!(d.kl_sae, 0.0);
     assert_eq!(d.delta_lm_loss, 0.0);
@@ -91,9 +97,7 @@ fn identity_splice_recovers_everything() {
 
 #[test]
 fn zero_splice_reproduces_zero_ablation() {
-    let (_t, model) = tiny();
-    let ctxs = contexts(model.config().vocab_size, 5, 20);
-    let f = run(&model, &ZeroDictionary(model.config().d_model), &ctxs);
+    let f = splice_tiny(ZeroDictionary, 5, 20);
     let d = f.downstream.unwrap();
     assert_eq!(d.ce_sae, d.ce_zero_abl);
     assert_eq!(d.kl_sae, d.kl_zero_abl);

@@ -32,7 +32,7 @@ fn reference() -> Value {
 
 #[test]
 fn fetch_model_by_name_prints_the_cached_file() {
-    let out = stdout(&zephyra(&["fetch-model", "--model", "gemma3-270m"]));
+    let out = on_gemma("fetch-model", &[]);
     let path = PathBuf::from(out.trim());
     assert_eq!(
         path.file_name().and_then(|n| n.to_str()),
@@ -45,26 +45,16 @@ fn fetch_model_by_name_prints_the_cached_file() {
 fn tokenize_and_greedy_generate_match_transformers() {
     let reference = reference();
     let text = &reference["texts"][12];
-    let out = stdout(&zephyra(&[
+    let out = on_gemma(
         "tokenize",
-        "--model",
-        "gemma3-270m",
-        "--text",
-        text["text"].as_str().expect("text"),
-    ]));
+        &["--text", text["text"].as_str().expect("text")],
+    );
     let got: Value = serde_json::from_str(out.trim()).expect("tokenize prints JSON");
     assert_eq!(got["ids"], text["ids"]);
 
     let greedy = &reference["greedy"];
-    let out = stdout(&zephyra(&[
-        "generate",
-        "--model",
-        "gemma3-270m",
-        "--prompt",
-        greedy["prompt"].as_str().expect("prompt"),
-        "--max-tokens",
-        "16",
-    ]));
+    let prompt = greedy["prompt"].as_str().expect("prompt");
+    let out = on_gemma("generate", &["--prompt", prompt, "--max-tokens", "16"]);
     assert_eq!(
         out.trim_end_matches('\n'),
         greedy["text"].as_str().expect("text")
@@ -74,6 +64,11 @@ fn tokenize_and_greedy_generate_match_transformers() {
 /// Runs `zephyra ARGS… --quiet` and returns stdout, failing with stderr when it fails.
 fn ok(args: &[&str]) -> String {
     stdout(&zephyra(args))
+}
+
+/// [`ok`] for `zephyra COMMAND --model gemma3-270m REST…`.
+fn on_gemma(command: &str, rest: &[&str]) -> String {
+    ok(&[&[command, "--model", "gemma3-270m"], rest].concat())
 }
 
 /// The whole pipeline on the real Gemma 3 270M, every step through the binary: harvest → train a small
@@ -88,21 +83,12 @@ fn whole_pipeline_harvest_train_eval_features_explain() {
     let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
     let hook = "blocks.6.hook_resid_post";
 
-    ok(&[
+    on_gemma(
         "harvest",
-        "--model",
-        "gemma3-270m",
-        "--hook",
-        hook,
-        "--tokens",
-        "8192",
-        "--ctx",
-        "64",
-        "--data",
-        corpus,
-        "--out",
-        &acts,
-    ]);
+        &[
+            "--hook", hook, "--tokens", "8192", "--ctx", "64", "--data", corpus, "--out", &acts,
+        ],
+    );
     let manifest: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("acts/manifest.json")).expect("manifest.json"),
     )
@@ -200,9 +186,8 @@ fn whole_pipeline_harvest_train_eval_features_explain() {
     assert_eq!(index["hook"], hook, "{index}");
 
     let text = "The capital of France is Paris.";
-    let ids: Value =
-        serde_json::from_str(ok(&["tokenize", "--model", "gemma3-270m", "--text", text]).trim())
-            .expect("tokenize prints JSON");
+    let ids: Value = serde_json::from_str(on_gemma("tokenize", &["--text", text]).trim())
+        .expect("tokenize prints JSON");
     let n_tokens = ids["ids"].as_array().expect("ids").len();
     let lines: Vec<Value> = ok(&["explain", "--sae", &sae, "--text", text, "--json"])
         .lines()

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{args_with, fails, ok, run, tree, wait_until, write_chapters, write_npy, Lcg};
+use common::{
+    args_with, fails, ok, run, tree, wait_for_checkpoint, write_chapters, write_npy, Lcg,
+};
 use zephyra_sae::Sae;
 
 const D_IN: usize = 16;
@@ -190,11 +192,8 @@ fn a_killed_rank_fails_the_job_and_resume_completes_it() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    wait_for_checkpoint(&b, Duration::from_secs(120), Duration::from_millis(200));
     let state = b.join("training_state.safetensors");
-    wait_until("no checkpoint appeared", Duration::from_secs(120), || {
-        state.exists()
-    });
-    std::thread::sleep(Duration::from_millis(200));
     let pid = rank_pid(child.id(), 1).expect("rank 1 of the job is running");
     assert!(Command::new("kill")
         .args(["-KILL", &pid.to_string()])

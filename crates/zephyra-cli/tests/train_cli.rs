@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{args_with, fails, npy_header, ok, run, wait_until, write_npy, zephyra, Lcg};
+use common::{args_with, fails, npy_header, ok, run, wait_for_checkpoint, write_npy, zephyra, Lcg};
 
 const D_IN: usize = 24;
 
@@ -71,11 +71,7 @@ fn kill_9_then_resume_reproduces_the_uninterrupted_weights() {
         .args(["--step-delay-ms", "20"])
         .spawn()
         .unwrap();
-    let state = b.join("training_state.safetensors");
-    wait_until("no checkpoint appeared", Duration::from_secs(60), || {
-        state.exists()
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_checkpoint(&b, Duration::from_secs(60), Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success());

@@ -208,6 +208,16 @@ impl Drop for Browser {
     }
 }
 
+/// The text of `html` between the first `start` and the next `end`; panics naming `what` when `start`
+/// is absent.
+fn after<'a>(html: &'a str, start: &str, end: &str, what: &str) -> &'a str {
+    let rest = html
+        .split_once(start)
+        .unwrap_or_else(|| panic!("no {what} (`{start}`) in {html}"))
+        .1;
+    rest.split(end).next().unwrap_or(rest)
+}
+
 fn base64_decode(text: &str) -> Vec<u8> {
     let value = |c: u8| match c {
         b'A'..=b'Z' => c - b'A',
@@ -290,12 +300,9 @@ fn chromium_renders_the_feature_page_a_streamed_steering_run_and_the_run_page() 
     for tag in [&steered_tag, &unsteered_tag] {
         // The page filled the column from the stream, several pieces, and they add up to the final text.
         assert!(tag.contains("data-match=\"1\""), "{tag}");
-        let pieces: usize = tag
-            .split("data-pieces=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no data-pieces in {tag}"));
+        let pieces: usize = after(tag, "data-pieces=\"", "\"", "data-pieces")
+            .parse()
+            .unwrap_or_else(|e| panic!("data-pieces in {tag}: {e}"));
         assert!(pieces > 1, "{tag}");
     }
 
@@ -306,22 +313,14 @@ fn chromium_renders_the_feature_page_a_streamed_steering_run_and_the_run_page() 
         dom.contains("id=\"run-link\""),
         "the header links the run page"
     );
-    let eval_table = dom
-        .split("id=\"eval-table\"")
-        .nth(1)
-        .and_then(|r| r.split("</table>").next())
-        .unwrap_or_else(|| panic!("no eval table: {dom}"));
+    let eval_table = after(&dom, "id=\"eval-table\"", "</table>", "eval table");
     assert!(
         eval_table.contains("<th>FVE (centred)</th><td>0.8191</td>"),
         "{eval_table}"
     );
     assert!(dom.contains("id=\"cfg\"") && dom.contains("<td>blocks.0.hook_resid_pre</td>"));
     for plot in ["training.svg", "density.svg"] {
-        let img = dom
-            .split(&format!("src=\"/run/plots/{plot}\""))
-            .nth(1)
-            .and_then(|r| r.split('>').next())
-            .unwrap_or_else(|| panic!("no <img> for {plot}: {dom}"));
+        let img = after(&dom, &format!("src=\"/run/plots/{plot}\""), ">", "<img>");
         assert!(
             img.contains("data-loaded=\"1\""),
             "{plot} was not loaded: {img}"

@@ -4,7 +4,7 @@
 //! | module      | group                                        | used by                                   |
 //! |-------------|----------------------------------------------|-------------------------------------------|
 //! | [`model`]   | [`ModelArgs`] (`--model`), loading           | tokenize, inspect, run, generate, harvest, bench |
-//! | [`text`]    | [`TextInput`] (`--text` / `--file`)          | tokenize, run                             |
+//! | [`text`]    | [`TextInput`] (`--text` / `--file`), [`ModelText`] | tokenize, run                       |
 //! | [`sae`]     | [`SaeArgs`] (`--sae --model --hook`), [`Stack`] | eval, features, steer, explain, serve  |
 //! | [`corpus`]  | [`CorpusArgs`] (`--data --text-field`)       | harvest, train, eval, features, bench     |
 //! | [`harvest`] | [`HarvestArgs`], [`BatchContextsArg`]        | harvest, train, eval, features            |
@@ -51,4 +51,4 @@ pub use corpus::CorpusArgs;
 pub use harvest::{BatchContextsArg, HarvestArgs};
 pub use model::{ModelArgs, ModelSpec};
 pub use sae::{SaeArgs, Stack};
-pub use text::TextInput;
+pub use text::{ModelText, TextInput};

@@ -4,6 +4,17 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use super::ModelArgs;
+
+/// A model and a text for it (`--model` with `--text` / `--file`).
+#[derive(Debug, clap::Args)]
+pub struct ModelText {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub input: TextInput,
+}
+
 /// A text given inline (`--text`) or as a UTF-8 file (`--file`).
 #[derive(Debug, Clone, clap::Args)]
 #[group(required = true, multiple = false)]

@@ -46,6 +46,35 @@ pub enum NonFiniteArg {
     Error,
 }
 
+impl From<DecayArg> for Decay {
+    fn from(v: DecayArg) -> Self {
+        match v {
+            DecayArg::Constant => Decay::Constant,
+            DecayArg::Linear => Decay::Linear,
+            DecayArg::Cosine => Decay::Cosine,
+        }
+    }
+}
+
+impl From<BDecArg> for BDecInit {
+    fn from(v: BDecArg) -> Self {
+        match v {
+            BDecArg::GeometricMedian => BDecInit::GeometricMedian,
+            BDecArg::Mean => BDecInit::Mean,
+            BDecArg::Zeros => BDecInit::Zeros,
+        }
+    }
+}
+
+impl From<NonFiniteArg> for NonFinitePolicy {
+    fn from(v: NonFiniteArg) -> Self {
+        match v {
+            NonFiniteArg::Skip => NonFinitePolicy::Skip,
+            NonFiniteArg::Error => NonFinitePolicy::Error,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
     /// Where the activations come from (`--acts FILE.npy | STORE_DIR`, or `--model … --hook …` on the fly).
@@ -155,14 +184,7 @@ impl TrainArgs {
         );
         set(&mut cfg.sparsity_warmup_steps, self.l1_warmup);
         set(&mut cfg.lr_warmup_steps, self.lr_warmup);
-        set(
-            &mut cfg.lr_decay,
-            self.lr_decay.map(|v| match v {
-                DecayArg::Constant => Decay::Constant,
-                DecayArg::Linear => Decay::Linear,
-                DecayArg::Cosine => Decay::Cosine,
-            }),
-        );
+        set(&mut cfg.lr_decay, self.lr_decay.map(Decay::from));
         set(
             &mut cfg.max_grad_norm,
             self.max_grad_norm.map(|v| (v > 0.0).then_some(v)),
@@ -170,21 +192,11 @@ impl TrainArgs {
         if self.no_normalize {
             cfg.normalize_activations = false;
         }
-        set(
-            &mut cfg.b_dec_init,
-            self.b_dec_init.map(|v| match v {
-                BDecArg::GeometricMedian => BDecInit::GeometricMedian,
-                BDecArg::Mean => BDecInit::Mean,
-                BDecArg::Zeros => BDecInit::Zeros,
-            }),
-        );
+        set(&mut cfg.b_dec_init, self.b_dec_init.map(BDecInit::from));
         set(&mut cfg.dead_after_tokens, self.dead_after);
         set(
             &mut cfg.non_finite,
-            self.non_finite.map(|v| match v {
-                NonFiniteArg::Skip => NonFinitePolicy::Skip,
-                NonFiniteArg::Error => NonFinitePolicy::Error,
-            }),
+            self.non_finite.map(NonFinitePolicy::from),
         );
         set(&mut cfg.seed, self.seed);
         set(&mut cfg.threads, self.threads);

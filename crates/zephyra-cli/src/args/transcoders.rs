@@ -43,28 +43,26 @@ impl TranscodersArgs {
             let sae = zephyra_sae::saelens::load(&sub)
                 .with_context(|| format!("loading the transcoder in {}", sub.display()))?;
             let meta = &sae.cfg.metadata;
-            let input = match &meta.hook_name {
-                Some(name) => model.hook_point(name).with_context(|| {
-                    format!(
-                        "{}: metadata.hook_name `{name}`",
-                        sub.join("cfg.json").display()
-                    )
-                })?,
-                None => bail!(
+            let cfg_json = sub.join("cfg.json");
+            // A metadata hook name, parsed for `model`; `None` when the field is absent.
+            let hook = |field: &str, name: &Option<String>| -> anyhow::Result<Option<HookPoint>> {
+                name.as_deref()
+                    .map(|name| {
+                        model.hook_point(name).with_context(|| {
+                            format!("{}: metadata.{field} `{name}`", cfg_json.display())
+                        })
+                    })
+                    .transpose()
+            };
+            let Some(input) = hook("hook_name", &meta.hook_name)? else {
+                bail!(
                     "{} names no input hook (metadata.hook_name); a transcoder of layer {l} reads \
                      `blocks.{l}.ln2.hook_normalized`",
-                    sub.join("cfg.json").display()
-                ),
+                    cfg_json.display()
+                );
             };
-            let output = match &meta.hook_name_out {
-                Some(name) => model.hook_point(name).with_context(|| {
-                    format!(
-                        "{}: metadata.hook_name_out `{name}`",
-                        sub.join("cfg.json").display()
-                    )
-                })?,
-                None => HookPoint::MlpOut(l),
-            };
+            let output =
+                hook("hook_name_out", &meta.hook_name_out)?.unwrap_or(HookPoint::MlpOut(l));
             if output != HookPoint::MlpOut(l) || input.layer() != Some(l) {
                 bail!(
                     "{} maps `{input}` to `{output}`, not block {l}'s MLP input to `blocks.{l}.hook_mlp_out`: \

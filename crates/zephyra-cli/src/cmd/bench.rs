@@ -33,3 +33,17 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         What::Stream(args) => stream::run(args, global),
     }
 }
+
+/// Prints one measurement on stdout: `line` as one JSON object with `--json`, else `text()` for people.
+fn print_result(
+    json: bool,
+    line: &impl serde::Serialize,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(line)?);
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}

@@ -44,7 +44,6 @@ pub struct Args {
 
 /// Runs one subcommand in this process, as `zephyra ARGV…` would: `argv` is parsed by the subcommand's own
 /// argument struct `A` and handed to its `run`.
-#[allow(clippy::too_many_arguments)]
 fn step<A: clap::Args + clap::FromArgMatches>(
     n: usize,
     total: usize,

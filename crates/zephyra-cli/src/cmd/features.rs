@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use zephyra_analysis::features::{self, export, FeatureOptions, FeatureStore, Provenance};
+use zephyra_data::exclude::DEFAULT_MAX_NORM_MULTIPLE;
 use zephyra_data::{Corpus, ExclusionRule};
 
 use super::Global;
@@ -74,11 +75,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         max_tokens: args.tokens,
         n_top: args.top,
         seed: args.seed,
-        exclusion: if args.keep_sinks {
-            ExclusionRule::keep_all()
-        } else {
-            ExclusionRule::default()
-        },
+        exclusion: ExclusionRule::from_flags(args.keep_sinks, DEFAULT_MAX_NORM_MULTIPLE),
         resume: !args.restart,
         ..FeatureOptions::default()
     };

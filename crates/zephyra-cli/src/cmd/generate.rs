@@ -52,21 +52,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let model = args.model.load(global)?;
     let tokenizer = &model.tokenizer;
     let ids = tokenizer.encode(&prompt).context("tokenizing the prompt")?;
-    let mut stop_tokens: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();
-    // `<|endoftext|>` ends a document in SmolLM2's pre-training data: stop there too.
-    if let Some(id) = (0..tokenizer.vocab_size() as u32)
-        .take(64)
-        .find(|&id| tokenizer.token_str(id) == Some("<|endoftext|>"))
-    {
-        if !stop_tokens.contains(&id) {
-            stop_tokens.push(id);
-        }
-    }
     let cfg = GenerateConfig {
         max_new_tokens: args.max_tokens,
         sampling: Sampling::from_temperature(args.temperature, args.top_p),
         seed: args.seed,
-        stop_tokens,
+        stop_tokens: tokenizer.stop_tokens(),
     };
 
     let mut stdout = std::io::stdout().lock();

@@ -18,14 +18,12 @@ use zephyra_lm::model::Logits;
 use zephyra_lm::{HookPoint, Hooks};
 
 use super::Global;
-use crate::args::{ModelArgs, TextInput};
+use crate::args::ModelText;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    input: TextInput,
+    src: ModelText,
     /// Hook point to save, e.g. `blocks.15.hook_resid_pre` (repeatable); `zephyra inspect` lists them.
     #[arg(long = "hook", required = true, value_name = "HOOK")]
     hooks: Vec<HookPoint>,
@@ -66,9 +64,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             hooks.len()
         );
     }
-    let text = args.input.read()?;
+    let text = args.src.input.read()?;
 
-    let model = args.model.load(global)?;
+    let model = args.src.model.load(global)?;
     let n_layers = model.llama.config().n_layers;
     for hook in &hooks {
         hook.validate(n_layers)?;

@@ -8,15 +8,9 @@ use anyhow::Context;
 
 use super::Global;
 use crate::args::model::load_tokenizer;
-use crate::args::{ModelArgs, TextInput};
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    input: TextInput,
-}
+/// `--model` and the text to tokenize.
+pub type Args = crate::args::ModelText;
 
 #[derive(serde::Serialize)]
 struct Tokens<'a> {

@@ -315,6 +315,14 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
+/// Waits (up to `timeout`) until the training run in `run_dir` has written its first checkpoint
+/// (`training_state.safetensors`), then `settle` longer so the run is past it when it is killed.
+pub fn wait_for_checkpoint(run_dir: &Path, timeout: Duration, settle: Duration) {
+    let state = run_dir.join("training_state.safetensors");
+    wait_until("no checkpoint appeared", timeout, || state.exists());
+    std::thread::sleep(settle);
+}
+
 /// The kernel's high-water mark of resident memory (`VmHWM`, KiB) of process `pid`, while it runs.
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

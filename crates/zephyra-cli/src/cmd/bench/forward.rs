@@ -150,9 +150,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             model: model.path.display().to_string(),
             ..m
         };
-        if args.json {
-            println!("{}", serde_json::to_string(&m)?);
-        } else {
+        super::print_result(args.json, &m, || {
             let what = match workload {
                 Workload::Resid => format!("(a) up to {}, no logits", args.hook),
                 Workload::Logits => "(b) full forward, logits at every position".to_string(),
@@ -161,7 +159,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                 Some(kernel) => format!("{} ({kernel})", m.precision),
                 None => m.precision.to_string(),
             };
-            println!(
+            format!(
                 "{what}, {precision}: {:.0} tok/s  (batch {} x {} tokens, {} threads, best {:.3} s, mean {:.3} s over {} iters, peak RSS {})",
                 m.tokens_per_s,
                 m.batch,
@@ -172,8 +170,8 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                 m.iters,
                 m.peak_rss_mb
                     .map_or_else(|| "n/a".to_string(), |mb| format!("{mb:.0} MB")),
-            );
-        }
+            )
+        })?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -199,36 +199,37 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         "peak_rss_mb": peak_rss_mb(),
         "model": path.display().to_string(),
     });
-    if args.json {
-        println!("{line}");
-    } else {
-        println!(
-            "{} at {}, ctx {}, {} threads; SAE {} d_sae {} batch {}; {} rows trained",
-            path.display(),
-            args.hook,
-            args.ctx,
-            args.threads,
-            cfg.sae.architecture,
-            cfg.sae.d_sae,
-            args.batch,
-            n_rows
-        );
-        println!(
-            "(a) harvest only    {h_tokens:>8} tokens ({harvest_rows} rows) in {harvest_s:>6.1} s: {:>7.0} tok/s",
-            h_tokens as f64 / harvest_s
-        );
-        println!(
-            "(b) SAE steps only  {n_rows:>8} rows in {sae_s:>6.1} s: {:>7.0} rows/s",
-            n / sae_s
-        );
-        println!(
-            "(c) streaming       {n_rows:>8} rows in {stream_s:>6.1} s: {:>7.0} rows/s",
-            n / stream_s
-        );
-        println!(
-            "predicted: overlapped (max of the times) {overlap:.0} rows/s, one after the other (sum) {sequential:.0} rows/s; measured {:.0} rows/s",
-            n / stream_s
-        );
-    }
+    super::print_result(args.json, &line, || {
+        [
+            format!(
+                "{} at {}, ctx {}, {} threads; SAE {} d_sae {} batch {}; {} rows trained",
+                path.display(),
+                args.hook,
+                args.ctx,
+                args.threads,
+                cfg.sae.architecture,
+                cfg.sae.d_sae,
+                args.batch,
+                n_rows
+            ),
+            format!(
+                "(a) harvest only    {h_tokens:>8} tokens ({harvest_rows} rows) in {harvest_s:>6.1} s: {:>7.0} tok/s",
+                h_tokens as f64 / harvest_s
+            ),
+            format!(
+                "(b) SAE steps only  {n_rows:>8} rows in {sae_s:>6.1} s: {:>7.0} rows/s",
+                n / sae_s
+            ),
+            format!(
+                "(c) streaming       {n_rows:>8} rows in {stream_s:>6.1} s: {:>7.0} rows/s",
+                n / stream_s
+            ),
+            format!(
+                "predicted: overlapped (max of the times) {overlap:.0} rows/s, one after the other (sum) {sequential:.0} rows/s; measured {:.0} rows/s",
+                n / stream_s
+            ),
+        ]
+        .join("\n")
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -124,10 +124,8 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
             "data": args.acts.as_ref().map_or("random".to_string(), |p| p.display().to_string()),
         });
         debug_assert!(outcome.finished);
-        if args.json {
-            println!("{line}");
-        } else {
-            println!(
+        super::print_result(args.json, &line, || {
+            format!(
                 "{:<10} d_in {d_in} d_sae {} batch {} threads {}: {:>8.0} tok/s ({:.0} ms/step), L0 {:.1}, peak RSS {:.0} MB",
                 architecture.to_string(),
                 args.expansion * d_in,
@@ -137,8 +135,8 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
                 1000.0 * secs / args.steps as f64,
                 last.0,
                 peak_rss_mb().unwrap_or(f64::NAN)
-            );
-        }
+            )
+        })?;
     }
     Ok(ExitCode::SUCCESS)
 }

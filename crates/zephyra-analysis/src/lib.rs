@@ -14,6 +14,7 @@
 //! | [`provenance`] | the SAE's (and its store's) model and hook match the ones given | [`provenance::check_model`], [`provenance::check_store`] |
 //! | [`attribution`] | attribution graphs through transcoders: frozen model, edges, pruning, graph JSON | [`attribution::attribute`], [`attribution::Graph`] |
 //! | [`ground_truth`] | MCC (Hungarian), recall/precision, uniqueness, absorption against synthetic truth; multi-seed 95 % intervals | [`ground_truth::GroundTruthFigures`], [`ground_truth::Interval`] |
+//! | [`absorption`] | first-letter feature absorption on a real model (Chanin et al. 2024, SAEBench) | [`absorption::score_absorption`], [`absorption::AbsorptionFigures`] |
 //! | [`error`] | the crate's error enum | [`AnalysisError`] |
 //!
 //! ```
@@ -25,6 +26,7 @@
 //! assert!((s.fve - 0.5).abs() < 1e-12);
 //! ```
 
+pub mod absorption;
 pub mod attribution;
 pub mod downstream;
 pub mod error;

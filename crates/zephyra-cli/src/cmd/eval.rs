@@ -64,6 +64,8 @@ pub struct Args {
     old_batch: OldBatchContexts,
     #[command(flatten)]
     pub synth: super::eval_synth::SynthArgs,
+    #[command(flatten)]
+    pub absorption: super::eval_absorption::AbsorptionArgs,
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
@@ -90,6 +92,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.synth.synth {
         let out = args.out.as_deref();
         return super::eval_synth::run(sae_dir, &args.synth, dir, out, args.json, global);
+    }
+    if args.absorption.absorption {
+        return super::eval_absorption::run(&args, global);
     }
     let sae = args.stack.load_sae()?;
     let meta = &sae.cfg.metadata;

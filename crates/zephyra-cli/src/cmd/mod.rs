@@ -7,6 +7,7 @@ pub mod convert;
 pub mod demo;
 pub mod encode;
 pub mod eval;
+mod eval_absorption;
 pub mod eval_synth;
 mod eval_transcoders;
 pub mod explain;

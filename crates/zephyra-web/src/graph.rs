@@ -103,7 +103,8 @@ impl GraphSite {
     /// The bytes of graph `name` (404 when absent).
     fn read(&self, name: &str) -> Result<Vec<u8>, ApiError> {
         let missing = || ApiError::NotFound(format!("no graph `{name}`"));
-        let path = self.path_of(name).map_err(|_| missing())?;
+        // A name that is not a graph name is a bad request (it says which names are), not a missing file.
+        let path = self.path_of(name)?;
         let meta = std::fs::metadata(&path).map_err(|_| missing())?;
         if !meta.is_file() || meta.len() > MAX_GRAPH_BYTES {
             return Err(missing());

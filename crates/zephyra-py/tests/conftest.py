@@ -17,6 +17,12 @@ REPO = Path(__file__).resolve().parents[3]
 TESTDATA = REPO / "testdata"
 HOOK = "blocks.15.hook_resid_pre"
 
+# The Ctrl-C tests send SIGINT as a terminal does to an interactive Python, whose handler raises
+# KeyboardInterrupt. A process started in the background by a non-interactive shell inherits SIGINT ignored,
+# and Python then keeps it ignored; install the interactive handler so the tests check Zephyra, not the
+# launcher.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def read_safetensors(path):
     """Every tensor of a safetensors file as a numpy array (F32 and I64 only: what testdata holds)."""

@@ -99,24 +99,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sae = args.stack.load_sae()?;
     let meta = &sae.cfg.metadata;
     let hook = args.stack.hook_of(&sae)?;
-    let (model, tokenizer, model_path) = load_model(
-        &args.stack.model_for(&sae).to_string(),
-        args.stack.precision.precision,
-    )?;
-    let file_name = model_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut names: Vec<&str> = vec![&file_name];
-    if let Some(n) = model.config().name.as_deref() {
-        names.insert(0, n);
-    }
-    check_model(
-        &format!("the SAE in {}", sae_dir.display()),
-        meta.model_name.as_deref(),
-        &names,
-    )?;
-    check_width(&model, hook, &sae)?;
+    let (model, tokenizer, model_path) = load_model_for(&args.stack, &sae, hook)?;
     if let Some(acts) = meta.extra.get("acts").and_then(|v| v.as_str()) {
         check_store(std::path::Path::new(acts), &model_path, hook)?;
     }
@@ -238,4 +221,30 @@ pub(super) fn progress_bar(global: &Global) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+/// Loads the model an SAE is evaluated on (`--model`, else the one it records) and checks that it is the
+/// SAE's model and that the hook's width is the SAE's input width.
+pub(super) fn load_model_for(
+    stack: &SaeArgs,
+    sae: &zephyra_sae::Sae,
+    hook: zephyra_lm::HookPoint,
+) -> anyhow::Result<(Arc<zephyra_lm::Llama>, Arc<zephyra_lm::Tokenizer>, PathBuf)> {
+    let (model, tokenizer, model_path) =
+        load_model(&stack.model_for(sae).to_string(), stack.precision.precision)?;
+    let file_name = model_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut names: Vec<&str> = vec![&file_name];
+    if let Some(n) = model.config().name.as_deref() {
+        names.insert(0, n);
+    }
+    check_model(
+        &format!("the SAE in {}", stack.sae.display()),
+        sae.cfg.metadata.model_name.as_deref(),
+        &names,
+    )?;
+    check_width(&model, hook, sae)?;
+    Ok((model, tokenizer, model_path))
 }

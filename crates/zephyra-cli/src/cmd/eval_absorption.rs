@@ -10,9 +10,7 @@ use zephyra_analysis::absorption::prompts::TEMPLATE_SUFFIX;
 use zephyra_analysis::absorption::{
     letter_activations, score_absorption, AbsorptionConfig, AbsorptionPrompts, AbsorptionReport,
 };
-use zephyra_analysis::eval::{check_model, check_width};
 
-use super::source::load_model;
 use super::Global;
 
 /// The `eval` flags of this path.
@@ -49,24 +47,7 @@ pub fn run(args: &super::eval::Args, global: &Global) -> anyhow::Result<ExitCode
             );
         }
     }
-    let (model, tokenizer, model_path) = load_model(
-        &args.stack.model_for(&sae).to_string(),
-        args.stack.precision.precision,
-    )?;
-    let file_name = model_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut names: Vec<&str> = vec![&file_name];
-    if let Some(n) = model.config().name.as_deref() {
-        names.insert(0, n);
-    }
-    check_model(
-        &format!("the SAE in {}", sae_dir.display()),
-        sae.cfg.metadata.model_name.as_deref(),
-        &names,
-    )?;
-    check_width(&model, hook, &sae)?;
+    let (model, tokenizer, model_path) = super::eval::load_model_for(&args.stack, &sae, hook)?;
 
     let prompts = AbsorptionPrompts {
         n_words: args.absorption.absorption_words,

@@ -7,7 +7,8 @@
 # Resumable: run it again after a kill (or a reboot) and training continues from the last checkpoints
 # (every 400k tokens, `train --resume`); a finished run goes straight to the evaluation.
 #
-# Usage: [ZEPHYRA=target/release/zephyra] [OUT=runs/tc30] [TOKENS=4000000] [THREADS=2] bench/transcoders_30.sh
+# Usage: [ZEPHYRA=target/release/zephyra] [OUT=runs/tc30] [TOKENS=4000000] [THREADS=2]
+#        [CHECKPOINT_EVERY=TOKENS/10] bench/transcoders_30.sh
 # Writes OUT/layer-{0..29}/ (SAELens format + checkpoint + metrics + summary.json), OUT/multi.json,
 # OUT/eval.json, and the logs OUT.train.jsonl / OUT.train.log / OUT.eval.log beside OUT.
 #
@@ -34,7 +35,7 @@ else
   # 16,384 rows stay in memory (the default 262,144-row buffer would need 30 × 1.2 GB).
   "$Z" train --model smollm2 --transcoder --layers all --skip --arch topk --k 32 --expansion 8 \
     --tokens "$TOKENS" --batch-rows 4096 --shard-contexts 32 --shuffle-buffer 16384 \
-    --checkpoint-every $((TOKENS / 10)) --threads "$THREADS" --seed 0 \
+    --checkpoint-every "${CHECKPOINT_EVERY:-$((TOKENS / 10))}" --threads "$THREADS" --seed 0 \
     --out "$O" --json > "$O.train.jsonl" 2> >(tee -a "$O.train.log" >&2)
 fi
 "$Z" eval --transcoders "$O" --model smollm2 --tokens 200000 --ce-tokens 16384 \

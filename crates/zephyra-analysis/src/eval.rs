@@ -30,7 +30,7 @@ use zephyra_sae::Sae;
 
 use crate::downstream::{DownstreamStats, LossAccumulator, PositionLogits};
 use crate::error::{AnalysisError, Result};
-pub use crate::provenance::{check_model, check_store};
+pub use crate::provenance::{check_model, check_model_file, check_store};
 use crate::recon::{ReconAccumulator, ReconStats};
 use crate::sparsity::{SparsityAccumulator, SparsityStats};
 

@@ -1,9 +1,10 @@
-//! How the crate reads its files: JSON read with errors that name the file. Files are written with
+//! How the crate reads and writes its files: JSON read with errors that name the file; files written with
 //! [`zephyra_io::write_atomic`] (a reader never sees a half-written file).
 
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::error::{AnalysisError, Result};
 
@@ -17,6 +18,16 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Writes `value` to `path` as pretty JSON with a final newline, atomically.
+pub(crate) fn write_json_pretty<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|source| AnalysisError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.push('\n');
+    Ok(zephyra_io::write_atomic(path, text.as_bytes())?)
 }
 
 /// The directory holding `path` (`.` for a bare file name).
@@ -47,6 +58,15 @@ mod tests {
             matches!(&e, AnalysisError::Json { path: p, .. } if p == &path),
             "{e}"
         );
+    }
+
+    #[test]
+    fn pretty_json_ends_with_a_newline_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.json");
+        write_json_pretty(&path, &vec![1u32, 2]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[\n  1,\n  2\n]\n");
+        assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), vec![1, 2]);
     }
 
     #[test]

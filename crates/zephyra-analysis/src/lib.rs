@@ -11,7 +11,7 @@
 //! | [`replacement`] | a transcoder per MLP: per-layer FVE / CE / error norm, every MLP replaced vs mean-ablated | [`replacement::evaluate_replacement`] |
 //! | [`report`] | what was evaluated on which data, JSON and the text table | [`report::EvalReport`] |
 //! | [`eval_data`] | the held-out tail of the training corpus | [`eval_data::held_out_tail`] |
-//! | [`provenance`] | the SAE's (and its store's) model and hook match the ones given | [`provenance::check_model`], [`provenance::check_store`] |
+//! | [`provenance`] | the SAE's (and its store's) model and hook match the ones given | [`provenance::check_model`], [`provenance::check_model_file`], [`provenance::check_store`] |
 //! | [`attribution`] | attribution graphs through transcoders: frozen model, edges, pruning, graph JSON | [`attribution::attribute`], [`attribution::Graph`] |
 //! | [`ground_truth`] | MCC (Hungarian), recall/precision, uniqueness, absorption against synthetic truth; multi-seed 95 % intervals | [`ground_truth::GroundTruthFigures`], [`ground_truth::Interval`] |
 //! | [`absorption`] | first-letter feature absorption on a real model (Chanin et al. 2024, SAEBench) | [`absorption::score_absorption`], [`absorption::AbsorptionFigures`] |

@@ -42,6 +42,25 @@ pub fn check_model(what: &str, recorded: Option<&str>, model_names: &[&str]) -> 
     })
 }
 
+/// [`check_model`] against a model file: its names are its `general.name` (`general_name`), if any, then
+/// its file name; a mismatch names the first.
+pub fn check_model_file(
+    what: &str,
+    recorded: Option<&str>,
+    model_path: &std::path::Path,
+    general_name: Option<&str>,
+) -> Result<()> {
+    let file_name = model_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let names: Vec<&str> = general_name
+        .into_iter()
+        .chain([file_name.as_str()])
+        .collect();
+    check_model(what, recorded, &names)
+}
+
 /// Checks that the activation store an SAE was trained on (`store_dir`, from its `metadata.acts`) was
 /// harvested from this model file (same sha256) at this hook. A path that is not a store (an `.npy` file,
 /// a store since deleted) is not checked.
@@ -74,4 +93,30 @@ pub fn check_store(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_model_file_matches_by_general_name_or_file_name() {
+        let file = Path::new("/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        // The file name alone, or either name when general.name says something else.
+        check_model_file("sae", Some("smollm2"), file, None).unwrap();
+        check_model_file("sae", Some("SmolLM2-135M"), file, Some("Llama 3")).unwrap();
+        check_model_file("sae", Some("llama3"), file, Some("Llama 3")).unwrap();
+        // A mismatch names general.name first, else the file name.
+        let e = check_model_file("sae", Some("gemma"), file, Some("Llama 3")).unwrap_err();
+        assert!(
+            matches!(&e, AnalysisError::ModelMismatch { got, .. } if got == "Llama 3"),
+            "{e}"
+        );
+        let e = check_model_file("sae", Some("gemma"), file, None).unwrap_err();
+        assert!(
+            matches!(&e, AnalysisError::ModelMismatch { got, .. } if got == "SmolLM2-135M-Instruct.Q4_1.gguf"),
+            "{e}"
+        );
+    }
 }

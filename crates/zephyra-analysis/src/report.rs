@@ -10,10 +10,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{AnalysisError, Result};
+use zephyra_lm::HookPoint;
+use zephyra_sae::SaeConfig;
+
+use crate::error::Result;
 use crate::eval::EvalFigures;
-use crate::file_io::read_json;
-use zephyra_io::write_atomic;
+use crate::file_io::{read_json, write_json_pretty};
 
 /// Which data an evaluation ran on, and how it is kept apart from the training data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,10 +32,11 @@ pub struct EvalData {
     pub ctx: usize,
 }
 
-/// One evaluation, as written to JSON.
+/// The SAE evaluated and the model it was evaluated on: the head of every evaluation report (flattened into
+/// its JSON: `sae`, `model`, `model_name`, `hook`, `architecture`, `d_in`, `d_sae`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalReport {
-    /// The SAE's directory.
+pub struct EvaluatedSae {
+    /// The SAE's directory (or where it was loaded from).
     pub sae: String,
     /// The model file.
     pub model: String,
@@ -41,12 +44,63 @@ pub struct EvalReport {
     pub model_name: Option<String>,
     /// Hook point.
     pub hook: String,
-    /// SAE architecture name.
+    /// SAE architecture: its name in `eval.json`, with k and groups in the absorption report.
     pub architecture: String,
     /// SAE input width.
     pub d_in: usize,
     /// SAE latents.
     pub d_sae: usize,
+}
+
+impl EvaluatedSae {
+    /// The SAE `sae` (configured by `cfg`, its architecture written as `architecture`) evaluated at `hook`
+    /// on the model file `model_path`, whose `general.name` is `model_name`.
+    pub fn new(
+        sae: String,
+        cfg: &SaeConfig,
+        architecture: String,
+        model_path: &Path,
+        model_name: Option<String>,
+        hook: HookPoint,
+    ) -> Self {
+        Self {
+            sae,
+            model: model_path.display().to_string(),
+            model_name,
+            hook: hook.to_string(),
+            architecture,
+            d_in: cfg.d_in,
+            d_sae: cfg.d_sae,
+        }
+    }
+
+    /// `SAE_DIR (ARCHITECTURE, D_IN -> D_SAE)`, as the tables print it.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({}, {} -> {})",
+            self.sae, self.architecture, self.d_in, self.d_sae
+        )
+    }
+}
+
+/// The JSON keys [`EvaluatedSae`] adds to a report, in order.
+#[cfg(test)]
+pub(crate) const EVALUATED_SAE_KEYS: [&str; 7] = [
+    "sae",
+    "model",
+    "model_name",
+    "hook",
+    "architecture",
+    "d_in",
+    "d_sae",
+];
+
+/// One evaluation, as written to JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// What was evaluated.
+    #[serde(flatten)]
+    pub evaluated: EvaluatedSae,
     /// The eval data.
     pub data: EvalData,
     /// Tokens asked for (reconstruction pass).
@@ -76,13 +130,7 @@ impl EvalReport {
 
     /// Writes the report as pretty JSON, atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let mut text =
-            serde_json::to_string_pretty(self).map_err(|source| AnalysisError::Json {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        text.push('\n');
-        Ok(write_atomic(path, text.as_bytes())?)
+        write_json_pretty(path, self)
     }
 
     /// The figures as an aligned text table.
@@ -102,14 +150,8 @@ impl EvalReport {
         let r = &f.reconstruction;
         let s = &f.sparsity;
         let mut rows: Vec<(&'static str, String)> = vec![
-            (
-                "SAE",
-                format!(
-                    "{} ({}, {} -> {})",
-                    self.sae, self.architecture, self.d_in, self.d_sae
-                ),
-            ),
-            ("hook", self.hook.clone()),
+            ("SAE", self.evaluated.describe()),
+            ("hook", self.evaluated.hook.clone()),
             (
                 "data",
                 format!(
@@ -175,5 +217,39 @@ impl EvalReport {
             ]);
         }
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The web app's fixture, an `eval.json` as `zephyra eval` writes it.
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../zephyra-web/tests/fixtures/eval.json"
+    );
+
+    #[test]
+    fn the_evaluated_sae_stays_flat_in_the_json() {
+        let text = std::fs::read_to_string(FIXTURE).expect("the web fixture eval.json");
+        let flat: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let report: EvalReport = serde_json::from_value(flat.clone()).unwrap();
+        assert_eq!(report.evaluated.hook, flat["hook"].as_str().unwrap());
+        assert_eq!(
+            report.evaluated.d_sae as u64,
+            flat["d_sae"].as_u64().unwrap()
+        );
+        assert!(flat.get("evaluated").is_none());
+        // Written back, the head's keys are where they were, with their values.
+        let back = serde_json::to_value(&report).unwrap();
+        for key in EVALUATED_SAE_KEYS {
+            assert!(!flat[key].is_null(), "{key} in the fixture");
+            assert_eq!(back[key], flat[key], "{key}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eval.json");
+        report.write(&path).unwrap();
+        assert_eq!(EvalReport::read(&path).unwrap(), report);
     }
 }

@@ -5,7 +5,9 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use zephyra_analysis::absorption::probe::{train_probe, ProbeTraining, Rows};
-use zephyra_analysis::absorption::{score_absorption, AbsorptionConfig, LetterSet};
+use zephyra_analysis::absorption::{
+    score_absorption, AbsorptionConfig, AbsorptionFigures, LetterSet,
+};
 use zephyra_sae::{Architecture, Sae, SaeConfig};
 
 const D: usize = 64;
@@ -162,17 +164,26 @@ fn a_latent_that_takes_the_letter_direction_is_scored_as_absorbed() {
     assert_eq!(f.mean_num_split_features, 1.0);
 }
 
+/// [`score_absorption`] of the planted SAE (`absorbing`: with its absorbing latents) with the default settings.
+fn score_default(
+    train: &LetterSet,
+    test: &LetterSet,
+    absorbing: bool,
+) -> zephyra_analysis::Result<AbsorptionFigures> {
+    let cfg = AbsorptionConfig::default();
+    score_absorption(
+        train,
+        test,
+        &planted_sae(absorbing),
+        &cfg,
+        &mut |_, _, _| {},
+    )
+}
+
 #[test]
 fn an_sae_whose_letter_latent_keeps_firing_scores_no_absorption() {
     let (train, test) = data();
-    let f = score_absorption(
-        &train,
-        &test,
-        &planted_sae(false),
-        &AbsorptionConfig::default(),
-        &mut |_, _, _| {},
-    )
-    .unwrap();
+    let f = score_default(&train, &test, false).unwrap();
     assert_eq!(f.n_letters_scored, 26);
     assert_eq!(f.mean_absorption_fraction, 0.0);
     assert_eq!(f.mean_full_absorption_rate, 0.0);
@@ -183,13 +194,6 @@ fn an_sae_whose_letter_latent_keeps_firing_scores_no_absorption() {
 fn mismatched_widths_are_refused() {
     let (train, mut test) = data();
     test.x.pop();
-    let e = score_absorption(
-        &train,
-        &test,
-        &planted_sae(true),
-        &AbsorptionConfig::default(),
-        &mut |_, _, _| {},
-    )
-    .unwrap_err();
+    let e = score_default(&train, &test, true).unwrap_err();
     assert!(e.to_string().contains("absorption test set"), "{e}");
 }

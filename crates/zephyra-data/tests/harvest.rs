@@ -7,7 +7,7 @@ use std::sync::Arc;
 use common::testdata::dir_files;
 use common::*;
 use zephyra_data::harvest::{model_info, HarvestConfig};
-use zephyra_data::store::manifest::Manifest;
+use zephyra_data::store::manifest::{Manifest, SAME_ROWS};
 use zephyra_data::{ActivationStore, DataError, ExclusionRule};
 use zephyra_lm::{HookPoint, Hooks, Llama};
 
@@ -242,7 +242,10 @@ fn interrupted_harvest_resumes_to_the_same_store() {
     let mut other = cfg.clone();
     other.seed = 8;
     let e = harvest_into(&other, part.path()).unwrap_err();
-    assert!(matches!(e, DataError::ResumeMismatch { .. }), "{e}");
+    assert!(
+        matches!(&e, DataError::ResumeMismatch { field, requested, .. } if field == "seed" && requested == "8"),
+        "{e}"
+    );
     assert_eq!(dir_files(&sub), before);
     // Resume for real.
     let s = harvest_into(&cfg, part.path()).unwrap();
@@ -399,4 +402,23 @@ fn bad_inputs_are_clear_errors() {
     for d in [edited, missing, truncated, flipped] {
         std::fs::remove_dir_all(d).unwrap();
     }
+}
+
+/// The stores of the hooks of one harvest hold the same token rows; a store of another seed does not, and
+/// the comparison names the seed.
+#[test]
+fn the_hooks_of_one_harvest_have_the_same_rows() {
+    let root = tempfile::tempdir().unwrap();
+    let hooks = vec![HookPoint::ResidPre(1), HookPoint::MlpOut(1)];
+    let out = tiny_store(root.path(), "s", hooks.clone(), 8);
+    let a = Manifest::read(&out.join(hooks[0].to_string())).unwrap();
+    let b = Manifest::read(&out.join(hooks[1].to_string())).unwrap();
+    assert_ne!(a.hook, b.hook);
+    assert_eq!(a.first_difference(&b, &SAME_ROWS), None);
+    let mut c = b.clone();
+    c.seed = a.seed + 1;
+    c.exclusion.description.push_str(" (other)");
+    let (field, mine, theirs) = a.first_difference(&c, &SAME_ROWS).unwrap();
+    assert_eq!(field, "seed", "the first differing field, in table order");
+    assert_eq!((mine, theirs), (a.seed.to_string(), c.seed.to_string()));
 }

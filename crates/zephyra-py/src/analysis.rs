@@ -7,10 +7,10 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use zephyra_analysis::eval::{self, check_model, check_store, check_width, EvalConfig};
+use zephyra_analysis::eval::{self, check_model_file, check_store, check_width, EvalConfig};
 use zephyra_analysis::eval_data::held_out_tail;
 use zephyra_analysis::features::{self as stats, FeatureOptions, Provenance};
-use zephyra_analysis::report::{EvalData, EvalReport};
+use zephyra_analysis::report::{EvalData, EvalReport, EvaluatedSae};
 use zephyra_analysis::steer::{SteerMode, SteerRequest};
 use zephyra_analysis::AnalysisError;
 use zephyra_data::harvest::DEFAULT_BATCH_CONTEXTS;
@@ -64,20 +64,12 @@ pub fn evaluate<'py>(
     let data = data.unwrap_or_default();
     let hook = hook_of(model, sae, hook)?;
     let (llama, meta) = (&model.llama, &sae.inner.cfg.metadata);
-    let file_name = model
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut names: Vec<&str> = vec![&file_name];
-    if let Some(n) = llama.config().name.as_deref() {
-        names.insert(0, n);
-    }
     let origin = sae.origin();
-    check_model(
+    check_model_file(
         &format!("the SAE in {origin}"),
         meta.model_name.as_deref(),
-        &names,
+        &model.path,
+        llama.config().name.as_deref(),
     )
     .py_context(|| "checking the model".into())?;
     check_width(llama, hook, sae.inner.as_ref())
@@ -176,13 +168,14 @@ pub fn evaluate<'py>(
     bar.finish_and_clear();
     let figures = figures??;
     let report = EvalReport {
-        sae: origin,
-        model: model.path.display().to_string(),
-        model_name: llama.config().name.clone(),
-        hook: hook.to_string(),
-        architecture: sae.inner.cfg.architecture.name().to_string(),
-        d_in: sae.inner.cfg.d_in,
-        d_sae: sae.inner.cfg.d_sae,
+        evaluated: EvaluatedSae::new(
+            origin,
+            &sae.inner.cfg,
+            sae.inner.cfg.architecture.name().to_string(),
+            &model.path,
+            llama.config().name.clone(),
+            hook,
+        ),
         data,
         tokens,
         ce_tokens: cfg.downstream_tokens,

@@ -26,7 +26,7 @@ use zephyra_sae::Sae;
 use crate::error::{AnalysisError, Result};
 use probe::{train_probe, ProbeTraining, Rows};
 use score::{decoder_cosines, score_letter, AbsorbedWord, Criteria};
-use sparse::{letter_splits, sparse_codes, KSparse};
+use sparse::{letter_splits, sparse_codes, KSparse, LetterCodes};
 
 pub use prompts::{letter_activations, AbsorptionPrompts};
 pub use report::AbsorptionReport;
@@ -215,14 +215,16 @@ pub fn score_absorption(
     progress("encoding", 0, 1);
     let (codes_train, codes_test) = (encode(&train.x)?, encode(&test.x)?);
     let splits = letter_splits(
-        &codes_train,
-        &train.letters,
-        &codes_test,
-        &test.letters,
+        LetterCodes {
+            codes: &codes_train,
+            letters: &train.letters,
+        },
+        LetterCodes {
+            codes: &codes_test,
+            letters: &test.letters,
+        },
         d_sae,
-        cfg.max_k,
-        cfg.f1_jump,
-        cfg.seed,
+        cfg,
         &mut |done, total| progress("k-sparse probes", done, total),
     )?;
 

@@ -456,16 +456,7 @@ mod tests {
         // Same seed, same probe; sparse rows give the same probe as their dense form.
         let again = train_probe(&rows, &y, 3, &opts, &mut |_, _| {}).unwrap();
         assert_eq!(probe, again);
-        let sparse: Vec<Vec<(u32, f32)>> = x
-            .chunks(4)
-            .map(|r| {
-                r.iter()
-                    .enumerate()
-                    .filter(|(_, v)| **v != 0.0)
-                    .map(|(j, &v)| (j as u32, v))
-                    .collect()
-            })
-            .collect();
+        let sparse = crate::absorption::sparse::sparse_codes(&x, 4);
         let sp = train_probe(
             &Rows::Sparse {
                 rows: &sparse,

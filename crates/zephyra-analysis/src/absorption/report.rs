@@ -12,28 +12,18 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use zephyra_io::write_atomic;
 
 use super::AbsorptionFigures;
-use crate::error::{AnalysisError, Result};
+use crate::error::Result;
+use crate::file_io::write_json_pretty;
+use crate::report::EvaluatedSae;
 
 /// One absorption evaluation, as written to JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AbsorptionReport {
-    /// The SAE's directory.
-    pub sae: String,
-    /// The model file.
-    pub model: String,
-    /// The model's `general.name`, if any.
-    pub model_name: Option<String>,
-    /// Hook point.
-    pub hook: String,
-    /// SAE architecture (with k and groups).
-    pub architecture: String,
-    /// SAE input width.
-    pub d_in: usize,
-    /// SAE latents.
-    pub d_sae: usize,
+    /// What was evaluated.
+    #[serde(flatten)]
+    pub evaluated: EvaluatedSae,
     /// The prompt template.
     pub prompt_template: String,
     /// In-context examples per prompt.
@@ -47,13 +37,7 @@ pub struct AbsorptionReport {
 impl AbsorptionReport {
     /// Writes the report as pretty JSON, atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let mut text =
-            serde_json::to_string_pretty(self).map_err(|source| AnalysisError::Json {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        text.push('\n');
-        Ok(write_atomic(path, text.as_bytes())?)
+        write_json_pretty(path, self)
     }
 
     /// The summary and one line per letter.
@@ -62,8 +46,9 @@ impl AbsorptionReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "SAE {} ({}, {} -> {}) at {}",
-            self.sae, self.architecture, self.d_in, self.d_sae, self.hook
+            "SAE {} at {}",
+            self.evaluated.describe(),
+            self.evaluated.hook
         );
         let _ = writeln!(
             out,
@@ -107,5 +92,68 @@ impl AbsorptionReport {
         }
         let _ = writeln!(out, "(* = not in the means)");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::absorption::AbsorptionConfig;
+    use zephyra_lm::HookPoint;
+    use zephyra_sae::{Architecture, SaeConfig};
+
+    #[test]
+    fn the_head_is_flat_in_the_json_and_the_table() {
+        let cfg = SaeConfig::new(4, 16, Architecture::TopK { k: 2 }).unwrap();
+        let report = AbsorptionReport {
+            evaluated: EvaluatedSae::new(
+                "runs/a".into(),
+                &cfg,
+                cfg.architecture.to_string(),
+                Path::new("m.gguf"),
+                Some("Tiny".into()),
+                HookPoint::ResidPost(1),
+            ),
+            prompt_template: "{word} has the first letter:".into(),
+            icl_examples: 10,
+            seed: 42,
+            absorption: AbsorptionFigures {
+                config: AbsorptionConfig::default(),
+                n_train_words: 8,
+                n_test_words: 2,
+                n_letters_scored: 0,
+                mean_absorption_fraction: 0.0,
+                mean_full_absorption_rate: 0.0,
+                mean_num_split_features: 0.0,
+                letters: Vec::new(),
+            },
+        };
+        let v = serde_json::to_value(&report).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want: Vec<&str> = crate::report::EVALUATED_SAE_KEYS
+            .into_iter()
+            .chain(["prompt_template", "icl_examples", "seed", "absorption"])
+            .collect();
+        keys.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(v["architecture"], "topk(k=2)");
+        assert_eq!(v["hook"], "blocks.1.hook_resid_post");
+        assert!(report
+            .table()
+            .starts_with("SAE runs/a (topk(k=2), 4 -> 16) at blocks.1.hook_resid_post\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eval_absorption.json");
+        report.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The file keeps the head first, in the order the fields are declared.
+        let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
+        assert!(
+            at("sae") < at("model")
+                && at("hook") < at("d_sae")
+                && at("d_sae") < at("prompt_template")
+        );
+        let back: AbsorptionReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, report);
     }
 }

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::probe::{fit_logistic, train_probe, ProbeTraining, Rows};
-use super::N_LETTERS;
+use super::{AbsorptionConfig, N_LETTERS};
 use crate::error::Result;
 
 /// Sparse SAE codes of a set of rows: each row's firing `(latent, activation)` pairs.
@@ -74,34 +74,40 @@ fn gather(codes: &Codes, latents: &[u32]) -> Vec<f64> {
     out
 }
 
-/// Finds every letter's main latents.
-#[allow(clippy::too_many_arguments)]
+/// The SAE codes of a set of words and each word's letter (`0..26`).
+#[derive(Debug, Clone, Copy)]
+pub struct LetterCodes<'a> {
+    /// One row of codes per word.
+    pub codes: &'a Codes,
+    /// Each word's first letter.
+    pub letters: &'a [usize],
+}
+
+/// Finds every letter's main latents among the `d_sae` latents: probes fitted on `train`, scored on
+/// `test`, with `cfg`'s `max_k`, `f1_jump` and `seed`.
 pub fn letter_splits(
-    train: &Codes,
-    train_letters: &[usize],
-    test: &Codes,
-    test_letters: &[usize],
+    train: LetterCodes<'_>,
+    test: LetterCodes<'_>,
     d_sae: usize,
-    max_k: usize,
-    f1_jump: f64,
-    seed: u64,
+    cfg: &AbsorptionConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<LetterSplit>> {
+    let (max_k, f1_jump) = (cfg.max_k, cfg.f1_jump);
     let rows = Rows::Sparse {
-        rows: train,
+        rows: train.codes,
         d: d_sae,
     };
     let l1 = train_probe(
         &rows,
-        train_letters,
+        train.letters,
         N_LETTERS,
-        &ProbeTraining::sparse_latent_probe(seed),
+        &ProbeTraining::sparse_latent_probe(cfg.seed),
         &mut |_, _| {},
     )?;
     let mut out = Vec::with_capacity(N_LETTERS);
     for c in 0..N_LETTERS {
-        let y_train: Vec<bool> = train_letters.iter().map(|&l| l == c).collect();
-        let y_test: Vec<bool> = test_letters.iter().map(|&l| l == c).collect();
+        let y_train: Vec<bool> = train.letters.iter().map(|&l| l == c).collect();
+        let y_test: Vec<bool> = test.letters.iter().map(|&l| l == c).collect();
         let mut ranked: Vec<u32> = (0..d_sae as u32).collect();
         let w = l1.weight(c);
         let top = max_k.min(d_sae);
@@ -122,8 +128,8 @@ pub fn letter_splits(
             let mut growing = true;
             for k in 1..=top {
                 let latents = ranked[..k].to_vec();
-                let probe = fit_logistic(&gather(train, &latents), k, &y_train)?;
-                let pred: Vec<bool> = gather(test, &latents)
+                let probe = fit_logistic(&gather(train.codes, &latents), k, &y_train)?;
+                let pred: Vec<bool> = gather(test.codes, &latents)
                     .chunks_exact(k)
                     .map(|row| probe.score(row) > 0.0)
                     .collect();

@@ -1,14 +1,14 @@
 //! `zephyra eval`: every standard SAE figure on held-out data (see the README's eval section).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use zephyra_analysis::eval::{check_model, check_store, check_width, evaluate, EvalConfig};
+use zephyra_analysis::eval::{check_model_file, check_store, check_width, evaluate, EvalConfig};
 use zephyra_analysis::eval_data::held_out_tail;
-use zephyra_analysis::report::{EvalData, EvalReport};
+use zephyra_analysis::report::{EvalData, EvalReport, EvaluatedSae};
 use zephyra_data::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
 use zephyra_data::{Corpus, ExclusionRule};
 
@@ -173,13 +173,14 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
 
     let report = EvalReport {
-        sae: sae_dir.display().to_string(),
-        model: model_path.display().to_string(),
-        model_name: model.config().name.clone(),
-        hook: hook.to_string(),
-        architecture: sae.cfg.architecture.name().to_string(),
-        d_in: sae.cfg.d_in,
-        d_sae: sae.cfg.d_sae,
+        evaluated: EvaluatedSae::new(
+            sae_dir.display().to_string(),
+            &sae.cfg,
+            sae.cfg.architecture.name().to_string(),
+            &model_path,
+            model.config().name.clone(),
+            hook,
+        ),
         data,
         tokens: args.tokens,
         ce_tokens: cfg.downstream_tokens,
@@ -190,13 +191,28 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| sae_dir.join("eval.json"));
-    report
-        .write(&out)
-        .with_context(|| format!("writing --out {}", out.display()))?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    emit_report(
+        &report,
+        |p| report.write(p),
+        report.table(),
+        &out,
+        args.json,
+    )
+}
+
+/// Writes a report to `out` (`--out`), then prints it: JSON on one line with `--json`, else its `table`.
+pub(super) fn emit_report<R: serde::Serialize>(
+    report: &R,
+    write: impl FnOnce(&Path) -> zephyra_analysis::Result<()>,
+    table: String,
+    out: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    write(out).with_context(|| format!("writing --out {}", out.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(report)?);
     } else {
-        print!("{}", report.table());
+        print!("{table}");
     }
     eprintln!("wrote {}", out.display());
     Ok(ExitCode::SUCCESS)
@@ -232,18 +248,11 @@ pub(super) fn load_model_for(
 ) -> anyhow::Result<(Arc<zephyra_lm::Llama>, Arc<zephyra_lm::Tokenizer>, PathBuf)> {
     let (model, tokenizer, model_path) =
         load_model(&stack.model_for(sae).to_string(), stack.precision.precision)?;
-    let file_name = model_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut names: Vec<&str> = vec![&file_name];
-    if let Some(n) = model.config().name.as_deref() {
-        names.insert(0, n);
-    }
-    check_model(
+    check_model_file(
         &format!("the SAE in {}", stack.sae.display()),
         sae.cfg.metadata.model_name.as_deref(),
-        &names,
+        &model_path,
+        model.config().name.as_deref(),
     )?;
     check_width(&model, hook, sae)?;
     Ok((model, tokenizer, model_path))

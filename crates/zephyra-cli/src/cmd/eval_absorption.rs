@@ -10,6 +10,7 @@ use zephyra_analysis::absorption::prompts::TEMPLATE_SUFFIX;
 use zephyra_analysis::absorption::{
     letter_activations, score_absorption, AbsorptionConfig, AbsorptionPrompts, AbsorptionReport,
 };
+use zephyra_analysis::report::EvaluatedSae;
 
 use super::Global;
 
@@ -70,13 +71,14 @@ pub fn run(args: &super::eval::Args, global: &Global) -> anyhow::Result<ExitCode
     .with_context(|| format!("scoring the SAE in {} for absorption", sae_dir.display()))?;
     bar.finish_and_clear();
     let report = AbsorptionReport {
-        sae: sae_dir.display().to_string(),
-        model: model_path.display().to_string(),
-        model_name: model.config().name.clone(),
-        hook: hook.to_string(),
-        architecture: sae.cfg.architecture.to_string(),
-        d_in: sae.cfg.d_in,
-        d_sae: sae.cfg.d_sae,
+        evaluated: EvaluatedSae::new(
+            sae_dir.display().to_string(),
+            &sae.cfg,
+            sae.cfg.architecture.to_string(),
+            &model_path,
+            model.config().name.clone(),
+            hook,
+        ),
         prompt_template: format!("{{word}}{TEMPLATE_SUFFIX}"),
         icl_examples: prompts.icl_examples,
         seed: prompts.seed,
@@ -86,16 +88,13 @@ pub fn run(args: &super::eval::Args, global: &Global) -> anyhow::Result<ExitCode
         .out
         .clone()
         .unwrap_or_else(|| sae_dir.join("eval_absorption.json"));
-    report
-        .write(&out)
-        .with_context(|| format!("writing --out {}", out.display()))?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
-    eprintln!("wrote {}", out.display());
-    Ok(ExitCode::SUCCESS)
+    super::eval::emit_report(
+        &report,
+        |p| report.write(p),
+        report.table(),
+        &out,
+        args.json,
+    )
 }
 
 fn progress_bar(global: &Global) -> ProgressBar {

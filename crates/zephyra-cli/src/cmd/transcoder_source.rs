@@ -12,6 +12,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use zephyra_data::source::BufferedSource;
+use zephyra_data::store::manifest::{ManifestField, SAME_ROWS};
 use zephyra_data::store::{ActivationStore, Manifest};
 use zephyra_sae::train::ZipSource;
 
@@ -52,44 +53,17 @@ pub fn check_same_rows(a: &Manifest, b: &Manifest) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    same(
-        "model (sha256)",
-        a.model.sha256.clone(),
-        b.model.sha256.clone(),
-    )?;
-    same(
-        "corpus",
-        format!("{:?}", a.corpus.description),
-        format!("{:?}", b.corpus.description),
-    )?;
-    same("context size", a.ctx.to_string(), b.ctx.to_string())?;
-    same("seed", a.seed.to_string(), b.seed.to_string())?;
-    same(
-        "contexts per shard",
-        a.contexts_per_shard.to_string(),
-        b.contexts_per_shard.to_string(),
-    )?;
-    same(
-        "context shuffle buffer",
-        a.shuffle_contexts.to_string(),
-        b.shuffle_contexts.to_string(),
-    )?;
-    same(
-        "contexts",
-        a.n_contexts.to_string(),
-        b.n_contexts.to_string(),
-    )?;
-    same(
-        "exclusion rule",
-        a.exclusion.description.clone(),
-        b.exclusion.description.clone(),
-    )?;
-    same("rows", a.n_rows.to_string(), b.n_rows.to_string())?;
-    same(
-        "shards",
-        a.shards.len().to_string(),
-        b.shards.len().to_string(),
-    )?;
+    let counts: [ManifestField; 3] = [
+        ("contexts", |m| m.n_contexts.to_string()),
+        ("rows", |m| m.n_rows.to_string()),
+        ("shards", |m| m.shards.len().to_string()),
+    ];
+    let differs = a
+        .first_difference(b, &SAME_ROWS)
+        .or_else(|| a.first_difference(b, &counts));
+    if let Some((what, x, y)) = differs {
+        same(what, x, y)?;
+    }
     for (i, (sa, sb)) in a.shards.iter().zip(&b.shards).enumerate() {
         let key = |s: &zephyra_data::store::ShardInfo| {
             format!(

@@ -387,13 +387,9 @@ fn run_harvest(
         let dirs = dirs.clone();
         let shards_written = shards_written.clone();
         let cfg = cfg.clone();
-        std::thread::Builder::new()
-            .name("zephyra-writer".into())
-            .spawn(move || writer_thread(job_rx, dirs, manifests, cfg, d, shards_written))
-            .map_err(|source| DataError::ThreadSpawn {
-                thread: "writer",
-                source,
-            })?
+        threads::spawn("writer", "writer", move || {
+            writer_thread(job_rx, dirs, manifests, cfg, d, shards_written)
+        })?
     };
     let mut tokens_done = 0u64;
     let produced: Result<()> = (|| {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
-use crate::store::manifest::{Manifest, MANIFEST_FILE};
+use crate::store::manifest::{Manifest, ManifestField, MANIFEST_FILE, SAME_ROWS};
 use crate::store::ActivationStore;
 
 /// What `out` held before a harvest, to undo a harvest that fails before its first shard.
@@ -54,67 +54,32 @@ pub(crate) fn prepare_store(dir: &Path, fresh: Manifest) -> Result<Manifest> {
     if dir.join(MANIFEST_FILE).exists() {
         let store = ActivationStore::open_partial(dir)?;
         let m = store.manifest().clone();
-        let checks: [(&str, String, String); 14] = [
-            (
-                "model sha256",
-                m.model.sha256.clone(),
-                fresh.model.sha256.clone(),
-            ),
-            (
-                "model precision (--precision)",
-                m.model.precision.to_string(),
-                fresh.model.precision.to_string(),
-            ),
-            ("hook", m.hook.clone(), fresh.hook.clone()),
-            ("d", m.d.to_string(), fresh.d.to_string()),
-            ("ctx", m.ctx.to_string(), fresh.ctx.to_string()),
-            ("dtype", m.dtype.to_string(), fresh.dtype.to_string()),
-            ("seed", m.seed.to_string(), fresh.seed.to_string()),
-            (
-                "shuffle contexts",
-                m.shuffle_contexts.to_string(),
-                fresh.shuffle_contexts.to_string(),
-            ),
-            (
-                "contexts per shard",
-                m.contexts_per_shard.to_string(),
-                fresh.contexts_per_shard.to_string(),
-            ),
-            (
-                "target contexts (--tokens)",
-                m.target_contexts.to_string(),
-                fresh.target_contexts.to_string(),
-            ),
-            (
-                "corpus",
-                m.corpus.description.clone(),
-                fresh.corpus.description.clone(),
-            ),
-            (
-                "text field",
-                m.corpus.text_field.clone(),
-                fresh.corpus.text_field.clone(),
-            ),
-            (
-                "exclusion rule",
-                m.exclusion.description.clone(),
-                fresh.exclusion.description.clone(),
-            ),
-            (
-                "context prefix (BOS first in every context)",
-                format!("{:?}", m.tokenizer.context_prefix),
-                format!("{:?}", fresh.tokenizer.context_prefix),
-            ),
+        // Beyond the rows themselves, what the harvest writes of them.
+        let written: [ManifestField; 7] = [
+            ("model precision (--precision)", |m| {
+                m.model.precision.to_string()
+            }),
+            ("hook", |m| m.hook.clone()),
+            ("d", |m| m.d.to_string()),
+            ("dtype", |m| m.dtype.to_string()),
+            ("target contexts (--tokens)", |m| {
+                m.target_contexts.to_string()
+            }),
+            ("text field", |m| m.corpus.text_field.clone()),
+            ("context prefix (BOS first in every context)", |m| {
+                format!("{:?}", m.tokenizer.context_prefix)
+            }),
         ];
-        for (field, stored, requested) in checks {
-            if stored != requested {
-                return Err(DataError::ResumeMismatch {
-                    dir: dir.to_path_buf(),
-                    field: field.into(),
-                    stored,
-                    requested,
-                });
-            }
+        let differs = m
+            .first_difference(&fresh, &SAME_ROWS)
+            .or_else(|| m.first_difference(&fresh, &written));
+        if let Some((field, stored, requested)) = differs {
+            return Err(DataError::ResumeMismatch {
+                dir: dir.to_path_buf(),
+                field: field.into(),
+                stored,
+                requested,
+            });
         }
         clean_temporaries(dir)?;
         return Ok(m);

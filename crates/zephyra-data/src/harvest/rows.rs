@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use zephyra_lm::HookPoint;
 
-use super::threads::{pack_thread, Packer};
+use super::threads::{pack_thread, spawn, Packer};
 use super::{HookModel, Pipeline};
-use crate::error::{DataError, Result};
+use crate::error::Result;
 use crate::exclude::{self, ExclusionRule, ShardExclusion};
 use crate::pack::{ContextStream, PackOptions, TextEncoder};
 
@@ -180,13 +180,7 @@ impl Activations<'static> {
         )?;
         let target = cfg.target_contexts();
         let (tx, rx) = sync_channel(cfg.batch_contexts * 4 + 16);
-        let thread = std::thread::Builder::new()
-            .name("zephyra-packer".into())
-            .spawn(move || pack_thread(stream, target, tx))
-            .map_err(|source| DataError::ThreadSpawn {
-                thread: "packer",
-                source,
-            })?;
+        let thread = spawn("packer", "packer", move || pack_thread(stream, target, tx))?;
         let packer = Packer {
             rx,
             _thread: thread,

@@ -154,13 +154,9 @@ impl Hub {
         let rows = Activations::start(self.pipeline.clone(), start_shard)?;
         let (tx, rx) = sync_channel(self.prefetch_shards);
         let dictionaries = self.dictionaries.clone();
-        let thread = std::thread::Builder::new()
-            .name("zephyra-harvest".into())
-            .spawn(move || stream_thread(rows, dictionaries, tx))
-            .map_err(|source| DataError::ThreadSpawn {
-                thread: "harvesting",
-                source,
-            })?;
+        let thread = super::threads::spawn("harvest", "harvesting", move || {
+            stream_thread(rows, dictionaries, tx)
+        })?;
         self.rx = Some(rx);
         self._thread = Some(thread);
         self.next_window = window;

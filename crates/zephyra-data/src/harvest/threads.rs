@@ -19,6 +19,21 @@ use crate::store::manifest::{Manifest, ShardInfo};
 use crate::store::{encode_shard, shard_file_name, ShardData};
 use zephyra_io::{sha256_hex, write_atomic};
 
+/// Starts the background thread `zephyra-{name}` running `work`; `what` names it in the error.
+pub(super) fn spawn<T: Send + 'static>(
+    name: &str,
+    what: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(format!("zephyra-{name}"))
+        .spawn(work)
+        .map_err(|source| DataError::ThreadSpawn {
+            thread: what,
+            source,
+        })
+}
+
 pub(super) enum ContextMsg {
     Context(Vec<u32>),
     End(ReadStats),

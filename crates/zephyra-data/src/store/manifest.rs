@@ -292,7 +292,34 @@ pub fn is_plain_file_name(name: &str) -> bool {
     ) && !name.contains(['/', '\\', '\0'])
 }
 
+/// A setting two manifests can be compared on: its name in messages and its value as text.
+pub type ManifestField = (&'static str, fn(&Manifest) -> String);
+
+/// The settings that make the rows of two stores the same tokens in the same order (the stores of one
+/// harvest): model, corpus, packing and exclusion rule.
+pub const SAME_ROWS: [ManifestField; 7] = [
+    ("model sha256", |m| m.model.sha256.clone()),
+    ("corpus", |m| m.corpus.description.clone()),
+    ("ctx", |m| m.ctx.to_string()),
+    ("seed", |m| m.seed.to_string()),
+    ("shuffle contexts", |m| m.shuffle_contexts.to_string()),
+    ("contexts per shard", |m| m.contexts_per_shard.to_string()),
+    ("exclusion rule", |m| m.exclusion.description.clone()),
+];
+
 impl Manifest {
+    /// The first of `fields` on which `self` and `other` differ: its name, `self`'s value, `other`'s.
+    pub fn first_difference(
+        &self,
+        other: &Manifest,
+        fields: &[ManifestField],
+    ) -> Option<(&'static str, String, String)> {
+        fields.iter().find_map(|(name, value)| {
+            let (mine, theirs) = (value(self), value(other));
+            (mine != theirs).then_some((*name, mine, theirs))
+        })
+    }
+
     /// Reads `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);

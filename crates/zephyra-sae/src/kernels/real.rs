@@ -32,10 +32,16 @@ pub trait Real:
     fn from_f64(v: f64) -> Self;
     /// To an `f64`.
     fn to_f64(self) -> f64;
-    /// From an `f32`.
-    fn from_f32(v: f32) -> Self;
-    /// To an `f32` (rounded for `f64`).
-    fn to_f32(self) -> f32;
+    /// From an `f32` (exact: through `f64`, which holds every `f32`).
+    #[inline]
+    fn from_f32(v: f32) -> Self {
+        Self::from_f64(f64::from(v))
+    }
+    /// To an `f32` (rounded for `f64`; through `f64`, exact for `f32`).
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self.to_f64() as f32
+    }
     /// `eˣ`.
     fn exp(self) -> Self;
     /// Natural logarithm.
@@ -65,6 +71,14 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
+    (@unary $t:ty: $($f:ident),*) => {
+        $(
+            #[inline]
+            fn $f(self) -> Self {
+                <$t>::$f(self)
+            }
+        )*
+    };
     ($t:ty, $kernels:path, $view:path, $view_mut:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
@@ -77,30 +91,7 @@ macro_rules! impl_real {
             fn to_f64(self) -> f64 {
                 self as f64
             }
-            #[inline]
-            fn from_f32(v: f32) -> Self {
-                v as $t
-            }
-            #[inline]
-            fn to_f32(self) -> f32 {
-                self as f32
-            }
-            #[inline]
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            #[inline]
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
-            #[inline]
-            fn sqrt(self) -> Self {
-                <$t>::sqrt(self)
-            }
-            #[inline]
-            fn abs(self) -> Self {
-                <$t>::abs(self)
-            }
+            impl_real!(@unary $t: exp, ln, sqrt, abs);
             #[inline]
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)

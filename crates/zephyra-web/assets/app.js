@@ -333,21 +333,28 @@ async function graphs() {
   status("");
 }
 
-// Rows: embeddings at the bottom, then layer 0 … L−1, logits on top; columns: prompt positions, each as wide
-// as its fullest cell needs so that the nodes of a cell sit side by side without overlapping.
+// Rows: embeddings at the bottom, then layer 0 … L−1, logits on top; columns: prompt positions. The nodes
+// of a cell sit in slots side by side, wrapping onto up to as many lines as the row's height holds; a column
+// widens to fit its fullest cell, so no node covers another.
 const nodeRadius = (n) => (n.feature_type === "logit" ? 8 : 6);
+const PER_LINE = 8;
 function graphLayout(g) {
   const nLayers = Math.max(0, ...g.nodes.filter((n) => n.feature_type === "logit").map((n) => +n.layer - 1));
   const row = (n) => (n.layer === "E" ? 0 : n.feature_type === "logit" ? nLayers + 1 : +n.layer + 1);
   const nPos = g.metadata.prompt_tokens.length;
   const baseW = Math.max(70, Math.min(160, 1100 / Math.max(1, nPos))), rowH = 46, padL = 60, padT = 20;
-  const step = (n) => 2 * nodeRadius(n) + 3;
   const cells = new Map();
   g.nodes.forEach((n) => { const k = `${row(n)}:${n.ctx_idx}`; (cells.get(k) || cells.set(k, []).get(k)).push(n); });
+  // Per cell: the slot size, lines and nodes per line.
+  const shape = (list) => {
+    const slot = 3 + 2 * Math.max(...list.map(nodeRadius));
+    const lines = Math.max(1, Math.min(Math.floor((rowH - 1) / slot), Math.ceil(list.length / PER_LINE)));
+    return { slot, lines, perLine: Math.ceil(list.length / lines) };
+  };
   const colW = new Array(nPos).fill(baseW);
   for (const [k, list] of cells) {
-    const c = +k.split(":")[1];
-    if (c < nPos) colW[c] = Math.max(colW[c], 10 + list.reduce((w, n) => w + step(n), 0));
+    const c = +k.split(":")[1], s = shape(list);
+    if (c < nPos) colW[c] = Math.max(colW[c], 10 + s.perLine * s.slot);
   }
   const colX = [];
   let right = padL;
@@ -357,8 +364,12 @@ function graphLayout(g) {
     const [r, c] = k.split(":").map(Number);
     if (c >= nPos) continue;
     list.sort((a, b) => (b.influence == null ? 0 : 1) - (a.influence == null ? 0 : 1) || (a.influence || 0) - (b.influence || 0));
-    let x = colX[c] + (colW[c] - list.reduce((w, n) => w + step(n), 0)) / 2;
-    list.forEach((n) => { pos.set(n.node_id, { x: x + step(n) / 2, y: padT + (nLayers + 1 - r) * rowH + rowH / 2 }); x += step(n); });
+    const { slot, lines, perLine } = shape(list);
+    const x0 = colX[c] + (colW[c] - perLine * slot) / 2, y0 = padT + (nLayers + 1 - r) * rowH + rowH / 2;
+    list.forEach((n, i) => {
+      const line = Math.floor(i / perLine), k = i % perLine;
+      pos.set(n.node_id, { x: x0 + (k + 0.5) * slot, y: y0 + (line - (lines - 1) / 2) * slot });
+    });
   }
   return { pos, width: right + 10, height: padT + (nLayers + 2) * rowH + 30, nLayers, colX, colW, rowH, padT };
 }

@@ -1,8 +1,8 @@
 //! A real browser against the app: headless Chromium (Debian package `chromium`; `.ci/run` installs it)
 //! loads the feature browser, a feature page, the steering playground (which runs a streamed steering
 //! request on load with `?run=1`) and the run page (config, eval table, plots), and the test asserts on the
-//! rendered DOM; and it draws an attribution graph, hovers a node with a real pointer and runs an ablation
-//! and a steering edit from the graph page. Screenshots of the steering, run and graph pages are kept in
+//! rendered DOM; and it draws an attribution graph, hovers a node with a real pointer (its contexts card),
+//! runs an ablation and a steering edit from the graph page, and clicks the node to open its feature page. Screenshots of the steering, run and graph pages are kept in
 //! `target/browser/{steer,run,graph}.png`.
 //!
 //! The binary is taken from `$ZEPHYRA_CHROMIUM`, else `chromium`, else `chromium-browser`; when none exists
@@ -456,7 +456,7 @@ fn shown_tokens(browser: &mut Browser, i: usize) -> Vec<String> {
 }
 
 #[test]
-fn chromium_draws_a_graph_its_hover_cards_and_runs_an_ablation_and_a_steer_from_it() {
+fn chromium_draws_a_graph_hovers_and_opens_a_node_and_ablates_and_steers_from_it() {
     let s = common::graph::setup();
     let store_dir = tempfile::tempdir().unwrap();
     let store = common::graph::layer0_store(&s, store_dir.path());
@@ -635,4 +635,17 @@ fn chromium_draws_a_graph_its_hover_cards_and_runs_an_ablation_and_a_steer_from_
         "graph.png is not a PNG"
     );
     std::fs::write(shots.join("graph.png"), png).unwrap();
+
+    // Clicking the feature opens its page: layer 0's record, all its top contexts.
+    browser.click(&format!("#graph-svg .node[data-node=\"{id}\"]"));
+    browser.wait_for(
+        &format!(
+            "location.pathname === '/layer/0/feature/{f}' && document.body.dataset.ready === '1'"
+        ),
+        "the feature page after the click",
+    );
+    let title = browser.eval("document.querySelector('#title').textContent");
+    assert_eq!(title, json!(format!("Layer 0 feature {f}")));
+    let rows = browser.eval("document.querySelectorAll('#top-contexts .ctx').length");
+    assert_eq!(rows, json!(record.top.len()));
 }

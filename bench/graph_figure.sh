@@ -24,12 +24,16 @@ ABLATE=${ABLATE:-10}
 
 [ -x "$Z" ] || { echo "no zephyra binary at $Z: build it (cargo build --release) or set ZEPHYRA" >&2; exit 2; }
 [ -x /usr/bin/time ] || { echo "/usr/bin/time is missing (peak RSS): apt-get install -y time" >&2; exit 2; }
-n_tc=$(ls "$TC"/layer-*/cfg.json 2>/dev/null | wc -l)
+count() { { ls "$TC"/layer-*/"$1" 2>/dev/null || true; } | wc -l; }
+n_tc=$(count cfg.json)
 if [ "$n_tc" -ne 30 ]; then
   echo "$TC holds $n_tc transcoders (layer-*/cfg.json), the figure wants SmolLM2's 30: train them with" \
        "bench/transcoders_30.sh" >&2
   exit 2
 fi
+# `zephyra train` writes summary.json when a layer's training ends (random transcoders have none).
+n_done=$(count summary.json)
+[ "$n_done" -eq 30 ] || echo "warning: only $n_done of 30 layers have a summary.json: is the training done?" >&2
 n_tok=$("$Z" --quiet tokenize --model "$MODEL" --text "$PROMPT" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["ids"]))')
 if [ "$n_tok" -ne "$TOKENS" ]; then
   echo "the prompt has $n_tok tokens, not $TOKENS: change PROMPT (or TOKENS)" >&2

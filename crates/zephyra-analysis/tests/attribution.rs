@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use zephyra_analysis::attribution::graph::demeaned_logits;
 use zephyra_analysis::attribution::paths::top_paths;
 use zephyra_analysis::attribution::prune::{prune, scores};
+use zephyra_analysis::attribution::trace::EMPTY_TRANSCODER;
 use zephyra_analysis::attribution::{
     attribute, capture, AttributionConfig, TraceOptions, Tracer, Transcoder,
 };
@@ -51,6 +52,13 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 
 fn check_exact(model: &Llama, tokens: &[u32]) {
     let tcs = random_transcoders(model, 6, 1);
+    let active = check_exact_with(model, tokens, &tcs);
+    assert!(active >= 6 * tokens.len() * model.config().n_layers / 2);
+}
+
+/// The local replacement model through `tcs` reproduces the logits, and every target's incoming edges plus
+/// its bias equal its real value; returns the number of active features.
+fn check_exact_with(model: &Llama, tokens: &[u32], tcs: &[(HookPoint, Sae)]) -> usize {
     let refs: Vec<(HookPoint, &Sae)> = tcs.iter().map(|(h, s)| (*h, s)).collect();
     let built = capture::build(model, &refs, tokens).unwrap();
     let max_logit = built.logits.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
@@ -60,7 +68,6 @@ fn check_exact(model: &Llama, tokens: &[u32]) {
         built.max_abs_logit_error
     );
     let lr = &built.local;
-    assert!(lr.active.len() >= 6 * tokens.len() * model.config().n_layers / 2);
     let cfg = AttributionConfig {
         max_n_logits: 5,
         desired_logit_prob: 0.999,
@@ -91,6 +98,26 @@ fn check_exact(model: &Llama, tokens: &[u32]) {
             want[k]
         );
     }
+    lr.active.len()
+}
+
+#[test]
+fn a_layer_without_a_transcoder_is_all_error_nodes_and_the_graph_stays_exact() {
+    let tiny = tiny_llama(5).unwrap();
+    let model = Llama::load_gguf(&tiny.path).unwrap();
+    let tokens = [1, 40, 77, 250, 12, 9, 150, 60, 61, 200];
+    let (n_layers, d) = (model.config().n_layers, model.config().d_model);
+    assert!(n_layers >= 2);
+    let mut tcs = random_transcoders(&model, 6, 1);
+    let empty = Transcoder::empty(0, HookPoint::Ln2Normalized(0), d).unwrap();
+    assert_eq!(empty.name, EMPTY_TRANSCODER);
+    tcs[0] = (empty.input, empty.sae);
+    // Every feature sits above layer 0, and still sums exactly: layer 0's whole MLP is its error nodes.
+    let active = check_exact_with(&model, &tokens, &tcs);
+    assert!(active >= 6 * tokens.len() * (n_layers - 1) / 2, "{active}");
+    let refs: Vec<(HookPoint, &Sae)> = tcs.iter().map(|(h, s)| (*h, s)).collect();
+    let built = capture::build(&model, &refs, &tokens).unwrap();
+    assert!(built.local.active.iter().all(|a| a.layer > 0));
 }
 
 #[test]

@@ -89,6 +89,22 @@ fn ablated_logits(
     rows.into_iter().next().unwrap()
 }
 
+/// `zephyra attribute` of [`PROMPT`] on `model` through `tc`, writing `out`, then `extra`.
+fn attribute_args(model: &str, tc: &str, out: &str, extra: &[&str]) -> Vec<String> {
+    let base = [
+        "attribute",
+        "--model",
+        model,
+        "--transcoders",
+        tc,
+        "--prompt",
+        PROMPT,
+        "--out",
+        out,
+    ];
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
 #[test]
 fn attribute_checks_in_the_real_model_and_serve_shows_the_graph() {
     let p = planted(3);
@@ -99,21 +115,8 @@ fn attribute_checks_in_the_real_model_and_serve_shows_the_graph() {
     let tc = tc_dir.display().to_string();
     let out = tc_dir.join("graphs/france.json");
     let out_s = out.display().to_string();
-    let args = [
-        "attribute",
-        "--model",
-        &model,
-        "--transcoders",
-        &tc,
-        "--prompt",
-        PROMPT,
-        "--out",
-        &out_s,
-        "--ablate",
-        "3",
-        "--json",
-    ];
-    let summary: Value = serde_json::from_str(ok(run(args)).trim()).unwrap();
+    let args = attribute_args(&model, &tc, &out_s, &["--ablate", "3", "--json"]);
+    let summary: Value = serde_json::from_str(ok(run(&args)).trim()).unwrap();
     let file: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(file["metadata"]["slug"], "france");
     assert_eq!(
@@ -171,7 +174,7 @@ fn attribute_checks_in_the_real_model_and_serve_shows_the_graph() {
 
     // Missing layers are refused, naming them.
     std::fs::remove_dir_all(tc_dir.join("layer-1")).unwrap();
-    let err = fails(run(args));
+    let err = fails(run(&args));
     assert!(
         err.contains("zephyra train --transcoder --layers all"),
         "{err}"
@@ -239,4 +242,47 @@ fn attribute_checks_in_the_real_model_and_serve_shows_the_graph() {
         err.contains("--sae DIR") && err.contains("--transcoders DIR"),
         "{err}"
     );
+}
+
+#[test]
+fn a_missing_layer_is_refused_unless_allowed_and_then_has_no_features() {
+    let p = planted(3);
+    let dir = tempfile::tempdir().unwrap();
+    let tc_dir = dir.path().join("tc");
+    write_transcoders(&p.llama, &tc_dir);
+    std::fs::remove_dir_all(tc_dir.join("layer-0")).unwrap();
+    let model = p.tiny.path.display().to_string();
+    let tc = tc_dir.display().to_string();
+    let out = dir.path().join("g.json");
+    let out_s = out.display().to_string();
+    let args = attribute_args(&model, &tc, &out_s, &["--json"]);
+    let err = fails(run(&args));
+    assert!(
+        err.contains("no transcoder for layers [0]") && err.contains("--allow-missing-layers"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let summary: Value = serde_json::from_str(
+        ok(run(args
+            .iter()
+            .map(String::as_str)
+            .chain(["--allow-missing-layers"])))
+        .trim(),
+    )
+    .unwrap();
+    // Layer 0's MLP is all error: the local replacement model stays exact, and no feature is from layer 0.
+    assert!(
+        summary["max_abs_logit_error"].as_f64().unwrap() < 1e-3,
+        "{summary}"
+    );
+    let file: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let nodes = file["nodes"].as_array().unwrap();
+    assert!(
+        summary["n_feature_nodes"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(nodes
+        .iter()
+        .filter(|n| n["feature_type"] == "cross layer transcoder")
+        .all(|n| n["layer"] != "0"));
 }

@@ -333,21 +333,45 @@ async function graphs() {
   status("");
 }
 
-// Rows: embeddings at the bottom, then layer 0 … L−1, logits on top; columns: prompt positions.
+// Rows: embeddings at the bottom, then layer 0 … L−1, logits on top; columns: prompt positions. The nodes
+// of a cell sit in slots side by side, wrapping onto up to as many lines as the row's height holds; a column
+// widens to fit its fullest cell, so no node covers another.
+const nodeRadius = (n) => (n.feature_type === "logit" ? 8 : 6);
+const PER_LINE = 8;
 function graphLayout(g) {
   const nLayers = Math.max(0, ...g.nodes.filter((n) => n.feature_type === "logit").map((n) => +n.layer - 1));
   const row = (n) => (n.layer === "E" ? 0 : n.feature_type === "logit" ? nLayers + 1 : +n.layer + 1);
   const nPos = g.metadata.prompt_tokens.length;
-  const colW = Math.max(70, Math.min(160, 1100 / Math.max(1, nPos))), rowH = 46, padL = 60, padT = 20;
+  const baseW = Math.max(70, Math.min(160, 1100 / Math.max(1, nPos))), rowH = 46, padL = 60, padT = 20;
   const cells = new Map();
   g.nodes.forEach((n) => { const k = `${row(n)}:${n.ctx_idx}`; (cells.get(k) || cells.set(k, []).get(k)).push(n); });
+  // Per cell: the slot size, lines and nodes per line.
+  const shape = (list) => {
+    const slot = 3 + 2 * Math.max(...list.map(nodeRadius));
+    const lines = Math.max(1, Math.min(Math.floor((rowH - 1) / slot), Math.ceil(list.length / PER_LINE)));
+    return { slot, lines, perLine: Math.ceil(list.length / lines) };
+  };
+  const colW = new Array(nPos).fill(baseW);
+  for (const [k, list] of cells) {
+    const c = +k.split(":")[1], s = shape(list);
+    if (c < nPos) colW[c] = Math.max(colW[c], 10 + s.perLine * s.slot);
+  }
+  const colX = [];
+  let right = padL;
+  for (let c = 0; c < nPos; c++) { colX.push(right); right += colW[c]; }
   const pos = new Map();
   for (const [k, list] of cells) {
     const [r, c] = k.split(":").map(Number);
+    if (c >= nPos) continue;
     list.sort((a, b) => (b.influence == null ? 0 : 1) - (a.influence == null ? 0 : 1) || (a.influence || 0) - (b.influence || 0));
-    list.forEach((n, i) => pos.set(n.node_id, { x: padL + c * colW + colW / 2 + (i - (list.length - 1) / 2) * Math.min(14, (colW - 10) / list.length), y: padT + (nLayers + 1 - r) * rowH + rowH / 2 }));
+    const { slot, lines, perLine } = shape(list);
+    const x0 = colX[c] + (colW[c] - perLine * slot) / 2, y0 = padT + (nLayers + 1 - r) * rowH + rowH / 2;
+    list.forEach((n, i) => {
+      const line = Math.floor(i / perLine), k = i % perLine;
+      pos.set(n.node_id, { x: x0 + (k + 0.5) * slot, y: y0 + (line - (lines - 1) / 2) * slot });
+    });
   }
-  return { pos, width: padL + nPos * colW + 10, height: padT + (nLayers + 2) * rowH + 30, nLayers, colW, rowH, padL, padT, nPos };
+  return { pos, width: right + 10, height: padT + (nLayers + 2) * rowH + 30, nLayers, colX, colW, rowH, padT };
 }
 
 function nodeLabel(n, tokens) {
@@ -372,7 +396,7 @@ async function graphPage() {
     const t = mk("text", { x: 4, y: y + 4, class: "row-label" }); t.textContent = r === 0 ? "emb" : r === L.nLayers + 1 ? "logits" : `L${r - 1}`; svg.append(t);
   }
   tokens.forEach((tok, c) => {
-    const t = mk("text", { x: L.padL + c * L.colW + L.colW / 2, y: L.height - 8, "text-anchor": "middle", class: "tok-label" });
+    const t = mk("text", { x: L.colX[c] + L.colW[c] / 2, y: L.height - 8, "text-anchor": "middle", class: "tok-label" });
     t.textContent = visible(tok); svg.append(t);
   });
   const maxW = Math.max(1e-12, ...g.links.map((l) => Math.abs(l.weight)));
@@ -410,8 +434,9 @@ async function graphPage() {
   }
   g.nodes.forEach((n) => {
     const p = L.pos.get(n.node_id);
+    if (!p) return;
     const kind = { "cross layer transcoder": "feature", "mlp reconstruction error": "error", embedding: "embedding", logit: "logit" }[n.feature_type] || "feature";
-    const shape = kind === "error" ? mk("rect", { x: p.x - 5, y: p.y - 5, width: 10, height: 10 }) : mk("circle", { cx: p.x, cy: p.y, r: kind === "logit" ? 8 : 6 });
+    const shape = kind === "error" ? mk("rect", { x: p.x - 5, y: p.y - 5, width: 10, height: 10 }) : mk("circle", { cx: p.x, cy: p.y, r: nodeRadius(n) });
     shape.setAttribute("class", `node ${kind}`); shape.setAttribute("data-node", n.node_id);
     const t = mk("title", {}); t.textContent = nodeLabel(n, tokens); shape.append(t);
     shape.addEventListener("mouseenter", () => hover(n));
@@ -425,9 +450,9 @@ async function graphPage() {
   const features = g.nodes.filter((n) => n.feature_type === "cross layer transcoder");
   const pick = el("select", { id: "pick" }, ...features.map((n) => el("option", { value: n.node_id, text: nodeLabel(n, tokens) })));
   const pickScale = el("input", { type: "number", step: "0.5", value: "0", id: "pick-scale", class: "scale" });
-  const add = el("button", { text: "add", onclick: () => { const n = features.find((f) => f.node_id === pick.value); if (n) addEdit(n, Number(pickScale.value)); } });
+  const add = el("button", { id: "add-edit", text: "add", onclick: () => { const n = features.find((f) => f.node_id === pick.value); if (n) addEdit(n, Number(pickScale.value)); } });
   const runBtn = el("button", { id: "intervene", text: "Run the model" });
-  const result = el("div", { id: "intervention", class: "grid2" });
+  const result = el("div", { id: "intervention" });
   runBtn.addEventListener("click", async () => {
     runBtn.disabled = true; status("");
     try {
@@ -435,8 +460,10 @@ async function graphPage() {
       const table = (title, rows) => el("div", {}, el("h2", { text: title }), el("table", {}, el("tbody", {},
         ...rows.map((t) => el("tr", {}, el("td", { class: "tok", text: visible(t.token) }), el("td", { class: "num", text: fmt(t.prob) }))))));
       const target = r.target ? el("p", { id: "target-change", text: `${JSON.stringify(r.target.token)}: logit − mean ${fmt(r.target.before)} → ${fmt(r.target.after)}` }) : null;
-      result.replaceChildren(table("Top tokens before", r.before), table("Top tokens after", r.after));
-      if (target) result.prepend(target);
+      // The target's change above, the two tables side by side below it.
+      result.replaceChildren(...(target ? [target] : []),
+        el("div", { class: "grid2" }, table("Top tokens before", r.before), table("Top tokens after", r.after)));
+      result.dataset.runs = String(Number(result.dataset.runs || 0) + 1);
     } catch (e) { status(e.message, true); } finally { runBtn.disabled = false; }
   });
   main().append(el("p", { id: "prompt", class: "muted", text: `${g.metadata.prompt} · ${g.nodes.length} nodes, ${g.links.length} edges` }),

@@ -1,7 +1,9 @@
 //! A real browser against the app: headless Chromium (Debian package `chromium`; `.ci/run` installs it)
 //! loads the feature browser, a feature page, the steering playground (which runs a streamed steering
 //! request on load with `?run=1`) and the run page (config, eval table, plots), and the test asserts on the
-//! rendered DOM. Screenshots of the steering and run pages are kept in `target/browser/{steer,run}.png`.
+//! rendered DOM; and it draws an attribution graph, hovers a node with a real pointer (its contexts card),
+//! runs an ablation and a steering edit from the graph page, and clicks the node to open its feature page. Screenshots of the steering, run and graph pages are kept in
+//! `target/browser/{steer,run,graph}.png`.
 //!
 //! The binary is taken from `$ZEPHYRA_CHROMIUM`, else `chromium`, else `chromium-browser`; when none exists
 //! the test fails with the install command (it does not skip).
@@ -15,7 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::graph::{feature_nodes, PROMPT};
 use serde_json::{json, Value};
+use zephyra_analysis::attribution::intervene::{demeaned, top_tokens, FeatureEdit};
 use zephyra_web::router;
 
 fn chromium() -> PathBuf {
@@ -160,19 +164,72 @@ impl Browser {
             "location.href === {} && document.body !== null && document.body.dataset.ready === '1'",
             json!(url)
         );
-        let t0 = Instant::now();
-        while self.eval(&ready) != json!(true) {
-            assert!(
-                t0.elapsed() < PAGE_TIMEOUT,
-                "{url} never finished: {}",
-                self.eval("document.documentElement.outerHTML")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_for(&ready, &format!("{url} finishing"));
         self.eval("document.documentElement.outerHTML")
             .as_str()
             .unwrap()
             .to_string()
+    }
+
+    /// Waits until `expression` is true on the current page; fails with `what` and the page when it is not
+    /// within [`PAGE_TIMEOUT`].
+    fn wait_for(&mut self, expression: &str, what: &str) {
+        let t0 = Instant::now();
+        while self.eval(expression) != json!(true) {
+            assert!(
+                t0.elapsed() < PAGE_TIMEOUT,
+                "{what} never happened: {}",
+                self.eval("document.documentElement.outerHTML")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Scrolls the element of `selector` into view and returns its centre in viewport coordinates,
+    /// checking that the element is what a pointer there would touch.
+    fn centre_of(&mut self, selector: &str) -> (f64, f64) {
+        let js = format!(
+            "(() => {{ const e = document.querySelector({sel}); if (!e) return null;
+               e.scrollIntoView({{block: 'center', inline: 'center'}});
+               const r = e.getBoundingClientRect(), x = r.left + r.width / 2, y = r.top + r.height / 2;
+               const hit = document.elementFromPoint(x, y);
+               return [x, y, hit === e || e.contains(hit)]; }})()",
+            sel = json!(selector)
+        );
+        let v = self.eval(&js);
+        let arr = v
+            .as_array()
+            .unwrap_or_else(|| panic!("no element `{selector}` on the page"));
+        assert_eq!(
+            arr[2],
+            json!(true),
+            "`{selector}` is covered by another element"
+        );
+        (arr[0].as_f64().unwrap(), arr[1].as_f64().unwrap())
+    }
+
+    /// Moves a real pointer onto the element of `selector` (mouse events from the browser, not from script).
+    fn hover(&mut self, selector: &str) {
+        let (x, y) = self.centre_of(selector);
+        self.page(
+            "Input.dispatchMouseEvent",
+            json!({"type": "mouseMoved", "x": x, "y": y}),
+        );
+    }
+
+    /// Clicks the element of `selector` with a real pointer.
+    fn click(&mut self, selector: &str) {
+        let (x, y) = self.centre_of(selector);
+        self.page(
+            "Input.dispatchMouseEvent",
+            json!({"type": "mouseMoved", "x": x, "y": y}),
+        );
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.page(
+                "Input.dispatchMouseEvent",
+                json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
+            );
+        }
     }
 
     /// A PNG of the whole current page, `width` pixels wide.
@@ -362,4 +419,233 @@ fn chromium_renders_the_feature_page_a_streamed_steering_run_and_the_run_page() 
         );
         std::fs::write(&png, bytes).unwrap();
     }
+}
+
+/// The `[data-…]` values of the elements of `selector`, sorted.
+fn sorted_strings(browser: &mut Browser, selector: &str, js_map: &str) -> Vec<String> {
+    let v = browser.eval(&format!(
+        "[...document.querySelectorAll({})].map({js_map})",
+        json!(selector)
+    ));
+    let mut out: Vec<String> = serde_json::from_value(v).unwrap();
+    out.sort();
+    out
+}
+
+/// `x` as the app's `fmt(x)` shows it (3 decimals, or 3 digits in exponent form outside 0.01..10,000).
+fn js_fmt(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if (1e-2..1e4).contains(&x.abs()) {
+        format!("{x:.3}")
+    } else {
+        let s = format!("{x:.2e}");
+        match s.split_once('e') {
+            Some((m, e)) if !e.starts_with('-') => format!("{m}e+{e}"),
+            _ => s,
+        }
+    }
+}
+
+/// The token texts of the `i`-th table of the intervention result, in order.
+fn shown_tokens(browser: &mut Browser, i: usize) -> Vec<String> {
+    let js = format!(
+        "[...document.querySelectorAll('#intervention table')[{i}].querySelectorAll('td.tok')].map(t => t.textContent)"
+    );
+    serde_json::from_value(browser.eval(&js)).unwrap()
+}
+
+#[test]
+fn chromium_draws_a_graph_hovers_and_opens_a_node_and_ablates_and_steers_from_it() {
+    let s = common::graph::setup();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = common::graph::layer0_store(&s, store_dir.path());
+    let addr = common::serve_in_background(common::graph::app(&s, true, Some(store.clone())));
+    let mut browser = Browser::start(&chromium());
+    let url = format!("http://{addr}/graph/g");
+    browser.open(&url);
+    assert_eq!(
+        browser.eval("document.querySelector('#status').className"),
+        json!("muted")
+    );
+
+    // Every node of the file is drawn once with its id; every link once, between its ends, red when negative.
+    let nodes = s.graph["nodes"].as_array().unwrap();
+    let links = s.graph["links"].as_array().unwrap();
+    assert!(nodes.len() > 5 && !links.is_empty(), "{}", s.graph);
+    let mut want_nodes: Vec<String> = nodes
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap().to_string())
+        .collect();
+    want_nodes.sort();
+    let drawn = sorted_strings(&mut browser, "#graph-svg .node", "e => e.dataset.node");
+    assert_eq!(drawn, want_nodes);
+    let mut want_links: Vec<String> = links
+        .iter()
+        .map(|l| {
+            let sign = if l["weight"].as_f64().unwrap() < 0.0 {
+                "neg"
+            } else {
+                "pos"
+            };
+            format!(
+                "{} {} {sign}",
+                l["source"].as_str().unwrap(),
+                l["target"].as_str().unwrap()
+            )
+        })
+        .collect();
+    want_links.sort();
+    let drawn = sorted_strings(
+        &mut browser,
+        "#graph-svg line.edge",
+        "e => `${e.dataset.source} ${e.dataset.target} ${e.classList.contains('neg') ? 'neg' : 'pos'}`",
+    );
+    assert_eq!(drawn, want_links);
+    // Legible: no node covers another (the cells of a position share its column side by side).
+    let overlaps = browser.eval(
+        "(() => { const b = [...document.querySelectorAll('#graph-svg .node')].map(e => e.getBoundingClientRect());
+           let n = 0;
+           for (let i = 0; i < b.length; i++) for (let j = i + 1; j < b.length; j++)
+             if (b[i].left < b[j].right && b[j].left < b[i].right && b[i].top < b[j].bottom && b[j].top < b[i].bottom) n++;
+           return n; })()",
+    );
+    assert_eq!(overlaps, json!(0), "overlapping nodes");
+    let features = feature_nodes(&s.graph);
+    let n_drawn =
+        browser.eval("document.querySelectorAll('#graph-svg circle.node.feature').length");
+    assert_eq!(n_drawn, json!(features.len()));
+
+    // Hovering a layer-0 feature fills the card with its top contexts from layer 0's store.
+    let node = features
+        .iter()
+        .find(|n| n["layer"] == "0")
+        .expect("the graph keeps a layer-0 feature");
+    let (id, f) = (
+        node["node_id"].as_str().unwrap(),
+        node["feature"].as_u64().unwrap(),
+    );
+    let record = store
+        .record(f as u32)
+        .unwrap()
+        .expect("a record per feature");
+    assert!(!record.top.is_empty(), "feature {f} fired on the corpus");
+    browser.hover(&format!("#graph-svg .node[data-node=\"{id}\"]"));
+    browser.wait_for(
+        "document.querySelectorAll('#hover-card .ctx').length > 0",
+        "the hover card's contexts",
+    );
+    let centres: Vec<String> = serde_json::from_value(browser.eval(
+        "[...document.querySelectorAll('#hover-card .ctx')].map(r => r.querySelector('.tok.center').textContent)",
+    ))
+    .unwrap();
+    let want: Vec<String> = record
+        .top
+        .iter()
+        .take(5)
+        .map(|ex| ex.tokens[ex.center as usize].replace('\n', "\u{21b5}"))
+        .collect();
+    assert_eq!(centres, want);
+    let title = browser.eval("document.querySelector('#hover-card h2').textContent");
+    let pos = node["ctx_idx"].as_u64().unwrap();
+    assert!(
+        title
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("L0 feature {f} @{pos}")),
+        "{title}"
+    );
+
+    // The ablate/steer form: pick the feature (scale 0), run the real model, then steer it (scale 3).
+    let tokens = s.tracer.tokens(PROMPT).unwrap();
+    let target = nodes
+        .iter()
+        .find(|n| n["is_target_logit"] == true)
+        .and_then(|n| n["feature"].as_u64())
+        .expect("a target logit") as u32;
+    let expected = |scale: f32| {
+        let edit = FeatureEdit {
+            layer: 0,
+            pos: pos as usize,
+            feature: f as usize,
+            activation: node["activation"].as_f64().unwrap() as f32,
+            scale,
+        };
+        let out = s.tracer.intervene(&tokens, &[edit]).unwrap();
+        let pieces = |logits: &[f32]| -> Vec<String> {
+            top_tokens(logits, 10)
+                .iter()
+                .map(|t| s.tracer.piece(t.id).replace('\n', "\u{21b5}"))
+                .collect()
+        };
+        let change = format!(
+            "{}: logit − mean {} → {}",
+            json!(s.tracer.piece(target)),
+            js_fmt(demeaned(&out.before, target)),
+            js_fmt(demeaned(&out.after, target))
+        );
+        (pieces(&out.before), pieces(&out.after), change)
+    };
+    browser.eval(&format!(
+        "document.querySelector('#pick').value = {}; true",
+        json!(id)
+    ));
+    browser.click("#add-edit");
+    browser.wait_for(
+        "document.querySelectorAll('#edits li').length === 1",
+        "the edit being listed",
+    );
+    for (run, scale) in [(1, 0.0f32), (2, 3.0)] {
+        if run > 1 {
+            // Type the new scale into the edit's box, as a user would.
+            browser.click("#edits input.scale");
+            browser.eval("document.querySelector('#edits input.scale').select(); true");
+            browser.page("Input.insertText", json!({ "text": scale.to_string() }));
+        }
+        browser.click("#intervene");
+        browser.wait_for(
+            &format!("document.querySelector('#intervention').dataset.runs === '{run}'"),
+            "the intervention's answer",
+        );
+        let (before, after, change) = expected(scale);
+        assert_eq!(shown_tokens(&mut browser, 0), before, "scale {scale}");
+        assert_eq!(shown_tokens(&mut browser, 1), after, "scale {scale}");
+        let shown = browser.eval("document.querySelector('#target-change').textContent");
+        assert_eq!(shown, json!(change), "scale {scale}");
+        let side_by_side = browser.eval(
+            "(() => { const [a, b] = [...document.querySelectorAll('#intervention table')].map(t => t.getBoundingClientRect());
+               return a.top === b.top && a.right <= b.left; })()",
+        );
+        assert_eq!(
+            side_by_side,
+            json!(true),
+            "the before and after tables sit side by side"
+        );
+    }
+    assert_eq!(
+        browser.eval("document.querySelector('#status').textContent"),
+        json!("")
+    );
+
+    let shots = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/browser"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = browser.screenshot(1200);
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "graph.png is not a PNG"
+    );
+    std::fs::write(shots.join("graph.png"), png).unwrap();
+
+    // Clicking the feature opens its page: layer 0's record, all its top contexts.
+    browser.click(&format!("#graph-svg .node[data-node=\"{id}\"]"));
+    browser.wait_for(
+        &format!(
+            "location.pathname === '/layer/0/feature/{f}' && document.body.dataset.ready === '1'"
+        ),
+        "the feature page after the click",
+    );
+    let title = browser.eval("document.querySelector('#title').textContent");
+    assert_eq!(title, json!(format!("Layer 0 feature {f}")));
+    let rows = browser.eval("document.querySelectorAll('#top-contexts .ctx').length");
+    assert_eq!(rows, json!(record.top.len()));
 }

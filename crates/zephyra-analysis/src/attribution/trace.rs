@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use zephyra_lm::{HookPoint, Llama, Tokenizer};
-use zephyra_sae::Sae;
+use zephyra_sae::{Architecture, Sae, SaeConfig, SaeOf};
 
 use super::capture;
 use super::graph::{attribute, AttributionConfig, Graph};
@@ -31,6 +31,24 @@ pub struct Transcoder {
     pub name: String,
     /// The weights.
     pub sae: Sae,
+}
+
+/// The name in graph files of a layer without a trained transcoder ([`Transcoder::empty`]).
+pub const EMPTY_TRANSCODER: &str = "none: the MLP is an error node";
+
+impl Transcoder {
+    /// A stand-in for a layer without a trained transcoder: an all-zero ReLU dictionary of one latent,
+    /// which never fires, so the layer has no feature nodes and its whole MLP output is its error nodes
+    /// (frozen, like every error); the local replacement model stays exact.
+    pub fn empty(layer: usize, input: HookPoint, d_model: usize) -> Result<Transcoder> {
+        let cfg = SaeConfig::transcoder(d_model, d_model, 1, Architecture::Relu, false)?;
+        Ok(Transcoder {
+            layer,
+            input,
+            name: EMPTY_TRANSCODER.into(),
+            sae: SaeOf::<f32>::zeros(cfg)?,
+        })
+    }
 }
 
 /// A model with one transcoder per layer: makes graphs and runs interventions.
@@ -142,7 +160,8 @@ impl Tracer {
         if layers != (0..n_layers).collect::<Vec<_>>() {
             return Err(AnalysisError::InvalidArgument(format!(
                 "attribution replaces every MLP: the transcoders cover layers {layers:?} of 0..{n_layers}; \
-                 train the rest with `zephyra train --transcoder --layers all`"
+                 train the rest with `zephyra train --transcoder --layers all` (or stand in for them with \
+                 `Transcoder::empty`: their MLPs become error nodes)"
             )));
         }
         Ok(Tracer {

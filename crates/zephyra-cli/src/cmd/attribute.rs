@@ -17,6 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use zephyra_analysis::attribution::trace::TraceSummary;
 use zephyra_analysis::attribution::{AttributionConfig, TraceOptions, Tracer, Transcoder};
+use zephyra_lm::HookPoint;
 
 use super::source::load_model;
 use super::Global;
@@ -64,6 +65,10 @@ pub struct Args {
     /// report the target logit's change beside the graph's prediction; 0 = no check.
     #[arg(long, default_value_t = 10)]
     pub ablate: usize,
+    /// Accept transcoders for only some layers: the MLPs of the others stay whole, as error nodes (no
+    /// features there; the local replacement model stays exact). Without it a missing layer is refused.
+    #[arg(long)]
+    pub allow_missing_layers: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -78,22 +83,47 @@ pub struct Summary {
     pub seconds: f64,
 }
 
-/// Loads `--transcoders` into a tracer over the model.
+/// Loads `--transcoders` into a tracer over the model; with `allow_missing`, a layer without a transcoder
+/// gets [`Transcoder::empty`] (its MLP is an error node), else it is refused.
 pub fn tracer(
     model: Arc<zephyra_lm::Llama>,
     tokenizer: Arc<zephyra_lm::Tokenizer>,
     args: &TranscodersArgs,
+    allow_missing: bool,
 ) -> anyhow::Result<Tracer> {
-    let tcs = args.load(&model)?;
-    let transcoders = tcs
-        .into_iter()
-        .map(|t| Transcoder {
+    let (n_layers, d) = (model.config().n_layers, model.config().d_model);
+    let mut by_layer: Vec<Option<Transcoder>> = (0..n_layers).map(|_| None).collect();
+    for t in args.load(&model)? {
+        by_layer[t.layer] = Some(Transcoder {
             layer: t.layer,
             input: t.input,
             name: t.dir.display().to_string(),
             sae: t.sae,
+        });
+    }
+    let missing: Vec<usize> = (0..n_layers).filter(|&l| by_layer[l].is_none()).collect();
+    if !missing.is_empty() {
+        if !allow_missing {
+            bail!(
+                "{} has no transcoder for layers {missing:?} of 0..{n_layers}: train them with `zephyra \
+                 train --transcoder --layers all`, or pass --allow-missing-layers to keep those MLPs whole \
+                 as error nodes",
+                args.transcoders.display()
+            );
+        }
+        tracing::warn!(
+            ?missing,
+            "layers without a transcoder: their MLPs are error nodes (no features there)"
+        );
+    }
+    let transcoders = by_layer
+        .into_iter()
+        .enumerate()
+        .map(|(l, t)| match t {
+            Some(t) => Ok(t),
+            None => Transcoder::empty(l, HookPoint::Ln2Normalized(l), d),
         })
-        .collect();
+        .collect::<Result<Vec<_>, _>>()?;
     Tracer::new(model, tokenizer, transcoders)
         .with_context(|| format!("using the transcoders in {}", args.transcoders.display()))
 }
@@ -108,7 +138,12 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         &args.model.model.to_string(),
         args.model.precision.precision,
     )?;
-    let tracer = tracer(model, tokenizer, &args.transcoders)?;
+    let tracer = tracer(
+        model,
+        tokenizer,
+        &args.transcoders,
+        args.allow_missing_layers,
+    )?;
     let opts = TraceOptions {
         attribution: AttributionConfig {
             max_n_logits: args.max_logits,

@@ -52,6 +52,9 @@ pub struct Args {
     /// there too) [default: TRANSCODERS/graphs].
     #[arg(long, value_name = "DIR", requires = "transcoders")]
     pub graphs: Option<PathBuf>,
+    /// As `attribute --allow-missing-layers`: layers without a transcoder keep their MLP as error nodes.
+    #[arg(long, requires = "transcoders")]
+    pub allow_missing_layers: bool,
 }
 
 /// The graph pages over `--transcoders` (with the model unless `--no-model`).
@@ -99,7 +102,10 @@ fn graph_site(args: &Args, dir: &std::path::Path) -> anyhow::Result<GraphSite> {
             transcoders: dir.to_path_buf(),
         };
         Some(std::sync::Arc::new(super::attribute::tracer(
-            llama, tokenizer, &tcs,
+            llama,
+            tokenizer,
+            &tcs,
+            args.allow_missing_layers,
         )?))
     };
     Ok(GraphSite::new(graphs, tracer, layers))

@@ -2,6 +2,8 @@
 //! directory with an eval and plots, and helpers to call the router without a socket.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod graph;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 use rand::{Rng, SeedableRng};
 use zephyra_sae::train::{MemorySource, TrainConfig, Trainer};
 use zephyra_sae::{
-    init, Architecture, GradientsOf, MatryoshkaWidths, Reduction, Sae, SaeConfig, SaeOf,
+    init, saelens, Architecture, GradientsOf, MatryoshkaWidths, Reduction, Sae, SaeConfig, SaeOf,
     StepConfig, WorkspaceOf,
 };
 
@@ -364,4 +364,29 @@ fn the_trainer_starts_rows_at_the_init_norm_keeps_them_free_and_saves_the_fold()
     init::fold_input_scale(&mut by_hand, s);
     assert_eq!(saved.w_enc, by_hand.w_enc);
     assert_eq!(saved.w_dec, by_hand.w_dec);
+}
+
+#[test]
+fn a_saelens_topk_with_rescaling_on_loads_with_the_norms_folded_in() {
+    // SAELens' TopK saved unfolded (`rescale_acts_by_decoder_norm: true`, rows of norms 0.05 … 1.85).
+    let (sae, x) = random_sae(Architecture::TopK { k: 3 }, 7);
+    let dir = tempfile::tempdir().unwrap();
+    saelens::save(&to_f32(&sae), dir.path()).unwrap();
+    let cfg_path = dir.path().join("cfg.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["rescale_acts_by_decoder_norm"] = serde_json::Value::Bool(true);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let loaded = saelens::load(dir.path()).unwrap();
+    let z = naive_z(&sae, &x);
+    let keep = select(&z, 3, false, &[true; D_SAE]);
+    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let codes = loaded.encode(&xf, N).unwrap();
+    for (e, &got) in codes.iter().enumerate() {
+        let want = if keep[e] { z[e] } else { 0.0 };
+        assert!(
+            (got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+            "code {e}: loaded {got}, rescaled {want}"
+        );
+    }
 }

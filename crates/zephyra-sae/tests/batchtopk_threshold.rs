@@ -9,28 +9,18 @@
 use std::ops::ControlFlow;
 
 use zephyra_sae::schedule::Decay;
-use zephyra_sae::synth::{SynthConfig, SynthModel, EVAL_STREAM, TRAIN_STREAM};
+use zephyra_sae::synth::{EVAL_STREAM, TRAIN_STREAM};
 use zephyra_sae::train::{MemorySource, TrainConfig, Trainer};
 use zephyra_sae::{Architecture, SaeConfig};
+
+mod common;
 
 const D: usize = 64;
 const K: usize = 8;
 
-fn model() -> SynthModel {
-    SynthModel::new(SynthConfig {
-        n_features: 512,
-        d: D,
-        seed: 3,
-        max_prob: 0.1,
-        min_prob: 0.005,
-        ..SynthConfig::default()
-    })
-    .unwrap()
-}
-
 /// Mean active latents per held-out row of the saved (inference) SAE.
 fn inference_l0(edit: impl FnOnce(&mut TrainConfig)) -> f64 {
-    let m = model();
+    let m = common::planted_synth();
     let train: Vec<f32> = (0..50)
         .flat_map(|b| m.block(TRAIN_STREAM, b).acts)
         .collect();

@@ -164,14 +164,17 @@ fn naive_loss(
     (loss, keep, resid)
 }
 
-fn param<'a>(sae: &'a mut S64, name: &str) -> &'a mut Vec<f64> {
-    match name {
-        "W_enc" => &mut sae.w_enc,
-        "b_enc" => &mut sae.b_enc,
-        "W_dec" => &mut sae.w_dec,
-        "b_dec" => &mut sae.b_dec,
-        other => panic!("no parameter {other}"),
-    }
+/// `sae` with entry `e` of parameter `name` moved by `delta`.
+fn nudged(sae: &S64, name: &str, e: usize, delta: f64) -> S64 {
+    let mut out = sae.clone();
+    let mut params = out.params_mut();
+    let p = params
+        .iter_mut()
+        .find(|p| p.name == name)
+        .expect("a parameter");
+    p.value[e] += delta;
+    drop(params);
+    out
 }
 
 fn check(arch: Architecture, seed: u64, aux: Option<Aux<'_>>) {
@@ -200,10 +203,7 @@ fn check(arch: Architecture, seed: u64, aux: Option<Aux<'_>>) {
     for name in ["W_enc", "b_enc", "W_dec", "b_dec"] {
         let want = grads.get(name).unwrap().to_vec();
         for e in 0..want.len() {
-            let mut plus = sae.clone();
-            param(&mut plus, name)[e] += eps;
-            let mut minus = sae.clone();
-            param(&mut minus, name)[e] -= eps;
+            let (plus, minus) = (nudged(&sae, name, e, eps), nudged(&sae, name, e, -eps));
             let (lp, kp, _) = naive_loss(&plus, &x, aux.as_ref(), Some(&resid));
             let (lm, km, _) = naive_loss(&minus, &x, aux.as_ref(), Some(&resid));
             assert!(

@@ -12,25 +12,20 @@
 use std::ops::ControlFlow;
 
 use zephyra_sae::schedule::Decay;
-use zephyra_sae::synth::{SynthConfig, SynthModel, TRAIN_STREAM};
+use zephyra_sae::synth::{SynthModel, TRAIN_STREAM};
 use zephyra_sae::train::{MemorySource, TrainConfig, Trainer};
 use zephyra_sae::{Architecture, SaeConfig};
+
+mod common;
 
 const D: usize = 64;
 const FEATURES: usize = 512;
 const BATCH: usize = 1024;
 const STEPS: u64 = 100;
 
+/// 512 features in 64 d (`FEATURES`, `D`).
 fn model() -> SynthModel {
-    SynthModel::new(SynthConfig {
-        n_features: FEATURES,
-        d: D,
-        seed: 3,
-        max_prob: 0.1,
-        min_prob: 0.005,
-        ..SynthConfig::default()
-    })
-    .unwrap()
+    common::planted_synth()
 }
 
 fn rows(m: &SynthModel, n_blocks: u64) -> Vec<f32> {

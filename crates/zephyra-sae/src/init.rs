@@ -96,6 +96,38 @@ pub fn fold_input_scale(sae: &mut crate::Sae, s: f32) {
     sae.b_dec.iter_mut().for_each(|b| *b *= inv);
 }
 
+/// Folds SAELens' decoder-norm rescaling into the weights (`arch/codes/rescale.rs`): with
+/// `n_i = max(‖W_dec[i]‖, 1e-8)`, `W_enc[:, i] ← n_i W_enc[:, i]`, `b_enc[i] ← n_i b_enc[i]`,
+/// `W_dec[i] ← W_dec[i]/n_i`. The folded SAE's pre-activations equal the rescaled ones
+/// (`(x_c W_enc + b_enc)_i n_i`), so its codes are unchanged and its decoder rows have unit norm (as
+/// SAELens' `_fold_norm_topk` when saving). Thresholds are already in units of the rescaled codes.
+pub fn fold_decoder_norms(sae: &mut crate::Sae) {
+    let (d_in, d_sae, d_out) = (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.d_out());
+    for (i, row) in sae.w_dec.chunks_exact_mut(d_out).enumerate() {
+        let n = row
+            .iter()
+            .map(|&v| v as f64 * v as f64)
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-8);
+        row.iter_mut().for_each(|v| *v = (*v as f64 / n) as f32);
+        for j in 0..d_in {
+            let w = &mut sae.w_enc[j * d_sae + i];
+            *w = (*w as f64 * n) as f32;
+        }
+        if let Some(b) = sae.b_enc.get_mut(i) {
+            *b = (*b as f64 * n) as f32;
+        }
+    }
+}
+
+/// SAELens' `decoder_init_norm`: scales the freshly initialised (unit-norm) decoder rows and, as
+/// `W_enc = W_decᵀ` at initialisation, the encoder columns to `norm`.
+pub fn scale_initial_directions(sae: &mut crate::Sae, norm: f32) {
+    sae.w_dec.iter_mut().for_each(|w| *w *= norm);
+    sae.w_enc.iter_mut().for_each(|w| *w *= norm);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,6 +130,11 @@ pub struct TrainArgs {
     /// How b_dec starts [default: zeros for relu, geometric-median for the others].
     #[arg(long, value_enum)]
     pub b_dec_init: Option<BDecArg>,
+    /// topk, batchtopk, matryoshka: SAELens' parametrisation, decoder rows free and started at this norm,
+    /// pre-activations rescaled by the decoder norms (folded into the saved SAE); 0 = unit-norm decoder
+    /// rows renormalised each step [default: 0].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f32>)]
+    pub decoder_init_norm: Option<f32>,
     /// Rows without firing after which a latent counts as dead [default: 2000000].
     #[arg(long)]
     pub dead_after: Option<u64>,
@@ -193,6 +198,10 @@ impl TrainArgs {
             cfg.normalize_activations = false;
         }
         set(&mut cfg.b_dec_init, self.b_dec_init.map(BDecInit::from));
+        set(
+            &mut cfg.decoder_init_norm,
+            self.decoder_init_norm.map(|v| (v > 0.0).then_some(v)),
+        );
         set(&mut cfg.dead_after_tokens, self.dead_after);
         set(
             &mut cfg.non_finite,

@@ -37,6 +37,9 @@ pub struct StepConfig<'a> {
     /// JumpReLU: coefficient λ_p of Anthropic's pre-activation loss `λ_p Σ ReLU(θ_i − z_i)‖W_dec[i]‖`
     /// (0 = off, the default).
     pub pre_act_coeff: f64,
+    /// TopK family: SAELens' free-decoder parametrisation, pre-activations multiplied by `‖W_dec[i]‖` and
+    /// decoding with `W_dec[i]/‖W_dec[i]‖` (see `arch/codes/rescale.rs`; default off).
+    pub rescale_acts_by_decoder_norm: bool,
 }
 
 impl StepConfig<'_> {
@@ -73,6 +76,7 @@ impl Default for StepConfig<'_> {
             dense_above: crate::kernels::sparse::dense_cutover(),
             jumprelu_sparsity: crate::JumpReluSparsity::L0,
             pre_act_coeff: 0.0,
+            rescale_acts_by_decoder_norm: false,
         }
     }
 }

@@ -168,10 +168,8 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
         (MATRYOSHKA_SAELENS, _) => matryoshka_from(v, get_usize("d_sae")?, path)?,
         ("standard", Some("relu-unit")) => Architecture::ReluUnit,
         ("standard", _) => Architecture::Relu,
-        ("topk", _) => {
-            refuse_rescaled(v, "topk", path)?;
-            Architecture::TopK { k: get_usize("k")? }
-        }
+        // `rescale_acts_by_decoder_norm: true` is folded into the weights by `load`.
+        ("topk", _) => Architecture::TopK { k: get_usize("k")? },
         ("jumprelu", Some("batchtopk")) => Architecture::BatchTopK {
             k: zephyra_k
                 .ok_or_else(|| format_err(path, "batchtopk SAE without `metadata.zephyra_k`"))?

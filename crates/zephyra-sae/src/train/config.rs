@@ -82,6 +82,11 @@ pub struct TrainConfig {
     /// JumpReLU: Anthropic's pre-activation loss coefficient λ_p (0 = off).
     #[serde(default)]
     pub pre_act_coeff: f64,
+    /// TopK family: `Some(v)` = SAELens' parametrisation, decoder rows free and started at norm `v`,
+    /// pre-activations rescaled by the decoder norms (folded in when saving); `None` = unit-norm decoder
+    /// rows (renormalised each step). Runs saved before the option existed read as `None`.
+    #[serde(default)]
+    pub decoder_init_norm: Option<f32>,
     /// Rows with NaN/Inf.
     pub non_finite: NonFinitePolicy,
     /// Seed of the initialisation and of every random choice during training.
@@ -139,9 +144,13 @@ impl TrainConfig {
             k_aux: None,
             aux_coeff: 1.0 / 32.0,
             bandwidth: 0.001,
-            threshold_rate: 0.01,
+            // 0.3, not SAELens' 0.01: the per-batch cutoff (the k·n-th largest code) is a precise statistic
+            // at our batch sizes, while a slow average still remembers the first batches at the end of a
+            // short run (tests/batchtopk_threshold.rs: inference L0 0.2 or 118 for k 8 after 50 steps).
+            threshold_rate: 0.3,
             jumprelu_sparsity: crate::JumpReluSparsity::L0,
             pre_act_coeff: 0.0,
+            decoder_init_norm: None,
             non_finite: NonFinitePolicy::Skip,
             seed: 0,
             threads: rayon::current_num_threads(),
@@ -235,6 +244,20 @@ impl TrainConfig {
         check_f64("bandwidth", self.bandwidth, Range::Positive)?;
         check_f64("threshold_rate", self.threshold_rate, Range::Unit)?;
         self.validate_jumprelu_recipe()?;
+        if let Some(norm) = self.decoder_init_norm {
+            check_f32("--decoder-init-norm", norm, Range::Positive)?;
+            if self.sae.architecture.k().is_none() {
+                return out_of_range(
+                    "--decoder-init-norm",
+                    norm,
+                    format!(
+                        "it applies to --arch topk, batchtopk and matryoshka, not {} (relu already \
+                         starts its free decoder at norm 0.1)",
+                        self.sae.architecture.name()
+                    ),
+                );
+            }
+        }
         if let Some(k_aux) = self.k_aux {
             if k_aux == 0 || k_aux > self.sae.d_sae {
                 return out_of_range(

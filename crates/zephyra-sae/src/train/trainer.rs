@@ -178,6 +178,9 @@ impl Trainer {
     ) -> Result<Self, SaeError> {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let mut sae = Sae::init(cfg.sae.clone(), &mut rng)?;
+        if let Some(norm) = cfg.decoder_init_norm {
+            init::scale_initial_directions(&mut sae, norm);
+        }
         let n = init.n_rows();
         let (scale, b_dec) = init.finish(&cfg)?;
         sae.b_dec.copy_from_slice(&b_dec);
@@ -235,15 +238,20 @@ impl Trainer {
         self.scale
     }
 
-    /// The SAE in the training (normalised) space.
+    /// The SAE in the training (normalised) space; with `decoder_init_norm`, its decoder norms not folded
+    /// in (encode it with the rescaled parametrisation, or use [`Trainer::inference_sae`]).
     pub fn training_sae(&self) -> &Sae {
         &self.sae
     }
 
-    /// The SAE for raw activations: the input scale folded in, `normalization_factor` recorded.
+    /// The SAE for raw activations: the decoder norms (SAELens' parametrisation) and the input scale
+    /// folded in, `normalization_factor` recorded.
     pub fn inference_sae(&self) -> Sae {
         let mut sae = self.sae.clone();
         sae.sync_threshold();
+        if self.cfg.decoder_init_norm.is_some() {
+            init::fold_decoder_norms(&mut sae);
+        }
         if self.cfg.normalize_activations {
             init::fold_input_scale(&mut sae, self.scale);
             sae.cfg.normalization_factor = Some(self.scale);

@@ -64,3 +64,17 @@ pub fn every_architecture(k: usize, widths: &[usize]) -> [Architecture; 7] {
         matryoshka(k, widths),
     ]
 }
+
+/// The planted ground-truth case of the training tests (issue 17): 512 known unit features in
+/// superposition in 64 dimensions, Zipfian firing between 0.5 % and 10 % (seed 3).
+pub fn planted_synth() -> zephyra_sae::synth::SynthModel {
+    zephyra_sae::synth::SynthModel::new(zephyra_sae::synth::SynthConfig {
+        n_features: 512,
+        d: 64,
+        seed: 3,
+        max_prob: 0.1,
+        min_prob: 0.005,
+        ..zephyra_sae::synth::SynthConfig::default()
+    })
+    .expect("valid synthetic configuration")
+}

@@ -26,11 +26,13 @@
 //! | `jumprelu.rs` | jumprelu's threshold band and straight-through threshold gradient |
 //! | `jumprelu_recipes.rs` | jumprelu's tanh and quadratic-L0 penalties, the pre-activation loss |
 //! | `matryoshka.rs` | matryoshka's inner-prefix losses and gradients |
+//! | `rescale.rs` | SAELens' free-decoder parametrisation of the TopK family (codes rescaled by ‖W_dec[i]‖) |
 
 mod jumprelu;
 mod jumprelu_recipes;
 mod matryoshka;
 mod paths;
+mod rescale;
 mod topk;
 
 use rayon::prelude::*;
@@ -196,6 +198,7 @@ pub(super) fn forward_backward<T: Real>(
     let lambda = T::from_f64(step.sparsity_coeff);
     encoder_preact(sae, x, n_rows, &sae.b_enc, ws);
     decoder_norms(sae, ws);
+    rescale::check(arch, step)?;
 
     // JumpReLU: thresholds and the entries inside the straight-through band.
     let theta: Vec<T> = if arch == Architecture::JumpRelu {
@@ -277,15 +280,16 @@ pub(super) fn forward_backward<T: Real>(
                     (v > T::ZERO && v > th[i]).then_some(v)
                 });
             }
-            Architecture::TopK { k } => {
-                select_topk(z, n_rows, d_sae, k, None, &mut ws.lists, &mut ws.codes)
-            }
-            Architecture::BatchTopK { k } | Architecture::Matryoshka { k, .. } => {
-                select_batchtopk(z, n_rows, d_sae, k, &mut ws.lists, &mut ws.codes)
-            }
+            Architecture::TopK { .. }
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. } => select_codes(arch, n_rows, d_sae, step, ws),
             Architecture::Gated => unreachable!("gated has its own path"),
         }
+        let rescaled_min = rescale::unscale_codes(step, &ws.dec_norms, &mut ws.codes);
         sparse_path(sae, x, y, n_rows, add.as_deref(), ws, grads, &mut stats, s);
+        if let Some(min) = rescaled_min {
+            stats.min_active = min;
+        }
         if let Architecture::Matryoshka { groups, .. } = arch {
             // Matryoshka transcoders are refused by the config: here the target y is the input x.
             inner_prefixes(sae, y, n_rows, groups, s, ws, grads, &mut stats);
@@ -353,6 +357,31 @@ pub(super) fn forward_backward<T: Real>(
     stats.mse_loss = s.to_f64() * recon_sse;
     stats.loss = stats.mse_loss + stats.sparsity_loss + stats.aux_loss;
     Ok(stats)
+}
+
+/// TopK-family selection on `ws.z` into `ws.codes`; with `step.rescale_acts_by_decoder_norm` the
+/// pre-activations are first multiplied by the decoder norms (`ws.z` keeps `z = p ⊙ ‖W_dec‖`, which AuxK
+/// selects on too).
+fn select_codes<T: Real>(
+    arch: Architecture,
+    n_rows: usize,
+    d_sae: usize,
+    step: &StepConfig<'_>,
+    ws: &mut WorkspaceOf<T>,
+) {
+    if step.rescale_acts_by_decoder_norm {
+        rescale::scale_preacts(&mut ws.z[..n_rows * d_sae], &ws.dec_norms[..d_sae]);
+    }
+    let z = &ws.z[..n_rows * d_sae];
+    match arch {
+        Architecture::TopK { k } => {
+            select_topk(z, n_rows, d_sae, k, None, &mut ws.lists, &mut ws.codes)
+        }
+        Architecture::BatchTopK { k } | Architecture::Matryoshka { k, .. } => {
+            select_batchtopk(z, n_rows, d_sae, k, &mut ws.lists, &mut ws.codes)
+        }
+        _ => unreachable!("select_codes is for the TopK family"),
+    }
 }
 
 fn count_par<T: Real>(z: &[T], pred: impl Fn(usize, T) -> bool + Sync, d_sae: usize) -> usize {

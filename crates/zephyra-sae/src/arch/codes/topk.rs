@@ -137,6 +137,7 @@ pub(in crate::arch) fn auxk<T: Real>(
         &mut ws.lists,
         &mut ws.aux_codes,
     );
+    super::rescale::unscale_codes(step, &ws.dec_norms, &mut ws.aux_codes);
     let out = sized(&mut ws.aux_out, n_rows * d_out);
     ws.aux_codes.decode(&sae.w_dec, d_out, None, out, false);
     // out ← D_aux = 2·coeff·(ê − e), e = x − x̂ (constant).

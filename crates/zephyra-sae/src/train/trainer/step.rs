@@ -120,6 +120,7 @@ impl Trainer {
             bandwidth: self.cfg.bandwidth,
             jumprelu_sparsity: self.cfg.jumprelu_sparsity,
             pre_act_coeff: self.cfg.pre_act_coeff,
+            rescale_acts_by_decoder_norm: self.cfg.decoder_init_norm.is_some(),
             ..StepConfig::default()
         };
         let stats =
@@ -182,7 +183,11 @@ impl Trainer {
                 stats.loss, self.step, self.cfg.lr
             )));
         }
-        self.sae.project_decoder_grad(&mut self.grads);
+        // SAELens' parametrisation keeps the decoder rows free (no projection, no renormalisation).
+        let free_decoder = self.cfg.decoder_init_norm.is_some();
+        if !free_decoder {
+            self.sae.project_decoder_grad(&mut self.grads);
+        }
         let grad_norm = match self.cfg.max_grad_norm {
             Some(max) => {
                 let mut gs: Vec<&mut [f32]> = self
@@ -212,7 +217,11 @@ impl Trainer {
         {
             self.adam.update(i, p.value, g, lr)?;
         }
-        self.sae.post_step();
+        if free_decoder {
+            self.sae.sync_threshold();
+        } else {
+            self.sae.post_step();
+        }
         self.sae
             .update_batchtopk_threshold(stats.min_active, self.cfg.threshold_rate);
 

@@ -2,12 +2,17 @@
 //!
 //! Keys and values of every position (after RoPE for keys) live in a [`KvCache`] laid out
 //! `[batch, n_kv_heads, capacity, d_head]`, so one head's keys are a contiguous `[t, d_head]`
-//! matrix. A plain forward pass uses a cache sized to the batch; generation keeps one across steps.
+//! matrix. Generation keeps one across steps. A plain forward pass uses a transient cache that
+//! stores nothing: attention reads the keys and values straight from the pass's Q/K/V rows.
+//!
+//! The query heads that share a key/value head are stacked into one matrix, so each
+//! (sequence, query block, key/value head) costs one score product (`[group · rows, d_head] × Kᵀ`)
+//! and one value product per query head, written straight into the output rows.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::kernels::{matmul_strided, softmax_row};
+use super::kernels::{matmul_strided, softmax_row, MatRef};
 use crate::config::LlamaConfig;
 
 /// Query rows per attention block.
@@ -47,9 +52,10 @@ pub(crate) struct KvCache {
     capacity: usize,
     /// Number of positions stored (the same for every layer once a pass completes).
     len: usize,
-    /// One slot per layer, allocated on first use. A transient cache has one slot that every
-    /// layer reuses.
+    /// One slot per layer, allocated on first use (unused by a transient cache).
     layers: Vec<Slot>,
+    /// Transient: nothing is stored; [`KvCache::attend`] reads the keys and values from `qkv`.
+    direct: bool,
 }
 
 /// The keys and values of one layer: `[batch, n_kv, rows, d_head]` each, row `r` holding
@@ -73,6 +79,7 @@ impl KvCache {
             d_head: cfg.d_head,
             capacity,
             len: 0,
+            direct: false,
             layers: (0..cfg.n_layers)
                 .map(|l| Slot {
                     window: cfg.layer_window(l),
@@ -82,11 +89,13 @@ impl KvCache {
         }
     }
 
-    /// Scratch space for one pass over the whole sequence: each layer's keys and values are used
-    /// only while that layer runs, so all layers share one slot.
+    /// A cache for one pass over the whole sequence from position 0: each layer's keys and
+    /// values are used only while that layer runs, so none is copied; attention reads them from
+    /// the pass's Q/K/V rows.
     pub(crate) fn transient(cfg: &LlamaConfig, batch: usize, seq: usize) -> KvCache {
         KvCache {
             layers: vec![Slot::default()],
+            direct: true,
             ..KvCache::new(cfg, batch, seq)
         }
     }
@@ -169,6 +178,9 @@ impl KvCache {
         k_col: usize,
         v_col: usize,
     ) {
+        if self.direct {
+            return;
+        }
         self.make_room(layer, seq);
         let (n_kv, d_head, pos0) = (self.n_kv, self.d_head, self.len);
         let i = self.slot_index(layer);
@@ -188,11 +200,46 @@ impl KvCache {
         }
     }
 
+    /// Where the keys and values of `layer` are read for this pass.
+    fn source<'a>(
+        &'a self,
+        layer: usize,
+        qkv: &'a [f32],
+        qkv_width: usize,
+        seq: usize,
+        n_heads: usize,
+    ) -> KvSource<'a> {
+        let d_head = self.d_head;
+        if self.direct {
+            debug_assert_eq!(
+                self.len, 0,
+                "a transient cache serves one pass from position 0"
+            );
+            let (k_col, v_col) = (n_heads * d_head, (n_heads + self.n_kv) * d_head);
+            return KvSource {
+                keys: &qkv[k_col..],
+                values: &qkv[v_col..],
+                seq_stride: seq * qkv_width,
+                head_stride: d_head,
+                row_stride: qkv_width,
+                offset: 0,
+            };
+        }
+        let slot = &self.layers[self.slot_index(layer)];
+        KvSource {
+            keys: &slot.keys,
+            values: &slot.values,
+            seq_stride: self.n_kv * slot.rows * d_head,
+            head_stride: slot.rows * d_head,
+            row_stride: d_head,
+            offset: slot.offset,
+        }
+    }
+
     /// Causal attention of `seq` new queries per sequence against the cached positions of `layer`
     /// (the new positions included; with a window, only the last `window` of them). `qkv` holds
-    /// the queries (after RoPE) in its first `n_heads · d_head` columns; `out` receives
-    /// `[batch, seq, n_heads · d_head]`; `scratch` must hold `batch · n_heads · seq · d_head`
-    /// values.
+    /// the queries (after RoPE) in its first `n_heads · d_head` columns (and, for a transient cache,
+    /// the keys and values after them); `out` receives `[batch, seq, n_heads · d_head]`.
     ///
     /// `pattern` (`[batch, n_heads, seq, len + seq]`, absolute key positions): with
     /// [`Pattern::Record`] the attention weights are written there (zeros outside the visible
@@ -206,123 +253,124 @@ impl KvCache {
         seq: usize,
         heads: HeadLayout,
         out: &mut [f32],
-        scratch: &mut [f32],
         pattern: Pattern<'_>,
     ) {
         let (n_kv, d_head, pos0) = (self.n_kv, self.d_head, self.len);
-        let slot = &self.layers[self.slot_index(layer)];
-        let (cap, offset) = (slot.rows, slot.offset);
-        let t = pos0 + seq;
         let HeadLayout {
             n_heads,
             scale,
             window,
         } = heads;
-        let group = n_heads / n_kv;
+        let src = self.source(layer, qkv, qkv_width, seq, n_heads);
+        let (group, width, t_all) = (n_heads / n_kv, n_heads * d_head, pos0 + seq);
+        let n_blocks = seq.div_ceil(QUERY_BLOCK);
         // First position visible from absolute position `p`.
         let first = |p: usize| window.map_or(0, |w| (p + 1).saturating_sub(w));
-        let (keys, values) = (&slot.keys, &slot.values);
         let frozen = matches!(pattern, Pattern::Use(_));
-        // One `[seq, t]` block of the pattern per (sequence, head) pair, when there is one.
-        let mut pattern_blocks: Vec<Option<&mut [f32]>> = match pattern {
-            Pattern::Compute => (0..self.batch * n_heads).map(|_| None).collect(),
-            Pattern::Record(p) => {
+        // Each task is one (sequence, query block): its output rows and, when there is a
+        // pattern, its `[rows, t_all]` rows of the pattern for every head in order.
+        let mut probs: Vec<Vec<&mut [f32]>> =
+            (0..self.batch * n_blocks).map(|_| Vec::new()).collect();
+        if let Pattern::Record(p) | Pattern::Use(p) = pattern {
+            if !frozen {
                 p.fill(0.0);
-                p.chunks_mut(seq * t).map(Some).collect()
             }
-            Pattern::Use(p) => p.chunks_mut(seq * t).map(Some).collect(),
-        };
-        // Each task: one (sequence, head) pair → `[seq, d_head]` in `scratch`.
-        scratch[..self.batch * n_heads * seq * d_head]
-            .par_chunks_mut(seq * d_head)
-            .zip(pattern_blocks.par_iter_mut())
+            for (bh, per_head) in p.chunks_mut(seq * t_all).enumerate() {
+                let b = bh / n_heads;
+                for (qi, part) in per_head.chunks_mut(QUERY_BLOCK * t_all).enumerate() {
+                    probs[b * n_blocks + qi].push(part);
+                }
+            }
+        }
+        let tasks: Vec<_> = out[..self.batch * seq * width]
+            .chunks_mut(seq * width)
+            .flat_map(|rows| rows.chunks_mut(QUERY_BLOCK * width))
+            .zip(probs)
             .enumerate()
-            .for_each_init(
-                Vec::new,
-                |scores: &mut Vec<f32>, (bh, (head_out, probs))| {
-                    let (b, h) = (bh / n_heads, bh % n_heads);
-                    let g = h / group;
-                    let kv_at = (b * n_kv + g) * cap * d_head;
-                    let k = &keys[kv_at..kv_at + (t - offset) * d_head];
-                    let v = &values[kv_at..kv_at + (t - offset) * d_head];
-                    // Query blocks: block [s0, s1) only needs keys [first(pos0 + s0), pos0 + s1),
-                    // which skips most of the masked upper triangle (and, with a window, the far past).
-                    for s0 in (0..seq).step_by(QUERY_BLOCK) {
-                        let rows = QUERY_BLOCK.min(seq - s0);
-                        let lo = first(pos0 + s0);
-                        let t = pos0 + s0 + rows - lo;
-                        let q = &qkv[(b * seq + s0) * qkv_width + h * d_head..];
-                        let (k, v) = (&k[(lo - offset) * d_head..], &v[(lo - offset) * d_head..]);
-                        scores.resize(rows * t, 0.0);
-                        if frozen {
-                            if let Some(p) = probs.as_deref() {
-                                for (i, row) in scores.chunks_exact_mut(t).enumerate() {
-                                    let at = (s0 + i) * (pos0 + seq) + lo;
-                                    row.copy_from_slice(&p[at..at + t]);
-                                    let pos = pos0 + s0 + i;
-                                    let (start, end) = (first(pos) - lo, pos + 1 - lo);
-                                    row[..start].fill(0.0);
-                                    row[end..].fill(0.0);
-                                }
-                            }
-                        } else {
-                            // scores[s, j] = q[s] · k[lo + j]
-                            matmul_strided(
-                                scores,
-                                q,
-                                qkv_width,
-                                1,
-                                k,
-                                1,
-                                d_head,
-                                rows,
-                                t,
-                                d_head,
-                                Parallelism::None,
-                            );
-                            for (i, row) in scores.chunks_exact_mut(t).enumerate() {
-                                let p = pos0 + s0 + i;
-                                let (start, end) = (first(p) - lo, p + 1 - lo);
-                                row[..start].fill(0.0);
-                                softmax_row(&mut row[start..end], scale);
-                                row[end..].fill(0.0);
-                            }
-                            if let Some(p) = probs.as_deref_mut() {
-                                for (i, row) in scores.chunks_exact(t).enumerate() {
-                                    let at = (s0 + i) * (pos0 + seq) + lo;
-                                    p[at..at + t].copy_from_slice(row);
-                                }
+            .collect();
+        tasks.into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(q, scores): &mut (Vec<f32>, Vec<f32>), (task, (out, mut probs))| {
+                let (b, s0) = (task / n_blocks, task % n_blocks * QUERY_BLOCK);
+                let rows = out.len() / width;
+                // Block [s0, s0 + rows) only needs keys [first(pos0 + s0), pos0 + s0 + rows),
+                // which skips most of the masked upper triangle (and, with a window, the far past).
+                let lo = first(pos0 + s0);
+                let t = pos0 + s0 + rows - lo;
+                let m = group * rows;
+                scores.resize(m * t, 0.0);
+                for g in 0..n_kv {
+                    let at = src.at(b, g, lo);
+                    let (k, v) = (&src.keys[at..], &src.values[at..]);
+                    // Score rows are ordered (head of the group, query): `i = hh · rows + s`.
+                    let head_of = |i: usize| (g * group + i / rows, i % rows);
+                    if frozen {
+                        for (i, row) in scores.chunks_exact_mut(t).enumerate() {
+                            let (h, s) = head_of(i);
+                            let at = s * t_all + lo;
+                            row.copy_from_slice(&probs[h][at..at + t]);
+                            let pos = pos0 + s0 + s;
+                            row[..first(pos) - lo].fill(0.0);
+                            row[pos + 1 - lo..].fill(0.0);
+                        }
+                    } else {
+                        q.resize(m * d_head, 0.0);
+                        for (i, q_row) in q.chunks_exact_mut(d_head).enumerate() {
+                            let (h, s) = head_of(i);
+                            let at = (b * seq + s0 + s) * qkv_width + h * d_head;
+                            q_row.copy_from_slice(&qkv[at..at + d_head]);
+                        }
+                        // scores[i, j] = q[i] · k[lo + j]
+                        let (lhs, rhs) = (
+                            MatRef::rows(q, d_head),
+                            MatRef::transposed(k, src.row_stride),
+                        );
+                        matmul_strided(scores, t, lhs, rhs, (m, t, d_head), Parallelism::None);
+                        for (i, row) in scores.chunks_exact_mut(t).enumerate() {
+                            let p = pos0 + s0 + i % rows;
+                            let (start, end) = (first(p) - lo, p + 1 - lo);
+                            row[..start].fill(0.0);
+                            softmax_row(&mut row[start..end], scale);
+                            row[end..].fill(0.0);
+                        }
+                        for (i, row) in scores.chunks_exact(t).enumerate() {
+                            let (h, s) = head_of(i);
+                            if let Some(p) = probs.get_mut(h) {
+                                let at = s * t_all + lo;
+                                p[at..at + t].copy_from_slice(row);
                             }
                         }
-                        let dst = &mut head_out[s0 * d_head..(s0 + rows) * d_head];
-                        matmul_strided(
-                            dst,
-                            scores,
-                            t,
-                            1,
-                            v,
-                            d_head,
-                            1,
-                            rows,
-                            d_head,
-                            t,
-                            Parallelism::None,
-                        );
                     }
-                },
-            );
-        // Scatter [batch, head, seq, d_head] → [batch, seq, head · d_head].
-        let width = n_heads * d_head;
-        out[..self.batch * seq * width]
-            .par_chunks_mut(width)
-            .enumerate()
-            .for_each(|(r, row)| {
-                let (b, s) = (r / seq, r % seq);
-                for h in 0..n_heads {
-                    let src = ((b * n_heads + h) * seq + s) * d_head;
-                    row[h * d_head..(h + 1) * d_head].copy_from_slice(&scratch[src..src + d_head]);
+                    // out[s, head h] = Σ_j probs[(h, s), j] · v[lo + j], one product per head.
+                    for hh in 0..group {
+                        let h = g * group + hh;
+                        let lhs = MatRef::rows(&scores[hh * rows * t..], t);
+                        let rhs = MatRef::rows(v, src.row_stride);
+                        let dst = &mut out[h * d_head..];
+                        matmul_strided(dst, width, lhs, rhs, (rows, d_head, t), Parallelism::None);
+                    }
                 }
-            });
+            },
+        );
+    }
+}
+
+/// Where one layer's keys and values are read: row `pos` of key/value head `g` of sequence `b`
+/// starts at `at(b, g, pos)` in `keys` and in `values`.
+struct KvSource<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    seq_stride: usize,
+    head_stride: usize,
+    row_stride: usize,
+    /// Absolute position of the first stored row.
+    offset: usize,
+}
+
+impl KvSource<'_> {
+    /// Start of the row of absolute position `pos` of key/value head `g` of sequence `b`.
+    fn at(&self, b: usize, g: usize, pos: usize) -> usize {
+        b * self.seq_stride + g * self.head_stride + (pos - self.offset) * self.row_stride
     }
 }
 
@@ -330,6 +378,161 @@ impl KvCache {
 mod tests {
     use super::*;
     use crate::testing::tiny_gemma_config;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Causal attention by definition in f64: `out[b, p, h] = Σ_j softmax_j(scale · q·k_j) v_j` over
+    /// the positions `j` that position `p` sees; rows of `qkv` are `[batch, positions]`, each holding
+    /// q heads, k heads, v heads. Returns (out `[batch, positions, n_heads · d_head]`, weights
+    /// `[batch, n_heads, positions, positions]`).
+    fn naive_attention(
+        qkv: &[f32],
+        cfg: &LlamaConfig,
+        batch: usize,
+        heads: HeadLayout,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let (nh, nkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let width = (nh + 2 * nkv) * d;
+        let n = qkv.len() / width / batch;
+        let row = |b: usize, p: usize| &qkv[(b * n + p) * width..(b * n + p + 1) * width];
+        let (mut out, mut weights) = (vec![0.0; batch * n * nh * d], vec![0.0; batch * nh * n * n]);
+        for b in 0..batch {
+            for h in 0..nh {
+                let g = h / (nh / nkv);
+                for p in 0..n {
+                    let lo = heads.window.map_or(0, |w| (p + 1).saturating_sub(w));
+                    let q = &row(b, p)[h * d..(h + 1) * d];
+                    let scores: Vec<f64> = (lo..=p)
+                        .map(|j| {
+                            let k = &row(b, j)[(nh + g) * d..(nh + g + 1) * d];
+                            let dot: f64 = q.iter().zip(k).map(|(a, b)| f64::from(a * b)).sum();
+                            dot * f64::from(heads.scale)
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::MIN, f64::max);
+                    let sum: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                    for (j, s) in (lo..=p).zip(&scores) {
+                        let w = (s - max).exp() / sum;
+                        weights[((b * nh + h) * n + p) * n + j] = w;
+                        let v = &row(b, j)[(nh + nkv + g) * d..(nh + nkv + g + 1) * d];
+                        for (i, v) in v.iter().enumerate() {
+                            out[((b * n + p) * nh + h) * d + i] += w * f64::from(*v);
+                        }
+                    }
+                }
+            }
+        }
+        (out, weights)
+    }
+
+    /// Worst absolute difference.
+    fn worst(got: &[f32], want: &[f64]) -> f64 {
+        assert_eq!(got.len(), want.len());
+        got.iter()
+            .zip(want)
+            .map(|(g, w)| (f64::from(*g) - w).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// A Gemma-like configuration with two key/value heads shared by three query heads each, small
+    /// heads, window 5 on blocks 0 and 1.
+    fn grouped_config() -> LlamaConfig {
+        let mut cfg = tiny_gemma_config();
+        (cfg.n_heads, cfg.n_kv_heads, cfg.d_head) = (6, 2, 8);
+        if let Some(w) = cfg.sliding_window.as_mut() {
+            w.window = 5;
+        }
+        cfg
+    }
+
+    /// The heads of block `layer` with a fixed score scale.
+    fn test_heads(cfg: &LlamaConfig, layer: usize) -> HeadLayout {
+        HeadLayout {
+            n_heads: cfg.n_heads,
+            scale: 0.35,
+            window: cfg.layer_window(layer),
+        }
+    }
+
+    fn random_qkv(cfg: &LlamaConfig, rows: usize, seed: u64) -> Vec<f32> {
+        let width = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.d_head;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..rows * width)
+            .map(|_| rng.random_range(-1.5..1.5))
+            .collect()
+    }
+
+    #[test]
+    fn one_pass_attention_matches_the_definition_with_and_without_window() {
+        let cfg = grouped_config();
+        let (batch, seq) = (2, 45); // two query blocks, the second one ragged
+        let width = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.d_head;
+        let q_width = cfg.n_heads * cfg.d_head;
+        let qkv = random_qkv(&cfg, batch * seq, 7);
+        for layer in [0, 2] {
+            let heads = test_heads(&cfg, layer);
+            let (want, want_w) = naive_attention(&qkv, &cfg, batch, heads);
+            let cache = KvCache::transient(&cfg, batch, seq);
+            let mut out = vec![f32::NAN; batch * seq * q_width];
+            cache.attend(layer, &qkv, width, seq, heads, &mut out, Pattern::Compute);
+            assert!(
+                worst(&out, &want) < 1e-5,
+                "layer {layer}: {}",
+                worst(&out, &want)
+            );
+            // Recording gives the weights; using them gives the same output.
+            let mut pattern = vec![f32::NAN; want_w.len()];
+            let mut recorded = vec![f32::NAN; out.len()];
+            let record = Pattern::Record(&mut pattern);
+            cache.attend(layer, &qkv, width, seq, heads, &mut recorded, record);
+            assert!(worst(&pattern, &want_w) < 1e-6, "layer {layer} pattern");
+            assert_eq!(recorded, out);
+            let mut used = vec![f32::NAN; out.len()];
+            let frozen = Pattern::Use(&mut pattern);
+            cache.attend(layer, &qkv, width, seq, heads, &mut used, frozen);
+            assert_eq!(used, out, "layer {layer}: a frozen pattern");
+        }
+    }
+
+    #[test]
+    fn cached_passes_match_one_pass_over_the_whole_text() {
+        let cfg = grouped_config();
+        let batch = 2;
+        let width = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.d_head;
+        let (q_width, kv_width) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
+        let passes = [40, 7, 1, 1];
+        let total: usize = passes.iter().sum();
+        let all = random_qkv(&cfg, batch * total, 11);
+        let row = |b: usize, p: usize| &all[(b * total + p) * width..(b * total + p + 1) * width];
+        for layer in [0, 2] {
+            let heads = test_heads(&cfg, layer);
+            let (want, _) = naive_attention(&all, &cfg, batch, heads);
+            let mut cache = KvCache::new(&cfg, batch, total);
+            for &seq in &passes {
+                let pos0 = cache.len();
+                let qkv: Vec<f32> = (0..batch)
+                    .flat_map(|b| (pos0..pos0 + seq).flat_map(move |p| row(b, p)))
+                    .copied()
+                    .collect();
+                for l in 0..cfg.n_layers {
+                    cache.store(l, &qkv, width, seq, q_width, q_width + kv_width);
+                }
+                let mut out = vec![f32::NAN; batch * seq * q_width];
+                cache.attend(layer, &qkv, width, seq, heads, &mut out, Pattern::Compute);
+                let want: Vec<f64> = (0..batch)
+                    .flat_map(|b| {
+                        let at = (b * total + pos0) * q_width;
+                        want[at..at + seq * q_width].to_vec()
+                    })
+                    .collect();
+                assert!(
+                    worst(&out, &want) < 1e-5,
+                    "layer {layer}, positions {pos0}.."
+                );
+                cache.advance(seq);
+            }
+        }
+    }
 
     /// Stores `seq` positions whose keys and values all equal their absolute position.
     fn store_positions(cache: &mut KvCache, cfg: &LlamaConfig, seq: usize) {

@@ -23,7 +23,6 @@ pub(crate) struct Buffers {
     normed: Vec<f32>,
     qkv: Vec<f32>,
     attn: Vec<f32>,
-    scratch: Vec<f32>,
     branch: Vec<f32>,
     gate_up: Vec<f32>,
     act: Vec<f32>,
@@ -146,7 +145,6 @@ impl Llama {
             (&mut buf.normed, rows * d),
             (&mut buf.qkv, rows * qkv_width),
             (&mut buf.attn, rows * q_width),
-            (&mut buf.scratch, rows * q_width),
             (&mut buf.branch, rows * d),
             (&mut buf.gate_up, rows * 2 * d_mlp),
             (&mut buf.act, rows * d_mlp),
@@ -219,10 +217,9 @@ impl Llama {
                 scale: cfg.attention_scale(),
                 window: cfg.layer_window(l),
             };
-            let (attn, scratch) = (&mut buf.attn, &mut buf.scratch);
-            let qkv = &buf.qkv;
+            let (attn, qkv) = (&mut buf.attn, &buf.qkv);
             if site.pattern(HookPoint::AttnPattern(l), |pattern| {
-                cache.attend(l, qkv, qkv_width, seq, heads, attn, scratch, pattern)
+                cache.attend(l, qkv, qkv_width, seq, heads, attn, pattern)
             })? {
                 return Ok((None, site.acts));
             }

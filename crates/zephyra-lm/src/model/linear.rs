@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::kernels::bf16::{matmul_nt_bf16, Bf16Kernel, Bf16Matrix};
-use super::kernels::matmul_nt;
+use super::kernels::{matmul_nt_par, MatRef};
 use crate::error::LmError;
 use crate::gguf::F32Tensor;
 
@@ -77,8 +77,8 @@ impl Linear {
     pub(crate) fn forward(&self, dst: &mut [f32], x: &[f32], x_stride: usize, rows: usize) {
         match &self.w {
             Weights::F32(w) => {
-                let par = gemm::Parallelism::Rayon(0);
-                matmul_nt(dst, x, x_stride, w, rows, self.n_out, self.n_in, par);
+                let dims = (rows, self.n_out, self.n_in);
+                matmul_nt_par(dst, MatRef::rows(x, x_stride), w, dims);
             }
             Weights::Bf16(w) => matmul_nt_bf16(dst, x, x_stride, w, rows, Bf16Kernel::active()),
         }

@@ -11,6 +11,42 @@ use super::simd::vectorized;
 /// Rows per rayon task for the elementwise kernels (keeps tasks ≳ 10 µs).
 const ROWS_PER_TASK: usize = 16;
 
+/// A read-only matrix operand: element `(i, j)` at `data[i * rs + j * cs]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MatRef<'a> {
+    pub(crate) data: &'a [f32],
+    /// Row stride.
+    pub(crate) rs: usize,
+    /// Column stride.
+    pub(crate) cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A matrix whose rows are `rs` apart, columns adjacent.
+    pub(crate) fn rows(data: &'a [f32], rs: usize) -> MatRef<'a> {
+        MatRef { data, rs, cs: 1 }
+    }
+
+    /// The transpose of a matrix whose rows are `rs` apart: element `(i, j)` at `data[j * rs + i]`.
+    pub(crate) fn transposed(data: &'a [f32], rs: usize) -> MatRef<'a> {
+        MatRef {
+            data,
+            rs: 1,
+            cs: rs,
+        }
+    }
+
+    /// The first element's address and the row and column strides, as `gemm` takes them.
+    fn raw(&self) -> (*const f32, isize, isize) {
+        (self.data.as_ptr(), self.rs as isize, self.cs as isize)
+    }
+
+    /// Index of the last element of an `m × n` block (both at least 1).
+    fn last(&self, m: usize, n: usize) -> usize {
+        (m - 1) * self.rs + (n - 1) * self.cs
+    }
+}
+
 /// `dst[m, n] = lhs[m, k] · w[n, k]ᵀ`: a linear layer with weights stored `[n_out, n_in]`
 /// (the GGUF layout). `lhs` rows are `lhs_stride` apart; `dst` is contiguous.
 #[allow(clippy::too_many_arguments)]
@@ -24,64 +60,140 @@ pub(crate) fn matmul_nt(
     k: usize,
     threads: Parallelism,
 ) {
-    // The right-hand side is wᵀ (k×n): element (i, j) at w[j * k + i].
-    matmul_strided(dst, lhs, lhs_stride, 1, w, 1, k, m, n, k, threads);
+    let (a, b) = (MatRef::rows(lhs, lhs_stride), MatRef::transposed(w, k));
+    matmul_strided(dst, n, a, b, (m, n, k), threads);
 }
 
-/// Generic strided product `dst = a · b` on `threads` (the attention kernels run it single-threaded inside
-/// their own rayon tasks); panics when an operand is too small for the shapes.
-///
-/// Shapes: `a` is `m×k` with strides (`a_rs`, `a_cs`), `b` is `k×n` with strides (`b_rs`, `b_cs`),
-/// `dst` is `m×n` contiguous row-major.
-#[allow(clippy::too_many_arguments)]
+/// Strided product `dst = a · b` on `threads` (the attention kernels run it single-threaded inside
+/// their own rayon tasks): `a` is `m×k`, `b` is `k×n`, `dst` is `m×n` row-major with rows `dst_rs`
+/// apart (elements between rows are left alone). Panics when an operand is too small for the shapes.
 pub(crate) fn matmul_strided(
     dst: &mut [f32],
-    a: &[f32],
-    a_rs: usize,
-    a_cs: usize,
-    b: &[f32],
-    b_rs: usize,
-    b_cs: usize,
-    m: usize,
-    n: usize,
-    k: usize,
+    dst_rs: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    (m, n, k): (usize, usize, usize),
     threads: Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    let a_last = (m - 1) * a_rs + (k.max(1) - 1) * a_cs;
-    let b_last = (k.max(1) - 1) * b_rs + (n - 1) * b_cs;
     assert!(
-        dst.len() >= m * n && a.len() > a_last && b.len() > b_last,
+        dst_rs >= n
+            && dst.len() >= (m - 1) * dst_rs + n
+            && a.data.len() > a.last(m, k.max(1))
+            && b.data.len() > b.last(k.max(1), n),
         "operand too small"
     );
     if k == 0 {
-        dst[..m * n].fill(0.0);
+        dst.chunks_mut(dst_rs)
+            .take(m)
+            .for_each(|row| row[..n].fill(0.0));
         return;
     }
-    // SAFETY: the assert bounds the largest index read from `a` and `b` and written to `dst` (row-major,
-    // row stride n, column stride 1). `read_dst` is false so dst need not be initialised.
+    // SAFETY: the assert bounds the largest index read from `a` and `b` and written to `dst`
+    // (row stride `dst_rs` ≥ n, column stride 1); `dst` is borrowed mutably for the call.
+    unsafe { gemm_raw(dst.as_mut_ptr(), dst_rs, a, b, (m, n, k), threads) }
+}
+
+/// Granularity of [`matmul_nt_par`]'s split, in weight rows: one AVX-512 vector of the transposed
+/// product. Fine enough that the widths of both models split evenly over two threads (SmolLM2's
+/// 576 = 36 panels; 64-row panels would give one thread 5/9 of it).
+const PANEL: usize = 16;
+
+/// [`matmul_nt`] on the rayon pool, split by output columns (weight rows): one task per thread,
+/// each a single-threaded product of an equal share of whole panels of `w` against all of `lhs`.
+/// Every weight is packed by one task only and no task waits for another until the end (the
+/// `gemm` crate's own threading synchronises its threads after every block of the product).
+pub(crate) fn matmul_nt_par(
+    dst: &mut [f32],
+    a: MatRef<'_>,
+    w: &[f32],
+    (m, n, k): (usize, usize, usize),
+) {
+    let panels = n.div_ceil(PANEL);
+    let n_tasks = rayon::current_num_threads().min(panels);
+    let b = MatRef::transposed(w, k);
+    if n_tasks <= 1 || m == 0 || k == 0 {
+        return matmul_strided(dst, n, a, b, (m, n, k), Parallelism::None);
+    }
+    assert!(
+        dst.len() >= m * n && a.data.len() > a.last(m, k) && b.data.len() > b.last(k, n),
+        "operand too small"
+    );
+    let out = SharedDst(dst.as_mut_ptr());
+    (0..n_tasks).into_par_iter().for_each(|t| {
+        // Task t: panels [t·panels/n_tasks, (t+1)·panels/n_tasks), the last one ragged.
+        let j0 = t * panels / n_tasks * PANEL;
+        let j1 = ((t + 1) * panels / n_tasks * PANEL).min(n);
+        let b = MatRef {
+            data: &w[j0 * k..],
+            ..b
+        };
+        // SAFETY: `dst` holds `m × n` elements (asserted) and stays borrowed mutably until every
+        // task has returned; task `t` writes only columns `j0..j1` of each row, which no other
+        // task writes or reads. The operands are in bounds by the assert.
+        unsafe { gemm_raw(out.column(j0), n, a, b, (m, j1 - j0, k), Parallelism::None) }
+    });
+}
+
+/// The destination of [`matmul_nt_par`], shared by tasks that write disjoint columns.
+#[derive(Clone, Copy)]
+struct SharedDst(*mut f32);
+
+impl SharedDst {
+    /// The first element of column `j`.
+    ///
+    /// # Safety
+    /// `j` must be within the first row of the destination.
+    unsafe fn column(&self, j: usize) -> *mut f32 {
+        // SAFETY: in bounds by the caller's guarantee.
+        unsafe { self.0.add(j) }
+    }
+}
+
+// SAFETY: the tasks that share it write disjoint elements (see `matmul_nt_par`).
+unsafe impl Send for SharedDst {}
+// SAFETY: as above.
+unsafe impl Sync for SharedDst {}
+
+/// `dst = a · b` through the `gemm` crate, `dst` row-major with rows `dst_rs` apart.
+///
+/// # Safety
+/// `a` and `b` must hold their `m × k` and `k × n` elements at their strides, `dst` must be
+/// valid for writes at `i · dst_rs + j` for `i < m`, `j < n`, and no other thread may access
+/// those elements during the call. `k` must be at least 1.
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    dst_rs: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    (m, n, k): (usize, usize, usize),
+    threads: Parallelism,
+) {
+    let ((a, a_rs, a_cs), (b, b_rs, b_cs)) = (a.raw(), b.raw());
+    let (alpha, beta, conj) = (0.0, 1.0, false);
+    // SAFETY: the caller guarantees the bounds; `read_dst` is false so dst need not be initialised.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_rs as isize,
             false,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
+            a,
+            a_cs,
+            a_rs,
+            b,
+            b_cs,
+            b_rs,
+            alpha,
+            beta,
+            conj,
+            conj,
+            conj,
             threads,
         );
     }
@@ -434,6 +546,42 @@ mod tests {
         let mut out = vec![f32::NAN; m * n];
         matmul_nt(&mut out, &lhs, stride, &w, m, n, k, Parallelism::None);
         assert_eq!(out, naive_nt(&packed, &w, m, n, k));
+    }
+
+    #[test]
+    fn matmul_writes_strided_destination_rows_only() {
+        let (m, n, k, dst_rs) = (4, 3, 5, 7);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 3) % 7) as f32 - 3.0).collect();
+        // b given as the transpose of a [n, k] matrix.
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 9) as f32 - 4.0).collect();
+        let mut dst = vec![f32::NAN; (m - 1) * dst_rs + n + 2];
+        let (lhs, rhs) = (MatRef::rows(&a, k), MatRef::transposed(&w, k));
+        matmul_strided(&mut dst, dst_rs, lhs, rhs, (m, n, k), Parallelism::None);
+        let want = naive_nt(&a, &w, m, n, k);
+        for (i, row) in dst.chunks(dst_rs).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                if i < m && j < n {
+                    assert_eq!(v, want[i * n + j], "({i}, {j})");
+                } else {
+                    assert!(v.is_nan(), "({i}, {j}) outside the product was written");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_matmul_matches_naive_on_ragged_panels() {
+        // n = 300: panels of 64 split into tasks with a ragged last one; m and k odd.
+        let (m, n, k) = (37, 300, 29);
+        let lhs: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let mut out = vec![f32::NAN; m * n];
+        pool.install(|| matmul_nt_par(&mut out, MatRef::rows(&lhs, k), &w, (m, n, k)));
+        assert_eq!(out, naive_nt(&lhs, &w, m, n, k));
     }
 
     #[test]

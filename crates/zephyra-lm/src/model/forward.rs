@@ -303,7 +303,8 @@ impl Llama {
             Logits::None => None,
             Logits::Last | Logits::All => {
                 let vocab = cfg.vocab_size;
-                let mut out = Vec::with_capacity(n_rows * vocab);
+                debug_assert_eq!(normed.len(), n_rows * d);
+                let mut out = Vec::new();
                 self.unembed_rows(&normed, &mut out)?;
                 let t = if logits == Logits::All {
                     Tensor::from_vec(out, (batch, seq, vocab), &Device::Cpu)?

@@ -51,8 +51,15 @@ impl Llama {
             )));
         }
         let rows = normed.len() / d;
-        out.clear();
-        out.resize(rows * vocab, 0.0);
+        let n = rows * vocab;
+        if out.capacity() < n {
+            // A fresh zeroed allocation arrives as untouched zero pages: the product's threads fault them
+            // in as they write, instead of one thread first writing zeros over up to gigabytes of logits.
+            *out = vec![0.0; n];
+        } else {
+            out.clear();
+            out.resize(n, 0.0);
+        }
         match &self.unembed_bf16 {
             Some(w) => matmul_nt_bf16(out, normed, d, w, rows, Bf16Kernel::active()),
             None => matmul_nt(

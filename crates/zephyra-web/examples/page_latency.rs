@@ -12,8 +12,8 @@ use std::time::Instant;
 use axum::serve::ListenerExt;
 use zephyra_analysis::features::store::{write, FeatureIndex};
 use zephyra_analysis::features::{
-    Cofire, Example, FeatureOptions, FeatureRecord, FeatureStore, QuantileGroup, TokenValue,
-    HIST_BINS,
+    Cofire, Example, FeatureOptions, FeatureRecord, FeatureStore, LatentStats, QuantileGroup,
+    TokenValue, HIST_BINS,
 };
 use zephyra_web::{router, AppState};
 
@@ -33,11 +33,13 @@ fn record(id: u32) -> FeatureRecord {
         value: 1.0 / (k + 1) as f32,
     };
     FeatureRecord {
-        id,
-        n_fires: 1000 + u64::from(id),
-        density: 1e-3,
-        mean_act: 3.0,
-        max_act: 10.0,
+        stats: LatentStats {
+            id,
+            n_fires: 1000 + u64::from(id),
+            density: 1e-3,
+            mean_act: 3.0,
+            max_act: 10.0,
+        },
         top: (0..20).map(ex).collect(),
         quantiles: (0..4)
             .map(|g| QuantileGroup {

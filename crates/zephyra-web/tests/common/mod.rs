@@ -157,6 +157,21 @@ pub async fn json_of(app: &axum::Router, req: Request<Body>, want: StatusCode) -
     serde_json::from_str(&body).unwrap()
 }
 
+/// The string at `key` of each element of the JSON array `array`.
+pub fn strings_at<'a>(array: &'a Value, key: &str) -> Vec<&'a str> {
+    let items = array
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {array}"));
+    items
+        .iter()
+        .map(|item| {
+            item[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string `{key}` in {item}"))
+        })
+        .collect()
+}
+
 /// The lines of a streamed (NDJSON) answer, read frame by frame as they arrive.
 pub async fn stream_lines(app: &axum::Router, req: Request<Body>) -> (String, Vec<Value>) {
     let resp = app.clone().oneshot(req).await.unwrap();

@@ -309,26 +309,12 @@ pub fn harvest(
     out: &Path,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<HarvestSummary> {
-    let before = resume::Before::record(out, &store_dirs(out, &pipeline.config.hooks));
-    let result = run_harvest(pipeline, model, vocab_size, out, progress);
-    if result.is_err() {
-        before.restore();
-    }
-    result
-}
-
-fn run_harvest(
-    pipeline: Pipeline,
-    model: ModelInfo,
-    vocab_size: usize,
-    out: &Path,
-    progress: &mut dyn FnMut(&Progress),
-) -> Result<HarvestSummary> {
     let started = Instant::now();
     let cfg = pipeline.config.clone();
+    let dirs = store_dirs(out, &cfg.hooks);
+    let before = resume::Before::record(out, &dirs);
     cfg.validate(pipeline.model.as_ref())?;
     let d = pipeline.model.d_model();
-    let dirs = store_dirs(out, &cfg.hooks);
     let template = |hook: HookPoint| Manifest {
         format: FORMAT.to_string(),
         version: 1,
@@ -443,6 +429,7 @@ fn run_harvest(
         tokens_total,
         shards_written: shards_written.load(Ordering::Relaxed),
     });
+    before.keep();
     Ok(HarvestSummary {
         stores: dirs,
         n_contexts,

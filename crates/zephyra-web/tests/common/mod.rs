@@ -199,18 +199,8 @@ pub async fn stream_lines(app: &axum::Router, req: Request<Body>) -> (String, Ve
 
 /// Serves `app` on a free port of 127.0.0.1 from a background thread.
 pub fn serve_in_background(app: axum::Router) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || zephyra_web::serve_blocking(listener, app).unwrap());
+    addr
 }

@@ -96,6 +96,47 @@ impl<T: HookModel + ?Sized> HookModel for &T {
     }
 }
 
+/// `inner` with its [`HookModel::capture`] replaced by `capture(&inner, contexts, hooks)`, its shape (width,
+/// blocks, context length, precision) unchanged: a model that runs only some batches (sharded harvesting),
+/// stops when its caller is interrupted, or fails on cue (tests).
+pub struct WithCapture<M: ?Sized, F> {
+    inner: Arc<M>,
+    capture: F,
+}
+
+impl<M, F> WithCapture<M, F>
+where
+    M: HookModel + ?Sized,
+    F: Fn(&M, &[Vec<u32>], &[HookPoint]) -> Result<Vec<Vec<f32>>> + Send + Sync,
+{
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<M>, capture: F) -> Self {
+        Self { inner, capture }
+    }
+}
+
+impl<M, F> HookModel for WithCapture<M, F>
+where
+    M: HookModel + ?Sized,
+    F: Fn(&M, &[Vec<u32>], &[HookPoint]) -> Result<Vec<Vec<f32>>> + Send + Sync,
+{
+    fn d_model(&self) -> usize {
+        self.inner.d_model()
+    }
+    fn n_layers(&self) -> usize {
+        self.inner.n_layers()
+    }
+    fn context_length(&self) -> usize {
+        self.inner.context_length()
+    }
+    fn precision(&self) -> Precision {
+        self.inner.precision()
+    }
+    fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> Result<Vec<Vec<f32>>> {
+        (self.capture)(&self.inner, contexts, hooks)
+    }
+}
+
 impl HookModel for Llama {
     fn d_model(&self) -> usize {
         self.config().d_model

@@ -58,35 +58,33 @@ impl Dictionary for Sae {
     }
 }
 
-/// Reference dictionary `x̂ = x` (codes = `x`): splicing it must leave the model unchanged.
+/// The two reference dictionaries of width `d_in`, the ends of the CE-loss-recovered scale: splicing
+/// `Identity` must leave the model unchanged; splicing `Zero` is zero ablation.
 #[derive(Debug, Clone, Copy)]
-pub struct IdentityDictionary(pub usize);
-
-impl Dictionary for IdentityDictionary {
-    fn d_in(&self) -> usize {
-        self.0
-    }
-    fn d_sae(&self) -> usize {
-        self.0
-    }
-    fn encode_decode(&self, x: &[f32], _n_rows: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok((x.to_vec(), x.to_vec()))
-    }
+pub enum ReferenceDictionary {
+    /// `x̂ = x` (codes = `x`).
+    Identity(usize),
+    /// `x̂ = 0` (one latent that never fires).
+    Zero(usize),
 }
 
-/// Reference dictionary `x̂ = 0` (one latent that never fires): splicing it is zero ablation.
-#[derive(Debug, Clone, Copy)]
-pub struct ZeroDictionary(pub usize);
-
-impl Dictionary for ZeroDictionary {
+impl Dictionary for ReferenceDictionary {
     fn d_in(&self) -> usize {
-        self.0
+        match *self {
+            Self::Identity(d) | Self::Zero(d) => d,
+        }
     }
     fn d_sae(&self) -> usize {
-        1
+        match *self {
+            Self::Identity(d) => d,
+            Self::Zero(_) => 1,
+        }
     }
     fn encode_decode(&self, x: &[f32], n_rows: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok((vec![0.0; n_rows], vec![0.0; x.len()]))
+        Ok(match self {
+            Self::Identity(_) => (x.to_vec(), x.to_vec()),
+            Self::Zero(_) => (vec![0.0; n_rows], vec![0.0; x.len()]),
+        })
     }
 }
 

@@ -3,9 +3,7 @@
 //! layer after a residual hook sees zeros, the logits are 0 and the CE is exactly ln(vocab).
 
 use rand::{Rng, SeedableRng};
-use zephyra_analysis::eval::{
-    evaluate, Dictionary, EvalConfig, EvalFigures, IdentityDictionary, ZeroDictionary,
-};
+use zephyra_analysis::eval::{evaluate, Dictionary, EvalConfig, EvalFigures, ReferenceDictionary};
 use zephyra_analysis::DownstreamStats;
 use zephyra_data::ExclusionRule;
 use zephyra_lm::{HookPoint, Llama};
@@ -41,7 +39,7 @@ fn zeroing_every_position_gives_ln_vocab_and_the_saelens_recovered_figure() {
     let (d_model, vocab) = (model.config().d_model, model.config().vocab_size);
     let ln_vocab = (vocab as f64).ln();
     for hook in [HookPoint::ResidPre(1), HookPoint::ResidPost(0)] {
-        let zero = run(&model, &ZeroDictionary(d_model), hook)
+        let zero = run(&model, &ReferenceDictionary::Zero(d_model), hook)
             .downstream
             .unwrap();
         let z_all = zero.ce_zero_abl_all_positions.unwrap();
@@ -63,7 +61,7 @@ fn zeroing_every_position_gives_ln_vocab_and_the_saelens_recovered_figure() {
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
         assert!((got - recovered_all(&zero)).abs() < 1e-12);
 
-        let identity = run(&model, &IdentityDictionary(d_model), hook)
+        let identity = run(&model, &ReferenceDictionary::Identity(d_model), hook)
             .downstream
             .unwrap();
         assert_eq!(identity.ce_zero_abl_all_positions, Some(z_all));
@@ -77,7 +75,7 @@ fn the_figure_is_in_the_json_and_older_reports_still_read() {
     let model = Llama::load_gguf(&tiny.path).unwrap();
     let d = run(
         &model,
-        &ZeroDictionary(model.config().d_model),
+        &ReferenceDictionary::Zero(model.config().d_model),
         HookPoint::ResidPre(1),
     )
     .downstream

@@ -69,10 +69,18 @@ fn planted_latent_is_recovered() {
 
     let store = FeatureStore::open(&out).unwrap();
     let rec = store.record(0).unwrap().unwrap();
-    assert_eq!(rec.n_fires, fires);
-    assert!((rec.density - fires as f64 / index.n_tokens_kept as f64).abs() < 1e-12);
-    assert!((rec.max_act - 1.0).abs() < 1e-4, "{}", rec.max_act);
-    assert!((rec.mean_act - 1.0).abs() < 1e-4, "{}", rec.mean_act);
+    assert_eq!(rec.stats.n_fires, fires);
+    assert!((rec.stats.density - fires as f64 / index.n_tokens_kept as f64).abs() < 1e-12);
+    assert!(
+        (rec.stats.max_act - 1.0).abs() < 1e-4,
+        "{}",
+        rec.stats.max_act
+    );
+    assert!(
+        (rec.stats.mean_act - 1.0).abs() < 1e-4,
+        "{}",
+        rec.stats.mean_act
+    );
     assert_eq!(rec.top.len(), 5);
     for ex in &rec.top {
         assert_eq!(
@@ -117,7 +125,7 @@ fn planted_latent_is_recovered() {
     );
     for id in 1..4 {
         let dead = store.record(id).unwrap().unwrap();
-        assert_eq!((dead.n_fires, dead.top.len()), (0, 0));
+        assert_eq!((dead.stats.n_fires, dead.top.len()), (0, 0));
     }
     assert!(store.record(4).unwrap().is_none());
     let summary = &store.index().features[0];

@@ -157,7 +157,10 @@ fn the_export_loads_in_sae_dashboard_and_has_what_the_converter_reads() {
         .iter()
         .map(|h| h.as_u64().unwrap())
         .sum();
-    assert_eq!(heights, rec.n_fires, "every firing is in the histogram");
+    assert_eq!(
+        heights, rec.stats.n_fires,
+        "every firing is in the histogram"
+    );
     assert!(!f0["dataset"].as_str().unwrap().contains('/'));
 
     let counts = check_batches(&np);
@@ -199,7 +202,7 @@ fn correlated_features_are_pearson_and_cosine_of_the_activations() {
     let dir = tempfile::tempdir().unwrap();
     let store = features_of(&p, &correlated_sae(&p), &dir.path().join("features"));
     let n = store.index().n_tokens_kept as f64;
-    let m = store.record(0).unwrap().unwrap().n_fires as f64;
+    let m = store.record(0).unwrap().unwrap().stats.n_fires as f64;
     assert!(
         m > 0.0 && m < n,
         "the planted token fires on some tokens only"

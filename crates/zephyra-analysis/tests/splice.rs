@@ -4,9 +4,7 @@
 mod common;
 
 use rand::{Rng, SeedableRng};
-use zephyra_analysis::eval::{
-    evaluate, Dictionary, EvalConfig, EvalFigures, IdentityDictionary, ZeroDictionary,
-};
+use zephyra_analysis::eval::{evaluate, Dictionary, EvalConfig, EvalFigures, ReferenceDictionary};
 use zephyra_analysis::AnalysisError;
 use zephyra_data::ExclusionRule;
 use zephyra_lm::model::Logits;
@@ -79,7 +77,7 @@ fn splice_tiny<D: Dictionary>(make: impl FnOnce(usize) -> D, n: usize, len: usiz
 
 #[test]
 fn identity_splice_recovers_everything() {
-    let f = splice_tiny(IdentityDictionary, 7, 24);
+    let f = splice_tiny(ReferenceDictionary::Identity, 7, 24);
     let d = f.downstream.unwrap();
     assert_eq!(d.kl_sae, 0.0);
     assert_eq!(d.delta_lm_loss, 0.0);
@@ -97,7 +95,7 @@ fn identity_splice_recovers_everything() {
 
 #[test]
 fn zero_splice_reproduces_zero_ablation() {
-    let f = splice_tiny(ZeroDictionary, 5, 20);
+    let f = splice_tiny(ReferenceDictionary::Zero, 5, 20);
     let d = f.downstream.unwrap();
     assert_eq!(d.ce_sae, d.ce_zero_abl);
     assert_eq!(d.kl_sae, d.kl_zero_abl);
@@ -210,7 +208,7 @@ fn bad_inputs_are_clear_errors() {
     );
     assert!(err.to_string().contains("blocks.1.hook_resid_pre"), "{err}");
     // Zero usable tokens: one-token contexts are all position 0.
-    let identity = IdentityDictionary(d_model);
+    let identity = ReferenceDictionary::Identity(d_model);
     let one: Vec<Vec<u32>> = vec![vec![5], vec![6]];
     let err = evaluate_contexts(&model, &identity, &|_| false, &one, &cfg).unwrap_err();
     assert!(matches!(err, AnalysisError::NoTokens { seen: 2 }), "{err}");

@@ -13,61 +13,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use zephyra_data::harvest::{HarvestSummary, HookModel};
+use zephyra_data::harvest::{HarvestSummary, HookModel, WithCapture};
 use zephyra_data::store::merge_rank_stores;
 use zephyra_lm::HookPoint;
 
-/// Runs the wrapped model only for the batches of this rank's shards.
-struct PartitionedModel {
-    inner: Arc<dyn HookModel>,
-    rank: u64,
-    world: u64,
-    contexts_per_shard: u64,
-    seen: AtomicU64,
-}
-
-impl HookModel for PartitionedModel {
-    fn d_model(&self) -> usize {
-        self.inner.d_model()
-    }
-    fn n_layers(&self) -> usize {
-        self.inner.n_layers()
-    }
-    fn context_length(&self) -> usize {
-        self.inner.context_length()
-    }
-    fn precision(&self) -> zephyra_lm::Precision {
-        self.inner.precision()
-    }
-    fn capture(
-        &self,
-        contexts: &[Vec<u32>],
-        hooks: &[HookPoint],
-    ) -> zephyra_data::Result<Vec<Vec<f32>>> {
-        // Batches never straddle a shard: the first context's shard is the batch's shard.
-        let first = self.seen.fetch_add(contexts.len() as u64, Ordering::SeqCst);
-        let shard = first / self.contexts_per_shard.max(1);
-        if shard % self.world == self.rank {
-            return self.inner.capture(contexts, hooks);
-        }
-        let rows: usize = contexts.iter().map(Vec::len).sum();
-        Ok(vec![vec![0.0; rows * self.inner.d_model()]; hooks.len()])
-    }
-}
-
-/// The model this rank harvests with (the model itself in one process).
+/// The model this rank harvests with: the model itself in one process; under mpirun, the model run only
+/// for the batches of this rank's shards (zero activations for the others).
 pub fn partition_model(model: Arc<dyn HookModel>, contexts_per_shard: usize) -> Arc<dyn HookModel> {
     let (rank, world) = crate::dist::rank_and_size();
     if world <= 1 {
         return model;
     }
-    Arc::new(PartitionedModel {
-        inner: model,
-        rank: rank as u64,
-        world: world as u64,
-        contexts_per_shard: contexts_per_shard as u64,
-        seen: AtomicU64::new(0),
-    })
+    let (rank, world) = (rank as u64, world as u64);
+    let per_shard = contexts_per_shard.max(1) as u64;
+    let seen = AtomicU64::new(0);
+    Arc::new(WithCapture::new(model, move |inner, contexts, hooks| {
+        // Batches never straddle a shard: the first context's shard is the batch's shard.
+        let first = seen.fetch_add(contexts.len() as u64, Ordering::SeqCst);
+        if (first / per_shard) % world == rank {
+            return inner.capture(contexts, hooks);
+        }
+        let rows: usize = contexts.iter().map(Vec::len).sum();
+        Ok(vec![vec![0.0; rows * inner.d_model()]; hooks.len()])
+    }))
 }
 
 /// Where this rank harvests: `out` in one process, `out.rank-R-of-N` under mpirun.

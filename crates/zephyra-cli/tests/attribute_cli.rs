@@ -5,13 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::Stdio;
 
 use candle_core::Tensor;
-use common::{fails, ok, run, zephyra};
+use common::{fails, ok, run, Server};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -194,49 +191,28 @@ fn attribute_checks_in_the_real_model_and_serve_shows_the_graph() {
     assert_eq!(index["hook"], "blocks.0.ln2.hook_normalized");
 
     // `serve --transcoders` without --sae: the graphs, the layer's features and the model.
-    let mut child = zephyra()
-        .args([
-            "serve",
-            "--transcoders",
-            &tc,
-            "--model",
-            &model,
-            "--port",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().expect("piped stdout");
-    let url = BufReader::new(stdout).lines().next().unwrap().unwrap();
-    let result = std::panic::catch_unwind(|| {
-        let addr = url.trim().strip_prefix("http://").expect("an http URL");
-        let addr = addr.trim_end_matches("/graphs");
-        let get = |path: &str| {
-            let mut s = TcpStream::connect(addr).unwrap();
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut resp = String::new();
-            s.read_to_string(&mut resp).unwrap();
-            resp
-        };
-        let list = get("/api/graphs");
-        assert!(
-            list.starts_with("HTTP/1.1 200")
-                && list.contains("\"france\"")
-                && list.contains("\"can_make\":true"),
-            "{list}"
-        );
-        assert!(get("/api/layer/0/info").contains("blocks.0.ln2.hook_normalized"));
-        assert!(get("/api/layer/1/info").starts_with("HTTP/1.1 404"));
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    result.unwrap();
+    let server = Server::start(&[
+        "serve",
+        "--transcoders",
+        &tc,
+        "--model",
+        &model,
+        "--port",
+        "0",
+    ]);
+    assert!(server.url.ends_with("/graphs"), "{}", server.url);
+    let list = server.get("/api/graphs");
+    assert!(
+        list.starts_with("HTTP/1.1 200")
+            && list.contains("\"france\"")
+            && list.contains("\"can_make\":true"),
+        "{list}"
+    );
+    assert!(server
+        .get("/api/layer/0/info")
+        .contains("blocks.0.ln2.hook_normalized"));
+    assert!(server.get("/api/layer/1/info").starts_with("HTTP/1.1 404"));
+    drop(server);
     let err = fails(run(["serve", "--model", &model, "--port", "0"]));
     assert!(
         err.contains("--sae DIR") && err.contains("--transcoders DIR"),

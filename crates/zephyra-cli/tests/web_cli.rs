@@ -3,11 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::Stdio;
-
-use common::{fails, ok, run, words, zephyra};
+use common::{fails, ok, run, words, Server};
 use zephyra_analysis::features::planted::planted;
 
 #[test]
@@ -68,32 +64,13 @@ fn features_steer_explain_and_serve() {
     assert!(lines.iter().any(|t| t["features"][0]["id"] == 0));
 
     // serve: binds 127.0.0.1 on a free port, prints the URL, answers HTTP.
-    let mut child = zephyra()
-        .args(["serve", "--sae", &sae, "--model", &model, "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut url = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
-    let url = url.trim().to_string();
-    let result = std::panic::catch_unwind(|| {
-        let addr = url.strip_prefix("http://").expect("an http URL");
-        assert!(addr.starts_with("127.0.0.1:"), "{url}");
-        let mut s = TcpStream::connect(addr).unwrap();
-        write!(
-            s,
-            "GET /api/feature/0 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-        assert!(resp.contains("\"logits_pos\""));
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    result.unwrap();
+    let server = Server::start(&["serve", "--sae", &sae, "--model", &model, "--port", "0"]);
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let resp = server.get("/api/feature/0");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"logits_pos\""));
 }

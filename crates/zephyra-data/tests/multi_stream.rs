@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
@@ -70,10 +70,8 @@ fn one_forward_pass_feeds_every_dictionary_its_own_rows() {
     assert_eq!(stores[0].len(), manifests[0].n_rows as usize * d);
 
     // A model that never fails, counting its forward batches down.
-    let counting = Arc::new(FailAfter {
-        inner: model.clone(),
-        ok_batches: usize::MAX.into(),
-    });
+    let ok_batches = Arc::new(AtomicUsize::new(usize::MAX));
+    let counting = fail_after(model.clone(), ok_batches.clone());
     let mut sources = BufferedSource::harvesting_many(
         counting.clone(),
         tok.clone(),
@@ -116,7 +114,7 @@ fn one_forward_pass_feeds_every_dictionary_its_own_rows() {
         .collect();
     assert!(got[2] == side_by_side, "the [x | y] rows do not pair up");
     // 24 contexts, 2 per forward pass: 12 batches for all three dictionaries together.
-    assert_eq!(usize::MAX - counting.ok_batches.load(Ordering::SeqCst), 12);
+    assert_eq!(usize::MAX - ok_batches.load(Ordering::SeqCst), 12);
 }
 
 fn one_process() -> Box<dyn zephyra_sae::train::Collective + Send> {
@@ -135,10 +133,8 @@ fn batches_to_train(dictionaries: Vec<Vec<usize>>) -> usize {
     // 24 contexts of 16 in shards of 4, 2 per forward pass (12 batches); windows of 2 shards.
     let cfg = config(hooks, 16, 24 * 16, 4, 2);
     let d = model.d_model();
-    let counting = Arc::new(FailAfter {
-        inner: model.clone(),
-        ok_batches: usize::MAX.into(),
-    });
+    let ok_batches = Arc::new(AtomicUsize::new(usize::MAX));
+    let counting = fail_after(model.clone(), ok_batches.clone());
     let mut sources: Vec<Box<dyn ActivationSource>> = BufferedSource::harvesting_many(
         counting.clone(),
         tok.clone(),
@@ -174,7 +170,7 @@ fn batches_to_train(dictionaries: Vec<Vec<usize>>) -> usize {
         .run(&mut sources, &mut |_, _| ControlFlow::Continue(()))
         .unwrap();
     assert!(outcomes.iter().all(|o| o.steps > 0 && !o.finished));
-    usize::MAX - counting.ok_batches.load(Ordering::SeqCst)
+    usize::MAX - ok_batches.load(Ordering::SeqCst)
 }
 
 #[test]

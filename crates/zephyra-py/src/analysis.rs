@@ -273,7 +273,11 @@ pub fn features<'py>(
     d.set_item("n_tokens_kept", index.n_tokens_kept)?;
     d.set_item(
         "n_alive",
-        index.features.iter().filter(|f| f.n_fires > 0).count(),
+        index
+            .features
+            .iter()
+            .filter(|f| f.stats.n_fires > 0)
+            .count(),
     )?;
     d.set_item("features", json::to_py(py, &index.features)?)?;
     Ok(d)

@@ -11,13 +11,13 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use zephyra_data::corpus::CorpusOptions;
 use zephyra_data::harvest::{
-    self as pipeline, HarvestConfig, HookModel, Pipeline, DEFAULT_BATCH_CONTEXTS,
+    self as pipeline, HarvestConfig, HookModel, Pipeline, WithCapture, DEFAULT_BATCH_CONTEXTS,
     DEFAULT_CONTEXTS_PER_SHARD,
 };
 use zephyra_data::source::BufferedSource;
 use zephyra_data::store::StoreDtype;
 use zephyra_data::{Corpus, DataError, ExclusionRule};
-use zephyra_lm::{HookPoint, Llama, LmError, Precision};
+use zephyra_lm::{HookPoint, Llama, LmError};
 use zephyra_sae::train::ActivationSource;
 
 use crate::arrays;
@@ -29,31 +29,16 @@ use crate::SHUFFLE_BUFFER;
 
 /// The model, refusing the next batch once the caller was interrupted (the harvest then stops the way it
 /// stops on any error: complete shards kept, nothing half-written).
-struct Interruptible {
-    llama: Arc<Llama>,
-    cancel: Cancel,
-}
-
-/// [`HookModel`] methods answered by the wrapped model.
-macro_rules! delegate {
-    ($($name:ident -> $ty:ty),*) => {
-        $(fn $name(&self) -> $ty { HookModel::$name(self.llama.as_ref()) })*
-    };
-}
-
-impl HookModel for Interruptible {
-    delegate!(d_model -> usize, n_layers -> usize, context_length -> usize, precision -> Precision);
-
-    fn capture(
-        &self,
-        contexts: &[Vec<u32>],
-        hooks: &[HookPoint],
-    ) -> zephyra_data::Result<Vec<Vec<f32>>> {
-        if self.cancel.is_set() {
-            return Err(DataError::Lm(LmError::InvalidInput(INTERRUPTED.into())));
-        }
-        self.llama.capture(contexts, hooks)
-    }
+fn interruptible(llama: Arc<Llama>, cancel: Cancel) -> impl HookModel {
+    WithCapture::new(
+        llama,
+        move |llama: &Llama, contexts: &[Vec<u32>], hooks: &[HookPoint]| {
+            if cancel.is_set() {
+                return Err(DataError::Lm(LmError::InvalidInput(INTERRUPTED.into())));
+            }
+            llama.capture(contexts, hooks)
+        },
+    )
 }
 
 /// The corpus of `data` (files, folders, globs; default: the Rust documentation), as the CLI's `--data`.
@@ -160,10 +145,7 @@ fn to_array<'py>(
     );
     let (llama, tokenizer) = (model.llama.clone(), model.tokenizer.clone());
     let result = interrupt::run(py, |cancel| -> PyResult<Vec<f32>> {
-        let hooked: Arc<dyn HookModel> = Arc::new(Interruptible {
-            llama,
-            cancel: cancel.clone(),
-        });
+        let hooked: Arc<dyn HookModel> = Arc::new(interruptible(llama, cancel.clone()));
         let mut source = BufferedSource::harvesting(hooked, tokenizer, corpus, cfg, buffer)
             .py_context(|| "starting the harvest".into())?;
         let mut rows = Vec::new();
@@ -217,10 +199,7 @@ fn to_store<'py>(
     );
     let result = interrupt::run(py, |cancel| {
         let pipeline = Pipeline {
-            model: Arc::new(Interruptible {
-                llama,
-                cancel: cancel.clone(),
-            }),
+            model: Arc::new(interruptible(llama, cancel.clone())),
             encoder: tokenizer,
             corpus,
             config: cfg,

@@ -9,13 +9,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
-use axum::serve::ListenerExt;
 use zephyra_analysis::features::store::{write, FeatureIndex};
 use zephyra_analysis::features::{
-    Cofire, Example, FeatureOptions, FeatureRecord, FeatureStore, QuantileGroup, TokenValue,
-    HIST_BINS,
+    Cofire, Example, FeatureOptions, FeatureRecord, FeatureStore, LatentStats, QuantileGroup,
+    TokenValue, HIST_BINS,
 };
-use zephyra_web::{router, AppState};
+use zephyra_web::{router, serve_blocking, AppState};
 
 fn record(id: u32) -> FeatureRecord {
     let ex = |k: u32| Example {
@@ -33,11 +32,13 @@ fn record(id: u32) -> FeatureRecord {
         value: 1.0 / (k + 1) as f32,
     };
     FeatureRecord {
-        id,
-        n_fires: 1000 + u64::from(id),
-        density: 1e-3,
-        mean_act: 3.0,
-        max_act: 10.0,
+        stats: LatentStats {
+            id,
+            n_fires: 1000 + u64::from(id),
+            density: 1e-3,
+            mean_act: 3.0,
+            max_act: 10.0,
+        },
         top: (0..20).map(ex).collect(),
         quantiles: (0..4)
             .map(|g| QuantileGroup {
@@ -118,26 +119,9 @@ fn main() {
     );
     let store = FeatureStore::open(dir.path()).unwrap();
     let app = router(AppState::new(store, None));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            axum::serve(
-                l.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }),
-                app,
-            )
-            .await
-            .unwrap();
-        });
-    });
-    let addr: SocketAddr = rx.recv().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || serve_blocking(listener, app).unwrap());
     for route in ["/api/feature/", "/feature/"] {
         let handles: Vec<_> = (0..conns)
             .map(|c| {

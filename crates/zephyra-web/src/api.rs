@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use zephyra_analysis::features::{FeatureStore, FeatureSummary};
+use zephyra_analysis::features::{FeatureStore, FeatureSummary, LatentStats};
 
 use zephyra_analysis::steer::{SteerMode, SteerRequest, MAX_STEER_TOKENS};
 
@@ -72,16 +72,9 @@ pub struct ListQuery {
 /// One row of `/api/features`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SummaryRow<'a> {
-    /// Latent index.
-    pub id: u32,
-    /// Tokens on which it fired.
-    pub n_fires: u64,
-    /// Firing density.
-    pub density: f64,
-    /// Mean activation when firing.
-    pub mean_act: f32,
-    /// Largest activation.
-    pub max_act: f32,
+    /// Id, firing count, density, mean and max activation.
+    #[serde(flatten)]
+    pub stats: LatentStats,
     /// Tokens at its maxima.
     pub top_tokens: &'a [String],
     /// Tokens it promotes.
@@ -91,11 +84,7 @@ pub struct SummaryRow<'a> {
 impl<'a> From<&'a FeatureSummary> for SummaryRow<'a> {
     fn from(s: &'a FeatureSummary) -> Self {
         Self {
-            id: s.id,
-            n_fires: s.n_fires,
-            density: s.density,
-            mean_act: s.mean_act,
-            max_act: s.max_act,
+            stats: s.stats,
             top_tokens: &s.top_tokens,
             top_logits: &s.top_logits,
         }
@@ -113,7 +102,7 @@ pub(crate) fn info_of(store: &FeatureStore, state: &AppState) -> Value {
     json!({
         "model": ix.model, "hook": ix.hook, "sae": ix.sae, "corpus": ix.corpus, "d_sae": ix.d_sae,
         "n_contexts": ix.n_contexts, "n_tokens_read": ix.n_tokens_read, "n_tokens_kept": ix.n_tokens_kept,
-        "n_alive": ix.features.iter().filter(|f| f.n_fires > 0).count(),
+        "n_alive": ix.features.iter().filter(|f| f.stats.n_fires > 0).count(),
         "hist_log10_min": ix.hist_log10_min, "hist_log10_max": ix.hist_log10_max, "hist_bins": ix.hist_bins,
         "steer": state.steer_counts(),
     })
@@ -142,9 +131,9 @@ pub async fn features(
     let mut rows: Vec<&FeatureSummary> = all
         .iter()
         .filter(|f| match &needle {
-            None => q.dead || f.n_fires > 0,
+            None => q.dead || f.stats.n_fires > 0,
             Some(n) => {
-                Some(f.id) == id_match
+                Some(f.stats.id) == id_match
                     || f.top_tokens
                         .iter()
                         .chain(&f.top_logits)
@@ -153,13 +142,13 @@ pub async fn features(
         })
         .collect();
     let key = |f: &FeatureSummary| match q.sort {
-        SortKey::Density => f.density,
-        SortKey::Max => f64::from(f.max_act),
-        SortKey::Mean => f64::from(f.mean_act),
-        SortKey::Id => f64::from(f.id),
+        SortKey::Density => f.stats.density,
+        SortKey::Max => f64::from(f.stats.max_act),
+        SortKey::Mean => f64::from(f.stats.mean_act),
+        SortKey::Id => f64::from(f.stats.id),
     };
     rows.sort_by(|a, b| {
-        let o = key(a).total_cmp(&key(b)).then(a.id.cmp(&b.id));
+        let o = key(a).total_cmp(&key(b)).then(a.stats.id.cmp(&b.stats.id));
         match q.order {
             Order::Asc => o,
             Order::Desc => o.reverse(),

@@ -220,6 +220,24 @@ impl AppState {
     }
 }
 
+/// Serves `app` on `listener` (bound by the caller, who knows its address) from a new multi-threaded
+/// runtime, until serving fails. Small responses go out at once (`TCP_NODELAY`: no Nagle delay).
+pub fn serve_blocking(listener: std::net::TcpListener, app: Router) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app).await
+    })
+}
+
 /// The app's routes over `state`.
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()

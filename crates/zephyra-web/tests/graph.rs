@@ -7,7 +7,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::graph::{app, feature_nodes, layer0_store, logits_by_hand, setup, PROMPT};
-use common::{call, get, json_of, post};
+use common::{call, get, json_of, post, strings_at};
 use serde_json::{json, Value};
 use zephyra_analysis::attribution::intervene::demeaned;
 
@@ -213,13 +213,7 @@ async fn a_graph_job_writes_the_graph_the_tracer_makes() {
     made["metadata"]["slug"] = json!("g");
     assert_eq!(made, s.graph);
     let list = json_of(&app, get("/api/graphs"), StatusCode::OK).await;
-    let names: Vec<&str> = list["graphs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["g", "made"]);
+    assert_eq!(strings_at(&list["graphs"], "name"), ["g", "made"]);
     for (body, needle) in [
         (
             json!({ "name": "made", "prompt": "the" }),

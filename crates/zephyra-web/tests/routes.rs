@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{app, call, call_bytes, fixture, get, json_of, post, stream_lines};
+use common::{app, call, call_bytes, fixture, get, json_of, post, stream_lines, strings_at};
 use serde_json::{json, Value};
 use zephyra_web::{router, MAX_BODY_BYTES};
 
@@ -438,12 +438,7 @@ async fn run_page_shows_config_training_eval_and_plots() {
         Some(json!("n/a"))
     );
     assert_eq!(j["eval"]["report"]["d_sae"], 2304);
-    let names: Vec<&str> = j["plots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let names = strings_at(&j["plots"], "name");
     assert_eq!(names, ["training.svg", "density.svg"], "SVG preferred");
 
     for (name, ctype_want) in [

@@ -184,7 +184,7 @@ pub fn feature_json(
     let mut activations: Vec<Value> = rec
         .top
         .iter()
-        .map(|e| example(e, -1.0, round3(rec.max_act), -1.0))
+        .map(|e| example(e, -1.0, round3(rec.stats.max_act), -1.0))
         .collect();
     let n_groups = rec.quantiles.len().max(1) as f64;
     for g in &rec.quantiles {
@@ -200,13 +200,13 @@ pub fn feature_json(
         .map(|e| e.token_ids.len())
         .max()
         .unwrap_or(0);
-    let (bar_values, bar_heights) = linear_histogram(&rec.histogram, rec.max_act);
+    let (bar_values, bar_heights) = linear_histogram(&rec.histogram, rec.stats.max_act);
     let logit_ids = |v: &[super::TokenValue]| v.iter().map(|t| t.id).collect::<Vec<_>>();
     let logit_values =
         |v: &[super::TokenValue]| v.iter().map(|t| round3(t.value)).collect::<Vec<_>>();
     let correlated = &rec.correlated[..rec.correlated.len().min(CORRELATED_ROWS)];
     json!({
-        "feature_index": rec.id,
+        "feature_index": rec.stats.id,
         "neuron_alignment_indices": [], "neuron_alignment_values": [], "neuron_alignment_l1": [],
         "correlated_neurons_indices": [], "correlated_neurons_l1": [], "correlated_neurons_pearson": [],
         "correlated_features_indices": correlated.iter().map(|c| c.id).collect::<Vec<_>>(),
@@ -216,7 +216,7 @@ pub fn feature_json(
         "neg_values": logit_values(&rec.logits_neg),
         "pos_str": strings(&logit_ids(&rec.logits_pos)),
         "pos_values": logit_values(&rec.logits_pos),
-        "frac_nonzero": round_to(rec.density, 5),
+        "frac_nonzero": round_to(rec.stats.density, 5),
         "freq_hist_data_bar_values": bar_values,
         "freq_hist_data_bar_heights": bar_heights,
         "logits_hist_data_bar_heights": [], "logits_hist_data_bar_values": [],
@@ -246,7 +246,7 @@ pub fn export_neuronpedia(
     })?;
     let dataset = without_paths(&index.corpus);
     let mut n_files = 0;
-    let ids: Vec<u32> = index.features.iter().map(|f| f.id).collect();
+    let ids: Vec<u32> = index.features.iter().map(|f| f.stats.id).collect();
     for (n, chunk) in ids.chunks(FEATURES_PER_BATCH).enumerate() {
         let mut features = Vec::with_capacity(chunk.len());
         for &id in chunk {

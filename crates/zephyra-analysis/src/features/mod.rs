@@ -189,9 +189,10 @@ pub struct QuantileGroup {
     pub examples: Vec<Example>,
 }
 
-/// Everything known about one latent (one line of `features.jsonl`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeatureRecord {
+/// A latent's headline figures: the first keys of its record, of its summary in the index and of its row
+/// in the web app's list (each flattens them, so the keys keep their names and order).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatentStats {
     /// Latent index.
     pub id: u32,
     /// Tokens (kept rows) on which it fired.
@@ -202,6 +203,14 @@ pub struct FeatureRecord {
     pub mean_act: f32,
     /// Largest activation seen.
     pub max_act: f32,
+}
+
+/// Everything known about one latent (one line of `features.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureRecord {
+    /// Id, firing count, density, mean and max activation.
+    #[serde(flatten)]
+    pub stats: LatentStats,
     /// Top activating contexts, strongest first.
     pub top: Vec<Example>,
     /// Random firing examples grouped by activation quantile, strongest group first.
@@ -249,6 +258,53 @@ mod tests {
         assert_eq!(hist_bin(1.3), 31); // log10 1.3 = 0.114
         assert_eq!(hist_bin(1e9), HIST_BINS - 1);
         assert!((hist_bin_lower(30) - 1.0).abs() < 1e-5);
+    }
+
+    /// The keys of a record and of an index summary, in order, as the web app and older stores expect
+    /// them: the flattened [`LatentStats`] first.
+    #[test]
+    fn record_and_summary_keep_their_keys_in_order() {
+        let stats = LatentStats {
+            id: 7,
+            n_fires: 3,
+            density: 0.25,
+            mean_act: 1.5,
+            max_act: 2.0,
+        };
+        let record = FeatureRecord {
+            stats,
+            top: Vec::new(),
+            quantiles: Vec::new(),
+            histogram: vec![1, 2],
+            logits_pos: vec![TokenValue {
+                id: 4,
+                token: "a".into(),
+                value: 0.5,
+            }],
+            logits_neg: Vec::new(),
+            cofire: Vec::new(),
+            correlated: Vec::new(),
+        };
+        let json = r#"{"id":7,"n_fires":3,"density":0.25,"mean_act":1.5,"max_act":2.0,"top":[],"quantiles":[],"histogram":[1,2],"logits_pos":[{"id":4,"token":"a","value":0.5}],"logits_neg":[],"cofire":[],"correlated":[]}"#;
+        assert_eq!(serde_json::to_string(&record).unwrap(), json);
+        assert_eq!(serde_json::from_str::<FeatureRecord>(json).unwrap(), record);
+        // A record written before `correlated` existed still reads.
+        let old = json.replace(r#","correlated":[]"#, "");
+        assert_eq!(serde_json::from_str::<FeatureRecord>(&old).unwrap(), record);
+
+        let summary = FeatureSummary {
+            stats,
+            top_tokens: vec!["x".into()],
+            top_logits: Vec::new(),
+            offset: 10,
+            len: 20,
+        };
+        let json = r#"{"id":7,"n_fires":3,"density":0.25,"mean_act":1.5,"max_act":2.0,"top_tokens":["x"],"top_logits":[],"offset":10,"len":20}"#;
+        assert_eq!(serde_json::to_string(&summary).unwrap(), json);
+        assert_eq!(
+            serde_json::from_str::<FeatureSummary>(json).unwrap(),
+            summary
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use zephyra_sae::{Sae, Workspace};
 use super::accum::{Accumulators, Batch};
 use super::logits::Unembedding;
 use super::store::{self, FeatureIndex, Provenance};
-use super::{Example, FeatureOptions, FeatureRecord, TokenValue, HIST_BINS};
+use super::{Example, FeatureOptions, FeatureRecord, LatentStats, TokenValue, HIST_BINS};
 use crate::error::{AnalysisError, Result};
 
 /// File name of the checkpoint inside the output directory.
@@ -242,15 +242,17 @@ pub fn compute_features_until(
                     .collect();
             }
             FeatureRecord {
-                id: j as u32,
-                n_fires: l.n_fires,
-                density: l.n_fires as f64 / kept as f64,
-                mean_act: if l.n_fires == 0 {
-                    0.0
-                } else {
-                    (l.sum / l.n_fires as f64) as f32
+                stats: LatentStats {
+                    id: j as u32,
+                    n_fires: l.n_fires,
+                    density: l.n_fires as f64 / kept as f64,
+                    mean_act: if l.n_fires == 0 {
+                        0.0
+                    } else {
+                        (l.sum / l.n_fires as f64) as f32
+                    },
+                    max_act: l.max,
                 },
-                max_act: l.max,
                 top: l.sorted_top().into_iter().map(fill).collect(),
                 quantiles,
                 histogram: if l.hist.len() == HIST_BINS {

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{FeatureOptions, FeatureRecord, HIST_BINS, HIST_LOG10_MAX, HIST_LOG10_MIN};
+use super::{
+    FeatureOptions, FeatureRecord, LatentStats, HIST_BINS, HIST_LOG10_MAX, HIST_LOG10_MIN,
+};
 use crate::error::{AnalysisError, Result};
 use crate::file_io::read_json;
 use zephyra_io::write_atomic;
@@ -40,16 +42,9 @@ pub const RECORDS_FILE: &str = "features.jsonl";
 /// The summary of one latent kept in the index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureSummary {
-    /// Latent index.
-    pub id: u32,
-    /// Tokens on which it fired.
-    pub n_fires: u64,
-    /// Firing density (fraction of kept tokens).
-    pub density: f64,
-    /// Mean activation when firing.
-    pub mean_act: f32,
-    /// Largest activation.
-    pub max_act: f32,
+    /// Id, firing count, density, mean and max activation, as in its record.
+    #[serde(flatten)]
+    pub stats: LatentStats,
     /// The tokens at the maxima of its top contexts, most frequent first (at most 5).
     pub top_tokens: Vec<String>,
     /// Its most promoted tokens (at most 5).
@@ -185,11 +180,7 @@ fn summarise(rec: &FeatureRecord, offset: u64, len: u64) -> FeatureSummary {
     }
     counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     FeatureSummary {
-        id: rec.id,
-        n_fires: rec.n_fires,
-        density: rec.density,
-        mean_act: rec.mean_act,
-        max_act: rec.max_act,
+        stats: rec.stats,
         top_tokens: counts.into_iter().take(5).map(|c| c.0).collect(),
         top_logits: rec
             .logits_pos
@@ -248,10 +239,10 @@ impl FeatureStore {
         }
         let mut end = 0u64;
         for (i, f) in ix.features.iter().enumerate() {
-            if f.id as usize != i || f.offset != end {
+            if f.stats.id as usize != i || f.offset != end {
                 return Err(self.damaged(format!(
                     "summary {i} (latent {}) starts at byte {}, expected latent {i} at byte {end}",
-                    f.id, f.offset
+                    f.stats.id, f.offset
                 )));
             }
             end = f

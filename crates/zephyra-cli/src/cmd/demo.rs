@@ -245,14 +245,14 @@ fn print_examples(features: &Path) -> anyhow::Result<()> {
         .index()
         .features
         .iter()
-        .filter(|f| f.n_fires > 0 && f.density < 0.1)
+        .filter(|f| f.stats.n_fires > 0 && f.stats.density < 0.1)
         .collect();
-    alive.sort_by(|a, b| b.density.total_cmp(&a.density));
+    alive.sort_by(|a, b| b.stats.density.total_cmp(&a.stats.density));
     println!("\nExample features (id, density, top tokens → promoted tokens):");
     for f in alive.iter().step_by((alive.len() / 5).max(1)).take(5) {
         println!(
             "  {:>6}  {:.4}  {:?} → {:?}",
-            f.id, f.density, f.top_tokens, f.top_logits
+            f.stats.id, f.stats.density, f.top_tokens, f.top_logits
         );
     }
     Ok(())

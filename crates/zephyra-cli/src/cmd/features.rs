@@ -86,7 +86,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         index.d_sae,
         index.n_tokens_read,
         index.n_tokens_kept,
-        index.features.iter().filter(|f| f.n_fires > 0).count()
+        index
+            .features
+            .iter()
+            .filter(|f| f.stats.n_fires > 0)
+            .count()
     );
     if let Some(dir) = &args.export_neuronpedia {
         export_to(&out, dir, &model)?;

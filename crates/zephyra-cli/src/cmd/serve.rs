@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use zephyra_analysis::features::FeatureStore;
 use zephyra_web::graph::GraphSite;
 use zephyra_web::{router, AppState};
@@ -158,24 +157,9 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
 
 /// Binds `addr` and serves until the process is stopped; `on_ready` gets the URL once listening.
 pub fn serve(state: AppState, addr: SocketAddr, on_ready: impl FnOnce(&str)) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr} (is the port in use? try --port)"))?;
-        let local = listener.local_addr().context("reading the bound address")?;
-        on_ready(&format!("http://{local}"));
-        // Small responses go out at once (no Nagle delay).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, router(state))
-            .await
-            .context("serving")
-    })
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("binding {addr} (is the port in use? try --port)"))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    on_ready(&format!("http://{local}"));
+    zephyra_web::serve_blocking(listener, router(state)).context("serving")
 }

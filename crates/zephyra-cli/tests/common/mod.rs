@@ -5,9 +5,10 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 #[path = "../../../../testdata/testdata.rs"]
@@ -295,6 +296,53 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         .filter(|m| m.is_file())
         .map(|m| m.len())
         .sum()
+}
+
+/// A `zephyra serve` process, killed when dropped (a failed assertion included).
+pub struct Server {
+    child: Child,
+    /// The URL it printed on its first line of stdout.
+    pub url: String,
+}
+
+impl Server {
+    /// Runs `zephyra ARGS` and waits for the URL it prints once it listens.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = zephyra()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut url = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut url)
+            .unwrap();
+        let url = url.trim().to_string();
+        Self { child, url }
+    }
+
+    /// `GET path` over a new connection: the whole HTTP/1.1 response, status line first.
+    pub fn get(&self, path: &str) -> String {
+        let rest = self.url.strip_prefix("http://").expect("an http URL");
+        let addr = rest.split('/').next().unwrap_or(rest);
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Shards listed in the manifest of the store `dir` (0 while there is none).

@@ -96,6 +96,47 @@ impl<T: HookModel + ?Sized> HookModel for &T {
     }
 }
 
+/// `inner` with its [`HookModel::capture`] replaced by `capture(&inner, contexts, hooks)`, its shape (width,
+/// blocks, context length, precision) unchanged: a model that runs only some batches (sharded harvesting),
+/// stops when its caller is interrupted, or fails on cue (tests).
+pub struct WithCapture<M: ?Sized, F> {
+    inner: Arc<M>,
+    capture: F,
+}
+
+impl<M, F> WithCapture<M, F>
+where
+    M: HookModel + ?Sized,
+    F: Fn(&M, &[Vec<u32>], &[HookPoint]) -> Result<Vec<Vec<f32>>> + Send + Sync,
+{
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<M>, capture: F) -> Self {
+        Self { inner, capture }
+    }
+}
+
+impl<M, F> HookModel for WithCapture<M, F>
+where
+    M: HookModel + ?Sized,
+    F: Fn(&M, &[Vec<u32>], &[HookPoint]) -> Result<Vec<Vec<f32>>> + Send + Sync,
+{
+    fn d_model(&self) -> usize {
+        self.inner.d_model()
+    }
+    fn n_layers(&self) -> usize {
+        self.inner.n_layers()
+    }
+    fn context_length(&self) -> usize {
+        self.inner.context_length()
+    }
+    fn precision(&self) -> Precision {
+        self.inner.precision()
+    }
+    fn capture(&self, contexts: &[Vec<u32>], hooks: &[HookPoint]) -> Result<Vec<Vec<f32>>> {
+        (self.capture)(&self.inner, contexts, hooks)
+    }
+}
+
 impl HookModel for Llama {
     fn d_model(&self) -> usize {
         self.config().d_model
@@ -309,26 +350,12 @@ pub fn harvest(
     out: &Path,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<HarvestSummary> {
-    let before = resume::Before::record(out, &store_dirs(out, &pipeline.config.hooks));
-    let result = run_harvest(pipeline, model, vocab_size, out, progress);
-    if result.is_err() {
-        before.restore();
-    }
-    result
-}
-
-fn run_harvest(
-    pipeline: Pipeline,
-    model: ModelInfo,
-    vocab_size: usize,
-    out: &Path,
-    progress: &mut dyn FnMut(&Progress),
-) -> Result<HarvestSummary> {
     let started = Instant::now();
     let cfg = pipeline.config.clone();
+    let dirs = store_dirs(out, &cfg.hooks);
+    let before = resume::Before::record(out, &dirs);
     cfg.validate(pipeline.model.as_ref())?;
     let d = pipeline.model.d_model();
-    let dirs = store_dirs(out, &cfg.hooks);
     let template = |hook: HookPoint| Manifest {
         format: FORMAT.to_string(),
         version: 1,
@@ -443,6 +470,7 @@ fn run_harvest(
         tokens_total,
         shards_written: shards_written.load(Ordering::Relaxed),
     });
+    before.keep();
     Ok(HarvestSummary {
         stores: dirs,
         n_contexts,

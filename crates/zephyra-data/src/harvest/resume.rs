@@ -7,12 +7,16 @@ use crate::error::{DataError, Result};
 use crate::store::manifest::{Manifest, ManifestField, MANIFEST_FILE, SAME_ROWS};
 use crate::store::ActivationStore;
 
-/// What `out` held before a harvest, to undo a harvest that fails before its first shard.
+/// What `out` held before a harvest, to undo a harvest that fails before its first shard: dropped without
+/// [`Before::keep`] (an error returned, a panic), it removes the stores the harvest created and wrote no
+/// shard into.
 pub(super) struct Before {
     out: PathBuf,
     out_existed: bool,
     /// Per store: (directory, had no manifest, existed).
     dirs: Vec<(PathBuf, bool, bool)>,
+    /// Set by [`Before::keep`]: the harvest succeeded.
+    kept: bool,
 }
 
 impl Before {
@@ -25,12 +29,23 @@ impl Before {
                 .iter()
                 .map(|d| (d.clone(), !d.join(MANIFEST_FILE).exists(), d.exists()))
                 .collect(),
+            kept: false,
         }
     }
 
+    /// The harvest succeeded: keep what it wrote.
+    pub(super) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Before {
     /// Removes the stores this harvest created and wrote no shard into (best effort: the harvest's own
     /// error is the one to report).
-    pub(super) fn restore(&self) {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         for (dir, fresh, existed) in &self.dirs {
             let untouched = *fresh && Manifest::read(dir).is_ok_and(|m| m.shards.is_empty());
             if !untouched {

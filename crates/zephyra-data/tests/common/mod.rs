@@ -2,10 +2,13 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use zephyra_data::corpus::CorpusOptions;
-use zephyra_data::harvest::{harvest, HarvestConfig, HarvestSummary, HookModel, Pipeline};
+use zephyra_data::harvest::{
+    harvest, HarvestConfig, HarvestSummary, HookModel, Pipeline, WithCapture,
+};
 use zephyra_data::store::manifest::ModelInfo;
 use zephyra_data::store::StoreDtype;
 use zephyra_data::{Corpus, ExclusionRule};
@@ -117,7 +120,7 @@ pub fn harvest_corpus(
 }
 
 /// [`harvest_corpus`] (vocabulary size 1) through `inner` made to fail after `ok_batches` forward batches
-/// ([`FailAfter`]): the error of the interrupted harvest, which leaves a partial store in `out`.
+/// ([`fail_after`]): the error of the interrupted harvest, which leaves a partial store in `out`.
 pub fn interrupted_harvest(
     inner: Arc<Llama>,
     ok_batches: usize,
@@ -127,48 +130,28 @@ pub fn interrupted_harvest(
     info: ModelInfo,
     out: &Path,
 ) -> zephyra_data::DataError {
-    let failing = Arc::new(FailAfter {
-        inner,
-        ok_batches: ok_batches.into(),
-    });
+    let failing = fail_after(inner, Arc::new(ok_batches.into()));
     match harvest_corpus(failing, tok, corpus_dir, config, info, 1, out) {
         Ok(_) => panic!("the harvest should have failed after {ok_batches} batches"),
         Err(e) => e,
     }
 }
 
-/// A model that fails after `ok_batches` forward batches (to simulate an interrupted harvest).
-pub struct FailAfter {
-    pub inner: Arc<Llama>,
-    pub ok_batches: std::sync::atomic::AtomicUsize,
-}
-
-impl HookModel for FailAfter {
-    fn d_model(&self) -> usize {
-        self.inner.d_model()
-    }
-    fn n_layers(&self) -> usize {
-        self.inner.n_layers()
-    }
-    fn context_length(&self) -> usize {
-        self.inner.context_length()
-    }
-    fn capture(
-        &self,
-        contexts: &[Vec<u32>],
-        hooks: &[HookPoint],
-    ) -> zephyra_data::Result<Vec<Vec<f32>>> {
-        use std::sync::atomic::Ordering;
-        if self.ok_batches.load(Ordering::SeqCst) == 0 {
+/// `inner`, counting its forward batches down in `ok_batches` and failing once that is 0 (to simulate an
+/// interrupted harvest; `usize::MAX` counts batches without failing).
+pub fn fail_after(inner: Arc<Llama>, ok_batches: Arc<AtomicUsize>) -> Arc<dyn HookModel> {
+    let capture = move |llama: &Llama, contexts: &[Vec<u32>], hooks: &[HookPoint]| {
+        if ok_batches.load(Ordering::SeqCst) == 0 {
             return Err(zephyra_data::DataError::io(
                 "running the model on",
                 "simulated-crash",
                 std::io::Error::other("simulated crash"),
             ));
         }
-        self.ok_batches.fetch_sub(1, Ordering::SeqCst);
-        self.inner.capture(contexts, hooks)
-    }
+        ok_batches.fetch_sub(1, Ordering::SeqCst);
+        llama.capture(contexts, hooks)
+    };
+    Arc::new(WithCapture::new(inner, capture))
 }
 
 /// Harvests [`write_corpus`] (written into `root/data`) with the tiny model of seed 3 into `root/<name>`:

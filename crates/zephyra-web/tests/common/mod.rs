@@ -157,6 +157,21 @@ pub async fn json_of(app: &axum::Router, req: Request<Body>, want: StatusCode) -
     serde_json::from_str(&body).unwrap()
 }
 
+/// The string at `key` of each element of the JSON array `array`.
+pub fn strings_at<'a>(array: &'a Value, key: &str) -> Vec<&'a str> {
+    let items = array
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {array}"));
+    items
+        .iter()
+        .map(|item| {
+            item[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string `{key}` in {item}"))
+        })
+        .collect()
+}
+
 /// The lines of a streamed (NDJSON) answer, read frame by frame as they arrive.
 pub async fn stream_lines(app: &axum::Router, req: Request<Body>) -> (String, Vec<Value>) {
     let resp = app.clone().oneshot(req).await.unwrap();
@@ -184,18 +199,8 @@ pub async fn stream_lines(app: &axum::Router, req: Request<Body>) -> (String, Ve
 
 /// Serves `app` on a free port of 127.0.0.1 from a background thread.
 pub fn serve_in_background(app: axum::Router) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || zephyra_web::serve_blocking(listener, app).unwrap());
+    addr
 }

@@ -26,18 +26,30 @@ fn configs() -> Vec<(TrainConfig, Vec<f32>)> {
         SaeConfig::new(8, 32, Architecture::BatchTopK { k: 4 }),
         SaeConfig::transcoder(6, 8, 16, Architecture::TopK { k: 2 }, true),
     ];
+    configs_of(shapes, 0, |cfg| {
+        cfg.seed = 4;
+        cfg.checkpoint_every_tokens = 40 * 10;
+    })
+}
+
+/// A run of 30 steps of 40 rows on 2 threads for each of `shapes`, its rows salted from `salt`, the
+/// configuration then adjusted by `adjust`.
+fn configs_of(
+    shapes: impl IntoIterator<Item = Result<SaeConfig, zephyra_sae::SaeError>>,
+    salt: usize,
+    adjust: impl Fn(&mut TrainConfig),
+) -> Vec<(TrainConfig, Vec<f32>)> {
     shapes
         .into_iter()
         .enumerate()
-        .map(|(salt, sae)| {
+        .map(|(i, sae)| {
             let sae = sae.unwrap();
             let d = sae.row_width();
             let mut cfg = TrainConfig::for_sae(sae, 40, 40 * 30);
             cfg.threads = 2;
             cfg.init_rows = 200;
-            cfg.seed = 4;
-            cfg.checkpoint_every_tokens = 40 * 10;
-            (cfg, rows(d, salt))
+            adjust(&mut cfg);
+            (cfg, rows(d, salt + i))
         })
         .collect()
 }
@@ -131,25 +143,15 @@ fn dictionaries_sharing_one_step_workspace_equal_them_trained_alone() {
         SaeConfig::transcoder(6, 8, 96, Architecture::TopK { k: 4 }, true),
         SaeConfig::new(6, 16, Architecture::Relu),
     ];
-    let cfgs: Vec<(TrainConfig, Vec<f32>)> = shapes
-        .into_iter()
-        .enumerate()
-        .map(|(salt, sae)| {
-            let sae = sae.unwrap();
-            let d = sae.row_width();
-            let mut cfg = TrainConfig::for_sae(sae, 40, 40 * 30);
-            cfg.threads = 2;
-            cfg.init_rows = 200;
-            cfg.seed = 5;
-            // Latents die within a few steps: relu-unit resamples them, AuxK trains them.
-            cfg.dead_after_tokens = 40;
-            if cfg.sae.architecture == Architecture::ReluUnit {
-                (cfg.lr, cfg.sparsity_coeff) = (5e-2, 5.0);
-                cfg.resample_every_steps = 4;
-            }
-            (cfg, rows(d, salt + 10))
-        })
-        .collect();
+    let cfgs = configs_of(shapes, 10, |cfg| {
+        cfg.seed = 5;
+        // Latents die within a few steps: relu-unit resamples them, AuxK trains them.
+        cfg.dead_after_tokens = 40;
+        if cfg.sae.architecture == Architecture::ReluUnit {
+            (cfg.lr, cfg.sparsity_coeff) = (5e-2, 5.0);
+            cfg.resample_every_steps = 4;
+        }
+    });
     let root = tempfile::tempdir().unwrap();
     let mut src = sources(&cfgs);
     let mut session =

@@ -26,18 +26,30 @@ fn configs() -> Vec<(TrainConfig, Vec<f32>)> {
         SaeConfig::new(8, 32, Architecture::BatchTopK { k: 4 }),
         SaeConfig::transcoder(6, 8, 16, Architecture::TopK { k: 2 }, true),
     ];
+    configs_of(shapes, 0, |cfg| {
+        cfg.seed = 4;
+        cfg.checkpoint_every_tokens = 40 * 10;
+    })
+}
+
+/// A run of 30 steps of 40 rows on 2 threads for each of `shapes`, its rows salted from `salt`, the
+/// configuration then adjusted by `adjust`.
+fn configs_of(
+    shapes: impl IntoIterator<Item = Result<SaeConfig, zephyra_sae::SaeError>>,
+    salt: usize,
+    adjust: impl Fn(&mut TrainConfig),
+) -> Vec<(TrainConfig, Vec<f32>)> {
     shapes
         .into_iter()
         .enumerate()
-        .map(|(salt, sae)| {
+        .map(|(i, sae)| {
             let sae = sae.unwrap();
             let d = sae.row_width();
             let mut cfg = TrainConfig::for_sae(sae, 40, 40 * 30);
             cfg.threads = 2;
             cfg.init_rows = 200;
-            cfg.seed = 4;
-            cfg.checkpoint_every_tokens = 40 * 10;
-            (cfg, rows(d, salt))
+            adjust(&mut cfg);
+            (cfg, rows(d, salt + i))
         })
         .collect()
 }
@@ -113,6 +125,66 @@ fn each_dictionary_trained_together_equals_it_trained_alone() {
     }
     // Different dictionaries really differ (the comparison above is not vacuous).
     assert_ne!(together[0], together[1]);
+}
+
+/// Dictionaries whose steps use every part of the step workspace, in shapes that grow and shrink from one
+/// to the next: relu-unit resampling its dead latents from the row errors, jumprelu's band, gated's own
+/// path, matryoshka's prefixes, a skip transcoder's AuxK on dead latents, relu. Trained together they
+/// share one workspace (each step finds another dictionary's buffers in it); each still ends bit for bit
+/// as trained alone with a workspace of its own.
+#[test]
+fn dictionaries_sharing_one_step_workspace_equal_them_trained_alone() {
+    let groups = zephyra_sae::MatryoshkaWidths::new(&[8, 20, 32]).unwrap();
+    let shapes = [
+        SaeConfig::new(8, 64, Architecture::ReluUnit),
+        SaeConfig::new(6, 12, Architecture::JumpRelu),
+        SaeConfig::new(8, 48, Architecture::Gated),
+        SaeConfig::new(6, 32, Architecture::Matryoshka { k: 3, groups }),
+        SaeConfig::transcoder(6, 8, 96, Architecture::TopK { k: 4 }, true),
+        SaeConfig::new(6, 16, Architecture::Relu),
+    ];
+    let cfgs = configs_of(shapes, 10, |cfg| {
+        cfg.seed = 5;
+        // Latents die within a few steps: relu-unit resamples them, AuxK trains them.
+        cfg.dead_after_tokens = 40;
+        if cfg.sae.architecture == Architecture::ReluUnit {
+            (cfg.lr, cfg.sparsity_coeff) = (5e-2, 5.0);
+            cfg.resample_every_steps = 4;
+        }
+    });
+    let root = tempfile::tempdir().unwrap();
+    let mut src = sources(&cfgs);
+    let mut session =
+        MultiSession::new(start_members(&cfgs, root.path()), &mut src, &one_process).unwrap();
+    let outcomes = session
+        .run(&mut src, &mut |_, _| ControlFlow::Continue(()))
+        .unwrap();
+    assert!(outcomes.iter().all(|o| o.finished && o.steps == 30));
+    let alone = |cfg: TrainConfig, r: Vec<f32>| {
+        let mut src = MemorySource::new(r, cfg.sae.row_width(), true).unwrap();
+        let mut t = TrainSession::start(cfg, &mut src, None, None).unwrap();
+        assert!(
+            t.run(&mut src, &mut |_| ControlFlow::Continue(()))
+                .unwrap()
+                .finished
+        );
+        t.trainer().inference_sae()
+    };
+    for (i, (cfg, r)) in cfgs.iter().enumerate() {
+        assert_eq!(
+            session.trainers()[i].inference_sae(),
+            alone(cfg.clone(), r.clone()),
+            "dictionary {i} ({})",
+            cfg.sae.architecture
+        );
+    }
+    // The resampling really happened (the row errors it reads are in play).
+    let (mut no_resampling, r) = cfgs[0].clone();
+    no_resampling.resample_every_steps = 0;
+    assert_ne!(
+        session.trainers()[0].inference_sae(),
+        alone(no_resampling, r)
+    );
 }
 
 #[test]

@@ -8,6 +8,11 @@
 //! trained alone with the same seed and rows (`tests/multi.rs`). Under data parallelism the dictionaries'
 //! gradients travel in **one** allreduce per step ([`reduce_steps`](super::collective::reduce_steps)).
 //!
+//! Memory: the dictionaries step one after another, so they share **one** step workspace (the
+//! `batch × d_sae` pre-activations, codes and chunk buffers, sized for the largest of them) instead of each
+//! keeping its own between steps; what a dictionary needs of its forward pass until the end of its step
+//! travels with it (`Trainer::begin_step_in`). Each keeps its weights, gradients, Adam moments and batch.
+//!
 //! `--resume` restores each dictionary from its own checkpoint; the sources resume from their own cursors
 //! (equal, as every dictionary reads the same number of rows per step).
 
@@ -20,12 +25,14 @@ use super::session::pool;
 use super::trainer::{Clock, InitRows};
 use super::{ActivationSource, Collective, Progress, RunOutcome, TrainConfig, Trainer};
 use crate::checkpoint::TrainingState;
-use crate::SaeError;
+use crate::{SaeError, Workspace};
 
 /// Several training runs advanced together; see the module docs.
 #[derive(Debug)]
 pub struct MultiTrainer {
     trainers: Vec<Trainer>,
+    /// The one step workspace every dictionary's forward/backward uses in turn.
+    scratch: Workspace,
     times: StepTimes,
 }
 
@@ -152,6 +159,7 @@ impl MultiTrainer {
         }
         Ok(Self {
             trainers,
+            scratch: Workspace::default(),
             times: StepTimes {
                 init_s: started.elapsed().as_secs_f64(),
                 ..StepTimes::default()
@@ -200,7 +208,7 @@ impl MultiTrainer {
             let started = Instant::now();
             let mut begun = Vec::with_capacity(self.trainers.len());
             for (t, s) in self.trainers.iter_mut().zip(sources.iter_mut()) {
-                begun.push(t.begin_step(s.as_mut())?);
+                begun.push(t.begin_step_in(s.as_mut(), &mut self.scratch)?);
             }
             let Some(mut begun) = begun.into_iter().collect::<Option<Vec<_>>>() else {
                 finished = false;

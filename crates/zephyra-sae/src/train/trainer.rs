@@ -306,8 +306,8 @@ impl Trainer {
     }
 
     /// relu-unit: resamples the dead latents from the current batch (∝ loss²) and resets their Adam state.
-    /// `n` rows in the global batch, this rank's starting at `offset`.
-    fn resample(&mut self, n: usize, offset: usize) -> Result<(), SaeError> {
+    /// `n` rows in the global batch, this rank's starting at `offset`, with squared errors `local`.
+    fn resample(&mut self, n: usize, offset: usize, local: &[f32]) -> Result<(), SaeError> {
         let dead: Vec<usize> = self
             .dead
             .iter()
@@ -323,7 +323,6 @@ impl Trainer {
         // Per-row losses of the whole global batch: each rank fills its rows, the sum gathers them
         // (adding zeros is exact), so every rank resamples identically from the same RNG.
         let mut row_loss = vec![0.0f32; n];
-        let local = &self.ws.row_sq_err()[..self.batch_rows_local(n)];
         row_loss[offset..offset + local.len()].copy_from_slice(local);
         self.comm.sum_f32(&mut row_loss)?;
         let done =
@@ -343,10 +342,6 @@ impl Trainer {
             "resampled dead latents"
         );
         Ok(())
-    }
-
-    fn batch_rows_local(&self, n: usize) -> usize {
-        rows_of(self.comm.rank(), self.comm.world_size(), n).len()
     }
 
     /// The collective this trainer reduces over (rank 0 of 1 unless built with [`Trainer::new_with`]).

@@ -3,6 +3,12 @@
 //! forward/backward on this rank's rows), the reduction over ranks
 //! ([`reduce_steps`](crate::train::collective::reduce_steps), one call for every dictionary), and
 //! [`Trainer::finish_step`] (clip, Adam, post-step, dead latents, metrics, checkpoint).
+//!
+//! Only forward/backward uses the step workspace ([`Workspace`]: the `batch × d_sae` pre-activations, the
+//! codes, the chunk buffers); what the rest of the step needs of it (fire counts, and relu-unit's row
+//! errors before a resampling) is copied into [`Begun`]. So dictionaries stepped one after another can
+//! share one workspace ([`Trainer::begin_step_in`]): every buffer is written before it is read, whatever
+//! the dictionary that used it last, and the results are bit for bit those of a workspace of one's own.
 
 use std::ops::{ControlFlow, Range};
 use std::time::Instant;
@@ -12,7 +18,7 @@ use crate::optim::{clip_global_norm, global_norm};
 use crate::schedule::sparsity_at;
 use crate::train::collective::StepReduce;
 use crate::train::source::ActivationSource;
-use crate::{Architecture, SaeError, StepConfig, StepStats};
+use crate::{Architecture, SaeError, StepConfig, StepStats, Workspace};
 
 /// Wall-clock bookkeeping of one call to `run`: rows per second overall and per metrics window.
 #[derive(Debug)]
@@ -50,6 +56,8 @@ pub(crate) struct Begun {
     stats: StepStats,
     /// Fire counts of this rank's rows (summed over ranks by the reduction).
     fired: Vec<u64>,
+    /// `‖x̂_r − x_r‖²` of this rank's rows when a resampling follows the step (relu-unit), else empty.
+    row_sq_err: Vec<f32>,
     /// Wall time spent filling the batch (reading the source).
     pub(crate) read_time: std::time::Duration,
 }
@@ -69,6 +77,28 @@ impl Trainer {
     /// Puts back the collective taken by [`take_collective`](Self::take_collective).
     pub(crate) fn put_collective(&mut self, comm: Box<dyn Collective + Send>) {
         self.comm = comm;
+    }
+
+    /// [`begin_step`](Self::begin_step) with `scratch` as the step workspace (this trainer's own is set
+    /// aside meanwhile): several trainers stepped one after another share one, instead of each keeping its
+    /// `batch × d_sae` buffers between steps. The results are the same bit for bit.
+    pub(crate) fn begin_step_in(
+        &mut self,
+        source: &mut dyn ActivationSource,
+        scratch: &mut Workspace,
+    ) -> Result<Option<Begun>, SaeError> {
+        std::mem::swap(&mut self.ws, scratch);
+        let begun = self.begin_step(source);
+        std::mem::swap(&mut self.ws, scratch);
+        begun
+    }
+
+    /// Whether the step that brings the run to `step` steps ends with a resampling of dead latents.
+    fn resamples_at(&self, step: u64) -> bool {
+        self.cfg.sae.architecture == Architecture::ReluUnit
+            && self.cfg.resample_every_steps > 0
+            && step % self.cfg.resample_every_steps == 0
+            && step < self.cfg.total_steps()
     }
 
     /// Fills the batch and runs forward/backward on this rank's rows; `None` when the source ran out
@@ -127,6 +157,11 @@ impl Trainer {
             self.sae
                 .forward_backward(x, n_local, &step_cfg, &mut self.ws, &mut self.grads)?;
         let fired = self.ws.fire_counts().iter().map(|&c| c as u64).collect();
+        let row_sq_err = if self.resamples_at(self.step + 1) {
+            self.ws.row_sq_err()[..n_local].to_vec()
+        } else {
+            Vec::new()
+        };
         Ok(Some(Begun {
             n,
             rows,
@@ -134,6 +169,7 @@ impl Trainer {
             coeff,
             stats,
             fired,
+            row_sq_err,
             read_time,
         }))
     }
@@ -173,6 +209,7 @@ impl Trainer {
             coeff,
             stats,
             fired,
+            row_sq_err,
             ..
         } = begun;
         let total_steps = self.cfg.total_steps();
@@ -236,12 +273,8 @@ impl Trainer {
         }
         self.step += 1;
         self.tokens += n as u64;
-        if self.cfg.sae.architecture == Architecture::ReluUnit
-            && self.cfg.resample_every_steps > 0
-            && self.step % self.cfg.resample_every_steps == 0
-            && self.step < total_steps
-        {
-            self.resample(n, rows.start)?;
+        if self.resamples_at(self.step) {
+            self.resample(n, rows.start, &row_sq_err)?;
         }
 
         self.window.add(&stats, grad_norm);

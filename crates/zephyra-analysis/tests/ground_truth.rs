@@ -174,6 +174,7 @@ fn a_planted_absorbing_latent_is_scored_absorbed() {
     let f = score(&absorbing, &truth, 8);
     assert_eq!(f.absorption_parents, 1);
     assert_eq!(f.absorption, Some(1.0), "{f:?}");
+    assert_eq!((f.absorption_learned, f.learned_parents), (Some(1.0), 1));
     // Its recall is P(no child | parent) < 1; precision stays 1.
     assert!(f.recall < 1.0 && (f.precision - 1.0).abs() < 1e-12, "{f:?}");
     // MCC by hand: cosines 1, 1/√2, 1/√2.
@@ -187,6 +188,7 @@ fn a_planted_absorbing_latent_is_scored_absorbed() {
     let honest = planted(&truth, id, id);
     let f = score(&honest, &truth, 8);
     assert_eq!(f.absorption, Some(0.0), "{f:?}");
+    assert_eq!((f.absorption_learned, f.learned_parents), (Some(0.0), 1));
     assert!(
         (f.mcc - 1.0).abs() < 1e-6 && (f.recall - 1.0).abs() < 1e-12,
         "{f:?}"
@@ -198,6 +200,25 @@ fn a_planted_absorbing_latent_is_scored_absorbed() {
             && f.true_l0 > 0.5
             && f.true_l0 < 1.5
             && f.n_rows as f64 == n
+    );
+}
+
+#[test]
+fn a_parent_the_dictionary_lacks_is_not_scored_as_absorbed() {
+    // Two latents read child 1 and one reads child 2: the parent has no latent at all, so the matching
+    // pairs it with a spare child-1 latent (|cos| 0). That latent is silent on child-2 rows, which the
+    // unrestricted figure counts as absorption (≈ ½); absorption proper needs a latent that tracks the
+    // parent (Chanin et al. 2024), so the learned-parents figure leaves it out.
+    let truth = family();
+    let children = [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    let f = score(&planted(&truth, children, children), &truth, 8);
+    assert_eq!(f.absorption_parents, 1);
+    let all = f.absorption.unwrap();
+    assert!(all > 0.3 && all < 0.7, "{f:?}");
+    assert_eq!(
+        (f.absorption_learned, f.learned_parents),
+        (None, 0),
+        "{f:?}"
     );
 }
 

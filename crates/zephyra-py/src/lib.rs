@@ -58,7 +58,9 @@ pub(crate) const SHUFFLE_BUFFER: usize = 1 << 18;
 /// ``expansion``, ``batch_rows``, ``tokens`` (rows to train on, default 2,000,000), ``lr``, ``l1``,
 /// ``l0_coeff``, ``l1_warmup``, ``lr_warmup``, ``lr_decay`` (``"constant"``, ``"linear"``, ``"cosine"``),
 /// ``max_grad_norm`` (0 = off), ``normalize``, ``b_dec_init`` (``"geometric-median"``, ``"mean"``,
-/// ``"zeros"``), ``dead_after``, ``non_finite`` (``"skip"``, ``"error"``), ``seed``, ``threads``,
+/// ``"zeros"``), ``dead_after``, ``decoder_init_norm`` (topk, batchtopk: SAELens' parametrisation, decoder
+/// rows free and started at this norm, pre-activations rescaled by the row norms, folded into the saved
+/// SAE; 0 = unit-norm rows, the default), ``non_finite`` (``"skip"``, ``"error"``), ``seed``, ``threads``,
 /// ``checkpoint_every``, ``metrics_every``, ``shuffle`` (arrays, ``.npy``), ``shuffle_buffer`` (stores).
 ///
 /// ``out``: a run folder for checkpoints, metrics and the final SAE; ``resume``: continue the run in that
@@ -70,7 +72,7 @@ pub(crate) const SHUFFLE_BUFFER: usize = 1 << 18;
 #[pyfunction]
 #[pyo3(signature = (acts, *, out=None, resume=None, arch=None, k=None, expansion=None, batch_rows=None,
     tokens=None, lr=None, l1=None, l0_coeff=None, l1_warmup=None, lr_warmup=None, lr_decay=None,
-    max_grad_norm=None, normalize=None, b_dec_init=None, dead_after=None, non_finite=None, seed=None,
+    max_grad_norm=None, normalize=None, b_dec_init=None, dead_after=None, decoder_init_norm=None, non_finite=None, seed=None,
     threads=None, checkpoint_every=None, metrics_every=None, holdout=None, shuffle=true,
     shuffle_buffer=SHUFFLE_BUFFER, hook=None, model_name=None, context_size=None, progress=false, _step_delay_ms=0))]
 #[pyo3(name = "train")]
@@ -95,6 +97,7 @@ fn train_py(
     normalize: Option<bool>,
     b_dec_init: Option<String>,
     dead_after: Option<u64>,
+    decoder_init_norm: Option<f32>,
     non_finite: Option<String>,
     seed: Option<u64>,
     threads: Option<usize>,
@@ -125,6 +128,7 @@ fn train_py(
         normalize,
         b_dec_init,
         dead_after,
+        decoder_init_norm,
         non_finite,
         seed,
         threads,

@@ -31,6 +31,7 @@ pub struct TrainOptions {
     pub normalize: Option<bool>,
     pub b_dec_init: Option<String>,
     pub dead_after: Option<u64>,
+    pub decoder_init_norm: Option<f32>,
     pub non_finite: Option<String>,
     pub seed: Option<u64>,
     pub threads: Option<usize>,
@@ -180,6 +181,12 @@ impl TrainOptions {
             cfg.b_dec_init = named("b_dec_init", b, allowed)?;
         }
         set(&mut cfg.dead_after_tokens, self.dead_after);
+        if let Some(norm) = self.decoder_init_norm {
+            non_negative("decoder_init_norm", f64::from(norm))?;
+            // 0 = unit-norm rows, as the CLI's `--decoder-init-norm 0`; the library's validation refuses
+            // it for the architectures without the TopK family's selection.
+            cfg.decoder_init_norm = (norm > 0.0).then_some(norm);
+        }
         if let Some(p) = &self.non_finite {
             cfg.non_finite = named("non_finite", p, "\"skip\", \"error\"")?;
         }

@@ -147,3 +147,33 @@ def test_resume_refuses_changed_options(acts, tmp_path):
     assert "k" in str(err.value)
     with pytest.raises(ValueError, match="not both"):
         z.train(rows, out=tmp_path / "x", resume=tmp_path / "r")
+
+
+def _training_state_config(run):
+    """The TrainConfig saved in a run's training_state.safetensors (its JSON header, read by hand)."""
+    import json
+    import struct
+
+    raw = (run / "training_state.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    state = json.loads(json.loads(raw[8:8 + n])["__metadata__"]["zephyra_training_state"])
+    return state["config"]
+
+
+def test_decoder_init_norm_selects_saelens_parametrisation(acts, tmp_path):
+    rows, _ = acts
+    opts = dict(arch="topk", k=4, expansion=2, tokens=256 * 20, batch_rows=256, threads=1, seed=2)
+    free = z.train(rows, decoder_init_norm=0.1, out=tmp_path / "free", **opts)
+    unit = z.train(rows, decoder_init_norm=0, out=tmp_path / "unit", **opts)
+    assert _training_state_config(tmp_path / "free")["decoder_init_norm"] == pytest.approx(0.1)
+    assert _training_state_config(tmp_path / "unit").get("decoder_init_norm") is None
+    # The free rows train differently; the saved SAE has their norms folded into the encoder, so its
+    # decoder rows share one norm (the input scale's), the unit-rows run's.
+    w_free, w_unit = free.state_dict()["W_dec"], unit.state_dict()["W_dec"]
+    assert np.abs(w_free - w_unit).max() > 1e-3
+    n_free, n_unit = np.linalg.norm(w_free, axis=1), np.linalg.norm(w_unit, axis=1)
+    assert np.allclose(n_free, n_unit[0], rtol=1e-4) and np.allclose(n_unit, n_unit[0], rtol=1e-4)
+    with pytest.raises(ValueError, match="decoder_init_norm"):
+        z.train(rows, arch="topk", decoder_init_norm=-0.1, tokens=1024, batch_rows=256)
+    with pytest.raises(ValueError, match="topk"):
+        z.train(rows, arch="relu", decoder_init_norm=0.1, tokens=1024, batch_rows=256)

@@ -27,6 +27,9 @@ pub use assign::{abs_cosines, min_cost_assignment};
 pub use report::{SaeFigures, SynthEvalReport};
 pub use seeds::{aggregate, Interval};
 
+/// The |cos| between a true feature and its matched latent above which the SAE counts as having learned it.
+pub const LEARNED_COS: f32 = 0.5;
+
 /// Every ground-truth figure of one SAE.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroundTruthFigures {
@@ -46,6 +49,10 @@ pub struct GroundTruthFigures {
     pub absorption: Option<f64>,
     /// Parents behind `absorption`.
     pub absorption_parents: usize,
+    /// The same over the parents the SAE learned: matched latent |cos| ≥ [`LEARNED_COS`].
+    pub absorption_learned: Option<f64>,
+    /// Parents behind `absorption_learned`.
+    pub learned_parents: usize,
     /// Mean active latents per row.
     pub l0: f64,
     /// Mean true features per row.
@@ -72,6 +79,10 @@ impl GroundTruthFigures {
             ("f1", self.f1),
             ("uniqueness", self.uniqueness),
             ("absorption", self.absorption.unwrap_or(f64::NAN)),
+            (
+                "absorption_learned",
+                self.absorption_learned.unwrap_or(f64::NAN),
+            ),
             ("l0", self.l0),
             ("true_l0", self.true_l0),
             ("fve", self.fve),
@@ -188,6 +199,18 @@ pub fn evaluate_synth(
         .collect();
     let absorption =
         (!with_rows.is_empty()).then(|| with_rows.iter().sum::<f64>() / with_rows.len() as f64);
+    let learned: Vec<f64> = parents
+        .iter()
+        .enumerate()
+        .filter(|(k, p)| {
+            child_rows[*k] > 0
+                && matching.latent_of[p.feature as usize]
+                    .is_some_and(|l| cos[p.feature as usize * d_sae + l] >= LEARNED_COS)
+        })
+        .map(|(k, _)| absorbed[k] as f64 / child_rows[k] as f64)
+        .collect();
+    let absorption_learned =
+        (!learned.is_empty()).then(|| learned.iter().sum::<f64>() / learned.len() as f64);
     let recon = recon.finish()?;
     let sparsity = sparsity.finish()?;
     Ok(GroundTruthFigures {
@@ -199,6 +222,8 @@ pub fn evaluate_synth(
         uniqueness: matching.uniqueness,
         absorption,
         absorption_parents: with_rows.len(),
+        absorption_learned,
+        learned_parents: learned.len(),
         l0: sparsity.l0,
         true_l0: n_true_active as f64 / rows_total as f64,
         fve: recon.fve,

@@ -138,6 +138,10 @@ pub struct TrainArgs {
     /// Rows without firing after which a latent counts as dead [default: 2000000].
     #[arg(long)]
     pub dead_after: Option<u64>,
+    /// topk, batchtopk, matryoshka: weight of the AuxK loss on dead latents, ≥ 0 [default: 1/32, OpenAI's;
+    /// SAELens uses 1].
+    #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
+    pub aux_coeff: Option<f64>,
     /// Rows with NaN/Inf [default: skip].
     #[arg(long, value_enum)]
     pub non_finite: Option<NonFiniteArg>,
@@ -203,6 +207,7 @@ impl TrainArgs {
             self.decoder_init_norm.map(|v| (v > 0.0).then_some(v)),
         );
         set(&mut cfg.dead_after_tokens, self.dead_after);
+        set(&mut cfg.aux_coeff, self.aux_coeff);
         set(
             &mut cfg.non_finite,
             self.non_finite.map(NonFinitePolicy::from),

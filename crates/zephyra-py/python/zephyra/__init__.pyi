@@ -103,7 +103,8 @@ def train(
     lr_decay: Optional[Literal["constant", "linear", "cosine"]] = None,
     max_grad_norm: Optional[float] = None, normalize: Optional[bool] = None,
     b_dec_init: Optional[Literal["geometric-median", "mean", "zeros"]] = None,
-    dead_after: Optional[int] = None, non_finite: Optional[Literal["skip", "error"]] = None,
+    dead_after: Optional[int] = None, decoder_init_norm: Optional[float] = None,
+    non_finite: Optional[Literal["skip", "error"]] = None,
     seed: Optional[int] = None, threads: Optional[int] = None,
     checkpoint_every: Optional[int] = None, metrics_every: Optional[int] = None,
     # how the rows are read (arrays and .npy: holdout, shuffle; stores: shuffle_buffer)

@@ -298,14 +298,24 @@ const LANES: usize = 16;
 /// `Σ x²` with [`LANES`] partial sums.
 #[inline(always)]
 fn sum_of_squares(x: &[f32]) -> f32 {
+    lane_sum_by(
+        x,
+        #[inline(always)]
+        |v| v * v,
+    )
+}
+
+/// `Σ f(x)` with [`LANES`] partial sums (the tail summed apart and added last).
+#[inline(always)]
+fn lane_sum_by(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v * v;
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
         }
     }
-    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -355,26 +365,25 @@ pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
 /// SwiGLU: `out[r, i] = silu(gu[r, i]) * gu[r, d_mlp + i]`, where each row of `gu` holds the gate
 /// then the up projection.
 pub(crate) fn swiglu(out: &mut [f32], gu: &[f32], d_mlp: usize) {
-    out.par_chunks_mut(d_mlp * ROWS_PER_TASK)
-        .zip(gu.par_chunks(2 * d_mlp * ROWS_PER_TASK))
-        .for_each(|(out, gu)| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    for (o, gu) in out.chunks_exact_mut(d_mlp).zip(gu.chunks_exact(2 * d_mlp)) {
-                        let (gate, up) = gu.split_at(d_mlp);
-                        for ((o, g), u) in o.iter_mut().zip(gate).zip(up) {
-                            *o = g / (1.0 + fast_exp(-g)) * u;
-                        }
-                    }
-                },
-            )
-        });
+    gated_unit(
+        out,
+        gu,
+        d_mlp,
+        #[inline(always)]
+        |g| g / (1.0 + fast_exp(-g)),
+    );
 }
 
 /// GeGLU: `out[r, i] = gelu_tanh(gu[r, i]) * gu[r, d_mlp + i]` (Hendrycks & Gimpel 2016,
 /// arXiv:1606.08415, tanh approximation; Shazeer 2020, arXiv:2002.05202).
 pub(crate) fn geglu_tanh(out: &mut [f32], gu: &[f32], d_mlp: usize) {
+    gated_unit(out, gu, d_mlp, gelu_tanh);
+}
+
+/// `out[r, i] = act(gu[r, i]) * gu[r, d_mlp + i]`: the gated MLP unit of both families (the
+/// activation is inlined into the vectorised loop).
+#[inline(always)]
+fn gated_unit(out: &mut [f32], gu: &[f32], d_mlp: usize, act: impl Fn(f32) -> f32 + Sync) {
     out.par_chunks_mut(d_mlp * ROWS_PER_TASK)
         .zip(gu.par_chunks(2 * d_mlp * ROWS_PER_TASK))
         .for_each(|(out, gu)| {
@@ -384,7 +393,7 @@ pub(crate) fn geglu_tanh(out: &mut [f32], gu: &[f32], d_mlp: usize) {
                     for (o, gu) in out.chunks_exact_mut(d_mlp).zip(gu.chunks_exact(2 * d_mlp)) {
                         let (gate, up) = gu.split_at(d_mlp);
                         for ((o, &g), u) in o.iter_mut().zip(gate).zip(up) {
-                            *o = gelu_tanh(g) * u;
+                            *o = act(g) * u;
                         }
                     }
                 },
@@ -501,14 +510,11 @@ fn lane_max(x: &[f32]) -> f32 {
 /// `Σ x` with [`LANES`] partial sums.
 #[inline(always)]
 fn lane_sum(x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    lane_sum_by(
+        x,
+        #[inline(always)]
+        |v| v,
+    )
 }
 
 #[cfg(test)]

@@ -191,26 +191,20 @@ pub fn evaluate_synth(
         counted += 1;
     }
     let c = counted.max(1) as f64;
-    let with_rows: Vec<f64> = child_rows
-        .iter()
-        .zip(&absorbed)
-        .filter(|(&n, _)| n > 0)
-        .map(|(&n, &a)| a as f64 / n as f64)
-        .collect();
-    let absorption =
-        (!with_rows.is_empty()).then(|| with_rows.iter().sum::<f64>() / with_rows.len() as f64);
-    let learned: Vec<f64> = parents
-        .iter()
-        .enumerate()
-        .filter(|(k, p)| {
-            child_rows[*k] > 0
-                && matching.latent_of[p.feature as usize]
-                    .is_some_and(|l| cos[p.feature as usize * d_sae + l] >= LEARNED_COS)
-        })
-        .map(|(k, _)| absorbed[k] as f64 / child_rows[k] as f64)
-        .collect();
-    let absorption_learned =
-        (!learned.is_empty()).then(|| learned.iter().sum::<f64>() / learned.len() as f64);
+    // Mean over the parents `keep` admits (and whose children fired) of P(parent's latent silent | child).
+    let absorption_over = |keep: &dyn Fn(usize) -> bool| {
+        let rates: Vec<f64> = (0..parents.len())
+            .filter(|&k| child_rows[k] > 0 && keep(k))
+            .map(|k| absorbed[k] as f64 / child_rows[k] as f64)
+            .collect();
+        let mean = (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64);
+        (mean, rates.len())
+    };
+    let (absorption, absorption_parents) = absorption_over(&|_| true);
+    let (absorption_learned, learned_parents) = absorption_over(&|k| {
+        let f = parents[k].feature as usize;
+        matching.latent_of[f].is_some_and(|l| cos[f * d_sae + l] >= LEARNED_COS)
+    });
     let recon = recon.finish()?;
     let sparsity = sparsity.finish()?;
     Ok(GroundTruthFigures {
@@ -221,9 +215,9 @@ pub fn evaluate_synth(
         f1: f1 / c,
         uniqueness: matching.uniqueness,
         absorption,
-        absorption_parents: with_rows.len(),
+        absorption_parents,
         absorption_learned,
-        learned_parents: learned.len(),
+        learned_parents,
         l0: sparsity.l0,
         true_l0: n_true_active as f64 / rows_total as f64,
         fve: recon.fve,

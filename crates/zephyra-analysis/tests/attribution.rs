@@ -9,6 +9,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use zephyra_analysis::attribution::capture::Holding;
 use zephyra_analysis::attribution::graph::demeaned_logits;
 use zephyra_analysis::attribution::paths::top_paths;
 use zephyra_analysis::attribution::prune::{prune, scores};
@@ -16,6 +17,7 @@ use zephyra_analysis::attribution::trace::EMPTY_TRANSCODER;
 use zephyra_analysis::attribution::{
     attribute, capture, AttributionConfig, TraceOptions, Tracer, Transcoder,
 };
+use zephyra_data::exclude::ExclusionRule;
 use zephyra_lm::testing::{tiny_gemma, tiny_llama};
 use zephyra_lm::{HookPoint, Hooks, Llama, Tokenizer};
 use zephyra_sae::{Architecture, Sae, SaeConfig, SaeOf};
@@ -57,10 +59,48 @@ fn check_exact(model: &Llama, tokens: &[u32]) {
 }
 
 /// The local replacement model through `tcs` reproduces the logits, and every target's incoming edges plus
-/// its bias equal its real value; returns the number of active features.
+/// its bias equal its real value, holding no position and holding position 0 and token 9 (a stand-in
+/// special token); returns the number of active features with nothing held.
 fn check_exact_with(model: &Llama, tokens: &[u32], tcs: &[(HookPoint, Sae)]) -> usize {
+    let special = |t: u32| t == 9;
+    let held_rule = Holding {
+        rule: ExclusionRule::default(),
+        is_special: &special,
+    };
+    let active = check_exact_holding(model, tokens, tcs, &Holding::nothing());
+    let held = check_exact_holding(model, tokens, tcs, &held_rule);
+    assert!(held < active, "holding positions removes their features");
+    active
+}
+
+fn check_exact_holding(
+    model: &Llama,
+    tokens: &[u32],
+    tcs: &[(HookPoint, Sae)],
+    holding: &Holding<'_>,
+) -> usize {
     let refs: Vec<(HookPoint, &Sae)> = tcs.iter().map(|(h, s)| (*h, s)).collect();
-    let built = capture::build(model, &refs, tokens).unwrap();
+    let built = capture::build(model, &refs, tokens, holding).unwrap();
+    let d = model.config().d_model;
+    for (p, &t) in tokens.iter().enumerate() {
+        let must_hold = holding.rule.exclude_position_zero && (p == 0 || (holding.is_special)(t));
+        assert!(
+            !must_hold || built.local.held[p],
+            "position {p} is not held"
+        );
+        if built.local.held[p] {
+            assert!(
+                built.local.active.iter().all(|a| a.pos != p),
+                "a feature at held {p}"
+            );
+            for e in &built.local.errors {
+                assert!(
+                    e[p * d..(p + 1) * d].iter().all(|&x| x == 0.0),
+                    "an error at held {p}"
+                );
+            }
+        }
+    }
     let max_logit = built.logits.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
     assert!(
         built.max_abs_logit_error <= 1e-5 * max_logit.max(1.0),
@@ -116,7 +156,7 @@ fn a_layer_without_a_transcoder_is_all_error_nodes_and_the_graph_stays_exact() {
     let active = check_exact_with(&model, &tokens, &tcs);
     assert!(active >= 6 * tokens.len() * (n_layers - 1) / 2, "{active}");
     let refs: Vec<(HookPoint, &Sae)> = tcs.iter().map(|(h, s)| (*h, s)).collect();
-    let built = capture::build(&model, &refs, &tokens).unwrap();
+    let built = capture::build(&model, &refs, &tokens, &Holding::nothing()).unwrap();
     assert!(built.local.active.iter().all(|a| a.layer > 0));
 }
 
@@ -255,7 +295,7 @@ fn a_circuit_planted_in_the_weights_is_the_top_path_of_its_graph() {
         })
         .collect();
     let refs: Vec<(HookPoint, &Sae)> = tcs.iter().map(|(h, s)| (*h, s)).collect();
-    let built = capture::build(&model, &refs, &tokens).unwrap();
+    let built = capture::build(&model, &refs, &tokens, &Holding::nothing()).unwrap();
     let lr = &built.local;
     let last_pos = tokens.len() - 1;
     let f = lr
@@ -312,13 +352,20 @@ fn a_circuit_planted_in_the_weights_is_the_top_path_of_its_graph() {
         transcoders,
     )
     .unwrap();
+    // Position 0 is held as by default; not the norm clause: the silenced MLPs write zeros everywhere but
+    // at the trigger, so their median norm is 0 and the clause would hold the trigger itself.
     let opts = TraceOptions {
         n_ablate: 1,
+        exclusion: ExclusionRule {
+            max_norm_multiple: None,
+            ..ExclusionRule::default()
+        },
         ..TraceOptions::default()
     };
     let traced = tracer
         .trace_tokens(&tokens, "planted", "planted", &opts, &mut |_, _| {})
         .unwrap();
+    assert_eq!(traced.summary.held_positions, vec![0]);
     let check = traced.summary.check.expect("a check");
     assert_eq!(check.ablated.len(), 1);
     let a = check.ablated[0];

@@ -4,6 +4,7 @@
 //! post-attention norm is frozen like the others; its post-MLP norm sits inside what the transcoder
 //! replaces, `hook_mlp_out` being after it).
 
+use zephyra_data::exclude::{apply_joint, row_norms, ExclusionRule};
 use zephyra_lm::config::Family;
 use zephyra_lm::model::{BlockWeights, Logits};
 use zephyra_lm::{HookPoint, Hooks, Llama};
@@ -53,12 +54,55 @@ fn check_dictionary(hook: HookPoint, sae: &Sae, d: usize) -> Result<()> {
     Ok(())
 }
 
+/// Which positions of a prompt the graph holds fixed: those `rule` drops (the harvest's rule, with one
+/// verdict for every transcoder's input and output hook, as the transcoders' training rows had).
+#[derive(Clone, Copy)]
+pub struct Holding<'r> {
+    /// The exclusion rule (`ExclusionRule::keep_all()`: hold nothing).
+    pub rule: ExclusionRule,
+    /// Whether a token id is special (the tokenizer's control tokens).
+    pub is_special: &'r dyn Fn(u32) -> bool,
+}
+
+impl Holding<'_> {
+    /// Holds nothing: every position gets its nodes.
+    pub fn nothing() -> Holding<'static> {
+        Holding {
+            rule: ExclusionRule::keep_all(),
+            is_special: &|_| false,
+        }
+    }
+
+    /// `held[p]` for a prompt of `tokens` whose transcoders read `mlp_in[l]` and replace `mlp_out[l]`.
+    pub fn positions(
+        &self,
+        tokens: &[u32],
+        mlp_in: &[Vec<f32>],
+        mlp_out: &[Vec<f32>],
+        d: usize,
+    ) -> Vec<bool> {
+        let norms: Vec<Vec<f32>> = mlp_in
+            .iter()
+            .chain(mlp_out)
+            .map(|acts| row_norms(acts, d))
+            .collect();
+        let refs: Vec<&[f32]> = norms.iter().map(Vec::as_slice).collect();
+        apply_joint(&self.rule, tokens, tokens.len(), &refs, self.is_special)
+            .first()
+            .map_or_else(
+                || vec![false; tokens.len()],
+                |v| v.keep.iter().map(|&k| !k).collect(),
+            )
+    }
+}
+
 /// Runs `tokens` through `model` and builds the local replacement model with one transcoder per layer
-/// (`transcoders[l]` = (its input hook, its weights), layer order).
+/// (`transcoders[l]` = (its input hook, its weights), layer order), holding the positions `holding` drops.
 pub fn build<'a>(
     model: &'a Llama,
     transcoders: &[(HookPoint, &'a Sae)],
     tokens: &[u32],
+    holding: &Holding<'_>,
 ) -> Result<Built<'a>> {
     let cfg = model.config();
     let (n_layers, d, seq) = (cfg.n_layers, cfg.d_model, tokens.len());
@@ -166,7 +210,8 @@ pub fn build<'a>(
         .iter()
         .map(|&(_, s)| TranscoderView::of_sae(s))
         .collect();
-    let local = LocalReplacement::new(weights, prompt, views, &mlp_in, &codes, &mlp_out)?;
+    let held = holding.positions(tokens, &mlp_in, &mlp_out, d);
+    let local = LocalReplacement::new(weights, prompt, views, (&mlp_in, &codes, &mlp_out), &held)?;
     let run = local.forward(Sources::ALL, None);
     let frozen = local.logits(&run, seq - 1);
     let max_abs_logit_error = frozen

@@ -1,6 +1,11 @@
 //! The local replacement model of one prompt: the frozen linear model with every MLP replaced by its
 //! transcoder, the features held at their values on the prompt, and an error node per (layer, position)
 //! holding what the transcoder missed — so it reproduces the model's residual stream (and logits) exactly.
+//!
+//! Positions the exclusion rule drops (position 0, special tokens, attention sinks: `zephyra_data::exclude`)
+//! are *held*: the MLP output there is a constant of the prompt, written with the biases, with no feature or
+//! error node. The transcoders never saw such rows in training, and position 0's massive activations would
+//! otherwise dominate the graph through every later position's attention (circuit-tracer's `zero_bos`).
 
 use std::borrow::Cow;
 
@@ -89,7 +94,7 @@ pub struct Sources {
     pub features: bool,
     /// Error nodes.
     pub errors: bool,
-    /// Decoder biases.
+    /// Decoder biases and the held positions' MLP outputs.
     pub biases: bool,
 }
 
@@ -119,6 +124,9 @@ pub struct FrozenRun {
     pub last: Vec<f32>,
 }
 
+/// Per layer, from the real pass: the transcoder inputs, their codes and the MLP outputs.
+pub type Captures<'c> = (&'c [Vec<f32>], &'c [Vec<f32>], &'c [Vec<f32>]);
+
 /// The local replacement model of one prompt.
 #[derive(Debug, Clone)]
 pub struct LocalReplacement<'a> {
@@ -130,24 +138,36 @@ pub struct LocalReplacement<'a> {
     pub transcoders: Vec<TranscoderView<'a>>,
     /// Active features, ordered by (layer, pos, feature).
     pub active: Vec<ActiveFeature>,
-    /// Per layer, the error `hook_mlp_out − transcoder output`, `[seq, d_model]`.
+    /// Per layer, the error `hook_mlp_out − transcoder output`, `[seq, d_model]` (zero at held positions).
     pub errors: Vec<Vec<f32>>,
+    /// Per position, whether its MLP outputs are held fixed (no nodes; written with the biases).
+    pub held: Vec<bool>,
+    /// Per layer, what the MLP wrote at held positions beyond `b_dec` and the skip path, `[seq, d_model]`
+    /// (zero elsewhere).
+    held_out: Vec<Vec<f32>>,
 }
 
 impl<'a> LocalReplacement<'a> {
     /// Builds the model from a real pass: per layer the transcoder's input (`mlp_in`, `[seq, d_in]`),
     /// its codes (`codes`, `[seq, d_sae]`, as the dictionary's own encoder gave them) and the real
-    /// `hook_mlp_out` (`mlp_out`, `[seq, d_model]`).
+    /// `hook_mlp_out` (`mlp_out`, `[seq, d_model]`). `held[p]`: position `p`'s MLP outputs are constants
+    /// of the prompt (see the module documentation), one flag per position.
     pub fn new(
         weights: FrozenWeights<'a>,
         prompt: FrozenPrompt,
         transcoders: Vec<TranscoderView<'a>>,
-        mlp_in: &[Vec<f32>],
-        codes: &[Vec<f32>],
-        mlp_out: &[Vec<f32>],
+        (mlp_in, codes, mlp_out): Captures<'_>,
+        held: &[bool],
     ) -> Result<Self> {
         prompt.check(&weights)?;
         let (n_layers, seq, d) = (weights.layers.len(), prompt.seq(), weights.d_model);
+        if held.len() != seq {
+            return Err(AnalysisError::ShapeMismatch {
+                what: "held-position flags (one per position)",
+                expected: seq,
+                got: held.len(),
+            });
+        }
         for (what, n) in [
             ("transcoders (one per layer)", transcoders.len()),
             ("transcoder inputs (one per layer)", mlp_in.len()),
@@ -164,6 +184,7 @@ impl<'a> LocalReplacement<'a> {
         }
         let mut active = Vec::new();
         let mut errors = Vec::with_capacity(n_layers);
+        let mut held_out = Vec::with_capacity(n_layers);
         for (l, tc) in transcoders.iter().enumerate() {
             let d_sae = tc.d_sae;
             for (what, expected, got) in [
@@ -185,6 +206,9 @@ impl<'a> LocalReplacement<'a> {
             for p in 0..seq {
                 let row = &mut err[p * d..(p + 1) * d];
                 row.iter_mut().zip(tc.b_dec).for_each(|(e, b)| *e -= b);
+                if held[p] {
+                    continue;
+                }
                 let x = &mlp_in[l][p * d..(p + 1) * d];
                 for (f, &a) in codes[l][p * d_sae..(p + 1) * d_sae].iter().enumerate() {
                     if a == 0.0 {
@@ -215,7 +239,13 @@ impl<'a> LocalReplacement<'a> {
                 );
                 err.iter_mut().zip(&skip).for_each(|(e, s)| *e -= s);
             }
+            let mut fixed = vec![0.0f32; seq * d];
+            for p in (0..seq).filter(|&p| held[p]) {
+                fixed[p * d..(p + 1) * d].copy_from_slice(&err[p * d..(p + 1) * d]);
+                err[p * d..(p + 1) * d].fill(0.0);
+            }
             errors.push(err);
+            held_out.push(fixed);
         }
         Ok(LocalReplacement {
             weights,
@@ -223,6 +253,8 @@ impl<'a> LocalReplacement<'a> {
             transcoders,
             active,
             errors,
+            held: held.to_vec(),
+            held_out,
         })
     }
 
@@ -261,6 +293,10 @@ impl<'a> LocalReplacement<'a> {
             for (p, row) in out.chunks_exact_mut(d).enumerate() {
                 if sources.biases {
                     row.iter_mut().zip(tc.b_dec).for_each(|(o, b)| *o += b);
+                    if self.held[p] {
+                        let h = &self.held_out[l][p * d..(p + 1) * d];
+                        row.iter_mut().zip(h).for_each(|(o, h)| *o += h);
+                    }
                 }
                 if sources.errors {
                     let e = &self.errors[l][p * d..(p + 1) * d];

@@ -324,6 +324,10 @@ impl RandomReplacement {
     }
 
     pub fn local(&self) -> LocalReplacement<'_> {
+        self.local_holding(&vec![false; self.prompt.seq()])
+    }
+
+    pub fn local_holding(&self, held: &[bool]) -> LocalReplacement<'_> {
         let tcs = (0..self.enc.len())
             .map(|l| TranscoderView {
                 d_sae: D_SAE,
@@ -339,9 +343,8 @@ impl RandomReplacement {
             self.model.weights(),
             self.prompt.clone(),
             tcs,
-            &self.mlp_in,
-            &self.codes,
-            &self.mlp_out,
+            (&self.mlp_in, &self.codes, &self.mlp_out),
+            held,
         )
         .expect("consistent shapes")
     }
@@ -349,9 +352,20 @@ impl RandomReplacement {
 
 #[test]
 fn incoming_edges_plus_bias_equal_every_targets_value() {
-    for post_norm in [false, true] {
+    for (post_norm, hold) in [(false, false), (true, false), (false, true), (true, true)] {
         let rr = RandomReplacement::new(11, 3, post_norm);
-        let lr = rr.local();
+        let seq = rr.prompt.seq();
+        // Held positions 0 and 2: their MLP outputs move into the biases, the sums stay exact.
+        let held: Vec<bool> = (0..seq).map(|p| hold && (p == 0 || p == 2)).collect();
+        let lr = rr.local_holding(&held);
+        if hold {
+            assert!(lr.active.iter().all(|a| a.pos != 0 && a.pos != 2));
+            let whole = rr.local().forward(Sources::ALL, None);
+            let run = lr.forward(Sources::ALL, None);
+            for (a, b) in whole.last.iter().zip(&run.last) {
+                assert!(close(f64::from(*a), f64::from(*b), 1e-5), "{a} vs {b}");
+            }
+        }
         let cfg = AttributionConfig {
             max_n_logits: 4,
             desired_logit_prob: 0.99,

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
+use zephyra_data::exclude::ExclusionRule;
 use zephyra_lm::{HookPoint, Llama, Tokenizer};
 use zephyra_sae::{Architecture, Sae, SaeConfig, SaeOf};
 
@@ -74,6 +75,9 @@ pub struct TraceOptions {
     pub n_paths: usize,
     /// Features ablated by the real-model check (0: no check).
     pub n_ablate: usize,
+    /// Positions whose MLP outputs are held fixed, without nodes: those this rule drops (default: the
+    /// harvest's, position 0, special tokens and attention sinks; see [`capture::Holding`]).
+    pub exclusion: ExclusionRule,
 }
 
 impl Default for TraceOptions {
@@ -84,6 +88,7 @@ impl Default for TraceOptions {
             edge_threshold: 0.98,
             n_paths: 5,
             n_ablate: 10,
+            exclusion: ExclusionRule::default(),
         }
     }
 }
@@ -113,6 +118,8 @@ pub struct AblationCheck {
 pub struct TraceSummary {
     /// Prompt tokens.
     pub n_tokens: usize,
+    /// Positions held fixed (no feature or error nodes; [`TraceOptions::exclusion`]).
+    pub held_positions: Vec<usize>,
     /// The logit nodes: (token, probability).
     pub logits: Vec<(String, f32)>,
     /// Largest |frozen-model logit − model logit|.
@@ -233,7 +240,12 @@ impl Tracer {
     ) -> Result<Traced> {
         let saes: Vec<(HookPoint, &Sae)> =
             self.transcoders.iter().map(|t| (t.input, &t.sae)).collect();
-        let built = capture::build(&self.llama, &saes, tokens)?;
+        let is_special = |id: u32| self.tokenizer.is_special(id);
+        let holding = capture::Holding {
+            rule: opts.exclusion,
+            is_special: &is_special,
+        };
+        let built = capture::build(&self.llama, &saes, tokens, &holding)?;
         let graph = attribute(&built.local, &opts.attribution, progress)?;
         let pruned = prune(&graph, opts.node_threshold, opts.edge_threshold)?;
         let (full, kept) = (scores(&graph, None)?, scores(&graph, Some(&pruned))?);
@@ -254,6 +266,7 @@ impl Tracer {
         let check = self.check(&graph, &pruned, opts.n_ablate, &describe)?;
         let summary = TraceSummary {
             n_tokens: tokens.len(),
+            held_positions: (0..tokens.len()).filter(|&p| built.local.held[p]).collect(),
             logits: logit_tokens
                 .iter()
                 .cloned()

@@ -1,6 +1,7 @@
 //! How contexts are cut and batched through the model, and which rows are kept: the options `harvest`,
 //! on-the-fly `train` and `bench stream` share (`eval` and `features` take [`BatchContextsArg`]).
 
+use zephyra_data::exclude::ExclusionRule;
 use zephyra_data::harvest::{DEFAULT_BATCH_CONTEXTS, DEFAULT_CONTEXTS_PER_SHARD};
 
 use super::renamed::OldHarvestBatch;
@@ -26,6 +27,15 @@ pub struct HarvestArgs {
     /// Contexts per shard file (match the store's to reproduce it on the fly).
     #[arg(long, default_value_t = DEFAULT_CONTEXTS_PER_SHARD, value_name = "N")]
     pub shard_contexts: usize,
+    #[command(flatten)]
+    pub exclusion: ExclusionArgs,
+    #[command(flatten)]
+    old_harvest_batch: OldHarvestBatch,
+}
+
+/// The exclusion rule's flags (`harvest`, on-the-fly `train`, `attribute`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExclusionArgs {
     /// Keep every row: do not drop position 0, special tokens or high-norm attention sinks.
     #[arg(long)]
     pub keep_sinks: bool,
@@ -33,6 +43,11 @@ pub struct HarvestArgs {
     #[arg(long, default_value_t = zephyra_data::exclude::DEFAULT_MAX_NORM_MULTIPLE,
           allow_negative_numbers = true, value_parser = values::positive::<f32>)]
     pub max_norm_multiple: f32,
-    #[command(flatten)]
-    old_harvest_batch: OldHarvestBatch,
+}
+
+impl ExclusionArgs {
+    /// The rule these flags select.
+    pub fn rule(&self) -> ExclusionRule {
+        ExclusionRule::from_flags(self.keep_sinks, self.max_norm_multiple)
+    }
 }

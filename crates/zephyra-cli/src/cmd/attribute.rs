@@ -21,6 +21,7 @@ use zephyra_lm::HookPoint;
 
 use super::source::load_model;
 use super::Global;
+use crate::args::harvest::ExclusionArgs;
 use crate::args::transcoders::TranscodersArgs;
 use crate::args::values::unit_open_closed;
 use crate::args::ModelArgs;
@@ -65,6 +66,8 @@ pub struct Args {
     /// report the target logit's change beside the graph's prediction; 0 = no check.
     #[arg(long, default_value_t = 10)]
     pub ablate: usize,
+    #[command(flatten)]
+    pub exclusion: ExclusionArgs,
     /// Accept transcoders for only some layers: the MLPs of the others stay whole, as error nodes (no
     /// features there; the local replacement model stays exact). Without it a missing layer is refused.
     #[arg(long)]
@@ -155,6 +158,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         edge_threshold: args.edge_threshold,
         n_paths: args.paths,
         n_ablate: args.ablate,
+        exclusion: args.exclusion.rule(),
     };
     let slug = args.slug.clone().unwrap_or_else(|| {
         args.out
@@ -200,6 +204,12 @@ fn print_summary(s: &Summary) {
         "local replacement model: logits within {:.2e} of the model's",
         s.trace.max_abs_logit_error
     );
+    if !s.trace.held_positions.is_empty() {
+        println!(
+            "held fixed (no nodes; the exclusion rule, --keep-sinks to keep them): positions {:?}",
+            s.trace.held_positions
+        );
+    }
     println!(
         "graph: {} nodes ({} of {} active features), {} edges; pruned: {} nodes, {} edges",
         s.trace.n_nodes,

@@ -13,7 +13,6 @@ use anyhow::Context;
 use clap::ValueEnum;
 use zephyra_data::harvest::{self, HarvestConfig, Pipeline};
 use zephyra_data::store::StoreDtype;
-use zephyra_data::ExclusionRule;
 use zephyra_lm::HookPoint;
 
 use super::source::{load_corpus, load_model};
@@ -89,7 +88,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             DtypeArg::Float32 => StoreDtype::Float32,
             DtypeArg::Bfloat16 => StoreDtype::Bfloat16,
         },
-        rule: ExclusionRule::from_flags(args.harvest.keep_sinks, args.harvest.max_norm_multiple),
+        rule: args.harvest.exclusion.rule(),
         ..HarvestConfig::new(args.hook.clone(), args.harvest.ctx, args.tokens)
     };
     if args.harvest.ctx > model.config().context_length {

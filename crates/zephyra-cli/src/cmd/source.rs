@@ -20,7 +20,7 @@ use zephyra_data::corpus::CorpusOptions;
 pub use zephyra_data::harvest::stream_tokens;
 use zephyra_data::harvest::HarvestConfig;
 pub use zephyra_data::source::BufferedSource;
-use zephyra_data::{ActivationStore, Corpus, ExclusionRule};
+use zephyra_data::{ActivationStore, Corpus};
 use zephyra_lm::HookPoint;
 use zephyra_sae::npy::{NpyOrder, NpySource};
 use zephyra_sae::train::ActivationSource;
@@ -146,7 +146,7 @@ fn open_stream(
         seed: opts.seed,
         contexts_per_shard: args.harvest.shard_contexts,
         batch_contexts: args.harvest.batch.batch_contexts,
-        rule: ExclusionRule::from_flags(args.harvest.keep_sinks, args.harvest.max_norm_multiple),
+        rule: args.harvest.exclusion.rule(),
         ..HarvestConfig::new(vec![hook], args.harvest.ctx, n_tokens)
     };
     BufferedSource::harvesting(llama, tokenizer, corpus, config, args.shuffle_buffer)

@@ -52,10 +52,10 @@ fn stream_options(s: &super::source::SourceArgs) -> Vec<(&'static str, String)> 
         ),
         ("--ctx", s.harvest.ctx.to_string()),
         ("--text-field", s.corpus.text_field.clone()),
-        ("--keep-sinks", s.harvest.keep_sinks.to_string()),
+        ("--keep-sinks", s.harvest.exclusion.keep_sinks.to_string()),
         (
             "--max-norm-multiple",
-            s.harvest.max_norm_multiple.to_string(),
+            s.harvest.exclusion.max_norm_multiple.to_string(),
         ),
         ("--shuffle-buffer", s.shuffle_buffer.to_string()),
         ("--shard-contexts", s.harvest.shard_contexts.to_string()),

@@ -15,7 +15,6 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use zephyra_data::harvest::HarvestConfig;
 use zephyra_data::source::BufferedSource;
-use zephyra_data::ExclusionRule;
 use zephyra_lm::HookPoint;
 use zephyra_sae::checkpoint::{TrainingState, STATE_FILE};
 use zephyra_sae::train::{
@@ -119,7 +118,7 @@ fn open_sources(
         seed,
         contexts_per_shard: h.shard_contexts,
         batch_contexts: h.batch.batch_contexts,
-        rule: ExclusionRule::from_flags(h.keep_sinks, h.max_norm_multiple),
+        rule: h.exclusion.rule(),
         ..HarvestConfig::new(
             hooks,
             h.ctx,

@@ -338,8 +338,13 @@ async function graphs() {
 // widens to fit its fullest cell, so no node covers another.
 const nodeRadius = (n) => (n.feature_type === "logit" ? 8 : 6);
 const PER_LINE = 8;
+// Graphs of trained transcoders keep 10^5 edges and more after pruning: the page draws the strongest ones
+// (an SVG of every edge would stall the browser) and says how many it left out.
+const MAX_DRAWN_EDGES = 20000;
+// The largest of many numbers (`Math.max(...xs)` overflows the call stack past ~10^5 arguments).
+const maxOf = (xs, init) => xs.reduce((m, x) => (x > m ? x : m), init);
 function graphLayout(g) {
-  const nLayers = Math.max(0, ...g.nodes.filter((n) => n.feature_type === "logit").map((n) => +n.layer - 1));
+  const nLayers = maxOf(g.nodes.filter((n) => n.feature_type === "logit").map((n) => +n.layer - 1), 0);
   const row = (n) => (n.layer === "E" ? 0 : n.feature_type === "logit" ? nLayers + 1 : +n.layer + 1);
   const nPos = g.metadata.prompt_tokens.length;
   const baseW = Math.max(70, Math.min(160, 1100 / Math.max(1, nPos))), rowH = 46, padL = 60, padT = 20;
@@ -347,7 +352,7 @@ function graphLayout(g) {
   g.nodes.forEach((n) => { const k = `${row(n)}:${n.ctx_idx}`; (cells.get(k) || cells.set(k, []).get(k)).push(n); });
   // Per cell: the slot size, lines and nodes per line.
   const shape = (list) => {
-    const slot = 3 + 2 * Math.max(...list.map(nodeRadius));
+    const slot = 3 + 2 * maxOf(list.map(nodeRadius), 0);
     const lines = Math.max(1, Math.min(Math.floor((rowH - 1) / slot), Math.ceil(list.length / PER_LINE)));
     return { slot, lines, perLine: Math.ceil(list.length / lines) };
   };
@@ -399,9 +404,12 @@ async function graphPage() {
     const t = mk("text", { x: L.colX[c] + L.colW[c] / 2, y: L.height - 8, "text-anchor": "middle", class: "tok-label" });
     t.textContent = visible(tok); svg.append(t);
   });
-  const maxW = Math.max(1e-12, ...g.links.map((l) => Math.abs(l.weight)));
+  const maxW = maxOf(g.links.map((l) => Math.abs(l.weight)), 1e-12);
   const edges = el("span");
-  g.links.forEach((l) => {
+  // Past the limit: the strongest, weakest first so the strong ones are drawn on top.
+  const drawn = g.links.length <= MAX_DRAWN_EDGES ? g.links
+    : [...g.links].sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)).slice(0, MAX_DRAWN_EDGES).reverse();
+  drawn.forEach((l) => {
     const a = L.pos.get(l.source), b = L.pos.get(l.target);
     if (!a || !b) return;
     const line = mk("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y, class: l.weight >= 0 ? "edge pos" : "edge neg",
@@ -466,7 +474,8 @@ async function graphPage() {
       result.dataset.runs = String(Number(result.dataset.runs || 0) + 1);
     } catch (e) { status(e.message, true); } finally { runBtn.disabled = false; }
   });
-  main().append(el("p", { id: "prompt", class: "muted", text: `${g.metadata.prompt} · ${g.nodes.length} nodes, ${g.links.length} edges` }),
+  main().append(el("p", { id: "prompt", class: "muted", text: `${g.metadata.prompt} · ${g.nodes.length} nodes, ${g.links.length} edges`
+    + (drawn.length < g.links.length ? ` (the ${drawn.length} strongest drawn)` : "") }),
     el("div", { id: "graph-wrap" }, svg), card,
     el("h2", { text: "Ablate or steer (the real model, attention recomputed)" }),
     el("div", { class: "controls" }, pick, "×", pickScale, add), editList, runBtn, result);

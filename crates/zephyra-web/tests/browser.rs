@@ -649,3 +649,53 @@ fn chromium_draws_a_graph_hovers_and_opens_a_node_and_ablates_and_steers_from_it
     let rows = browser.eval("document.querySelectorAll('#top-contexts .ctx').length");
     assert_eq!(rows, json!(record.top.len()));
 }
+
+#[test]
+fn chromium_draws_the_strongest_edges_of_a_graph_too_large_to_draw_whole() {
+    // 150,000 links (a pruned graph of trained transcoders keeps 10^5 and more): 20,000 strong ones between
+    // two nodes, 130,000 weak ones between two others. The page must draw exactly the strong ones and say so
+    // (drawing all of them, or `Math.max(...)` over all weights, stalls or throws).
+    let s = common::graph::setup();
+    let mut big = s.graph.clone();
+    let ids: Vec<String> = big["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.len() >= 4, "{ids:?}");
+    let link = |a: &str, b: &str, w: f64| json!({"source": a, "target": b, "weight": w});
+    let mut links: Vec<Value> = (0..20_000)
+        .map(|i| link(&ids[0], &ids[1], 1.0 + f64::from(i) * 1e-3))
+        .collect();
+    links.extend((0..130_000).map(|i| link(&ids[2], &ids[3], -0.5 + f64::from(i % 1000) * 1e-4)));
+    big["links"] = Value::Array(links);
+    std::fs::write(
+        s.dir.path().join("big.json"),
+        serde_json::to_vec(&big).unwrap(),
+    )
+    .unwrap();
+    let addr = common::serve_in_background(common::graph::app(&s, false, None));
+    let mut browser = Browser::start(&chromium());
+    browser.open(&format!("http://{addr}/graph/big"));
+    assert_eq!(
+        browser.eval("document.querySelector('#status').className"),
+        json!("muted")
+    );
+    let strong = format!(
+        "[...document.querySelectorAll('#graph-svg line.edge')].filter(e => e.dataset.source === {} && e.dataset.target === {}).length",
+        json!(ids[0]),
+        json!(ids[1])
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#graph-svg line.edge').length"),
+        json!(20_000)
+    );
+    assert_eq!(browser.eval(&strong), json!(20_000));
+    let said = browser.eval("document.querySelector('#prompt').textContent");
+    assert!(
+        said.as_str()
+            .is_some_and(|t| t.contains("150000 edges (the 20000 strongest drawn)")),
+        "{said}"
+    );
+}

@@ -56,6 +56,7 @@ rss_gb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", time).gro
 print("transcoders %s; next token: %s" % (tc, ", ".join("%r %.3f" % (t, p) for t, p in s["logits"][:3])))
 print("time %.0f s wall (goal <= 300 s on 2 cores), peak RSS %.2f GB" % (secs, rss_gb))
 print("local replacement model: logits within %.1e of the model's" % s["max_abs_logit_error"])
+print("held fixed (the exclusion rule; no nodes there): positions %s" % s.get("held_positions", []))
 print("nodes %d (%d features of %d active), edges %d; after pruning: %d nodes, %d edges"
       % (s["n_nodes"], s["n_feature_nodes"], s["n_active_features"], s["n_edges"],
          s["n_nodes_pruned"], s["n_edges_pruned"]))

@@ -4,15 +4,19 @@
 //! KL with that layer's MLP output replaced by its transcoder's prediction. All at once: every MLP
 //! replaced (each transcoder reading the input of the *replaced* model), against every MLP
 //! mean-ablated (the mean `hook_mlp_out` of the reconstruction pass): CE, KL, CE loss recovered
-//! `(CE_mean − CE_replaced) / (CE_mean − CE_clean)`. Splicing uses the runtime's replace hooks; position 0
-//! (the attention sink) keeps its clean MLP output in every run, as [`crate::eval`] keeps excluded rows.
-//! Logits are computed [`LOGIT_ROWS`] positions at a time.
+//! `(CE_mean − CE_replaced) / (CE_mean − CE_clean)`. Splicing uses the runtime's replace hooks. Rows go
+//! through the data crate's pipeline with the exclusion rule the transcoders were trained under (position 0,
+//! special tokens, and attention sinks: a norm above 10× the batch's median at *any* transcoder's input or
+//! output, one verdict per row): the figures are taken on the kept rows, and excluded rows keep their clean
+//! MLP output in every run, as [`crate::eval`] keeps them. Logits are computed [`LOGIT_ROWS`] positions at a
+//! time.
 
 use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use zephyra_data::harvest::capture_rows;
+use zephyra_data::harvest::{Activations, RowPlan, ShardRows};
+use zephyra_data::ExclusionRule;
 use zephyra_lm::model::{Logits, LOGIT_ROWS};
 use zephyra_lm::{HookPoint, Hooks, Llama, LmError};
 
@@ -56,12 +60,14 @@ pub struct LayerTranscoder<'a> {
 }
 
 /// Settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplacementConfig {
     /// Contexts per forward pass.
     pub batch_contexts: usize,
     /// Contexts of the downstream pass (the first ones); 0 skips it.
     pub downstream_contexts: usize,
+    /// Which rows are excluded (the data crate's rule; [`ExclusionRule::default`] as in training).
+    pub rule: ExclusionRule,
 }
 
 /// Figures of one layer.
@@ -105,7 +111,7 @@ pub struct AllReplaced {
 /// Everything [`evaluate_replacement`] measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplacementFigures {
-    /// Tokens of the reconstruction pass (position 0 of each context excluded).
+    /// Rows of the reconstruction pass the exclusion rule kept.
     pub n_tokens: u64,
     /// Per layer, in the order given.
     pub layers: Vec<LayerFigures>,
@@ -117,21 +123,22 @@ fn to_vec(t: &Tensor) -> std::result::Result<Vec<f32>, LmError> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
-/// `x` (`[rows, d]`, rows of `seq` positions) with every row but position 0 taken from `new`.
-fn keep_first(mut new: Vec<f32>, clean: &[f32], d: usize, seq: usize) -> Vec<f32> {
+/// `new` (`[rows, d]`) with the rows the rule excluded (`keep[r]` false) taken from `clean`.
+fn keep_excluded(mut new: Vec<f32>, clean: &[f32], keep: &[bool], d: usize) -> Vec<f32> {
     for (r, row) in new.chunks_exact_mut(d).enumerate() {
-        if r % seq == 0 {
+        if !keep[r] {
             row.copy_from_slice(&clean[r * d..(r + 1) * d]);
         }
     }
     new
 }
 
-/// Evaluates `transcoders` on `contexts` (all of one length ≥ 2). `progress(done, total)` counts
-/// contexts over both passes.
+/// Evaluates `transcoders` on `contexts` (all of one length ≥ 2); `is_special` tells the rule's special
+/// tokens. `progress(done, total)` counts contexts over both passes.
 pub fn evaluate_replacement(
     model: &Llama,
     transcoders: &[LayerTranscoder<'_>],
+    is_special: &dyn Fn(u32) -> bool,
     contexts: &[Vec<u32>],
     cfg: &ReplacementConfig,
     progress: &mut dyn FnMut(usize, usize),
@@ -170,17 +177,19 @@ pub fn evaluate_replacement(
         .iter()
         .flat_map(|t| [t.input, t.output])
         .collect();
-    for (bi, batch) in contexts.chunks(cfg.batch_contexts).enumerate() {
-        let rows = capture_rows(model, batch, &hooks)?;
-        let keep: Vec<usize> = (0..batch.len() * seq).filter(|r| r % seq != 0).collect();
-        let gather = |x: &[f32]| -> Vec<f32> {
-            keep.iter()
-                .flat_map(|&r| x[r * d..(r + 1) * d].iter().copied())
-                .collect()
-        };
+    let plan = RowPlan::per_batch(hooks.clone(), cfg.batch_contexts, cfg.rule);
+    let mut done = 0;
+    for shard in Activations::over(
+        Arc::new(model),
+        is_special,
+        contexts.iter().cloned().map(Ok),
+        plan,
+    ) {
+        let shard = shard?;
+        let kept = shard.keep().iter().filter(|&&k| k).count();
         for (i, t) in transcoders.iter().enumerate() {
-            let (x, y) = (gather(&rows[2 * i]), gather(&rows[2 * i + 1]));
-            let pred = t.transcoder.transcode(&x, keep.len())?;
+            let (x, y) = (shard.kept_rows(&[2 * i]), shard.kept_rows(&[2 * i + 1]));
+            let pred = t.transcoder.transcode(&x, kept)?;
             recon[i].add(&y, &pred)?;
             for (yr, pr) in y.chunks_exact(d).zip(pred.chunks_exact(d)) {
                 let e: f64 = yr
@@ -197,8 +206,14 @@ pub fn evaluate_replacement(
                     .for_each(|(m, &v)| *m += f64::from(v));
             }
         }
-        n_rows += keep.len() as u64;
-        progress(((bi + 1) * cfg.batch_contexts).min(contexts.len()), total);
+        n_rows += kept as u64;
+        done += shard.n_contexts();
+        progress(done, total);
+    }
+    if n_rows == 0 {
+        return Err(AnalysisError::NoTokens {
+            seen: contexts.len() * seq,
+        });
     }
     let means: Vec<Vec<f32>> = means
         .iter()
@@ -226,30 +241,45 @@ pub fn evaluate_replacement(
     let mut per_layer = vec![(0.0f64, 0.0f64); n];
     let mut all = [0.0f64; 5];
     let mut n_pos = 0u64;
-    for (bi, batch) in contexts[..n_down].chunks(cfg.batch_contexts).enumerate() {
-        let mut hooks: Vec<HookPoint> = transcoders
-            .iter()
-            .flat_map(|t| [t.input, t.output])
-            .collect();
-        hooks.push(HookPoint::LnFinal);
-        let clean = capture_rows(model, batch, &hooks)?;
+    // The transcoders' hooks vote (the same verdict as pass 1); the final-norm rows ride along.
+    let mut down_hooks = hooks;
+    down_hooks.push(HookPoint::LnFinal);
+    let plan = RowPlan {
+        voting: 2 * n,
+        ..RowPlan::per_batch(down_hooks, cfg.batch_contexts, cfg.rule)
+    };
+    let mut done = 0;
+    for shard in Activations::over(
+        Arc::new(model),
+        is_special,
+        contexts[..n_down].iter().cloned().map(Ok),
+        plan,
+    ) {
+        let shard: ShardRows = shard?;
+        let (batch, clean, keep) = (shard.contexts(), &shard.acts, shard.keep());
         let clean_final = &clean[2 * n];
         let mut runs: Vec<Vec<f32>> = Vec::with_capacity(n + 2);
         for (i, t) in transcoders.iter().enumerate() {
             let pred = t.transcoder.transcode(&clean[2 * i], batch.len() * seq)?;
-            let spliced = keep_first(pred, &clean[2 * i + 1], d, seq);
-            runs.push(forward_spliced(model, batch, &[(t.output, spliced)])?);
+            let spliced = keep_excluded(pred, &clean[2 * i + 1], keep, d);
+            runs.push(forward_spliced(model, &batch, &[(t.output, spliced)])?);
         }
-        runs.push(forward_all_replaced(model, batch, transcoders, &clean)?);
+        runs.push(forward_all_replaced(
+            model,
+            &batch,
+            transcoders,
+            clean,
+            keep,
+        )?);
         let ablated: Vec<(HookPoint, Vec<f32>)> = (transcoders.iter().enumerate())
             .map(|(i, t)| {
                 let m: Vec<f32> = (0..batch.len() * seq)
                     .flat_map(|_| means[i].iter().copied())
                     .collect();
-                (t.output, keep_first(m, &clean[2 * i + 1], d, seq))
+                (t.output, keep_excluded(m, &clean[2 * i + 1], keep, d))
             })
             .collect();
-        runs.push(forward_spliced(model, batch, &ablated)?);
+        runs.push(forward_spliced(model, &batch, &ablated)?);
         // Score positions 0..seq-1 (each predicts the next token).
         let positions: Vec<(usize, u32)> = (0..batch.len())
             .flat_map(|b| (0..seq - 1).map(move |p| (b, p)))
@@ -291,10 +321,8 @@ pub fn evaluate_replacement(
                 n_pos += 1;
             }
         }
-        progress(
-            contexts.len() + ((bi + 1) * cfg.batch_contexts).min(n_down),
-            total,
-        );
+        done += shard.n_contexts();
+        progress(contexts.len() + done, total);
     }
     let np = n_pos as f64;
     for (f, (ce, kl)) in layers.iter_mut().zip(&per_layer) {
@@ -344,14 +372,15 @@ fn forward_spliced(
 }
 
 /// Final-norm rows of a pass with every MLP output replaced by its transcoder's prediction from the
-/// replaced model's own input (position 0 keeps `clean`'s output: `clean[2i + 1]`).
+/// replaced model's own input (excluded rows keep `clean`'s output: `clean[2i + 1]`).
 fn forward_all_replaced(
     model: &Llama,
     batch: &[Vec<u32>],
     transcoders: &[LayerTranscoder<'_>],
     clean: &[Vec<f32>],
+    keep: &[bool],
 ) -> Result<Vec<f32>> {
-    let (d, seq) = (model.config().d_model, batch[0].len());
+    let d = model.config().d_model;
     let failure: Arc<Mutex<Option<AnalysisError>>> = Arc::default();
     let mut hooks = Hooks::new();
     for (i, t) in transcoders.iter().enumerate() {
@@ -374,7 +403,7 @@ fn forward_all_replaced(
                 }
                 LmError::InvalidInput(msg)
             })?;
-            let out = keep_first(pred, clean_out, d, seq);
+            let out = keep_excluded(pred, clean_out, keep, d);
             Ok(Tensor::from_vec(out, y.dims(), &Device::Cpu)?)
         });
     }

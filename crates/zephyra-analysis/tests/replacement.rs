@@ -10,6 +10,7 @@ use zephyra_analysis::replacement::{
 };
 use zephyra_analysis::Result;
 use zephyra_data::harvest::capture_rows;
+use zephyra_data::ExclusionRule;
 use zephyra_lm::testing::tiny_llama;
 use zephyra_lm::{HookPoint, Llama};
 
@@ -81,15 +82,21 @@ fn per_layer<'a>(tcs: &[&'a dyn Transcoder]) -> Vec<LayerTranscoder<'a>> {
         .collect()
 }
 
-#[test]
-fn an_exact_transcoder_leaves_the_model_unchanged_and_a_constant_one_is_mean_ablation() {
+/// The tiny model (weights read into memory), its width, its depth and the eval contexts.
+fn tiny_model() -> (Llama, usize, usize, Vec<Vec<u32>>) {
     let tiny = tiny_llama(3).unwrap();
     let model = Llama::load_gguf(&tiny.path).unwrap();
     let (d, n_layers) = (model.config().d_model, model.config().n_layers);
-    let ctx = contexts();
+    (model, d, n_layers, contexts())
+}
+
+#[test]
+fn an_exact_transcoder_leaves_the_model_unchanged_and_a_constant_one_is_mean_ablation() {
+    let (model, d, n_layers, ctx) = tiny_model();
     let cfg = ReplacementConfig {
         batch_contexts: 4,
         downstream_contexts: 6,
+        rule: ExclusionRule::default(),
     };
     // Tables and means from a clean run (positions ≥ 1, as the eval scores them).
     let mut lookups = Vec::new();
@@ -124,7 +131,7 @@ fn an_exact_transcoder_leaves_the_model_unchanged_and_a_constant_one_is_mean_abl
     }
     let exact: Vec<&dyn Transcoder> = lookups.iter().map(|t| t as &dyn Transcoder).collect();
     let ts = per_layer(&exact);
-    let figs = evaluate_replacement(&model, &ts, &ctx, &cfg, &mut |_, _| {}).unwrap();
+    let figs = evaluate_replacement(&model, &ts, &|_| false, &ctx, &cfg, &mut |_, _| {}).unwrap();
     for t in &lookups {
         assert_eq!(
             *t.misses.lock().unwrap(),
@@ -150,7 +157,7 @@ fn an_exact_transcoder_leaves_the_model_unchanged_and_a_constant_one_is_mean_abl
 
     let constant: Vec<&dyn Transcoder> = means.iter().map(|t| t as &dyn Transcoder).collect();
     let ts = per_layer(&constant);
-    let figs = evaluate_replacement(&model, &ts, &ctx, &cfg, &mut |_, _| {}).unwrap();
+    let figs = evaluate_replacement(&model, &ts, &|_| false, &ctx, &cfg, &mut |_, _| {}).unwrap();
     let all = figs.all.unwrap();
     for f in &figs.layers {
         assert!(f.reconstruction.fve.abs() < 1e-5, "{f:?}");
@@ -161,4 +168,69 @@ fn an_exact_transcoder_leaves_the_model_unchanged_and_a_constant_one_is_mean_abl
         "{all:?}"
     );
     assert!(all.ce_recovered.unwrap().abs() < 1e-6);
+}
+
+#[test]
+fn rows_the_rule_excludes_are_neither_scored_nor_replaced() {
+    // A transcoder exact everywhere except at the rows of one token, where it writes garbage. With that
+    // token special, the rule excludes its rows: they keep their clean MLP output and stay out of the
+    // figures, so the figures are exact; without it they are not (the test can fail).
+    let (model, d, n_layers, ctx) = tiny_model();
+    let poisoned = ctx[0][5];
+    let tokens: Vec<u32> = ctx.iter().flatten().copied().collect();
+    let n_poisoned = tokens
+        .iter()
+        .enumerate()
+        .filter(|&(r, &t)| t == poisoned && r % 12 != 0)
+        .count();
+    assert!(n_poisoned >= 1);
+    let lookups: Vec<Lookup> = (0..n_layers)
+        .map(|l| {
+            let (i, o) = hooks(l);
+            let rows = capture_rows(&model, &ctx, &[i, o]).unwrap();
+            let mut table = HashMap::new();
+            for (r, &t) in tokens.iter().enumerate() {
+                let key = rows[0][r * d..(r + 1) * d]
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                let out = if t == poisoned {
+                    vec![100.0; d]
+                } else {
+                    rows[1][r * d..(r + 1) * d].to_vec()
+                };
+                table.insert(key, out);
+            }
+            Lookup {
+                d,
+                table: Mutex::new(table),
+                misses: Mutex::new(0),
+            }
+        })
+        .collect();
+    let exact: Vec<&dyn Transcoder> = lookups.iter().map(|t| t as &dyn Transcoder).collect();
+    let ts = per_layer(&exact);
+    let cfg = ReplacementConfig {
+        batch_contexts: 4,
+        downstream_contexts: 6,
+        rule: ExclusionRule {
+            max_norm_multiple: None,
+            ..ExclusionRule::default()
+        },
+    };
+    let special = |t: u32| t == poisoned;
+    let figs = evaluate_replacement(&model, &ts, &special, &ctx, &cfg, &mut |_, _| {}).unwrap();
+    assert_eq!(figs.n_tokens as usize, 6 * 11 - n_poisoned);
+    for f in &figs.layers {
+        assert!((f.reconstruction.fve - 1.0).abs() < 1e-12, "{f:?}");
+        assert!(f.kl_replaced.unwrap().abs() < 1e-9, "{f:?}");
+    }
+    let all = figs.all.unwrap();
+    assert!(all.kl_replaced.abs() < 1e-9, "{all:?}");
+    assert!((all.ce_replaced - all.ce_clean).abs() < 1e-9, "{all:?}");
+
+    let figs = evaluate_replacement(&model, &ts, &|_| false, &ctx, &cfg, &mut |_, _| {}).unwrap();
+    assert_eq!(figs.n_tokens, 6 * 11);
+    assert!(figs.layers.iter().all(|f| f.reconstruction.fve < 0.99));
+    assert!(figs.all.unwrap().kl_replaced > 1e-3);
 }

@@ -11,6 +11,7 @@ use zephyra_analysis::replacement::{
     evaluate_replacement, LayerTranscoder, ReplacementConfig, ReplacementFigures,
 };
 use zephyra_data::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
+use zephyra_data::ExclusionRule;
 
 use super::eval::{corpus_description, progress_bar, Args};
 use super::source::load_model;
@@ -27,6 +28,8 @@ struct TranscoderReport {
     ctx: usize,
     n_contexts: usize,
     ce_contexts: usize,
+    /// The rows the figures are taken on (those the transcoders were trained on).
+    exclusion_rule: String,
     figures: ReplacementFigures,
 }
 
@@ -82,13 +85,22 @@ pub fn run(args: &Args, dir: PathBuf, global: &Global) -> anyhow::Result<ExitCod
     let cfg = ReplacementConfig {
         batch_contexts: args.batch.batch_contexts,
         downstream_contexts: ce_contexts,
+        rule: ExclusionRule::default(),
     };
     let bar = progress_bar(global);
     bar.set_message("replacement");
-    let figures = evaluate_replacement(&model, &layers, &contexts, &cfg, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let is_special = |id: u32| tokenizer.is_special(id);
+    let figures = evaluate_replacement(
+        &model,
+        &layers,
+        &is_special,
+        &contexts,
+        &cfg,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
     bar.finish_and_clear();
     let report = TranscoderReport {
         transcoders: dir.display().to_string(),
@@ -97,6 +109,7 @@ pub fn run(args: &Args, dir: PathBuf, global: &Global) -> anyhow::Result<ExitCod
         ctx,
         n_contexts: contexts.len(),
         ce_contexts,
+        exclusion_rule: cfg.rule.describe(),
         figures,
     };
     let out = args.out.clone().unwrap_or_else(|| dir.join("eval.json"));

@@ -262,3 +262,48 @@ fn a_missing_layer_is_refused_unless_allowed_and_then_has_no_features() {
         .filter(|n| n["feature_type"] == "cross layer transcoder")
         .all(|n| n["layer"] != "0"));
 }
+
+#[test]
+fn eval_transcoders_takes_its_figures_on_the_rows_the_training_rule_keeps() {
+    let p = planted(3);
+    let dir = tempfile::tempdir().unwrap();
+    let tc_dir = dir.path().join("tc");
+    write_transcoders(&p.llama, &tc_dir);
+    let (model, tc) = (p.tiny.path.display(), tc_dir.display());
+    let corpus = p.corpus_path.display().to_string();
+    let out = dir.path().join("eval.json");
+    #[rustfmt::skip]
+    let args = [
+        "eval", "--transcoders", &tc.to_string(), "--model", &model.to_string(), "--data", &corpus,
+        "--ctx", "16", "--tokens", "512", "--ce-tokens", "64", "--out", &out.display().to_string(), "--json",
+    ];
+    let report: Value = serde_json::from_str(ok(run(args)).trim()).unwrap();
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(report, on_disk);
+    let rule = report["exclusion_rule"].as_str().unwrap();
+    assert!(
+        rule.contains("position 0") && rule.contains("special tokens") && rule.contains("10 x"),
+        "{rule}"
+    );
+    let f = &report["figures"];
+    let n_layers = p.llama.config().n_layers;
+    assert_eq!(f["layers"].as_array().unwrap().len(), n_layers);
+    // Every context loses at least its position 0: at most 15 of each 16 tokens are figures' rows.
+    let (n_rows, n_contexts) = (
+        f["n_tokens"].as_u64().unwrap(),
+        report["n_contexts"].as_u64().unwrap(),
+    );
+    assert!(n_rows > 0 && n_rows <= 15 * n_contexts, "{report}");
+    let all = &f["all"];
+    for key in [
+        "ce_clean",
+        "ce_replaced",
+        "ce_mean_ablated",
+        "delta_lm_loss",
+    ] {
+        assert!(
+            all[key].as_f64().is_some_and(f64::is_finite),
+            "{key}: {all}"
+        );
+    }
+}

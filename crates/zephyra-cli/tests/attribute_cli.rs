@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use zephyra_analysis::attribution::intervene::demeaned;
-use zephyra_analysis::features::planted::planted;
+use zephyra_analysis::features::planted::{planted, Planted};
 use zephyra_lm::model::Logits;
 use zephyra_lm::{HookPoint, Hooks, Llama, Tokenizer};
 use zephyra_sae::{Architecture, Sae, SaeConfig, SaeOf};
@@ -43,6 +43,27 @@ fn write_transcoders(model: &Llama, dir: &Path) -> Vec<Sae> {
             sae
         })
         .collect()
+}
+
+/// The planted tiny model with random transcoders written to `DIR/tc` (a temporary directory).
+struct WithTranscoders {
+    p: Planted,
+    dir: tempfile::TempDir,
+    tc_dir: std::path::PathBuf,
+    tcs: Vec<Sae>,
+}
+
+fn with_transcoders() -> WithTranscoders {
+    let p = planted(3);
+    let dir = tempfile::tempdir().unwrap();
+    let tc_dir = dir.path().join("tc");
+    let tcs = write_transcoders(&p.llama, &tc_dir);
+    WithTranscoders {
+        p,
+        dir,
+        tc_dir,
+        tcs,
+    }
 }
 
 /// The model's last-position logits with each `(layer, pos, feature, activation)` feature's decoder row
@@ -104,10 +125,13 @@ fn attribute_args(model: &str, tc: &str, out: &str, extra: &[&str]) -> Vec<Strin
 
 #[test]
 fn attribute_checks_in_the_real_model_and_serve_shows_the_graph() {
-    let p = planted(3);
-    let dir = tempfile::tempdir().unwrap();
-    let tc_dir = dir.path().join("tc");
-    let tcs = write_transcoders(&p.llama, &tc_dir);
+    // `_dir` keeps the temporary directory until the test ends.
+    let WithTranscoders {
+        p,
+        dir: _dir,
+        tc_dir,
+        tcs,
+    } = with_transcoders();
     let model = p.tiny.path.display().to_string();
     let tc = tc_dir.display().to_string();
     let out = tc_dir.join("graphs/france.json");
@@ -222,10 +246,7 @@ fn attribute_checks_in_the_real_model_and_serve_shows_the_graph() {
 
 #[test]
 fn a_missing_layer_is_refused_unless_allowed_and_then_has_no_features() {
-    let p = planted(3);
-    let dir = tempfile::tempdir().unwrap();
-    let tc_dir = dir.path().join("tc");
-    write_transcoders(&p.llama, &tc_dir);
+    let WithTranscoders { p, dir, tc_dir, .. } = with_transcoders();
     std::fs::remove_dir_all(tc_dir.join("layer-0")).unwrap();
     let model = p.tiny.path.display().to_string();
     let tc = tc_dir.display().to_string();
@@ -265,10 +286,7 @@ fn a_missing_layer_is_refused_unless_allowed_and_then_has_no_features() {
 
 #[test]
 fn eval_transcoders_takes_its_figures_on_the_rows_the_training_rule_keeps() {
-    let p = planted(3);
-    let dir = tempfile::tempdir().unwrap();
-    let tc_dir = dir.path().join("tc");
-    write_transcoders(&p.llama, &tc_dir);
+    let WithTranscoders { p, dir, tc_dir, .. } = with_transcoders();
     let (model, tc) = (p.tiny.path.display(), tc_dir.display());
     let corpus = p.corpus_path.display().to_string();
     let out = dir.path().join("eval.json");

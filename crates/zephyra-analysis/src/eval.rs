@@ -172,7 +172,13 @@ impl Iterator for TokenBudget<'_> {
 }
 
 /// `x` with the kept rows replaced by consecutive rows of `replacement` (`[n_kept, d]`, or one row for all).
-fn splice(x: &[f32], keep: &[bool], d: usize, replacement: &[f32], broadcast: bool) -> Vec<f32> {
+pub(crate) fn splice(
+    x: &[f32],
+    keep: &[bool],
+    d: usize,
+    replacement: &[f32],
+    broadcast: bool,
+) -> Vec<f32> {
     let mut out = x.to_vec();
     let mut j = 0;
     for (r, &k) in keep.iter().enumerate() {

@@ -22,6 +22,7 @@ use zephyra_lm::{HookPoint, Hooks, Llama, LmError};
 
 use crate::downstream::{ce_recovered, cross_entropy, kl_divergence};
 use crate::error::{AnalysisError, Result};
+use crate::eval::splice;
 use crate::recon::{ReconAccumulator, ReconStats};
 
 /// Maps an MLP's input to a prediction of its output.
@@ -273,10 +274,10 @@ pub fn evaluate_replacement(
         )?);
         let ablated: Vec<(HookPoint, Vec<f32>)> = (transcoders.iter().enumerate())
             .map(|(i, t)| {
-                let m: Vec<f32> = (0..batch.len() * seq)
-                    .flat_map(|_| means[i].iter().copied())
-                    .collect();
-                (t.output, keep_excluded(m, &clean[2 * i + 1], keep, d))
+                (
+                    t.output,
+                    splice(&clean[2 * i + 1], keep, d, &means[i], true),
+                )
             })
             .collect();
         runs.push(forward_spliced(model, &batch, &ablated)?);

@@ -14,6 +14,9 @@ It writes, next to this script (d_in 16, d_sae 64, k 4, matryoshka_widths [8, 24
 - `matryoshka/`: `save_inference_model` of the same SAE (architecture `jumprelu`, the Matryoshka settings
   in `metadata.training_architecture_details`), and `expected.safetensors` with
   `SAE.load_from_disk(dir).encode(x)` as `codes` and its `decode` as `reconstruction`.
+- `matryoshka_rescaled_training/` and `matryoshka_rescaled/`: the same SAE with SAELens' default
+  `rescale_acts_by_decoder_norm=True` and decoder rows of norms 0.05 … 1.85 (training save: norms kept;
+  inference save: folded), and `matryoshka_rescaled/expected.safetensors` as above.
 - `zephyra_matryoshka/saelens_codes.safetensors`: the folder Zephyra saved (`cfg.json` +
   `sae_weights.safetensors`, written by `cargo test --release -p zephyra-sae --test saelens_matryoshka --
   --ignored`) loaded by `SAE.load_from_disk`, with its `codes` and `reconstruction` of x — Zephyra's file
@@ -37,13 +40,13 @@ HERE = pathlib.Path(__file__).resolve().parent
 WIDTHS = [8, 24, 64]
 
 
-def make_sae() -> MatryoshkaBatchTopKTrainingSAE:
+def make_sae(rescaled: bool = False) -> MatryoshkaBatchTopKTrainingSAE:
     cfg = MatryoshkaBatchTopKTrainingSAEConfig(
         d_in=16,
         d_sae=64,
         k=4,
         matryoshka_widths=list(WIDTHS),
-        rescale_acts_by_decoder_norm=False,
+        rescale_acts_by_decoder_norm=rescaled,
         dtype="float32",
         device="cpu",
     )
@@ -52,6 +55,9 @@ def make_sae() -> MatryoshkaBatchTopKTrainingSAE:
     with torch.no_grad():
         w_dec = torch.randn(64, 16, generator=gen)
         sae.W_dec.copy_(w_dec / w_dec.norm(dim=-1, keepdim=True))
+        if rescaled:
+            # SAELens' default parametrisation: rows of any norm, used as unit vectors.
+            sae.W_dec.mul_(torch.linspace(0.05, 1.85, 64).unsqueeze(1))
         sae.W_enc.copy_(sae.W_dec.T + 0.3 * torch.randn(16, 64, generator=gen))
         sae.b_enc.copy_(0.2 * torch.randn(64, generator=gen))
         sae.b_dec.copy_(0.1 * torch.randn(16, generator=gen))
@@ -88,6 +94,14 @@ def main() -> None:
     # The inference file (threshold 0.9 as saved before the training pass above moved it).
     sae = make_sae()
     inf_dir = HERE / "matryoshka"
+    sae.save_inference_model(inf_dir)
+    write_codes(inf_dir, x, inf_dir / "expected.safetensors")
+
+    # SAELens' default (`rescale_acts_by_decoder_norm: true`): the training save keeps the rows' norms, the
+    # inference save folds them into the encoder (the flag stays in `training_architecture_details`).
+    sae = make_sae(rescaled=True)
+    sae.save_model(HERE / "matryoshka_rescaled_training")
+    inf_dir = HERE / "matryoshka_rescaled"
     sae.save_inference_model(inf_dir)
     write_codes(inf_dir, x, inf_dir / "expected.safetensors")
 

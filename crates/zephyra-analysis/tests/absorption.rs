@@ -115,19 +115,8 @@ fn a_latent_that_takes_the_letter_direction_is_scored_as_absorbed() {
     );
     assert_eq!(a.absorbed.len(), ABSORBED);
     let expected_cos = {
-        let mean_norm = train
-            .x
-            .chunks_exact(D)
-            .map(|r| r.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt())
-            .sum::<f64>()
-            / train.words.len() as f64;
-        let xs: Vec<f32> = train
-            .x
-            .iter()
-            .map(|&v| (f64::from(v) / mean_norm) as f32)
-            .collect();
         let probe = train_probe(
-            &Rows::Dense { x: &xs, d: D },
+            &Rows::Dense { x: &train.x, d: D },
             &train.letters,
             26,
             &ProbeTraining::letter_probe(cfg.seed),
@@ -146,7 +135,8 @@ fn a_latent_that_takes_the_letter_direction_is_scored_as_absorbed() {
         assert_eq!(w.latent, 26);
         // cos(decoder row, probe of a): the row is (3·e_0 + 2·e_token)/√13, and a one-vs-rest probe also
         // weighs the 25 other letters' directions (negatively), so the cosine is computed here from the same
-        // probe trained independently of the scorer (mean-norm scaling changes no direction).
+        // probe trained independently of the scorer
+        // (on the raw activations, as the scorer's and SAEBench's).
         assert!(
             (w.cos - expected_cos).abs() < 1e-6,
             "{w:?} vs {expected_cos}"

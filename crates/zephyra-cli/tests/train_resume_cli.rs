@@ -74,7 +74,7 @@ fn npy_runs_refuse_another_order_or_hold_out_on_resume() {
         &words("--k 5 --lr 0.01 --max-grad-norm 0"),
         &[
             "--k: 4 → 5",
-            "--lr: 0.0005 → 0.01",
+            "--lr: 0.003 → 0.01",
             "--max-grad-norm: 1.0 → none",
         ],
     );

@@ -7,7 +7,8 @@
 //! `cfg.json` keys: `architecture` (`standard`, `topk`, `jumprelu`, `gated`), `d_in`, `d_sae`, `dtype`
 //! (`float32`), `device`, `apply_b_dec_to_input`, `normalize_activations` (`none`: Zephyra folds its input
 //! scaling into the weights), `reshape_activations`, `k` (topk, with `rescale_acts_by_decoder_norm:
-//! false`; a topk read with `true` gets the decoder norms folded in, same codes), and `metadata` (`sae_lens_version` and `sae_lens_training_version` as SAELens 6 writes them — without
+//! false`; a topk or a Matryoshka training save read with `true`, SAELens' default, gets the decoder norms
+//! folded in, same codes), and `metadata` (`sae_lens_version` and `sae_lens_training_version` as SAELens 6 writes them — without
 //! them SAELens 6 drops the block —, `model_name`, `hook_name`, `context_size`, …). Zephyra's own architectures
 //! are recorded in `metadata.zephyra_architecture` (`relu`, `relu-unit`, `batchtopk` with
 //! `metadata.zephyra_k`) so they load back as themselves, while SAELens sees `standard`/`jumprelu`.
@@ -181,13 +182,17 @@ pub fn load(dir: &Path) -> Result<Sae> {
         }
         sae.log_threshold = sae.threshold.iter().map(|t| t.ln()).collect();
     }
-    if matches!(arch, Architecture::TopK { .. })
-        && v.get("rescale_acts_by_decoder_norm")
-            .and_then(Value::as_bool)
-            == Some(true)
+    if matches!(
+        arch,
+        Architecture::TopK { .. } | Architecture::Matryoshka { .. }
+    ) && v
+        .get("rescale_acts_by_decoder_norm")
+        .and_then(Value::as_bool)
+        == Some(true)
     {
-        // SAELens' rescaled TopK (its inference saves keep the flag with the norms already folded, a
-        // no-op here): the same codes with the norms folded in (`init::fold_decoder_norms`).
+        // SAELens' rescaled TopK and Matryoshka training saves (its TopK inference saves keep the flag
+        // with the norms already folded, a no-op here): the same codes with the norms folded in
+        // (`init::fold_decoder_norms`; a threshold is in units of the rescaled pre-activation already).
         crate::init::fold_decoder_norms(&mut sae);
     }
     for (name, v) in sae.params() {

@@ -53,6 +53,49 @@ fn saelens_inference_and_training_saves_load_and_reproduce_its_codes() {
 }
 
 #[test]
+fn saelens_default_rescaled_saves_load_with_the_norms_folded_and_reproduce_its_codes() {
+    // `rescale_acts_by_decoder_norm: true` (SAELens' default) and decoder rows of norms 0.05 … 1.85: the
+    // training save keeps the norms (we fold them at load), the inference save arrives folded.
+    let x = inputs();
+    let n = x.len() / 16;
+    let want = tensor("saelens/matryoshka_rescaled/expected.safetensors", "codes");
+    let want_rec = tensor(
+        "saelens/matryoshka_rescaled/expected.safetensors",
+        "reconstruction",
+    );
+    let active = want.iter().filter(|&&v| v != 0.0).count();
+    assert!(active > 0 && active < want.len(), "a vacuous oracle");
+    let unfolded = tensor(
+        "saelens/matryoshka_rescaled_training/sae_weights.safetensors",
+        "W_dec",
+    );
+    let first_norm = unfolded[..16].iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!(
+        (first_norm - 0.05).abs() < 1e-4,
+        "the training save keeps the norms"
+    );
+    for folder in ["matryoshka_rescaled", "matryoshka_rescaled_training"] {
+        let sae = saelens::load(&testdata::path(&format!("saelens/{folder}")))
+            .unwrap_or_else(|err| panic!("{folder}: {err}"));
+        assert_eq!(sae.cfg.architecture, saelens_arch(), "{folder}");
+        for row in sae.w_dec.chunks_exact(16) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!(
+                (norm - 1.0).abs() < 1e-5,
+                "{folder}: a decoder row of norm {norm}"
+            );
+        }
+        let codes = sae.encode(&x, n).unwrap();
+        assert_all_close(&format!("{folder} codes"), &codes, &want);
+        assert_all_close(
+            &format!("{folder} reconstruction"),
+            &sae.decode(&codes, n).unwrap(),
+            &want_rec,
+        );
+    }
+}
+
+#[test]
 fn training_pass_matches_saelens_codes_prefix_losses_and_threshold() {
     let x = inputs();
     let n = x.len() / 16;

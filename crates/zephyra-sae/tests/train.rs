@@ -117,11 +117,11 @@ fn relu_and_relu_unit_reduce_the_loss() {
 
 #[test]
 fn folding_the_input_scale_keeps_codes_and_scales_reconstructions() {
-    let t = train(
-        config(Architecture::TopK { k: 3 }, 20),
-        synthetic(4000, 3),
-        None,
-    );
+    // Unit-norm rows: the training SAE's codes are then its own (with the topk default's rescaled rows
+    // they need the row norms; their folding is `decoder_norm_rescaling.rs`'s test).
+    let mut cfg = config(Architecture::TopK { k: 3 }, 20);
+    cfg.decoder_init_norm = None;
+    let t = train(cfg, synthetic(4000, 3), None);
     let s = t.scale();
     assert!(
         (s - 1.0).abs() > 0.1,

@@ -11,6 +11,7 @@
 use std::ops::ControlFlow;
 
 use rand::{Rng, SeedableRng};
+use zephyra_sae::schedule::Decay;
 use zephyra_sae::train::{evaluate, MemorySource, TrainConfig, Trainer};
 use zephyra_sae::{Architecture, SaeConfig};
 
@@ -71,6 +72,11 @@ fn settings(sae: SaeConfig, steps: u64) -> TrainConfig {
     cfg.threads = 1;
     cfg.dead_after_tokens = 64 * 10; // AuxK and resampling take part
     cfg.resample_every_steps = if cfg.resample_every_steps > 0 { 30 } else { 0 };
+    // One recipe for both code paths: topk SAEs default to SAELens' parametrisation, transcoders do not.
+    cfg.decoder_init_norm = None;
+    cfg.lr_warmup_steps = steps / 100;
+    cfg.lr_decay = Decay::Linear;
+    cfg.aux_coeff = 1.0 / 32.0;
     cfg
 }
 

@@ -177,28 +177,17 @@ pub fn score_absorption(
             "absorption needs train and test words".into(),
         ));
     }
-    // The probe trains on activations divided by their mean norm (one scalar: directions are unchanged).
-    let mean_norm = train
-        .x
-        .chunks_exact(d)
-        .map(|r| r.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt())
-        .sum::<f64>()
-        / train.words.len() as f64;
-    let s = if mean_norm > 0.0 { mean_norm } else { 1.0 };
-    let scaled = |x: &[f32]| {
-        x.iter()
-            .map(|&v| (f64::from(v) / s) as f32)
-            .collect::<Vec<_>>()
-    };
-    let (xs_train, xs_test) = (scaled(&train.x), scaled(&test.x));
+    // The probe trains on the raw activations, as SAEBench's: dividing them by their mean norm (as this
+    // code first did) leaves the weights ~norm times too far for the same Adam steps and weight decay —
+    // on SmolLM2's layer 15 (norm ≈ 169) it scored 8 letters' probes at F1 ≥ 0.6 instead of 20.
     let probe = train_probe(
-        &Rows::Dense { x: &xs_train, d },
+        &Rows::Dense { x: &train.x, d },
         &train.letters,
         N_LETTERS,
         &ProbeTraining::letter_probe(cfg.seed),
         &mut |done, total| progress("letter probe", done, total),
     )?;
-    let test_rows = Rows::Dense { x: &xs_test, d };
+    let test_rows = Rows::Dense { x: &test.x, d };
     let test_scores: Vec<Vec<f64>> = (0..test.words.len())
         .map(|i| probe.scores(&test_rows, i))
         .collect();

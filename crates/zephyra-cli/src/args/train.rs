@@ -115,10 +115,10 @@ pub struct TrainArgs {
     /// Sparsity-coefficient warm-up steps: λ ramps linearly from 0 [default: 5 % of the steps].
     #[arg(long, alias = "sparsity-warmup")]
     pub l1_warmup: Option<u64>,
-    /// Learning-rate warm-up steps [default: 1 % of the steps, at most 1000].
+    /// Learning-rate warm-up steps [default: 0 for topk SAEs; 1 % of the steps, at most 1000, otherwise].
     #[arg(long)]
     pub lr_warmup: Option<u64>,
-    /// Learning-rate decay over the last 20 % of the run [default: linear].
+    /// Learning-rate decay over the last 20 % of the run [default: constant for topk SAEs, linear otherwise].
     #[arg(long, value_enum)]
     pub lr_decay: Option<DecayArg>,
     /// Clip gradients to this global norm, ≥ 0; 0 = off [default: 1].
@@ -132,14 +132,15 @@ pub struct TrainArgs {
     pub b_dec_init: Option<BDecArg>,
     /// topk, batchtopk, matryoshka: SAELens' parametrisation, decoder rows free and started at this norm,
     /// pre-activations rescaled by the decoder norms (folded into the saved SAE); 0 = unit-norm decoder
-    /// rows renormalised each step [default: 0].
+    /// rows renormalised each step [default: 0.1 for topk SAEs, 0 otherwise (transcoders too)].
     #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f32>)]
     pub decoder_init_norm: Option<f32>,
-    /// Rows without firing after which a latent counts as dead [default: 2000000].
+    /// Rows without firing after which a latent counts as dead (and AuxK trains it) [default: 40960 for topk
+    /// SAEs, 2000000 otherwise].
     #[arg(long)]
     pub dead_after: Option<u64>,
-    /// topk, batchtopk, matryoshka: weight of the AuxK loss on dead latents, ≥ 0 [default: 1/32, OpenAI's;
-    /// SAELens uses 1].
+    /// topk, batchtopk, matryoshka: weight of the AuxK loss on dead latents, ≥ 0 [default: 1, SAELens', for
+    /// topk SAEs; 1/32, OpenAI's, otherwise].
     #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
     pub aux_coeff: Option<f64>,
     /// Rows with NaN/Inf [default: skip].

@@ -225,22 +225,6 @@ pub fn parse_cfg(v: &Value, path: &Path) -> Result<SaeConfig> {
 /// save, `metadata.training_architecture` in an inference save, where `architecture` is `jumprelu`).
 pub const MATRYOSHKA_SAELENS: &str = "matryoshka_batchtopk";
 
-/// Refuses an `architecture` config with `rescale_acts_by_decoder_norm: true`, which zephyra does not
-/// implement.
-fn refuse_rescaled(obj: &Value, architecture: &str, path: &Path) -> Result<()> {
-    if obj
-        .get("rescale_acts_by_decoder_norm")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
-        return Err(format_err(
-            path,
-            format!("{architecture} with `rescale_acts_by_decoder_norm: true` is not supported"),
-        ));
-    }
-    Ok(())
-}
-
 /// [`Architecture::Matryoshka`] from an object holding SAELens' `k` and `matryoshka_widths` (a width
 /// `d_sae` is appended when the list stops short, as SAELens does).
 fn matryoshka_from(obj: &Value, d_sae: usize, path: &Path) -> Result<Architecture> {
@@ -254,7 +238,8 @@ fn matryoshka_from(obj: &Value, d_sae: usize, path: &Path) -> Result<Architectur
             ),
         ));
     }
-    refuse_rescaled(obj, "matryoshka_batchtopk", path)?;
+    // `rescale_acts_by_decoder_norm: true` (SAELens' default) is folded into the weights by `load`; its
+    // inference saves arrive folded already.
     let mut widths: Vec<usize> = obj
         .get("matryoshka_widths")
         .and_then(Value::as_array)

@@ -109,7 +109,7 @@ impl TrainConfig {
         let arch = sae.architecture;
         let steps = (total_tokens / batch_size.max(1) as u64).max(1);
         // TopK SAEs (not transcoders): SAELens' parametrisation at its lr, constant, with AuxK on early
-        // and at SAELens' weight. The one recipe measured to learn the planted features (MCC 0.375 vs
+        // and at SAELens' weight. The one recipe measured to learn the planted features (MCC 0.373 vs
         // SAELens TopK's 0.370; the former defaults 0.236, chance) AND keep SmolLM2's latents alive
         // (7 of 9,216 never fire in 200k tokens; FVE 0.837 vs 0.730) — README, "Ground truth".
         let recovers_features =

@@ -87,7 +87,10 @@ fn jumprelu_recipes_train_and_resume_checks_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let acts = acts(dir.path());
     for (name, flags) in [
-        ("q", "--arch jumprelu --target-l0 6 --l0-coeff 0.5"),
+        (
+            "q",
+            "--arch jumprelu --target-l0 6 --l0-coeff 0.5 --jumprelu-bandwidth 0.05",
+        ),
         (
             "t",
             "--arch jumprelu --jumprelu-sparsity tanh --tanh-coeff 0.2 --pre-act-coeff 1e-4",
@@ -111,6 +114,12 @@ fn jumprelu_recipes_train_and_resume_checks_them() {
         &[("--acts", &acts), ("--resume", &dir.path().join("q"))],
     )));
     assert!(err.contains("--jumprelu-sparsity"), "{err}");
+    // The bandwidth is part of the recipe: resuming with another is refused by name, the same one runs on.
+    let err = fails(run(args_with(
+        "train --jumprelu-bandwidth 0.1 --quiet",
+        &[("--acts", &acts), ("--resume", &dir.path().join("q"))],
+    )));
+    assert!(err.contains("--jumprelu-bandwidth"), "{err}");
 }
 
 #[test]
@@ -129,6 +138,10 @@ fn recipe_flags_are_refused_where_they_do_not_apply() {
         ),
         ("--arch matryoshka --groups 16,4,64", "strictly increasing"),
         ("--arch relu --target-l0 5", "use --arch jumprelu"),
+        (
+            "--arch topk --k 4 --jumprelu-bandwidth 0.05",
+            "use --arch jumprelu",
+        ),
         (
             "--arch jumprelu --jumprelu-sparsity tanh --l0-coeff 1",
             "--tanh-coeff",

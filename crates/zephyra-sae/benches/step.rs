@@ -74,9 +74,7 @@ fn main() {
             .iter_mut()
             .for_each(|b| *b = relu_bias * if arch == Architecture::Relu { 0.1 } else { 1.0 });
         if arch == Architecture::JumpRelu {
-            sae.log_threshold
-                .iter_mut()
-                .for_each(|t| *t = 0.001f32.ln());
+            sae.threshold.iter_mut().for_each(|t| *t = 0.001);
         }
         let mut ws = Workspace::default();
         let mut grads = Gradients::zeros_like(&sae);

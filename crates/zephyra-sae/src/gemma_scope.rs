@@ -174,10 +174,14 @@ pub fn read(params: &Path, opts: &ReadOptions) -> Result<Sae> {
             ));
         }
     }
-    if let Some((i, t)) = threshold.iter().enumerate().find(|(_, t)| **t <= 0.0) {
+    if let Some((i, t)) = threshold
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.is_nan() || **t < 0.0)
+    {
         return Err(format_err(
             params,
-            format!("threshold[{i}] = {t}: Zephyra's JumpReLU needs every threshold positive"),
+            format!("threshold[{i}] = {t}: a JumpReLU threshold must be a number ≥ 0"),
         ));
     }
     let config_str = |key: &str| {
@@ -225,7 +229,6 @@ pub fn read(params: &Path, opts: &ReadOptions) -> Result<Sae> {
         },
     };
     let mut sae = Sae::zeros(cfg)?;
-    sae.log_threshold = threshold.iter().map(|t| t.ln()).collect();
     (sae.w_enc, sae.w_dec, sae.b_enc, sae.b_dec, sae.threshold) =
         (w_enc, w_dec, b_enc, b_dec, threshold);
     tracing::info!(path = %params.display(), d_in, d_sae, "read Gemma Scope SAE");

@@ -25,7 +25,7 @@ pub use step::{Reduction, StepConfig, StepStats};
 /// One named parameter tensor, mutable (for the optimizer).
 #[derive(Debug)]
 pub struct Param<'a, T = f32> {
-    /// SAELens name (`W_enc`, `b_enc`, `W_dec`, `b_dec`, `log_threshold`, `b_gate`, `r_mag`, `b_mag`).
+    /// SAELens name (`W_enc`, `b_enc`, `W_dec`, `b_dec`, `threshold`, `b_gate`, `r_mag`, `b_mag`, `W_skip`).
     pub name: &'static str,
     /// The values.
     pub value: &'a mut [T],
@@ -45,10 +45,11 @@ pub struct SaeOf<T> {
     pub w_dec: Vec<T>,
     /// Decoder bias `[d_in]`.
     pub b_dec: Vec<T>,
-    /// Inference threshold `[d_sae]` (jumprelu: `exp(log_threshold)`; batchtopk: the learned estimate).
+    /// Threshold `[d_sae]`: JumpReLU's trained parameter `θ ≥ 0` (trained directly, as SAELens 6.54 and
+    /// dictionary_learning do: under Adam a logarithm moves `θ` by at most ≈ `θ · lr` per step, so from
+    /// the 0.001 start it could not reach the pre-activations' scale in a run of realistic length);
+    /// batchtopk/matryoshka: the running estimate used at inference (not trained).
     pub threshold: Vec<T>,
-    /// JumpReLU's trained parameter `[d_sae]`.
-    pub log_threshold: Vec<T>,
     /// Gated: gate bias `[d_sae]`.
     pub b_gate: Vec<T>,
     /// Gated: log-scale of the magnitude path `[d_sae]`.
@@ -73,8 +74,8 @@ pub struct GradientsOf<T> {
     pub w_dec: Vec<T>,
     /// dL/db_dec.
     pub b_dec: Vec<T>,
-    /// dL/dlog_threshold (jumprelu).
-    pub log_threshold: Vec<T>,
+    /// dL/dθ (jumprelu's threshold; empty for the other architectures).
+    pub threshold: Vec<T>,
     /// dL/db_gate (gated).
     pub b_gate: Vec<T>,
     /// dL/dr_mag (gated).
@@ -97,7 +98,7 @@ macro_rules! named_params {
             ("b_enc", $($borrow)+ $s.b_enc),
             ("W_dec", $($borrow)+ $s.w_dec),
             ("b_dec", $($borrow)+ $s.b_dec),
-            ("log_threshold", $($borrow)+ $s.log_threshold),
+            ("threshold", $($borrow)+ $s.threshold),
             ("b_gate", $($borrow)+ $s.b_gate),
             ("r_mag", $($borrow)+ $s.r_mag),
             ("b_mag", $($borrow)+ $s.b_mag),
@@ -115,7 +116,11 @@ impl<T: Real> GradientsOf<T> {
             b_enc: z(&sae.b_enc),
             w_dec: z(&sae.w_dec),
             b_dec: z(&sae.b_dec),
-            log_threshold: z(&sae.log_threshold),
+            threshold: if sae.cfg.architecture == Architecture::JumpRelu {
+                z(&sae.threshold)
+            } else {
+                Vec::new()
+            },
             b_gate: z(&sae.b_gate),
             r_mag: z(&sae.r_mag),
             b_mag: z(&sae.b_mag),
@@ -157,11 +162,6 @@ impl<T: Real> SaeOf<T> {
             w_dec: z(d_sae * d_out),
             b_dec: z(d_out),
             threshold: if has_threshold { z(d_sae) } else { Vec::new() },
-            log_threshold: if arch == Architecture::JumpRelu {
-                z(d_sae)
-            } else {
-                Vec::new()
-            },
             b_gate: if gated { z(d_sae) } else { Vec::new() },
             r_mag: if gated { z(d_sae) } else { Vec::new() },
             b_mag: if gated { z(d_sae) } else { Vec::new() },
@@ -210,30 +210,41 @@ impl<T: Real> SaeOf<T> {
             }
         }
         if sae.cfg.architecture == Architecture::JumpRelu {
-            sae.log_threshold.fill(T::from_f64(0.001f64.ln()));
+            sae.threshold.fill(T::from_f64(0.001));
         }
-        sae.sync_threshold();
         Ok(sae)
     }
 
-    /// Trainable parameters in a fixed order (`W_enc`, `b_enc`, `W_dec`, `b_dec`, `log_threshold`, `b_gate`,
-    /// `r_mag`, `b_mag`, skipping those the architecture does not have). The batchtopk `threshold` is not a
-    /// parameter: it is a running estimate ([`SaeOf::update_batchtopk_threshold`]).
+    /// Trainable parameters in a fixed order (`W_enc`, `b_enc`, `W_dec`, `b_dec`, `threshold`, `b_gate`,
+    /// `r_mag`, `b_mag`, `W_skip`, skipping those the architecture does not have). Only JumpReLU trains its
+    /// `threshold`; batchtopk's is a running estimate ([`SaeOf::update_batchtopk_threshold`]).
     pub fn params_mut(&mut self) -> Vec<Param<'_, T>> {
-        present_params(named_params!(self, &mut))
+        let trained_threshold = self.trains_threshold();
+        let mut params = present_params(named_params!(self, &mut));
+        params.retain(|p| trained_threshold || p.name != "threshold");
+        params
     }
 
     /// Read-only `(name, values)` of the trainable parameters, same order as [`SaeOf::params_mut`].
     pub fn params(&self) -> Vec<(&'static str, &[T])> {
-        present(named_params!(self, &))
+        let mut params = present(named_params!(self, &));
+        params.retain(|(name, _)| self.trains_threshold() || *name != "threshold");
+        params
     }
 
-    /// Sets `threshold = exp(log_threshold)` for jumprelu (call after each optimizer step, before encoding
-    /// or saving; [`SaeOf::post_step`] does it).
+    fn trains_threshold(&self) -> bool {
+        self.cfg.architecture == Architecture::JumpRelu
+    }
+
+    /// Projects JumpReLU's threshold onto `θ ≥ 0` (call after each optimizer step; [`SaeOf::post_step`]
+    /// does it). Below zero the gate would be a plain ReLU that the parameter can drift away from without
+    /// any effect; projecting the value, not clamping inside the step, keeps its gradient alive at 0.
     pub fn sync_threshold(&mut self) {
-        if self.cfg.architecture == Architecture::JumpRelu {
-            for (t, l) in self.threshold.iter_mut().zip(&self.log_threshold) {
-                *t = l.exp();
+        if self.trains_threshold() {
+            for t in self.threshold.iter_mut() {
+                if *t < T::ZERO {
+                    *t = T::ZERO;
+                }
             }
         }
     }

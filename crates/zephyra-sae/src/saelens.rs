@@ -72,17 +72,6 @@ fn format_err(path: &Path, message: impl Into<String>) -> SaeError {
 pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
     sae.check_shapes()?;
     let (d_in, d_sae, d_out) = (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.d_out());
-    let threshold: Vec<f32> = match sae.cfg.architecture {
-        // The stored threshold when `log_threshold` is its logarithm (a loaded file's exact values: `exp(ln
-        // t)` is not always `t` in f32), else `exp(log_threshold)`.
-        Architecture::JumpRelu => sae
-            .log_threshold
-            .iter()
-            .zip(&sae.threshold)
-            .map(|(l, t)| if t.ln() == *l { *t } else { l.exp() })
-            .collect(),
-        _ => sae.threshold.clone(),
-    };
     let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
         ("W_enc", vec![d_in, d_sae], &sae.w_enc),
         ("W_dec", vec![d_sae, d_out], &sae.w_dec),
@@ -93,7 +82,7 @@ pub fn save(sae: &Sae, dir: &Path) -> Result<()> {
     }
     for (name, v) in [
         ("b_enc", &sae.b_enc),
-        ("threshold", &threshold),
+        ("threshold", &sae.threshold),
         ("b_gate", &sae.b_gate),
         ("r_mag", &sae.r_mag),
         ("b_mag", &sae.b_mag),
@@ -173,14 +162,13 @@ pub fn load(dir: &Path) -> Result<Sae> {
             .threshold
             .iter()
             .enumerate()
-            .find(|(_, t)| t.is_nan() || **t <= 0.0)
+            .find(|(_, t)| t.is_nan() || **t < 0.0)
         {
             return Err(format_err(
                 &weights_path,
-                format!("JumpReLU threshold[{i}] = {t} must be positive"),
+                format!("JumpReLU threshold[{i}] = {t} must be a number ≥ 0"),
             ));
         }
-        sae.log_threshold = sae.threshold.iter().map(|t| t.ln()).collect();
     }
     if matches!(
         arch,

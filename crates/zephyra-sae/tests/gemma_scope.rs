@@ -115,10 +115,9 @@ fn saelens_to_gemma_scope_and_back_is_exact() {
     cfg.metadata.model_name = Some("gemma3-270m".into());
     cfg.metadata.hook_name = Some("blocks.4.hook_mlp_out".into());
     let mut sae = Sae::init(cfg, &mut rng).unwrap();
-    for (i, l) in sae.log_threshold.iter_mut().enumerate() {
-        *l = (0.05 + 0.07 * i as f32).ln();
+    for (i, t) in sae.threshold.iter_mut().enumerate() {
+        *t = 0.05 + 0.07 * i as f32;
     }
-    sae.sync_threshold();
     let dir = tempfile::tempdir().unwrap();
     gemma_scope::write(&sae, dir.path()).unwrap();
     let cfg_out: serde_json::Value =
@@ -304,10 +303,10 @@ fn bad_files_are_clear_errors() {
     let msg = read_err(d.path());
     assert!(msg.contains("--hook"), "{msg}");
 
-    // A non-positive threshold.
+    // A negative threshold (0 is a plain ReLU gate, and allowed).
     let d = tempfile::tempdir().unwrap();
     let mut q = params(2);
-    q.threshold[3] = 0.0;
+    q.threshold[3] = -0.25;
     write_folder(d.path(), &q, None, Some(gs2_config()));
     let msg = read_err(d.path());
     assert!(msg.contains("threshold[3]"), "{msg}");

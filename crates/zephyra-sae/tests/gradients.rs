@@ -5,9 +5,9 @@
 //!
 //! Piecewise parts: the checks run away from kinks (the activation pattern is asserted unchanged under
 //! the perturbation). TopK/BatchTopK are exact gradients of the loss with the selected set fixed; the
-//! AuxK residual `e = x − x̂` (a transcoder's `y − ŷ`) is a constant (stop-gradient), as documented. JumpReLU's `log_threshold`
+//! AuxK residual `e = x − x̂` (a transcoder's `y − ŷ`) is a constant (stop-gradient), as documented. JumpReLU's `threshold`
 //! gradient is checked against finite differences of its documented surrogate
-//! `S(log θ) = Σ_{r,i} [(D_r·W_dec[i])·θ⁰_i + λs]·R((max(z_ri,0) − θ_i)/ε)`, `R(u) = clamp(u + ½, 0, 1)`,
+//! `S(θ) = Σ_{r,i} [(D_r·W_dec[i])·θ⁰_i + λs]·R((max(z_ri,0) − θ_i)/ε)`, `R(u) = clamp(u + ½, 0, 1)`,
 //! with `D` and `θ⁰` frozen at the current point (its derivative is the rectangle-kernel STE).
 
 #![allow(clippy::needless_range_loop)] // index loops mirror the formulas
@@ -62,9 +62,12 @@ fn random_dict(cfg: SaeConfig, seed: u64) -> (S64, Vec<f64>) {
     fill(&mut sae.b_gate, -0.3, 0.3);
     fill(&mut sae.r_mag, -0.3, 0.3);
     fill(&mut sae.b_mag, -0.3, 0.3);
-    fill(&mut sae.log_threshold, (0.2f64).ln(), (0.6f64).ln());
+    if sae.cfg.architecture == Architecture::JumpRelu {
+        // Drawn as logarithms (the draws the checks were tuned on).
+        fill(&mut sae.threshold, (0.2f64).ln(), (0.6f64).ln());
+        sae.threshold.iter_mut().for_each(|t| *t = t.exp());
+    }
     fill(&mut sae.w_skip, -0.5, 0.5);
-    sae.sync_threshold();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1000);
     let rows: Vec<f64> = (0..N * width)
         .map(|_| rng.random_range(-1.5..1.5))
@@ -198,11 +201,7 @@ fn naive_codes(sae: &S64, x: &[f64], n: usize) -> (Vec<Vec<f64>>, Vec<bool>) {
             for r in 0..n {
                 for i in 0..d_sae {
                     let v = zs[r][i].max(0.0);
-                    codes[r][i] = if v > sae.log_threshold[i].exp() {
-                        v
-                    } else {
-                        0.0
-                    };
+                    codes[r][i] = if v > sae.threshold[i] { v } else { 0.0 };
                 }
             }
         }
@@ -265,7 +264,7 @@ fn naive_loss(sae: &S64, rows: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>
                 loss += c.pre_act
                     * c.s
                     * (0..d_sae)
-                        .map(|i| (sae.log_threshold[i].exp() - z[i]).max(0.0) * dec_norm(sae, i))
+                        .map(|i| (sae.threshold[i] - z[i]).max(0.0) * dec_norm(sae, i))
                         .sum::<f64>();
             }
             Architecture::Gated => {
@@ -329,7 +328,7 @@ fn param_mut<'a>(sae: &'a mut S64, name: &str) -> &'a mut Vec<f64> {
         "b_enc" => &mut sae.b_enc,
         "W_dec" => &mut sae.w_dec,
         "b_dec" => &mut sae.b_dec,
-        "log_threshold" => &mut sae.log_threshold,
+        "threshold" => &mut sae.threshold,
         "b_gate" => &mut sae.b_gate,
         "r_mag" => &mut sae.r_mag,
         "b_mag" => &mut sae.b_mag,
@@ -346,7 +345,7 @@ fn assert_close(what: &str, got: f64, want: f64, tol: f64) {
 }
 
 /// Runs the crate's backward and compares every parameter entry with central differences of the naive
-/// loss (skipping only `log_threshold`, checked separately). Returns the gradients.
+/// loss (skipping only jumprelu's `threshold`, checked separately). Returns the gradients.
 fn check(arch: Architecture, seed: u64, step: StepConfig<'_>) -> (S64, Vec<f64>, GradientsOf<f64>) {
     check_dict(SaeConfig::new(D_IN, D_SAE, arch).unwrap(), seed, step)
 }
@@ -386,7 +385,7 @@ fn check_dict(
     let h = 1e-6;
     let mut checked = 0;
     for (name, g) in grads.slices() {
-        if name == "log_threshold" {
+        if name == "threshold" {
             continue;
         }
         for p in 0..g.len() {
@@ -578,24 +577,24 @@ fn jumprelu_tanh_quadratic_l0_and_pre_activation_recipes() {
         .is_err());
 }
 
-/// [`check`] for jumprelu, then [`check_log_threshold`].
+/// [`check`] for jumprelu, then [`check_threshold`].
 fn check_jumprelu(seed: u64, step: StepConfig<'_>) {
     let (sae, rows, grads) = check(Architecture::JumpRelu, seed, step);
-    check_log_threshold(&sae, &rows, &grads, &step);
+    check_threshold(&sae, &rows, &grads, &step);
 }
 
-/// `dL/dlog θ` against finite differences of the documented surrogate: with `D = 2s(ŷ − y)`, θ⁰, the tanh
+/// `dL/dθ` against finite differences of the documented surrogate: with `D = 2s(ŷ − y)`, θ⁰, the tanh
 /// slopes `c n_i (1 − T²)` and the quadratic row weights `(4/T)(L0_r − T)` frozen at the current point,
-/// `S(log θ) = Σ_{r,i} coef_ri R((max(z,0) − θ)/ε)` with `coef = θ⁰(D·W_dec[i] + λs·slope) + λs·w_r`, plus
+/// `S(θ) = Σ_{r,i} coef_ri R((max(z,0) − θ)/ε)` with `coef = θ⁰(D·W_dec[i] + λs·slope) + λs·w_r`, plus
 /// the pre-activation loss itself (θ enters it directly). `step` is the one the gradients were taken with.
-fn check_log_threshold(sae: &S64, rows: &[f64], grads: &GradientsOf<f64>, step: &StepConfig<'_>) {
+fn check_threshold(sae: &S64, rows: &[f64], grads: &GradientsOf<f64>, step: &StepConfig<'_>) {
     let d_out = sae.cfg.d_out();
     let (x, y) = split(sae, rows);
     let bandwidth = step.bandwidth;
     let s = 1.0 / N as f64;
     let lambda_s = step.sparsity_coeff * s;
     let (codes, _) = naive_codes(sae, &x, N);
-    let theta0: Vec<f64> = sae.log_threshold.iter().map(|l| l.exp()).collect();
+    let theta0: Vec<f64> = sae.threshold.clone();
     let mut coef = vec![vec![0.0; D_SAE]; N];
     let mut zs = vec![vec![0.0; D_SAE]; N];
     for r in 0..N {
@@ -622,11 +621,11 @@ fn check_log_threshold(sae: &S64, rows: &[f64], grads: &GradientsOf<f64>, step: 
             coef[r][i] = theta0[i] * (dw + lambda_s * slope) + lambda_s * row_weight;
         }
     }
-    let surrogate = |log_theta: &[f64]| -> f64 {
+    let surrogate = |thetas: &[f64]| -> f64 {
         let mut acc = 0.0;
         for r in 0..N {
             for i in 0..D_SAE {
-                let theta = log_theta[i].exp();
+                let theta = thetas[i];
                 let u = (zs[r][i].max(0.0) - theta) / bandwidth;
                 acc += coef[r][i] * (u + 0.5).clamp(0.0, 1.0);
                 acc += step.pre_act_coeff * s * (theta - zs[r][i]).max(0.0) * dec_norm(sae, i);
@@ -646,18 +645,18 @@ fn check_log_threshold(sae: &S64, rows: &[f64], grads: &GradientsOf<f64>, step: 
     );
     let h = 1e-6;
     for i in 0..D_SAE {
-        let mut p = sae.log_threshold.clone();
+        let mut p = sae.threshold.clone();
         p[i] += h;
-        let mut m = sae.log_threshold.clone();
+        let mut m = sae.threshold.clone();
         m[i] -= h;
         assert_close(
-            &format!("{}: dlog_threshold[{i}]", step.jumprelu_sparsity.name()),
-            grads.log_threshold[i],
+            &format!("{}: dthreshold[{i}]", step.jumprelu_sparsity.name()),
+            grads.threshold[i],
             (surrogate(&p) - surrogate(&m)) / (2.0 * h),
             1e-6,
         );
     }
-    assert!(grads.log_threshold.iter().filter(|&&g| g != 0.0).count() >= 3);
+    assert!(grads.threshold.iter().filter(|&&g| g != 0.0).count() >= 3);
 }
 
 /// Transcoders (`d_in` 5 → `d_out` 4) with and without the skip path, every activation of the trainer, on
@@ -684,7 +683,7 @@ fn transcoders_with_and_without_skip_every_activation() {
                 ..StepConfig::default()
             };
             let (sae, rows, grads) = check_dict(tc(Architecture::JumpRelu), 13, step);
-            check_log_threshold(&sae, &rows, &grads, &step);
+            check_threshold(&sae, &rows, &grads, &step);
         }
         for arch in [
             Architecture::TopK { k: 3 },
@@ -725,7 +724,7 @@ fn jumprelu_recipes_on_transcoders() {
                 ..StepConfig::default()
             };
             let (sae, rows, grads) = check_dict(cfg.clone(), 13, step);
-            check_log_threshold(&sae, &rows, &grads, &step);
+            check_threshold(&sae, &rows, &grads, &step);
         }
     }
 }
@@ -749,8 +748,10 @@ fn f32_matches_f64_on_larger_batches() {
         {
             *v = rng.random_range(-0.1..0.1);
         }
-        for v in s64.log_threshold.iter_mut() {
-            *v = rng.random_range(-1.5..-0.5);
+        if arch == Architecture::JumpRelu {
+            for v in s64.threshold.iter_mut() {
+                *v = rng.random_range(-1.5f64..-0.5).exp();
+            }
         }
         let x64: Vec<f64> = (0..n * d_in).map(|_| rng.random_range(-1.0..1.0)).collect();
         let to32 = |v: &Vec<f64>| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use testdata::dir_files;
+use zephyra_sae::checkpoint::TrainingState;
 use zephyra_sae::npy::{write_f32_matrix, NpyOrder, NpySource};
 use zephyra_sae::train::{TrainConfig, Trainer};
 use zephyra_sae::{Architecture, SaeConfig, SaeError};
@@ -71,6 +72,7 @@ fn stopped_and_resumed_runs_match_uninterrupted_ones_bit_for_bit() {
             },
         )
         .unwrap(),
+        SaeConfig::new(D_IN, 48, Architecture::JumpRelu).unwrap(),
         transcoder(Architecture::TopK { k: 4 }),
         transcoder(Architecture::ReluUnit),
     ] {
@@ -213,4 +215,95 @@ fn resuming_with_another_config_or_a_damaged_checkpoint_fails_untouched() {
     );
     let err = Trainer::resume(&tmp.path().join("nothing"), None, &mut source(&acts)).unwrap_err();
     assert!(err.to_string().contains("run directory"), "{err}");
+}
+
+/// A JumpReLU checkpoint from before the threshold was trained directly holds `param.log_threshold` and
+/// its Adam moments; it resumes with `θ` = the stored threshold and the moments carried over through
+/// `∂L/∂log θ = θ ∂L/∂θ` (`m/θ`, `v/θ²`), and trains on.
+#[test]
+fn a_checkpoint_training_log_theta_resumes_with_its_moments_converted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let acts = data(tmp.path());
+    let dir = tmp.path().join("j");
+    let cfg = config(Architecture::JumpRelu);
+    let mut src = source(&acts);
+    let mut t = Trainer::new(cfg.clone(), &mut src, Some(&dir)).unwrap();
+    let stop_at_30 = |p: &zephyra_sae::train::Progress| {
+        if p.step == 30 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    t.run(&mut src, &mut |p| stop_at_30(p)).unwrap();
+    drop(t);
+
+    // Rewrite the step-25 checkpoint in the old layout, with thresholds and moments of our choosing.
+    let mut state = TrainingState::load(&dir).unwrap();
+    let d_sae = 48;
+    let theta: Vec<f32> = (0..d_sae).map(|i| 0.01 + 0.002 * i as f32).collect();
+    let m: Vec<f32> = (0..d_sae).map(|i| (i as f32 - 20.0) * 1e-4).collect();
+    let v: Vec<f32> = (0..d_sae).map(|i| (1 + i) as f32 * 1e-7).collect();
+    state.tensors.retain(|(n, _)| !n.ends_with(".threshold"));
+    state.tensors.retain(|(n, _)| n != "threshold");
+    state.tensors.extend([
+        (
+            "param.log_threshold".to_string(),
+            theta.iter().map(|t| t.ln()).collect(),
+        ),
+        (
+            "adam_m.log_threshold".to_string(),
+            m.iter().zip(&theta).map(|(m, t)| m * t).collect(),
+        ),
+        (
+            "adam_v.log_threshold".to_string(),
+            v.iter().zip(&theta).map(|(v, t)| v * t * t).collect(),
+        ),
+        ("threshold".to_string(), theta.clone()),
+    ]);
+    state.save(&dir).unwrap();
+
+    let mut src = source(&acts);
+    let t = Trainer::resume(&dir, Some(&cfg), &mut src).unwrap();
+    assert_eq!(t.step(), 25);
+    assert_eq!(t.training_sae().threshold, theta);
+    let resumed = t.state(state.meta.cursor.clone());
+    for (name, want) in [("adam_m.threshold", &m), ("adam_v.threshold", &v)] {
+        let got = resumed.tensor(name).unwrap();
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!((g - w).abs() <= 1e-6 * w.abs(), "{name}: {g} vs {w}");
+        }
+    }
+    assert!(resumed.tensor("param.log_threshold").is_none());
+
+    // It trains on to the end, thresholds finite and ≥ 0.
+    let mut src = source(&acts);
+    let mut t = Trainer::resume(&dir, Some(&cfg), &mut src).unwrap();
+    assert!(
+        t.run(&mut src, &mut |_| ControlFlow::Continue(()))
+            .unwrap()
+            .finished
+    );
+    assert!(t
+        .training_sae()
+        .threshold
+        .iter()
+        .all(|&x| x.is_finite() && x >= 0.0));
+
+    // A damaged old checkpoint (a log-threshold without its moments) is refused by name.
+    let mut state = TrainingState::load(&dir).unwrap();
+    state.tensors.retain(|(n, _)| !n.ends_with("threshold"));
+    state
+        .tensors
+        .push(("param.log_threshold".to_string(), vec![0.0; d_sae]));
+    state
+        .tensors
+        .push(("threshold".to_string(), vec![1.0; d_sae]));
+    state.save(&dir).unwrap();
+    let mut src = source(&acts);
+    let err = Trainer::resume(&dir, Some(&cfg), &mut src)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("adam_m.log_threshold"), "{err}");
 }

@@ -99,8 +99,11 @@ fn ours(name: &str) -> Sae {
     fill(&mut sae.b_enc, -0.4, 0.2);
     fill(&mut sae.b_dec, -0.5, 0.5);
     fill(&mut sae.w_skip, -0.5, 0.5);
-    fill(&mut sae.log_threshold, (0.05f32).ln(), (0.3f32).ln());
-    sae.sync_threshold();
+    if arch == Architecture::JumpRelu {
+        // Drawn as logarithms, the way the oracle files were made.
+        fill(&mut sae.threshold, (0.05f32).ln(), (0.3f32).ln());
+        sae.threshold.iter_mut().for_each(|t| *t = t.exp());
+    }
     if let Architecture::BatchTopK { .. } = arch {
         sae.update_batchtopk_threshold(0.15, 1.0);
     }

@@ -1,5 +1,6 @@
 //! `--arch`, `--k`, `--expansion`, `--groups`: the shape of the SAE to train; jumprelu's sparsity recipe
-//! (`--jumprelu-sparsity`, `--target-l0`, `--tanh-coeff`, `--tanh-scale`, `--pre-act-coeff`).
+//! (`--jumprelu-sparsity`, `--target-l0`, `--tanh-coeff`, `--tanh-scale`, `--pre-act-coeff`,
+//! `--jumprelu-bandwidth`).
 
 use anyhow::bail;
 use clap::ValueEnum;
@@ -142,6 +143,10 @@ pub struct JumpReluArgs {
     /// with tanh, else 0].
     #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
     pub pre_act_coeff: Option<f64>,
+    /// Width ε of the straight-through estimators' window around each threshold, > 0: only
+    /// pre-activations within ε/2 of θ move it [default: 0.001, the Jumping Ahead paper's; SAELens 0.05].
+    #[arg(long, value_name = "EPS", allow_negative_numbers = true, value_parser = values::positive::<f64>)]
+    pub jumprelu_bandwidth: Option<f64>,
 }
 
 impl JumpReluArgs {
@@ -151,6 +156,7 @@ impl JumpReluArgs {
             || self.tanh_coeff.is_some()
             || self.tanh_scale.is_some()
             || self.pre_act_coeff.is_some()
+            || self.jumprelu_bandwidth.is_some()
     }
 
     /// Sets the recipe of `cfg` (with its default coefficients when it changes) and `--tanh-coeff`,
@@ -160,8 +166,9 @@ impl JumpReluArgs {
         if cfg.sae.architecture != Architecture::JumpRelu {
             if self.given() {
                 bail!(
-                    "--jumprelu-sparsity, --target-l0, --tanh-coeff, --tanh-scale and --pre-act-coeff \
-                     set jumprelu's sparsity recipe; {} has none: use --arch jumprelu or drop them",
+                    "--jumprelu-sparsity, --target-l0, --tanh-coeff, --tanh-scale, --pre-act-coeff and \
+                     --jumprelu-bandwidth set jumprelu's sparsity recipe; {} has none: use --arch \
+                     jumprelu or drop them",
                     cfg.sae.architecture.name()
                 );
             }
@@ -224,6 +231,9 @@ impl JumpReluArgs {
         }
         if let Some(c) = self.pre_act_coeff {
             cfg.pre_act_coeff = c;
+        }
+        if let Some(eps) = self.jumprelu_bandwidth {
+            cfg.bandwidth = eps;
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ impl<T: Real> SaeOf<T> {
     }
 
     /// After the optimizer step: renormalises the decoder directions to unit norm (unit-norm
-    /// architectures) and refreshes the JumpReLU `threshold` from `log_threshold`.
+    /// architectures) and projects JumpReLU's threshold onto `θ ≥ 0`.
     pub fn post_step(&mut self) {
         if self.cfg.architecture.unit_norm_decoder() {
             let d_out = self.cfg.d_out();

@@ -95,7 +95,7 @@ pub(crate) fn sized<T: Real>(v: &mut Vec<T>, n: usize) -> &mut [T] {
 impl<T: Real> SaeOf<T> {
     /// Lengths of every tensor for this configuration, in the order of [`SaeOf::params`] plus
     /// `threshold` (no allocation).
-    fn expected_lengths(&self) -> [(&'static str, usize, usize, Vec<usize>); 10] {
+    fn expected_lengths(&self) -> [(&'static str, usize, usize, Vec<usize>); 9] {
         let (d_in, d_sae, d_out) = (self.cfg.d_in, self.cfg.d_sae, self.cfg.d_out());
         let skip = if self.cfg.has_skip() { d_out * d_in } else { 0 };
         let arch = self.cfg.architecture;
@@ -107,12 +107,6 @@ impl<T: Real> SaeOf<T> {
             ("b_enc", self.b_enc.len(), per_latent(!gated), vec![d_sae]),
             ("W_dec", self.w_dec.len(), d_sae * d_out, vec![d_sae, d_out]),
             ("b_dec", self.b_dec.len(), d_out, vec![d_out]),
-            (
-                "log_threshold",
-                self.log_threshold.len(),
-                per_latent(arch == Architecture::JumpRelu),
-                vec![d_sae],
-            ),
             ("b_gate", self.b_gate.len(), per_latent(gated), vec![d_sae]),
             ("r_mag", self.r_mag.len(), per_latent(gated), vec![d_sae]),
             ("b_mag", self.b_mag.len(), per_latent(gated), vec![d_sae]),

@@ -27,7 +27,7 @@ pub enum Architecture {
         /// Mean active latents per row.
         k: usize,
     },
-    /// `f = z·H(z − θ)`, `θ = exp(log_threshold)`, L0 penalty with straight-through estimators.
+    /// `f = z·H(z − θ)`, `θ ≥ 0` trained directly, L0 penalty with straight-through estimators.
     #[serde(rename = "jumprelu")]
     JumpRelu,
     /// Gated SAE (Rajamanoharan et al. 2024): gate and magnitude paths sharing `W_enc`.

@@ -184,7 +184,7 @@ pub fn differences(saved: &TrainConfig, requested: &TrainConfig) -> Vec<Differen
         "resample_every_steps" => resample_every_steps,
         "k_aux" => k_aux,
         "aux_coeff" => aux_coeff,
-        "bandwidth" => bandwidth,
+        "--jumprelu-bandwidth" => bandwidth,
         "threshold_rate" => threshold_rate,
         "--jumprelu-sparsity" => jumprelu_sparsity,
         "--pre-act-coeff" => pre_act_coeff,

@@ -1,4 +1,4 @@
-//! jumprelu: the entries near the threshold and the straight-through gradient of `log θ` (see [`super`]).
+//! jumprelu: the entries near the threshold and the straight-through gradient of `θ` (see [`super`]).
 
 use super::jumprelu_recipes::{step_weight, tanh_slope};
 use super::*;
@@ -29,7 +29,7 @@ pub(in crate::arch) fn collect_band<T: Real>(
     }
 }
 
-/// JumpReLU's `dL/dlog θ` from the band entries (straight-through estimators), for every sparsity
+/// JumpReLU's `dL/dθ` from the band entries (straight-through estimators), for every sparsity
 /// recipe (`row_l0`: each row's L0, for quadratic-L0; see `jumprelu_recipes.rs`).
 pub(in crate::arch) fn jumprelu_threshold_grad<T: Real>(
     sae: &SaeOf<T>,
@@ -43,7 +43,7 @@ pub(in crate::arch) fn jumprelu_threshold_grad<T: Real>(
     let d_out = sae.cfg.d_out();
     let inv_eps = T::from_f64(1.0 / step.bandwidth);
     let lambda_s = T::from_f64(step.sparsity_coeff) * s;
-    grads.log_threshold.fill(T::ZERO);
+    grads.threshold.fill(T::ZERO);
     for &(r, i, z) in &ws.band {
         let (r, i) = (r as usize, i as usize);
         let f = if z > T::ZERO && z > theta[i] {
@@ -58,6 +58,6 @@ pub(in crate::arch) fn jumprelu_threshold_grad<T: Real>(
         ) + lambda_s * T::from_f64(slope);
         let step_w = T::from_f64(step_weight(step, row_l0, r));
         let d_theta = -(theta[i] * inv_eps) * dl_df - lambda_s * step_w * inv_eps;
-        grads.log_threshold[i] += theta[i] * d_theta;
+        grads.threshold[i] += d_theta;
     }
 }

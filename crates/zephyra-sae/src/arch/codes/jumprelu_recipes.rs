@@ -237,9 +237,9 @@ pub(in crate::arch) fn pre_act_loss<T: Real>(
         true,
         T::ONE,
     );
-    // θ directly: dL/dlog θ = θ · λ_p s n_i #below.
+    // θ directly: dL/dθ = λ_p s n_i #below.
     for i in 0..d_sae {
-        grads.log_threshold[i] += theta[i] * coeff * ws.dec_norms[i] * below[i];
+        grads.threshold[i] += coeff * ws.dec_norms[i] * below[i];
     }
     let n_dl_dn: Vec<T> = (0..d_sae)
         .map(|i| coeff * gap_sums[i] * ws.dec_norms[i])

@@ -10,10 +10,10 @@
 //!   `m = min(n_dead/k_aux, 1)`; its gradients flow into `W_dec`, `W_enc`, `b_enc`, `b_dec` (via `x_c`).
 //! - batchtopk: the `k·n` largest `max(z,0)` of the whole batch; AuxK as topk.
 //! - matryoshka: batchtopk's codes, the reconstruction loss summed over nested prefixes (`matryoshka.rs`).
-//! - jumprelu: `f = z·H(z − θ)`, `θ = exp(log_threshold)`, sparsity `λ s Σ H(z − θ)` (L0). Straight-through
+//! - jumprelu: `f = z·H(z − θ)`, `θ` trained directly (≥ 0), sparsity `λ s Σ H(z − θ)` (L0). Straight-through
 //!   (rectangle kernel `K(u) = 1[|u| < ½]`, bandwidth ε): `∂f/∂z = H(z−θ)`, `∂f/∂θ := −(θ/ε)K((z−θ)/ε)`,
-//!   `∂H/∂z := 0`, `∂H/∂θ := −(1/ε)K((z−θ)/ε)`, and `∂/∂log θ = θ ∂/∂θ`. So
-//!   `dL/dlog θ_i = θ_i Σ_{r: |z_ri−θ_i|<ε/2} [−(θ_i/ε)·(D_r·W_dec[i]) − λ s/ε]`.
+//!   `∂H/∂z := 0`, `∂H/∂θ := −(1/ε)K((z−θ)/ε)`. So
+//!   `dL/dθ_i = Σ_{r: |z_ri−θ_i|<ε/2} [−(θ_i/ε)·(D_r·W_dec[i]) − λ s/ε]`.
 //!
 //! Codes are sparse (per-row active lists) unless relu/relu-unit/jumprelu codes are denser than
 //! `StepConfig::dense_above`, where the dense GEMM path is faster.
@@ -201,19 +201,19 @@ pub(super) fn forward_backward<T: Real>(
     rescale::check(arch, step)?;
 
     // JumpReLU: thresholds and the entries inside the straight-through band.
-    let theta: Vec<T> = if arch == Architecture::JumpRelu {
-        sae.log_threshold.iter().map(|l| l.exp()).collect()
+    let theta: &[T] = if arch == Architecture::JumpRelu {
+        &sae.threshold
     } else {
-        Vec::new()
+        &[]
     };
     let half_band = T::from_f64(step.bandwidth / 2.0);
     let mut row_l0 = Vec::new();
     if arch == Architecture::JumpRelu {
-        row_l0 = jumprelu_recipes::row_l0(step, &ws.z[..n_rows * d_sae], d_sae, &theta);
+        row_l0 = jumprelu_recipes::row_l0(step, &ws.z[..n_rows * d_sae], d_sae, theta);
         collect_band(
             &ws.z[..n_rows * d_sae],
             d_sae,
-            &theta,
+            theta,
             half_band,
             &mut ws.band,
         );
@@ -261,7 +261,7 @@ pub(super) fn forward_backward<T: Real>(
             x,
             y,
             n_rows,
-            &theta,
+            theta,
             add.as_deref(),
             s,
             ws,
@@ -275,7 +275,7 @@ pub(super) fn forward_backward<T: Real>(
                     .build_from_dense(z, n_rows, d_sae, |_, v| (v > T::ZERO).then_some(v));
             }
             Architecture::JumpRelu => {
-                let th = &theta;
+                let th = theta;
                 ws.codes.build_from_dense(z, n_rows, d_sae, |i, v| {
                     (v > T::ZERO && v > th[i]).then_some(v)
                 });
@@ -323,12 +323,11 @@ pub(super) fn forward_backward<T: Real>(
         Architecture::JumpRelu => {
             stats.sparsity_loss =
                 jumprelu_recipes::sparsity_loss(step, s.to_f64(), nnz_f64, &row_l0, ws);
-            jumprelu_threshold_grad(sae, &theta, step, s, &row_l0, ws, grads);
+            jumprelu_threshold_grad(sae, theta, step, s, &row_l0, ws, grads);
             if let JumpReluSparsity::Tanh { .. } = step.jumprelu_sparsity {
                 jumprelu_recipes::tanh_grads(sae, step, s, n_rows, ws, grads);
             }
-            stats.aux_loss =
-                jumprelu_recipes::pre_act_loss(sae, step, s, &theta, n_rows, ws, grads);
+            stats.aux_loss = jumprelu_recipes::pre_act_loss(sae, step, s, theta, n_rows, ws, grads);
         }
         _ => {}
     }

@@ -166,6 +166,10 @@ impl Trainer {
         adam.t = adam_t;
         for (i, p) in sae.params_mut().into_iter().enumerate() {
             let st = &mut adam.moments[i];
+            if p.name == "threshold" && state.tensor("param.threshold").is_none() {
+                from_log_threshold(&state, p.value, &mut st.m, &mut st.v).map_err(&bad)?;
+                continue;
+            }
             for (prefix, dst) in [
                 ("param", &mut *p.value),
                 ("adam_m", &mut st.m[..]),
@@ -287,4 +291,47 @@ impl Trainer {
         tracing::debug!(step = self.step, tokens = self.tokens, dir = %dir.display(), "checkpoint written");
         Ok(())
     }
+}
+
+/// JumpReLU checkpoints written before the threshold was trained directly hold `log θ` and its Adam
+/// moments. `θ` is the stored `threshold`; the moments carry over through `∂L/∂log θ = θ ∂L/∂θ`
+/// (`m/θ`, `v/θ²`: exact for a threshold that stood still over Adam's averaging window, close otherwise).
+fn from_log_threshold(
+    state: &TrainingState,
+    theta: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) -> std::result::Result<(), String> {
+    let tensor = |name: &str| {
+        let t = state
+            .tensor(name)
+            .ok_or_else(|| format!("tensor `param.threshold` is missing (and `{name}` too)"))?;
+        if t.len() != theta.len() {
+            return Err(format!(
+                "tensor `{name}` has {} values, expected {}",
+                t.len(),
+                theta.len()
+            ));
+        }
+        Ok(t)
+    };
+    let (stored, m_log, v_log) = (
+        tensor("threshold")?,
+        tensor("adam_m.log_threshold")?,
+        tensor("adam_v.log_threshold")?,
+    );
+    tracing::warn!(
+        "the checkpoint trains log θ (written by an older zephyra): continuing with θ itself, \
+         Adam's moments converted"
+    );
+    for i in 0..theta.len() {
+        let t = stored[i];
+        if !(t > 0.0 && t.is_finite()) {
+            return Err(format!("threshold[{i}] = {t} is not a positive number"));
+        }
+        theta[i] = t;
+        m[i] = m_log[i] / t;
+        v[i] = v_log[i] / (t * t);
+    }
+    Ok(())
 }

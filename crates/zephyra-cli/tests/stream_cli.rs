@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{args_with, ok, run, tiny_with_babble};
+use common::{args_with, ok, run, tiny_with_babble, write_babble};
 
 const HOOK: &str = "blocks.1.hook_resid_pre";
 /// Harvest options both routes share (the seed is `train`'s): shards of 8 contexts of 32 tokens.
@@ -101,4 +101,52 @@ fn streaming_from_the_model_trains_the_sae_training_from_the_store_does() {
     let other = tmp.path().join("other-buffer");
     train(&other, 12_160, 512, from_store());
     assert!(weights(&other) != weights(&tmp.path().join("from-store-12160")));
+}
+
+/// A corpus smaller than `--tokens` is read again (a new shuffle of the same rows each pass): the run trains
+/// on all the rows it was asked for, on one dictionary and on several from one forward pass, and says so.
+#[test]
+fn a_corpus_smaller_than_tokens_is_read_again() {
+    let (tiny, tmp, _) = tiny_with_babble();
+    let small = tmp.path().join("small");
+    write_babble(&small, 1, 3000, 5);
+    let harvest: serde_json::Value = serde_json::from_str(
+        ok(run(args_with(
+            &format!("harvest --hook {HOOK} --tokens 100000 {SHAPE} --quiet --json"),
+            &[
+                ("--model", &tiny.path),
+                ("--data", &small),
+                ("--out", &tmp.path().join("all-of-it")),
+            ],
+        )))
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(harvest["corpus_exhausted"], true, "{harvest}");
+    let rows = harvest["n_rows"][0].as_u64().unwrap();
+    let tokens = (3 * rows).next_multiple_of(128);
+    for (name, hooks) in [
+        ("one", format!("--hook {HOOK}")),
+        ("two", format!("--hook {HOOK} --hook blocks.0.hook_mlp_out")),
+    ] {
+        let out = tmp.path().join(name);
+        let args = args_with(
+            &format!(
+                "train --arch topk --k 8 --expansion 4 --batch-rows 128 --tokens {tokens} --threads 1 \
+                 --seed 3 --shuffle-buffer 512 {hooks} {SHAPE} --quiet --json"
+            ),
+            &[("--model", &tiny.path), ("--data", &small), ("--out", &out)],
+        );
+        let text = ok(run(args));
+        let summaries: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(!summaries.is_empty(), "{name}: no summary");
+        for s in summaries {
+            assert_eq!(s["finished"], true, "{name}: {s}");
+            assert_eq!(s["tokens"], tokens, "{name}: {s}");
+        }
+    }
 }

@@ -32,7 +32,8 @@ pub struct BufferedSource {
     reader: ShuffleReader,
     /// The store read; `None` on the fly.
     dir: Option<PathBuf>,
-    /// Rows of one pass over the store (`None` on the fly: a single pass that ends by itself).
+    /// Rows of one pass over the store (`None` on the fly: the pass ends when the corpus or the harvest's
+    /// token budget does).
     rows_per_pass: Option<u64>,
 }
 
@@ -47,6 +48,16 @@ impl std::fmt::Debug for BufferedSource {
 }
 
 impl BufferedSource {
+    /// On the fly: read the corpus again each time the harvest ends (every pass harvests the same
+    /// contexts; the rows of each window are shuffled afresh), so a training run's `--tokens` is honoured
+    /// on a corpus smaller than it. Without it the source serves one pass and then ends.
+    pub fn repeat_corpus(mut self) -> Self {
+        if self.dir.is_none() {
+            self.reader.set_epochs(None);
+        }
+        self
+    }
+
     /// `store` or `stream`.
     pub fn kind(&self) -> &'static str {
         if self.dir.is_some() {

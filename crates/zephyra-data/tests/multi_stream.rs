@@ -181,3 +181,80 @@ fn dictionaries_started_together_harvest_their_first_rows_once() {
     // after the other, each would harvest the whole corpus again).
     assert_eq!(batches_to_train(vec![vec![0], vec![1], vec![0, 1]]), 24);
 }
+
+/// Rows as sortable bit patterns, to compare two passes as multisets.
+fn sorted_rows(rows: &[f32], d: usize) -> Vec<Vec<u32>> {
+    let mut v: Vec<Vec<u32>> = rows
+        .chunks(d)
+        .map(|r| r.iter().map(|x| x.to_bits()).collect())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `repeat_corpus`: when the harvest ends the source reads the corpus again, the first pass being the
+/// single-pass source's rows and every later pass the same rows in another order; a cursor taken inside
+/// the second pass seeks back to exactly the rows that followed it (a run resumed there).
+#[test]
+fn a_repeating_source_reads_the_corpus_again_and_resumes_inside_a_later_pass() {
+    let (_t, model, tok, data) = tiny_with_corpus(5);
+    // 24 contexts of 16 in shards of 4, 2 per forward pass; windows of 2 shards (128 rows).
+    let cfg = config(vec![HookPoint::ResidPre(1)], 16, 24 * 16, 4, 2);
+    let d = model.d_model();
+    let open = || {
+        BufferedSource::harvesting(
+            model.clone(),
+            tok.clone(),
+            corpus_of(data.path()),
+            cfg.clone(),
+            128,
+        )
+        .unwrap()
+    };
+    let once = read_all(&mut open(), 50);
+    let n = once.len() / d;
+    assert!(n > 100, "{n} rows");
+
+    let mut src = open().repeat_corpus();
+    let mut got = Vec::new();
+    let mut buf = vec![0.0; 37 * d];
+    let mut cursor = None;
+    let mut after_cursor = Vec::new();
+    while got.len() < (2 * n + n / 2) * d {
+        let k = src.next_rows(&mut buf).unwrap();
+        assert!(
+            k > 0,
+            "the repeating source ended after {} rows",
+            got.len() / d
+        );
+        got.extend_from_slice(&buf[..k * d]);
+        if cursor.is_none() && got.len() >= (n + 40) * d {
+            cursor = Some(src.cursor());
+            let k = src.next_rows(&mut buf).unwrap();
+            after_cursor = buf[..k * d].to_vec();
+            got.extend_from_slice(&after_cursor);
+        }
+    }
+    assert!(
+        got[..n * d] == once[..],
+        "the first pass differs from one pass"
+    );
+    let second = &got[n * d..2 * n * d];
+    assert_eq!(sorted_rows(second, d), sorted_rows(&once, d));
+    assert!(second != &once[..], "the second pass was not reshuffled");
+
+    let cursor = cursor.unwrap();
+    let mut resumed = open().repeat_corpus();
+    resumed.seek(&cursor).unwrap();
+    let k = resumed.next_rows(&mut buf).unwrap();
+    assert_eq!(k * d, after_cursor.len());
+    assert!(
+        buf[..k * d] == after_cursor[..],
+        "the resumed source serves other rows"
+    );
+
+    // Without repeat_corpus the same source ends after one pass.
+    let mut single = open();
+    single.seek(&cursor).unwrap();
+    assert_eq!(single.next_rows(&mut buf).unwrap(), 0);
+}

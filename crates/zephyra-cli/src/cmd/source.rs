@@ -149,6 +149,8 @@ fn open_stream(
         rule: args.harvest.exclusion.rule(),
         ..HarvestConfig::new(vec![hook], args.harvest.ctx, n_tokens)
     };
+    // A corpus smaller than --tokens is read again rather than ending the run early.
     BufferedSource::harvesting(llama, tokenizer, corpus, config, args.shuffle_buffer)
+        .map(BufferedSource::repeat_corpus)
         .context("starting on-the-fly harvesting")
 }

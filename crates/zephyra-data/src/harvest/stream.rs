@@ -18,7 +18,10 @@ use crate::store::{shards_per_window, WindowFeed};
 /// grouping a [`StoreFeed`](crate::store::reader::StoreFeed) uses for a store made with the same options —
 /// so training on the fly and training from the store see the same rows in the same order for the same
 /// seed. A background thread runs the pipeline ([`Activations`]) up to `prefetch_shards` shards ahead of the
-/// readers (bounded memory), overlapping the model forward with the consumers. Only epoch 0 exists.
+/// readers (bounded memory), overlapping the model forward with the consumers. Every epoch (a pass over the corpus, when a reader
+/// repeats: [`BufferedSource::repeat_corpus`](crate::source::BufferedSource::repeat_corpus)) harvests the
+/// same windows again; the reader permutes each one's rows afresh. (A store read again visits its shards
+/// in a new order too; on the fly only epoch 0 matches a store.)
 ///
 /// Several dictionaries from one forward pass ([`StreamFeed::many`]): each feed is one dictionary's view of
 /// the same shards — the kept rows of its hooks side by side (one hook for an SAE, input and target for a
@@ -54,11 +57,12 @@ struct Hub {
     shards_per_window: usize,
     prefetch_shards: usize,
     rx: Option<Receiver<ShardMsg>>,
-    next_window: u64,
-    /// The first window with no rows, once seen.
+    /// The `(pass, window)` the running harvest thread delivers next.
+    next_window: (u64, u64),
+    /// The first window with no rows, once seen (the same in every pass: each harvests the same contexts).
     end_window: Option<u64>,
-    /// Per dictionary: the harvested windows it has not asked for yet, by window index.
-    waiting: Vec<BTreeMap<u64, Vec<f32>>>,
+    /// Per dictionary: the harvested windows it has not asked for yet, by `(pass, window)`.
+    waiting: Vec<BTreeMap<(u64, u64), Vec<f32>>>,
     _thread: Option<JoinHandle<()>>,
 }
 
@@ -131,7 +135,7 @@ impl StreamFeed {
             shards_per_window: spw,
             prefetch_shards: prefetch_shards.max(1),
             rx: None,
-            next_window: 0,
+            next_window: (0, 0),
             end_window: None,
             _thread: None,
         }));
@@ -148,7 +152,17 @@ impl StreamFeed {
 }
 
 impl Hub {
-    fn start_at(&mut self, window: u64) -> Result<()> {
+    /// Starts a harvest thread at `window` of pass `pass`. Every pass harvests the same contexts in the
+    /// same order (the reader permutes each window's rows from `(seed, pass, window)`), so a later pass
+    /// can start anywhere without the passes before it.
+    fn start_at(&mut self, pass: u64, window: u64) -> Result<()> {
+        if pass > 0 && window == 0 {
+            tracing::info!(
+                pass = pass + 1,
+                windows = self.end_window,
+                "the harvest reached the end of the corpus: reading it again"
+            );
+        }
         self.rx = None; // the old thread sees its channel closed and stops
         let start_shard = window as usize * self.shards_per_window;
         let rows = Activations::start(self.pipeline.clone(), start_shard)?;
@@ -159,25 +173,26 @@ impl Hub {
         })?;
         self.rx = Some(rx);
         self._thread = Some(thread);
-        self.next_window = window;
+        self.next_window = (pass, window);
         Ok(())
     }
 
-    /// Window `window` for dictionary `member`: waiting for it, or harvested now (the other dictionaries'
-    /// rows of it then wait for them).
-    fn load(&mut self, member: usize, window: u64, rows: &mut Vec<f32>) -> Result<bool> {
+    /// Window `window` of pass `pass` for dictionary `member`: waiting for it, or harvested now (the other
+    /// dictionaries' rows of it then wait for them).
+    fn load(&mut self, member: usize, pass: u64, window: u64, rows: &mut Vec<f32>) -> Result<bool> {
+        let key = (pass, window);
         let waiting = &mut self.waiting[member];
         // Windows before this one will not be asked for (the reader moved past them or seeked ahead).
-        *waiting = waiting.split_off(&window);
-        if let Some(got) = waiting.remove(&window) {
+        *waiting = waiting.split_off(&key);
+        if let Some(got) = waiting.remove(&key) {
             give(rows, got);
             return Ok(true);
         }
         if self.end_window.is_some_and(|end| window >= end) {
             return Ok(false);
         }
-        if self.rx.is_none() || self.next_window != window {
-            self.start_at(window)?;
+        if self.rx.is_none() || self.next_window != key {
+            self.start_at(pass, window)?;
         }
         let rx = self.rx.as_ref().ok_or(DataError::ThreadStopped {
             thread: "harvesting",
@@ -204,7 +219,7 @@ impl Hub {
                 Err(_) => break,
             }
         }
-        self.next_window = window + 1;
+        self.next_window = (pass, window + 1);
         if !got_any {
             *rows = std::mem::take(&mut per_dict[member]);
             self.rx = None;
@@ -215,7 +230,7 @@ impl Hub {
             if m == member {
                 *rows = got;
             } else {
-                self.waiting[m].entry(window).or_insert(got);
+                self.waiting[m].entry(key).or_insert(got);
             }
         }
         Ok(true)
@@ -270,12 +285,9 @@ impl WindowFeed for StreamFeed {
     }
 
     fn load_window(&mut self, epoch: u64, window: u64, rows: &mut Vec<f32>) -> Result<bool> {
-        if epoch > 0 {
-            return Ok(false);
-        }
         let mut hub = self.hub.lock().map_err(|_| DataError::ThreadStopped {
             thread: "harvesting",
         })?;
-        hub.load(self.member, window, rows)
+        hub.load(self.member, epoch, window, rows)
     }
 }

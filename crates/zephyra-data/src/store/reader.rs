@@ -114,6 +114,12 @@ impl ShuffleReader {
         self.d
     }
 
+    /// Sets how many passes the reader makes (`None`: forever), e.g. after [`new`](Self::new).
+    pub fn set_epochs(&mut self, epochs: Option<u64>) {
+        self.epochs = epochs;
+        self.done = epochs.is_some_and(|e| self.cursor.epoch >= e);
+    }
+
     /// Rows currently held in memory.
     pub fn resident_rows(&self) -> usize {
         self.rows.len() / self.d.max(1)

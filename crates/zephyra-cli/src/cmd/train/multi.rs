@@ -135,9 +135,10 @@ fn open_sources(
         source.shuffle_buffer,
     )
     .context("starting on-the-fly harvesting")?;
+    // A corpus smaller than --tokens is read again rather than ending the run early.
     Ok(sources
         .into_iter()
-        .map(|s| Box::new(s) as Box<dyn ActivationSource>)
+        .map(|s| Box::new(s.repeat_corpus()) as Box<dyn ActivationSource>)
         .collect())
 }
 

@@ -5,10 +5,12 @@
 # per-layer FVE, CE with one MLP replaced, every MLP replaced: CE, KL, CE loss recovered).
 #
 # Resumable: run it again after a kill (or a reboot) and training continues from the last checkpoints
-# (every 400k tokens, `train --resume`); a finished run goes straight to the evaluation.
+# (every 400k tokens, `train --resume`); a finished run (every layer's summary.json says `"finished": true`)
+# goes straight to the evaluation. The default corpus holds ≈ 2.3M tokens: the run reads it again.
 #
 # Usage: [ZEPHYRA=target/release/zephyra] [OUT=runs/tc30] [TOKENS=4000000] [THREADS=2]
-#        [CHECKPOINT_EVERY=TOKENS/10] [LR=6e-3] [DEAD_AFTER=409600] bench/transcoders_30.sh
+#        [CHECKPOINT_EVERY=TOKENS/10] [LR=6e-3] [DEAD_AFTER=409600]
+#        [EVAL_TOKENS=100000] [CE_TOKENS=8192] bench/transcoders_30.sh
 #
 # The learning rate: at the trainer's default (5e-4, tuned for SAEs' unit decoder rows) the layer-10
 # transcoder reached training FVE 0.37 after 532k tokens and 0.57 after 1.84M; at 6e-3 it reached 0.70
@@ -26,7 +28,7 @@ Z=${ZEPHYRA:-target/release/zephyra}
 O=${OUT:-runs/tc30}
 TOKENS=${TOKENS:-4000000}
 THREADS=${THREADS:-2}
-done_layers() { ls "$O"/layer-*/summary.json 2>/dev/null | wc -l; }
+done_layers() { { grep -l '"finished": true' "$O"/layer-*/summary.json 2>/dev/null || true; } | wc -l; }
 checkpoints() { ls "$O"/layer-*/training_state.safetensors 2>/dev/null | wc -l; }
 
 if [ "$(done_layers)" -ge 30 ]; then
@@ -44,7 +46,7 @@ else
     --lr "${LR:-6e-3}" --dead-after "${DEAD_AFTER:-409600}" \
     --out "$O" --json > "$O.train.jsonl" 2> >(tee -a "$O.train.log" >&2)
 fi
-"$Z" eval --transcoders "$O" --model smollm2 --tokens 200000 --ce-tokens 16384 \
+"$Z" eval --transcoders "$O" --model smollm2 --tokens "${EVAL_TOKENS:-100000}" --ce-tokens "${CE_TOKENS:-8192}" \
   --out "$O/eval.json" --json > /dev/null 2> >(tee -a "$O.eval.log" >&2)
 python3 - "$O" <<'PY'
 import json, statistics, sys

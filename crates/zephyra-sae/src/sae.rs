@@ -227,8 +227,9 @@ impl<T: Real> SaeOf<T> {
 
     /// Read-only `(name, values)` of the trainable parameters, same order as [`SaeOf::params_mut`].
     pub fn params(&self) -> Vec<(&'static str, &[T])> {
+        let trained_threshold = self.trains_threshold();
         let mut params = present(named_params!(self, &));
-        params.retain(|(name, _)| self.trains_threshold() || *name != "threshold");
+        params.retain(|(name, _)| trained_threshold || *name != "threshold");
         params
     }
 
@@ -239,7 +240,7 @@ impl<T: Real> SaeOf<T> {
     /// Projects JumpReLU's threshold onto `θ ≥ 0` (call after each optimizer step; [`SaeOf::post_step`]
     /// does it). Below zero the gate would be a plain ReLU that the parameter can drift away from without
     /// any effect; projecting the value, not clamping inside the step, keeps its gradient alive at 0.
-    pub fn sync_threshold(&mut self) {
+    pub fn project_threshold(&mut self) {
         if self.trains_threshold() {
             for t in self.threshold.iter_mut() {
                 if *t < T::ZERO {

@@ -46,7 +46,7 @@ impl<T: Real> SaeOf<T> {
                 }
             }
         }
-        self.sync_threshold();
+        self.project_threshold();
     }
 
     /// Resamples the `dead` latents (Towards Monosemanticity): for each, draws a training row of `rows`

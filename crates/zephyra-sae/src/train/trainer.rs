@@ -248,7 +248,6 @@ impl Trainer {
     /// folded in, `normalization_factor` recorded.
     pub fn inference_sae(&self) -> Sae {
         let mut sae = self.sae.clone();
-        sae.sync_threshold();
         if self.cfg.decoder_init_norm.is_some() {
             init::fold_decoder_norms(&mut sae);
         }

@@ -275,9 +275,8 @@ pub(super) fn forward_backward<T: Real>(
                     .build_from_dense(z, n_rows, d_sae, |_, v| (v > T::ZERO).then_some(v));
             }
             Architecture::JumpRelu => {
-                let th = theta;
                 ws.codes.build_from_dense(z, n_rows, d_sae, |i, v| {
-                    (v > T::ZERO && v > th[i]).then_some(v)
+                    (v > T::ZERO && v > theta[i]).then_some(v)
                 });
             }
             Architecture::TopK { .. }

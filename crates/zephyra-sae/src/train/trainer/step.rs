@@ -255,7 +255,7 @@ impl Trainer {
             self.adam.update(i, p.value, g, lr)?;
         }
         if free_decoder {
-            self.sae.sync_threshold();
+            self.sae.project_threshold();
         } else {
             self.sae.post_step();
         }

@@ -114,6 +114,17 @@ pub struct EvalProgress {
     pub tokens_total: u64,
 }
 
+impl EvalProgress {
+    /// The pass in words, for a progress bar.
+    pub fn stage(&self) -> &'static str {
+        if self.pass == 1 {
+            "reconstruction"
+        } else {
+            "CE/KL (4 forwards)"
+        }
+    }
+}
+
 /// Everything one evaluation measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalFigures {

@@ -13,7 +13,8 @@
 //! | [`eval_data`] | the held-out tail of the training corpus | [`eval_data::held_out_tail`] |
 //! | [`provenance`] | the SAE's (and its store's) model and hook match the ones given | [`provenance::check_model`], [`provenance::check_model_file`], [`provenance::check_store`] |
 //! | [`attribution`] | attribution graphs through transcoders: frozen model, edges, pruning, graph JSON | [`attribution::attribute`], [`attribution::Graph`] |
-//! | [`ground_truth`] | MCC (Hungarian), recall/precision, uniqueness, absorption against synthetic truth; multi-seed 95 % intervals | [`ground_truth::GroundTruthFigures`], [`ground_truth::Interval`] |
+//! | [`ground_truth`] | MCC (Hungarian), recall/precision, uniqueness, absorption against synthetic truth | [`ground_truth::GroundTruthFigures`] |
+//! | [`seeds`] | several SAEs of one recipe (seeds): every figure's mean ± 95 % interval, the side-by-side table | [`seeds::Interval`], [`seeds::SeedRuns`] |
 //! | [`absorption`] | first-letter feature absorption on a real model (Chanin et al. 2024, SAEBench) | [`absorption::score_absorption`], [`absorption::AbsorptionFigures`] |
 //! | [`error`] | the crate's error enum | [`AnalysisError`] |
 //!
@@ -41,6 +42,7 @@ pub mod provenance;
 pub mod recon;
 pub mod replacement;
 pub mod report;
+pub mod seeds;
 pub mod sparsity;
 pub mod steer;
 

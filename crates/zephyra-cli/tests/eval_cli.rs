@@ -10,10 +10,14 @@ use rand::SeedableRng;
 use zephyra_sae::{Architecture, Sae, SaeConfig};
 
 fn save_sae(dir: &Path, d_in: usize, model_name: Option<&str>, hook: &str) {
+    save_sae_seeded(dir, d_in, model_name, hook, 5);
+}
+
+fn save_sae_seeded(dir: &Path, d_in: usize, model_name: Option<&str>, hook: &str, seed: u64) {
     let mut cfg = SaeConfig::new(d_in, 4 * d_in, Architecture::TopK { k: 4 }).unwrap();
     cfg.metadata.model_name = model_name.map(str::to_string);
     cfg.metadata.hook_name = Some(hook.to_string());
-    let sae = Sae::init(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(5)).unwrap();
+    let sae = Sae::init(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed)).unwrap();
     zephyra_sae::saelens::save(&sae, dir).unwrap();
 }
 
@@ -129,6 +133,98 @@ fn eval_then_plot_on_a_tiny_model() {
     std::fs::create_dir_all(&empty).unwrap();
     let e = fails(run(["plot", "--run", empty.to_str().unwrap()]));
     assert!(e.contains("nothing to plot"), "{e}");
+}
+
+/// `eval --seed-runs`: every SAE is evaluated on the same tokens (its figures equal those of evaluating it
+/// alone), gets its own `eval.json`, and the side-by-side report holds each figure's mean ± 95 % interval.
+#[test]
+fn seed_runs_are_evaluated_alike_and_averaged() {
+    let tiny = zephyra_lm::testing::tiny_llama(2).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = "blocks.1.hook_resid_pre";
+    let d = tiny.config.d_model;
+    let dirs: Vec<_> = (0..3u64)
+        .map(|seed| {
+            let dir = tmp.path().join(format!("s{seed}"));
+            save_sae_seeded(&dir, d, Some("tiny-llama"), hook, 10 + seed);
+            dir
+        })
+        .collect();
+    let data = corpus(tmp.path());
+    let model = tiny.path.display().to_string();
+    let common = [
+        "--model",
+        model.as_str(),
+        "--data",
+        data.as_str(),
+        "--tokens",
+        "320",
+        "--ctx",
+        "32",
+        "--ce-tokens",
+        "64",
+        "--batch-contexts",
+        "4",
+    ];
+    let alone = tmp.path().join("alone.json");
+    let eval_one = ["eval", "--sae", dirs[2].to_str().unwrap(), "--out"];
+    ok(run(eval_one
+        .iter()
+        .copied()
+        .chain([alone.to_str().unwrap()])
+        .chain(common)));
+    let alone: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&alone).unwrap()).unwrap();
+
+    // `eval --sae dirs[0] --seed-runs SEEDS… COMMON…`
+    let with_seeds = |seeds: &[&Path]| {
+        let head = ["eval", "--sae", dirs[0].to_str().unwrap(), "--seed-runs"];
+        let seeds = seeds.iter().map(|p| p.to_str().unwrap());
+        run(head.into_iter().chain(seeds).chain(common))
+    };
+    let table = ok(with_seeds(&[&dirs[1], &dirs[2]]));
+    assert!(table.contains("mean ± 95 % (t, n=3)"), "{table}");
+    assert!(table.contains("ce_recovered_zero"), "{table}");
+    let seeds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dirs[0].join("eval_seeds.json")).unwrap())
+            .unwrap();
+    let runs = seeds["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(
+        runs[2]["figures"], alone["figures"],
+        "a seed run sees the same tokens as an eval of it alone"
+    );
+    for (dir, run) in dirs.iter().zip(runs) {
+        let own: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
+        assert_eq!(&own, run, "{} has its own report", dir.display());
+    }
+    let fves: Vec<f64> = runs
+        .iter()
+        .map(|r| r["figures"]["reconstruction"]["fve"].as_f64().unwrap())
+        .collect();
+    assert!(
+        fves[0] != fves[1],
+        "different SAEs, different FVE: {fves:?}"
+    );
+    let fve = &seeds["intervals"][0];
+    assert_eq!(fve["name"], "fve");
+    assert_eq!(fve["n"], 3);
+    let mean = fves.iter().sum::<f64>() / 3.0;
+    assert!((fve["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    // 95 % half-width with 2 degrees of freedom: t = 4.302653, times s/√3.
+    let s = (fves.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+    let half = fve["half_width"].as_f64().unwrap();
+    assert!((half - 4.302_653 * s / 3f64.sqrt()).abs() < 1e-6, "{half}");
+
+    // A seed run of another recipe (another hook) is refused by name before any work.
+    let other = tmp.path().join("other");
+    save_sae_seeded(&other, d, Some("tiny-llama"), "blocks.0.hook_resid_pre", 3);
+    let err = fails(with_seeds(&[&other]));
+    assert!(
+        err.contains("--seed-runs") && err.contains("blocks.0.hook_resid_pre"),
+        "{err}"
+    );
 }
 
 #[test]

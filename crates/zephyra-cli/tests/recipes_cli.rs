@@ -120,6 +120,37 @@ fn jumprelu_recipes_train_and_resume_checks_them() {
         &[("--acts", &acts), ("--resume", &dir.path().join("q"))],
     )));
     assert!(err.contains("--jumprelu-bandwidth"), "{err}");
+    let err = fails(run(args_with(
+        "train --jumprelu-init-threshold 0.5 --quiet",
+        &[("--acts", &acts), ("--resume", &dir.path().join("q"))],
+    )));
+    assert!(err.contains("--jumprelu-init-threshold"), "{err}");
+}
+
+/// Quadratic L0 starts its thresholds at the target's firing rate by default: the first logged L0 is near
+/// the target, where the standard 0.001 start fires on most latents and is still far off.
+#[test]
+fn quadratic_l0_starts_at_its_target() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acts = acts(dir.path());
+    let first_l0 = |name: &str, flags: &str| {
+        let out = dir.path().join(name);
+        ok(train(
+            &acts,
+            &out,
+            &format!("--arch jumprelu --target-l0 6 --metrics-every 1 {flags}"),
+        ));
+        let text = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+        let rec: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+        (rec["l0"].as_f64().expect("l0"), json(&out.join("cfg.json")))
+    };
+    let (auto, _) = first_l0("auto", "");
+    let (spelled, _) = first_l0("spelled", "--jumprelu-init-threshold target-rate");
+    let (standard, _) = first_l0("standard", "--jumprelu-init-threshold 0.001");
+    assert!((auto - 6.0).abs() < 2.0, "target-rate start: L0 {auto}");
+    assert_eq!(auto, spelled, "target-rate is the default with --target-l0");
+    assert!(standard > 15.0, "0.001 start: L0 {standard}");
 }
 
 #[test]
@@ -154,6 +185,18 @@ fn recipe_flags_are_refused_where_they_do_not_apply() {
         (
             "--arch jumprelu --tanh-scale 2",
             "--tanh-scale is the scale of",
+        ),
+        (
+            "--arch jumprelu --jumprelu-init-threshold target-rate",
+            "which has no target",
+        ),
+        (
+            "--arch topk --k 4 --jumprelu-init-threshold 0.01",
+            "use --arch jumprelu",
+        ),
+        (
+            "--arch jumprelu --jumprelu-init-threshold -1",
+            "neither `target-rate` nor a threshold",
         ),
     ] {
         let refused = train(&acts, &out, flags);

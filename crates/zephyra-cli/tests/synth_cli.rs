@@ -76,14 +76,25 @@ fn synth_train_and_score_two_seeds() {
         let mcc = s["figures"]["mcc"].as_f64().unwrap();
         assert!(mcc > 0.99, "{s}");
     }
-    // --seed-runs without --synth is refused.
+    // Each run's intervals are over both runs: the mean is the mean of the two MCCs.
+    let mccs: Vec<f64> = saes
+        .iter()
+        .map(|s| s["figures"]["mcc"].as_f64().unwrap())
+        .collect();
+    let interval = &json["intervals"][0];
+    assert_eq!(interval["name"], "mcc");
+    assert!((interval["mean"].as_f64().unwrap() - (mccs[0] + mccs[1]) / 2.0).abs() < 1e-12);
+    // --seed-runs has no meaning for a replacement model.
     let err = fails(run([
         "eval",
-        "--sae",
+        "--transcoders",
         &arg(&runs[0]),
         "--seed-runs",
         &arg(&runs[1]),
     ]
     .map(String::from)));
-    assert!(err.contains("--synth"), "{err}");
+    assert!(
+        err.contains("--seed-runs") && err.contains("--transcoders"),
+        "{err}"
+    );
 }

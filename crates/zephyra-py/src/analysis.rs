@@ -147,11 +147,7 @@ pub fn evaluate<'py>(
         });
         let mut on_progress = |p: zephyra_analysis::eval::EvalProgress| {
             bar.set_length(p.tokens_total);
-            bar.set_message(if p.pass == 1 {
-                "reconstruction"
-            } else {
-                "CE/KL (4 forwards)"
-            });
+            bar.set_message(p.stage());
             bar.set_position(p.tokens_done);
         };
         let is_special = move |id: u32| tokenizer.is_special(id);

@@ -128,9 +128,79 @@ pub fn scale_initial_directions(sae: &mut crate::Sae, norm: f32) {
     sae.w_enc.iter_mut().for_each(|w| *w *= norm);
 }
 
+/// JumpReLU thresholds that make each latent fire on a fraction `rate` of the rows `x` (`[n, d_in]`, the
+/// scaled inputs of the first rows): `θ_i` = the largest value that `⌈rate·n⌉` of latent `i`'s
+/// pre-activations exceed (fires where `z > θ`), at least the standard
+/// [`ThresholdInit::STANDARD`](crate::train::ThresholdInit::STANDARD), so that no threshold is negative
+/// and a latent whose pre-activations are mostly ≤ 0 starts as it would have.
+///
+/// Why: the quadratic-L0 recipe pulls L0 towards its target by moving `θ`, but Adam moves a parameter by
+/// about the lr per step, so from 0.001 a short run cannot reach thresholds of order 1 on inputs scaled to
+/// `E‖x‖ = √d` (README, "SAELens' other three architectures"). Started here, the run is at its target L0
+/// from the first step and training refines the thresholds instead of travelling to them.
+pub fn thresholds_at_rate(sae: &mut crate::Sae, x: &[f32], rate: f64) -> Result<(), SaeError> {
+    use rayon::prelude::*;
+    let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+    let n = x.len() / d_in.max(1);
+    if n == 0 || !(rate > 0.0 && rate <= 1.0) {
+        return Err(SaeError::Training(format!(
+            "the thresholds' starting rate needs rows and a rate in (0, 1]: {n} rows, rate {rate}"
+        )));
+    }
+    let z = sae.pre_activations(&x[..n * d_in], n)?;
+    let firing = ((rate * n as f64).ceil() as usize).clamp(1, n);
+    let floor = crate::train::ThresholdInit::STANDARD as f32;
+    let thresholds: Vec<f32> = (0..d_sae)
+        .into_par_iter()
+        .map_init(Vec::new, |column: &mut Vec<f32>, i| {
+            column.clear();
+            column.extend((0..n).map(|r| z[r * d_sae + i]));
+            if firing == n {
+                return floor;
+            }
+            // Ascending order: the `firing` values above index n − firing − 1 exceed it.
+            let (_, at, _) = column.select_nth_unstable_by(n - firing - 1, f32::total_cmp);
+            if at.is_finite() {
+                at.max(floor)
+            } else {
+                floor
+            }
+        })
+        .collect();
+    sae.threshold.copy_from_slice(&thresholds);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thresholds_at_rate_fire_each_latent_on_that_share_of_the_rows() {
+        use crate::{Architecture, Sae, SaeConfig};
+        let mut cfg = SaeConfig::new(3, 4, Architecture::JumpRelu).unwrap();
+        cfg.apply_b_dec_to_input = false;
+        let mut sae = Sae::zeros(cfg).unwrap();
+        // W_enc [3, 4]: latent 0 reads x0, latent 1 reads x1, latent 2 reads −x0, latent 3 reads x2 + 1.
+        sae.w_enc = vec![1., 0., -1., 0., 0., 1., 0., 0., 0., 0., 0., 1.];
+        sae.b_enc = vec![0., 0., 0., 1.];
+        // 10 rows: x0 = 0..9, x1 = 0.5·(9 − r), x2 = −1 (latent 3 sees 0 everywhere).
+        let x: Vec<f32> = (0..10)
+            .flat_map(|r| [r as f32, 0.5 * (9 - r) as f32, -1.0])
+            .collect();
+        thresholds_at_rate(&mut sae, &x, 0.3).unwrap();
+        // 3 of 10 rows must exceed θ: x0 ∈ {7, 8, 9} → θ0 = 6; x1 ∈ {3.5, 4, 4.5} → θ1 = 3; latent 2's
+        // pre-activations are ≤ 0 and latent 3's all 0: the floor 0.001.
+        assert_eq!(sae.threshold, vec![6.0, 3.0, 0.001, 0.001]);
+        let codes = sae.encode(&x, 10).unwrap();
+        for (i, want) in [3usize, 3, 0, 0].into_iter().enumerate() {
+            let fired = (0..10).filter(|r| codes[r * 4 + i] != 0.0).count();
+            assert_eq!(fired, want, "latent {i}");
+        }
+        // Rates outside (0, 1] and no rows are refused.
+        assert!(thresholds_at_rate(&mut sae, &x, 0.0).is_err());
+        assert!(thresholds_at_rate(&mut sae, &[], 0.5).is_err());
+    }
 
     #[test]
     fn scale_makes_mean_norm_sqrt_d() {

@@ -145,6 +145,68 @@ fn transcoder_with_target_equal_to_input_reproduces_the_sae() {
     }
 }
 
+/// Quadratic-L0 JumpReLU with its thresholds started at the target rate: the transcoder (which keeps its
+/// inputs apart from its targets for this) and the SAE start from the same thresholds and train to the same
+/// weights; at the start each latent fires on about target/d_sae of the first rows, so L0 is at the target.
+#[test]
+fn target_rate_thresholds_agree_between_transcoder_and_sae_and_start_at_the_target() {
+    use zephyra_sae::train::ThresholdInit;
+    use zephyra_sae::JumpReluSparsity;
+    let x: Vec<f32> = planted(3000, 2, 0.0)
+        .chunks(D_IN + D_OUT)
+        .flat_map(|r| &r[..D_IN])
+        .copied()
+        .collect();
+    let xx: Vec<f32> = x.chunks(D_IN).flat_map(|r| [r, r].concat()).collect();
+    let recipe = |sae: SaeConfig, steps: u64| {
+        let mut cfg = settings(sae, steps);
+        cfg.jumprelu_sparsity = JumpReluSparsity::QuadraticL0 { target: 4.0 };
+        cfg.sparsity_coeff = 1.0;
+        cfg.jumprelu_init_threshold = ThresholdInit::TargetRate;
+        cfg
+    };
+    let mut sae_cfg = SaeConfig::new(D_IN, 48, Architecture::JumpRelu).unwrap();
+    sae_cfg.apply_b_dec_to_input = false;
+    let tc_cfg = SaeConfig::transcoder(D_IN, D_IN, 48, Architecture::JumpRelu, false).unwrap();
+    // Zero steps' worth of training is refused, so one step at lr ≈ 0 shows the starting thresholds.
+    let start = |cfg: SaeConfig, rows: &[f32], width: usize| {
+        let mut c = recipe(cfg, 1);
+        c.lr = 1e-30;
+        train(c, rows.to_vec(), width)
+    };
+    let (a, b) = (
+        start(sae_cfg.clone(), &x, D_IN),
+        start(tc_cfg.clone(), &xx, 2 * D_IN),
+    );
+    assert_eq!(a.training_sae().threshold, b.training_sae().threshold);
+    let theta = &a.training_sae().threshold;
+    assert!(theta.iter().all(|&t| t >= 0.001), "{theta:?}");
+    assert!(
+        theta.iter().any(|&t| t > 0.01),
+        "thresholds moved off the floor: {theta:?}"
+    );
+    // L0 on the first 500 rows (the ones the thresholds came from), scaled as in training.
+    let sae = a.training_sae();
+    let scaled: Vec<f32> = x[..500 * D_IN].iter().map(|v| v * a.scale()).collect();
+    let codes = sae.encode(&scaled, 500).unwrap();
+    let l0 = codes.iter().filter(|&&c| c != 0.0).count() as f64 / 500.0;
+    assert!((l0 - 4.0).abs() < 0.5, "L0 at the start {l0}, target 4");
+
+    // Trained on, the two paths stay bit-identical.
+    let (c, d) = (
+        train(recipe(sae_cfg, 60), x.clone(), D_IN),
+        train(recipe(tc_cfg, 60), xx, 2 * D_IN),
+    );
+    for ((name, u), (_, v)) in c
+        .training_sae()
+        .params()
+        .into_iter()
+        .zip(d.training_sae().params())
+    {
+        assert!(u == v, "{name} differs between the SAE and the transcoder");
+    }
+}
+
 /// Held-out FVE of `y` and L0 of the folded (raw-activation) transcoder.
 fn holdout(t: &Trainer, linear: f32) -> (f64, f64) {
     let mut held = MemorySource::new(planted(2000, 99, linear), D_IN + D_OUT, false).unwrap();

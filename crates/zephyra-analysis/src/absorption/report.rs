@@ -95,6 +95,22 @@ impl AbsorptionReport {
     }
 }
 
+impl crate::seeds::NamedFigures for AbsorptionReport {
+    fn named(&self) -> Vec<(&'static str, f64)> {
+        let a = &self.absorption;
+        vec![
+            ("mean_absorption_fraction", a.mean_absorption_fraction),
+            ("mean_full_absorption_rate", a.mean_full_absorption_rate),
+            ("mean_num_split_features", a.mean_num_split_features),
+            ("n_letters_scored", a.n_letters_scored as f64),
+        ]
+    }
+
+    fn label(&self) -> String {
+        self.evaluated.describe()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,6 @@
 
 pub mod assign;
 pub mod report;
-pub mod seeds;
 
 use serde::{Deserialize, Serialize};
 use zephyra_sae::synth::{SynthModel, BLOCK_ROWS, EVAL_STREAM};
@@ -23,9 +22,9 @@ use zephyra_sae::Sae;
 use crate::error::{AnalysisError, Result};
 use crate::{ReconAccumulator, SparsityAccumulator};
 
+pub use crate::seeds::{aggregate, Interval};
 pub use assign::{abs_cosines, min_cost_assignment};
 pub use report::{SaeFigures, SynthEvalReport};
-pub use seeds::{aggregate, Interval};
 
 /// The |cos| between a true feature and its matched latent above which the SAE counts as having learned it.
 pub const LEARNED_COS: f32 = 0.5;

@@ -1,12 +1,12 @@
 //! The `eval --synth` report: every SAE's figures and, for several seeds, the mean ± 95 % interval.
 
-use std::fmt::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::{aggregate, GroundTruthFigures, Interval};
 use crate::error::{AnalysisError, Result};
+use crate::seeds::figure_table;
 
 /// One SAE's figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,51 +81,13 @@ impl SynthEvalReport {
             "ground truth {}: {} features in {} dimensions, {} hierarchy parents; MCC by Hungarian matching\n",
             self.synth, self.n_features, self.d, self.n_parents
         );
-        let _ = write!(out, "{:<16}", "figure");
-        for i in 0..self.saes.len() {
-            let _ = write!(out, " {:>10}", format!("sae{}", i + 1));
-        }
-        if !self.intervals.is_empty() {
-            let _ = write!(out, "  mean ± 95 % (t, n={})", self.saes.len());
-        }
-        out.push('\n');
         let runs: Vec<_> = self.saes.iter().map(|s| s.figures.named()).collect();
-        if let Some(first) = runs.first() {
-            for (k, (name, _)) in first.iter().enumerate() {
-                let _ = write!(out, "{name:<16}");
-                for r in &runs {
-                    let v = r[k].1;
-                    let cell = if v.is_nan() {
-                        "n/a".into()
-                    } else {
-                        format!("{v:.4}")
-                    };
-                    let _ = write!(out, " {cell:>10}");
-                }
-                if let Some(i) = self.intervals.get(k) {
-                    let _ = write!(
-                        out,
-                        "  {}",
-                        if i.mean.is_nan() {
-                            "n/a".into()
-                        } else {
-                            i.display()
-                        }
-                    );
-                }
-                out.push('\n');
-            }
-        }
-        for (i, s) in self.saes.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "sae{}: {} ({}, {} latents)",
-                i + 1,
-                s.sae,
-                s.architecture,
-                s.d_sae
-            );
-        }
+        let labels: Vec<String> = self
+            .saes
+            .iter()
+            .map(|s| format!("{} ({}, {} latents)", s.sae, s.architecture, s.d_sae))
+            .collect();
+        out.push_str(&figure_table(&labels, &runs, &self.intervals));
         out
     }
 }

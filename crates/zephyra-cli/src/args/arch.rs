@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 use clap::ValueEnum;
-use zephyra_sae::train::TrainConfig;
+use zephyra_sae::train::{ThresholdInit, TrainConfig};
 use zephyra_sae::{Architecture, JumpReluSparsity, MatryoshkaWidths};
 
 use super::values;
@@ -147,6 +147,24 @@ pub struct JumpReluArgs {
     /// pre-activations within ε/2 of θ move it [default: 0.001, the Jumping Ahead paper's; SAELens 0.05].
     #[arg(long, value_name = "EPS", allow_negative_numbers = true, value_parser = values::positive::<f64>)]
     pub jumprelu_bandwidth: Option<f64>,
+    /// Where the thresholds start: a value ≥ 0, or `target-rate` (quadratic-l0 only): each latent at the
+    /// pre-activation it exceeds on a fraction --target-l0 / d_sae of the first rows, so the run starts at
+    /// its target L0 [default: target-rate with --target-l0, else 0.001].
+    #[arg(long, value_name = "VALUE|target-rate", allow_negative_numbers = true, value_parser = threshold_init)]
+    pub jumprelu_init_threshold: Option<ThresholdInit>,
+}
+
+/// `--jumprelu-init-threshold`: `target-rate` or a finite value ≥ 0.
+fn threshold_init(text: &str) -> Result<ThresholdInit, String> {
+    if text == "target-rate" {
+        return Ok(ThresholdInit::TargetRate);
+    }
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(ThresholdInit::Value(v)),
+        _ => Err(format!(
+            "`{text}` is neither `target-rate` nor a threshold ≥ 0 (e.g. 0.001)"
+        )),
+    }
 }
 
 impl JumpReluArgs {
@@ -157,6 +175,7 @@ impl JumpReluArgs {
             || self.tanh_scale.is_some()
             || self.pre_act_coeff.is_some()
             || self.jumprelu_bandwidth.is_some()
+            || self.jumprelu_init_threshold.is_some()
     }
 
     /// Sets the recipe of `cfg` (with its default coefficients when it changes) and `--tanh-coeff`,
@@ -166,9 +185,9 @@ impl JumpReluArgs {
         if cfg.sae.architecture != Architecture::JumpRelu {
             if self.given() {
                 bail!(
-                    "--jumprelu-sparsity, --target-l0, --tanh-coeff, --tanh-scale, --pre-act-coeff and \
-                     --jumprelu-bandwidth set jumprelu's sparsity recipe; {} has none: use --arch \
-                     jumprelu or drop them",
+                    "--jumprelu-sparsity, --target-l0, --tanh-coeff, --tanh-scale, --pre-act-coeff, \
+                     --jumprelu-bandwidth and --jumprelu-init-threshold set jumprelu's sparsity recipe; \
+                     {} has none: use --arch jumprelu or drop them",
                     cfg.sae.architecture.name()
                 );
             }
@@ -234,6 +253,15 @@ impl JumpReluArgs {
         }
         if let Some(eps) = self.jumprelu_bandwidth {
             cfg.bandwidth = eps;
+        }
+        if let Some(init) = self.jumprelu_init_threshold {
+            cfg.jumprelu_init_threshold = init;
+        } else if recipe.name() != saved.name() {
+            // A new recipe's default start: at the target rate when there is a target.
+            cfg.jumprelu_init_threshold = match recipe {
+                JumpReluSparsity::QuadraticL0 { .. } => ThresholdInit::TargetRate,
+                _ => ThresholdInit::default(),
+            };
         }
         Ok(())
     }

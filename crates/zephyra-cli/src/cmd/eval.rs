@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use zephyra_analysis::eval::{check_model_file, check_store, check_width, evaluate, EvalConfig};
 use zephyra_analysis::eval_data::held_out_tail;
 use zephyra_analysis::report::{EvalData, EvalReport, EvaluatedSae};
+use zephyra_analysis::seeds::{NamedFigures, SeedRuns};
 use zephyra_data::pack::{ContextStream, PackOptions, TextEncoder, DEFAULT_SHUFFLE_CONTEXTS};
 use zephyra_data::{Corpus, ExclusionRule};
 
@@ -62,6 +63,13 @@ pub struct Args {
     stray: Option<String>,
     #[command(flatten)]
     old_batch: OldBatchContexts,
+    /// More SAEs of the same recipe (other seeds; same hook and model), evaluated alike on the same data:
+    /// every figure then gets its mean ± 95 % interval (Student's t). Works with the standard figures,
+    /// --absorption (the prompts' activations are read once) and --synth. Each SAE's own report goes to
+    /// its directory; the side-by-side one to --out [default: SAE_DIR/eval_seeds.json,
+    /// eval_absorption_seeds.json, eval_synth.json].
+    #[arg(long = "seed-runs", value_name = "DIR", num_args = 1.., conflicts_with = "transcoders")]
+    pub seed_runs: Vec<PathBuf>,
     #[command(flatten)]
     pub synth: super::eval_synth::SynthArgs,
     #[command(flatten)]
@@ -91,22 +99,32 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sae_dir = &args.stack.sae;
     if let Some(dir) = &args.synth.synth {
         let out = args.out.as_deref();
-        return super::eval_synth::run(sae_dir, &args.synth, dir, out, args.json, global);
+        return super::eval_synth::run(
+            sae_dir,
+            &args.seed_runs,
+            &args.synth,
+            dir,
+            out,
+            args.json,
+            global,
+        );
     }
     if args.absorption.absorption {
         return super::eval_absorption::run(&args, global);
     }
     let sae = args.stack.load_sae()?;
-    let meta = &sae.cfg.metadata;
     let hook = args.stack.hook_of(&sae)?;
+    let others = load_seed_runs(&args.seed_runs, &sae, hook)?;
     let (model, tokenizer, model_path) = load_model_for(&args.stack, &sae, hook)?;
-    if let Some(acts) = meta.extra.get("acts").and_then(|v| v.as_str()) {
-        check_store(std::path::Path::new(acts), &model_path, hook)?;
+    for run in std::iter::once(&sae).chain(others.iter().map(|(_, s)| s)) {
+        if let Some(acts) = run.cfg.metadata.extra.get("acts").and_then(|v| v.as_str()) {
+            check_store(std::path::Path::new(acts), &model_path, hook)?;
+        }
     }
     if args.tokens == 0 {
         bail!("--tokens 0 leaves nothing to evaluate: use e.g. --tokens 200000");
     }
-    let ctx = args.ctx.or(meta.context_size).unwrap_or(128);
+    let ctx = args.ctx.or(sae.cfg.metadata.context_size).unwrap_or(128);
     if ctx < 2 || ctx > model.config().context_length {
         bail!(
             "--ctx {ctx} must be between 2 and the model's context length {}",
@@ -133,15 +151,6 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         train_seed,
         ctx,
     };
-    let encoder: Arc<dyn TextEncoder> = tokenizer.clone();
-    let opts = PackOptions {
-        ctx,
-        seed: args.seed,
-        shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS.min((args.tokens as usize / ctx).max(1)),
-    };
-    let mut stream = ContextStream::new(corpus.documents(), encoder, opts)?
-        .map(|c| c.map_err(zephyra_analysis::AnalysisError::Data));
-
     let cfg = EvalConfig {
         hook,
         batch_contexts: args.batch.batch_contexts,
@@ -149,43 +158,61 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         downstream_tokens: args.ce_tokens.min(args.tokens),
         rule: ExclusionRule::default(),
     };
-    let bar = progress_bar(global);
-    let mut on_progress = |p: zephyra_analysis::eval::EvalProgress| {
-        if p.pass == 1 {
-            bar.set_length(p.tokens_total);
-            bar.set_message("reconstruction");
-        } else {
-            bar.set_length(p.tokens_total);
-            bar.set_message("CE/KL (4 forwards)");
-        }
-        bar.set_position(p.tokens_done);
+    let opts = PackOptions {
+        ctx,
+        seed: args.seed,
+        shuffle_contexts: DEFAULT_SHUFFLE_CONTEXTS.min((args.tokens as usize / ctx).max(1)),
     };
     let tok = tokenizer.clone();
     let is_special = move |id: u32| tok.is_special(id);
-    let figures = evaluate(
-        &model,
-        &sae,
-        &is_special,
-        &mut stream,
-        &cfg,
-        &mut on_progress,
-    )?;
-    bar.finish_and_clear();
-
-    let report = EvalReport {
-        evaluated: EvaluatedSae::new(
-            sae_dir.display().to_string(),
-            &sae.cfg,
-            sae.cfg.architecture.name().to_string(),
-            &model_path,
-            model.config().name.clone(),
-            hook,
-        ),
-        data,
-        tokens: args.tokens,
-        ce_tokens: cfg.downstream_tokens,
-        batch_contexts: args.batch.batch_contexts,
-        figures,
+    let mut reports = Vec::new();
+    for (dir, run) in std::iter::once((sae_dir.clone(), sae)).chain(others) {
+        // Every SAE reads the same contexts: the stream is rebuilt from the same seed.
+        let encoder: Arc<dyn TextEncoder> = tokenizer.clone();
+        let mut stream = ContextStream::new(corpus.documents(), encoder, opts)?
+            .map(|c| c.map_err(zephyra_analysis::AnalysisError::Data));
+        let bar = progress_bar(global);
+        let mut on_progress = |p: zephyra_analysis::eval::EvalProgress| {
+            bar.set_length(p.tokens_total);
+            bar.set_message(p.stage());
+            bar.set_position(p.tokens_done);
+        };
+        let figures = evaluate(
+            &model,
+            &run,
+            &is_special,
+            &mut stream,
+            &cfg,
+            &mut on_progress,
+        )
+        .with_context(|| format!("evaluating the SAE in {}", dir.display()))?;
+        bar.finish_and_clear();
+        reports.push(EvalReport {
+            evaluated: EvaluatedSae::new(
+                dir.display().to_string(),
+                &run.cfg,
+                run.cfg.architecture.name().to_string(),
+                &model_path,
+                model.config().name.clone(),
+                hook,
+            ),
+            data: data.clone(),
+            tokens: args.tokens,
+            ce_tokens: cfg.downstream_tokens,
+            batch_contexts: args.batch.batch_contexts,
+            figures,
+        });
+    }
+    if reports.len() > 1 {
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| sae_dir.join("eval_seeds.json"));
+        let own = |r: &EvalReport| Path::new(&r.evaluated.sae).join("eval.json");
+        return emit_seed_runs(reports, own, EvalReport::write, &out, args.json);
+    }
+    let Some(report) = reports.pop() else {
+        bail!("no SAE was evaluated");
     };
     let out = args
         .out
@@ -198,6 +225,70 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         &out,
         args.json,
     )
+}
+
+/// Loads the `--seed-runs` SAEs and checks that each is of the first SAE's kind: the same hook, input
+/// width and recorded model (other seeds of one recipe).
+pub(super) fn load_seed_runs(
+    dirs: &[PathBuf],
+    first: &zephyra_sae::Sae,
+    hook: zephyra_lm::HookPoint,
+) -> anyhow::Result<Vec<(PathBuf, zephyra_sae::Sae)>> {
+    dirs.iter()
+        .map(|dir| {
+            let sae = zephyra_sae::saelens::load(dir)
+                .with_context(|| format!("loading the --seed-runs SAE from {}", dir.display()))?;
+            let own_hook = sae.cfg.metadata.hook_name.as_deref();
+            if own_hook.is_some_and(|h| h != hook.to_string()) {
+                bail!(
+                    "the --seed-runs SAE in {} was trained at hook `{}` but the one evaluated is at `{hook}`: \
+                     --seed-runs takes other seeds of the same recipe",
+                    dir.display(),
+                    own_hook.unwrap_or_default()
+                );
+            }
+            if sae.cfg.d_in != first.cfg.d_in {
+                bail!(
+                    "the --seed-runs SAE in {} reads vectors of width {} but the first SAE {}: --seed-runs \
+                     takes other seeds of the same recipe",
+                    dir.display(),
+                    sae.cfg.d_in,
+                    first.cfg.d_in
+                );
+            }
+            let (a, b) = (
+                sae.cfg.metadata.model_name.as_deref(),
+                first.cfg.metadata.model_name.as_deref(),
+            );
+            if let (Some(a), Some(b)) = (a, b) {
+                if a != b {
+                    bail!(
+                        "the --seed-runs SAE in {} was trained on `{a}` but the first SAE on `{b}`: \
+                         --seed-runs takes other seeds of the same recipe",
+                        dir.display()
+                    );
+                }
+            }
+            Ok((dir.clone(), sae))
+        })
+        .collect()
+}
+
+/// Several seeds' reports: each is written (`write`) to its own file (`own`, in its SAE directory), then
+/// the side-by-side report with the intervals goes to `out` and is printed as [`emit_report`] does.
+pub(super) fn emit_seed_runs<R: NamedFigures + serde::Serialize>(
+    reports: Vec<R>,
+    own: impl Fn(&R) -> PathBuf,
+    write: impl Fn(&R, &Path) -> zephyra_analysis::Result<()>,
+    out: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    for report in &reports {
+        let path = own(report);
+        write(report, &path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let seeds = SeedRuns::new(reports);
+    emit_report(&seeds, |p| seeds.write(p), seeds.table(), out, json)
 }
 
 /// Writes a report to `out` (`--out`), then prints it: JSON on one line with `--json`, else its `table`.

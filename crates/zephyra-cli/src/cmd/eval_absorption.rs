@@ -1,7 +1,7 @@
 //! `zephyra eval --absorption`: first-letter feature absorption of one SAE on its model (Chanin et al.
 //! 2024, SAEBench's procedure; see the README's eval section).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -48,6 +48,7 @@ pub fn run(args: &super::eval::Args, global: &Global) -> anyhow::Result<ExitCode
             );
         }
     }
+    let others = super::eval::load_seed_runs(&args.seed_runs, &sae, hook)?;
     let (model, tokenizer, model_path) = super::eval::load_model_for(&args.stack, &sae, hook)?;
 
     let prompts = AbsorptionPrompts {
@@ -57,32 +58,47 @@ pub fn run(args: &super::eval::Args, global: &Global) -> anyhow::Result<ExitCode
     };
     let bar = progress_bar(global);
     bar.set_message("spelling prompts");
+    // The probes read the model, not the SAE: one pass of the prompts serves every seed.
     let (train, test) = letter_activations(&model, &tokenizer, hook, &prompts, &mut |done, n| {
         bar.set_length(n as u64);
         bar.set_position(done as u64);
     })
     .with_context(|| format!("reading the spelling prompts' activations at `{hook}`"))?;
     let cfg = AbsorptionConfig::default();
-    let figures = score_absorption(&train, &test, &sae, &cfg, &mut |stage, done, n| {
-        bar.set_message(stage);
-        bar.set_length(n as u64);
-        bar.set_position(done as u64);
-    })
-    .with_context(|| format!("scoring the SAE in {} for absorption", sae_dir.display()))?;
+    let mut reports = Vec::new();
+    for (dir, run) in std::iter::once((sae_dir.clone(), sae)).chain(others) {
+        let figures = score_absorption(&train, &test, &run, &cfg, &mut |stage, done, n| {
+            bar.set_message(stage);
+            bar.set_length(n as u64);
+            bar.set_position(done as u64);
+        })
+        .with_context(|| format!("scoring the SAE in {} for absorption", dir.display()))?;
+        reports.push(AbsorptionReport {
+            evaluated: EvaluatedSae::new(
+                dir.display().to_string(),
+                &run.cfg,
+                run.cfg.architecture.to_string(),
+                &model_path,
+                model.config().name.clone(),
+                hook,
+            ),
+            prompt_template: format!("{{word}}{TEMPLATE_SUFFIX}"),
+            icl_examples: prompts.icl_examples,
+            seed: prompts.seed,
+            absorption: figures,
+        });
+    }
     bar.finish_and_clear();
-    let report = AbsorptionReport {
-        evaluated: EvaluatedSae::new(
-            sae_dir.display().to_string(),
-            &sae.cfg,
-            sae.cfg.architecture.to_string(),
-            &model_path,
-            model.config().name.clone(),
-            hook,
-        ),
-        prompt_template: format!("{{word}}{TEMPLATE_SUFFIX}"),
-        icl_examples: prompts.icl_examples,
-        seed: prompts.seed,
-        absorption: figures,
+    if reports.len() > 1 {
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| sae_dir.join("eval_absorption_seeds.json"));
+        let own = |r: &AbsorptionReport| Path::new(&r.evaluated.sae).join("eval_absorption.json");
+        return super::eval::emit_seed_runs(reports, own, AbsorptionReport::write, &out, args.json);
+    }
+    let Some(report) = reports.pop() else {
+        bail!("no SAE was scored");
     };
     let out: PathBuf = args
         .out

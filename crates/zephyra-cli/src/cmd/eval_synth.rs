@@ -17,18 +17,15 @@ pub struct SynthArgs {
     /// Score against the ground truth in a `zephyra synth` directory (no model is loaded).
     #[arg(long, value_name = "DIR")]
     pub synth: Option<PathBuf>,
-    /// With --synth: more SAEs of the same recipe trained with other seeds; every figure then gets its
-    /// mean ± 95 % interval (Student's t).
-    #[arg(long = "seed-runs", value_name = "DIR", num_args = 1.., requires = "synth")]
-    pub seed_runs: Vec<PathBuf>,
     /// With --synth: held-out rows to score (rounded up to a multiple of 1024).
     #[arg(long, default_value_t = 16_384)]
     pub synth_rows: u64,
 }
 
-/// Runs the ground-truth evaluation of `sae` (and `synth.seed_runs`) against `dir`.
+/// Runs the ground-truth evaluation of `sae` (and `seed_runs`) against `dir`.
 pub fn run(
     sae: &Path,
+    seed_runs: &[PathBuf],
     synth: &SynthArgs,
     dir: &Path,
     out: Option<&Path>,
@@ -46,7 +43,7 @@ pub fn run(
     })?;
     let n_blocks = synth.synth_rows.div_ceil(BLOCK_ROWS as u64);
     let mut saes = Vec::new();
-    for path in std::iter::once(sae).chain(synth.seed_runs.iter().map(PathBuf::as_path)) {
+    for path in std::iter::once(sae).chain(seed_runs.iter().map(PathBuf::as_path)) {
         let loaded = zephyra_sae::saelens::load(path)
             .with_context(|| format!("loading the SAE from {}", path.display()))?;
         let bar = progress_bar(global, path);

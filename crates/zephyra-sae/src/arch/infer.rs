@@ -24,6 +24,17 @@ impl<T: Real> SaeOf<T> {
         Ok(ws.z)
     }
 
+    /// The encoder's pre-activations `[n_rows, d_sae]` of `x` (`(x − b_dec) W_enc + b_enc`, `b_dec`
+    /// subtracted as the SAE's `apply_b_dec_to_input` says), before any activation function or threshold.
+    pub fn pre_activations(&self, x: &[T], n_rows: usize) -> Result<Vec<T>> {
+        self.check_batch(x, n_rows, self.cfg.d_in)?;
+        self.check_shapes()?;
+        let mut ws = WorkspaceOf::default();
+        encoder_preact(self, x, n_rows, &self.b_enc, &mut ws);
+        ws.z.truncate(n_rows * self.cfg.d_sae);
+        Ok(ws.z)
+    }
+
     /// Like [`SaeOf::encode`], reusing `ws`; the codes are left in the returned slice (inside `ws`).
     pub fn encode_with<'w>(
         &self,

@@ -19,6 +19,38 @@ pub enum BDecInit {
     Zeros,
 }
 
+/// How JumpReLU's thresholds start.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThresholdInit {
+    /// Every `θ_i` starts at this value (the Jumping Ahead paper's and SAELens' 0.001).
+    Value(f64),
+    /// Each `θ_i` starts where its latent fires on a fraction `target_l0 / d_sae` of the first rows (the
+    /// `1 − target/d_sae` quantile of its pre-activations there, at least 0.001): the run starts at its
+    /// target L0 instead of travelling there by lr-sized steps (quadratic-L0 recipe only).
+    TargetRate,
+}
+
+impl ThresholdInit {
+    /// The standard initial threshold.
+    pub const STANDARD: f64 = 0.001;
+}
+
+impl Default for ThresholdInit {
+    fn default() -> Self {
+        Self::Value(Self::STANDARD)
+    }
+}
+
+impl std::fmt::Display for ThresholdInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Value(v) => write!(f, "{v}"),
+            Self::TargetRate => f.write_str("target-rate"),
+        }
+    }
+}
+
 /// What to do with rows holding NaN or ±Inf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -82,6 +114,9 @@ pub struct TrainConfig {
     /// JumpReLU: Anthropic's pre-activation loss coefficient λ_p (0 = off).
     #[serde(default)]
     pub pre_act_coeff: f64,
+    /// JumpReLU: how the thresholds start (runs saved before the option existed started at 0.001).
+    #[serde(default)]
+    pub jumprelu_init_threshold: ThresholdInit,
     /// TopK family: `Some(v)` = SAELens' parametrisation, decoder rows free and started at norm `v`,
     /// pre-activations rescaled by the decoder norms (folded in when saving); `None` = unit-norm decoder
     /// rows (renormalised each step). Runs saved before the option existed read as `None`.
@@ -165,6 +200,7 @@ impl TrainConfig {
             threshold_rate: 0.3,
             jumprelu_sparsity: crate::JumpReluSparsity::L0,
             pre_act_coeff: 0.0,
+            jumprelu_init_threshold: ThresholdInit::default(),
             decoder_init_norm: recovers_features.then_some(0.1),
             non_finite: NonFinitePolicy::Skip,
             seed: 0,
@@ -305,7 +341,27 @@ impl TrainConfig {
     /// The JumpReLU recipe: only on jumprelu, with valid values and a target L0 within `d_sae`.
     fn validate_jumprelu_recipe(&self) -> Result<(), SaeError> {
         let recipe = self.jumprelu_sparsity;
+        let init = self.jumprelu_init_threshold;
+        if let ThresholdInit::Value(v) = init {
+            if !v.is_finite() || v < 0.0 {
+                return out_of_range(
+                    "--jumprelu-init-threshold",
+                    v,
+                    "a threshold is a finite value ≥ 0 (or `target-rate`)",
+                );
+            }
+        }
         if self.sae.architecture != Architecture::JumpRelu {
+            if init != ThresholdInit::default() {
+                return out_of_range(
+                    "--jumprelu-init-threshold",
+                    init,
+                    format!(
+                        "it applies to --arch jumprelu, not {}",
+                        self.sae.architecture.name()
+                    ),
+                );
+            }
             if recipe != crate::JumpReluSparsity::L0 || self.pre_act_coeff != 0.0 {
                 return out_of_range(
                     "--jumprelu-sparsity/--pre-act-coeff",
@@ -324,6 +380,19 @@ impl TrainConfig {
             ..crate::StepConfig::default()
         };
         step.check_jumprelu()?;
+        if init == ThresholdInit::TargetRate
+            && !matches!(recipe, crate::JumpReluSparsity::QuadraticL0 { .. })
+        {
+            return out_of_range(
+                "--jumprelu-init-threshold",
+                init,
+                format!(
+                    "target-rate starts each latent at the firing rate --target-l0 asks for; this run \
+                     uses --jumprelu-sparsity {}, which has no target",
+                    recipe.name()
+                ),
+            );
+        }
         if let crate::JumpReluSparsity::QuadraticL0 { target } = recipe {
             if target > self.sae.d_sae as f64 {
                 return out_of_range(

@@ -23,7 +23,7 @@ pub mod zip;
 
 pub use batch::fill_batch;
 pub use collective::{Collective, SingleProcess};
-pub use config::{BDecInit, NonFinitePolicy, TrainConfig};
+pub use config::{BDecInit, NonFinitePolicy, ThresholdInit, TrainConfig};
 pub use cursor::Cursor;
 pub use eval::{evaluate, EvalStats};
 pub use multi::{Member, MultiSession, MultiTrainer, StepTimes};

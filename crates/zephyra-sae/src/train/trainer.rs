@@ -182,8 +182,14 @@ impl Trainer {
             init::scale_initial_directions(&mut sae, norm);
         }
         let n = init.n_rows();
-        let (scale, b_dec) = init.finish(&cfg)?;
-        sae.b_dec.copy_from_slice(&b_dec);
+        let fit = init.finish(&cfg)?;
+        let scale = fit.scale;
+        sae.b_dec.copy_from_slice(&fit.b_dec);
+        if let (Some(x), crate::JumpReluSparsity::QuadraticL0 { target }) =
+            (&fit.inputs, cfg.jumprelu_sparsity)
+        {
+            init::thresholds_at_rate(&mut sae, x, target / cfg.sae.d_sae as f64)?;
+        }
         let (d_in, width) = (cfg.sae.d_in, cfg.sae.row_width());
         tracing::info!(arch = %cfg.sae.architecture, d_in, d_sae = cfg.sae.d_sae, scale, init_rows = n, "initialised SAE");
 

@@ -9,11 +9,12 @@
 
 use super::fill_batch;
 use crate::init;
-use crate::train::config::{BDecInit, NonFinitePolicy, TrainConfig};
+use crate::train::config::{BDecInit, NonFinitePolicy, ThresholdInit, TrainConfig};
 use crate::train::source::ActivationSource;
 use crate::SaeError;
 
-/// The targets of the first rows read so far, and a reusable buffer to read into.
+/// The targets of the first rows read so far (and a transcoder's inputs when the thresholds start from
+/// them), and a reusable buffer to read into.
 #[derive(Debug)]
 pub(crate) struct InitRows {
     width: usize,
@@ -22,6 +23,19 @@ pub(crate) struct InitRows {
     n: usize,
     chunk: Vec<f32>,
     target: Vec<f32>,
+    /// A transcoder's inputs, kept only for [`ThresholdInit::TargetRate`] (an SAE's are its targets).
+    inputs: Option<Vec<f32>>,
+}
+
+/// What the first rows give a new run.
+#[derive(Debug)]
+pub(crate) struct FirstRowsFit {
+    /// The input scale.
+    pub scale: f32,
+    /// `b_dec` in the scaled space.
+    pub b_dec: Vec<f32>,
+    /// The scaled input rows, when the thresholds start from them ([`ThresholdInit::TargetRate`]).
+    pub inputs: Option<Vec<f32>>,
 }
 
 impl InitRows {
@@ -29,13 +43,16 @@ impl InitRows {
     pub(crate) fn new(cfg: &TrainConfig) -> Self {
         let want = cfg.init_rows.max(1);
         let d_out = cfg.sae.d_out();
+        let width = cfg.sae.row_width();
+        let keeps_inputs = width != d_out && needs_inputs(cfg);
         Self {
-            width: cfg.sae.row_width(),
+            width,
             d_out,
             want,
             n: 0,
             chunk: Vec::new(),
             target: Vec::new(),
+            inputs: keeps_inputs.then(Vec::new),
         }
     }
 
@@ -61,6 +78,9 @@ impl InitRows {
         let skip = self.width - self.d_out;
         for row in self.chunk[..got * self.width].chunks_exact(self.width) {
             self.target.extend_from_slice(&row[skip..]);
+            if let Some(inputs) = &mut self.inputs {
+                inputs.extend_from_slice(&row[..skip]);
+            }
         }
         self.n += got;
         Ok(got == take && self.n < self.want)
@@ -71,15 +91,18 @@ impl InitRows {
         self.n
     }
 
-    /// The input scale and `b_dec` (in the scaled space) of `cfg` from the rows read.
-    pub(crate) fn finish(self, cfg: &TrainConfig) -> Result<(f32, Vec<f32>), SaeError> {
+    /// The input scale, `b_dec` (in the scaled space) and, when `cfg` needs them, the scaled inputs.
+    pub(crate) fn finish(self, cfg: &TrainConfig) -> Result<FirstRowsFit, SaeError> {
         if self.n == 0 {
             return Err(SaeError::Training(
                 "the activation source has no finite rows".into(),
             ));
         }
         let Self {
-            mut target, d_out, ..
+            mut target,
+            d_out,
+            inputs,
+            ..
         } = self;
         // One scale multiplies inputs and targets alike.
         let scale = if cfg.normalize_activations {
@@ -93,6 +116,24 @@ impl InitRows {
             BDecInit::Mean => init::mean(&target, d_out),
             BDecInit::Zeros => vec![0.0; d_out],
         };
-        Ok((scale, b_dec))
+        let inputs = match inputs {
+            Some(mut x) => {
+                x.iter_mut().for_each(|v| *v *= scale);
+                Some(x)
+            }
+            None if needs_inputs(cfg) => Some(target),
+            None => None,
+        };
+        Ok(FirstRowsFit {
+            scale,
+            b_dec,
+            inputs,
+        })
     }
+}
+
+/// Whether the run's initialisation reads the first rows' inputs (JumpReLU thresholds at a target rate).
+fn needs_inputs(cfg: &TrainConfig) -> bool {
+    cfg.sae.architecture == crate::Architecture::JumpRelu
+        && cfg.jumprelu_init_threshold == ThresholdInit::TargetRate
 }

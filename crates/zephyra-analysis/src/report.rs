@@ -84,33 +84,6 @@ impl EvaluatedSae {
 }
 
 /// The JSON keys [`EvaluatedSae`] adds to a report, in order.
-impl crate::seeds::NamedFigures for EvalReport {
-    /// The headline figures; the downstream ones are NaN when `--ce-tokens 0` skipped them.
-    fn named(&self) -> Vec<(&'static str, f64)> {
-        let f = &self.figures;
-        let d = f.downstream.as_ref();
-        let down =
-            |g: fn(&crate::DownstreamStats) -> Option<f64>| d.and_then(g).unwrap_or(f64::NAN);
-        vec![
-            ("fve", f.reconstruction.fve),
-            ("mse_per_token", f.reconstruction.mse_per_token),
-            ("cosine", f.reconstruction.cosine),
-            ("l0", f.sparsity.l0),
-            ("dead_fraction", f.sparsity.dead_fraction),
-            ("dense_fraction", f.sparsity.dense_fraction),
-            ("ce_sae", down(|s| Some(s.ce_sae))),
-            ("ce_recovered_zero", down(|s| s.ce_recovered_zero)),
-            ("ce_recovered_mean", down(|s| s.ce_recovered_mean)),
-            ("delta_lm_loss", down(|s| Some(s.delta_lm_loss))),
-            ("kl_sae", down(|s| Some(s.kl_sae))),
-        ]
-    }
-
-    fn label(&self) -> String {
-        self.evaluated.describe()
-    }
-}
-
 #[cfg(test)]
 pub(crate) const EVALUATED_SAE_KEYS: [&str; 7] = [
     "sae",
@@ -244,6 +217,33 @@ impl EvalReport {
             ]);
         }
         rows
+    }
+}
+
+impl crate::seeds::NamedFigures for EvalReport {
+    /// The headline figures; the downstream ones are NaN when `--ce-tokens 0` skipped them.
+    fn named(&self) -> Vec<(&'static str, f64)> {
+        let f = &self.figures;
+        let d = f.downstream.as_ref();
+        let down =
+            |g: fn(&crate::DownstreamStats) -> Option<f64>| d.and_then(g).unwrap_or(f64::NAN);
+        vec![
+            ("fve", f.reconstruction.fve),
+            ("mse_per_token", f.reconstruction.mse_per_token),
+            ("cosine", f.reconstruction.cosine),
+            ("l0", f.sparsity.l0),
+            ("dead_fraction", f.sparsity.dead_fraction),
+            ("dense_fraction", f.sparsity.dense_fraction),
+            ("ce_sae", down(|s| Some(s.ce_sae))),
+            ("ce_recovered_zero", down(|s| s.ce_recovered_zero)),
+            ("ce_recovered_mean", down(|s| s.ce_recovered_mean)),
+            ("delta_lm_loss", down(|s| Some(s.delta_lm_loss))),
+            ("kl_sae", down(|s| Some(s.kl_sae))),
+        ]
+    }
+
+    fn label(&self) -> String {
+        self.evaluated.describe()
     }
 }
 

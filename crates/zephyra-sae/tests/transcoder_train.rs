@@ -192,6 +192,13 @@ fn target_rate_thresholds_agree_between_transcoder_and_sae_and_start_at_the_targ
     let l0 = codes.iter().filter(|&&c| c != 0.0).count() as f64 / 500.0;
     assert!((l0 - 4.0).abs() < 0.5, "L0 at the start {l0}, target 4");
 
+    // A value start is that value on every latent.
+    let mut fixed = recipe(sae_cfg.clone(), 1);
+    fixed.jumprelu_init_threshold = ThresholdInit::Value(0.25);
+    fixed.lr = 1e-30;
+    let fixed = train(fixed, x.clone(), D_IN);
+    assert!(fixed.training_sae().threshold.iter().all(|&t| t == 0.25));
+
     // Trained on, the two paths stay bit-identical.
     let (c, d) = (
         train(recipe(sae_cfg, 60), x.clone(), D_IN),

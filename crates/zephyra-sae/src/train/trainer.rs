@@ -19,7 +19,7 @@ use window::Window;
 
 use super::batch::fill_batch;
 use super::collective::{check_world, reduce_steps, rows_of, Collective, SingleProcess};
-use super::config::TrainConfig;
+use super::config::{ThresholdInit, TrainConfig};
 use super::source::ActivationSource;
 use crate::checkpoint::STATE_FILE;
 use crate::metrics::MetricsWriter;
@@ -185,10 +185,25 @@ impl Trainer {
         let fit = init.finish(&cfg)?;
         let scale = fit.scale;
         sae.b_dec.copy_from_slice(&fit.b_dec);
-        if let (Some(x), crate::JumpReluSparsity::QuadraticL0 { target }) =
-            (&fit.inputs, cfg.jumprelu_sparsity)
-        {
-            init::thresholds_at_rate(&mut sae, x, target / cfg.sae.d_sae as f64)?;
+        if cfg.sae.architecture == crate::Architecture::JumpRelu {
+            match (
+                cfg.jumprelu_init_threshold,
+                &fit.inputs,
+                cfg.jumprelu_sparsity,
+            ) {
+                (ThresholdInit::Value(v), _, _) => sae.threshold.fill(v as f32),
+                (
+                    ThresholdInit::TargetRate,
+                    Some(x),
+                    crate::JumpReluSparsity::QuadraticL0 { target },
+                ) => init::thresholds_at_rate(&mut sae, x, target / cfg.sae.d_sae as f64)?,
+                // Refused by `TrainConfig::validate`; the first rows are kept whenever it is chosen.
+                (ThresholdInit::TargetRate, _, _) => {
+                    return Err(SaeError::Training(
+                        "target-rate thresholds need the quadratic-L0 recipe's --target-l0".into(),
+                    ))
+                }
+            }
         }
         let (d_in, width) = (cfg.sae.d_in, cfg.sae.row_width());
         tracing::info!(arch = %cfg.sae.architecture, d_in, d_sae = cfg.sae.d_sae, scale, init_rows = n, "initialised SAE");

@@ -69,6 +69,12 @@ fn matryoshka_trains_saves_for_saelens_and_reports_each_prefix() {
         &[("--acts", &acts), ("--resume", &out)],
     )));
     assert!(err.contains("--groups"), "{err}");
+    // So is another AuxK residual (the run trained with the whole one).
+    let err = fails(run(args_with(
+        "train --matryoshka-aux per-level --quiet",
+        &[("--acts", &acts), ("--resume", &out)],
+    )));
+    assert!(err.contains("--matryoshka-aux"), "{err}");
 
     // Default groups: d_sae/64, /16, /4, d_sae of d_sae = 64 → 1, 4, 16, 64.
     let out = dir.path().join("d");
@@ -168,6 +174,10 @@ fn recipe_flags_are_refused_where_they_do_not_apply() {
             "the last width must equal d_sae = 64",
         ),
         ("--arch matryoshka --groups 16,4,64", "strictly increasing"),
+        (
+            "--arch batchtopk --k 4 --matryoshka-aux per-level",
+            "per-level AuxK needs the levels of --arch matryoshka",
+        ),
         ("--arch relu --target-l0 5", "use --arch jumprelu"),
         (
             "--arch topk --k 4 --jumprelu-bandwidth 0.05",

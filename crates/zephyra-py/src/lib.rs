@@ -60,7 +60,7 @@ pub(crate) const SHUFFLE_BUFFER: usize = 1 << 18;
 /// ``max_grad_norm`` (0 = off), ``normalize``, ``b_dec_init`` (``"geometric-median"``, ``"mean"``,
 /// ``"zeros"``), ``dead_after``, ``decoder_init_norm`` (topk, batchtopk: SAELens' parametrisation, decoder
 /// rows free and started at this norm, pre-activations rescaled by the row norms, folded into the saved
-/// SAE; 0 = unit-norm rows; default 0.1 for topk SAEs, 0 otherwise), ``non_finite`` (``"skip"``, ``"error"``), ``seed``, ``threads``,
+/// SAE; 0 = unit-norm rows; default 0.1 for topk and batchtopk SAEs, 0 otherwise), ``non_finite`` (``"skip"``, ``"error"``), ``seed``, ``threads``,
 /// ``checkpoint_every``, ``metrics_every``, ``shuffle`` (arrays, ``.npy``), ``shuffle_buffer`` (stores).
 ///
 /// ``out``: a run folder for checkpoints, metrics and the final SAE; ``resume``: continue the run in that

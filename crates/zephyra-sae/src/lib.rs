@@ -54,7 +54,7 @@ pub mod synth;
 pub mod train;
 pub mod transcoder;
 
-pub use arch::{JumpReluSparsity, MatryoshkaWidths, Workspace, WorkspaceOf};
+pub use arch::{JumpReluSparsity, MatryoshkaAux, MatryoshkaWidths, Workspace, WorkspaceOf};
 pub use error::{Result, SaeError};
 pub use sae::{
     Architecture, Gradients, GradientsOf, Param, Reduction, Sae, SaeConfig, SaeMetadata, SaeOf,

@@ -15,8 +15,8 @@
 use rand::{Rng, SeedableRng};
 use zephyra_sae::kernels::Real;
 use zephyra_sae::{
-    Architecture, GradientsOf, JumpReluSparsity, Reduction, SaeConfig, SaeOf, StepConfig,
-    StepStats, WorkspaceOf,
+    Architecture, GradientsOf, JumpReluSparsity, MatryoshkaAux, Reduction, SaeConfig, SaeOf,
+    StepConfig, StepStats, WorkspaceOf,
 };
 
 mod common;
@@ -114,6 +114,8 @@ struct Ctx<'a> {
     /// JumpReLU's sparsity recipe and pre-activation coefficient.
     sparsity: JumpReluSparsity,
     pre_act: f64,
+    /// Matryoshka: AuxK on each level's residual instead of the whole one.
+    per_level_aux: bool,
     /// Frozen copy for stop-gradient terms (AuxK residual, gated aux decoder).
     frozen: &'a S64,
 }
@@ -296,18 +298,40 @@ fn naive_loss(sae: &S64, rows: &[f64], n: usize, c: &Ctx<'_>) -> (f64, Vec<bool>
         Some(dead),
     ) = (sae.cfg.architecture, c.dead)
     {
-        let n_dead = dead.iter().filter(|&&d| d).count();
-        if n_dead > 0 {
+        // Whole: one level spanning the dictionary. Per level: latents w_{j-1}..w_j against the residual
+        // of prefix j (the frozen SAE's codes from w_j on zeroed).
+        let levels: Vec<(usize, usize)> = match sae.cfg.architecture {
+            Architecture::Matryoshka { groups, .. } if c.per_level_aux => {
+                let w = groups.as_slice();
+                (0..w.len())
+                    .map(|j| (if j == 0 { 0 } else { w[j - 1] as usize }, w[j] as usize))
+                    .collect()
+            }
+            _ => vec![(0, d_sae)],
+        };
+        let (frozen_codes, _) = naive_codes(c.frozen, x, n);
+        for (start, end) in levels {
+            let n_dead = (start..end).filter(|&i| dead[i]).count();
+            if n_dead == 0 {
+                continue;
+            }
             let k_eff = c.k_aux.min(n_dead);
             let m = (n_dead as f64 / c.k_aux as f64).min(1.0);
-            let (frozen_codes, _) = naive_codes(c.frozen, x, n);
             for r in 0..n {
                 let yr = &y[r * d_out..(r + 1) * d_out];
-                let yhat0 = predict_row(c.frozen, x, r, &frozen_codes[r]);
+                let mut f0 = frozen_codes[r].clone();
+                f0[end..].iter_mut().for_each(|v| *v = 0.0);
+                let yhat0 = predict_row(c.frozen, x, r, &f0);
                 let e: Vec<f64> = yr.iter().zip(&yhat0).map(|(a, b)| a - b).collect();
                 let z = row_z(sae, x, r, &sae.b_enc);
                 let masked: Vec<f64> = (0..d_sae)
-                    .map(|i| if dead[i] { z[i] } else { f64::NEG_INFINITY })
+                    .map(|i| {
+                        if dead[i] && (start..end).contains(&i) {
+                            z[i]
+                        } else {
+                            f64::NEG_INFINITY
+                        }
+                    })
                     .collect();
                 let mut f = vec![0.0; d_sae];
                 for i in top_indices(&masked, k_eff) {
@@ -374,6 +398,7 @@ fn check_dict(
         alpha: step.aux_coeff,
         sparsity: step.jumprelu_sparsity,
         pre_act: step.pre_act_coeff,
+        per_level_aux: step.matryoshka_aux == MatryoshkaAux::PerLevel,
         frozen: &sae,
     };
     let (l0, pattern0) = naive_loss(&sae, &x, N, &ctx);
@@ -519,6 +544,43 @@ fn matryoshka_nested_prefix_losses_with_auxk() {
             },
         );
     }
+    // Per-level AuxK: each level's dead latents against its own prefix's residual; k_aux below and
+    // above a level's dead count. One level reduces to the whole-dictionary AuxK.
+    for (seed, widths, k_aux) in [
+        (4, &[3, 7, 12][..], 2),
+        (8, &[5, 12][..], 3),
+        (4, &[12][..], 3),
+    ] {
+        let dead: Vec<bool> = (0..D_SAE).map(|i| i % 3 == 0).collect();
+        check(
+            matryoshka(2, widths),
+            seed,
+            StepConfig {
+                dead: Some(&dead),
+                k_aux: Some(k_aux),
+                aux_coeff: 0.5,
+                matryoshka_aux: MatryoshkaAux::PerLevel,
+                ..StepConfig::default()
+            },
+        );
+    }
+    let dead: Vec<bool> = (0..D_SAE).map(|i| i % 3 == 0).collect();
+    let aux = |matryoshka_aux| StepConfig {
+        dead: Some(&dead),
+        k_aux: Some(3),
+        matryoshka_aux,
+        ..StepConfig::default()
+    };
+    let (one, x) = random_sae(matryoshka(2, &[12]), 4);
+    let (w, gw) = step_once(&one, &x, N, &aux(MatryoshkaAux::Whole));
+    let (p, gp) = step_once(&one, &x, N, &aux(MatryoshkaAux::PerLevel));
+    assert_eq!((w.aux_loss, gw.w_enc), (p.aux_loss, gp.w_enc));
+    // With several levels the two differ (the inner residuals are larger).
+    let (three, x) = random_sae(matryoshka(2, &[3, 7, 12]), 4);
+    let (w, _) = step_once(&three, &x, N, &aux(MatryoshkaAux::Whole));
+    let (p, _) = step_once(&three, &x, N, &aux(MatryoshkaAux::PerLevel));
+    assert!(w.aux_loss > 0.0 && p.aux_loss > 0.0 && w.aux_loss != p.aux_loss);
+
     // One level reduces to batchtopk exactly.
     let step = StepConfig::default();
     let (one, x) = random_sae(matryoshka(2, &[12]), 4);

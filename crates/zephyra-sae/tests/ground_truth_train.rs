@@ -6,8 +6,9 @@
 //! The cause found in the issue 17 investigation (bench/README.md, "Ground truth"): with unit-norm decoder
 //! rows the directions move ≈ lr·√d radians per step, too slowly at the default lr 5e-4 (with warm-up and
 //! linear decay) to leave their random start at this budget, so the defaults stay near what a random
-//! dictionary scores, while lr 1e-2 held constant recovers the features. The defaults are not changed yet:
-//! on SmolLM2 that rate left 53 % of the latents dead (bench/README.md).
+//! dictionary scores, while lr 1e-2 held constant recovers the features (on SmolLM2 that rate left 53 % of
+//! the latents dead, bench/README.md). Today's defaults for topk, batchtopk and matryoshka SAEs (lr 3e-3
+//! constant, AuxK early; SAELens' parametrisation for the first two) are checked here against the former.
 
 use std::ops::ControlFlow;
 
@@ -54,7 +55,11 @@ fn best_match_mcc(truth: &[f32], w_dec: &[f32]) -> f64 {
 }
 
 fn train(rows: &[f32], edit: impl FnOnce(&mut TrainConfig)) -> f64 {
-    let sae = SaeConfig::new(D, FEATURES, Architecture::TopK { k: 8 }).unwrap();
+    train_arch(Architecture::TopK { k: 8 }, rows, edit)
+}
+
+fn train_arch(arch: Architecture, rows: &[f32], edit: impl FnOnce(&mut TrainConfig)) -> f64 {
+    let sae = SaeConfig::new(D, FEATURES, arch).unwrap();
     let mut cfg = TrainConfig::for_sae(sae, BATCH, BATCH as u64 * STEPS);
     cfg.threads = 1;
     edit(&mut cfg);
@@ -121,6 +126,55 @@ fn a_fast_constant_rate_and_todays_defaults_recover_the_true_features_the_former
     assert!(
         defaults - old > 0.15,
         "today's defaults {defaults:.3} vs the former {old:.3}"
+    );
+}
+
+/// Trains `arch` with its former defaults and with today's (checking today's are `decoder_init_norm`, lr 3e-3
+/// constant without warm-up, AuxK at `aux_coeff` after 40,960 silent rows): the best-match MCCs.
+fn former_and_todays_defaults(
+    arch: Architecture,
+    decoder_init_norm: Option<f32>,
+    aux_coeff: f64,
+) -> (f64, f64) {
+    let data = rows(&model(), 100);
+    let old = train_arch(arch, &data, former_defaults);
+    let defaults = train_arch(arch, &data, |c| {
+        assert_eq!(c.decoder_init_norm, decoder_init_norm);
+        assert_eq!(
+            (c.lr, c.lr_warmup_steps, c.lr_decay),
+            (3e-3, 0, Decay::Constant)
+        );
+        assert_eq!((c.dead_after_tokens, c.aux_coeff), (40_960, aux_coeff));
+    });
+    eprintln!("{arch}: former defaults {old:.3} defaults {defaults:.3}");
+    (old, defaults)
+}
+
+/// BatchTopK's defaults since 2026-12-01 are TopK's recipe with AuxK at weight 4 (bench/README.md,
+/// "BatchTopK and Matryoshka defaults"): they leave chance where the former ones (TopK's former, with
+/// OpenAI's AuxK weight) stay.
+#[test]
+fn batchtopk_defaults_recover_the_true_features_the_former_defaults_miss() {
+    let (old, defaults) =
+        former_and_todays_defaults(Architecture::BatchTopK { k: 8 }, Some(0.1), 4.0);
+    // Measured: former defaults 0.392 (chance 0.395), defaults 0.551.
+    assert!(
+        defaults - old > 0.12,
+        "batchtopk defaults {defaults:.3} vs the former {old:.3}"
+    );
+}
+
+/// Matryoshka's defaults since 2026-12-01: TopK's rate and AuxK, unit-norm rows kept.
+#[test]
+fn matryoshka_defaults_beat_the_former_ones_on_the_true_features() {
+    let groups = zephyra_sae::MatryoshkaWidths::new(&[32, 128, FEATURES]).unwrap();
+    let (old, defaults) =
+        former_and_todays_defaults(Architecture::Matryoshka { k: 8, groups }, None, 1.0);
+    // Measured: former defaults 0.395 (chance 0.395), defaults 0.445 (a smaller step than TopK's: unit-norm
+    // rows turn slowly, README "Ground truth").
+    assert!(
+        defaults - old > 0.03,
+        "matryoshka defaults {defaults:.3} vs the former {old:.3}"
     );
 }
 

@@ -37,6 +37,24 @@ pub enum BDecArg {
     Zeros,
 }
 
+/// `--matryoshka-aux` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MatryoshkaAuxArg {
+    /// The dead latents reconstruct the whole dictionary's residual.
+    Whole,
+    /// Each level's dead latents reconstruct the residual of the prefix that ends with them.
+    PerLevel,
+}
+
+impl From<MatryoshkaAuxArg> for zephyra_sae::MatryoshkaAux {
+    fn from(a: MatryoshkaAuxArg) -> Self {
+        match a {
+            MatryoshkaAuxArg::Whole => Self::Whole,
+            MatryoshkaAuxArg::PerLevel => Self::PerLevel,
+        }
+    }
+}
+
 /// `--non-finite` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NonFiniteArg {
@@ -115,10 +133,12 @@ pub struct TrainArgs {
     /// Sparsity-coefficient warm-up steps: λ ramps linearly from 0 [default: 5 % of the steps].
     #[arg(long, alias = "sparsity-warmup")]
     pub l1_warmup: Option<u64>,
-    /// Learning-rate warm-up steps [default: 0 for topk SAEs; 1 % of the steps, at most 1000, otherwise].
+    /// Learning-rate warm-up steps [default: 0 for topk, batchtopk and matryoshka SAEs; 1 % of the steps, at
+    /// most 1000, otherwise].
     #[arg(long)]
     pub lr_warmup: Option<u64>,
-    /// Learning-rate decay over the last 20 % of the run [default: constant for topk SAEs, linear otherwise].
+    /// Learning-rate decay over the last 20 % of the run [default: constant for topk, batchtopk and
+    /// matryoshka SAEs, linear otherwise].
     #[arg(long, value_enum)]
     pub lr_decay: Option<DecayArg>,
     /// Clip gradients to this global norm, ≥ 0; 0 = off [default: 1].
@@ -132,17 +152,23 @@ pub struct TrainArgs {
     pub b_dec_init: Option<BDecArg>,
     /// topk, batchtopk, matryoshka: SAELens' parametrisation, decoder rows free and started at this norm,
     /// pre-activations rescaled by the decoder norms (folded into the saved SAE); 0 = unit-norm decoder
-    /// rows renormalised each step [default: 0.1 for topk SAEs, 0 otherwise (transcoders too)].
+    /// rows renormalised each step [default: 0.1 for topk and batchtopk SAEs, 0 otherwise (matryoshka and
+    /// transcoders too)].
     #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f32>)]
     pub decoder_init_norm: Option<f32>,
-    /// Rows without firing after which a latent counts as dead (and AuxK trains it) [default: 40960 for topk
-    /// SAEs, 2000000 otherwise].
+    /// Rows without firing after which a latent counts as dead (and AuxK trains it) [default: 40960 for topk,
+    /// batchtopk and matryoshka SAEs, 2000000 otherwise].
     #[arg(long)]
     pub dead_after: Option<u64>,
     /// topk, batchtopk, matryoshka: weight of the AuxK loss on dead latents, ≥ 0 [default: 1, SAELens', for
-    /// topk SAEs; 1/32, OpenAI's, otherwise].
+    /// topk and matryoshka SAEs; 4 for batchtopk SAEs; 1/32, OpenAI's, for transcoders].
     #[arg(long, allow_negative_numbers = true, value_parser = values::non_negative::<f64>)]
     pub aux_coeff: Option<f64>,
+    /// matryoshka: the residual AuxK's dead latents learn to reconstruct: `whole` = the full dictionary's,
+    /// `per-level` = each level's dead latents that of the prefix ending with them (SAELens'
+    /// use_matryoshka_aux_loss) [default: whole].
+    #[arg(long, value_enum)]
+    pub matryoshka_aux: Option<MatryoshkaAuxArg>,
     /// Rows with NaN/Inf [default: skip].
     #[arg(long, value_enum)]
     pub non_finite: Option<NonFiniteArg>,
@@ -209,6 +235,10 @@ impl TrainArgs {
         );
         set(&mut cfg.dead_after_tokens, self.dead_after);
         set(&mut cfg.aux_coeff, self.aux_coeff);
+        set(
+            &mut cfg.matryoshka_aux,
+            self.matryoshka_aux.map(zephyra_sae::MatryoshkaAux::from),
+        );
         set(
             &mut cfg.non_finite,
             self.non_finite.map(NonFinitePolicy::from),

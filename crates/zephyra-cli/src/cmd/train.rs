@@ -2,8 +2,9 @@
 //! transcoder: `transcoder_source.rs`).
 //!
 //! Defaults per architecture (peak learning rate, sparsity coefficient λ; see the README's trainer table):
-//! topk SAEs SAELens' parametrisation (decoder rows free from norm 0.1) at lr 3e-3 constant, no warm-up, AuxK
-//! (weight 1) on latents silent for 40,960 rows; batchtopk/matryoshka and topk transcoders lr 5e-4 (no λ),
+//! topk and batchtopk SAEs SAELens' parametrisation (decoder rows free from norm 0.1) at lr 3e-3 constant, no
+//! warm-up, AuxK (weight 1; batchtopk 4) on latents silent for 40,960 rows; matryoshka the same with unit-norm
+//! rows (weight 1); topk-family transcoders lr 5e-4 (no λ),
 //! relu lr 5e-5 λ 5 (Anthropic April 2024), relu-unit lr 1e-4 λ 1e-3 with
 //! resampling every 1000 steps, jumprelu lr 2e-4 λ(L0) 1e-3, gated lr 1e-4 λ 1. For every other architecture:
 //! Adam (0.9, 0.999, 1e-8), warm-up over 1 % of the steps (≤ 1000), linear decay to 0 over the last 20 %,

@@ -35,7 +35,7 @@ use crate::{Result, SaeError};
 
 pub use codes::JumpReluSparsity;
 pub use hooks::zero_latent;
-pub use widths::{MatryoshkaWidths, MAX_LEVELS};
+pub use widths::{MatryoshkaAux, MatryoshkaWidths, MAX_LEVELS};
 
 /// Buffers reused across steps (no allocation once warm). Sized by the first call; a later batch with
 /// more rows grows them.

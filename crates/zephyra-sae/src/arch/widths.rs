@@ -7,6 +7,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Result, SaeError};
 
+/// Which residual a Matryoshka SAE's dead latents learn to reconstruct under AuxK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatryoshkaAux {
+    /// The whole dictionary's residual, as TopK's AuxK (SAELens' default).
+    #[default]
+    Whole,
+    /// Per level: the dead latents of level `j` (latents `w_{j-1}..w_j`) reconstruct the residual of
+    /// prefix `j`, each level with its own `k_aux` and scale (SAELens' `use_matryoshka_aux_loss`). An
+    /// inner level's residual is large, so its dead latents get a signal even when the full SAE
+    /// already reconstructs well.
+    PerLevel,
+}
+
+impl std::fmt::Display for MatryoshkaAux {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Whole => "whole",
+            Self::PerLevel => "per-level",
+        })
+    }
+}
+
 /// The most nested levels a Matryoshka SAE may have.
 pub const MAX_LEVELS: usize = 16;
 

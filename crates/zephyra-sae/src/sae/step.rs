@@ -40,6 +40,8 @@ pub struct StepConfig<'a> {
     /// TopK family: SAELens' free-decoder parametrisation, pre-activations multiplied by `‖W_dec[i]‖` and
     /// decoding with `W_dec[i]/‖W_dec[i]‖` (see `arch/codes/rescale.rs`; default off).
     pub rescale_acts_by_decoder_norm: bool,
+    /// Matryoshka: which residual AuxK's dead latents reconstruct (default: the whole dictionary's).
+    pub matryoshka_aux: crate::MatryoshkaAux,
 }
 
 impl StepConfig<'_> {
@@ -77,6 +79,7 @@ impl Default for StepConfig<'_> {
             jumprelu_sparsity: crate::JumpReluSparsity::L0,
             pre_act_coeff: 0.0,
             rescale_acts_by_decoder_norm: false,
+            matryoshka_aux: crate::MatryoshkaAux::Whole,
         }
     }
 }

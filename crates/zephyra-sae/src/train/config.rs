@@ -122,6 +122,10 @@ pub struct TrainConfig {
     /// rows (renormalised each step). Runs saved before the option existed read as `None`.
     #[serde(default)]
     pub decoder_init_norm: Option<f32>,
+    /// Matryoshka: which residual AuxK's dead latents reconstruct (runs saved before the option existed
+    /// used the whole dictionary's).
+    #[serde(default)]
+    pub matryoshka_aux: crate::MatryoshkaAux,
     /// Rows with NaN/Inf.
     pub non_finite: NonFinitePolicy,
     /// Seed of the initialisation and of every random choice during training.
@@ -143,16 +147,31 @@ impl TrainConfig {
     pub fn for_sae(sae: SaeConfig, batch_size: usize, total_tokens: u64) -> Self {
         let arch = sae.architecture;
         let steps = (total_tokens / batch_size.max(1) as u64).max(1);
-        // TopK SAEs (not transcoders): SAELens' parametrisation at its lr, constant, with AuxK on early
-        // and at SAELens' weight. The one recipe measured to learn the planted features (MCC 0.373 vs
-        // SAELens TopK's 0.370; the former defaults 0.236, chance) AND keep SmolLM2's latents alive
-        // (7 of 9,216 never fire in 200k tokens; FVE 0.837 vs 0.730) — README, "Ground truth".
-        let recovers_features =
-            matches!(arch, Architecture::TopK { .. }) && sae.transcoder.is_none();
+        // TopK, BatchTopK and Matryoshka SAEs (not transcoders): lr 3e-3 constant, no warm-up, AuxK on
+        // early; TopK and BatchTopK also in SAELens' parametrisation (decoder rows free from norm 0.1).
+        // The recipes measured to learn the planted features (MCC topk 0.373 vs SAELens TopK's 0.370,
+        // batchtopk 0.342, matryoshka 0.251; the former defaults 0.234–0.236, chance) AND keep SmolLM2's
+        // latents alive (never firing in 200k tokens: topk 7 of 9,216, FVE 0.837 vs 0.730; batchtopk 10,
+        // FVE 0.813 vs 0.709; matryoshka 5, FVE 0.799 vs 0.653) — README, "Ground truth". BatchTopK needs
+        // AuxK at 4× SAELens' weight for that (at 1: 1.05 % never fire); Matryoshka keeps unit-norm rows
+        // (rescaled, 38 % never fire, 33 % with per-level AuxK).
+        let fast_constant = matches!(
+            arch,
+            Architecture::TopK { .. }
+                | Architecture::BatchTopK { .. }
+                | Architecture::Matryoshka { .. }
+        ) && sae.transcoder.is_none();
+        let rescaled = fast_constant && !matches!(arch, Architecture::Matryoshka { .. });
         let (lr, sparsity_coeff, resample) = match arch {
             Architecture::Relu => (5e-5, 5.0, 0),
             Architecture::ReluUnit => (1e-4, 1e-3, 1000),
-            Architecture::TopK { .. } if recovers_features => (3e-3, 0.0, 0),
+            Architecture::TopK { .. }
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. }
+                if fast_constant =>
+            {
+                (3e-3, 0.0, 0)
+            }
             Architecture::TopK { .. }
             | Architecture::BatchTopK { .. }
             | Architecture::Matryoshka { .. } => (5e-4, 0.0, 0),
@@ -164,12 +183,12 @@ impl TrainConfig {
             batch_size,
             total_tokens,
             lr,
-            lr_warmup_steps: if recovers_features {
+            lr_warmup_steps: if fast_constant {
                 0
             } else {
                 (steps / 100).min(1000)
             },
-            lr_decay: if recovers_features {
+            lr_decay: if fast_constant {
                 Decay::Constant
             } else {
                 Decay::Linear
@@ -189,10 +208,14 @@ impl TrainConfig {
                 BDecInit::GeometricMedian
             },
             init_rows: 8192,
-            dead_after_tokens: if recovers_features { 40_960 } else { 2_000_000 },
+            dead_after_tokens: if fast_constant { 40_960 } else { 2_000_000 },
             resample_every_steps: resample,
             k_aux: None,
-            aux_coeff: if recovers_features { 1.0 } else { 1.0 / 32.0 },
+            aux_coeff: match arch {
+                Architecture::BatchTopK { .. } if fast_constant => 4.0,
+                _ if fast_constant => 1.0,
+                _ => 1.0 / 32.0,
+            },
             bandwidth: 0.001,
             // 0.3, not SAELens' 0.01: the per-batch cutoff (the k·n-th largest code) is a precise statistic
             // at our batch sizes, while a slow average still remembers the first batches at the end of a
@@ -201,7 +224,8 @@ impl TrainConfig {
             jumprelu_sparsity: crate::JumpReluSparsity::L0,
             pre_act_coeff: 0.0,
             jumprelu_init_threshold: ThresholdInit::default(),
-            decoder_init_norm: recovers_features.then_some(0.1),
+            decoder_init_norm: rescaled.then_some(0.1),
+            matryoshka_aux: crate::MatryoshkaAux::Whole,
             non_finite: NonFinitePolicy::Skip,
             seed: 0,
             threads: rayon::current_num_threads(),
@@ -308,6 +332,18 @@ impl TrainConfig {
                     ),
                 );
             }
+        }
+        if self.matryoshka_aux == crate::MatryoshkaAux::PerLevel
+            && !matches!(self.sae.architecture, Architecture::Matryoshka { .. })
+        {
+            return out_of_range(
+                "--matryoshka-aux",
+                self.matryoshka_aux,
+                format!(
+                    "per-level AuxK needs the levels of --arch matryoshka, not {}: drop the flag",
+                    self.sae.architecture.name()
+                ),
+            );
         }
         if let Some(k_aux) = self.k_aux {
             if k_aux == 0 || k_aux > self.sae.d_sae {

@@ -4,7 +4,9 @@
 //!
 //! The codes `f` are BatchTopK's over the whole dictionary. With widths `w_1 < … < w_G = d_sae`, prefix
 //! `j` decodes with its own latents only, bias included: `x̂⁽ʲ⁾ = b_dec + Σ_{i<w_j} f_i W_dec[i]`, and the
-//! loss is `s Σ_r Σ_j ‖x̂⁽ʲ⁾_r − x_r‖²` (+ AuxK on the full residual `x − x̂⁽ᴳ⁾`, as SAELens' default).
+//! loss is `s Σ_r Σ_j ‖x̂⁽ʲ⁾_r − x_r‖²` (+ AuxK on the full residual `x − x̂⁽ᴳ⁾`, as SAELens' default;
+//! or, with [`MatryoshkaAux::PerLevel`], one AuxK per level: level `j`'s dead latents `w_{j-1}..w_j`
+//! reconstruct `x − x̂⁽ʲ⁾`, as SAELens' `use_matryoshka_aux_loss`).
 //!
 //! Gradients: each prefix is an ordinary sparse SAE restricted to latents `< w_j`, with
 //! `D⁽ʲ⁾ = 2s(x̂⁽ʲ⁾ − x)`; its terms are `dL/dW_dec[i] += Σ_r f_ri D⁽ʲ⁾_r`, `G⁽ʲ⁾_ri = D⁽ʲ⁾_r·W_dec[i]`
@@ -14,7 +16,7 @@
 //! for the decoder-bias gradient.
 
 use super::*;
-use crate::arch::MatryoshkaWidths;
+use crate::arch::{MatryoshkaAux, MatryoshkaWidths};
 use crate::kernels::Codes;
 
 /// `out` = the entries of `full` with latent `< width` (each row's list is sorted, so a prefix of it).
@@ -37,13 +39,15 @@ pub(in crate::arch) fn prefix_codes<T: Real>(full: &Codes<T>, width: usize, out:
 }
 
 /// Adds the loss terms and gradients of the inner prefixes `j < G` (after the sparse path has done the
-/// full dictionary): fills `stats.prefix_sse` and leaves `ws.d = Σ_j D⁽ʲ⁾`.
+/// full dictionary): fills `stats.prefix_sse` and leaves `ws.d = Σ_j D⁽ʲ⁾`. With per-level AuxK, also
+/// each inner level's AuxK (into `stats.aux_loss`) while its prefix's `x̂⁽ʲ⁾` is at hand.
 #[allow(clippy::too_many_arguments)]
 pub(in crate::arch) fn inner_prefixes<T: Real>(
     sae: &SaeOf<T>,
     x: &[T],
     n_rows: usize,
     groups: MatryoshkaWidths,
+    step: &StepConfig<'_>,
     s: T,
     ws: &mut WorkspaceOf<T>,
     grads: &mut GradientsOf<T>,
@@ -75,8 +79,49 @@ pub(in crate::arch) fn inner_prefixes<T: Real>(
             *total += dj;
         }
         ws.prefix = prefix;
+        if let (MatryoshkaAux::PerLevel, Some(dead)) = (step.matryoshka_aux, step.dead) {
+            let start = if j == 0 {
+                0
+            } else {
+                groups.as_slice()[j - 1] as usize
+            };
+            // ws.xhat still holds x̂⁽ʲ⁾: the level's residual.
+            stats.aux_loss += level_auxk(
+                sae,
+                x,
+                n_rows,
+                step,
+                dead,
+                start..width as usize,
+                s,
+                ws,
+                grads,
+            );
+        }
     }
     std::mem::swap(&mut ws.xhat, &mut ws.prefix_xhat);
     std::mem::swap(&mut ws.d, &mut ws.prefix_d);
     std::mem::swap(&mut ws.row_sq_err, &mut ws.prefix_row_err);
+}
+
+/// AuxK restricted to the dead latents in `level` (one Matryoshka level), reconstructing the residual
+/// `y − ws.xhat`: the caller leaves the level's prefix reconstruction in `ws.xhat`.
+#[allow(clippy::too_many_arguments)]
+pub(in crate::arch) fn level_auxk<T: Real>(
+    sae: &SaeOf<T>,
+    y: &[T],
+    n_rows: usize,
+    step: &StepConfig<'_>,
+    dead: &[bool],
+    level: std::ops::Range<usize>,
+    s: T,
+    ws: &mut WorkspaceOf<T>,
+    grads: &mut GradientsOf<T>,
+) -> f64 {
+    let mask: Vec<bool> = dead
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| d && level.contains(&i))
+        .collect();
+    auxk(sae, y, n_rows, step, &mask, s, ws, grads)
 }

@@ -38,6 +38,7 @@ mod topk;
 use rayon::prelude::*;
 
 use super::{sized, WorkspaceOf};
+use crate::arch::MatryoshkaAux;
 use crate::kernels::select::top_k;
 use crate::kernels::sparse::dot;
 use crate::kernels::{matmul, matmul_at_b, MatRef, Real};
@@ -291,7 +292,7 @@ pub(super) fn forward_backward<T: Real>(
         }
         if let Architecture::Matryoshka { groups, .. } = arch {
             // Matryoshka transcoders are refused by the config: here the target y is the input x.
-            inner_prefixes(sae, y, n_rows, groups, s, ws, grads, &mut stats);
+            inner_prefixes(sae, y, n_rows, groups, step, s, ws, grads, &mut stats);
         }
     }
 
@@ -332,14 +333,27 @@ pub(super) fn forward_backward<T: Real>(
     }
 
     // AuxK.
-    if let (
-        Architecture::TopK { .. }
-        | Architecture::BatchTopK { .. }
-        | Architecture::Matryoshka { .. },
-        Some(dead),
-    ) = (arch, step.dead)
-    {
-        stats.aux_loss = auxk(sae, y, n_rows, step, dead, s, ws, grads);
+    match (arch, step.dead) {
+        (Architecture::Matryoshka { groups, .. }, Some(dead))
+            if step.matryoshka_aux == MatryoshkaAux::PerLevel =>
+        {
+            // The inner levels' terms are in already (inner_prefixes); the last level's residual is
+            // the full one, in ws.xhat.
+            let levels = groups.levels();
+            let start = if levels > 1 {
+                groups.as_slice()[levels - 2] as usize
+            } else {
+                0
+            };
+            stats.aux_loss += level_auxk(sae, y, n_rows, step, dead, start..d_sae, s, ws, grads);
+        }
+        (
+            Architecture::TopK { .. }
+            | Architecture::BatchTopK { .. }
+            | Architecture::Matryoshka { .. },
+            Some(dead),
+        ) => stats.aux_loss = auxk(sae, y, n_rows, step, dead, s, ws, grads),
+        _ => {}
     }
 
     // Skip path: ŷ_r += W_skip x_r ⇒ dL/dW_skip = Σ_r D_r x_rᵀ = Dᵀ X (AuxK's residual is a constant).
@@ -391,7 +405,7 @@ fn count_par<T: Real>(z: &[T], pred: impl Fn(usize, T) -> bool + Sync, d_sae: us
 
 use jumprelu::{collect_band, jumprelu_threshold_grad};
 pub use jumprelu_recipes::JumpReluSparsity;
-use matryoshka::inner_prefixes;
+use matryoshka::{inner_prefixes, level_auxk};
 use paths::{dense_path, sparse_path};
 pub(super) use topk::select_topk;
 use topk::{auxk, select_batchtopk};

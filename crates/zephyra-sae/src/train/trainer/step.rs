@@ -151,6 +151,7 @@ impl Trainer {
             jumprelu_sparsity: self.cfg.jumprelu_sparsity,
             pre_act_coeff: self.cfg.pre_act_coeff,
             rescale_acts_by_decoder_norm: self.cfg.decoder_init_norm.is_some(),
+            matryoshka_aux: self.cfg.matryoshka_aux,
             ..StepConfig::default()
         };
         let stats =

@@ -80,11 +80,6 @@ pub(in crate::arch) fn inner_prefixes<T: Real>(
         }
         ws.prefix = prefix;
         if let (MatryoshkaAux::PerLevel, Some(dead)) = (step.matryoshka_aux, step.dead) {
-            let start = if j == 0 {
-                0
-            } else {
-                groups.as_slice()[j - 1] as usize
-            };
             // ws.xhat still holds x̂⁽ʲ⁾: the level's residual.
             stats.aux_loss += level_auxk(
                 sae,
@@ -92,7 +87,7 @@ pub(in crate::arch) fn inner_prefixes<T: Real>(
                 n_rows,
                 step,
                 dead,
-                start..width as usize,
+                groups.level_range(j),
                 s,
                 ws,
                 grads,

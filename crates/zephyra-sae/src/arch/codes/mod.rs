@@ -339,13 +339,8 @@ pub(super) fn forward_backward<T: Real>(
         {
             // The inner levels' terms are in already (inner_prefixes); the last level's residual is
             // the full one, in ws.xhat.
-            let levels = groups.levels();
-            let start = if levels > 1 {
-                groups.as_slice()[levels - 2] as usize
-            } else {
-                0
-            };
-            stats.aux_loss += level_auxk(sae, y, n_rows, step, dead, start..d_sae, s, ws, grads);
+            let last = groups.level_range(groups.levels() - 1);
+            stats.aux_loss += level_auxk(sae, y, n_rows, step, dead, last, s, ws, grads);
         }
         (
             Architecture::TopK { .. }

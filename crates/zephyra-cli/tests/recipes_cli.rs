@@ -131,6 +131,11 @@ fn jumprelu_recipes_train_and_resume_checks_them() {
         &[("--acts", &acts), ("--resume", &dir.path().join("q"))],
     )));
     assert!(err.contains("--jumprelu-init-threshold"), "{err}");
+    let err = fails(run(args_with(
+        "train --threshold-lr-scale 10 --quiet",
+        &[("--acts", &acts), ("--resume", &dir.path().join("q"))],
+    )));
+    assert!(err.contains("--threshold-lr-scale"), "{err}");
 }
 
 /// Quadratic L0 starts its thresholds at the target's firing rate by default: the first logged L0 is near
@@ -207,6 +212,14 @@ fn recipe_flags_are_refused_where_they_do_not_apply() {
         (
             "--arch jumprelu --jumprelu-init-threshold -1",
             "neither `target-rate` nor a threshold",
+        ),
+        (
+            "--arch topk --k 4 --threshold-lr-scale 10",
+            "--threshold-lr-scale set jumprelu's",
+        ),
+        (
+            "--arch jumprelu --threshold-lr-scale 0",
+            "--threshold-lr-scale",
         ),
     ] {
         let refused = train(&acts, &out, flags);

@@ -29,6 +29,15 @@ fn unit_rows(rng: &mut impl Rng, n: usize, d: usize) -> Vec<f32> {
     out
 }
 
+/// The input half of [`planted`] rows (no linear part): data for an SAE on the transcoder's inputs.
+fn planted_inputs(n: usize, seed: u64) -> Vec<f32> {
+    planted(n, seed, 0.0)
+        .chunks(D_IN + D_OUT)
+        .flat_map(|r| &r[..D_IN])
+        .copied()
+        .collect()
+}
+
 /// `n` planted rows `[x | y]`: 3 of `N_FEATURES` features active per row with amplitude `a ∈ [0.5, 2]`,
 /// `x = 5 Σ a e_f + 0.3 + noise`, `y = 3 Σ a u_f + linear · A x` (`A` random `[D_OUT, D_IN]`). The
 /// dictionary is fixed; `seed` picks the rows.
@@ -90,11 +99,7 @@ fn train(cfg: TrainConfig, rows: Vec<f32>, width: usize) -> Trainer {
 
 #[test]
 fn transcoder_with_target_equal_to_input_reproduces_the_sae() {
-    let x: Vec<f32> = planted(3000, 1, 0.0)
-        .chunks(D_IN + D_OUT)
-        .flat_map(|r| &r[..D_IN])
-        .copied()
-        .collect();
+    let x = planted_inputs(3000, 1);
     let xx: Vec<f32> = x.chunks(D_IN).flat_map(|r| [r, r].concat()).collect();
     for arch in [
         Architecture::Relu,
@@ -152,11 +157,7 @@ fn transcoder_with_target_equal_to_input_reproduces_the_sae() {
 fn target_rate_thresholds_agree_between_transcoder_and_sae_and_start_at_the_target() {
     use zephyra_sae::train::ThresholdInit;
     use zephyra_sae::JumpReluSparsity;
-    let x: Vec<f32> = planted(3000, 2, 0.0)
-        .chunks(D_IN + D_OUT)
-        .flat_map(|r| &r[..D_IN])
-        .copied()
-        .collect();
+    let x = planted_inputs(3000, 2);
     let xx: Vec<f32> = x.chunks(D_IN).flat_map(|r| [r, r].concat()).collect();
     let recipe = |sae: SaeConfig, steps: u64| {
         let mut cfg = settings(sae, steps);
@@ -211,6 +212,69 @@ fn target_rate_thresholds_agree_between_transcoder_and_sae_and_start_at_the_targ
         .zip(d.training_sae().params())
     {
         assert!(u == v, "{name} differs between the SAE and the transcoder");
+    }
+}
+
+/// `threshold_lr_scale` multiplies the thresholds' step and nothing else. Adam's first step moves every
+/// parameter by about lr·sign(g), so after one step at scale 4 each threshold that had a gradient has moved
+/// 4× as far as at scale 1 (in the same direction), and every other parameter is bit-identical.
+#[test]
+fn threshold_lr_scale_multiplies_the_thresholds_first_step_and_nothing_else() {
+    use zephyra_sae::train::ThresholdInit;
+    use zephyra_sae::JumpReluSparsity;
+    let x = planted_inputs(3000, 3);
+    let mut sae_cfg = SaeConfig::new(D_IN, 48, Architecture::JumpRelu).unwrap();
+    sae_cfg.apply_b_dec_to_input = false;
+    let one_step = |lr: f32, scale: f64| {
+        let mut c = settings(sae_cfg.clone(), 1);
+        c.jumprelu_sparsity = JumpReluSparsity::QuadraticL0 { target: 4.0 };
+        c.sparsity_coeff = 1.0;
+        c.jumprelu_init_threshold = ThresholdInit::TargetRate;
+        // A wide window, so that most thresholds see pre-activations near them in the first batch.
+        c.bandwidth = 0.5;
+        c.lr = lr;
+        c.threshold_lr_scale = scale;
+        train(c, x.clone(), D_IN)
+    };
+    let lr = 1e-4;
+    let start = one_step(1e-30, 1.0);
+    let (plain, scaled) = (one_step(lr, 1.0), one_step(lr, 4.0));
+    let theta0 = &start.training_sae().threshold;
+    let (t1, t4) = (
+        &plain.training_sae().threshold,
+        &scaled.training_sae().threshold,
+    );
+    let mut moved = 0;
+    for i in 0..theta0.len() {
+        let (d1, d4) = (t1[i] - theta0[i], t4[i] - theta0[i]);
+        if d1 == 0.0 {
+            assert_eq!(d4, 0.0, "latent {i}: no gradient at scale 1, a step at 4");
+            continue;
+        }
+        // Far enough from 0 that the projection θ ≥ 0 leaves the step alone.
+        if theta0[i] > 8.0 * lr {
+            moved += 1;
+            let ratio = d4 / d1;
+            assert!(
+                (ratio - 4.0).abs() < 0.01,
+                "latent {i}: steps {d1} and {d4}"
+            );
+            assert!(
+                d1.abs() > 0.5 * lr && d1.abs() < 1.5 * lr,
+                "latent {i}: step {d1}, lr {lr}"
+            );
+        }
+    }
+    assert!(moved >= 24, "only {moved} of 48 thresholds had a gradient");
+    for ((name, u), (_, v)) in plain
+        .training_sae()
+        .params()
+        .into_iter()
+        .zip(scaled.training_sae().params())
+    {
+        if name != "threshold" {
+            assert!(u == v, "{name} differs with the threshold's scale");
+        }
     }
 }
 

@@ -152,6 +152,11 @@ pub struct JumpReluArgs {
     /// its target L0 [default: target-rate with --target-l0, else 0.001].
     #[arg(long, value_name = "VALUE|target-rate", allow_negative_numbers = true, value_parser = threshold_init)]
     pub jumprelu_init_threshold: Option<ThresholdInit>,
+    /// The thresholds' learning rate as a multiple of --lr, > 0: each Adam step moves a threshold by about
+    /// its rate, while the encoder moves a pre-activation by about --lr × ‖x‖₁, so at 1 the L0 penalty
+    /// pulls the L0 back slowly after the encoder has pushed it off its target [default: 1].
+    #[arg(long, value_name = "F", allow_negative_numbers = true, value_parser = values::positive::<f64>)]
+    pub threshold_lr_scale: Option<f64>,
 }
 
 /// `--jumprelu-init-threshold`: `target-rate` or a finite value ≥ 0.
@@ -176,6 +181,7 @@ impl JumpReluArgs {
             || self.pre_act_coeff.is_some()
             || self.jumprelu_bandwidth.is_some()
             || self.jumprelu_init_threshold.is_some()
+            || self.threshold_lr_scale.is_some()
     }
 
     /// Sets the recipe of `cfg` (with its default coefficients when it changes) and `--tanh-coeff`,
@@ -186,7 +192,8 @@ impl JumpReluArgs {
             if self.given() {
                 bail!(
                     "--jumprelu-sparsity, --target-l0, --tanh-coeff, --tanh-scale, --pre-act-coeff, \
-                     --jumprelu-bandwidth and --jumprelu-init-threshold set jumprelu's sparsity recipe; \
+                     --jumprelu-bandwidth, --jumprelu-init-threshold and --threshold-lr-scale set \
+                     jumprelu's sparsity recipe; \
                      {} has none: use --arch jumprelu or drop them",
                     cfg.sae.architecture.name()
                 );
@@ -253,6 +260,9 @@ impl JumpReluArgs {
         }
         if let Some(eps) = self.jumprelu_bandwidth {
             cfg.bandwidth = eps;
+        }
+        if let Some(scale) = self.threshold_lr_scale {
+            cfg.threshold_lr_scale = scale;
         }
         if let Some(init) = self.jumprelu_init_threshold {
             cfg.jumprelu_init_threshold = init;

@@ -117,6 +117,10 @@ pub struct TrainConfig {
     /// JumpReLU: how the thresholds start (runs saved before the option existed started at 0.001).
     #[serde(default)]
     pub jumprelu_init_threshold: ThresholdInit,
+    /// JumpReLU: the thresholds' learning rate as a multiple of `lr` (runs saved before the option
+    /// existed trained them at `lr`).
+    #[serde(default = "unit_scale")]
+    pub threshold_lr_scale: f64,
     /// TopK family: `Some(v)` = SAELens' parametrisation, decoder rows free and started at norm `v`,
     /// pre-activations rescaled by the decoder norms (folded in when saving); `None` = unit-norm decoder
     /// rows (renormalised each step). Runs saved before the option existed read as `None`.
@@ -224,6 +228,7 @@ impl TrainConfig {
             jumprelu_sparsity: crate::JumpReluSparsity::L0,
             pre_act_coeff: 0.0,
             jumprelu_init_threshold: ThresholdInit::default(),
+            threshold_lr_scale: 1.0,
             decoder_init_norm: rescaled.then_some(0.1),
             matryoshka_aux: crate::MatryoshkaAux::Whole,
             non_finite: NonFinitePolicy::Skip,
@@ -318,6 +323,11 @@ impl TrainConfig {
         check_f64("aux_coeff", self.aux_coeff, Range::NonNegative)?;
         check_f64("bandwidth", self.bandwidth, Range::Positive)?;
         check_f64("threshold_rate", self.threshold_rate, Range::Unit)?;
+        check_f64(
+            "--threshold-lr-scale",
+            self.threshold_lr_scale,
+            Range::Positive,
+        )?;
         self.validate_jumprelu_recipe()?;
         if let Some(norm) = self.decoder_init_norm {
             check_f32("--decoder-init-norm", norm, Range::Positive)?;
@@ -398,6 +408,16 @@ impl TrainConfig {
                     ),
                 );
             }
+            if self.threshold_lr_scale != 1.0 {
+                return out_of_range(
+                    "--threshold-lr-scale",
+                    self.threshold_lr_scale,
+                    format!(
+                        "it scales the learning rate of jumprelu's thresholds; {} has none to train",
+                        self.sae.architecture.name()
+                    ),
+                );
+            }
             if recipe != crate::JumpReluSparsity::L0 || self.pre_act_coeff != 0.0 {
                 return out_of_range(
                     "--jumprelu-sparsity/--pre-act-coeff",
@@ -440,6 +460,10 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+fn unit_scale() -> f64 {
+    1.0
 }
 
 /// The most worker threads any run may ask for.

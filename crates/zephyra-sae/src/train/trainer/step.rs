@@ -253,6 +253,13 @@ impl Trainer {
             .zip(self.grads.slices())
             .enumerate()
         {
+            // JumpReLU's thresholds move by about their learning rate per Adam step, while the encoder
+            // shifts a pre-activation by about lr·‖x‖₁: a larger rate lets the L0 penalty keep up.
+            let lr = if p.name == "threshold" {
+                (f64::from(lr) * self.cfg.threshold_lr_scale) as f32
+            } else {
+                lr
+            };
             self.adam.update(i, p.value, g, lr)?;
         }
         if free_decoder {

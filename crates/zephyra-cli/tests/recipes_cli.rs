@@ -131,11 +131,16 @@ fn jumprelu_recipes_train_and_resume_checks_them() {
         &[("--acts", &acts), ("--resume", &dir.path().join("q"))],
     )));
     assert!(err.contains("--jumprelu-init-threshold"), "{err}");
+    // --target-l0 trains the thresholds at 30× the learning rate unless told otherwise: the checkpoint
+    // records 30, so resuming at 1 (the rate of every other recipe) is refused, naming both.
     let err = fails(run(args_with(
-        "train --threshold-lr-scale 10 --quiet",
+        "train --threshold-lr-scale 1 --quiet",
         &[("--acts", &acts), ("--resume", &dir.path().join("q"))],
     )));
-    assert!(err.contains("--threshold-lr-scale"), "{err}");
+    assert!(
+        err.contains("--threshold-lr-scale") && err.contains("30"),
+        "{err}"
+    );
 }
 
 /// Quadratic L0 starts its thresholds at the target's firing rate by default: the first logged L0 is near

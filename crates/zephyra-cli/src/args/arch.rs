@@ -154,7 +154,8 @@ pub struct JumpReluArgs {
     pub jumprelu_init_threshold: Option<ThresholdInit>,
     /// The thresholds' learning rate as a multiple of --lr, > 0: each Adam step moves a threshold by about
     /// its rate, while the encoder moves a pre-activation by about --lr × ‖x‖₁, so at 1 the L0 penalty
-    /// pulls the L0 back slowly after the encoder has pushed it off its target [default: 1].
+    /// pulls the L0 back slowly after the encoder has pushed it off its target [default: 30 with
+    /// --target-l0, else 1].
     #[arg(long, value_name = "F", allow_negative_numbers = true, value_parser = values::positive::<f64>)]
     pub threshold_lr_scale: Option<f64>,
 }
@@ -263,6 +264,8 @@ impl JumpReluArgs {
         }
         if let Some(scale) = self.threshold_lr_scale {
             cfg.threshold_lr_scale = scale;
+        } else if recipe.name() != saved.name() {
+            cfg.threshold_lr_scale = recipe.default_threshold_lr_scale();
         }
         if let Some(init) = self.jumprelu_init_threshold {
             cfg.jumprelu_init_threshold = init;
